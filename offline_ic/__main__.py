@@ -1,0 +1,3 @@
+from offline_ic.cli import main
+
+main()

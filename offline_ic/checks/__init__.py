@@ -1,0 +1,1 @@
+"""Pre-boot checks: results, policy, report formats."""

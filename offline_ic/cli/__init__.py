@@ -1,0 +1,66 @@
+"""The ``offline-ic`` command line: thin commands over the library, errors mapped to exit codes.
+
+Exit codes: 0 success/pass, 1 check failed, 2 usage or input error, 3 refused for safety.
+Each command family lives in its own module and registers itself on the group; heavy
+imports happen inside the commands so that ``--help`` and small jobs start fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+
+import click
+
+from offline_ic import __version__
+from offline_ic.cli import check_cmd, hive_cmds, image_cmds, windows_cmds
+from offline_ic.errors import OfflineICError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="offline-ic")
+def cli() -> None:
+    """Inspect and service the Hyper-V integration services of a stopped VM's disk.
+
+    IMAGE is a .vhdx, .avhdx, .vhd or raw disk image (a differencing disk's parents are
+    found through its parent locator), a directory that is a mounted guest root (E:\\),
+    or a bare registry hive file.
+
+    \b
+    Exit codes: 0 success/pass, 1 check failed, 2 usage or input error,
+                3 refused for safety (nothing written).
+    """
+
+
+for _module in (windows_cmds, image_cmds, hive_cmds, check_cmd):
+    _module.register(cli)
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device (nothing was changed)"
+    return f"{where}{reason}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the group and turn errors into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="offline-ic", standalone_mode=False)
+    except OfflineICError as exc:
+        click.echo(f"offline-ic: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("offline-ic: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        click.echo(f"offline-ic: error: {_os_error_line(exc)}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("offline-ic: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,35 @@
+"""Helpers shared by the command modules: JSON output and the shared options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON document on stdout (stable key order as built, UTF-8)."""
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know but that is not an error."""
+    click.echo(f"offline-ic: warning: {message}", err=True)
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, only when stderr is a terminal (keeps CI logs and pipes clean)."""
+    if sys.stderr.isatty():
+        click.echo(message, err=True)
+
+
+parent_option = click.option(
+    "--parent",
+    "parent",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Parent disk of a differencing VHDX/AVHDX (default: found through the parent locator).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
