@@ -52,3 +52,27 @@ def unpacked(tmp_path_factory):
         return unpack(Path(src), cache)
 
     return _unpack
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``offline-ic ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from offline_ic.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args) -> (exit code, stdout, stderr)`` for the offline-ic command line."""
+
+    def _run(*args):
+        return run_cli(list(args), capsys)
+
+    return _run
