@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import real_data, unpack
+
+from tests.helpers import real_data, unpack
 
 HIVES = {
     "win10": "hives/dissect_SYSTEM_win10_19041.gz",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TESTDATA
+
+from tests.helpers import TESTDATA
 
 WIN = TESTDATA / "windows"
 

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import real_data
 
 from offline_ic.guest.windows.catalog import DRIVERS, INTEGRATION_SERVICES, resolve_service
+from tests.helpers import real_data
 
 EIGHT = [s.name for s in INTEGRATION_SERVICES]
 DRIVER_NAMES = [d.name for d in DRIVERS]
