@@ -68,14 +68,7 @@ def test_dirty_hive_in_image_warns_and_names_logs(win10_dirty_raw):
 
 @pytest.mark.skipif(shutil.which("ntfs-3g") is None, reason="ntfs-3g not installed")
 def test_hibernated_volume_fails(tmp_path, system_win10):
-    import sys
-
-    from tests.helpers import REPO
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        pass
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    build = script_module("build_windows_testdata")
     hiberfil = tmp_path / "hiberfil.sys"
     hiberfil.write_bytes(b"HIBR" + b"\0" * 8188)
     vol = tmp_path / "vol.ntfs"
