@@ -10,7 +10,7 @@ import pytest
 from offline_ic.guest.windows.checks import check_windows_guest, windows_checks
 from offline_ic.guest.windows.guest import DirectoryWindowsGuest, HiveFileGuest
 from offline_ic.image import open_image
-from tests.helpers import real_data
+from tests.helpers import real_data, script_module
 
 MiB = 1024 * 1024
 
