@@ -68,7 +68,7 @@ class DiskImage(ABC):
     def info(self) -> ImageInfo:
         """Facts about the image (and its parents)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook: images without handles need nothing
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release file handles. Idempotent."""
 
     def stream(self) -> ImageStream:

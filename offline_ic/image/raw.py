@@ -22,7 +22,8 @@ class RawImage(DiskImage):
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise InputError(
-                f"{self.path}: read of {length} bytes at {offset} is outside the disk ({self.size} bytes)"
+                f"{self.path}: read of {length} bytes at {offset} is outside the disk "
+                f"({self.size} bytes)"
             )
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
