@@ -152,9 +152,16 @@ def render_inspect(doc: dict[str, Any]) -> None:
     if state:
         click.echo(f"NTFS: {'dirty' if state['dirty'] else 'clean'}, hibernation: "
                    f"{state['hibernation'] or 'none'}")
-    os_info = doc["os"]
-    click.echo(f"OS: {os_info.get('product_name', 'Windows')} {os_info.get('display_version', '')} "
-               f"build {os_info.get('build', '?')}".rstrip())
+    for problem in doc.get("errors", {}).values():
+        click.echo(f"Note: {problem}")
+    os_info = doc.get("os")
+    if not os_info:
+        return
+    if "product_name" in os_info:
+        click.echo(f"OS: {os_info['product_name']} {os_info.get('display_version', '')} "
+                   f"build {os_info.get('build', '?')}")
+    else:
+        click.echo("OS: Windows (version unknown: no SOFTWARE hive)")
     for name, facts in doc["hives"].items():
         if facts is None:
             click.echo(f"{name} hive: not found")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from offline_ic.errors import NotFoundError, OfflineICError
 from offline_ic.guest.windows.catalog import resolve_service
-from offline_ic.guest.windows.guest import HiveFileGuest, NtfsWindowsGuest, WindowsGuest
+from offline_ic.guest.windows.guest import HiveFileGuest, WindowsGuest
 from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
 from offline_ic.guest.windows.services import read_services
+from offline_ic.image import open_image
 from offline_ic.registry import Hive
-from offline_ic.target import open_windows_guest
+from offline_ic.target import is_hive_file, open_windows_guest, windows_guest_in_image
+from offline_ic.volumes import list_volumes
 
 
 def hive_facts(guest: WindowsGuest, name: str) -> dict[str, Any]:
@@ -78,48 +81,64 @@ def windows_version(software: Hive) -> dict[str, Any]:
 
 def inspect_target(target: str, *, parent: str | None = None,
                    volume: int | None = None) -> dict[str, Any]:
-    """Everything offline-ic can tell about a target, read-only; parts that fail say why."""
-    guest = open_windows_guest(target, parent=parent, volume=volume)
+    """Everything offline-ic can tell about a target, read-only; parts that fail say why.
+
+    An image without Windows still gets its image facts and volumes (forensics needs them);
+    only a target that cannot be opened at all is an error.
+    """
+    doc: dict[str, Any] = {"image": target, "errors": {}}
+    if os.path.isdir(target) or (os.path.isfile(target) and is_hive_file(target)):
+        guest = open_windows_guest(target, parent=parent, volume=volume)
+        doc["target_type"] = (f"{guest.kind} hive file" if isinstance(guest, HiveFileGuest)
+                              else "directory")
+        try:
+            _inspect_windows(guest, doc)
+        finally:
+            guest.close()
+        return doc
+
+    image = open_image(target, parent=parent)
     try:
-        doc: dict[str, Any] = {"image": target}
-        if isinstance(guest, NtfsWindowsGuest) and guest.image is not None:
-            doc["image_info"] = guest.image.info().to_dict()
-            from offline_ic.volumes import list_volumes
-
-            doc["volumes"] = [v.to_dict() for v in list_volumes(guest.image)]
-            doc["windows_volume"] = guest.volume.number if guest.volume else None
-            doc["volume_state"] = {
-                "dirty": guest.ntfs.is_dirty(),
-                "hibernation": guest.ntfs.hibernation_signature(),
-            }
-        elif isinstance(guest, HiveFileGuest):
-            doc["target_type"] = f"{guest.kind} hive file"
-        else:
-            doc["target_type"] = "directory"
-
-        doc["hives"] = {}
-        doc["errors"] = {}
-        for name in ("SYSTEM", "SOFTWARE"):
-            try:
-                doc["hives"][name] = hive_facts(guest, name)
-            except NotFoundError as exc:
-                doc["hives"][name] = None
-                doc["errors"][name] = str(exc)
-        doc["os"] = {"family": "windows"}
-        doc["services"] = None
-        doc["kvp"] = None
-        if doc["hives"]["SOFTWARE"]:
-            software = guest.hive("SOFTWARE")
-            doc["os"] = windows_version(software)
-            doc["kvp"] = read_all_pools(software)
-        if doc["hives"]["SYSTEM"]:
-            try:
-                doc["services"] = read_services(guest.hive("SYSTEM")).to_dict()
-            except OfflineICError as exc:
-                doc["errors"]["services"] = str(exc)
+        doc["target_type"] = "image"
+        doc["image_info"] = image.info().to_dict()
+        doc["volumes"] = [v.to_dict() for v in list_volumes(image)]
+        try:
+            guest = windows_guest_in_image(image, volume=volume)
+        except NotFoundError as exc:
+            doc["os"] = None
+            doc["errors"]["windows"] = str(exc)
+            return doc
+        doc["windows_volume"] = guest.volume.number if guest.volume else None
+        doc["volume_state"] = {
+            "dirty": guest.ntfs.is_dirty(),
+            "hibernation": guest.ntfs.hibernation_signature(),
+        }
+        _inspect_windows(guest, doc)
         return doc
     finally:
-        guest.close()
+        image.close()
+
+
+def _inspect_windows(guest: WindowsGuest, doc: dict[str, Any]) -> None:
+    doc["hives"] = {}
+    for name in ("SYSTEM", "SOFTWARE"):
+        try:
+            doc["hives"][name] = hive_facts(guest, name)
+        except NotFoundError as exc:
+            doc["hives"][name] = None
+            doc["errors"][name] = str(exc)
+    doc["os"] = {"family": "windows"}
+    doc["services"] = None
+    doc["kvp"] = None
+    if doc["hives"]["SOFTWARE"]:
+        software = guest.hive("SOFTWARE")
+        doc["os"] = windows_version(software)
+        doc["kvp"] = read_all_pools(software)
+    if doc["hives"]["SYSTEM"]:
+        try:
+            doc["services"] = read_services(guest.hive("SYSTEM")).to_dict()
+        except OfflineICError as exc:
+            doc["errors"]["services"] = str(exc)
 
 
 __all__ = ["KVP_POOLS", "hive_facts", "inspect_target", "kvp_get", "services_list"]

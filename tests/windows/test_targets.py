@@ -93,3 +93,27 @@ def test_truncated_vhdx(cli, tmp_path, win10_dynamic):
 
 def test_directory_that_is_not_a_guest(cli, tmp_path):
     assert_one_line_error(cli("services", "list", tmp_path), 2, "not a Windows guest root")
+
+
+def test_empty_file(cli, tmp_path):
+    empty = tmp_path / "disk.vhdx"
+    empty.write_bytes(b"")
+    assert_one_line_error(cli("services", "list", empty), 2, "empty file")
+
+
+@pytest.mark.parametrize("name, expected", [("disk.vhdx", "not a valid VHDX"),
+                                            ("disk.avhdx", "not a valid VHDX"),
+                                            ("disk.vhd", "not a valid VHD")])
+def test_name_says_vhd_but_signature_missing(cli, tmp_path, name, expected):
+    """Garbage named .vhdx is reported as a damaged VHDX, not silently read as a raw disk."""
+    path = tmp_path / name
+    path.write_bytes(bytes(range(256)) * 4096)
+    assert_one_line_error(cli("services", "list", path), 2, expected)
+
+
+def test_raw_image_with_any_name_is_read(cli, tmp_path, win10_dirty_raw):
+    renamed = tmp_path / "disk.img"
+    renamed.write_bytes(win10_dirty_raw.read_bytes())
+    code, out, err = cli("services", "list", renamed, "--json")
+    assert code == 0, err
+    assert json.loads(out)["hive_state"] == "dirty"
