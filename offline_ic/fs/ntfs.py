@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from offline_ic.errors import CorruptImageError, NotFoundError
+from offline_ic.errors import CorruptImageError, NotFoundError, SafetyRefusal
 
 # $VOLUME_INFORMATION flags (the volume's "dirty" bit makes chkdsk run at next boot).
 VOLUME_IS_DIRTY = 0x0001
@@ -133,3 +133,62 @@ class NtfsVolume:
         except NotFoundError:
             return None
         return head.decode("ascii") if head in HIBERNATION_SIGNATURES else None
+
+
+def map_file_writes(
+    info: NtfsFileInfo, cluster_size: int, writes: list[tuple[int, bytes]]
+) -> list[tuple[int, bytes]]:
+    """Turn writes at file offsets into writes at volume offsets, through the data runs.
+
+    Only the content of an existing, plain, non-resident file is written: no NTFS metadata
+    changes, so the volume stays consistent whatever the journal ($LogFile) holds. A write
+    that would need any other kind of change is refused.
+    """
+    if info.resident:
+        raise SafetyRefusal(f"{info.path}: data is resident in the MFT record; not written in place")
+    for flag, what in ((info.compressed, "compressed"), (info.encrypted, "encrypted"),
+                       (info.sparse, "sparse")):
+        if flag:
+            raise SafetyRefusal(f"{info.path}: file is {what}; not written in place")
+    out: list[tuple[int, bytes]] = []
+    for file_offset, data in writes:
+        if file_offset < 0 or file_offset + len(data) > info.size:
+            raise SafetyRefusal(
+                f"{info.path}: write at {file_offset}+{len(data)} goes past the end of the file "
+                f"({info.size} bytes); files are not grown in place"
+            )
+        pos, view = file_offset, memoryview(data)
+        while view:
+            volume_offset, room = _locate(info, cluster_size, pos)
+            n = min(room, len(view))
+            out.append((volume_offset, bytes(view[:n])))
+            pos += n
+            view = view[n:]
+    return out
+
+
+def _locate(info: NtfsFileInfo, cluster_size: int, file_offset: int) -> tuple[int, int]:
+    """(volume offset of ``file_offset``, bytes left in its run)."""
+    vcn, within = divmod(file_offset, cluster_size)
+    run_start = 0
+    for lcn, count in info.runs:
+        if vcn < run_start + count:
+            if lcn is None:
+                raise SafetyRefusal(f"{info.path}: offset {file_offset} is in a sparse hole")
+            offset = (lcn + vcn - run_start) * cluster_size + within
+            return offset, (run_start + count - vcn) * cluster_size - within
+        run_start += count
+    raise CorruptImageError(f"{info.path}: data runs end before offset {file_offset}")
+
+
+def check_volume_writable(volume: NtfsVolume) -> None:
+    """Refuse to write a volume Windows would not see consistently at next boot."""
+    signature = volume.hibernation_signature()
+    if signature:
+        raise SafetyRefusal(
+            f"{volume.name}: Windows is hibernated or Fast-Startup-suspended (hiberfil.sys starts "
+            f"with '{signature}'); boot it and shut it down fully (shutdown /s /f /t 0), or turn "
+            "Fast Startup off, before servicing offline"
+        )
+    if volume.is_dirty():
+        raise SafetyRefusal(f"{volume.name}: NTFS volume is marked dirty; run chkdsk first")
