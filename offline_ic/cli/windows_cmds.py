@@ -19,10 +19,16 @@ image_argument = click.argument("image", metavar="IMAGE", type=click.Path(path_t
 
 
 def _warn_dirty(doc: dict[str, Any]) -> None:
-    if doc.get("hive_state") == "dirty":
-        s1, s2 = doc.get("hive_sequence", (None, None))
-        warn(f"SYSTEM hive is dirty (sequence numbers {s1}/{s2}): Windows did not flush its last "
-             "changes; values shown are the primary file's")
+    if doc.get("hive_state") != "dirty":
+        return
+    s1, s2 = doc.get("hive_sequence", (None, None))
+    head = f"SYSTEM hive is dirty (sequence numbers {s1}/{s2})"
+    if doc.get("hive_recovered"):
+        warn(f"{head}: shown as recovered in memory from its .LOG1/.LOG2, as Windows will see "
+             "it at boot; the files are unchanged")
+    else:
+        problem = doc.get("hive_recovery_problem") or "logs not usable"
+        warn(f"{head}: values shown are the primary file's, without its last changes ({problem})")
 
 
 def _start_text(entry: dict[str, Any]) -> str:
@@ -167,8 +173,11 @@ def render_inspect(doc: dict[str, Any]) -> None:
             click.echo(f"{name} hive: not found")
             continue
         logs = ", ".join(k for k, v in facts["logs"].items() if v) or "none"
+        recovered = ", recovered in memory from its logs" if facts.get("recovered") else ""
         click.echo(f"{name} hive: {facts['state']} (sequence {facts['sequence1']}/"
-                   f"{facts['sequence2']}), logs: {logs}")
+                   f"{facts['sequence2']}), logs: {logs}{recovered}")
+        if facts.get("recovery_problem"):
+            click.echo(f"  not recovered: {facts['recovery_problem']}")
     if doc.get("services"):
         click.echo("")
         render_services({"image": doc["image"], **doc["services"]})

@@ -25,6 +25,8 @@ def hive_facts(guest: WindowsGuest, name: str) -> dict[str, Any]:
         "sequence1": hive.sequence1,
         "sequence2": hive.sequence2,
         "logs": guest.hive_log_present(name),
+        "recovered": hive.recovered,
+        "recovery_problem": guest.recovery_problems.get(name),
     }
 
 
@@ -40,6 +42,9 @@ def services_list(target: str, *, parent: str | None = None, volume: int | None 
             report["services"] = [s for s in report["services"] if s["name"] in wanted]
         doc = {"image": target, **report}
         doc["hive_sequence"] = [system.sequence1, system.sequence2]
+        doc["hive_recovered"] = system.recovered
+        if system.is_dirty and not system.recovered:
+            doc["hive_recovery_problem"] = guest.recovery_problems.get("SYSTEM")
         return doc
     finally:
         guest.close()

@@ -61,7 +61,7 @@ def test_dirty_hive_in_image_warns_and_names_logs(win10_dirty_raw):
         results = by_id(windows_checks(image))
     hive = results["windows.hive.system"]
     assert hive.status == "warn"
-    assert "1622/1621" in hive.detail and "LOG1, LOG2" in hive.detail
+    assert "1622/1621" in hive.detail and "recovered in memory from its LOG1, LOG2" in hive.detail
     assert results["windows.hibernation"].status == "pass"
     assert results["windows.ntfs.dirty"].status == "pass"
 

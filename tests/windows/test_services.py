@@ -127,12 +127,37 @@ def test_control_set_follows_select_current(cli, tmp_path, system_win10):
     assert services["vmicvss"]["present"] is False
 
 
-def test_dirty_hive_is_read_and_reported(cli, win10_dirty_raw):
+def test_dirty_hive_is_read_recovered_and_reported(cli, win10_dirty_raw):
     doc, err = services_json(cli, win10_dirty_raw)
     assert doc["hive_state"] == "dirty"
     assert doc["hive_sequence"] == [1622, 1621]
-    assert "dirty" in err and "1622/1621" in err
+    assert doc["hive_recovered"] is True
+    assert "dirty" in err and "1622/1621" in err and "recovered in memory" in err
     assert by_name(doc["services"])["vmicvss"]["start"] == 3
+
+
+def test_dirty_hive_in_image_shows_the_logs_changes(win10_dirty_raw):
+    """The recovered view has what only the logs hold (facts from ../shared/design.md)."""
+    from offline_ic.target import open_windows_guest
+
+    guest = open_windows_guest(str(win10_dirty_raw))
+    try:
+        system = guest.hive("SYSTEM")
+        assert system.recovered and system.is_dirty
+        assert system.find_key("ControlSet001\\Services\\ad_driver") is not None
+        epoch = system.find_key("ControlSet001\\Services\\SharedAccess\\Epoch").value("Epoch")
+        assert epoch.data == 435  # the stale primary says 431
+    finally:
+        guest.close()
+
+
+def test_dirty_hive_without_logs_reads_the_primary(cli, tmp_path, unpacked):
+    hive = tmp_path / "SYSTEM"
+    hive.write_bytes(unpacked(real_data("hives/regipy_SYSTEM_B.xz")).read_bytes())
+    doc, err = services_json(cli, hive)
+    assert doc["hive_state"] == "dirty" and doc["hive_recovered"] is False
+    assert doc["hive_recovery_problem"] == "no .LOG1/.LOG2 beside it"
+    assert "primary file's" in err
 
 
 def test_mounted_guest_root_directory(cli, tmp_path, system_win10, win10_dynamic):

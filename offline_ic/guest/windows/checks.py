@@ -56,12 +56,17 @@ def _hive_state(guest: WindowsGuest, system: Hive) -> CheckResult:
     if not system.is_dirty:
         return CheckResult("windows.hive.system", "pass",
                            f"SYSTEM hive clean (sequence {system.sequence1}) at {where}")
-    logs = [name for name, present in guest.hive_log_present("SYSTEM").items() if present]
-    have = f"logs present: {', '.join(logs)}" if logs else "no .LOG1/.LOG2 beside it"
+    head = f"SYSTEM hive dirty (sequence {system.sequence1}/{system.sequence2}) at {where}"
+    if system.recovered:
+        return CheckResult(
+            "windows.hive.system", "warn",
+            f"{head}; checked as recovered in memory from its LOG1, LOG2 (as Windows replays "
+            "them at boot)",
+        )
+    problem = guest.recovery_problems.get("SYSTEM", "logs not usable")
     return CheckResult(
         "windows.hive.system", "warn",
-        f"SYSTEM hive dirty (sequence {system.sequence1}/{system.sequence2}) at {where}; "
-        f"Windows replays its logs at boot ({have}); values checked are the primary file's",
+        f"{head}; values checked are the primary file's, without its last changes ({problem})",
     )
 
 

@@ -11,20 +11,27 @@ import os
 from abc import ABC, abstractmethod
 from typing import BinaryIO
 
-from offline_ic.errors import NotFoundError
+from offline_ic.errors import NotFoundError, OfflineICError
 from offline_ic.registry import Hive
+from offline_ic.registry.hive import HiveSource
 
 CONFIG_DIR = "Windows/System32/config"
 HIVE_NAMES = ("SYSTEM", "SOFTWARE")
 
 
 class WindowsGuest(ABC):
-    """Read access to one Windows installation; hives are opened once and cached."""
+    """Read access to one Windows installation; hives are opened once and cached.
+
+    A dirty hive is shown as Windows would see it at boot: recovered in memory from the
+    ``.LOG1``/``.LOG2`` beside it (the files are not changed). When that cannot be done, the
+    primary file is read as it is and the reason is kept in ``recovery_problems``.
+    """
 
     description: str
 
     def __init__(self) -> None:
         self._hives: dict[str, Hive] = {}
+        self.recovery_problems: dict[str, str] = {}
 
     @abstractmethod
     def open_file(self, path: str) -> BinaryIO:
@@ -45,11 +52,34 @@ class WindowsGuest(ABC):
             self._hives[name] = self._open_hive(name)
         return self._hives[name]
 
-    def _open_hive(self, name: str) -> Hive:
+    def _hive_path(self, name: str) -> str:
         path = f"{CONFIG_DIR}/{name}"
         if not self.exists(path):
             raise NotFoundError(f"{self.description}: no {name} hive ({path})")
-        return Hive.open(self.open_file(path), name=self.hive_location(name))
+        return path
+
+    def _open_primary(self, name: str) -> HiveSource:
+        return self.open_file(self._hive_path(name))
+
+    def _open_log(self, name: str, ext: str) -> HiveSource:
+        return self.open_file(f"{CONFIG_DIR}/{name}.{ext}")
+
+    def _open_hive(self, name: str) -> Hive:
+        label = self.hive_location(name)
+        hive = Hive.open(self._open_primary(name), name=label)
+        if not hive.is_dirty:
+            return hive
+        present = [ext for ext, ok in self.hive_log_present(name).items() if ok]
+        if not present:
+            self.recovery_problems[name] = "no .LOG1/.LOG2 beside it"
+            return hive
+        logs = {ext: self._open_log(name, ext) for ext in present}
+        try:
+            return Hive.open(self._open_primary(name), name=label,
+                             log1=logs.get("LOG1"), log2=logs.get("LOG2"))
+        except OfflineICError as exc:
+            self.recovery_problems[name] = str(exc)
+            return hive
 
     def hive_log_present(self, name: str) -> dict[str, bool]:
         """Which transaction logs (.LOG1/.LOG2) lie beside hive ``name``."""
@@ -122,9 +152,12 @@ class HiveFileGuest(WindowsGuest):
         super().__init__()
         self.path = path
         self.description = path
-        hive = Hive.open(path, name=path)
+        self.kind = "HIVE"  # until the content tells
+        hive = self._open_hive(self.kind)
         self.kind = hive_kind(hive)
         self._hives[self.kind] = hive
+        if "HIVE" in self.recovery_problems:
+            self.recovery_problems[self.kind] = self.recovery_problems.pop("HIVE")
 
     def open_file(self, path: str) -> BinaryIO:
         raise NotFoundError(f"{self.path} is a bare {self.kind} hive, not a guest volume")
@@ -138,11 +171,14 @@ class HiveFileGuest(WindowsGuest):
     def hive_log_present(self, name: str) -> dict[str, bool]:
         return {ext: os.path.exists(f"{self.path}.{ext}") for ext in ("LOG1", "LOG2")}
 
-    def _open_hive(self, name: str) -> Hive:
-        needed = "KVP values" if name == "SOFTWARE" else "service settings"
-        raise NotFoundError(
-            f"{self.path} is a {self.kind} hive; {needed} live in the {name} hive"
-        )
+    def _open_primary(self, name: str) -> HiveSource:
+        if name not in (self.kind, "HIVE"):
+            needed = "KVP values" if name == "SOFTWARE" else "service settings"
+            raise NotFoundError(f"{self.path} is a {self.kind} hive; {needed} live in the {name} hive")
+        return self.path
+
+    def _open_log(self, name: str, ext: str) -> HiveSource:
+        return f"{self.path}.{ext}"
 
 
 def hive_kind(hive: Hive) -> str:
