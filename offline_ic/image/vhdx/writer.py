@@ -51,8 +51,7 @@ def prepare_writable(img: VhdxImage, *, force: bool = False) -> None:
             f"{'their' if len(img.children) > 1 else 'its'} parent linkage (write into a new "
             "child with --output CHILD.avhdx, or force)"
         )
-    if img.header.log_guid.int:
-        replay_and_retire(img)
+    img.replayed_entries = replay_and_retire(img) if img.header.log_guid.int else None
 
 
 def replay_and_retire(img: VhdxImage) -> int:
