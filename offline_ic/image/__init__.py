@@ -30,10 +30,14 @@ def detect_format(path: str) -> str:
     return "raw"
 
 
-def open_image(path: str, *, parent: str | None = None, writable: bool = False) -> DiskImage:
+def open_image(
+    path: str, *, parent: str | None = None, writable: bool = False, force: bool = False
+) -> DiskImage:
     """Open a disk image of any supported format.
 
-    ``parent`` overrides where a differencing disk's parent is looked for.
+    ``parent`` overrides where a differencing disk's parent is looked for. ``writable`` locks
+    the image, replays a pending VHDX log or rolls back a leftover undo journal; ``force``
+    allows writing a VHDX that other disks use as their parent.
     """
     if not os.path.exists(path):
         raise NotFoundError(f"{path}: no such file")
@@ -46,11 +50,11 @@ def open_image(path: str, *, parent: str | None = None, writable: bool = False) 
     if fmt == "vhdx":
         from offline_ic.image.vhdx import VhdxImage
 
-        return VhdxImage(path, parent=parent, writable=writable)
+        return VhdxImage(path, parent=parent, writable=writable, force=force)
     if fmt == "vhd":
         from offline_ic.image.vhd import VhdImage
 
-        return VhdImage(path, parent=parent, writable=writable)
+        return VhdImage(path, parent=parent, writable=writable, force=force)
     return RawImage(path, writable=writable)
 
 

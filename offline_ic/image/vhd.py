@@ -274,6 +274,12 @@ class VhdImage(DiskImage):
         skip = inblk - first * 512
         return data[skip : skip + n]
 
+    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
+        """Write (offset, bytes) ranges atomically (undo journal; dynamic disks allocate)."""
+        from offline_ic.image.vhd_writer import write_ranges
+
+        write_ranges(self, ranges)
+
     @property
     def disk_type(self) -> str:
         return {DISK_FIXED: "fixed", DISK_DYNAMIC: "dynamic", DISK_DIFF: "differencing"}[

@@ -40,7 +40,7 @@ class VhdxImage(DiskImage):
         _depth: int = 0,
         _seen: frozenset[str] = frozenset(),
         force: bool = False,
-        _parent_lock_shared: bool = False,
+        _chain: bool = True,
     ):
         self.path = path
         self.name = os.path.basename(path)
@@ -69,8 +69,8 @@ class VhdxImage(DiskImage):
                 prepare_writable(self, force=force)
             else:
                 self._load()
-            if self.has_parent:
-                self._open_parent(parent, _seen | {os.path.realpath(path)}, _parent_lock_shared)
+            if self.has_parent and _chain:
+                self._open_parent(parent, _seen | {os.path.realpath(path)})
         except BaseException:
             self.close()
             raise
@@ -459,7 +459,7 @@ class VhdxImage(DiskImage):
             raise self._corrupt("parent locator has no parent_linkage")
         return out
 
-    def _open_parent(self, override: str | None, seen: frozenset[str], lock_shared: bool) -> None:
+    def _open_parent(self, override: str | None, seen: frozenset[str]) -> None:
         if self._depth >= MAX_CHAIN_DEPTH:
             raise self._corrupt(f"differencing chain deeper than {MAX_CHAIN_DEPTH} disks")
         links = self._linkages()
@@ -492,6 +492,13 @@ class VhdxImage(DiskImage):
                 mismatch = f"parent {cand} has another logical sector size"
                 continue
             self.parent = par
+            if self.writable:
+                from offline_ic.image.lock import lock_file
+
+                node: DiskImage | None = par
+                while isinstance(node, VhdxImage):  # the whole chain below a written child
+                    lock_file(node.io.fd, node.path, shared=True)
+                    node = node.parent
             return
         if mismatch:
             raise CorruptImageError(f"{self.name}: {mismatch}")
@@ -499,6 +506,13 @@ class VhdxImage(DiskImage):
         raise NotFoundError(
             f"{self.name}: parent disk not found (tried {tried}); use --parent PATH"
         )
+
+    # ------------------------------------------------------------------------------- write
+    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
+        """Write (offset, bytes) ranges as one crash-safe transaction (VHDX log)."""
+        from offline_ic.image.vhdx.writer import write_ranges
+
+        write_ranges(self, ranges)
 
     # -------------------------------------------------------------------------------- info
     @property
