@@ -70,7 +70,8 @@ def compress(data: bytes, kind: str) -> bytes:
 # ---------------------------------------------------------------------------------------
 def mkfs_ext4(src: Path, img: Path, size_mb: int, label: str, fs_uuid: str) -> None:
     subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src), "-L", label,
-                    "-U", fs_uuid, "-E", "root_owner=0:0", str(img), f"{size_mb}M"], check=True)
+                    "-U", fs_uuid, "-E", "root_owner=0:0", str(img), f"{size_mb}M"], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def _protofile(src: Path) -> str:
@@ -337,6 +338,17 @@ def grub_cfg(entries: list[tuple[str, str, str]], root_uuid: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def kvp_pool(records: dict[str, str]) -> bytes:
+    """A KVP pool file as hv_kvp_daemon writes it: key[512] + value[2048], NUL padded."""
+    return b"".join(k.encode().ljust(512, b"\0") + v.encode().ljust(2048, b"\0")
+                    for k, v in records.items())
+
+
+KVP_PARAMETERS = {"HostName": "HV-HOST-07", "PhysicalHostNameFullyQualified": "hv-host-07.lab.example",
+                  "VirtualMachineName": "golden-debian12", "VirtualMachineId": "5d3f6a2e-1c4b-4f8e-9a7d-2b6c8e0f1a3d"}
+KVP_EXTERNAL = {"BuildId": "2024.06.1", "Owner": "ci-pipeline"}
+
+
 ROOT_UUID = "3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
 BOOT_UUID = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 
@@ -364,6 +376,9 @@ def debian_tree(base: Path, work: Path, kernels: tuple[str, ...] = (K61,),
            'GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null`\n'
            'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n')
     _write(root, "/etc/fstab", f"# /etc/fstab\nUUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n")
+    pools = {0: KVP_EXTERNAL, 1: {}, 2: {"OSName": "Debian GNU/Linux"}, 3: KVP_PARAMETERS, 4: {}}
+    for index, records in pools.items():
+        _write(root, f"/var/lib/hyperv/.kvp_pool_{index}", kvp_pool(records))
     return root
 
 

@@ -77,19 +77,21 @@ def parse_modprobe_conf(text: str, path: str) -> list[BlacklistHit]:
     return hits
 
 
-def guest_blacklist(gfs: GuestFS) -> tuple[list[BlacklistHit], list[str]]:
-    """(hits, files read) from the guest's modprobe.d directories."""
+def guest_blacklist(gfs: GuestFS) -> tuple[list[BlacklistHit], list[str], list[str]]:
+    """(hits, files considered, unreadable files with why) from the guest's modprobe.d dirs."""
     hits: list[BlacklistHit] = []
+    unreadable: list[str] = []
     files = effective_conf_files(gfs.listdir)
     for path in files:
         try:
             if gfs.is_symlink(path) and gfs.readlink(path) == "/dev/null":
                 continue  # masked (the guest's /dev is empty offline: compare the link)
             text = gfs.read_text(path, 1 << 20)
-        except GuestPathError:
+        except GuestPathError as exc:
+            unreadable.append(f"{path} ({exc.reason})")
             continue
         hits.extend(parse_modprobe_conf(text, path))
-    return hits, files
+    return hits, files, unreadable
 
 
 def initramfs_blacklist(configs: dict[str, str], initramfs: str) -> list[BlacklistHit]:

@@ -63,7 +63,12 @@ def linux_checks(guest: LinuxGuest) -> LinuxReport:
     res = report.results
     where = guest.root_volume
     facts = f"ID={rel.get('ID', '?')} VERSION_ID={rel.get('VERSION_ID', '?')}"
-    if guest.family == "unknown":
+    os_notes = [n for n in guest.notes if n.startswith("/etc/os-release")]
+    other_notes = [n for n in guest.notes if n not in os_notes]
+    if os_notes:
+        _r(res, "linux.os.release", "warn",
+           f"{'; '.join(os_notes)} ({facts}): family {guest.family}")
+    elif guest.family == "unknown":
         _r(res, "linux.os.release", "warn",
            f"{guest.os_release_path} ({facts}): unknown distro family; daemons looked up in "
            f"every family's layout")
@@ -71,8 +76,8 @@ def linux_checks(guest: LinuxGuest) -> LinuxReport:
         _r(res, "linux.os.release", "pass",
            f"{guest.os_release_path} on volume {where.number} ({facts}): family {guest.family}")
     mounts = ", ".join(f"{mp} on {label}" for mp, label in gfs.mounts.items())
-    if guest.notes:
-        _r(res, "linux.fs.mounts", "warn", f"{'; '.join(guest.notes)} (mounted: {mounts})")
+    if other_notes:
+        _r(res, "linux.fs.mounts", "warn", f"{'; '.join(other_notes)} (mounted: {mounts})")
     else:
         _r(res, "linux.fs.mounts", "pass", f"mounted: {mounts}")
 
@@ -92,7 +97,7 @@ def linux_checks(guest: LinuxGuest) -> LinuxReport:
     else:
         others = [k.version for k in kernels if k.version != kernel.version]
         extra = f"; also installed: {', '.join(others)}" if others else ""
-        _r(res, "linux.kernel.default", "pass", f"{kernel.version} from {choice.reason}{extra}")
+        _r(res, "linux.kernel.default", "pass", f"{kernel.version}: {choice.reason}{extra}")
     report.kernel = kernel.version
 
     mods = KernelModules(gfs, kernel)
@@ -160,7 +165,7 @@ def _boot_driver(res, name: str, st, info: InitramfsInfo | None) -> None:  # noq
 
 
 def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: ANN001
-    g_hits, files = guest_blacklist(guest.fs)
+    g_hits, files, unreadable = guest_blacklist(guest.fs)
     c_hits: list[BlacklistHit] = []
     for evidence, line in kernel_cmdlines(guest.fs, choice):
         c_hits += cmdline_blacklist(line, evidence)
@@ -168,6 +173,8 @@ def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: AN
     looked = f"{len(files)} modprobe.d files, the kernel command line"
     if initrd is not None:
         looked += f", {initrd.path}"
+    if unreadable:
+        looked += f"; skipped unreadable {'; '.join(unreadable)}"
     for name in REQUIRED_MODULES:
         cid = f"linux.blacklist.{name}"
         hits = [h for h in g_hits + c_hits + i_hits if h.module == name]

@@ -163,7 +163,8 @@ def inspect_daemon(
     state.binary = next((b for b in lay.binaries if gfs.exists(b)), None)
     state.unit_path = view.unit_file(lay.unit)
     if state.unit_path and not gfs.exists(state.unit_path):
-        state.notes.append(f"{state.unit_path} is a dangling link")
+        target = gfs.readlink(state.unit_path) if gfs.is_symlink(state.unit_path) else "?"
+        state.notes.append(f"{state.unit_path} is a dangling link (-> {target})")
     state.masked_by = view.masked(lay.unit)
     state.started_by = [f"wants symlink {p}" for p in view.wants.get(lay.unit, [])]
     state.started_by += [f"udev rule {p}" for p in view.udev_wants.get(lay.unit, [])]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offline_ic.errors import NotFoundError
-from offline_ic.guest.linux.fs import GuestFS
+from offline_ic.guest.linux.fs import GuestFS, GuestPathError
 from offline_ic.image.base import DiskImage
 from offline_ic.volumes import Volume, list_volumes
 
@@ -202,7 +202,14 @@ def _assemble(
         if vol.number == root.number:
             continue
         gfs.mount(mountpoint, fs, _describe(vol))
-    rel_path = "/etc/os-release" if gfs.exists("/etc/os-release") else "/usr/lib/os-release"
+    rel_path = "/etc/os-release"
+    if not gfs.exists(rel_path):
+        try:
+            gfs.resolve(rel_path)
+        except GuestPathError as exc:
+            if gfs.lexists(rel_path):
+                notes.append(f"/etc/os-release unusable ({exc.reason}); read /usr/lib/os-release")
+        rel_path = "/usr/lib/os-release"
     text = gfs.try_text(rel_path, 64 << 10)
     if text is None:
         notes.append(f"{rel_path}: unreadable (dangling or looping link?)")

@@ -263,7 +263,7 @@ def choose_default(gfs: GuestFS, kernels: list[Kernel]) -> BootChoice:
         if entry is None:
             entry, why = bls[0], "newest BLS entry"
         kernel = by_version.get(entry.version or "")
-        return BootChoice(kernel, entry, f"{entry.source} ({why})")
+        return BootChoice(kernel, entry, f"boot entry {entry.source} ({why})")
 
     cfg_path, menu = parse_grub_cfg(gfs)
     if menu:
@@ -274,7 +274,7 @@ def choose_default(gfs: GuestFS, kernels: list[Kernel]) -> BootChoice:
             entry, why = (entries[0][1], "first bootable menu entry") if entries else (None, "")
         if entry is not None:
             kernel = by_version.get(entry.version or "")
-            return BootChoice(kernel, entry, f"{entry.source} ({why})")
+            return BootChoice(kernel, entry, f"boot entry {entry.source} ({why})")
 
     if kernels:
         return BootChoice(kernels[0], None, "no boot loader configuration found: newest kernel")
