@@ -6,7 +6,9 @@ hands out streams over our own image layer, so dissect parses the bytes we serve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from offline_ic.image.base import DiskImage, ImageStream
 
@@ -58,9 +60,13 @@ class Volume:
     name: str | None
     filesystem: str | None  # "ntfs" | "ext" | "xfs" | "btrfs" | "fat" | "lvm2" | "swap" | "bitlocker" | None
     image: DiskImage
+    # LVM logical volumes are not one byte range of the disk: they bring their own opener.
+    opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
 
-    def stream(self) -> ImageStream:
+    def stream(self) -> ImageStream | BinaryIO:
         """A new read-only file object over this volume's bytes."""
+        if self.opener is not None:
+            return self.opener()
         return ImageStream(self.image, self.offset, self.size)
 
     def to_dict(self) -> dict[str, object]:
@@ -77,11 +83,24 @@ class Volume:
 
 def sniff_filesystem(image: DiskImage, offset: int, size: int) -> str | None:
     """Name the filesystem (or LVM/swap/BitLocker) at ``offset`` from its magic numbers."""
+    return _sniff(lambda pos, length: image.read(offset + pos, length), size)
 
+
+def sniff_stream(fh: BinaryIO, size: int) -> str | None:
+    """``sniff_filesystem`` for a file object (an LVM logical volume)."""
+
+    def read(pos: int, length: int) -> bytes:
+        fh.seek(pos)
+        return fh.read(length)
+
+    return _sniff(read, size)
+
+
+def _sniff(read: Callable[[int, int], bytes], size: int) -> str | None:
     def at(pos: int, length: int) -> bytes:
         if pos + length > size:
             return b""
-        return image.read(offset + pos, length)
+        return read(pos, length)
 
     boot = at(0, 4096)
     if len(boot) < 4096:
@@ -151,4 +170,61 @@ def list_volumes(image: DiskImage) -> list[Volume]:
                 image=image,
             )
         )
+    volumes.extend(_logical_volumes(image, volumes))
     return volumes
+
+
+def _logical_volumes(image: DiskImage, volumes: list[Volume]) -> list[Volume]:
+    """LVM2 logical volumes on the physical volumes among ``volumes`` (through dissect.volume).
+
+    Each volume group is assembled from its PVs; a damaged or incomplete group is skipped
+    (it simply shows no logical volumes) rather than failing the whole listing.
+    """
+    pvs = [v for v in volumes if v.filesystem == "lvm2"]
+    if not pvs:
+        return []
+    from dissect.volume.lvm import LVM2, LVM2Device
+
+    groups: dict[str, list[LVM2Device]] = {}
+    pv_of: dict[str, Volume] = {}
+    for pv in pvs:
+        try:
+            dev = LVM2Device(pv.stream())
+            vg_names = [k for k, v in (dev.metadata or {}).items() if isinstance(v, dict)]
+        except Exception:  # dissect raises LVM2Error, struct errors, ... on damaged labels
+            continue
+        if len(vg_names) == 1:
+            groups.setdefault(vg_names[0], []).append(dev)
+            pv_of[vg_names[0]] = pv
+    out: list[Volume] = []
+    number = len(volumes)
+    for vg_name, devices in groups.items():
+        try:
+            lvm = LVM2(devices)
+            lvs = list(lvm.volume_group.logical_volumes.values())
+        except Exception:
+            continue
+        for lv in lvs:
+            if not lv.is_visible or lv.type not in (None, "striped", "linear"):
+                continue
+            try:
+                size = sum(seg.extent_count for seg in lv.segments) * lvm.vg.extent_size * 512
+                fh = lv.open()
+                fstype = sniff_stream(fh, size)
+            except Exception:
+                continue
+            number += 1
+            out.append(
+                Volume(
+                    number=number,
+                    offset=pv_of[vg_name].offset,
+                    size=size,
+                    scheme="lvm",
+                    type="LVM logical volume",
+                    name=f"{vg_name}/{lv.name}",
+                    filesystem=fstype,
+                    image=image,
+                    opener=lv.open,
+                )
+            )
+    return out
