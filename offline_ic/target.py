@@ -64,7 +64,7 @@ def windows_guest_in_image(image: DiskImage, *, volume: int | None = None) -> Nt
         if chosen is None:
             raise InputError(f"{name}: no volume {volume} (volumes: {_describe(volumes)})")
         if chosen.filesystem != "ntfs":
-            raise InputError(f"{name}: volume {volume} is {_fs_name(chosen)}, not NTFS")
+            raise NotFoundError(f"{name}: volume {volume} is {_fs_name(chosen)}, not NTFS")
         ntfs = open_ntfs(chosen)
         if not ntfs.exists(SYSTEM_HIVE):
             raise NotFoundError(f"{name}: volume {volume} holds no Windows ({SYSTEM_HIVE} missing)")
