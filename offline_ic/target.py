@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from offline_ic.errors import InputError, NotFoundError
+from offline_ic.errors import InputError, NotFoundError, OfflineICError
 from offline_ic.guest.windows.guest import (
     CONFIG_DIR,
     DirectoryWindowsGuest,
@@ -44,9 +44,28 @@ def open_windows_guest(
     image = open_image(target, parent=parent)
     try:
         return windows_guest_in_image(image, volume=volume)
+    except NotFoundError as windows_missing:
+        hint = _linux_hint(image, volume)
+        image.close()
+        if hint:
+            raise NotFoundError(f"{windows_missing}; {hint}") from None
+        raise
     except BaseException:
         image.close()
         raise
+
+
+def _linux_hint(image: DiskImage, volume: int | None) -> str | None:
+    """When a Windows command meets a Linux guest, say so (only on the error path)."""
+    from offline_ic.guest.linux.guest import open_linux_guest
+
+    try:
+        linux = open_linux_guest(image, volume=volume)
+    except OfflineICError:
+        return None
+    if linux is None:
+        return None
+    return f"it holds a Linux guest ({linux.distro}): see `offline-ic check` and `offline-ic kvp get`"
 
 
 def windows_guest_in_image(image: DiskImage, *, volume: int | None = None) -> NtfsWindowsGuest:
@@ -94,3 +113,19 @@ def _fs_name(vol: Volume) -> str:
 
 def _describe(volumes: list[Volume]) -> str:
     return ", ".join(f"{v.number} {_fs_name(v)}" for v in volumes) or "none"
+
+
+def guest_in_image(image: DiskImage, *, volume: int | None = None):
+    """The guest on ``image``: Windows (an NTFS volume with a SYSTEM hive), else Linux.
+
+    Returns a ``NtfsWindowsGuest`` or a ``LinuxGuest``; NotFoundError when there is neither.
+    """
+    try:
+        return windows_guest_in_image(image, volume=volume)
+    except NotFoundError as windows_missing:
+        from offline_ic.guest.linux.guest import open_linux_guest
+
+        linux = open_linux_guest(image, volume=volume)
+        if linux is None:
+            raise NotFoundError(f"{windows_missing}; no Linux root (/etc/os-release) either") from None
+        return linux

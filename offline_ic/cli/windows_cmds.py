@@ -74,7 +74,7 @@ def register(group: click.Group) -> None:
           offline-ic services list win10.vhdx
           offline-ic services list win10.vhdx --service heartbeat --json
         """
-        from offline_ic.workflows.windows_read import services_list as run
+        from offline_ic.workflows.read import services_list as run
 
         doc = run(image, parent=parent, volume=volume, only=only)
         _warn_dirty(doc)
@@ -106,7 +106,7 @@ def register(group: click.Group) -> None:
           offline-ic kvp get win10.vhdx                 # which host last ran this VM
           offline-ic kvp get win10.vhdx --pool all --json
         """
-        from offline_ic.workflows.windows_read import kvp_get as run
+        from offline_ic.workflows.read import kvp_get as run
 
         doc = run(image, pool.lower(), parent=parent, volume=volume)
         if as_json:
@@ -130,7 +130,7 @@ def register(group: click.Group) -> None:
         Example:
           offline-ic inspect win10.vhdx --json
         """
-        from offline_ic.workflows.windows_read import inspect_target
+        from offline_ic.workflows.read import inspect_target
 
         doc = inspect_target(image, parent=parent, volume=volume)
         if as_json:
@@ -147,8 +147,8 @@ def render_inspect(doc: dict[str, Any]) -> None:
         while node:
             size_gib = node["virtual_size"] / 2**30
             block = f", {node['block_size'] // 2**20} MiB blocks" if node.get("block_size") else ""
-            click.echo(f"{'  ' * depth}Image: {node['path']}: {node['format']} "
-                       f"{node.get('disk_type') or ''}, {size_gib:.2f} GiB{block}")
+            kind = " ".join(x for x in (node["format"], node.get("disk_type")) if x)
+            click.echo(f"{'  ' * depth}Image: {node['path']}: {kind}, {size_gib:.2f} GiB{block}")
             node, depth = node.get("parent"), depth + 1
     for vol in doc.get("volumes", []):
         mark = " <- Windows" if vol["number"] == doc.get("windows_volume") else ""
@@ -162,6 +162,13 @@ def render_inspect(doc: dict[str, Any]) -> None:
         click.echo(f"Note: {problem}")
     os_info = doc.get("os")
     if not os_info:
+        return
+    if os_info["family"] == "linux":
+        click.echo(f"OS: {os_info['distro']} ({os_info['distro_family']} family), root on volume "
+                   f"{doc.get('linux_root_volume')}")
+        click.echo(f"Kernels: {', '.join(os_info['kernels']) or 'none found'}; default "
+                   f"{os_info['default_kernel'] or 'unknown'} ({os_info['default_kernel_reason']})")
+        _render_kvp(doc.get("kvp") or {})
         return
     if "product_name" in os_info:
         click.echo(f"OS: {os_info['product_name']} {os_info.get('display_version', '')} "
@@ -182,8 +189,12 @@ def render_inspect(doc: dict[str, Any]) -> None:
         click.echo("")
         render_services({"image": doc["image"], **doc["services"]})
     if doc.get("kvp") is not None:
-        click.echo("")
-        for name, values in doc["kvp"].items():
-            click.echo(f"KVP [{name}]" + ("" if values else " (empty)"))
-            for key, value in values.items():
-                click.echo(f"  {key} = {value}")
+        _render_kvp(doc["kvp"])
+
+
+def _render_kvp(pools: dict[str, dict[str, str]]) -> None:
+    click.echo("")
+    for name, values in pools.items():
+        click.echo(f"KVP [{name}]" + ("" if values else " (empty)"))
+        for key, value in values.items():
+            click.echo(f"  {key} = {value}")

@@ -6,13 +6,14 @@ import os
 from typing import Any
 
 from offline_ic.errors import NotFoundError, OfflineICError
+from offline_ic.guest.linux.kvp import read_kvp_pools
 from offline_ic.guest.windows.catalog import resolve_service
 from offline_ic.guest.windows.guest import HiveFileGuest, WindowsGuest
 from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
 from offline_ic.guest.windows.services import read_services
 from offline_ic.image import open_image
 from offline_ic.registry import Hive
-from offline_ic.target import is_hive_file, open_windows_guest, windows_guest_in_image
+from offline_ic.target import guest_in_image, is_hive_file, open_windows_guest
 from offline_ic.volumes import list_volumes
 
 
@@ -55,14 +56,35 @@ def kvp_get(target: str, pool: str = "parameters", *, parent: str | None = None,
     """The ``kvp get --json`` document: one pool, or all of them with ``pool='all'``."""
     if pool != "all":
         pool_key_path(pool)  # unknown pool: usage error before opening anything
+    if _is_image(target):
+        image = open_image(target, parent=parent)
+        try:
+            guest = guest_in_image(image, volume=volume)
+            if isinstance(guest, WindowsGuest):
+                return _windows_kvp(guest, pool)
+            pools = read_kvp_pools(guest)
+            if pool == "all":
+                return {"pools": pools}
+            return {"pool": pool, "values": pools.get(pool, {})}
+        finally:
+            image.close()
     guest = open_windows_guest(target, parent=parent, volume=volume)
     try:
-        software = guest.hive("SOFTWARE")
-        if pool == "all":
-            return {"pools": read_all_pools(software)}
-        return {"pool": pool, "values": read_pool(software, pool)}
+        return _windows_kvp(guest, pool)
     finally:
         guest.close()
+
+
+def _windows_kvp(guest: WindowsGuest, pool: str) -> dict[str, Any]:
+    software = guest.hive("SOFTWARE")
+    if pool == "all":
+        return {"pools": read_all_pools(software)}
+    return {"pool": pool, "values": read_pool(software, pool)}
+
+
+def _is_image(target: str) -> bool:
+    """A disk image, as opposed to a mounted guest root or a bare hive file."""
+    return os.path.isfile(target) and not is_hive_file(target)
 
 
 def windows_version(software: Hive) -> dict[str, Any]:
@@ -92,7 +114,7 @@ def inspect_target(target: str, *, parent: str | None = None,
     only a target that cannot be opened at all is an error.
     """
     doc: dict[str, Any] = {"image": target, "errors": {}}
-    if os.path.isdir(target) or (os.path.isfile(target) and is_hive_file(target)):
+    if not _is_image(target):
         guest = open_windows_guest(target, parent=parent, volume=volume)
         doc["target_type"] = (f"{guest.kind} hive file" if isinstance(guest, HiveFileGuest)
                               else "directory")
@@ -108,10 +130,13 @@ def inspect_target(target: str, *, parent: str | None = None,
         doc["image_info"] = image.info().to_dict()
         doc["volumes"] = [v.to_dict() for v in list_volumes(image)]
         try:
-            guest = windows_guest_in_image(image, volume=volume)
+            guest = guest_in_image(image, volume=volume)
         except NotFoundError as exc:
             doc["os"] = None
-            doc["errors"]["windows"] = str(exc)
+            doc["errors"]["os"] = str(exc)
+            return doc
+        if not isinstance(guest, WindowsGuest):
+            _inspect_linux(guest, doc)
             return doc
         doc["windows_volume"] = guest.volume.number if guest.volume else None
         doc["volume_state"] = {
@@ -122,6 +147,25 @@ def inspect_target(target: str, *, parent: str | None = None,
         return doc
     finally:
         image.close()
+
+
+def _inspect_linux(guest: Any, doc: dict[str, Any]) -> None:
+    from offline_ic.guest.linux.kernels import choose_default, find_kernels
+
+    kernels = find_kernels(guest.fs)
+    choice = choose_default(guest.fs, kernels)
+    doc["linux_root_volume"] = guest.root_volume.number
+    doc["os"] = {
+        "family": "linux",
+        "distro": guest.distro,
+        "distro_family": guest.family,
+        "kernels": [k.version for k in kernels],
+        "default_kernel": choice.kernel.version if choice.kernel else None,
+        "default_kernel_reason": choice.reason,
+    }
+    doc["kvp"] = read_kvp_pools(guest)
+    if guest.notes:
+        doc["errors"]["linux"] = "; ".join(guest.notes)
 
 
 def _inspect_windows(guest: WindowsGuest, doc: dict[str, Any]) -> None:
