@@ -276,8 +276,11 @@ class HiveEditor:
             return len(raw) | S.DATA_INLINE, S.U32.unpack(raw.ljust(4, b"\0"))[0]
         if len(raw) > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4:
             segs = []
+            # Windows allocates every segment full size (cell of 16,352 bytes), the last one
+            # too; hivex relies on that slack, so we do the same.
             for i in range(0, len(raw), S.DB_SEGMENT_SIZE):
-                segs.append(self._new_cell(raw[i : i + S.DB_SEGMENT_SIZE]))
+                seg = raw[i : i + S.DB_SEGMENT_SIZE].ljust(S.DB_SEGMENT_SIZE, b"\0")
+                segs.append(self._new_cell(seg))
             seg_list = self._new_cell(b"".join(S.U32.pack(s) for s in segs))
             db = self._new_cell(S.DB.pack(b"db", len(segs), seg_list))
             return len(raw), db
