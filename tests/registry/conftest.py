@@ -71,12 +71,19 @@ def _unescape(s: str) -> str:
     return re.sub(r"\\(.)", r"\1", s)
 
 
+def _decode_line(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
 def hivex_export(path: Path, key: str = "\\") -> dict[str, dict[str, tuple[int, bytes]]]:
     """Every key under ``key`` as hivexregedit exports it: UPPER path -> {name: (type, raw)}."""
     tool = need("hivexregedit")
-    out = subprocess.run(
-        [tool, "--export", str(path), key], capture_output=True, check=True
-    ).stdout.decode("utf-8", "surrogateescape")
+    raw = subprocess.run([tool, "--export", str(path), key], capture_output=True, check=True).stdout
+    # hivexregedit (Perl) prints characters below 256 as Latin-1 bytes, others as UTF-8
+    out = "\n".join(_decode_line(line) for line in raw.split(b"\n"))
     tree: dict[str, dict[str, tuple[int, bytes]]] = {}
     cur: dict[str, tuple[int, bytes]] | None = None
     for line in out.splitlines():
