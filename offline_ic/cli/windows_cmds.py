@@ -17,6 +17,62 @@ volume_option = click.option(
 )
 image_argument = click.argument("image", metavar="IMAGE", type=click.Path(path_type=str))
 
+SERVICE_STARTS = {"automatic": 2, "auto": 2, "manual": 3, "enabled": 3, "disabled": 4,
+                  "2": 2, "3": 3, "4": 4}
+
+
+def write_options(func):
+    """The options every writing command shares (applied bottom-up)."""
+    for option in reversed((
+        click.option("--dry-run", is_flag=True,
+                     help="Show what would change and how many bytes would be written; write nothing."),
+        click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
+                     metavar="CHILD.avhdx",
+                     help="Write into a new differencing child of IMAGE instead; IMAGE stays untouched."),
+        click.option("--force", is_flag=True,
+                     help="Write a VHDX even though other disks are its children (breaks their "
+                          "parent linkage; prefer --output)."),
+        parent_option,
+        volume_option,
+        json_option,
+    )):
+        func = option(func)
+    return func
+
+
+def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"'{pair}' is not {what}", param_hint="ASSIGNMENT")
+        out.append((name, value))
+    return out
+
+
+def _emit_servicing(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(report)
+    else:
+        render_servicing(report)
+
+
+def render_servicing(doc: dict[str, Any]) -> None:
+    for change in doc["changes"]:
+        before = change["before"] if change["present_before"] else "(absent)"
+        after = "(deleted)" if change["action"] == "delete" else change["after"]
+        state = "" if change["changed"] else "  (unchanged)"
+        click.echo(f"  {change['hive']}\\{change['key']}\\{change['name']}: {before} -> {after}{state}")
+    pages = sum(doc["pages"].values())
+    if doc["dry_run"]:
+        click.echo(f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written")
+    elif not doc["bytes_written"]:
+        click.echo("nothing to write: every value is already as asked")
+    else:
+        where = f"new child {doc['child']}" if doc["child"] else doc["written_to"]
+        click.echo(f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
+                   f"transaction; read back with {' and '.join(doc['verified_by'])}")
+
 
 def _warn_dirty(doc: dict[str, Any]) -> None:
     if doc.get("hive_state") != "dirty":
@@ -83,6 +139,56 @@ def register(group: click.Group) -> None:
         else:
             render_services(doc)
 
+    @services.command("set", epilog=f"Service names: {service_names_help()}, or 'all'.")
+    @image_argument
+    @click.argument("assignments", nargs=-1, required=True, metavar="NAME=START...")
+    @write_options
+    def services_set(image: str, assignments: tuple[str, ...], dry_run: bool, output: str | None,
+                     force: bool, parent: str | None, volume: int | None, as_json: bool) -> None:
+        """Set the start type of integration services in the guest's SYSTEM hive.
+
+        START is manual (3, the normal enabled state: started when the host offers the
+        service), automatic (2) or disabled (4). NAME=all sets all eight. The current
+        control set (Select\\Current) is changed, in place, in one crash-safe transaction,
+        and read back through libvhdi and regipy.
+
+        \b
+        Examples:
+          offline-ic services set win10.vhdx time-sync=manual heartbeat=manual
+          offline-ic services set win10.vhdx all=manual --output serviced.avhdx
+          offline-ic services set win10.vhdx vss=disabled --dry-run --json
+        """
+        from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES, resolve_service
+        from offline_ic.guest.windows.services import start_changes
+        from offline_ic.workflows.service import apply_changes
+
+        wanted: dict[str, int] = {}
+        every = False
+        for name, start_text in _parse_assignments(assignments, "NAME=START"):
+            start = SERVICE_STARTS.get(start_text.strip().lower())
+            if start is None:
+                raise click.BadParameter(
+                    f"start type '{start_text}' for {name}: use manual, automatic or disabled "
+                    "(boot and system apply to drivers only)", param_hint="START")
+            every = every or name.lower() == "all"
+            names = ([s.name for s in INTEGRATION_SERVICES] if name.lower() == "all"
+                     else [resolve_service(name).name])
+            for registry_name in names:
+                wanted[registry_name] = start
+        skipped: list[str] = []
+
+        def build(guest):
+            changes, missing = start_changes(guest.hive("SYSTEM"), wanted, skip_missing=every)
+            skipped.extend(missing)
+            return changes
+
+        report = apply_changes(image, build, parent=parent, volume=volume, output=output,
+                               dry_run=dry_run, force=force).to_dict()
+        report["skipped_not_installed"] = skipped
+        if skipped:
+            warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
+        _emit_servicing(report, as_json)
+
     @group.group("kvp")
     def kvp() -> None:
         """KVP (Data Exchange) values of a guest."""
@@ -117,6 +223,55 @@ def register(group: click.Group) -> None:
             click.echo(f"[{name}]" + ("" if values else " (empty)"))
             for key, value in values.items():
                 click.echo(f"  {key} = {value}")
+
+    @kvp.command("set")
+    @image_argument
+    @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+    @click.option("--pool", type=click.Choice(POOLS[:-1], case_sensitive=False),
+                  default="parameters", show_default=True, help="The pool (key) to write.")
+    @write_options
+    def kvp_set(image: str, assignments: tuple[str, ...], pool: str, dry_run: bool,
+                output: str | None, force: bool, parent: str | None, volume: int | None,
+                as_json: bool) -> None:
+        """Set KVP values (REG_SZ) in the guest's SOFTWARE hive, creating the pool key if needed.
+
+        \b
+        Example:
+          offline-ic kvp set golden.vhdx --pool guest BuildPipeline=packer-2026.11
+        """
+        from offline_ic.guest.windows.kvp import kvp_changes
+        from offline_ic.workflows.service import apply_changes
+
+        values = dict(_parse_assignments(assignments, "KEY=VALUE"))
+        report = apply_changes(
+            image, lambda guest: kvp_changes(pool.lower(), values, []),
+            parent=parent, volume=volume, output=output, dry_run=dry_run, force=force,
+        ).to_dict()
+        _emit_servicing(report, as_json)
+
+    @kvp.command("delete")
+    @image_argument
+    @click.argument("names", nargs=-1, required=True, metavar="KEY...")
+    @click.option("--pool", type=click.Choice(POOLS[:-1], case_sensitive=False),
+                  default="parameters", show_default=True, help="The pool (key) to delete from.")
+    @write_options
+    def kvp_delete(image: str, names: tuple[str, ...], pool: str, dry_run: bool,
+                   output: str | None, force: bool, parent: str | None, volume: int | None,
+                   as_json: bool) -> None:
+        """Delete KVP values from the guest's SOFTWARE hive (absent ones are left as they are).
+
+        \b
+        Example:
+          offline-ic kvp delete golden.vhdx HostName PhysicalHostName --dry-run
+        """
+        from offline_ic.guest.windows.kvp import kvp_changes
+        from offline_ic.workflows.service import apply_changes
+
+        report = apply_changes(
+            image, lambda guest: kvp_changes(pool.lower(), {}, list(names)),
+            parent=parent, volume=volume, output=output, dry_run=dry_run, force=force,
+        ).to_dict()
+        _emit_servicing(report, as_json)
 
     @group.command("inspect")
     @image_argument
