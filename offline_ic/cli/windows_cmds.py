@@ -273,6 +273,48 @@ def register(group: click.Group) -> None:
         ).to_dict()
         _emit_servicing(report, as_json)
 
+    @group.command("apply")
+    @image_argument
+    @click.option("--file", "change_file", required=True, type=click.Path(dir_okay=False),
+                  metavar="CHANGES.toml", help="What to change (see below).")
+    @write_options
+    def apply(image: str, change_file: str, dry_run: bool, output: str | None, force: bool,
+              parent: str | None, volume: int | None, as_json: bool) -> None:
+        """Apply a change file (services and KVP values) to IMAGE in one transaction.
+
+        \b
+        CHANGES.toml:
+          [services]              # NAME = "manual" | "automatic" | "disabled"
+          all = "manual"          # every integration service the guest has
+          time-sync = "disabled"
+          [kvp.set.guest]         # [kvp.set.POOL]  KEY = "value"
+          BuildPipeline = "packer-2026.11"
+          [kvp.delete]            # POOL = [KEY, ...]
+          parameters = ["HostName"]
+
+        \b
+        Example:
+          offline-ic apply golden.vhdx --file changes.toml --output serviced.avhdx
+        """
+        from offline_ic.guest.windows.changefile import load_change_file
+        from offline_ic.workflows.service import apply_changes
+
+        wanted = load_change_file(change_file)
+        skipped: list[str] = []
+
+        def build(guest):
+            system = guest.hive("SYSTEM") if wanted.starts else None
+            changes, missing = wanted.changes(system)
+            skipped.extend(missing)
+            return changes
+
+        report = apply_changes(image, build, parent=parent, volume=volume, output=output,
+                               dry_run=dry_run, force=force).to_dict()
+        report["skipped_not_installed"] = skipped
+        if skipped:
+            warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
+        _emit_servicing(report, as_json)
+
     @group.command("inspect")
     @image_argument
     @parent_option

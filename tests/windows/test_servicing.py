@@ -221,3 +221,48 @@ def test_writing_refuses_non_images(cli, tmp_path, system_win10):
     assert code == 2 and "hive set" in err
     code, _, err = cli("services", "set", tmp_path, "vss=manual")
     assert code == 2 and "mounted guest root" in err
+
+
+CHANGES = """
+[services]
+all = "manual"
+vss = "disabled"
+
+[kvp.set.guest]
+Owner = "ci"
+
+[kvp.delete]
+parameters = ["HostName"]
+"""
+
+
+def test_apply_changes_both_hives_in_one_transaction(cli, win10_copy, tmp_path):
+    change_file = tmp_path / "changes.toml"
+    change_file.write_text(CHANGES)
+    doc = run_json(cli, "apply", win10_copy, "--file", change_file)
+    assert set(doc["pages"]) == {"SYSTEM", "SOFTWARE"}
+    assert doc["skipped_not_installed"] == ["vmicrdv"]
+    changed = {(c["key"].rsplit("\\", 1)[-1], c["name"]): c["after"] for c in doc["changes"] if c["changed"]}
+    assert changed == {("vmictimesync", "Start"): 3, ("vmicvss", "Start"): 4,
+                       ("Guest", "Owner"): "ci", ("Parameters", "HostName"): None}
+    key = "ControlSet001\\Services\\vmicvss"
+    assert hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key, "Start", tmp_path) == "4"
+    assert hivexget(win10_copy, WIN10_NTFS, "SOFTWARE", "Microsoft\\Virtual Machine\\Guest",
+                    "Owner", tmp_path) == "ci"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[servics]\nx = 1\n", "unknown section(s) servics"),
+    ("[services]\nheartbeat = \"boot\"\n", "services.heartbeat"),
+    ("[services]\ntelepathy = \"manual\"\n", "unknown integration service 'telepathy'"),
+    ("[kvp.set.nowhere]\nA = \"b\"\n", "unknown KVP pool 'nowhere'"),
+    ("[kvp.delete]\nguest = \"A\"\n", "must be a list"),
+    ("services = [\n", "not valid TOML"),
+])
+def test_apply_rejects_bad_change_files(cli, win10_copy, tmp_path, text, message):
+    digest = sha256(win10_copy)
+    change_file = tmp_path / "changes.toml"
+    change_file.write_text(text)
+    code, out, err = cli("apply", win10_copy, "--file", change_file)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
+    assert sha256(win10_copy) == digest
