@@ -31,10 +31,12 @@ class RawImage(DiskImage):
             raise
         self.io = FileIO(self._fd, path)
         if writable:
+            from offline_ic.image.fileio import refuse_readonly_file
             from offline_ic.image.journal import rollback
             from offline_ic.image.lock import lock_file
 
             try:
+                refuse_readonly_file(self._fd, path)
                 lock_file(self._fd, path)
                 self.rolled_back = rollback(self.io, path)
             except BaseException:

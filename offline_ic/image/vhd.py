@@ -16,7 +16,7 @@ from typing import Any
 
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo
-from offline_ic.image.fileio import FileIO
+from offline_ic.image.fileio import FileIO, refuse_readonly_file
 
 FOOTER_SIZE = 512
 FOOTER_FMT = struct.Struct(">8sIIQI4sIIQQIII16sB")
@@ -106,6 +106,8 @@ class VhdImage(DiskImage):
         try:
             if writable:
                 from offline_ic.image.vhd_writer import prepare_writable
+
+                refuse_readonly_file(fd, path)
 
                 prepare_writable(self)
             self._load()
