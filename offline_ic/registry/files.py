@@ -267,17 +267,21 @@ def edit_hive_file(
         )
     with _locked(path):
         original = read_hive_file(path)
-        opened = load_hive(path, require_recovery=True)
-        editor = HiveEditor(opened.data, name=str(path))
+        log1, log2 = find_logs(path)
+        editor = HiveEditor.from_primary(
+            original,
+            log1.read_bytes() if log1 else None,
+            log2.read_bytes() if log2 else None,
+            name=str(path),
+        )
         edit(editor)
         commit = editor.commit()
-        if not commit.pages and opened.state == "clean":
+        if not commit.pages:
             return WriteResult([], 0, len(original), len(original), False), commit
         if not allow_grow and len(editor.buf) > len(original):
             raise SafetyRefusal(f"{path}: the edit needs the file to grow; not allowed here")
-        pages = diff_pages(original, editor.buf) if opened.state == "recovered" else commit.pages
-        result = write_pages_in_place(path, original, editor.buf, pages)
-        result.recovered = opened.state == "recovered"
+        result = write_pages_in_place(path, original, editor.buf, commit.pages)
+        result.recovered = editor.recovered
         return result, commit
 
 
