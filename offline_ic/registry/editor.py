@@ -116,10 +116,41 @@ class HiveEditor:
                 f"{self.hive.sequence2}); recover it from its logs before editing"
             )
         self.dirty: set[int] = set()
+        self.recovered = False
         self._free: dict[int, int] | None = None  # free cell offset -> size
         self._free_end: dict[int, int] = {}  # end offset -> free cell offset
         self._hbin_starts: list[int] = []
         self._hbin_ends: list[int] = []
+
+    @classmethod
+    def from_primary(
+        cls,
+        primary: bytes,
+        log1: bytes | None = None,
+        log2: bytes | None = None,
+        *,
+        name: str = "hive",
+        allow_missing_log: bool = False,
+        clock: Callable[[], int] = filetime_now,
+    ) -> HiveEditor:
+        """An editor over a hive file's bytes; a dirty hive is first recovered from its logs.
+
+        The pages recovery changed count as dirty, so ``commit()`` returns everything the
+        file needs (recovery and edits). ``SafetyRefusal`` when recovery is not possible.
+        """
+        from offline_ic.registry.recovery import recover_bytes
+
+        probe = Hive(BufferSource(primary), name, allow_bad_checksum=True)
+        if not probe.is_dirty and probe.checksum_ok:
+            return cls(primary, name=name, clock=clock)
+        res = recover_bytes(primary, log1, log2, name=name, allow_missing_log=allow_missing_log)
+        ed = cls(res.data, name=name, clock=clock)
+        ed.old_file_length = len(primary)
+        ed.recovered = True
+        for off in range(0, len(res.data), PAGE):
+            if res.data[off : off + PAGE] != primary[off : off + PAGE]:
+                ed.dirty.add(off // PAGE)
+        return ed
 
     # --- raw writes ------------------------------------------------------------------------
 

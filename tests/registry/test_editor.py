@@ -73,8 +73,6 @@ def test_eight_start_values_touch_at_most_nine_pages(win10, tmp_path):
     for off, page in res.pages:
         new[off : off + len(page)] = page
     assert new == ed.buf
-    changed = {i // 4096 for i in range(len(win10)) if False}  # placeholder for clarity
-    del changed
     diff_pages = {
         p
         for p in range(len(win10) // 4096)

@@ -220,3 +220,24 @@ def test_synthetic_old_format(hive_cache):
     struct.pack_into("<I", other, 508, base_block_checksum(bytes(other[:512])))
     with pytest.raises(SafetyRefusal):
         recover_bytes(bytes(primary), bytes(other), b"")
+
+
+def test_editor_from_dirty_primary_returns_recovery_and_edit_pages(system_b, tmp_path):
+    primary, l1, l2 = system_b
+    ed = HiveEditor.from_primary(primary, l1, l2, name="SYSTEM")
+    assert ed.recovered
+    ed.set_value(r"ControlSet001\Services\vmicvss", "Start", 4, 4)
+    res = ed.commit()
+    new = bytearray(primary)
+    new.extend(bytes(res.file_length - len(new)))
+    for off, page in res.pages:
+        new[off : off + len(page)] = page
+    assert new == ed.buf
+    path = tmp_path / "SYSTEM"
+    path.write_bytes(new)
+    assert hivexget(path, EPOCH, "Epoch").strip() == "435"
+    assert hivexget(path, r"ControlSet001\Services\vmicvss", "Start").strip() == "4"
+    hive = Hive.open(path)
+    assert hive.sequence1 == hive.sequence2 == 2131
+    with pytest.raises(SafetyRefusal):
+        HiveEditor.from_primary(primary, l1, None)
