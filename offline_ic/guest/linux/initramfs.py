@@ -33,7 +33,7 @@ class InitramfsInfo:
 
     def describe(self) -> str:
         parts = ", ".join(self.segments) or "nothing readable"
-        return f"{self.path} ({self.entries} entries; archives: {parts})"
+        return f"{self.path} ({self.size / 1e6:.1f} MB, {self.entries} entries; archives: {parts})"
 
 
 def scan_initramfs(gfs: GuestFS, path: str) -> InitramfsInfo:
