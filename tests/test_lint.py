@@ -4,7 +4,8 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO
+
+from tests.helpers import REPO
 
 
 def test_ruff_clean():

@@ -68,8 +68,14 @@ class DiskImage(ABC):
     def info(self) -> ImageInfo:
         """Facts about the image (and its parents)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook: images without handles need nothing
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release file handles. Idempotent."""
+
+    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
+        """Write (offset, bytes) ranges as one atomic transaction (writable opens only)."""
+        from offline_ic.errors import SafetyRefusal
+
+        raise SafetyRefusal(f"{self.path}: this image cannot be written; nothing written")
 
     def stream(self) -> ImageStream:
         """A new independent read-only file object over the virtual disk."""

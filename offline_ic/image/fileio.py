@@ -1,0 +1,44 @@
+"""The one place image files are read, written, grown and flushed.
+
+Writers go through a ``FileIO`` so that crash tests can substitute a wrapper that fails
+the k-th write or flush (see tests/image), and so that every write is positional
+(``os.pwrite``): there is no shared file position to get wrong.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class FileIO:
+    """Positional I/O on an open file descriptor; ``flush`` means durable (fsync)."""
+
+    def __init__(self, fd: int, path: str):
+        self.fd = fd
+        self.path = path
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            if n <= 0:  # pragma: no cover - pwrite raises on real errors
+                raise OSError(f"{self.path}: short write at {offset}")
+            view = view[n:]
+            offset += n
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,195 @@
+"""Creating VHDX files: new base disks (any block/sector size) and differencing children.
+
+Layout of a new file: header area (1 MiB), log (1 MiB), metadata (1 MiB), BAT (rounded
+up to 1 MiB), then payload blocks. A new file is written to a temporary name, fsynced and
+renamed into place, so a crash never leaves a half-made disk under the target name.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import uuid
+
+from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
+from offline_ic.image.vhdx import structures as S
+
+LOG_OFFSET = 1 * S.MiB
+LOG_LENGTH = 1 * S.MiB
+METADATA_OFFSET = 2 * S.MiB
+METADATA_LENGTH = 1 * S.MiB
+BAT_OFFSET = 3 * S.MiB
+CREATOR = "offline-ic"
+
+
+def _metadata(
+    block_size: int,
+    flags: int,
+    size: int,
+    lss: int,
+    pss: int,
+    page83: uuid.UUID,
+    locator: dict[str, str] | None,
+) -> bytes:
+    items: list[tuple[uuid.UUID, int, bytes]] = [
+        (S.FILE_PARAMETERS_GUID, S.MD_IS_REQUIRED, struct.pack("<II", block_size, flags)),
+        (
+            S.VIRTUAL_DISK_SIZE_GUID,
+            S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK,
+            struct.pack("<Q", size),
+        ),
+        (S.PAGE83_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, S.guid_bytes(page83)),
+        (S.LOGICAL_SECTOR_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, struct.pack("<I", lss)),
+        (S.PHYSICAL_SECTOR_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, struct.pack("<I", pss)),
+    ]
+    if locator is not None:
+        items.append((S.PARENT_LOCATOR_GUID, S.MD_IS_REQUIRED, S.pack_parent_locator(locator)))
+    buf = bytearray(METADATA_LENGTH)
+    S.METADATA_HDR_FMT.pack_into(buf, 0, S.METADATA_SIG, 0, len(items), bytes(20))
+    pos = S.METADATA_TABLE_SIZE
+    for i, (guid, fl, data) in enumerate(items):
+        S.METADATA_ENTRY_FMT.pack_into(
+            buf,
+            S.METADATA_HDR_FMT.size + i * S.METADATA_ENTRY_FMT.size,
+            S.guid_bytes(guid),
+            pos,
+            len(data),
+            fl,
+            0,
+        )
+        buf[pos : pos + len(data)] = data
+        pos += -(-len(data) // 8) * 8
+    return bytes(buf)
+
+
+def create_vhdx(
+    path: str,
+    size: int,
+    *,
+    block_size: int = 32 * S.MiB,
+    logical_sector_size: int = 512,
+    physical_sector_size: int = 4096,
+    fixed: bool = False,
+    parent_locator: dict[str, str] | None = None,
+) -> None:
+    """Write a new, empty VHDX at ``path`` (refuses to overwrite an existing file)."""
+    if os.path.exists(path):
+        raise SafetyRefusal(f"{path}: already exists; not overwritten")
+    bs = block_size
+    if bs < S.MiB or bs > 256 * S.MiB or bs & (bs - 1):
+        raise InputError(f"{path}: block size must be a power of two between 1 and 256 MiB")
+    if logical_sector_size not in (512, 4096) or physical_sector_size not in (512, 4096):
+        raise InputError(f"{path}: sector sizes must be 512 or 4096")
+    if size <= 0 or size % logical_sector_size or size > 64 * 1024**4:
+        raise InputError(f"{path}: invalid virtual size {size}")
+    has_parent = parent_locator is not None
+    flags = (S.FP_HAS_PARENT if has_parent else 0) | (S.FP_LEAVE_BLOCK_ALLOCATED if fixed else 0)
+    n_bat = S.bat_entry_count(size, bs, logical_sector_size, has_parent)
+    bat_len = max(S.MiB, -(-(n_bat * 8) // S.MiB) * S.MiB)
+    end = BAT_OFFSET + bat_len
+    bat = bytearray(n_bat * 8)
+    if fixed:
+        cr = S.chunk_ratio(bs, logical_sector_size)
+        blocks = -(-size // bs)
+        for b in range(blocks):
+            struct.pack_into(
+                "<Q", bat, (b + b // cr) * 8, S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end)
+            )
+            end += bs
+    if has_parent:
+        # Sector bitmaps are allocated up front (zeros = "read the parent"): libvhdi reads a
+        # NOT_PRESENT bitmap entry's bitmap from file offset 0 and so misreads such children.
+        cr = S.chunk_ratio(bs, logical_sector_size)
+        for c in range(n_bat // (cr + 1)):
+            struct.pack_into(
+                "<Q", bat, (c * (cr + 1) + cr) * 8, S.bat_entry(S.SB_BLOCK_PRESENT, end)
+            )
+            end += S.SECTOR_BITMAP_BLOCK_SIZE
+    page83 = uuid.uuid4()
+    hdr = S.Header(0, uuid.uuid4(), uuid.uuid4(), S.ZERO_GUID, 0, 1, LOG_LENGTH, LOG_OFFSET)
+    regions = S.pack_region_table(
+        [
+            S.RegionEntry(S.BAT_GUID, BAT_OFFSET, bat_len, True),
+            S.RegionEntry(S.METADATA_GUID, METADATA_OFFSET, METADATA_LENGTH, True),
+        ]
+    )
+    tmp = f"{path}.offline-ic-tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.pwrite(fd, S.pack_file_identifier(CREATOR), 0)
+        for i, off in enumerate(S.HEADER_OFFSETS):
+            hdr.sequence_number = i
+            os.pwrite(fd, hdr.pack(), off)
+        for off in S.REGION_TABLE_OFFSETS:
+            os.pwrite(fd, regions, off)
+        os.pwrite(
+            fd,
+            _metadata(
+                bs, flags, size, logical_sector_size, physical_sector_size, page83, parent_locator
+            ),
+            METADATA_OFFSET,
+        )
+        os.pwrite(fd, bytes(bat), BAT_OFFSET)
+        os.ftruncate(fd, end)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(path)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _win_path(p: str) -> str:
+    return p if sys.platform == "win32" else p.replace("/", "\\")
+
+
+def create_child(parent_path: str, child_path: str) -> None:
+    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors)."""
+    from offline_ic.image import detect_format
+    from offline_ic.image.vhdx.image import VhdxImage
+
+    if not os.path.isfile(parent_path):
+        from offline_ic.errors import NotFoundError
+
+        raise NotFoundError(f"{parent_path}: no such file")
+    if detect_format(parent_path) != "vhdx":
+        raise InputError(f"{parent_path}: a differencing VHDX needs a VHDX parent")
+    with VhdxImage(parent_path) as par:
+        if par.header.log_guid.int and par.overlay:
+            raise CorruptImageError(
+                f"{parent_path}: has a pending log; run 'offline-ic recover' on it first"
+            )
+        linkage = "{" + str(par.header.data_write_guid) + "}"
+        ppath = os.path.abspath(parent_path)
+        cdir = os.path.dirname(os.path.abspath(child_path))
+        rel = os.path.relpath(ppath, cdir)
+        rel_win = rel.replace("/", "\\")
+        if not rel_win.startswith("."):
+            rel_win = ".\\" + rel_win
+        locator = {
+            "parent_linkage": linkage,
+            "relative_path": rel_win,
+            "absolute_win32_path": _win_path(ppath),
+        }
+        create_vhdx(
+            child_path,
+            par.size,
+            block_size=par.block_size,
+            logical_sector_size=par.logical_sector_size,
+            physical_sector_size=par.physical_sector_size,
+            parent_locator=locator,
+        )

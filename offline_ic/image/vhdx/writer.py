@@ -1,0 +1,385 @@
+"""Writing VHDX files through the VHDX log, so that a crash shows all or none of a transaction.
+
+A transaction (``write_ranges``) is planned in memory first:
+
+* data for blocks that are already in the file, BAT entries and bits of existing sector
+  bitmaps become 4 KiB *sector images* that go through the log;
+* data for newly allocated blocks (and new sector-bitmap blocks) is written straight into
+  space past the old end of file, which no structure references until the BAT says so.
+
+Then: header update (new LogGuid; FileWriteGuid/DataWriteGuid renewed once per session),
+grow the file and write the new blocks, flush, write the log entry, flush, write the sector
+images to their places, flush, retire the log (header with a zero LogGuid), flush.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+import uuid
+from typing import TYPE_CHECKING
+
+from offline_ic.errors import InputError, OfflineICError, SafetyRefusal
+from offline_ic.image.lock import lock_file
+from offline_ic.image.vhdx import structures as S
+from offline_ic.image.vhdx.log import Overlay, build_entry
+
+if TYPE_CHECKING:
+    from offline_ic.image.vhdx.image import VhdxImage
+
+SECTOR = S.LOG_SECTOR
+MAX_CHILD_SCAN = 5000
+
+
+class WriteFailed(InputError):
+    """The file system refused a write (full disk, size limit, I/O error); one line, exit 2."""
+
+
+# ------------------------------------------------------------------------------- session
+def prepare_writable(img: VhdxImage, *, force: bool = False) -> None:
+    """Lock, load, refuse parents with children, then replay and retire a pending log."""
+    lock_file(img.io.fd, img.path)
+    img._load()
+    img._fwg_renewed = False
+    img._dwg_renewed = False
+    img.children = find_children(img)
+    if img.children and not force:
+        names = ", ".join(os.path.basename(c) for c in img.children)
+        raise SafetyRefusal(
+            f"{img.name}: is the parent of {names}; writing it would break "
+            f"{'their' if len(img.children) > 1 else 'its'} parent linkage (write into a new "
+            "child with --output CHILD.avhdx, or force)"
+        )
+    img.replayed_entries = replay_and_retire(img) if img.header.log_guid.int else None
+
+
+def replay_and_retire(img: VhdxImage) -> int:
+    """Apply the pending log to the file and zero the LogGuid; returns entries replayed."""
+    ov: Overlay = img.overlay
+    entries = ov.entries
+    _update_header(img, file_write_guid=uuid.uuid4())  # FileWriteGuid before any change
+    _update_header(img)
+    img._fwg_renewed = True
+    if ov:
+        ov.apply(img.io.pwrite, img.io.size(), img.io.truncate)
+        img.io.flush()
+    _update_header(img, log_guid=S.ZERO_GUID)
+    img.overlay = Overlay()
+    img._load()
+    return entries
+
+
+def _update_header(img: VhdxImage, **fields: object) -> None:
+    """Write the header into the non-current slot (sequence + 1), flush; it becomes current."""
+    new = dataclasses.replace(img.header, **fields)
+    new.sequence_number = img.header.sequence_number + 1
+    slot = 1 - img.current_slot
+    img.io.pwrite(new.pack(), S.HEADER_OFFSETS[slot])
+    img.io.flush()
+    img.headers[slot] = new
+    img.current_slot = slot
+    img.header = new
+
+
+def find_children(img: VhdxImage) -> list[str]:
+    """VHDX/AVHDX files beside ``img`` whose parent_linkage is ``img``'s DataWriteGuid."""
+    from offline_ic.image.vhdx.image import VhdxImage as _V
+
+    here = os.path.dirname(os.path.abspath(img.path))
+    guid = img.header.data_write_guid
+    out: list[str] = []
+    try:
+        entries = list(os.scandir(here))[:MAX_CHILD_SCAN]
+    except OSError:
+        return out
+    me = os.stat(img.path)
+    for e in entries:
+        if not e.name.lower().endswith((".vhdx", ".avhdx")) or not e.is_file():
+            continue
+        try:
+            st = e.stat()
+            if (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino):
+                continue
+            with _V(e.path, _chain=False) as c:
+                if c.has_parent and guid in c._linkages():
+                    out.append(e.path)
+        except (OfflineICError, OSError):
+            continue
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------- planning
+def _merge_ranges(size: int, ranges: list[tuple[int, bytes]], name: str) -> list[list]:
+    """Non-overlapping [start, end, data] segments, sorted; later ranges win."""
+    segs: list[list] = []
+    for off, data in ranges:
+        data = bytes(data)
+        if off < 0 or off + len(data) > size:
+            raise InputError(
+                f"{name}: write of {len(data)} bytes at {off} is outside the disk ({size} bytes)"
+            )
+        if not data:
+            continue
+        s, e = off, off + len(data)
+        kept: list[list] = []
+        for a, b, d in segs:
+            if b <= s or a >= e:
+                kept.append([a, b, d])
+                continue
+            if a < s:
+                kept.append([a, s, d[: s - a]])
+            if b > e:
+                kept.append([e, b, d[e - a :]])
+        kept.append([s, e, data])
+        segs = sorted(kept, key=lambda x: x[0])
+    return segs
+
+
+def _align(img: VhdxImage, segs: list[list]) -> list[tuple[int, bytes]]:
+    """Whole logical sectors: partial sectors are completed with the disk's current bytes."""
+    lss = img.logical_sector_size
+    groups: list[list] = []  # [a, b, [segs]]
+    for s, e, d in segs:
+        a, b = s - s % lss, -(-e // lss) * lss
+        if groups and a < groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], b)
+            groups[-1][2].append((s, e, d))
+        else:
+            groups.append([a, b, [(s, e, d)]])
+    out: list[tuple[int, bytes]] = []
+    for a, b, members in groups:
+        if len(members) == 1 and members[0][0] == a and members[0][1] == b:
+            out.append((a, members[0][2]))
+            continue
+        buf = bytearray(b - a)
+        partial = set()
+        for s, e, _d in members:
+            if s % lss:
+                partial.add(s - s % lss)
+            if e % lss:
+                partial.add(e - e % lss)
+        for p in partial:
+            buf[p - a : p - a + lss] = img.read(p, lss)
+        for s, e, d in members:
+            buf[s - a : e - a] = d
+        out.append((a, bytes(buf)))
+    return out
+
+
+class Transaction:
+    """One atomic set of writes into a VHDX (see the module docstring for the protocol)."""
+
+    def __init__(self, img: VhdxImage):
+        self.img = img
+        self.old_size = img.io.size()
+        self.eof = -(-self.old_size // S.MiB) * S.MiB
+        self.sectors: dict[int, bytearray] = {}  # 4 KiB file offset -> new sector image
+        self.direct: list[tuple[int, bytes]] = []  # writes into newly allocated space
+        self.new_blocks: dict[int, tuple[int, int]] = {}  # block -> (state, file offset)
+        self.new_bitmaps: dict[int, tuple[int, bytearray]] = {}  # chunk -> (offset, bits)
+
+    # logged view of the file ---------------------------------------------------------
+    def _sector(self, off: int) -> bytearray:
+        sec = self.sectors.get(off)
+        if sec is None:
+            raw = self.img.io.pread(SECTOR, off)
+            sec = bytearray(raw + bytes(SECTOR - len(raw)))
+            self.sectors[off] = sec
+        return sec
+
+    def _read_view(self, off: int, n: int) -> bytes:
+        out = bytearray()
+        while n > 0:
+            base = off - off % SECTOR
+            k = min(n, base + SECTOR - off)
+            sec = self.sectors.get(base)
+            out += (
+                sec[off - base : off - base + k] if sec is not None else self.img.io.pread(k, off)
+            )
+            off += k
+            n -= k
+        return bytes(out)
+
+    def _write_view(self, off: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            base = off - off % SECTOR
+            k = min(len(view), base + SECTOR - off)
+            self._sector(base)[off - base : off - base + k] = view[:k]
+            off += k
+            view = view[k:]
+
+    def _set_bat(self, index: int, entry: int) -> None:
+        self._write_view(self.img.bat_region.file_offset + index * 8, struct.pack("<Q", entry))
+
+    def _alloc(self, length: int) -> int:
+        off = self.eof
+        self.eof += length
+        return off
+
+    # planning ------------------------------------------------------------------------
+    def _block(self, block: int) -> tuple[int, int, bool]:
+        if block in self.new_blocks:
+            return (*self.new_blocks[block], True)
+        state, off = self.img.block_state(block)
+        return state, off, False
+
+    def _mark_present(self, block: int, first: int, count: int) -> None:
+        img = self.img
+        cr, spb = img.chunk_ratio, img.block_size // img.logical_sector_size
+        chunk = block // cr
+        s0 = (block % cr) * spb + first
+        b0, b1 = s0 // 8, (s0 + count + 7) // 8
+        if chunk in self.new_bitmaps:
+            cur = bytearray(self.new_bitmaps[chunk][1][b0:b1])
+        else:
+            sb = img.bitmap_offset(chunk)
+            if sb is None:
+                sb = self._alloc(S.SECTOR_BITMAP_BLOCK_SIZE)
+                self.new_bitmaps[chunk] = (sb, bytearray(S.SECTOR_BITMAP_BLOCK_SIZE))
+                self._set_bat(img.bitmap_index(chunk), S.bat_entry(S.SB_BLOCK_PRESENT, sb))
+                cur = bytearray(b1 - b0)
+            else:
+                cur = bytearray(self._read_view(sb + b0, b1 - b0))
+        bits = int.from_bytes(cur, "little") | (((1 << count) - 1) << (s0 - b0 * 8))
+        new = bits.to_bytes(b1 - b0, "little")
+        if chunk in self.new_bitmaps:
+            self.new_bitmaps[chunk][1][b0:b1] = new
+        else:
+            sb = img.bitmap_offset(chunk)
+            assert sb is not None
+            self._write_view(sb + b0, new)
+
+    def add(self, voff: int, data: bytes) -> None:
+        """Plan ``data`` (whole logical sectors) at virtual offset ``voff``."""
+        img = self.img
+        bs, lss = img.block_size, img.logical_sector_size
+        pos = 0
+        while pos < len(data):
+            block, inblk = divmod(voff + pos, bs)
+            n = min(bs - inblk, len(data) - pos)
+            piece = data[pos : pos + n]
+            state, foff, new = self._block(block)
+            if state in (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
+                if new:
+                    self.direct.append((foff + inblk, piece))
+                else:
+                    self._write_view(foff + inblk, piece)
+            else:
+                # allocate: in a differencing disk an absent block keeps reading its parent
+                # for sectors not written (PARTIALLY_PRESENT); ZERO/UNMAPPED/UNDEFINED and
+                # absent blocks without parent read as zeros, which the fresh space holds.
+                diff_absent = img.has_parent and state == S.PAYLOAD_BLOCK_NOT_PRESENT
+                st = (
+                    S.PAYLOAD_BLOCK_PARTIALLY_PRESENT
+                    if diff_absent
+                    else S.PAYLOAD_BLOCK_FULLY_PRESENT
+                )
+                foff = self._alloc(bs)
+                self.new_blocks[block] = (st, foff)
+                self._set_bat(img.payload_index(block), S.bat_entry(st, foff))
+                state = st
+                self.direct.append((foff + inblk, piece))
+            if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+                self._mark_present(block, inblk // lss, n // lss)
+            pos += n
+
+    # commit --------------------------------------------------------------------------
+    def _max_sectors_per_entry(self) -> int:
+        ll = self.img.header.log_length
+        n = ll // SECTOR
+        while n > 0 and S.log_descriptor_area(n) + n * SECTOR > ll:
+            n -= 1
+        return n
+
+    def commit(self) -> None:
+        img = self.img
+        if not self.sectors and not self.direct:
+            return
+        new_size = max(self.old_size, self.eof)
+        log_guid = uuid.uuid4()
+        fields: dict[str, object] = {"log_guid": log_guid}
+        first = not img._fwg_renewed
+        if first:
+            fields["file_write_guid"] = uuid.uuid4()
+        if not img._dwg_renewed:
+            fields["data_write_guid"] = uuid.uuid4()
+        try:
+            _update_header(img, **fields)
+            if first:
+                _update_header(img)  # both header copies carry the new GUIDs
+            img._fwg_renewed = img._dwg_renewed = True
+            if new_size > self.old_size:
+                img.io.truncate(new_size)
+            for off, data in self.direct:
+                img.io.pwrite(data, off)
+            for off, bits in self.new_bitmaps.values():
+                nz = [i for i in range(0, len(bits), SECTOR) if any(bits[i : i + SECTOR])]
+                if nz:
+                    img.io.pwrite(bytes(bits[nz[0] : nz[-1] + SECTOR]), off + nz[0])
+            img.io.flush()
+        except OSError as exc:
+            self._undo_uncommitted(exc)
+        items = sorted(self.sectors.items())
+        per = self._max_sectors_per_entry()
+        for i in range(0, len(items), per):
+            chunk = [(off, bytes(sec)) for off, sec in items[i : i + per]]
+            entry = build_entry(log_guid, i // per + 1, 0, chunk, [], new_size, new_size)
+            try:
+                img.io.pwrite(entry, img.header.log_offset)
+                img.io.flush()
+            except OSError as exc:
+                if i == 0:
+                    self._undo_uncommitted(exc)
+                raise WriteFailed(
+                    f"{img.name}: write failed ({exc.strerror or exc}) after part of a large "
+                    "transaction was applied; the image is consistent"
+                ) from None
+            try:
+                for off, data in chunk:
+                    img.io.pwrite(data, off)
+                img.io.flush()
+            except OSError as exc:
+                raise WriteFailed(
+                    f"{img.name}: write failed ({exc.strerror or exc}) after the VHDX log was "
+                    "committed; run 'offline-ic recover' to finish it"
+                ) from None
+        try:
+            _update_header(img, log_guid=S.ZERO_GUID)
+        except OSError as exc:
+            raise WriteFailed(
+                f"{img.name}: write failed ({exc.strerror or exc}) while retiring the VHDX log; "
+                "the data is committed, run 'offline-ic recover'"
+            ) from None
+        img._bat_cache.clear()
+        img.file_size = img.io.size()
+
+    def _undo_uncommitted(self, exc: OSError) -> None:
+        """Nothing was committed: give back the space and retire the LogGuid, then raise."""
+        img = self.img
+        try:
+            img.io.truncate(self.old_size)
+            if img.header.log_guid.int:
+                _update_header(img, log_guid=S.ZERO_GUID)
+        except OSError:
+            pass
+        img._bat_cache.clear()
+        raise WriteFailed(
+            f"{img.name}: write failed ({exc.strerror or exc}); the virtual disk is unchanged"
+        ) from None
+
+
+def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
+    """Apply ``ranges`` (offset, bytes) atomically; later ranges win where they overlap."""
+    if not img.writable:
+        raise SafetyRefusal(f"{img.name}: opened read-only; nothing written")
+    if img.io.fd < 0:
+        raise InputError(f"{img.name}: image is closed")
+    segs = _merge_ranges(img.size, ranges, img.name)
+    if not segs:
+        return
+    txn = Transaction(img)
+    for off, data in _align(img, segs):
+        txn.add(off, data)
+    txn.commit()

@@ -1,0 +1,132 @@
+"""Helpers of the image-layer tests: test images, libvhdi, qemu and a test-only patcher."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, TESTDATA, real_data, unpack  # noqa: F401 - re-exported
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+IMAGES = TESTDATA / "images"
+CHUNK = 8 << 20
+QEMU_IMG = shutil.which("qemu-img")
+QEMU_IO = shutil.which("qemu-io")
+
+needs_qemu = pytest.mark.skipif(
+    QEMU_IMG is None or QEMU_IO is None, reason="qemu-utils not installed"
+)
+
+
+def pattern(size: int | None = None) -> bytes:
+    """The content every committed qemu-made image holds (see scripts/build_image_testdata.py)."""
+    from build_image_testdata import pattern as _pattern
+
+    return _pattern() if size is None else _pattern(size)
+
+
+def fresh_copy(src: Path, tmp_path: Path, name: str | None = None) -> Path:
+    """A writable copy of a (possibly compressed) test image in ``tmp_path``."""
+    dest_dir = tmp_path / "src"
+    p = unpack(Path(src), dest_dir)
+    out = tmp_path / (name or p.name)
+    shutil.copyfile(p, out)
+    return out
+
+
+def libvhdi_open(img):
+    """A pyvhdi file for our opened image ``img``, with the same parent chain set."""
+    import pyvhdi
+
+    f = pyvhdi.file()
+    f.open(str(img.path))
+    if getattr(img, "parent", None) is not None:
+        f.set_parent(libvhdi_open(img.parent))
+    return f
+
+
+def assert_same_as_libvhdi(img) -> None:
+    """Every byte of ``img`` (our reader) equals libvhdi's reading, compared in large chunks."""
+    f = libvhdi_open(img)
+    try:
+        assert f.media_size == img.size
+        for off in range(0, img.size, CHUNK):
+            n = min(CHUNK, img.size - off)
+            ours = img.read(off, n)
+            theirs = f.read_buffer_at_offset(n, off)
+            if ours != theirs:
+                first = next(i for i in range(n) if ours[i] != theirs[i])
+                pytest.fail(f"{img.path}: differs from libvhdi at byte {off + first}")
+    finally:
+        f.close()
+
+
+def assert_equals_bytes(img, expected: bytes) -> None:
+    assert img.size == len(expected)
+    for off in range(0, img.size, CHUNK):
+        n = min(CHUNK, img.size - off)
+        if img.read(off, n) != expected[off : off + n]:
+            ours = img.read(off, n)
+            first = next(i for i in range(n) if ours[i] != expected[off + i])
+            pytest.fail(f"{img.path}: differs from the expected content at byte {off + first}")
+
+
+def qemu_raw(path: Path, tmp_path: Path) -> bytes:
+    """The virtual disk as ``qemu-img convert -O raw`` sees it."""
+    out = tmp_path / (path.name + ".qemu.raw")
+    fmt = "vpc" if path.suffix == ".vhd" else "vhdx"
+    subprocess.run([QEMU_IMG, "convert", "-f", fmt, "-O", "raw", str(path), str(out)], check=True)
+    data = out.read_bytes()
+    out.unlink()
+    return data
+
+
+def patch_child(path: Path, offset: int, data: bytes) -> None:
+    """Test-only writer: put ``data`` into a differencing VHDX *without* the log.
+
+    Allocates blocks at the 1 MiB-aligned end of the file, marks them PARTIALLY_PRESENT
+    and sets the sector-bitmap bits; ``offset``/``len(data)`` must be sector aligned.
+    It is independent of the real writer, so it can test the reader (and then the writer).
+    """
+    from offline_ic.image.vhdx import VhdxImage
+    from offline_ic.image.vhdx import structures as S
+
+    with VhdxImage(str(path)) as img:
+        lss, bs = img.logical_sector_size, img.block_size
+        assert offset % lss == 0 and len(data) % lss == 0
+        bat_off = img.bat_region.file_offset
+        fsize = img.file_size
+        plan = []
+        pos = 0
+        while pos < len(data):
+            vo = offset + pos
+            block, inblk = divmod(vo, bs)
+            n = min(bs - inblk, len(data) - pos)
+            state, foff = img.block_state(block)
+            sb = img.bitmap_offset(block // img.chunk_ratio)
+            plan.append((block, inblk, n, state, foff, sb, data[pos : pos + n]))
+            pos += n
+        cr = img.chunk_ratio
+    with open(path, "r+b") as f:
+        for block, inblk, n, state, foff, sb, chunk in plan:
+            if state not in (S.PAYLOAD_BLOCK_PARTIALLY_PRESENT, S.PAYLOAD_BLOCK_FULLY_PRESENT):
+                foff = -(-fsize // S.MiB) * S.MiB
+                fsize = foff + bs
+                f.truncate(fsize)
+                f.seek(bat_off + (block + block // cr) * 8)
+                f.write(struct.pack("<Q", S.bat_entry(S.PAYLOAD_BLOCK_PARTIALLY_PRESENT, foff)))
+            f.seek(foff + inblk)
+            f.write(chunk)
+            assert sb is not None
+            first = (block % cr) * (bs // lss) + inblk // lss
+            for s in range(first, first + n // lss):
+                f.seek(sb + s // 8)
+                b = f.read(1)[0]
+                f.seek(sb + s // 8)
+                f.write(bytes([b | (1 << (s % 8))]))

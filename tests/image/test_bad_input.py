@@ -1,0 +1,212 @@
+"""Damaged images end in one clear line (CorruptImageError / NotFoundError), never a traceback."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from imgutil import IMAGES, fresh_copy
+
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError, OfflineICError
+from offline_ic.image import open_image
+from offline_ic.image.crc32c import crc32c
+
+KiB, MiB = 1024, 1 << 20
+
+
+def _poke(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def _read_all(path: Path) -> None:
+    with open_image(str(path)) as img:
+        for off in range(0, img.size, 8 * MiB):
+            img.read(off, min(8 * MiB, img.size - off))
+
+
+def _expect(path: Path, cls: type[Exception], fragment: str) -> str:
+    with pytest.raises(cls) as ei:
+        _read_all(path)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert path.name in msg
+    assert fragment in msg, msg
+    return msg
+
+
+@pytest.fixture
+def vhdx(tmp_path) -> Path:
+    return fresh_copy(IMAGES / "q-dyn-2m.vhdx.gz", tmp_path, "disk.vhdx")
+
+
+def test_truncated_inside_header_area(vhdx):
+    with open(vhdx, "r+b") as f:
+        f.truncate(500 * KiB)
+    _expect(vhdx, CorruptImageError, "truncated")
+
+
+def test_truncated_before_bat(vhdx):
+    with open(vhdx, "r+b") as f:
+        f.truncate(2 * MiB)
+    _expect(vhdx, CorruptImageError, "past the end of the file")
+
+
+def test_truncated_payload(vhdx):
+    with open(vhdx, "r+b") as f:
+        f.truncate(f.seek(0, 2) - 3 * MiB)
+    _expect(vhdx, CorruptImageError, "past the end of the file")
+
+
+def test_both_header_crcs_bad(vhdx):
+    _poke(vhdx, 64 * KiB + 100, b"\xff")
+    _poke(vhdx, 128 * KiB + 100, b"\xff")
+    _expect(vhdx, CorruptImageError, "both VHDX headers fail")
+
+
+def test_one_header_bad_still_reads(vhdx, pattern_bytes):
+    _poke(vhdx, 64 * KiB + 100, b"\xff")
+    with open_image(str(vhdx)) as img:
+        assert img.read(0, 1 * MiB) == pattern_bytes[: 1 * MiB]
+
+
+def test_both_region_tables_bad(vhdx):
+    _poke(vhdx, 192 * KiB + 40, b"\x01")
+    _poke(vhdx, 256 * KiB + 40, b"\x01")
+    _expect(vhdx, CorruptImageError, "region tables fail")
+
+
+def test_first_region_table_bad_uses_second(vhdx, pattern_bytes):
+    _poke(vhdx, 192 * KiB + 40, b"\x01")
+    with open_image(str(vhdx)) as img:
+        assert img.read(5 * MiB, 4096) == pattern_bytes[5 * MiB : 5 * MiB + 4096]
+
+
+def _bat_offset(path: Path) -> int:
+    with open_image(str(path)) as img:
+        return img.bat_region.file_offset
+
+
+def test_bat_entry_past_eof(vhdx):
+    _poke(vhdx, _bat_offset(vhdx), struct.pack("<Q", (10_000 << 20) | 6))
+    _expect(vhdx, CorruptImageError, "past the end of the file")
+
+
+def test_bat_entry_invalid_state(vhdx):
+    _poke(vhdx, _bat_offset(vhdx) + 8, struct.pack("<Q", 5))
+    _expect(vhdx, CorruptImageError, "invalid state")
+
+
+def test_partially_present_without_parent(vhdx):
+    with open(vhdx, "rb") as f:
+        f.seek(_bat_offset(vhdx))
+        (e,) = struct.unpack("<Q", f.read(8))
+    _poke(vhdx, _bat_offset(vhdx), struct.pack("<Q", (e & ~7) | 7))
+    _expect(vhdx, CorruptImageError, "PARTIALLY_PRESENT")
+
+
+def _rewrite_metadata_item(path: Path, fn) -> None:
+    """Let ``fn`` edit the metadata region (which has no checksum of its own)."""
+    with open_image(str(path)) as img:
+        off = img.metadata_region.file_offset
+    with open(path, "r+b") as f:
+        f.seek(off)
+        buf = bytearray(f.read(MiB))
+        fn(buf)
+        f.seek(off)
+        f.write(buf)
+
+
+def test_invalid_block_size(vhdx):
+    from offline_ic.image.vhdx import structures as S
+
+    def edit(buf: bytearray) -> None:
+        for i in range(struct.unpack_from("<H", buf, 10)[0]):
+            g, o, _l, _f, _r = S.METADATA_ENTRY_FMT.unpack_from(buf, 32 + 32 * i)
+            if S.guid_from(g) == S.FILE_PARAMETERS_GUID:
+                struct.pack_into("<I", buf, o, 3 * MiB)
+
+    _rewrite_metadata_item(vhdx, edit)
+    _expect(vhdx, CorruptImageError, "invalid block size")
+
+
+def test_metadata_signature(vhdx):
+    _rewrite_metadata_item(vhdx, lambda b: b.__setitem__(slice(0, 8), b"garbage!"))
+    _expect(vhdx, CorruptImageError, "metadata")
+
+
+def test_bad_log_entry_crc_means_nothing_to_replay(tmp_path):
+    path = fresh_copy(IMAGES / "q-dirtylog.vhdx.gz", tmp_path, "dirty.vhdx")
+    with open_image(str(path)) as img:
+        assert img.overlay.entries == 1
+        log_off = img.header.log_offset
+        assert img.read(3 * MiB, 4) == b"ZZZZ"
+    with open(path, "rb") as f:  # damage the entry that holds the pending write
+        f.seek(log_off)
+        log = f.read(MiB)
+    for off in range(0, MiB, 4096):
+        if log[off : off + 4] == b"loge":
+            guid = log[off + 32 : off + 48]
+            with open_image(str(path)) as img:
+                if guid == img.header.log_guid.bytes_le:
+                    _poke(path, log_off + off + 64 + 20, b"\xee")  # inside a descriptor
+    with open_image(str(path)) as img:
+        assert img.overlay.entries == 0  # a torn/corrupt entry was never committed
+        assert img.read(3 * MiB, 4) == bytes(4)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(NotFoundError):
+        open_image(str(tmp_path / "nope.vhdx"))
+    with pytest.raises(InputError):
+        open_image(str(tmp_path))
+
+
+def test_vhd_bad_footer(tmp_path):
+    dyn = fresh_copy(IMAGES / "q-dyn.vhd.gz", tmp_path, "dyn.vhd")
+    _poke(dyn, 512 + 36, b"\x01\x02")  # dynamic header checksum
+    _expect(dyn, CorruptImageError, "dynamic header")
+
+
+def test_vhd_truncated(tmp_path):
+    dyn = fresh_copy(IMAGES / "q-dyn.vhd.gz", tmp_path, "dyn.vhd")
+    with open(dyn, "r+b") as f:
+        f.truncate(f.seek(0, 2) - 2 * MiB)
+    # the footer copy at offset 0 is used, and the BAT then points past the end
+    _expect(dyn, CorruptImageError, "past the end of the file")
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.tuples(st.integers(0, 4 * MiB - 1), st.integers(0, 255)), min_size=1, max_size=8),
+    st.booleans(),
+)
+def test_random_damage_never_tracebacks(tmp_path_factory, pokes, fix_crc):
+    """Random byte damage in the structures: open+read works or raises one of our errors."""
+    base = tmp_path_factory.getbasetemp() / "fuzz-src"
+    base.mkdir(exist_ok=True)
+    src = base / "disk.vhdx"
+    if not src.exists():
+        fresh_copy(IMAGES / "q-dyn-1m.vhdx.gz", base, "disk.vhdx")
+    data = bytearray(src.read_bytes()[: 6 * MiB])
+    for off, val in pokes:
+        data[off] = val
+    if fix_crc:  # let damage reach the parsers behind the checksums
+        for h in (64 * KiB, 128 * KiB):
+            data[h + 4 : h + 8] = bytes(4)
+            data[h + 4 : h + 8] = struct.pack("<I", crc32c(data[h : h + 4 * KiB]))
+        for r in (192 * KiB, 256 * KiB):
+            data[r + 4 : r + 8] = bytes(4)
+            data[r + 4 : r + 8] = struct.pack("<I", crc32c(data[r : r + 64 * KiB]))
+    path = base / "fuzzed.vhdx"
+    path.write_bytes(bytes(data))
+    try:
+        _read_all(path)
+    except OfflineICError as exc:
+        assert "\n" not in str(exc)
