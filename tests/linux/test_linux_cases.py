@@ -166,3 +166,25 @@ def test_volume_option_selects_root(linux_images):
         report = run_checks(disk, volume=1)
     assert report.os is None
     assert report.checks[0].id == "os.detect"
+
+
+@pytest.mark.parametrize("case", ["debian-good", "debian-no-storvsc", "rhel-lvm-xfs"])
+@pytest.mark.parametrize("fmt", ["vhdx", "vpc"])
+def test_same_verdict_through_vhdx_and_vhd(linux_images, tmp_path, case, fmt):
+    """The image layer's VHDX/VHD readers serve the same guest: same checks, same evidence."""
+    import shutil
+    import subprocess
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not installed")
+    raw = linux_images[case]
+    conv = tmp_path / f"{case}.{fmt}"
+    subprocess.run(["qemu-img", "convert", "-O", fmt, str(raw), str(conv)], check=True)
+    with open_image(str(raw)) as disk:
+        want = run_checks(disk).to_dict()
+    with open_image(str(conv)) as disk:
+        assert disk.info().format == {"vhdx": "vhdx", "vpc": "vhd"}[fmt]
+        got = run_checks(disk).to_dict()
+    want.pop("image")
+    got.pop("image")
+    assert got == want

@@ -141,7 +141,7 @@ def test_kvp_pools_of_a_guest(linux_images):
 
 
 def test_kvp_pool_real_sample():
-    from conftest import real_data
+    from tests.helpers import real_data
 
     data = real_data("kvp/azure_kvp_pool_0").read_bytes()
     assert parse_kvp_pool(data) == {"IPoIB_Data": "NUMPAIRS:1|00155D33FF0B:172.16.1.2"}
