@@ -188,3 +188,23 @@ def test_same_verdict_through_vhdx_and_vhd(linux_images, tmp_path, case, fmt):
     want.pop("image")
     got.pop("image")
     assert got == want
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_damaged_images_give_reasons_not_crashes(linux_images, tmp_path, seed):
+    """Random damage to the partition table, superblock, inode tables and files."""
+    import random
+    import shutil
+
+    dst = tmp_path / "damaged.raw"
+    shutil.copyfile(linux_images["debian-good"], dst)
+    rnd = random.Random(seed)
+    with open(dst, "r+b") as fh:
+        for _ in range(150):
+            base = rnd.choice([0, 1 << 20, (1 << 20) + 1024])
+            fh.seek(base + rnd.randrange(0, 12 << 20 if base else 34 * 512))
+            fh.write(bytes([rnd.randrange(256)]) * rnd.randrange(1, 64))
+    with open_image(str(dst)) as disk:
+        report = run_checks(disk)
+    assert report.result in ("pass", "fail")
+    assert report.checks and all(c.detail for c in report.checks)
