@@ -54,6 +54,14 @@ def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
 
 def compress(data: bytes, kind: str) -> bytes:
     """Compress with the real tools, as mkinitramfs calls them."""
+    return compress_level(data, kind, None)
+
+
+def compress_level(data: bytes, kind: str, level: int | None) -> bytes:
+    """``compress`` with a chosen level (zstd only; others keep their default)."""
+    if kind == "zstd" and level is not None:
+        return subprocess.run(["zstd", "-q", f"-{level}", "-T0"], input=data,
+                              stdout=subprocess.PIPE, check=True).stdout
     cmd = {
         "gzip": ["gzip", "-9n"],
         "xz": ["xz", "--check=crc32", "-6"],

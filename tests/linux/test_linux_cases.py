@@ -166,3 +166,45 @@ def test_volume_option_selects_root(linux_images):
         report = run_checks(disk, volume=1)
     assert report.os is None
     assert report.checks[0].id == "os.detect"
+
+
+@pytest.mark.parametrize("case", ["debian-good", "debian-no-storvsc", "rhel-lvm-xfs"])
+@pytest.mark.parametrize("fmt", ["vhdx", "vpc"])
+def test_same_verdict_through_vhdx_and_vhd(linux_images, tmp_path, case, fmt):
+    """The image layer's VHDX/VHD readers serve the same guest: same checks, same evidence."""
+    import shutil
+    import subprocess
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not installed")
+    raw = linux_images[case]
+    conv = tmp_path / f"{case}.{fmt}"
+    subprocess.run(["qemu-img", "convert", "-O", fmt, str(raw), str(conv)], check=True)
+    with open_image(str(raw)) as disk:
+        want = run_checks(disk).to_dict()
+    with open_image(str(conv)) as disk:
+        assert disk.info().format == {"vhdx": "vhdx", "vpc": "vhd"}[fmt]
+        got = run_checks(disk).to_dict()
+    want.pop("image")
+    got.pop("image")
+    assert got == want
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_damaged_images_give_reasons_not_crashes(linux_images, tmp_path, seed):
+    """Random damage to the partition table, superblock, inode tables and files."""
+    import random
+    import shutil
+
+    dst = tmp_path / "damaged.raw"
+    shutil.copyfile(linux_images["debian-good"], dst)
+    rnd = random.Random(seed)
+    with open(dst, "r+b") as fh:
+        for _ in range(150):
+            base = rnd.choice([0, 1 << 20, (1 << 20) + 1024])
+            fh.seek(base + rnd.randrange(0, 12 << 20 if base else 34 * 512))
+            fh.write(bytes([rnd.randrange(256)]) * rnd.randrange(1, 64))
+    with open_image(str(dst)) as disk:
+        report = run_checks(disk)
+    assert report.result in ("pass", "fail")
+    assert report.checks and all(c.detail for c in report.checks)

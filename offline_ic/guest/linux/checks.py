@@ -55,11 +55,26 @@ def _r(results: list[CheckResult], cid: str, status: str, detail: str) -> None:
     results.append(CheckResult(cid, status, detail))  # type: ignore[arg-type]
 
 
+def _guard(res: list[CheckResult], cid: str, fn, *args):  # noqa: ANN001, ANN202
+    """Run one group of checks; damaged guest data the parsers did not foresee becomes a fail
+    with the reason instead of ending a batch run over thousands of images."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        _r(res, cid, "fail", f"could not be checked: {type(exc).__name__}: {exc}")
+        return None
+
+
 def linux_checks(guest: LinuxGuest) -> LinuxReport:
     """Run every Linux check on an opened guest."""
+    report = LinuxReport(guest.distro, guest.family, None)
+    _guard(report.results, "linux.kernel.default", _linux_checks, guest, report)
+    return report
+
+
+def _linux_checks(guest: LinuxGuest, report: LinuxReport) -> None:
     gfs = guest.fs
     rel = guest.os_release
-    report = LinuxReport(guest.distro, guest.family, None)
     res = report.results
     where = guest.root_volume
     facts = f"ID={rel.get('ID', '?')} VERSION_ID={rel.get('VERSION_ID', '?')}"
@@ -92,8 +107,8 @@ def linux_checks(guest: LinuxGuest) -> LinuxReport:
     elif kernel is None:
         _r(res, "linux.kernel.default", "fail",
            "no kernel found (/boot/vmlinuz-*, /lib/modules/*, /usr/lib/modules/*)")
-        report.results += _daemon_checks(guest, None)
-        return report
+        _guard(res, "linux.daemon", _daemon_checks, res, guest, None)
+        return
     else:
         others = [k.version for k in kernels if k.version != kernel.version]
         extra = f"; also installed: {', '.join(others)}" if others else ""
@@ -119,11 +134,11 @@ def linux_checks(guest: LinuxGuest) -> LinuxReport:
         _r(res, "linux.module.hyperv_video", "warn",
            f"neither hyperv_drm nor hyperv_fb for {kernel.version}: {video[0].evidence}")
 
-    initrd = _initramfs_checks(res, guest, kernel, statuses)
-    _blacklist_checks(res, guest, choice, initrd, statuses)
-    _others(res, guest, kernels, kernel)
-    res += _daemon_checks(guest, kernel.version)
-    return report
+    initrd = _guard(res, "linux.initramfs.present", _initramfs_checks, res, guest, kernel,
+                    statuses)
+    _guard(res, "linux.blacklist", _blacklist_checks, res, guest, choice, initrd, statuses)
+    _guard(res, "linux.kernel.others", _others, res, guest, kernels, kernel)
+    _guard(res, "linux.daemon", _daemon_checks, res, guest, kernel.version)
 
 
 def _initramfs_checks(res, guest, kernel: Kernel, statuses) -> InitramfsInfo | None:  # noqa: ANN001
@@ -226,10 +241,9 @@ def _others(res, guest, kernels: list[Kernel], default: Kernel) -> None:  # noqa
         _r(res, "linux.kernel.others", "pass", f"also ready for Hyper-V: {', '.join(fine)}")
 
 
-def _daemon_checks(guest: LinuxGuest, kver: str | None) -> list[CheckResult]:
+def _daemon_checks(out: list[CheckResult], guest: LinuxGuest, kver: str | None) -> None:
     gfs = guest.fs
     view = SystemdView(gfs)
-    out: list[CheckResult] = []
     for role in ("kvp", "vss", "fcopy"):
         real_role = fcopy_role(kver) if role == "fcopy" else role
         cid = f"linux.daemon.{role}"
@@ -272,7 +286,6 @@ def _daemon_checks(guest: LinuxGuest, kver: str | None) -> list[CheckResult]:
             continue
         out.append(CheckResult(cid, "pass",
             f"{st.binary}, {st.unit_path}, started by {st.started_by[0]}"))
-    return out
 
 
 __all__ = ["LinuxReport", "linux_checks", "kernel_release"]

@@ -33,7 +33,7 @@ class InitramfsInfo:
 
     def describe(self) -> str:
         parts = ", ".join(self.segments) or "nothing readable"
-        return f"{self.path} ({self.entries} entries; archives: {parts})"
+        return f"{self.path} ({self.size / 1e6:.1f} MB, {self.entries} entries; archives: {parts})"
 
 
 def scan_initramfs(gfs: GuestFS, path: str) -> InitramfsInfo:
@@ -69,8 +69,8 @@ def scan_stream(fh, info: InitramfsInfo) -> InitramfsInfo:  # noqa: ANN001 - any
                 last_archive = entry.archive
     except InitramfsError as exc:
         info.error = str(exc)
-    except (OSError, EOFError, MemoryError) as exc:  # I/O errors of the image layer
-        info.error = f"read error: {exc}"
+    except Exception as exc:  # noqa: BLE001 - errors of the image/filesystem layers below
+        info.error = f"read error: {type(exc).__name__}: {exc}"
     if info.entries == 0 and info.error is None:
         info.error = "empty initramfs"
     return info

@@ -200,6 +200,7 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
         out: list[tuple[list[int], BootEntry]] = []
         stack: list[tuple[str, int]] = []  # ("submenu"|"menuentry", depth marker)
         counters = [0]
+        prefix: list[int] = []
         current: BootEntry | None = None
         depth = 0
         for no, line in enumerate(lines, 1):
@@ -209,10 +210,11 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
                 title = m.group(2) or m.group(3) or m.group(4) or ""
                 idm = re.search(r"\$menuentry_id_option\s+'([^']*)'|--id[= ]'?([^'\s]+)", m.group(5))
                 ident = (idm.group(1) or idm.group(2)) if idm else ""
-                index = [c for c in counters]
+                index = [*prefix, counters[-1]]
                 counters[-1] += 1
                 if kind == "submenu":
                     stack.append(("submenu", depth))
+                    prefix.append(index[-1])
                     counters.append(0)
                     out.append((index, BootEntry(title, None, "", f"{path}:{no}", ident)))
                 else:
@@ -234,6 +236,7 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
                 depth -= 1
                 if kind == "submenu":
                     counters.pop()
+                    prefix.pop()
                 else:
                     current = None
         return path, [(i, e) for i, e in out if e.version or e.cmdline or e.title]
@@ -245,11 +248,13 @@ def choose_default(gfs: GuestFS, kernels: list[Kernel]) -> BootChoice:
     by_version = {k.version: k for k in kernels}
     env_path, env = read_grubenv(gfs)
     defaults = read_default_grub(gfs)
-    grub_default, gd_line = defaults.get("GRUB_DEFAULT", ("0", 0))
-    saved = env.get("saved_entry") or env.get("next_entry")
+    grub_default, gd_line = defaults.get("GRUB_DEFAULT", ("", 0))
+    saved = env.get("next_entry") or env.get("saved_entry")
     wanted: str | None = None
     wanted_why = ""
-    if grub_default == "saved" and saved:
+    if not grub_default:
+        pass  # no /etc/default/grub setting: grub.cfg's first entry, BLS newest
+    elif grub_default == "saved" and saved:
         wanted, wanted_why = saved, f"{env_path}: saved_entry={saved}"
     elif grub_default != "saved":
         wanted, wanted_why = grub_default, f"/etc/default/grub:{gd_line}: GRUB_DEFAULT={grub_default}"
