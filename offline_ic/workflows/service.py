@@ -35,7 +35,7 @@ class ServicingReport:
     changes: list[ValueChange]
     pages: dict[str, int] = field(default_factory=dict)
     bytes_written: int = 0
-    recovered: dict[str, int] = field(default_factory=dict)
+    recovered: list[str] = field(default_factory=list)  # hives recovered from their logs
     verified_by: list[str] = field(default_factory=list)
     child: str | None = None
 
@@ -48,7 +48,7 @@ class ServicingReport:
             "changes": [c.to_dict() for c in self.changes],
             "pages": self.pages,
             "bytes_written": self.bytes_written,
-            "recovered_log_entries": self.recovered,
+            "recovered_from_logs": self.recovered,
             "verified_by": self.verified_by,
         }
 
@@ -146,8 +146,12 @@ def _plan_hive(guest: NtfsWindowsGuest, name: str,
     label = guest.hive_location(name)
     info = guest.ntfs.file_info(path)
     original = guest.ntfs.open(path).read()
-    data = _recovered_bytes(guest, name, original, report)
-    editor = HiveEditor(data, name=label)
+    logs = [guest.ntfs.open(f"{path}.{ext}").read() if guest.exists(f"{path}.{ext}") else None
+            for ext in ("LOG1", "LOG2")]
+    # a dirty hive is first recovered from its logs, as Windows would at boot (or refused)
+    editor = HiveEditor.from_primary(original, *logs, name=label)
+    if editor.recovered:
+        report.recovered.append(name)
     for change in (c for c in report.changes if c.hive == name):
         _apply_change(editor, change, label)
     editor.commit()
@@ -166,26 +170,6 @@ def _plan_hive(guest: NtfsWindowsGuest, name: str,
     undo = [(base + off, buf) for off, buf in
             map_file_writes(info, guest.ntfs.cluster_size, undo_pages)]
     return writes, undo
-
-
-def _recovered_bytes(guest: NtfsWindowsGuest, name: str, original: bytes,
-                     report: ServicingReport) -> bytes:
-    """The hive as Windows would load it: a dirty hive recovered from its logs, or refused."""
-    probe = Hive.open(original, name=guest.hive_location(name))
-    if not probe.is_dirty:
-        return original
-    from offline_ic.registry.recovery import recover_bytes
-
-    logs = {}
-    for ext in ("LOG1", "LOG2"):
-        log_path = f"{CONFIG_DIR}/{name}.{ext}"
-        logs[ext] = guest.ntfs.open(log_path).read() if guest.exists(log_path) else None
-    if not any(logs.values()):
-        raise SafetyRefusal(f"{guest.hive_location(name)}: hive is dirty and has no .LOG1/.LOG2 "
-                            "to recover it from; not edited")
-    result = recover_bytes(original, logs["LOG1"], logs["LOG2"], name=guest.hive_location(name))
-    report.recovered[name] = result.applied_entries
-    return bytes(result.data)
 
 
 def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:

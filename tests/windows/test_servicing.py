@@ -167,7 +167,7 @@ def test_dirty_hive_is_recovered_then_edited(cli, tmp_path, win10_dirty_raw):
     image = tmp_path / "dirty.raw"
     shutil.copyfile(win10_dirty_raw, image)
     doc = run_json(cli, "services", "set", image, "vss=disabled")
-    assert doc["recovered_log_entries"]["SYSTEM"] > 0
+    assert doc["recovered_from_logs"] == ["SYSTEM"]
     assert doc["verified_by"] == ["raw file", "regipy"]
     services = "ControlSet001\\Services\\"
     assert hivexget(image, DIRTY_NTFS, "SYSTEM", services + "vmicvss", "Start", tmp_path) == "4"
