@@ -317,26 +317,47 @@ def register(group: click.Group) -> None:
 
     @group.command("inspect")
     @image_argument
+    @click.option("--vmcx", type=click.Path(dir_okay=False), default=None, metavar="VM.vmcx",
+                  help="The VM's Hyper-V configuration: show what the host offers and compare.")
     @parent_option
     @volume_option
     @json_option
-    def inspect(image: str, parent: str | None, volume: int | None, as_json: bool) -> None:
+    def inspect(image: str, vmcx: str | None, parent: str | None, volume: int | None,
+                as_json: bool) -> None:
         """Read-only overview: image format and chain, volumes, OS, hive state, services, KVP.
 
+        IMAGE may also be a .vmcx (host side only). With --vmcx, each integration service
+        is shown as the host has it (offered, enabled) beside the guest's start type: it
+        works only when both sides have it on.
+
         \b
-        Example:
+        Examples:
           offline-ic inspect win10.vhdx --json
+          offline-ic inspect win10.vhdx --vmcx "Virtual Machines/<id>.vmcx"
         """
         from offline_ic.workflows.read import inspect_target
 
-        doc = inspect_target(image, parent=parent, volume=volume)
+        doc = inspect_target(image, parent=parent, volume=volume, vmcx=vmcx)
         if as_json:
             emit_json(doc)
         else:
             render_inspect(doc)
 
 
+def render_host(host: dict[str, Any]) -> None:
+    click.echo(f"Host config: {host['path']}: VM '{host['name']}' ({host['vm_id']}), "
+               f"generation {host['generation']}, configuration version {host['version']}")
+    for comp in host["components"]:
+        state = "enabled" if comp["enabled"] else ("disabled" if comp["offered"] else "not offered")
+        click.echo(f"  {comp['service']:<20} {state}")
+    for disk in host["disks"]:
+        click.echo(f"  disk: {disk}")
+
+
 def render_inspect(doc: dict[str, Any]) -> None:
+    if doc.get("target_type") == "vmcx":
+        render_host(doc["host"])
+        return
     click.echo(f"Target: {doc['image']}")
     info = doc.get("image_info")
     if info:
@@ -387,6 +408,14 @@ def render_inspect(doc: dict[str, Any]) -> None:
         render_services({"image": doc["image"], **doc["services"]})
     if doc.get("kvp") is not None:
         _render_kvp(doc["kvp"])
+    if doc.get("host"):
+        click.echo("")
+        render_host(doc["host"])
+    if doc.get("host_vs_guest"):
+        click.echo("\nHost vs guest:")
+        for row in doc["host_vs_guest"]:
+            verdict = "works" if row["works"] else "DOES NOT WORK"
+            click.echo(f"  {row['service']:<20} host {row['host']:<14} guest {row['guest']:<22} {verdict}")
 
 
 def _render_kvp(pools: dict[str, dict[str, str]]) -> None:
