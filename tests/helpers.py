@@ -69,3 +69,20 @@ def script_module(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def hivex_merge(hive: Path, reg_body: str, prefix: str) -> None:
+    """Change ``hive`` with hivexregedit (an independent writer); ``reg_body`` is .reg text
+    without its header, ``prefix`` e.g. ``HKEY_LOCAL_MACHINE\\\\SYSTEM``."""
+    import subprocess
+    import tempfile
+
+    if shutil.which("hivexregedit") is None:
+        pytest.skip("hivexregedit not installed")
+    with tempfile.NamedTemporaryFile("w", suffix=".reg", delete=False) as reg:
+        reg.write("Windows Registry Editor Version 5.00\n\n" + reg_body)
+    try:
+        subprocess.run(["hivexregedit", "--merge", "--prefix", prefix, str(hive), reg.name],
+                       check=True)
+    finally:
+        Path(reg.name).unlink()

@@ -50,7 +50,18 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
     return out
 
 
-def _emit_servicing(report: dict[str, Any], as_json: bool) -> None:
+def _run_servicing(image: str, build, *, skipped: list[str] | None = None, dry_run: bool,
+                   output: str | None, force: bool, parent: str | None, volume: int | None,
+                   as_json: bool) -> None:
+    """Apply the changes ``build(guest)`` returns, then report (shared by every writing command)."""
+    from offline_ic.workflows.service import apply_changes
+
+    report = apply_changes(image, build, parent=parent, volume=volume, output=output,
+                           dry_run=dry_run, force=force).to_dict()
+    if skipped is not None:
+        report["skipped_not_installed"] = skipped
+        if skipped:
+            warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
     if as_json:
         emit_json(report)
     else:
@@ -143,8 +154,7 @@ def register(group: click.Group) -> None:
     @image_argument
     @click.argument("assignments", nargs=-1, required=True, metavar="NAME=START...")
     @write_options
-    def services_set(image: str, assignments: tuple[str, ...], dry_run: bool, output: str | None,
-                     force: bool, parent: str | None, volume: int | None, as_json: bool) -> None:
+    def services_set(image: str, assignments: tuple[str, ...], **opts: Any) -> None:
         """Set the start type of integration services in the guest's SYSTEM hive.
 
         START is manual (3, the normal enabled state: started when the host offers the
@@ -160,7 +170,6 @@ def register(group: click.Group) -> None:
         """
         from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES, resolve_service
         from offline_ic.guest.windows.services import start_changes
-        from offline_ic.workflows.service import apply_changes
 
         wanted: dict[str, int] = {}
         every = False
@@ -182,12 +191,7 @@ def register(group: click.Group) -> None:
             skipped.extend(missing)
             return changes
 
-        report = apply_changes(image, build, parent=parent, volume=volume, output=output,
-                               dry_run=dry_run, force=force).to_dict()
-        report["skipped_not_installed"] = skipped
-        if skipped:
-            warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
-        _emit_servicing(report, as_json)
+        _run_servicing(image, build, skipped=skipped, **opts)
 
     @group.group("kvp")
     def kvp() -> None:
@@ -230,9 +234,7 @@ def register(group: click.Group) -> None:
     @click.option("--pool", type=click.Choice(POOLS[:-1], case_sensitive=False),
                   default="parameters", show_default=True, help="The pool (key) to write.")
     @write_options
-    def kvp_set(image: str, assignments: tuple[str, ...], pool: str, dry_run: bool,
-                output: str | None, force: bool, parent: str | None, volume: int | None,
-                as_json: bool) -> None:
+    def kvp_set(image: str, assignments: tuple[str, ...], pool: str, **opts: Any) -> None:
         """Set KVP values (REG_SZ) in the guest's SOFTWARE hive, creating the pool key if needed.
 
         \b
@@ -240,14 +242,9 @@ def register(group: click.Group) -> None:
           offline-ic kvp set golden.vhdx --pool guest BuildPipeline=packer-2026.11
         """
         from offline_ic.guest.windows.kvp import kvp_changes
-        from offline_ic.workflows.service import apply_changes
 
         values = dict(_parse_assignments(assignments, "KEY=VALUE"))
-        report = apply_changes(
-            image, lambda guest: kvp_changes(pool.lower(), values, []),
-            parent=parent, volume=volume, output=output, dry_run=dry_run, force=force,
-        ).to_dict()
-        _emit_servicing(report, as_json)
+        _run_servicing(image, lambda guest: kvp_changes(pool.lower(), values, []), **opts)
 
     @kvp.command("delete")
     @image_argument
@@ -255,9 +252,7 @@ def register(group: click.Group) -> None:
     @click.option("--pool", type=click.Choice(POOLS[:-1], case_sensitive=False),
                   default="parameters", show_default=True, help="The pool (key) to delete from.")
     @write_options
-    def kvp_delete(image: str, names: tuple[str, ...], pool: str, dry_run: bool,
-                   output: str | None, force: bool, parent: str | None, volume: int | None,
-                   as_json: bool) -> None:
+    def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> None:
         """Delete KVP values from the guest's SOFTWARE hive (absent ones are left as they are).
 
         \b
@@ -265,21 +260,15 @@ def register(group: click.Group) -> None:
           offline-ic kvp delete golden.vhdx HostName PhysicalHostName --dry-run
         """
         from offline_ic.guest.windows.kvp import kvp_changes
-        from offline_ic.workflows.service import apply_changes
 
-        report = apply_changes(
-            image, lambda guest: kvp_changes(pool.lower(), {}, list(names)),
-            parent=parent, volume=volume, output=output, dry_run=dry_run, force=force,
-        ).to_dict()
-        _emit_servicing(report, as_json)
+        _run_servicing(image, lambda guest: kvp_changes(pool.lower(), {}, list(names)), **opts)
 
     @group.command("apply")
     @image_argument
     @click.option("--file", "change_file", required=True, type=click.Path(dir_okay=False),
                   metavar="CHANGES.toml", help="What to change (see below).")
     @write_options
-    def apply(image: str, change_file: str, dry_run: bool, output: str | None, force: bool,
-              parent: str | None, volume: int | None, as_json: bool) -> None:
+    def apply(image: str, change_file: str, **opts: Any) -> None:
         """Apply a change file (services and KVP values) to IMAGE in one transaction.
 
         \b
@@ -297,7 +286,6 @@ def register(group: click.Group) -> None:
           offline-ic apply golden.vhdx --file changes.toml --output serviced.avhdx
         """
         from offline_ic.guest.windows.changefile import load_change_file
-        from offline_ic.workflows.service import apply_changes
 
         wanted = load_change_file(change_file)
         skipped: list[str] = []
@@ -308,12 +296,7 @@ def register(group: click.Group) -> None:
             skipped.extend(missing)
             return changes
 
-        report = apply_changes(image, build, parent=parent, volume=volume, output=output,
-                               dry_run=dry_run, force=force).to_dict()
-        report["skipped_not_installed"] = skipped
-        if skipped:
-            warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
-        _emit_servicing(report, as_json)
+        _run_servicing(image, build, skipped=skipped, **opts)
 
     @group.command("inspect")
     @image_argument
