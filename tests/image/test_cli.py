@@ -19,8 +19,13 @@ MiB = 1 << 20
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "offline_ic", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "offline_ic", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_snapshot_then_write_child_leaves_parent(tmp_path):
@@ -50,8 +55,9 @@ def test_snapshot_of_a_non_vhdx(tmp_path):
     assert not (tmp_path / "c.avhdx").exists()
 
 
-@pytest.mark.parametrize("name", ["q-dyn-32m.vhdx.gz", "q-fixed-2m.vhdx.gz", "q-dyn.vhd.gz",
-                                  "q-fixed.vhd.gz"])
+@pytest.mark.parametrize(
+    "name", ["q-dyn-32m.vhdx.gz", "q-fixed-2m.vhdx.gz", "q-dyn.vhd.gz", "q-fixed.vhd.gz"]
+)
 def test_verify_ok_json(name, tmp_path):
     p = fresh_copy(IMAGES / name, tmp_path)
     r = run("verify", "--json", str(p))
