@@ -42,7 +42,11 @@ class RawImage(DiskImage):
             except BaseException:
                 self.close()
                 raise
-        self.size = os.fstat(self._fd).st_size
+        else:
+            from offline_ic.image.journal import open_view
+
+            self.io = open_view(self.io, path)  # type: ignore[assignment]
+        self.size = self.io.size()
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -50,7 +54,7 @@ class RawImage(DiskImage):
                 f"{self.path}: read of {length} bytes at {offset} is outside the disk "
                 f"({self.size} bytes)"
             )
-        data = os.pread(self._fd, length, offset)
+        data = self.io.pread(length, offset)
         if len(data) != length:
             raise InputError(f"{self.path}: short read at {offset}")
         return data

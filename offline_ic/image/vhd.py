@@ -110,6 +110,10 @@ class VhdImage(DiskImage):
                 refuse_readonly_file(fd, path)
 
                 prepare_writable(self)
+            else:
+                from offline_ic.image.journal import open_view
+
+                self.io = open_view(self.io, path)  # type: ignore[assignment]
             self._load()
             if self.disk_type_code == DISK_DIFF:
                 self._open_parent(parent)
