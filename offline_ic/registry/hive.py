@@ -272,8 +272,11 @@ class Key:
             return None
         want = upper_name(name)
         want_hash = name_hash(name)
+        # Non-ASCII names: other writers (hivex) hash them differently from Windows, so
+        # their lh hashes cannot be trusted to skip entries.
+        trust_hash = name.isascii()
         for off, h in self.subkey_entries():
-            if h is not None and h != want_hash:
+            if trust_hash and h is not None and h != want_hash:
                 continue
             key = Key(self.hive, off, self.path)
             if upper_name(key.name) == want:
