@@ -467,12 +467,15 @@ def to_rhel(root: Path) -> None:
                f'ENV{{SYSTEMD_WANTS}}+="{name}.service"\n')
 
 
-def rhel_disk(base: Path, work: Path, out: Path) -> Path:
-    """/boot (xfs, partition 1) + LVM PV (partition 2) with VG almalinux, LV root (xfs)."""
+def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img") -> Path:
+    """/boot (xfs, partition 1) + LVM PV (partition 2) with VG almalinux, LV root (xfs).
+
+    The initramfs is a real dracut output, named as dracut does: /boot/initramfs-<ver>.img.
+    """
     root = debian_tree(base, work)
     to_rhel(root)
-    # dracut names: /boot/initramfs-<ver>.img; BLS entries; kernel under /lib/modules
-    os.rename(root / f"boot/initrd.img-{K61}", root / f"boot/initramfs-{K61}.img")
+    _rm(root, f"/boot/initrd.img-{K61}")
+    shutil.copyfile(base / "initrd" / dracut, root / f"boot/initramfs-{K61}.img")
     _rm(root, "/boot/grub")
     _rm(root, "/etc/default/grub")
     _write(root, "/etc/default/grub", 'GRUB_DEFAULT=saved\nGRUB_ENABLE_BLSCFG=true\n'
@@ -585,6 +588,11 @@ def case_rhel_lvm(base: Path, work: Path, out: Path) -> Path:
     return rhel_disk(base, work, out)
 
 
+def case_rhel_rd_blacklist(base: Path, work: Path, out: Path) -> Path:
+    """dracut --kernel-cmdline rd.driver.blacklist=hv_storvsc: inside the initramfs only."""
+    return rhel_disk(base, work, out, "dracut-rdblacklist.img")
+
+
 def case_garbage_initramfs(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
     _write(root, f"/boot/initrd.img-{K61}", b"this is not an initramfs\n" * 100)
@@ -634,6 +642,7 @@ CASES: dict[str, Callable[[Path, Path, Path], Path]] = {
     "ubuntu-good": case_ubuntu,
     "suse-612": case_suse_612,
     "rhel-lvm-xfs": case_rhel_lvm,
+    "rhel-rd-blacklist": case_rhel_rd_blacklist,
     "bad-garbage-initramfs": case_garbage_initramfs,
     "bad-truncated-initramfs": case_truncated_initramfs,
     "bad-symlinks": case_symlink_loop,

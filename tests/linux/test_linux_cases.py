@@ -94,12 +94,20 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
         "linux.kernel.default": (
             "pass", f"/boot/loader/entries/0123456789abcdef0123456789abcdef-{K61}.conf:5 "
             "(/boot/grub2/grubenv: saved_entry="),
-        "linux.initramfs.present": ("pass", f"/boot/initramfs-{K61}.img"),
+        "linux.initramfs.present": ("pass", f"/boot/initramfs-{K61}.img (0.5 MB, 183 entries; "
+                                    "archives: zstd)"),
         **BOOT_DRIVERS_OK,
         "linux.daemon.kvp": (
             "pass", "/usr/sbin/hypervkvpd, /usr/lib/systemd/system/hypervkvpd.service, started by "
             "udev rule /usr/lib/udev/rules.d/70-hv_kvp.rules:1"),
         "linux.daemon.fcopy": ("pass", "hypervfcopyd.service"),
+    }),
+    "rhel-rd-blacklist": ("fail", K61, {
+        "linux.blacklist.hv_storvsc": (
+            "fail", f"/boot/initramfs-{K61}.img:/etc/cmdline.d/01-default.conf: "
+            "rd.driver.blacklist=hv_storvsc"),
+        "linux.blacklist.hv_utils": ("pass", "not blacklisted"),
+        **BOOT_DRIVERS_OK,
     }),
     "bad-garbage-initramfs": ("fail", K61, {
         "linux.initramfs.present": ("fail", "unreadable: not an initramfs"),
