@@ -248,6 +248,17 @@ def _norm(path: str) -> str:
 
 
 def _child(parent: Any, name: str) -> Any:
+    """The entry ``name`` in directory entry ``parent``, a final symlink not followed.
+
+    dissect's ``FilesystemEntry.get`` joins the parent's absolute path onto a relative lookup,
+    which btrfs then resolves from the parent again (``/etc`` + ``os-release`` looks for
+    ``etc/etc/os-release``); the filesystem's own single-component lookup avoids that.
+    """
+    fs = getattr(parent, "fs", None)
+    get_node = getattr(fs, "_get_node", None)
+    if get_node is not None and hasattr(parent, "entry"):
+        node = get_node(name, parent.entry)
+        return type(parent)(fs, posixpath.join(parent.path or "/", name), node)
     return parent.get(name)
 
 
