@@ -17,7 +17,7 @@ BOOT_DRIVERS_OK = {
 # case -> (overall result, kernel, {check id: (status, evidence that must be in the detail)})
 EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
     "debian-good": ("pass", K61, {
-        "linux.os.release": ("pass", "ID=debian VERSION_ID=12): family debian"),
+        "linux.os.release": ("pass", "/etc/os-release on volume 1 (ext): ID=debian VERSION_ID=12, family debian"),
         "linux.kernel.default": ("pass", "/boot/grub/grub.cfg:8 (/etc/default/grub:1: GRUB_DEFAULT=0)"),
         "linux.module.hv_utils": ("pass", f"/lib/modules/{K61}/kernel/drivers/hv/hv_utils.ko"),
         "linux.module.hyperv_keyboard": ("pass", "hyperv-keyboard.ko"),
@@ -79,7 +79,7 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
             "pass", "wants symlink /etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service"),
     }),
     "suse-612": ("pass", K612, {
-        "linux.os.release": ("pass", "ID=sles VERSION_ID=15.6): family suse"),
+        "linux.os.release": ("pass", "ID=sles VERSION_ID=15.6, family suse"),
         "linux.kernel.default": ("pass", "no boot loader configuration found: newest kernel"),
         "linux.initramfs.present": ("pass", f"/boot/initrd-{K612}"),
         "linux.daemon.fcopy": (
@@ -89,7 +89,7 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
         "linux.daemon.kvp": ("pass", "/usr/lib/hyper-v/bin/hv_kvp_daemon"),
     }),
     "rhel-lvm-xfs": ("pass", K61, {
-        "linux.os.release": ("pass", "on volume 3 (ID=almalinux VERSION_ID=9.4): family rhel"),
+        "linux.os.release": ("pass", "on volume 3 almalinux/root (xfs): ID=almalinux VERSION_ID=9.4, family rhel"),
         "linux.fs.mounts": ("pass", "/ on volume 3 almalinux/root (xfs), /boot on volume 1 (xfs)"),
         "linux.kernel.default": (
             "pass", f"/boot/loader/entries/0123456789abcdef0123456789abcdef-{K61}.conf:5 "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offline_ic.errors import NotFoundError
-from offline_ic.guest.linux.fs import GuestFS, GuestPathError
+from offline_ic.guest.linux.fs import GuestFS, GuestPathError, HostDirectoryFS
 from offline_ic.image.base import DiskImage
 from offline_ic.volumes import Volume, list_volumes
 
@@ -242,3 +242,13 @@ def _assemble(
         family=family_of(os_release),
         notes=notes,
     )
+
+
+def open_linux_directory(root: str) -> LinuxGuest | None:
+    """A mounted Linux guest root (a directory on this machine), or None if it is not one."""
+    gfs = GuestFS(HostDirectoryFS(root), f"directory {root}")
+    if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
+        return None
+    vol = Volume(number=0, offset=0, size=0, scheme="none", type="directory", name=root,
+                 filesystem="directory", image=None)  # type: ignore[arg-type]
+    return _assemble(None, vol, gfs, [])  # type: ignore[arg-type]
