@@ -467,12 +467,58 @@ def to_rhel(root: Path) -> None:
                f'ENV{{SYSTEMD_WANTS}}+="{name}.service"\n')
 
 
-def rhel_disk(base: Path, work: Path, out: Path) -> Path:
-    """/boot (xfs, partition 1) + LVM PV (partition 2) with VG almalinux, LV root (xfs)."""
+def to_arch(root: Path) -> None:
+    """Arch: /boot files named after pkgbase, package hyperv (kvp, vss), enabled by hand."""
+    _write(root, "/usr/lib/os-release",
+           'NAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\nID=arch\nBUILD_ID=rolling\n')
+    _write(root, f"/usr/lib/modules/{K61}/pkgbase", "linux\n")
+    os.rename(root / f"boot/vmlinuz-{K61}", root / "boot/vmlinuz-linux")
+    os.rename(root / f"boot/initrd.img-{K61}", root / "boot/initramfs-linux.img")
+    _rm(root, f"/boot/config-{K61}")
+    _write(root, "/boot/grub/grub.cfg", grub_cfg([("Arch Linux", "linux", "rw")], ROOT_UUID)
+           .replace("initrd.img-linux", "initramfs-linux.img"))
+    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    for d in ("kvp", "vss", "fcopy"):
+        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+        if d == "fcopy":
+            _rm(root, "/usr/sbin/hv_fcopy_daemon")
+            continue
+        (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        shutil.move(root / f"usr/sbin/hv_{d}_daemon", root / f"usr/bin/hv_{d}_daemon")
+        _write(root, f"/usr/lib/systemd/system/hv_{d}_daemon.service",
+               f"[Unit]\nDescription=Hyper-V {d.upper()} Protocol Daemon\n"
+               f"ConditionVirtualization=microsoft\n\n[Service]\n"
+               f"ExecStart=/usr/bin/hv_{d}_daemon -n\n\n[Install]\nWantedBy=multi-user.target\n")
+    _link(root, "/etc/systemd/system/multi-user.target.wants/hv_kvp_daemon.service",
+          "/usr/lib/systemd/system/hv_kvp_daemon.service")
+
+
+def mkfs_btrfs(src: Path, img: Path, size_mb: int, label: str, fs_uuid: str) -> None:
+    with open(img, "wb") as fh:
+        fh.truncate(size_mb * MiB)
+    subprocess.run(["mkfs.btrfs", "-q", "-f", "-L", label, "-U", fs_uuid, "--rootdir", str(src),
+                    str(img)], check=True, stdout=subprocess.DEVNULL)
+
+
+def case_arch_btrfs(base: Path, work: Path, out: Path) -> Path:
+    root = debian_tree(base, work)
+    to_arch(root)
+    fs = out.with_suffix(".fs")
+    mkfs_btrfs(root, fs, 160, "arch", ROOT_UUID)
+    make_disk(out, [("linux", fs)])
+    fs.unlink()
+    return out
+
+
+def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img") -> Path:
+    """/boot (xfs, partition 1) + LVM PV (partition 2) with VG almalinux, LV root (xfs).
+
+    The initramfs is a real dracut output, named as dracut does: /boot/initramfs-<ver>.img.
+    """
     root = debian_tree(base, work)
     to_rhel(root)
-    # dracut names: /boot/initramfs-<ver>.img; BLS entries; kernel under /lib/modules
-    os.rename(root / f"boot/initrd.img-{K61}", root / f"boot/initramfs-{K61}.img")
+    _rm(root, f"/boot/initrd.img-{K61}")
+    shutil.copyfile(base / "initrd" / dracut, root / f"boot/initramfs-{K61}.img")
     _rm(root, "/boot/grub")
     _rm(root, "/etc/default/grub")
     _write(root, "/etc/default/grub", 'GRUB_DEFAULT=saved\nGRUB_ENABLE_BLSCFG=true\n'
@@ -585,6 +631,11 @@ def case_rhel_lvm(base: Path, work: Path, out: Path) -> Path:
     return rhel_disk(base, work, out)
 
 
+def case_rhel_rd_blacklist(base: Path, work: Path, out: Path) -> Path:
+    """dracut --kernel-cmdline rd.driver.blacklist=hv_storvsc: inside the initramfs only."""
+    return rhel_disk(base, work, out, "dracut-rdblacklist.img")
+
+
 def case_garbage_initramfs(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
     _write(root, f"/boot/initrd.img-{K61}", b"this is not an initramfs\n" * 100)
@@ -634,6 +685,8 @@ CASES: dict[str, Callable[[Path, Path, Path], Path]] = {
     "ubuntu-good": case_ubuntu,
     "suse-612": case_suse_612,
     "rhel-lvm-xfs": case_rhel_lvm,
+    "rhel-rd-blacklist": case_rhel_rd_blacklist,
+    "arch-btrfs": case_arch_btrfs,
     "bad-garbage-initramfs": case_garbage_initramfs,
     "bad-truncated-initramfs": case_truncated_initramfs,
     "bad-symlinks": case_symlink_loop,
@@ -652,7 +705,12 @@ def build(outdir: Path, names: list[str] | None = None, parts: Path = PARTS) -> 
             work = outdir / f"_work-{name}"
             work.mkdir(exist_ok=True)
             tmp = outdir / f"{name}.raw.tmp"
-            CASES[name](base, work, tmp)
+            try:
+                CASES[name](base, work, tmp)
+            except FileNotFoundError as exc:  # a mkfs tool that is not installed
+                print(f"{name}: skipped ({exc.filename} not installed)", file=sys.stderr)
+                shutil.rmtree(work)
+                continue
             os.replace(tmp, img)
             shutil.rmtree(work)
         out[name] = img

@@ -9,7 +9,7 @@ Only what the checks look at is kept, so the tarball stays a few MB:
   systemd units and wants links, hyperv-daemons binaries, /boot configs, the Hyper-V modules
   and their dependencies with a modules.dep/modules.order filtered to them, modules.builtin);
   ``/boot/vmlinuz-*`` keeps only its first 64 KiB (the real header).
-* ``initrd/``: each mkinitramfs output, trimmed: files over 64 KiB that are not kernel modules
+* ``initrd/``: each mkinitramfs and dracut output, trimmed: files over 64 KiB that are not kernel modules
   (libc, udevadm, libcrypto, ...) are dropped, the rest (and the uncompressed early microcode
   archive) kept, recompressed with the compressor mkinitramfs used.
 * ``hvd612/``: Debian trixie's hyperv-daemons 6.12 files (no file-copy daemon any more).
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
         (root / "var/lib/hyperv").mkdir(parents=True)
         initrd = stage / "initrd"
         initrd.mkdir()
-        for img in sorted(scratch.glob("initrd-*.img")):
+        for img in sorted([*scratch.glob("initrd-*.img"), *scratch.glob("dracut-*.img")]):
             if img.name == "initrd-most.img":
                 continue  # the benchmark's full-size one is not shipped
             (initrd / img.name).write_bytes(trim_initramfs(img))

@@ -36,6 +36,53 @@ def run_checks(image: DiskImage, volume: int | None = None, policy: Policy | Non
     return report
 
 
+def run_checks_on_target(target: str, volume: int | None = None, parent: str | None = None,
+                         policy: Policy | None = None) -> Report:
+    """``run_checks`` for whatever the user named: a disk image, a mounted guest root
+    (Linux or Windows directory) or a bare Windows hive file."""
+    import os
+
+    from offline_ic.errors import InputError
+    from offline_ic.image import open_image
+
+    if not os.path.exists(target):
+        raise NotFoundError(f"{target}: no such file or directory")
+    if os.path.isdir(target):
+        from offline_ic.guest.linux.checks import linux_checks
+        from offline_ic.guest.linux.guest import open_linux_directory
+
+        guest = open_linux_directory(target)
+        if guest is not None:
+            lr = linux_checks(guest)
+            report = Report(target, "linux", lr.distro, lr.kernel, lr.results)
+        else:
+            from offline_ic.guest.windows.checks import check_windows_guest
+            from offline_ic.target import open_windows_guest
+
+            try:
+                wguest = open_windows_guest(target)
+            except NotFoundError as exc:
+                raise InputError(f"{target}: neither a Linux root (etc/os-release) nor a Windows "
+                                 f"root ({exc})") from None
+            report = Report(target, "windows", None, None, check_windows_guest(wguest))
+        if policy is not None:
+            report.checks = policy.apply(report.checks)
+        return report
+    from offline_ic.target import is_hive_file
+
+    if is_hive_file(target):
+        from offline_ic.guest.windows.checks import check_windows_guest
+        from offline_ic.target import open_windows_guest
+
+        report = Report(target, "windows", None, None,
+                        check_windows_guest(open_windows_guest(target)))
+        if policy is not None:
+            report.checks = policy.apply(report.checks)
+        return report
+    with open_image(target, parent=parent) as disk:
+        return run_checks(disk, volume=volume, policy=policy, label=target)
+
+
 def _volume_summary(image: DiskImage) -> str:
     from offline_ic.volumes import list_volumes
 

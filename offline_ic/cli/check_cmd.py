@@ -27,18 +27,19 @@ def register(group: click.Group) -> None:
               volume: int | None, parent: str | None) -> None:
         """Will hv_utils, the Hyper-V boot drivers and daemons work when IMAGE boots?
 
+        IMAGE: a disk image (VHDX, VHD, raw), a mounted guest root directory (Linux or
+        Windows) or a bare Windows SYSTEM hive.
+
         \b
         Exit codes: 0 nothing failed, 1 a check failed, 2 input error.
         """
         from offline_ic.checks.junit import write_junit
         from offline_ic.checks.policy import load_policy
-        from offline_ic.checks.runner import run_checks
-        from offline_ic.image import open_image
+        from offline_ic.checks.runner import run_checks_on_target
 
         start = time.monotonic()
         policy = load_policy(policy_path)
-        with open_image(image, parent=parent) as disk:
-            report = run_checks(disk, volume=volume, policy=policy, label=image)
+        report = run_checks_on_target(image, volume=volume, parent=parent, policy=policy)
         if junit_path:
             write_junit(report, junit_path, time.monotonic() - start)
         if as_json:

@@ -149,3 +149,37 @@ def test_kvp_pool_real_sample():
     odd = ("ké".encode() + b"\0").ljust(512, b"\0") + b"\xff\xfe\0".ljust(2048, b"\0")
     assert parse_kvp_pool(data + odd + b"partial") == {
         "IPoIB_Data": "NUMPAIRS:1|00155D33FF0B:172.16.1.2", "ké": "\ufffd\ufffd"}
+
+
+def test_mounted_directory_root_never_reads_the_host(parts_dir, tmp_path):
+    """A guest root given as a directory: its links are resolved inside it, not on the host."""
+    import os
+    import shutil
+
+    root = tmp_path / "guest"
+    shutil.copytree(parts_dir / "root", root, symlinks=True)
+    shutil.copyfile(parts_dir / "initrd" / "initrd-good.img", root / "boot" / f"initrd.img-{K61}")
+    for k in ("6.12.107+deb12-cloud-amd64",):
+        shutil.rmtree(root / "usr/lib/modules" / k)
+        (root / "boot" / f"vmlinuz-{k}").unlink()
+    secret = tmp_path / "host-secret.conf"
+    secret.write_text("blacklist hv_utils\n")
+    os.symlink(str(secret), root / "etc/modprobe.d/evil.conf")  # absolute host path
+    os.symlink("../../../../../../.." + str(secret), root / "etc/modprobe.d/evil2.conf")
+    proc = run_cli("check", str(root), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    by_id = {c["id"]: c for c in doc["checks"]}
+    assert doc["os"] == "linux" and doc["kernel"] == K61
+    assert by_id["linux.os.release"]["detail"].startswith(
+        f"/etc/os-release on directory {root}: ID=debian")
+    detail = by_id["linux.blacklist.hv_utils"]["detail"]
+    assert by_id["linux.blacklist.hv_utils"]["status"] == "pass"
+    top = "/" + str(secret).split("/")[1]  # the first missing component inside the guest
+    assert f"skipped unreadable /etc/modprobe.d/evil.conf ({top} does not exist)" in detail
+    assert f"/etc/modprobe.d/evil2.conf ({top} does not exist)" in detail
+
+
+def test_directory_that_is_no_guest_is_an_input_error(tmp_path):
+    proc = run_cli("check", str(tmp_path))
+    assert proc.returncode == 2 and "neither a Linux root" in proc.stderr

@@ -154,3 +154,14 @@ def test_real_mkinitramfs_outputs(parts_dir):
         assert "hv_vmbus" in info.modules
         assert ("hv_storvsc" in info.modules) == (name != "initrd-nostorvsc.img")
         assert "usr/lib/modprobe.d/fbdev-blacklist.conf" in info.configs
+
+
+def test_real_dracut_outputs(parts_dir):
+    """dracut: one zstd archive; --kernel-cmdline lands in /etc/cmdline.d inside it."""
+    for name, cmdline in (("dracut-good.img", None),
+                          ("dracut-rdblacklist.img", " rd.driver.blacklist=hv_storvsc \n")):
+        with open(parts_dir / "initrd" / name, "rb") as fh:
+            info = scan_stream(fh, InitramfsInfo(name))
+        assert info.error is None and info.segments == ["zstd"]
+        assert {"hv_vmbus", "hv_storvsc", "hv_utils", "hv_netvsc"} <= set(info.modules)
+        assert info.configs.get("etc/cmdline.d/01-default.conf") == cmdline

@@ -76,20 +76,20 @@ def _linux_checks(guest: LinuxGuest, report: LinuxReport) -> None:
     gfs = guest.fs
     rel = guest.os_release
     res = report.results
-    where = guest.root_volume
+    where = gfs.mounts.get("/", "?")
     facts = f"ID={rel.get('ID', '?')} VERSION_ID={rel.get('VERSION_ID', '?')}"
     os_notes = [n for n in guest.notes if n.startswith("/etc/os-release")]
     other_notes = [n for n in guest.notes if n not in os_notes]
     if os_notes:
         _r(res, "linux.os.release", "warn",
-           f"{'; '.join(os_notes)} ({facts}): family {guest.family}")
+           f"{'; '.join(os_notes)}: {facts}, family {guest.family}")
     elif guest.family == "unknown":
         _r(res, "linux.os.release", "warn",
-           f"{guest.os_release_path} ({facts}): unknown distro family; daemons looked up in "
-           f"every family's layout")
+           f"{guest.os_release_path} on {where}: {facts}, unknown distro family; daemons looked "
+           f"up in every family's layout")
     else:
         _r(res, "linux.os.release", "pass",
-           f"{guest.os_release_path} on volume {where.number} ({facts}): family {guest.family}")
+           f"{guest.os_release_path} on {where}: {facts}, family {guest.family}")
     mounts = ", ".join(f"{mp} on {label}" for mp, label in gfs.mounts.items())
     if other_notes:
         _r(res, "linux.fs.mounts", "warn", f"{'; '.join(other_notes)} (mounted: {mounts})")

@@ -10,7 +10,9 @@ onto the tree so callers see one file system, as the booted guest would.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -248,6 +250,17 @@ def _norm(path: str) -> str:
 
 
 def _child(parent: Any, name: str) -> Any:
+    """The entry ``name`` in directory entry ``parent``, a final symlink not followed.
+
+    dissect's ``FilesystemEntry.get`` joins the parent's absolute path onto a relative lookup,
+    which btrfs then resolves from the parent again (``/etc`` + ``os-release`` looks for
+    ``etc/etc/os-release``); the filesystem's own single-component lookup avoids that.
+    """
+    fs = getattr(parent, "fs", None)
+    get_node = getattr(fs, "_get_node", None)
+    if get_node is not None and hasattr(parent, "entry"):
+        node = get_node(name, parent.entry)
+        return type(parent)(fs, posixpath.join(parent.path or "/", name), node)
     return parent.get(name)
 
 
@@ -275,3 +288,55 @@ def _readlink(entry: Any) -> str:
     if isinstance(target, bytes):
         target = target.decode("utf-8", "replace")
     return str(target)
+
+
+class HostDirectoryFS:
+    """A mounted guest root on this machine, shaped like a dissect filesystem for ``GuestFS``.
+
+    Only ``lstat``-style lookups: ``GuestFS`` resolves every symlink itself, so a link in the
+    guest tree is never followed by the host (it could point anywhere on this machine).
+    """
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+
+    def get(self, path: str) -> _HostEntry:
+        entry = _HostEntry(self.root, "/")
+        for part in [p for p in path.split("/") if p]:
+            entry = entry.get(part)
+        return entry
+
+
+class _HostEntry:
+    def __init__(self, root: str, path: str):
+        self.root, self.path = root, path
+        self.host = os.path.join(root, path.lstrip("/"))
+        self._st = os.lstat(self.host)  # FileNotFoundError for a missing name
+
+    def get(self, name: str) -> _HostEntry:
+        if "/" in name or name in ("", ".", ".."):
+            raise FileNotFoundError(name)
+        if not stat.S_ISDIR(self._st.st_mode):
+            raise NotADirectoryError(self.path)
+        return _HostEntry(self.root, posixpath.join(self.path, name))
+
+    def is_dir(self, follow_symlinks: bool = False) -> bool:
+        return stat.S_ISDIR(self._st.st_mode)
+
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self._st.st_mode)
+
+    def readlink(self) -> str:
+        return os.readlink(self.host)
+
+    def listdir(self) -> list[str]:
+        return os.listdir(self.host)
+
+    def open(self) -> BinaryIO:
+        if not stat.S_ISREG(self._st.st_mode):
+            raise IsADirectoryError(self.path)
+        fd = os.open(self.host, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return os.fdopen(fd, "rb")
+
+    def stat(self) -> os.stat_result:
+        return self._st

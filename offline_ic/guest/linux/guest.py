@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offline_ic.errors import NotFoundError
-from offline_ic.guest.linux.fs import GuestFS, GuestPathError
+from offline_ic.guest.linux.fs import GuestFS, GuestPathError, HostDirectoryFS
 from offline_ic.image.base import DiskImage
 from offline_ic.volumes import Volume, list_volumes
 
@@ -144,16 +144,33 @@ def open_linux_guest(image: DiskImage, volume: int | None = None) -> LinuxGuest 
             opened.append((vol, _open_fs(vol)))
         except Exception:  # unreadable filesystem: not a candidate (reported if nothing else)
             continue
-    for vol, fs in opened:
+    for vol, fs, label in _root_candidates(opened):
         if volume is not None and vol.number != volume:
             continue
-        gfs = GuestFS(fs, _describe(vol))
+        gfs = GuestFS(fs, label)
         if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
             continue
         guest = _assemble(image, vol, gfs, opened)
         if guest is not None:
             return guest
     return None
+
+
+def _root_candidates(opened: list[tuple[Volume, Any]]):  # noqa: ANN202 - generator of tuples
+    """(volume, filesystem, label): each filesystem, then the other btrfs subvolumes
+    (Fedora and openSUSE keep the root in a subvolume, not at the top level)."""
+    for vol, fs in opened:
+        yield vol, fs, _describe(vol)
+    for vol, fs in opened:
+        if vol.filesystem != "btrfs" or not hasattr(fs, "iter_subfs"):
+            continue
+        try:
+            subs = list(fs.iter_subfs())
+        except Exception:  # damaged subvolume tree: only the default subvolume is used
+            continue
+        for sub in subs:
+            path = getattr(getattr(sub, "subvolume", None), "path", None) or "?"
+            yield vol, sub, f"{_describe(vol)} subvolume {path}"
 
 
 def _describe(vol: Volume) -> str:
@@ -225,3 +242,13 @@ def _assemble(
         family=family_of(os_release),
         notes=notes,
     )
+
+
+def open_linux_directory(root: str) -> LinuxGuest | None:
+    """A mounted Linux guest root (a directory on this machine), or None if it is not one."""
+    gfs = GuestFS(HostDirectoryFS(root), f"directory {root}")
+    if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
+        return None
+    vol = Volume(number=0, offset=0, size=0, scheme="none", type="directory", name=root,
+                 filesystem="directory", image=None)  # type: ignore[arg-type]
+    return _assemble(None, vol, gfs, [])  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ class Kernel:
     modules_dir: str | None = None
     initramfs: str | None = None
     config: str | None = None
+    pkgbase: str | None = None  # Arch: /boot/vmlinuz-<pkgbase> instead of -<version>
 
 
 @dataclass
@@ -100,8 +101,17 @@ def find_kernels(gfs: GuestFS) -> list[Kernel]:
             k.modules_dir = k.modules_dir or path
             if not k.vmlinuz and gfs.exists(f"{path}/vmlinuz"):
                 k.vmlinuz = f"{path}/vmlinuz"  # Fedora/Arch keep a copy next to the modules
+            pkgbase = (gfs.try_text(f"{path}/pkgbase", 256) or "").strip()
+            if pkgbase and "/" not in pkgbase:
+                # Arch names /boot files after the package: vmlinuz-linux, initramfs-linux.img
+                k.pkgbase = pkgbase
+                named = kernels.pop(pkgbase, None)
+                if named is not None and named is not k:
+                    k.vmlinuz = named.vmlinuz
     for k in kernels.values():
         k.initramfs = find_initramfs(gfs, k.version)
+        if k.initramfs is None and k.pkgbase:
+            k.initramfs = find_initramfs(gfs, k.pkgbase)
         for cfg in (f"/boot/config-{k.version}", f"{k.modules_dir}/config" if k.modules_dir else ""):
             if cfg and gfs.exists(cfg):
                 k.config = cfg
@@ -246,6 +256,7 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
 def choose_default(gfs: GuestFS, kernels: list[Kernel]) -> BootChoice:
     """The kernel that boots by default, and the evidence for it."""
     by_version = {k.version: k for k in kernels}
+    by_version.update({k.pkgbase: k for k in kernels if k.pkgbase})
     env_path, env = read_grubenv(gfs)
     defaults = read_default_grub(gfs)
     grub_default, gd_line = defaults.get("GRUB_DEFAULT", ("", 0))
