@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import require_fuse
+
 MiB = 1024 * 1024
 WIN10_NTFS = (43008 * 512, 80 * 1024 * 512)  # offset, size of the Windows volume (GPT images)
 DIRTY_NTFS = (2048 * 512, 56 * MiB)
@@ -24,6 +26,11 @@ pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("qemu-img", "ntfs-3g", "hivexget")),
     reason="needs qemu-img, ntfs-3g and hivexget",
 )
+
+
+@pytest.fixture(autouse=True)
+def _needs_fuse():
+    require_fuse()
 
 
 def sha256(path: Path) -> str:
