@@ -9,6 +9,7 @@ import click
 from offline_ic.cli.common import emit_json, json_option, parent_option, warn
 from offline_ic.cli.render import (
     render_inspect,
+    render_kvp,
     render_services,
     render_servicing,
     warn_dirty,
