@@ -192,6 +192,8 @@ def hive_check(hive: Path, as_json: bool) -> None:
         )
         for p in report.problems:
             click.echo(f"  {p}")
+        for w in report.warnings:
+            click.echo(f"  warning: {w}")
     if not report.ok:
         raise CheckFailed(f"{hive}: hive check found {len(report.problems)} problem(s)")
 

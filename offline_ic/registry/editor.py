@@ -117,6 +117,8 @@ class HiveEditor:
             )
         self.dirty: set[int] = set()
         self.recovered = False
+        self.recovery_logs: list[str] = []
+        self.recovery_sequence = 0
         self._free: dict[int, int] | None = None  # free cell offset -> size
         self._free_end: dict[int, int] = {}  # end offset -> free cell offset
         self._hbin_starts: list[int] = []
@@ -147,6 +149,8 @@ class HiveEditor:
         ed = cls(res.data, name=name, clock=clock)
         ed.old_file_length = len(primary)
         ed.recovered = True
+        ed.recovery_logs = list(res.logs_used)
+        ed.recovery_sequence = res.sequence
         for off in range(0, len(res.data), PAGE):
             if res.data[off : off + PAGE] != primary[off : off + PAGE]:
                 ed.dirty.add(off // PAGE)
@@ -628,11 +632,12 @@ class HiveEditor:
 
     # --- commit ----------------------------------------------------------------------------
 
-    def commit(self) -> CommitResult:
+    def commit(self, *, touch_timestamp: bool = True) -> CommitResult:
         """Finish the base block and return the dirty pages (base block first).
 
-        Both sequence numbers are raised by one and equal, the timestamp and hive bins size
-        are set and the checksum recomputed. Nothing is returned when nothing changed.
+        Both sequence numbers are raised by one and equal, the timestamp (unless
+        ``touch_timestamp`` is False, as Windows 8.1+ does) and hive bins size are set and
+        the checksum recomputed. Nothing is returned when nothing changed.
         """
         if not self.dirty:
             return CommitResult([], len(self.buf), self.old_file_length)
@@ -640,7 +645,8 @@ class HiveEditor:
         seq = max(self.hive.sequence1, self.hive.sequence2) + 1
         seq &= 0xFFFFFFFF
         struct.pack_into("<II", base, S.BASE_SEQ1_OFF, seq, seq)
-        struct.pack_into("<Q", base, S.BASE_TIMESTAMP_OFF, self.clock())
+        if touch_timestamp:
+            struct.pack_into("<Q", base, S.BASE_TIMESTAMP_OFF, self.clock())
         struct.pack_into("<I", base, S.BASE_HBINS_SIZE_OFF, self.hive.hbins_size)
         struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
         self._write(0, bytes(base))

@@ -296,16 +296,36 @@ def recover_hive_file(path: Path, output: Path | None = None) -> tuple[str, Writ
         return f"{path}: removed an incomplete undo file (the hive was not touched)", None
     with _locked(path) if output is None else contextlib.nullcontext():
         original = read_hive_file(path)
-        opened = load_hive(path, require_recovery=True)
-        if output is not None:
-            Path(output).write_bytes(opened.data)
-            with open(output, "rb+") as f:
-                os.fsync(f.fileno())
-            what = "clean, copied" if opened.state == "clean" else opened.note
-            return f"{path}: {what} -> {output}", None
-        if opened.state == "clean":
+        log1, log2 = find_logs(path)
+        editor = HiveEditor.from_primary(
+            original,
+            log1.read_bytes() if log1 else None,
+            log2.read_bytes() if log2 else None,
+            name=str(path),
+        )
+        if not editor.recovered:
+            if output is not None:
+                _write_new_file(Path(output), original)
+                return f"{path}: hive is clean, copied -> {output}", None
             return f"{path}: hive is clean, nothing to recover", None
-        pages = diff_pages(original, opened.data)
-        result = write_pages_in_place(path, original, opened.data, pages)
+        # like Windows writing the recovered hive: sequence numbers + 1, timestamp unchanged
+        commit = editor.commit(touch_timestamp=False)
+        applied = commit.pages
+        what = f"recovered from {'+'.join(find_used(editor))}"
+        if output is not None:
+            _write_new_file(Path(output), editor.buf)
+            return f"{path}: {what} -> {output}", None
+        result = write_pages_in_place(path, original, editor.buf, applied)
         result.recovered = True
-        return f"{path}: {opened.note}; wrote {len(pages)} pages", result
+        return f"{path}: {what}; wrote {len(applied)} pages in place", result
+
+
+def find_used(editor: HiveEditor) -> list[str]:
+    return editor.recovery_logs or ["logs"]
+
+
+def _write_new_file(path: Path, data: bytes | bytearray) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

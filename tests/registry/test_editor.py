@@ -48,6 +48,7 @@ def regipy_walk_keys(path) -> int:
 def assert_checked(data) -> None:
     rep = check_hive(bytes(data), "edited")
     assert rep.ok, rep.problems[:10]
+    assert not rep.warnings, rep.warnings  # our edits leak nothing
 
 
 @pytest.fixture(scope="module")

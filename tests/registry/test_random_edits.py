@@ -107,6 +107,7 @@ def apply_ops(ed: HiveEditor, model: Model, ops) -> None:
 def verify(tmp_path, original_export, data: bytes, model: Model) -> None:
     rep = check_hive(data, "edited")
     assert rep.ok, rep.problems[:5]
+    assert not rep.warnings, rep.warnings
     path = tmp_path / "edited"
     path.write_bytes(data)
     expected = {k: dict(v) for k, v in original_export.items()}
