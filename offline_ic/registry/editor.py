@@ -173,9 +173,6 @@ class HiveEditor:
     def _set_size(self, cell: int, size: int) -> None:
         self._write(S.BASE_BLOCK_SIZE + cell, S.CELL_SIZE.pack(size))
 
-    def _u32(self, cell: int, rel: int) -> int:
-        return S.U32.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell + 4 + rel)[0]
-
     # --- free space ------------------------------------------------------------------------
 
     def _scan(self) -> dict[int, int]:
@@ -272,7 +269,7 @@ class HiveEditor:
     def free(self, cell: int) -> None:
         """Mark a cell free and merge it with free neighbours in the same hbin."""
         self._scan()
-        size = S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0]
+        size = self.hive.cell_size(cell)
         if size >= 0:
             raise CorruptHiveError(f"{self.name}: corrupt hive: cell 0x{cell:x} freed twice")
         size = -size
@@ -287,7 +284,7 @@ class HiveEditor:
         self._add_free(cell, size)
 
     def cell_capacity(self, cell: int) -> int:
-        return -S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0] - 4
+        return -self.hive.cell_size(cell) - 4
 
     def _new_cell(self, data: bytes) -> int:
         cell = self.alloc(len(data))
@@ -458,7 +455,7 @@ class HiveEditor:
         )
         cell = self._new_cell(nk + name_raw)
         if sec != S.NO_CELL:
-            refs = self._u32(sec, S.SK_OFF_REFCOUNT)
+            refs = self.hive.security_cell(sec)[2]  # validated: an sk cell inside the hive
             self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(refs + 1))
         self._list_insert(parent, cell, name)
         parent = Key(self.hive, parent.offset, None)

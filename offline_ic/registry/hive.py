@@ -97,7 +97,8 @@ def decode_name(raw: bytes, compressed: bool) -> str:
     """Key/value names: Latin-1 when flagged compressed, UTF-16LE otherwise."""
     if compressed:
         return raw.decode("latin-1")
-    return raw.decode("utf-16-le", "surrogatepass")
+    # an odd length is damage; keep what decodes rather than fail on a name
+    return raw[: len(raw) & ~1].decode("utf-16-le", "surrogatepass")
 
 
 def decode_data(vtype: int, raw: bytes) -> str | list[str] | int | bytes:
