@@ -19,7 +19,7 @@ from pathlib import Path
 from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
 from offline_ic.registry import structs as S
 from offline_ic.registry.editor import CommitResult, HiveEditor
-from offline_ic.registry.hive import Hive
+from offline_ic.registry.hive import Hive, base_block_checksum
 from offline_ic.registry.recovery import RecoveryResult, recover_bytes
 
 UNDO_SUFFIX = ".offline-ic-undo"
@@ -196,25 +196,16 @@ class WriteResult:
     recovered: bool
 
 
-def write_pages_in_place(
+def _write_sequence(
     path: Path, original: bytes, new: bytes | bytearray, pages: list[tuple[int, bytes]]
-) -> WriteResult:
-    """Write ``pages`` (offset, bytes) into ``path``, crash-safe through the undo file.
-
-    Order: undo file (fsync); base block marked dirty (sequence 1 raised only); data pages;
-    fsync; final base block; fsync; undo file removed.
-    """
-    pages = sorted(pages)
-    old_pages = [(off, original[off : off + len(data)]) for off, data in pages]
-    write_undo(path, len(original), old_pages)
+) -> None:
+    """Base block marked dirty (sequence 1 only), data pages, fsync, final base block, fsync."""
     base = dict(pages).get(0)
     with open(path, "r+b") as f:
         if base is not None:
             first = bytearray(original[: S.BASE_BLOCK_SIZE])
             seq1 = struct.unpack_from("<I", base, S.BASE_SEQ1_OFF)[0]
             struct.pack_into("<I", first, S.BASE_SEQ1_OFF, seq1)
-            from offline_ic.registry.hive import base_block_checksum
-
             struct.pack_into("<I", first, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(first)))
             f.seek(0)
             f.write(first)
@@ -234,6 +225,38 @@ def write_pages_in_place(
             f.truncate(len(new))
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_pages_in_place(
+    path: Path, original: bytes, new: bytes | bytearray, pages: list[tuple[int, bytes]]
+) -> WriteResult:
+    """Write ``pages`` (offset, bytes) into ``path``, crash-safe through the undo file.
+
+    Order: undo file (fsync); base block marked dirty (sequence 1 raised only); data pages;
+    fsync; final base block; fsync; undo file removed.
+    """
+    pages = sorted(pages)
+    old_pages = [(off, original[off : off + len(data)]) for off, data in pages]
+    try:
+        write_undo(path, len(original), old_pages)
+    except OSError:
+        with contextlib.suppress(OSError):
+            undo_path(path).unlink()  # nothing of the hive was touched yet
+        raise
+    try:
+        _write_sequence(path, original, new, pages)
+    except OSError as exc:
+        # put the original pages back now (ENOSPC, I/O error); the undo file stays if that
+        # fails too, and 'hive recover' finishes the job later
+        try:
+            rollback_undo(path)
+        except OSError:
+            raise SafetyRefusal(
+                f"{path}: write failed ({exc.strerror or exc}) and the rollback failed too; "
+                f"run 'offline-ic hive recover {path}' to restore it from "
+                f"{undo_path(path).name}"
+            ) from exc
+        raise
     undo_path(path).unlink()
     _fsync_dir(path)
     return WriteResult(

@@ -229,3 +229,23 @@ def test_grown_file_rollback_truncates(capsys, system):
     assert struct.unpack_from("<I", system.read_bytes(), 40)[0] == hive.hbins_size
     shutil.copyfile(system, system.with_name("copy"))
     assert run(capsys, "hive", "check", system)[0] == 0
+
+
+def test_failed_write_is_rolled_back_at_once(capsys, system, monkeypatch):
+    import errno
+
+    import offline_ic.registry.files as files
+
+    original = system.read_bytes()
+
+    def half_then_enospc(path, orig, new, pages):
+        with open(path, "r+b") as f:
+            off, data = pages[-1]
+            f.seek(off)
+            f.write(data)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "_write_sequence", half_then_enospc)
+    code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
+    assert code == 2 and "no space left" in err
+    assert system.read_bytes() == original and not undo_path(system).exists()
