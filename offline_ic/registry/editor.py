@@ -337,6 +337,8 @@ class HiveEditor:
         raw = encode_value(vtype, data)
         if len(raw) >= S.DATA_INLINE:
             raise InputError("value data too large")
+        if len(name) > 16383:
+            raise InputError(f"value name longer than 16,383 characters: {name[:40]}…")
         key = self._key(path)
         val = key.value(name)
         if val is None:
