@@ -113,6 +113,14 @@ def test_set_writes_only_dirty_pages_in_place(capsys, system, tmp_path):
     assert code == 0 and json.loads(out)["ok"]
 
 
+def test_set_needs_existing_key_unless_create(capsys, system):
+    before = system.read_bytes()
+    code, _o, err = run(
+        capsys, "hive", "set", system, r"ControlSet001\Services\vmicvs", "Start", "dword:4"
+    )
+    assert code == 2 and "no key" in err and system.read_bytes() == before
+
+
 def test_set_all_words_and_delete(capsys, system):
     words = {
         "d": ("dword:10", 16),
@@ -124,7 +132,7 @@ def test_set_all_words_and_delete(capsys, system):
         "@": ('"default"', "default"),
     }
     for name, (word, _want) in words.items():
-        code, _o, err = run(capsys, "hive", "set", system, r"New\Key", name, word)
+        code, _o, err = run(capsys, "hive", "set", system, r"New\Key", name, word, "--create")
         assert code == 0, err
     key = Hive.open(system).open_key(r"New\Key")
     for name, (_word, want) in words.items():
