@@ -253,7 +253,7 @@ def recover_bytes(
     if any(lg.kind == "new" for lg in logs):
         return _recover_new(buf, logs, p_valid, p_seq2, name)
     if any(lg.kind == "old" for lg in logs):
-        return _recover_old(buf, logs, p_valid, p_ts, name)
+        return _recover_old(buf, logs, p_valid, p_ts, p_seq1, name)
     reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
     raise SafetyRefusal(f"{name}: hive is dirty and has no usable transaction log ({reasons})")
 
@@ -313,7 +313,7 @@ def _recover_new(
 
 
 def _recover_old(
-    buf: bytearray, logs: list[LogFile], p_valid: bool, p_ts: int, name: str
+    buf: bytearray, logs: list[LogFile], p_valid: bool, p_ts: int, p_seq1: int, name: str
 ) -> RecoveryResult:
     candidates = [lg for lg in logs if lg.kind == "old"]
     if p_valid:
@@ -321,8 +321,12 @@ def _recover_old(
     if not candidates:
         reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
         raise SafetyRefusal(f"{name}: hive is dirty and no old-format log matches it ({reasons})")
-    # LOG1 first; LOG2 only when it is more recent (Windows 8 and later)
-    log = max(candidates, key=lambda lg: (lg.timestamp, lg.label == "LOG1"))
+    # Vista+ writes the log with the primary's new sequence number: that log is the one for
+    # the interrupted write. Otherwise the more recent log (Windows 8+), LOG1 on a tie.
+    log = max(
+        candidates,
+        key=lambda lg: (p_valid and lg.seq1 == p_seq1, lg.timestamp, lg.seq1, lg.label == "LOG1"),
+    )
     _apply_pages(buf, log.hbins_size, log.dirty_pages)
     _finish_base(buf, log.base, log.seq1, log.hbins_size, None)
     _verify_bins(buf, log.hbins_size, name)

@@ -271,3 +271,20 @@ def test_kvp_software_hive_reads_like_hivex(tmp_path):
         "\\" + k.path.upper(): {v.name: (v.type, v.raw) for v in k.values()} for k in hive.walk()
     }
     assert ours == hivex_export(path)
+
+
+def test_synthetic_old_format_picks_the_log_of_the_interrupted_write(hive_cache):
+    sam = hive_cache("sam").read_bytes()
+    steps, snaps = _edits(sam)
+    seq0 = struct.unpack_from("<I", sam, 4)[0]
+    final = snaps[-1]
+    base = bytearray(final[:4096])
+    base[12:20] = sam[12:20]
+    hbins = struct.unpack_from("<I", final, 40)[0]
+    pages_final = {o: final[o : o + 4096] for r in steps for o, _d in r.pages}
+    pages_first = {o: snaps[0][o : o + 4096] for o, _d in steps[0].pages}
+    stale = old_log(bytes(base), seq0, hbins, sorted(pages_first.items()))  # an older write's
+    current = old_log(bytes(base), seq0 + 1, hbins, sorted(pages_final.items()))
+    primary = dirty_primary(sam, seq0 + 1, seq0)
+    res = recover_bytes(bytes(primary), stale, current)
+    assert res.logs_used == ["LOG2"] and res.data[4096:] == final[4096:]
