@@ -274,7 +274,12 @@ def _recover_new(
     used: list[str] = []
     notes: list[str] = []
     expected: int | None = None
+    base_src = usable[-1].base if base_from_log else bytes(buf[:SECTOR])
+    size = S.U32.unpack_from(base_src, S.BASE_HBINS_SIZE_OFF)[0]
+    stopped = False
     for log in usable:
+        if stopped:
+            break
         entries = [e for e in log.entries if e.seq >= log.seq1]
         if expected is None:
             if not entries or entries[0].seq != log.seq1:
@@ -291,6 +296,14 @@ def _recover_new(
             if entry.seq != expected:
                 notes.append(f"{log.label}: gap before entry {entry.seq} (expected {expected})")
                 break
+            # a hive grows only by bins that were logged: the entry must carry the new end
+            # (also bounds what a crafted log can make us allocate)
+            end = max((off + len(data) for off, data in entry.pages), default=0)
+            if entry.hbins_size > size and end < entry.hbins_size:
+                notes.append(f"{log.label}: entry {entry.seq} grows the hive past its pages")
+                stopped = True
+                break
+            size = entry.hbins_size
             applied.append(entry)
             expected += 1
             took += 1
@@ -306,8 +319,7 @@ def _recover_new(
     for entry in applied:
         _apply_pages(buf, entry.hbins_size, entry.pages)
     last = applied[-1]
-    base_src = usable[-1].base if base_from_log else b""
-    _finish_base(buf, base_src, last.seq, last.hbins_size, last.flags)
+    _finish_base(buf, base_src if base_from_log else b"", last.seq, last.hbins_size, last.flags)
     _verify_bins(buf, last.hbins_size, name)
     return RecoveryResult(buf, len(applied), base_from_log, last.seq, used, notes)
 

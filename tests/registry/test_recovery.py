@@ -288,3 +288,19 @@ def test_synthetic_old_format_picks_the_log_of_the_interrupted_write(hive_cache)
     primary = dirty_primary(sam, seq0 + 1, seq0)
     res = recover_bytes(bytes(primary), stale, current)
     assert res.logs_used == ["LOG2"] and res.data[4096:] == final[4096:]
+
+
+def test_entry_growing_the_hive_without_its_pages_stops_recovery(hive_cache):
+    """A (crafted) entry claiming a 1 GiB hive without logging those bins is not applied."""
+    sam = hive_cache("sam").read_bytes()
+    steps, snaps = _edits(sam)
+    seq0 = struct.unpack_from("<I", sam, 4)[0]
+    hb = struct.unpack_from("<I", snaps[0], 40)[0]
+    pages = [p for p in steps[0].pages if p[0]]
+    good = new_log(snaps[0][:4096], [(seq0 + 1, hb, pages)])
+    huge = new_log(snaps[0][:4096], [(seq0 + 1, hb, pages), (seq0 + 2, 1 << 30, pages)])
+    primary = bytes(dirty_primary(sam, seq0 + 1, seq0))
+    res = recover_bytes(primary, huge, b"")
+    assert res.applied_entries == 1 and len(res.data) < 1 << 20
+    assert any("grows the hive" in n for n in res.notes)
+    assert res.data == recover_bytes(primary, good, b"").data
