@@ -330,6 +330,14 @@ def _recover_old(
     candidates = [lg for lg in logs if lg.kind == "old"]
     if p_valid:
         candidates = [lg for lg in candidates if lg.timestamp == p_ts]
+    # a hive grows only by bins that were logged (also bounds what we allocate)
+    have = max(len(buf) - S.BASE_BLOCK_SIZE, 0)
+    candidates = [
+        lg
+        for lg in candidates
+        if lg.hbins_size <= have
+        or max((off + len(d) for off, d in lg.dirty_pages), default=0) >= lg.hbins_size
+    ]
     if not candidates:
         reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
         raise SafetyRefusal(f"{name}: hive is dirty and no old-format log matches it ({reasons})")
