@@ -210,3 +210,21 @@ def test_random_edits_win10(win10_data, tmp_path, ops):
         new[off : off + len(page)] = page
     assert new == ed.buf
     verify(tmp_path, export, bytes(ed.buf), model, meta)
+
+
+@pytest.fixture(scope="module")
+def win10_1709_data(hive_cache):
+    path = hive_cache("win10_1709")
+    return path.read_bytes(), hivex_export(path), key_meta(Hive.open(path))
+
+
+@limited(4)
+@given(ops=st.lists(op_strategy, min_size=3, max_size=14))
+def test_random_edits_win10_1709(win10_1709_data, tmp_path, ops):
+    """The MIT Windows 10 hive (recovered SYSTEM_B): runs on a fresh clone too."""
+    data, export, meta = win10_1709_data
+    ed = HiveEditor(data, clock=lambda: 133000000000000000)
+    model = Model(ed.hive, _pool(ed.hive, 30))
+    apply_ops(ed, model, ops)
+    ed.commit()
+    verify(tmp_path, export, bytes(ed.buf), model, meta)
