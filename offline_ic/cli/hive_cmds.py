@@ -80,9 +80,12 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
 @KEY_ARG
 @click.argument("name")
 @click.argument("value")
+@click.option(
+    "--create", is_flag=True, help="Create KEY (and missing parents) if it does not exist."
+)
 @json_option
-def hive_set(hive: Path, key: str, name: str, value: str, as_json: bool) -> None:
-    """Set value NAME of KEY (created if missing) to VALUE, in .reg words.
+def hive_set(hive: Path, key: str, name: str, value: str, create: bool, as_json: bool) -> None:
+    """Set value NAME of KEY to VALUE, in .reg words (KEY must exist unless --create).
 
     \b
     dword:4  dword:0000000a   REG_DWORD (hexadecimal, as in .reg files)
@@ -100,7 +103,8 @@ def hive_set(hive: Path, key: str, name: str, value: str, as_json: bool) -> None
     vname = "" if name == "@" else name
 
     def edit(editor) -> None:
-        editor.create_key(key)
+        if create:
+            editor.create_key(key)
         editor.set_value(key, vname, vtype, data)
 
     result, _commit = edit_hive_file(hive, edit)
@@ -192,6 +196,8 @@ def hive_check(hive: Path, as_json: bool) -> None:
         )
         for p in report.problems:
             click.echo(f"  {p}")
+        for w in report.warnings:
+            click.echo(f"  warning: {w}")
     if not report.ok:
         raise CheckFailed(f"{hive}: hive check found {len(report.problems)} problem(s)")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
 from offline_ic.registry import structs as S
 from offline_ic.registry.editor import CommitResult, HiveEditor
-from offline_ic.registry.hive import Hive
+from offline_ic.registry.hive import Hive, base_block_checksum
 from offline_ic.registry.recovery import RecoveryResult, recover_bytes
 
 UNDO_SUFFIX = ".offline-ic-undo"
@@ -196,25 +196,16 @@ class WriteResult:
     recovered: bool
 
 
-def write_pages_in_place(
+def _write_sequence(
     path: Path, original: bytes, new: bytes | bytearray, pages: list[tuple[int, bytes]]
-) -> WriteResult:
-    """Write ``pages`` (offset, bytes) into ``path``, crash-safe through the undo file.
-
-    Order: undo file (fsync); base block marked dirty (sequence 1 raised only); data pages;
-    fsync; final base block; fsync; undo file removed.
-    """
-    pages = sorted(pages)
-    old_pages = [(off, original[off : off + len(data)]) for off, data in pages]
-    write_undo(path, len(original), old_pages)
+) -> None:
+    """Base block marked dirty (sequence 1 only), data pages, fsync, final base block, fsync."""
     base = dict(pages).get(0)
     with open(path, "r+b") as f:
         if base is not None:
             first = bytearray(original[: S.BASE_BLOCK_SIZE])
             seq1 = struct.unpack_from("<I", base, S.BASE_SEQ1_OFF)[0]
             struct.pack_into("<I", first, S.BASE_SEQ1_OFF, seq1)
-            from offline_ic.registry.hive import base_block_checksum
-
             struct.pack_into("<I", first, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(first)))
             f.seek(0)
             f.write(first)
@@ -234,6 +225,38 @@ def write_pages_in_place(
             f.truncate(len(new))
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_pages_in_place(
+    path: Path, original: bytes, new: bytes | bytearray, pages: list[tuple[int, bytes]]
+) -> WriteResult:
+    """Write ``pages`` (offset, bytes) into ``path``, crash-safe through the undo file.
+
+    Order: undo file (fsync); base block marked dirty (sequence 1 raised only); data pages;
+    fsync; final base block; fsync; undo file removed.
+    """
+    pages = sorted(pages)
+    old_pages = [(off, original[off : off + len(data)]) for off, data in pages]
+    try:
+        write_undo(path, len(original), old_pages)
+    except OSError:
+        with contextlib.suppress(OSError):
+            undo_path(path).unlink()  # nothing of the hive was touched yet
+        raise
+    try:
+        _write_sequence(path, original, new, pages)
+    except OSError as exc:
+        # put the original pages back now (ENOSPC, I/O error); the undo file stays if that
+        # fails too, and 'hive recover' finishes the job later
+        try:
+            rollback_undo(path)
+        except OSError:
+            raise SafetyRefusal(
+                f"{path}: write failed ({exc.strerror or exc}) and the rollback failed too; "
+                f"run 'offline-ic hive recover {path}' to restore it from "
+                f"{undo_path(path).name}"
+            ) from exc
+        raise
     undo_path(path).unlink()
     _fsync_dir(path)
     return WriteResult(
@@ -296,16 +319,36 @@ def recover_hive_file(path: Path, output: Path | None = None) -> tuple[str, Writ
         return f"{path}: removed an incomplete undo file (the hive was not touched)", None
     with _locked(path) if output is None else contextlib.nullcontext():
         original = read_hive_file(path)
-        opened = load_hive(path, require_recovery=True)
-        if output is not None:
-            Path(output).write_bytes(opened.data)
-            with open(output, "rb+") as f:
-                os.fsync(f.fileno())
-            what = "clean, copied" if opened.state == "clean" else opened.note
-            return f"{path}: {what} -> {output}", None
-        if opened.state == "clean":
+        log1, log2 = find_logs(path)
+        editor = HiveEditor.from_primary(
+            original,
+            log1.read_bytes() if log1 else None,
+            log2.read_bytes() if log2 else None,
+            name=str(path),
+        )
+        if not editor.recovered:
+            if output is not None:
+                _write_new_file(Path(output), original)
+                return f"{path}: hive is clean, copied -> {output}", None
             return f"{path}: hive is clean, nothing to recover", None
-        pages = diff_pages(original, opened.data)
-        result = write_pages_in_place(path, original, opened.data, pages)
+        # like Windows writing the recovered hive: sequence numbers + 1, timestamp unchanged
+        commit = editor.commit(touch_timestamp=False)
+        applied = commit.pages
+        what = f"recovered from {'+'.join(find_used(editor))}"
+        if output is not None:
+            _write_new_file(Path(output), editor.buf)
+            return f"{path}: {what} -> {output}", None
+        result = write_pages_in_place(path, original, editor.buf, applied)
         result.recovered = True
-        return f"{path}: {opened.note}; wrote {len(pages)} pages", result
+        return f"{path}: {what}; wrote {len(applied)} pages in place", result
+
+
+def find_used(editor: HiveEditor) -> list[str]:
+    return editor.recovery_logs or ["logs"]
+
+
+def _write_new_file(path: Path, data: bytes | bytearray) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

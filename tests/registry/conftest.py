@@ -19,6 +19,8 @@ HIVES = {
     "system_b": "hives/regipy_SYSTEM_B.xz",
     "system_b_log1": "hives/regipy_SYSTEM_B.LOG1.xz",
     "system_b_log2": "hives/regipy_SYSTEM_B.LOG2.xz",
+    # made by scripts/build_hive_testdata from system_b (MIT, always in testdata/)
+    "win10_1709": "hives/SYSTEM_win10_1709_clean.xz",
 }
 
 VMIC = [

@@ -113,6 +113,14 @@ def test_set_writes_only_dirty_pages_in_place(capsys, system, tmp_path):
     assert code == 0 and json.loads(out)["ok"]
 
 
+def test_set_needs_existing_key_unless_create(capsys, system):
+    before = system.read_bytes()
+    code, _o, err = run(
+        capsys, "hive", "set", system, r"ControlSet001\Services\vmicvs", "Start", "dword:4"
+    )
+    assert code == 2 and "no key" in err and system.read_bytes() == before
+
+
 def test_set_all_words_and_delete(capsys, system):
     words = {
         "d": ("dword:10", 16),
@@ -124,7 +132,7 @@ def test_set_all_words_and_delete(capsys, system):
         "@": ('"default"', "default"),
     }
     for name, (word, _want) in words.items():
-        code, _o, err = run(capsys, "hive", "set", system, r"New\Key", name, word)
+        code, _o, err = run(capsys, "hive", "set", system, r"New\Key", name, word, "--create")
         assert code == 0, err
     key = Hive.open(system).open_key(r"New\Key")
     for name, (_word, want) in words.items():
@@ -229,3 +237,23 @@ def test_grown_file_rollback_truncates(capsys, system):
     assert struct.unpack_from("<I", system.read_bytes(), 40)[0] == hive.hbins_size
     shutil.copyfile(system, system.with_name("copy"))
     assert run(capsys, "hive", "check", system)[0] == 0
+
+
+def test_failed_write_is_rolled_back_at_once(capsys, system, monkeypatch):
+    import errno
+
+    import offline_ic.registry.files as files
+
+    original = system.read_bytes()
+
+    def half_then_enospc(path, orig, new, pages):
+        with open(path, "r+b") as f:
+            off, data = pages[-1]
+            f.seek(off)
+            f.write(data)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "_write_sequence", half_then_enospc)
+    code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
+    assert code == 2 and "no space left" in err
+    assert system.read_bytes() == original and not undo_path(system).exists()

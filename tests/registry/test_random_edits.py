@@ -46,6 +46,7 @@ class Model:
         self.paths: dict[str, str] = {}  # UPPER path -> path as stored
         self.created: list[str] = []
         self.deleted: set[str] = set()
+        self.touched: set[str] = set()  # UPPER paths whose nk may change (timestamp, counts)
         self.pool = list(pool)
 
     def key_values(self, path: str) -> dict[str, tuple[str, int, bytes]]:
@@ -65,6 +66,7 @@ def apply_ops(ed: HiveEditor, model: Model, ops) -> None:
             raw = random.Random(seed).randbytes(size)
             vals = model.key_values(path)
             ed.set_value(path, name, vtype, raw)
+            model.touched.add(path.upper())
             old = vals.get(upper_name(name))
             vals[upper_name(name)] = (old[0] if old else name, vtype, raw)
         elif op[0] == "delval":
@@ -75,6 +77,7 @@ def apply_ops(ed: HiveEditor, model: Model, ops) -> None:
                 continue
             up = sorted(vals)[idx % len(vals)]
             ed.delete_value(path, vals[up][0])
+            model.touched.add(path.upper())
             del vals[up]
         elif op[0] == "mkkey":
             _k, pick, name = op
@@ -82,6 +85,7 @@ def apply_ops(ed: HiveEditor, model: Model, ops) -> None:
             key = ed.create_key(parent + "\\" + name if parent else name)
             path = key.path
             if path.upper() not in {p.upper() for p in model.pool}:
+                model.touched.update({parent.upper(), path.upper()})
                 model.pool.append(path)
                 model.created.append(path)
                 model.values[path.upper()] = {}
@@ -98,15 +102,31 @@ def apply_ops(ed: HiveEditor, model: Model, ops) -> None:
                 continue
             path = empty[pick % len(empty)]
             ed.delete_key(path)
+            model.touched.add(path.rsplit("\\", 1)[0].upper() if "\\" in path else "")
             model.created.remove(path)
             model.pool.remove(path)
             del model.values[path.upper()]
             model.paths.pop(path.upper())
 
 
-def verify(tmp_path, original_export, data: bytes, model: Model) -> None:
+def key_meta(hive: Hive) -> dict[str, tuple]:
+    """Everything of a key but its values and subkeys: name, flags, time, class, security."""
+    return {
+        k.path.upper(): (
+            k.name,
+            k.flags,
+            k.last_written_filetime,
+            k.class_name,
+            k.security_descriptor(),
+        )
+        for k in hive.walk()
+    }
+
+
+def verify(tmp_path, original_export, data: bytes, model: Model, original_meta=None) -> None:
     rep = check_hive(data, "edited")
     assert rep.ok, rep.problems[:5]
+    assert not rep.warnings, rep.warnings
     path = tmp_path / "edited"
     path.write_bytes(data)
     expected = {k: dict(v) for k, v in original_export.items()}
@@ -123,6 +143,13 @@ def verify(tmp_path, original_export, data: bytes, model: Model) -> None:
         assert got == vals
         nk = rh.get_key("\\" + model.paths[up])
         assert all(not v.is_corrupted for v in nk.iter_values(trim_values=False))
+    if original_meta is not None:
+        new_meta = key_meta(hive)
+        for up, meta in original_meta.items():
+            if up in model.touched:
+                assert new_meta[up][:2] + new_meta[up][3:] == meta[:2] + meta[3:], up
+            else:
+                assert new_meta[up] == meta, up  # untouched keys: identical
 
 
 def _pool(hive: Hive, n: int) -> list[str]:
@@ -148,30 +175,30 @@ def limited(n: int) -> settings:
 @pytest.fixture(scope="module")
 def sam_data(hive_cache):
     path = hive_cache("sam")
-    return path.read_bytes(), hivex_export(path)
+    return path.read_bytes(), hivex_export(path), key_meta(Hive.open(path))
 
 
 @pytest.fixture(scope="module")
 def win10_data(hive_cache):
     path = hive_cache("win10")
-    return path.read_bytes(), hivex_export(path)
+    return path.read_bytes(), hivex_export(path), key_meta(Hive.open(path))
 
 
 @limited(25)
 @given(ops=st.lists(op_strategy, min_size=1, max_size=14))
 def test_random_edits_sam(sam_data, tmp_path, ops):
-    data, export = sam_data
+    data, export, meta = sam_data
     ed = HiveEditor(data, clock=lambda: 133000000000000000)
     model = Model(ed.hive, _pool(ed.hive, 20))
     apply_ops(ed, model, ops)
     ed.commit()
-    verify(tmp_path, export, bytes(ed.buf), model)
+    verify(tmp_path, export, bytes(ed.buf), model, meta)
 
 
 @limited(6)
 @given(ops=st.lists(op_strategy, min_size=3, max_size=14))
 def test_random_edits_win10(win10_data, tmp_path, ops):
-    data, export = win10_data
+    data, export, meta = win10_data
     ed = HiveEditor(data, clock=lambda: 133000000000000000)
     model = Model(ed.hive, _pool(ed.hive, 30))
     apply_ops(ed, model, ops)
@@ -182,4 +209,22 @@ def test_random_edits_win10(win10_data, tmp_path, ops):
     for off, page in res.pages:
         new[off : off + len(page)] = page
     assert new == ed.buf
-    verify(tmp_path, export, bytes(ed.buf), model)
+    verify(tmp_path, export, bytes(ed.buf), model, meta)
+
+
+@pytest.fixture(scope="module")
+def win10_1709_data(hive_cache):
+    path = hive_cache("win10_1709")
+    return path.read_bytes(), hivex_export(path), key_meta(Hive.open(path))
+
+
+@limited(4)
+@given(ops=st.lists(op_strategy, min_size=3, max_size=14))
+def test_random_edits_win10_1709(win10_1709_data, tmp_path, ops):
+    """The MIT Windows 10 hive (recovered SYSTEM_B): runs on a fresh clone too."""
+    data, export, meta = win10_1709_data
+    ed = HiveEditor(data, clock=lambda: 133000000000000000)
+    model = Model(ed.hive, _pool(ed.hive, 30))
+    apply_ops(ed, model, ops)
+    ed.commit()
+    verify(tmp_path, export, bytes(ed.buf), model, meta)
