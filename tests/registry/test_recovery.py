@@ -247,7 +247,7 @@ def test_committed_clean_system_is_reproducible(system_b):
     """testdata/hives/SYSTEM_win10_1709_clean.xz is exactly our recovery of SYSTEM_B."""
     import lzma
 
-    from conftest import TESTDATA
+    from tests.helpers import TESTDATA
 
     built = TESTDATA / "hives" / "SYSTEM_win10_1709_clean.xz"
     if not built.exists():
@@ -260,7 +260,7 @@ def test_committed_clean_system_is_reproducible(system_b):
 def test_kvp_software_hive_reads_like_hivex(tmp_path):
     import lzma
 
-    from conftest import TESTDATA
+    from tests.helpers import TESTDATA
 
     path = tmp_path / "SOFTWARE"
     path.write_bytes(lzma.decompress((TESTDATA / "hives" / "SOFTWARE_kvp.xz").read_bytes()))
