@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the Windows test images in testdata/windows/ from real parts.
 
-Parts: real hives made by Windows (MIT, from ../shared/testdata-real/hives, see SOURCES.md),
+Parts: real hives made by Windows (MIT, regipy's, in testdata/hives with their provenance),
 changed only with hivex (an independent writer); NTFS made by mkntfs and filled through
 ntfs-3g (FUSE); partition tables by sfdisk; VHDX/VHD by qemu-img. Needs root (FUSE mount)
 and the Debian packages in scripts/debian-packages.txt.
@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_HIVES = REPO.parent / "shared" / "testdata-real" / "hives"
+# The MIT hives from regipy (provenance: testdata/hives/PROVENANCE.md), committed in this repo.
+REAL_HIVES = REPO / "testdata" / "hives"
 SOFTWARE_REG = REPO / "scripts" / "windows_software.reg"
 SYSTEM_CHANGES_REG = REPO / "scripts" / "windows_system_changes.reg"
 MiB = 1024 * 1024
@@ -202,7 +203,7 @@ def main() -> int:
     ap.add_argument("--no-compress", action="store_true", help="leave the images uncompressed")
     args = ap.parse_args()
     if not REAL_HIVES.is_dir():
-        print(f"error: {REAL_HIVES} not found (the real hives live in ../shared)", file=sys.stderr)
+        print(f"error: {REAL_HIVES} not found", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="offline-ic-build-") as tmp:

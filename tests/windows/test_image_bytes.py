@@ -33,3 +33,16 @@ def test_every_sector_equals_qemu_img_convert(unpacked, tmp_path, name):
         for offset in range(0, image.size, CHUNK):
             n = min(CHUNK, image.size - offset)
             assert image.read(offset, n) == expected[offset:offset + n], f"differs at {offset}"
+
+
+def test_committed_hives_are_what_the_script_builds(tmp_path, unpacked):
+    """testdata/windows/SYSTEM-win10 and SOFTWARE are reproducible from the real hives + hivex."""
+    import shutil
+
+    from tests.helpers import script_module
+
+    if shutil.which("hivexregedit") is None:
+        pytest.skip("hivexregedit not installed")
+    built = script_module("build_windows_testdata").build_hives(tmp_path)
+    for name in ("SYSTEM-win10", "SOFTWARE"):
+        assert built[name].read_bytes() == unpacked(WIN / f"{name}.xz").read_bytes(), name
