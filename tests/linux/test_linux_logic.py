@@ -219,3 +219,60 @@ def test_ubuntu_per_kernel_tools_missing():
     assert st.started_by and st.notes == [
         "/usr/lib/linux-tools/6.8.0-1012-azure/hv_kvp_daemon missing "
         "(install linux-cloud-tools for 6.8.0-1012-azure)"]
+
+
+def _guest(files: dict, family: str = "debian"):
+    from types import SimpleNamespace
+
+    from offline_ic.guest.linux.guest import LinuxGuest
+
+    vol = SimpleNamespace(number=1)
+    return LinuxGuest(fs=guest_fs(files), image=None, root_volume=vol,
+                      os_release={"ID": family}, os_release_path="/etc/os-release",
+                      family=family)
+
+
+def test_builtin_boot_drivers_need_no_initramfs_and_cannot_be_blacklisted():
+    from offline_ic.guest.linux.checks import linux_checks
+
+    k = "6.6.0-azure"
+    builtin = "".join(f"kernel/drivers/{p}.ko\n" for p in (
+        "hv/hv_vmbus", "hv/hv_utils", "scsi/hv_storvsc", "net/hyperv/hv_netvsc"))
+    report = linux_checks(_guest({
+        "/etc/os-release": "ID=debian\n",
+        f"/boot/vmlinuz-{k}": b"k",
+        f"/lib/modules/{k}/modules.dep": "",
+        f"/lib/modules/{k}/modules.builtin": builtin,
+        "/etc/default/grub": 'GRUB_CMDLINE_LINUX="module_blacklist=hv_vmbus"\n',
+    }))
+    by_id = {c.id: c for c in report.results}
+    assert report.kernel == k
+    assert by_id["linux.initramfs.present"].status == "pass"
+    assert "not needed: the boot drivers are built in" in by_id["linux.initramfs.present"].detail
+    assert by_id["linux.initramfs.hv_storvsc"].detail == (
+        f"hv_storvsc built into the kernel: /lib/modules/{k}/modules.builtin:3")
+    bl = by_id["linux.blacklist.hv_vmbus"]
+    assert (bl.status, bl.detail) == ("warn", "hv_vmbus is built in, so this has no effect: "
+                                      "/etc/default/grub:1: module_blacklist=hv_vmbus")
+    assert by_id["linux.module.hv_balloon"].status == "warn"
+    assert report.results and all(c.status != "fail" for c in report.results)
+
+
+def test_default_entry_boots_a_missing_kernel_and_no_kernel_at_all():
+    from offline_ic.guest.linux.checks import linux_checks
+
+    report = linux_checks(_guest({
+        "/etc/os-release": "ID=debian\n",
+        "/boot/vmlinuz-6.1.0-9-amd64": b"k",
+        "/lib/modules/6.1.0-9-amd64/modules.dep": "",
+        "/boot/grub/grub.cfg": GRUB_CFG,  # first entry boots 6.1.0-10, which is gone
+    }))
+    by_id = {c.id: c for c in report.results}
+    assert by_id["linux.kernel.default"].status == "fail"
+    assert "boots 6.1.0-10-amd64, which is not installed (installed: 6.1.0-9-amd64)" in (
+        by_id["linux.kernel.default"].detail)
+    report = linux_checks(_guest({"/etc/os-release": "ID=nixos\n"}, family="unknown"))
+    ids = [(c.id, c.status) for c in report.results]
+    assert ids[:3] == [("linux.os.release", "warn"), ("linux.fs.mounts", "pass"),
+                       ("linux.kernel.default", "fail")]
+    assert ("linux.daemon.kvp", "warn") in ids

@@ -197,7 +197,8 @@ def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: AN
             _r(res, cid, "pass", f"{name} not blacklisted ({looked})")
             continue
         evidence = "; ".join(h.evidence for h in hits)
-        if statuses[name].builtin and all(h.kind != "cmdline" for h in hits):
+        if statuses[name].builtin:
+            # module_blacklist=, modprobe.d and dracut all act on loadable modules only
             _r(res, cid, "warn", f"{name} is built in, so this has no effect: {evidence}")
             continue
         effective = [h for h in hits if not (h.kind == "cmdline" and "rd.driver." in h.evidence)]
