@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -183,3 +184,15 @@ def test_mounted_directory_root_never_reads_the_host(parts_dir, tmp_path):
 def test_directory_that_is_no_guest_is_an_input_error(tmp_path):
     proc = run_cli("check", str(tmp_path))
     assert proc.returncode == 2 and "neither a Linux root" in proc.stderr
+
+
+def test_encrypted_root_is_named_in_the_reason(builder, tmp_path):
+    if shutil.which("sfdisk") is None:
+        pytest.skip("sfdisk not installed")
+    part = tmp_path / "luks.part"
+    part.write_bytes(b"LUKS\xba\xbe\x00\x02" + b"\0" * (4 << 20))  # a LUKS2 header's magic
+    disk = builder.make_disk(tmp_path / "luks.raw", [("linux", part)])
+    proc = run_cli("check", str(disk), "--json")
+    assert proc.returncode == 1
+    detail = json.loads(proc.stdout)["checks"][0]["detail"]
+    assert "volumes 1:luks; volume 1 is encrypted and cannot be read offline" in detail
