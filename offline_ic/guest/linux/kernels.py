@@ -78,8 +78,10 @@ def find_kernels(gfs: GuestFS) -> list[Kernel]:
     kernels: dict[str, Kernel] = {}
     for name in gfs.listdir("/boot"):
         for prefix in ("vmlinuz-", "vmlinux-", "kernel-", "Image-"):
-            if name.startswith(prefix) and not name.endswith((".hmac", ".sig")):
+            if name.startswith(prefix) and not name.endswith((".hmac", ".sig", ".old")):
                 ver = name[len(prefix) :]
+                if ver.startswith("0-rescue-"):
+                    continue  # dracut's generic rescue entry, not an installed kernel
                 kernels.setdefault(ver, Kernel(ver)).vmlinuz = f"/boot/{name}"
     seen_dirs: set[str] = set()
     for root in MODULE_ROOTS:
