@@ -55,29 +55,45 @@ class CpioEntry:
 
 
 class _Reader:
-    """Byte source with a small look-ahead buffer, counting what it consumed."""
+    """Byte source with a look-ahead buffer, counting what it consumed.
+
+    The buffer is consumed by moving an offset (no copy of the rest on every small read),
+    and skipped data inside it is never copied at all.
+    """
 
     def __init__(self, read: Callable[[int], bytes]):
         self._read = read
         self._buf = b""
+        self._pos = 0
         self.eof = False
         self.consumed = 0
 
+    def _avail(self) -> int:
+        return len(self._buf) - self._pos
+
     def _fill(self, n: int) -> None:
-        while len(self._buf) < n and not self.eof:
-            chunk = self._read(max(n - len(self._buf), CHUNK))
+        if self._avail() >= n or self.eof:
+            return
+        parts = [self._buf[self._pos :]]
+        have = len(parts[0])
+        while have < n and not self.eof:
+            chunk = self._read(max(n - have, CHUNK))
             if not chunk:
                 self.eof = True
                 break
-            self._buf += chunk
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf = parts[1] if len(parts) == 2 and not parts[0] else b"".join(parts)
+        self._pos = 0
 
     def peek(self, n: int) -> bytes:
         self._fill(n)
-        return self._buf[:n]
+        return self._buf[self._pos : self._pos + n]
 
     def read(self, n: int) -> bytes:
         self._fill(n)
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += len(out)
         self.consumed += len(out)
         return out
 
@@ -85,30 +101,36 @@ class _Reader:
         """Discard ``n`` bytes without holding them; returns how many were skipped."""
         done = 0
         while done < n:
-            got = len(self.read(min(CHUNK, n - done)))
-            if got == 0:
-                break
-            done += got
+            if self._avail() == 0:
+                self._fill(min(CHUNK, n - done))
+                if self._avail() == 0:
+                    break
+            step = min(self._avail(), n - done)
+            self._pos += step
+            self.consumed += step
+            done += step
         return done
 
     def skip_zeros(self) -> None:
         """Skip the zero padding between concatenated archives."""
         while True:
-            self._fill(4096)
-            if not self._buf:
+            self._fill(1)
+            if self._avail() == 0:
                 return
-            stripped = self._buf.lstrip(b"\0")
-            self.consumed += len(self._buf) - len(stripped)
-            self._buf = stripped
-            if stripped:
+            view = self._buf[self._pos : self._pos + 4096]
+            stripped = len(view) - len(view.lstrip(b"\0"))
+            self._pos += stripped
+            self.consumed += stripped
+            if stripped < len(view):
                 return
 
     def rest(self) -> Callable[[int], bytes]:
         """A read function for everything not yet consumed (buffer first)."""
 
         def read(n: int) -> bytes:
-            if self._buf:
-                out, self._buf = self._buf[:n], self._buf[n:]
+            if self._avail():
+                out = self._buf[self._pos : self._pos + n]
+                self._pos += len(out)
                 return out
             if self.eof:
                 return b""
