@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from offline_ic.guest.linux.cpio import CpioEntry, InitramfsError, iter_initramfs
 from offline_ic.guest.linux.fs import GuestFS, GuestPathError
@@ -54,7 +55,7 @@ def scan_initramfs(gfs: GuestFS, path: str) -> InitramfsInfo:
     return info
 
 
-def scan_stream(fh, info: InitramfsInfo) -> InitramfsInfo:  # noqa: ANN001 - any binary file
+def scan_stream(fh: BinaryIO, info: InitramfsInfo) -> InitramfsInfo:
     """Fill ``info`` from the initramfs bytes in ``fh``."""
     last_archive = -1
 
