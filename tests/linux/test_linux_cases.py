@@ -78,6 +78,12 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
         "linux.daemon.kvp": (
             "pass", "wants symlink /etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service"),
     }),
+    "ubuntu-no-cloud-tools": ("pass", K61, {
+        "linux.daemon.kvp": (
+            "warn", f"hv-kvp-daemon.service: /usr/lib/linux-tools/{K61}/hv_kvp_daemon missing "
+            f"(install linux-cloud-tools for {K61})"),
+        "linux.daemon.vss": ("warn", f"/usr/lib/linux-tools/{K61}/hv_vss_daemon missing"),
+    }),
     "suse-612": ("pass", K612, {
         "linux.os.release": ("pass", "ID=sles VERSION_ID=15.6, family suse"),
         "linux.kernel.default": ("pass", "no boot loader configuration found: newest kernel"),
