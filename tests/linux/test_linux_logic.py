@@ -276,3 +276,19 @@ def test_default_entry_boots_a_missing_kernel_and_no_kernel_at_all():
     assert ids[:3] == [("linux.os.release", "warn"), ("linux.fs.mounts", "pass"),
                        ("linux.kernel.default", "fail")]
     assert ("linux.daemon.kvp", "warn") in ids
+
+
+def test_grub_d_overrides_default_and_adds_cmdline():
+    gfs = two_kernels({
+        "/etc/default/grub": "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n",
+        "/etc/default/grub.d/50-cloudimg-settings.cfg":
+            "# cloud image\nGRUB_DEFAULT=1>1\n"
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT modprobe.blacklist=hv_vmbus\"\n",
+    })
+    choice = choose_default(gfs, find_kernels(gfs))
+    assert choice.kernel.version == "6.1.0-9-amd64"
+    assert "/etc/default/grub.d/50-cloudimg-settings.cfg:2: GRUB_DEFAULT=1>1" in choice.reason
+    hits = [h for ev, line in kernel_cmdlines(gfs, choice) for h in cmdline_blacklist(line, ev)]
+    assert [(h.module, h.evidence) for h in hits] == [
+        ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils"),
+        ("hv_vmbus", "/etc/default/grub.d/50-cloudimg-settings.cfg:3: modprobe.blacklist=hv_vmbus")]
