@@ -395,6 +395,8 @@ def iter_initramfs(
             archive += 1
             continue
         kind = sniff_compression(src.peek(8))
+        if kind is None and src.peek(4) == b"\x89LZO":
+            raise InitramfsError("lzo (lzop) compression: not read by offline-ic")
         if kind is None:
             if head[:5] == b"07070" or head[:2] in (b"\xc7\x71", b"\x71\xc7"):
                 raise InitramfsError(f"cpio: unsupported archive format {head!r} (only newc/crc)")
