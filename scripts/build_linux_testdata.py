@@ -608,6 +608,17 @@ def case_daemons_masked(base: Path, work: Path, out: Path) -> Path:
     return single_ext4_disk(root, out)
 
 
+def case_debian_612_trixie_daemons(base: Path, work: Path, out: Path) -> Path:
+    """Kernel 6.12 with Debian 13's hyperv-daemons 6.12 (kvp, vss; no file-copy daemon)."""
+    root = debian_tree(base, work, kernels=(K612,))
+    for d in ("kvp", "vss", "fcopy"):
+        _rm(root, f"/usr/sbin/hv_{d}_daemon")
+        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    shutil.copytree(base / "hvd612", root, symlinks=True, dirs_exist_ok=True)
+    return single_ext4_disk(root, out)
+
+
 def case_ubuntu(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
     to_ubuntu(root, base)
@@ -691,6 +702,7 @@ CASES: dict[str, Callable[[Path, Path, Path], Path]] = {
     "debian-daemons-missing": case_daemons_missing,
     "debian-daemons-masked": case_daemons_masked,
     "debian-612-old-fcopy": case_debian_612_old_fcopy,
+    "debian-612-trixie-daemons": case_debian_612_trixie_daemons,
     "ubuntu-good": case_ubuntu,
     "ubuntu-no-cloud-tools": case_ubuntu_no_cloud_tools,
     "suse-612": case_suse_612,

@@ -73,6 +73,11 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
             "hv_fcopy_daemon is installed (/usr/lib/systemd/system/hv-fcopy-daemon.service)"),
         "linux.daemon.kvp": ("pass", "/usr/sbin/hv_kvp_daemon"),
     }),
+    "debian-612-trixie-daemons": ("pass", K612, {
+        "linux.daemon.kvp": ("pass", "started by udev rule /usr/lib/udev/rules.d/60-hyperv-daemons.rules:1"),
+        "linux.daemon.vss": ("pass", "/usr/sbin/hv_vss_daemon"),
+        "linux.daemon.fcopy": ("warn", f"hv_fcopy_uio_daemon for kernel {K612} not installed"),
+    }),
     "ubuntu-good": ("pass", K61, {
         "linux.os.release": ("pass", "family ubuntu"),
         "linux.daemon.kvp": (
