@@ -68,7 +68,7 @@ def _guard(res: list[CheckResult], cid: str, fn, *args):  # noqa: ANN001, ANN202
 def linux_checks(guest: LinuxGuest) -> LinuxReport:
     """Run every Linux check on an opened guest."""
     report = LinuxReport(guest.distro, guest.family, None)
-    _guard(report.results, "linux.kernel.default", _linux_checks, guest, report)
+    _guard(report.results, "linux.guest", _linux_checks, guest, report)
     return report
 
 
