@@ -292,3 +292,22 @@ def test_grub_d_overrides_default_and_adds_cmdline():
     assert [(h.module, h.evidence) for h in hits] == [
         ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils"),
         ("hv_vmbus", "/etc/default/grub.d/50-cloudimg-settings.cfg:3: modprobe.blacklist=hv_vmbus")]
+
+
+def test_an_unforeseen_error_fails_its_group_only(monkeypatch):
+    import offline_ic.guest.linux.checks as lc
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lc, "scan_initramfs", boom)
+    k = "6.1.0-1-amd64"
+    report = lc.linux_checks(_guest({
+        "/etc/os-release": "ID=debian\n", f"/boot/vmlinuz-{k}": b"k",
+        f"/boot/initrd.img-{k}": b"x", f"/lib/modules/{k}/modules.dep": "",
+    }))
+    by_id = {c.id: c for c in report.results}
+    assert (by_id["linux.initramfs.present"].status,
+            by_id["linux.initramfs.present"].detail) == ("fail", "could not be checked: "
+                                                          "RuntimeError: boom")
+    assert "linux.blacklist.hv_utils" in by_id and "linux.daemon.kvp" in by_id
