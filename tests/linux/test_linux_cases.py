@@ -242,3 +242,33 @@ def test_damaged_images_give_reasons_not_crashes(linux_images, tmp_path, seed):
         report = run_checks(disk)
     assert report.result in ("pass", "fail")
     assert report.checks and all(c.detail for c in report.checks)
+
+
+def test_differencing_child_and_parent_option(linux_images, tmp_path):
+    """A differencing VHDX over the Debian image: found through its locator, or --parent."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from offline_ic.image.vhdx.create import create_child
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not installed")
+    base = tmp_path / "base.vhdx"
+    subprocess.run(["qemu-img", "convert", "-O", "vhdx", str(linux_images["debian-no-storvsc"]),
+                    str(base)], check=True)
+    child = tmp_path / "child.avhdx"
+    create_child(str(base), str(child))
+    moved = tmp_path / "elsewhere.vhdx"
+    for args, code in (([str(child)], 1), ([str(child), "--parent", str(base)], 1)):
+        proc = subprocess.run([sys.executable, "-m", "offline_ic", "check", *args, "--json"],
+                              capture_output=True, text=True)
+        assert proc.returncode == code, proc.stderr
+        doc = json.loads(proc.stdout)
+        failed = [c["id"] for c in doc["checks"] if c["status"] == "fail"]
+        assert failed == ["linux.initramfs.hv_storvsc"]
+    base.rename(moved)
+    proc = subprocess.run([sys.executable, "-m", "offline_ic", "check", str(child), "--parent",
+                           str(moved)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "FAIL  linux.initramfs.hv_storvsc" in proc.stdout
