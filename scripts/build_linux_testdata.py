@@ -619,6 +619,31 @@ def case_debian_612_trixie_daemons(base: Path, work: Path, out: Path) -> Path:
     return single_ext4_disk(root, out)
 
 
+def case_debian_split_usr(base: Path, work: Path, out: Path) -> Path:
+    """/usr on its own volume (fstab LABEL=), /boot on another (fstab UUID=), MBR disk:
+    /etc/os-release and /lib -> usr/lib cross onto the /usr volume."""
+    root = debian_tree(base, work)
+    _write(root, "/etc/fstab", f"UUID={ROOT_UUID} / ext4 defaults 0 1\n"
+           f"UUID={BOOT_UUID} /boot ext4 defaults 0 2\nLABEL=usr /usr ext4 defaults 0 2\n"
+           "UUID=0badc0de-0000-4000-8000-000000000000 /var ext4 defaults,nofail 0 2\n")
+    usr, boot = work / "usr", work / "boot"
+    for d in (usr, boot):
+        if d.exists():
+            shutil.rmtree(d)
+    shutil.move(root / "usr", usr)
+    shutil.move(root / "boot", boot)
+    (root / "usr").mkdir()
+    (root / "boot").mkdir()
+    fs_root, fs_boot, fs_usr = (work / n for n in ("root.fs", "boot.fs", "usr.fs"))
+    mkfs_ext4(root, fs_root, 16, "root", ROOT_UUID)
+    mkfs_ext4(boot, fs_boot, 32, "boot", BOOT_UUID)
+    mkfs_ext4(usr, fs_usr, 48, "usr", str(uuid.uuid4()))
+    make_disk(out, [("linux", fs_boot), ("linux", fs_usr), ("linux", fs_root)], label="dos")
+    for p in (fs_root, fs_boot, fs_usr):
+        p.unlink()
+    return out
+
+
 def case_ubuntu(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
     to_ubuntu(root, base)
@@ -703,6 +728,7 @@ CASES: dict[str, Callable[[Path, Path, Path], Path]] = {
     "debian-daemons-masked": case_daemons_masked,
     "debian-612-old-fcopy": case_debian_612_old_fcopy,
     "debian-612-trixie-daemons": case_debian_612_trixie_daemons,
+    "debian-split-usr": case_debian_split_usr,
     "ubuntu-good": case_ubuntu,
     "ubuntu-no-cloud-tools": case_ubuntu_no_cloud_tools,
     "suse-612": case_suse_612,

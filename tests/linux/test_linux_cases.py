@@ -78,6 +78,16 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
         "linux.daemon.vss": ("pass", "/usr/sbin/hv_vss_daemon"),
         "linux.daemon.fcopy": ("warn", f"hv_fcopy_uio_daemon for kernel {K612} not installed"),
     }),
+    "debian-split-usr": ("pass", K61, {
+        "linux.os.release": ("pass", "/etc/os-release on volume 3 (ext): ID=debian"),
+        "linux.fs.mounts": ("warn", "/etc/fstab:4: UUID=0badc0de-0000-4000-8000-000000000000 for "
+                            "/var not found on the image (mounted: / on volume 3 (ext), /boot on "
+                            "volume 1 (ext), /usr on volume 2 (ext))"),
+        "linux.kernel.default": ("pass", f"{K61}: boot entry /boot/grub/grub.cfg:8"),
+        "linux.module.hv_storvsc": ("pass", f"/lib/modules/{K61}/kernel/drivers/scsi/hv_storvsc.ko"),
+        **BOOT_DRIVERS_OK,
+        "linux.daemon.kvp": ("pass", "/usr/lib/udev/rules.d/60-hyperv-daemons.rules:2"),
+    }),
     "ubuntu-good": ("pass", K61, {
         "linux.os.release": ("pass", "family ubuntu"),
         "linux.daemon.kvp": (
