@@ -169,6 +169,9 @@ def test_real_dracut_outputs(parts_dir):
 
 @pytest.mark.parametrize("kind", ["zstd", "gzip", "xz", "bzip2", "lzma", "lz4"])
 def test_padding_garbage_and_further_members_after_a_compressed_part(kind):
+    tool = {"lzma": "xz"}.get(kind, kind)
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
     a = B.compress(B.cpio_newc(FILES[:2]), kind)
     b = B.compress(B.cpio_newc(FILES[2:]), kind)
     assert [n for _, _, n in names(a + b"\0" * 1000)] == [n for n, _, _ in FILES[:2]]
@@ -177,6 +180,8 @@ def test_padding_garbage_and_further_members_after_a_compressed_part(kind):
 
 
 def test_zstd_skippable_frame_and_corrupt_block():
+    if shutil.which("zstd") is None:
+        pytest.skip("zstd not installed")
     a = B.compress(B.cpio_newc(FILES), "zstd")
     skippable = (0x184D2A5E).to_bytes(4, "little") + (6).to_bytes(4, "little") + b"ignore"
     b = B.compress(B.cpio_newc(FILES[:1]), "zstd")
