@@ -196,3 +196,24 @@ def test_encrypted_root_is_named_in_the_reason(builder, tmp_path):
     assert proc.returncode == 1
     detail = json.loads(proc.stdout)["checks"][0]["detail"]
     assert "volumes 1:luks; volume 1 is encrypted and cannot be read offline" in detail
+
+
+def test_two_linux_roots_are_named_and_volume_picks_one(builder, tmp_path):
+    if shutil.which("mke2fs") is None or shutil.which("sfdisk") is None:
+        pytest.skip("e2fsprogs/fdisk not installed")
+    parts = []
+    for n, ident in ((1, "debian"), (2, "fedora")):
+        tree = tmp_path / f"t{n}"
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc/os-release").write_text(f"ID={ident}\nPRETTY_NAME=\"{ident} test\"\n")
+        fs = tmp_path / f"fs{n}"
+        builder.mkfs_ext4(tree, fs, 8, f"r{n}", f"00000000-0000-4000-8000-00000000000{n}")
+        parts.append(("linux", fs))
+    disk = builder.make_disk(tmp_path / "two.raw", parts)
+    doc = json.loads(run_cli("check", str(disk), "--json").stdout)
+    rel = doc["checks"][0]
+    assert doc["distro"] == "debian test" and rel["id"] == "linux.os.release"
+    assert (rel["status"], "/etc/os-release also on volume 2 (ext): another Linux root (check it "
+            "with --volume 2)" in rel["detail"]) == ("warn", True)
+    doc = json.loads(run_cli("check", str(disk), "--json", "--volume", "2").stdout)
+    assert doc["distro"] == "fedora test" and doc["checks"][0]["status"] == "pass"
