@@ -45,7 +45,7 @@ def open_windows_guest(
     try:
         return windows_guest_in_image(image, volume=volume)
     except NotFoundError as windows_missing:
-        hint = _linux_hint(image, volume)
+        hint = linux_hint(image, volume)
         image.close()
         if hint:
             raise NotFoundError(f"{windows_missing}; {hint}") from None
@@ -55,7 +55,7 @@ def open_windows_guest(
         raise
 
 
-def _linux_hint(image: DiskImage, volume: int | None) -> str | None:
+def linux_hint(image: DiskImage, volume: int | None) -> str | None:
     """When a Windows command meets a Linux guest, say so (only on the error path)."""
     from offline_ic.guest.linux.guest import open_linux_guest
 

@@ -69,3 +69,51 @@ def script_module(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def hivex_merge(hive: Path, reg_body: str, prefix: str) -> None:
+    """Change ``hive`` with hivexregedit (an independent writer); ``reg_body`` is .reg text
+    without its header, ``prefix`` e.g. ``HKEY_LOCAL_MACHINE\\\\SYSTEM``."""
+    import subprocess
+    import tempfile
+
+    if shutil.which("hivexregedit") is None:
+        pytest.skip("hivexregedit not installed")
+    with tempfile.NamedTemporaryFile("w", suffix=".reg", delete=False) as reg:
+        reg.write("Windows Registry Editor Version 5.00\n\n" + reg_body)
+    try:
+        subprocess.run(["hivexregedit", "--merge", "--prefix", prefix, str(hive), reg.name],
+                       check=True)
+    finally:
+        Path(reg.name).unlink()
+
+
+_FUSE_OK: bool | None = None
+
+
+def fuse_mount_works() -> bool:
+    """Whether ntfs-3g can mount here (root, /dev/fuse); tried once per session."""
+    global _FUSE_OK
+    if _FUSE_OK is None:
+        import subprocess
+        import tempfile
+
+        _FUSE_OK = False
+        if shutil.which("mkntfs") and shutil.which("ntfs-3g") and Path("/dev/fuse").exists():
+            with tempfile.TemporaryDirectory(prefix="oic-fuse-") as tmp:
+                vol, mnt = Path(tmp) / "v.ntfs", Path(tmp) / "mnt"
+                mnt.mkdir()
+                with open(vol, "wb") as fh:
+                    fh.truncate(8 << 20)
+                made = subprocess.run(["mkntfs", "-q", "-F", "-Q", str(vol)], capture_output=True)
+                if made.returncode == 0 and subprocess.run(
+                        ["ntfs-3g", str(vol), str(mnt)], capture_output=True).returncode == 0:
+                    subprocess.run(["umount", str(mnt)], capture_output=True)
+                    _FUSE_OK = True
+    return _FUSE_OK
+
+
+def require_fuse() -> None:
+    """Skip the calling test when ntfs-3g cannot mount here."""
+    if not fuse_mount_works():
+        pytest.skip("ntfs-3g cannot mount here (needs root and /dev/fuse)")

@@ -8,6 +8,17 @@ the k-th write or flush (see tests/image), and so that every write is positional
 from __future__ import annotations
 
 import os
+import stat
+
+from offline_ic.errors import SafetyRefusal
+
+
+def refuse_readonly_file(fd: int, path: str) -> None:
+    """A file without any write permission bit is read-only on purpose, even for root."""
+    if not stat.S_IMODE(os.fstat(fd).st_mode) & 0o222:
+        raise SafetyRefusal(
+            f"{os.path.basename(path)}: the image file is read-only; nothing written"
+        )
 
 
 class FileIO:

@@ -140,3 +140,48 @@ def journaled_write(
         raise JournalWriteFailed(f"{name}: write failed ({exc.strerror or exc}); {state}") from None
     os.unlink(jp)
     _fsync_dir(jp)
+
+
+class JournalView:
+    """Read-only view of a file as it will be after rolling back its journal (in memory).
+
+    A read-only open must not write, yet must not show a half-done write either.
+    """
+
+    def __init__(self, io: FileIO, size: int, ranges: list[tuple[int, bytes]]):
+        self.inner = io
+        self.fd = io.fd
+        self.path = io.path
+        self._size = size
+        self._ranges = ranges
+
+    def pread(self, length: int, offset: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        data = bytearray(self.inner.pread(length, offset))
+        data += bytes(length - len(data))
+        end = offset + length
+        for off, orig in self._ranges:
+            s, e = max(off, offset), min(off + len(orig), end)
+            if s < e:
+                data[s - offset : e - offset] = orig[s - off : e - off]
+        return bytes(data)
+
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        self.inner.close()
+        self.fd = -1
+
+
+def open_view(io: FileIO, image_path: str) -> FileIO | JournalView:
+    """``io``, or a rolled-back view of it when a complete journal is left beside the image."""
+    jp = journal_path(image_path)
+    if not os.path.exists(jp):
+        return io
+    with open(jp, "rb") as f:
+        parsed = _parse(f.read(MAX_JOURNAL + (1 << 20)))
+    if parsed is None:
+        return io  # torn journal: the image was never touched
+    size, ranges = parsed
+    return JournalView(io, size, ranges)

@@ -31,16 +31,22 @@ class RawImage(DiskImage):
             raise
         self.io = FileIO(self._fd, path)
         if writable:
+            from offline_ic.image.fileio import refuse_readonly_file
             from offline_ic.image.journal import rollback
             from offline_ic.image.lock import lock_file
 
             try:
+                refuse_readonly_file(self._fd, path)
                 lock_file(self._fd, path)
                 self.rolled_back = rollback(self.io, path)
             except BaseException:
                 self.close()
                 raise
-        self.size = os.fstat(self._fd).st_size
+        else:
+            from offline_ic.image.journal import open_view
+
+            self.io = open_view(self.io, path)  # type: ignore[assignment]
+        self.size = self.io.size()
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -48,7 +54,7 @@ class RawImage(DiskImage):
                 f"{self.path}: read of {length} bytes at {offset} is outside the disk "
                 f"({self.size} bytes)"
             )
-        data = os.pread(self._fd, length, offset)
+        data = self.io.pread(length, offset)
         if len(data) != length:
             raise InputError(f"{self.path}: short read at {offset}")
         return data

@@ -217,3 +217,38 @@ def recover_image(path: str, parent: str | None = None) -> str:
     if rolled:
         return "rolled back an interrupted write from the undo journal"
     return "nothing to recover"
+
+
+def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> bool:
+    """Read the just-written ranges back through libvhdi; they must equal what was meant.
+
+    Later ranges win where ranges overlap (as in ``write_ranges``). Returns False when
+    libvhdi is not installed (nothing checked); raises CorruptImageError on a difference.
+    Raw images are their own bytes and are not checked.
+    """
+    if getattr(img, "format", "raw") == "raw":
+        return False
+    try:
+        lv = _libvhdi(img)
+    except ImportError:
+        return False
+    try:
+        spans: list[tuple[int, int]] = []
+        for off, data in ranges:
+            spans.append((off, len(data)))
+        for start, n in _merge(spans):
+            want = bytearray(img.read(start, n))  # what our reader serves now
+            for off, data in ranges:
+                s, e = max(off, start), min(off + len(data), start + n)
+                if s < e:
+                    want[s - start : e - start] = data[s - off : e - off]
+            got = lv.read_buffer_at_offset(n, start)
+            if got != bytes(want):
+                first = next(i for i in range(n) if got[i] != want[i])
+                raise CorruptImageError(
+                    f"{os.path.basename(img.path)}: libvhdi reads different bytes at "
+                    f"{start + first} after the write"
+                )
+    finally:
+        lv.close()
+    return True

@@ -16,7 +16,7 @@ from typing import Any
 
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo
-from offline_ic.image.fileio import FileIO
+from offline_ic.image.fileio import FileIO, refuse_readonly_file
 
 FOOTER_SIZE = 512
 FOOTER_FMT = struct.Struct(">8sIIQI4sIIQQIII16sB")
@@ -107,7 +107,13 @@ class VhdImage(DiskImage):
             if writable:
                 from offline_ic.image.vhd_writer import prepare_writable
 
+                refuse_readonly_file(fd, path)
+
                 prepare_writable(self)
+            else:
+                from offline_ic.image.journal import open_view
+
+                self.io = open_view(self.io, path)  # type: ignore[assignment]
             self._load()
             if self.disk_type_code == DISK_DIFF:
                 self._open_parent(parent)

@@ -23,6 +23,8 @@ class CheckReport:
 
     name: str
     problems: list[str] = field(default_factory=list)
+    # harmless to Windows (seen in hives Windows itself recovered or healed), shown only
+    warnings: list[str] = field(default_factory=list)
     keys: int = 0
     values: int = 0
     hbins: int = 0
@@ -47,6 +49,7 @@ class CheckReport:
             "hive": self.name,
             "ok": self.ok,
             "problems": self.problems,
+            "warnings": self.warnings,
             "sequence1": self.sequence1,
             "sequence2": self.sequence2,
             "hbins": self.hbins,
@@ -94,8 +97,9 @@ class _Checker:
         leaked = sorted(set(self.alloc) - set(self.refs))
         rep.unreferenced_cells = len(leaked)
         if leaked and not rep.problems:
-            rep.add(
-                f"{len(leaked)} allocated cells are not referenced (leaked), first 0x{leaked[0]:x}"
+            rep.warnings.append(
+                f"{len(leaked)} allocated cells are not referenced (leaked space), "
+                f"first 0x{leaked[0]:x}"
             )
         return rep
 
@@ -262,8 +266,12 @@ class _Checker:
             except CorruptHiveError as exc:
                 self.report.add(str(exc))
                 continue
-            if refs != users:
+            if refs < users:
                 self.report.add(
+                    f"security cell 0x{sk:x}: reference count {refs}, used by {users} keys"
+                )
+            elif refs > users:
+                self.report.warnings.append(
                     f"security cell 0x{sk:x}: reference count {refs}, used by {users} keys"
                 )
             for other, field_off, what in ((flink, 8, "flink"), (blink, 4, "blink")):

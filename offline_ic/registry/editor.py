@@ -116,10 +116,45 @@ class HiveEditor:
                 f"{self.hive.sequence2}); recover it from its logs before editing"
             )
         self.dirty: set[int] = set()
+        self.recovered = False
+        self.recovery_logs: list[str] = []
+        self.recovery_sequence = 0
         self._free: dict[int, int] | None = None  # free cell offset -> size
         self._free_end: dict[int, int] = {}  # end offset -> free cell offset
         self._hbin_starts: list[int] = []
         self._hbin_ends: list[int] = []
+
+    @classmethod
+    def from_primary(
+        cls,
+        primary: bytes,
+        log1: bytes | None = None,
+        log2: bytes | None = None,
+        *,
+        name: str = "hive",
+        allow_missing_log: bool = False,
+        clock: Callable[[], int] = filetime_now,
+    ) -> HiveEditor:
+        """An editor over a hive file's bytes; a dirty hive is first recovered from its logs.
+
+        The pages recovery changed count as dirty, so ``commit()`` returns everything the
+        file needs (recovery and edits). ``SafetyRefusal`` when recovery is not possible.
+        """
+        from offline_ic.registry.recovery import recover_bytes
+
+        probe = Hive(BufferSource(primary), name, allow_bad_checksum=True)
+        if not probe.is_dirty and probe.checksum_ok:
+            return cls(primary, name=name, clock=clock)
+        res = recover_bytes(primary, log1, log2, name=name, allow_missing_log=allow_missing_log)
+        ed = cls(res.data, name=name, clock=clock)
+        ed.old_file_length = len(primary)
+        ed.recovered = True
+        ed.recovery_logs = list(res.logs_used)
+        ed.recovery_sequence = res.sequence
+        for off in range(0, len(res.data), PAGE):
+            if res.data[off : off + PAGE] != primary[off : off + PAGE]:
+                ed.dirty.add(off // PAGE)
+        return ed
 
     # --- raw writes ------------------------------------------------------------------------
 
@@ -137,9 +172,6 @@ class HiveEditor:
 
     def _set_size(self, cell: int, size: int) -> None:
         self._write(S.BASE_BLOCK_SIZE + cell, S.CELL_SIZE.pack(size))
-
-    def _u32(self, cell: int, rel: int) -> int:
-        return S.U32.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell + 4 + rel)[0]
 
     # --- free space ------------------------------------------------------------------------
 
@@ -237,7 +269,7 @@ class HiveEditor:
     def free(self, cell: int) -> None:
         """Mark a cell free and merge it with free neighbours in the same hbin."""
         self._scan()
-        size = S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0]
+        size = self.hive.cell_size(cell)
         if size >= 0:
             raise CorruptHiveError(f"{self.name}: corrupt hive: cell 0x{cell:x} freed twice")
         size = -size
@@ -252,7 +284,7 @@ class HiveEditor:
         self._add_free(cell, size)
 
     def cell_capacity(self, cell: int) -> int:
-        return -S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0] - 4
+        return -self.hive.cell_size(cell) - 4
 
     def _new_cell(self, data: bytes) -> int:
         cell = self.alloc(len(data))
@@ -305,6 +337,8 @@ class HiveEditor:
         raw = encode_value(vtype, data)
         if len(raw) >= S.DATA_INLINE:
             raise InputError("value data too large")
+        if len(name) > 16383:
+            raise InputError(f"value name longer than 16,383 characters: {name[:40]}…")
         key = self._key(path)
         val = key.value(name)
         if val is None:
@@ -423,7 +457,7 @@ class HiveEditor:
         )
         cell = self._new_cell(nk + name_raw)
         if sec != S.NO_CELL:
-            refs = self._u32(sec, S.SK_OFF_REFCOUNT)
+            refs = self.hive.security_cell(sec)[2]  # validated: an sk cell inside the hive
             self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(refs + 1))
         self._list_insert(parent, cell, name)
         parent = Key(self.hive, parent.offset, None)
@@ -597,11 +631,12 @@ class HiveEditor:
 
     # --- commit ----------------------------------------------------------------------------
 
-    def commit(self) -> CommitResult:
+    def commit(self, *, touch_timestamp: bool = True) -> CommitResult:
         """Finish the base block and return the dirty pages (base block first).
 
-        Both sequence numbers are raised by one and equal, the timestamp and hive bins size
-        are set and the checksum recomputed. Nothing is returned when nothing changed.
+        Both sequence numbers are raised by one and equal, the timestamp (unless
+        ``touch_timestamp`` is False, as Windows 8.1+ does) and hive bins size are set and
+        the checksum recomputed. Nothing is returned when nothing changed.
         """
         if not self.dirty:
             return CommitResult([], len(self.buf), self.old_file_length)
@@ -609,7 +644,8 @@ class HiveEditor:
         seq = max(self.hive.sequence1, self.hive.sequence2) + 1
         seq &= 0xFFFFFFFF
         struct.pack_into("<II", base, S.BASE_SEQ1_OFF, seq, seq)
-        struct.pack_into("<Q", base, S.BASE_TIMESTAMP_OFF, self.clock())
+        if touch_timestamp:
+            struct.pack_into("<Q", base, S.BASE_TIMESTAMP_OFF, self.clock())
         struct.pack_into("<I", base, S.BASE_HBINS_SIZE_OFF, self.hive.hbins_size)
         struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
         self._write(0, bytes(base))

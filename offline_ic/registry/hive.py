@@ -97,16 +97,15 @@ def decode_name(raw: bytes, compressed: bool) -> str:
     """Key/value names: Latin-1 when flagged compressed, UTF-16LE otherwise."""
     if compressed:
         return raw.decode("latin-1")
-    return raw.decode("utf-16-le", "surrogatepass")
+    # an odd length is damage; keep what decodes rather than fail on a name
+    return raw[: len(raw) & ~1].decode("utf-16-le", "surrogatepass")
 
 
 def decode_data(vtype: int, raw: bytes) -> str | list[str] | int | bytes:
     """Decode value bytes as Windows tools show them; anything odd stays bytes."""
     if vtype in (RegType.SZ, RegType.EXPAND_SZ, RegType.LINK):
         text = raw[: len(raw) & ~1].decode("utf-16-le", "replace")
-        nul = text.find("\x00")
-        if vtype == RegType.LINK:
-            return text if nul < 0 else text[:nul]
+        nul = text.find("\x00")  # as regedit shows it; .raw keeps what follows
         return text if nul < 0 else text[:nul]
     if vtype == RegType.MULTI_SZ:
         text = raw[: len(raw) & ~1].decode("utf-16-le", "replace")
@@ -272,8 +271,11 @@ class Key:
             return None
         want = upper_name(name)
         want_hash = name_hash(name)
+        # Non-ASCII names: other writers (hivex) hash them differently from Windows, so
+        # their lh hashes cannot be trusted to skip entries.
+        trust_hash = name.isascii()
         for off, h in self.subkey_entries():
-            if h is not None and h != want_hash:
+            if trust_hash and h is not None and h != want_hash:
                 continue
             key = Key(self.hive, off, self.path)
             if upper_name(key.name) == want:

@@ -253,7 +253,7 @@ def recover_bytes(
     if any(lg.kind == "new" for lg in logs):
         return _recover_new(buf, logs, p_valid, p_seq2, name)
     if any(lg.kind == "old" for lg in logs):
-        return _recover_old(buf, logs, p_valid, p_ts, name)
+        return _recover_old(buf, logs, p_valid, p_ts, p_seq1, name)
     reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
     raise SafetyRefusal(f"{name}: hive is dirty and has no usable transaction log ({reasons})")
 
@@ -274,7 +274,12 @@ def _recover_new(
     used: list[str] = []
     notes: list[str] = []
     expected: int | None = None
+    base_src = usable[-1].base if base_from_log else bytes(buf[:SECTOR])
+    size = S.U32.unpack_from(base_src, S.BASE_HBINS_SIZE_OFF)[0]
+    stopped = False
     for log in usable:
+        if stopped:
+            break
         entries = [e for e in log.entries if e.seq >= log.seq1]
         if expected is None:
             if not entries or entries[0].seq != log.seq1:
@@ -291,6 +296,14 @@ def _recover_new(
             if entry.seq != expected:
                 notes.append(f"{log.label}: gap before entry {entry.seq} (expected {expected})")
                 break
+            # a hive grows only by bins that were logged: the entry must carry the new end
+            # (also bounds what a crafted log can make us allocate)
+            end = max((off + len(data) for off, data in entry.pages), default=0)
+            if entry.hbins_size > size and end < entry.hbins_size:
+                notes.append(f"{log.label}: entry {entry.seq} grows the hive past its pages")
+                stopped = True
+                break
+            size = entry.hbins_size
             applied.append(entry)
             expected += 1
             took += 1
@@ -306,23 +319,34 @@ def _recover_new(
     for entry in applied:
         _apply_pages(buf, entry.hbins_size, entry.pages)
     last = applied[-1]
-    base_src = usable[-1].base if base_from_log else b""
-    _finish_base(buf, base_src, last.seq, last.hbins_size, last.flags)
+    _finish_base(buf, base_src if base_from_log else b"", last.seq, last.hbins_size, last.flags)
     _verify_bins(buf, last.hbins_size, name)
     return RecoveryResult(buf, len(applied), base_from_log, last.seq, used, notes)
 
 
 def _recover_old(
-    buf: bytearray, logs: list[LogFile], p_valid: bool, p_ts: int, name: str
+    buf: bytearray, logs: list[LogFile], p_valid: bool, p_ts: int, p_seq1: int, name: str
 ) -> RecoveryResult:
     candidates = [lg for lg in logs if lg.kind == "old"]
     if p_valid:
         candidates = [lg for lg in candidates if lg.timestamp == p_ts]
+    # a hive grows only by bins that were logged (also bounds what we allocate)
+    have = max(len(buf) - S.BASE_BLOCK_SIZE, 0)
+    candidates = [
+        lg
+        for lg in candidates
+        if lg.hbins_size <= have
+        or max((off + len(d) for off, d in lg.dirty_pages), default=0) >= lg.hbins_size
+    ]
     if not candidates:
         reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
         raise SafetyRefusal(f"{name}: hive is dirty and no old-format log matches it ({reasons})")
-    # LOG1 first; LOG2 only when it is more recent (Windows 8 and later)
-    log = max(candidates, key=lambda lg: (lg.timestamp, lg.label == "LOG1"))
+    # Vista+ writes the log with the primary's new sequence number: that log is the one for
+    # the interrupted write. Otherwise the more recent log (Windows 8+), LOG1 on a tie.
+    log = max(
+        candidates,
+        key=lambda lg: (p_valid and lg.seq1 == p_seq1, lg.timestamp, lg.seq1, lg.label == "LOG1"),
+    )
     _apply_pages(buf, log.hbins_size, log.dirty_pages)
     _finish_base(buf, log.base, log.seq1, log.hbins_size, None)
     _verify_bins(buf, log.hbins_size, name)

@@ -42,7 +42,8 @@ class FileSource:
         self.fobj = fobj
         if size is None:
             pos = fobj.tell()
-            size = fobj.seek(0, os.SEEK_END)
+            end = fobj.seek(0, os.SEEK_END)
+            size = end if isinstance(end, int) else fobj.tell()
             fobj.seek(pos)
         self.size = size
         self.pages: dict[int, bytes] = {}

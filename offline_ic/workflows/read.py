@@ -106,13 +106,28 @@ def windows_version(software: Hive) -> dict[str, Any]:
     return out
 
 
-def inspect_target(target: str, *, parent: str | None = None,
-                   volume: int | None = None) -> dict[str, Any]:
+def inspect_target(target: str, *, parent: str | None = None, volume: int | None = None,
+                   vmcx: str | None = None) -> dict[str, Any]:
     """Everything offline-ic can tell about a target, read-only; parts that fail say why.
 
     An image without Windows still gets its image facts and volumes (forensics needs them);
-    only a target that cannot be opened at all is an error.
+    only a target that cannot be opened at all is an error. A ``.vmcx`` target (or ``vmcx``
+    beside an image) adds the host side: what Hyper-V offers the VM, compared with the guest.
     """
+    from offline_ic.host.vmcx import compare, is_vmcx, read_vmcx
+
+    if os.path.isfile(target) and is_vmcx(target):
+        return {"image": target, "target_type": "vmcx", "host": read_vmcx(target).to_dict()}
+    host = read_vmcx(vmcx) if vmcx else None
+    doc = _inspect_guest(target, parent=parent, volume=volume)
+    if host is not None:
+        doc["host"] = host.to_dict()
+        if doc.get("services"):
+            doc["host_vs_guest"] = compare(host, doc["services"]["services"])
+    return doc
+
+
+def _inspect_guest(target: str, *, parent: str | None, volume: int | None) -> dict[str, Any]:
     doc: dict[str, Any] = {"image": target, "errors": {}}
     if not _is_image(target):
         guest = open_windows_guest(target, parent=parent, volume=volume)

@@ -130,3 +130,85 @@ def patch_child(path: Path, offset: int, data: bytes) -> None:
                 b = f.read(1)[0]
                 f.seek(sb + s // 8)
                 f.write(bytes([b | (1 << (s % 8))]))
+
+
+class Crash(OSError):
+    """Raised by FaultyIO at the injected fault (and for every operation after it)."""
+
+
+class FaultyIO:
+    """Wraps a FileIO; the k-th pwrite/flush/truncate fails, as does everything after it.
+
+    ``torn``: the failing pwrite first writes half of its data. ``lose_unflushed``: at the
+    fault, every write since the last successful flush is undone (the page cache lost in a
+    power cut) - together with the default (all kept) these bracket what a crash can leave.
+    """
+
+    def __init__(self, inner, fail_at: int, *, torn: bool = False, lose_unflushed: bool = False):
+        self.inner = inner
+        self.fd = inner.fd
+        self.path = inner.path
+        self.fail_at = fail_at
+        self.torn = torn
+        self.lose = lose_unflushed
+        self.ops = 0
+        self.dead = False
+        self._undo: list[tuple[str, int, bytes]] = []
+
+    def _tick(self) -> bool:
+        if self.dead:
+            raise Crash(5, "injected crash (dead)")
+        self.ops += 1
+        return self.ops == self.fail_at
+
+    def _die(self) -> None:
+        self.dead = True
+        if self.lose:
+            for kind, off, data in reversed(self._undo):
+                if kind == "w":
+                    self.inner.pwrite(data, off)
+                else:
+                    self.inner.truncate(off)
+        raise Crash(5, "injected crash")
+
+    def pread(self, length, offset):
+        if self.dead:
+            raise Crash(5, "injected crash (dead)")
+        return self.inner.pread(length, offset)
+
+    def pwrite(self, data, offset):
+        fail = self._tick()
+        if self.lose:
+            old = self.inner.pread(len(data), offset)
+            size = self.inner.size()
+            if offset + len(data) > size:
+                self._undo.append(("t", size, b""))
+            self._undo.append(("w", offset, old))
+        if fail:
+            if self.torn:
+                self.inner.pwrite(bytes(data)[: len(data) // 2], offset)
+            self._die()
+        self.inner.pwrite(data, offset)
+
+    def flush(self):
+        if self._tick():
+            self._die()
+        self.inner.flush()
+        self._undo.clear()
+
+    def truncate(self, size):
+        fail = self._tick()
+        if self.lose:
+            self._undo.append(("t", self.inner.size(), b""))
+        if fail:
+            self._die()
+        self.inner.truncate(size)
+
+    def size(self):
+        if self.dead:
+            raise Crash(5, "injected crash (dead)")
+        return self.inner.size()
+
+    def close(self):
+        self.inner.close()
+        self.fd = -1

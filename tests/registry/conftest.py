@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import real_data, unpack
+from tests.helpers import TESTDATA, real_data, unpack
 
 HIVES = {
     "win10": "hives/dissect_SYSTEM_win10_19041.gz",
@@ -19,6 +19,8 @@ HIVES = {
     "system_b": "hives/regipy_SYSTEM_B.xz",
     "system_b_log1": "hives/regipy_SYSTEM_B.LOG1.xz",
     "system_b_log2": "hives/regipy_SYSTEM_B.LOG2.xz",
+    # made by scripts/build_hive_testdata from system_b (MIT, always in testdata/)
+    "win10_1709": "hives/SYSTEM_win10_1709_clean.xz",
 }
 
 VMIC = [
@@ -39,7 +41,9 @@ def hive_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("hives")
 
     def get(key: str) -> Path:
-        return unpack(real_data(HIVES[key]), cache)
+        # MIT hives are committed under testdata/hives; the AGPL one comes from ../shared
+        local = TESTDATA / HIVES[key]
+        return unpack(local if local.exists() else real_data(HIVES[key]), cache)
 
     return get
 

@@ -323,3 +323,16 @@ def test_lazy_reading_of_twenty_keys(hive_cache):
         _ = key.value("Start").data
     assert counter.bytes_read < len(data) // 20, counter.bytes_read
     assert counter.bytes_read < 400_000
+
+
+def test_lazy_through_a_dissect_stream(hive_cache):
+    """The lead hands us dissect streams (AlignedStream subclasses): still lazy."""
+    from dissect.util.stream import RangeStream
+
+    data = hive_cache("win10").read_bytes()
+    counter = CountingReader(data)
+    stream = RangeStream(counter, 0, len(data))
+    hive = Hive.open(stream, name="SYSTEM (in image)")
+    assert hive.size == 4096 + hive.hbins_size <= len(data)
+    assert hive.open_key(r"ControlSet001\Services\vmicheartbeat").value("Start").data == 3
+    assert counter.bytes_read < 200_000, counter.bytes_read

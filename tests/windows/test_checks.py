@@ -10,7 +10,7 @@ import pytest
 from offline_ic.guest.windows.checks import check_windows_guest, windows_checks
 from offline_ic.guest.windows.guest import DirectoryWindowsGuest, HiveFileGuest
 from offline_ic.image import open_image
-from tests.helpers import real_data, script_module
+from tests.helpers import real_data, require_fuse, script_module
 
 MiB = 1024 * 1024
 
@@ -68,6 +68,7 @@ def test_dirty_hive_in_image_warns_and_names_logs(win10_dirty_raw):
 
 @pytest.mark.skipif(shutil.which("ntfs-3g") is None, reason="ntfs-3g not installed")
 def test_hibernated_volume_fails(tmp_path, system_win10):
+    require_fuse()
     build = script_module("build_windows_testdata")
     hiberfil = tmp_path / "hiberfil.sys"
     hiberfil.write_bytes(b"HIBR" + b"\0" * 8188)

@@ -75,4 +75,5 @@ def test_inspect_image_without_windows_still_shows_the_disk(cli, unpacked):
     assert doc["image_info"]["block_size"] == 32 * 2**20
     assert [(v["offset"], v["filesystem"]) for v in doc["volumes"]] == [(65536, "ntfs")]
     assert doc["os"] is None
-    assert "no Windows volume found" in doc["errors"]["windows"]
+    assert "no Windows volume found" in doc["errors"]["os"]
+    assert "no Linux root" in doc["errors"]["os"]

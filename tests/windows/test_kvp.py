@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+from tests.helpers import hivex_merge
+
 PARAMETERS = {
     "HostName": "HV-HOST-07.corp.example.com",
     "PhysicalHostName": "HV-HOST-07",
@@ -51,15 +53,10 @@ def test_agrees_with_hivexget(cli, software_hive):
 
 def test_missing_pool_key_is_empty(cli, tmp_path, software_hive):
     """A SOFTWARE hive without the Virtual Machine keys gives empty pools, not an error."""
-    if shutil.which("hivexregedit") is None:
-        pytest.skip("hivexregedit not installed")
     hive = tmp_path / "SOFTWARE"
     shutil.copyfile(software_hive, hive)
-    reg = tmp_path / "del.reg"
-    reg.write_text("Windows Registry Editor Version 5.00\n\n"
-                   "[-HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Virtual Machine]\n")
-    subprocess.run(["hivexregedit", "--merge", "--prefix", "HKEY_LOCAL_MACHINE\\SOFTWARE", str(hive), str(reg)],
-                   check=True)
+    hivex_merge(hive, "[-HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Virtual Machine]\n",
+                "HKEY_LOCAL_MACHINE\\SOFTWARE")
     assert kvp_json(cli, hive) == {"pool": "parameters", "values": {}}
     assert kvp_json(cli, hive, "--pool", "all") == {
         "pools": {"parameters": {}, "external": {}, "guest": {}, "auto": {}}

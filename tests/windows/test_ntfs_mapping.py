@@ -12,10 +12,16 @@ import pytest
 
 from offline_ic.errors import SafetyRefusal
 from offline_ic.fs.ntfs import NtfsVolume, check_volume_writable, map_file_writes
+from tests.helpers import require_fuse
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.skipif(shutil.which("ntfs-3g") is None or shutil.which("mkntfs") is None,
                                 reason="ntfs-3g / mkntfs not installed")
+
+
+@pytest.fixture(autouse=True)
+def _needs_fuse():
+    require_fuse()
 
 
 def mounted(volume: Path):

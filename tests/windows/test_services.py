@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from offline_ic.guest.windows.catalog import DRIVERS, INTEGRATION_SERVICES, resolve_service
-from tests.helpers import real_data
+from tests.helpers import hivex_merge, real_data
 
 EIGHT = [s.name for s in INTEGRATION_SERVICES]
 DRIVER_NAMES = [d.name for d in DRIVERS]
@@ -105,20 +105,15 @@ def test_windows7_vhd_has_no_integration_services(cli, win7_vhd, unpacked):
 
 def test_control_set_follows_select_current(cli, tmp_path, system_win10):
     """With Select\\Current = 2 the services come from ControlSet002 (a copy made by hivex)."""
-    if shutil.which("hivexregedit") is None:
-        pytest.skip("hivexregedit not installed")
     hive = tmp_path / "SYSTEM"
     shutil.copyfile(system_win10, hive)
-    reg = tmp_path / "change.reg"
-    reg.write_text(
-        "Windows Registry Editor Version 5.00\n\n"
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n\"Current\"=dword:00000002\n\n"
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002]\n\n"
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services]\n\n"
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services\\vmicheartbeat]\n\"Start\"=dword:00000002\n"
-    )
-    subprocess.run(["hivexregedit", "--merge", "--prefix", "HKEY_LOCAL_MACHINE\\SYSTEM", str(hive), str(reg)],
-                   check=True)
+    hivex_merge(hive,
+                "[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n\"Current\"=dword:00000002\n\n"
+                "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002]\n\n"
+                "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services]\n\n"
+                "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services\\vmicheartbeat]\n"
+                "\"Start\"=dword:00000002\n",
+                "HKEY_LOCAL_MACHINE\\SYSTEM")
     doc, _ = services_json(cli, hive)
     assert doc["control_set"] == "ControlSet002"
     services = by_name(doc["services"])

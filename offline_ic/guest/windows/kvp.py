@@ -8,7 +8,8 @@ guest's intrinsic items.
 from __future__ import annotations
 
 from offline_ic.errors import InputError
-from offline_ic.registry import Hive, Value
+from offline_ic.guest.windows.changes import ValueChange
+from offline_ic.registry import Hive, RegType, Value
 
 KVP_ROOT = "Microsoft\\Virtual Machine"
 KVP_POOLS = {
@@ -48,3 +49,12 @@ def read_pool(software: Hive, pool: str) -> dict[str, str]:
 
 def read_all_pools(software: Hive) -> dict[str, dict[str, str]]:
     return {pool: read_pool(software, pool) for pool in KVP_POOLS}
+
+
+def kvp_changes(pool: str, set_values: dict[str, str], delete: list[str]) -> list[ValueChange]:
+    """Changes that set (REG_SZ, creating the pool key if needed) and delete KVP values."""
+    key = pool_key_path(pool)
+    changes = [ValueChange("SOFTWARE", key, name, RegType.SZ, value, create_key=True)
+               for name, value in set_values.items()]
+    changes += [ValueChange("SOFTWARE", key, name) for name in delete]
+    return changes

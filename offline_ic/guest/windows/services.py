@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from offline_ic.errors import CorruptHiveError
+from offline_ic.errors import CorruptHiveError, NotFoundError
 from offline_ic.guest.windows.catalog import (
     DRIVERS,
     INTEGRATION_SERVICES,
     ServiceSpec,
     start_type_name,
 )
-from offline_ic.registry import Hive
+from offline_ic.guest.windows.changes import ValueChange
+from offline_ic.registry import Hive, RegType
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,26 @@ def read_services(system: Hive) -> ServicesReport:
         services=[service_state(system, control_set, s) for s in INTEGRATION_SERVICES],
         drivers=[service_state(system, control_set, d) for d in DRIVERS],
     )
+
+
+def start_changes(system: Hive, wanted: dict[str, int],
+                  skip_missing: bool = False) -> tuple[list[ValueChange], list[str]]:
+    """Changes that set the Start value of integration services (registry name -> Start),
+    and the names skipped because the guest does not have them.
+
+    Only services the guest has are changed: creating a service key offline would leave a
+    service without its image path. A missing one is an error, unless ``skip_missing``
+    (``all=...``: every service the guest has).
+    """
+    control_set = current_control_set(system)
+    changes, skipped = [], []
+    for name, start in wanted.items():
+        key = f"{control_set}\\Services\\{name}"
+        if system.find_key(key) is None:
+            if skip_missing:
+                skipped.append(name)
+                continue
+            raise NotFoundError(f"{system.name}: {name} is not installed in this guest (no "
+                                f"{key}); it cannot be enabled offline")
+        changes.append(ValueChange("SYSTEM", key, "Start", RegType.DWORD, start))
+    return changes, skipped

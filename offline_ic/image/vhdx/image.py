@@ -16,7 +16,7 @@ from typing import Any
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError
 from offline_ic.image.base import DiskImage, ImageInfo
 from offline_ic.image.crc32c import crc32c
-from offline_ic.image.fileio import FileIO
+from offline_ic.image.fileio import FileIO, refuse_readonly_file
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.log import Overlay, read_active_log
 
@@ -65,6 +65,8 @@ class VhdxImage(DiskImage):
         try:
             if writable:
                 from offline_ic.image.vhdx.writer import prepare_writable
+
+                refuse_readonly_file(fd, path)
 
                 prepare_writable(self, force=force)
             else:

@@ -170,8 +170,10 @@ def _align(img: VhdxImage, segs: list[list]) -> list[tuple[int, bytes]]:
 class Transaction:
     """One atomic set of writes into a VHDX (see the module docstring for the protocol)."""
 
-    def __init__(self, img: VhdxImage):
+    def __init__(self, img: VhdxImage, *, relocate: bool = False):
         self.img = img
+        self.relocate = relocate  # copy touched blocks to new space instead of logging data
+        self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
         self.eof = -(-self.old_size // S.MiB) * S.MiB
         self.sectors: dict[int, bytearray] = {}  # 4 KiB file offset -> new sector image
@@ -261,7 +263,14 @@ class Transaction:
             n = min(bs - inblk, len(data) - pos)
             piece = data[pos : pos + n]
             state, foff, new = self._block(block)
-            if state in (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
+            present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
+            if state in present and self.relocate and not new:
+                dst = self._alloc(bs)
+                self.copies.append((foff, dst, bs))
+                self.new_blocks[block] = (state, dst)
+                self._set_bat(img.payload_index(block), S.bat_entry(state, dst))
+                foff, new = dst, True
+            if state in present:
                 if new:
                     self.direct.append((foff + inblk, piece))
                 else:
@@ -286,6 +295,28 @@ class Transaction:
             pos += n
 
     # commit --------------------------------------------------------------------------
+    def _chunks(self) -> list[list[tuple[int, bytes]]]:
+        items = [(off, bytes(sec)) for off, sec in sorted(self.sectors.items())]
+        per = max(1, self._max_sectors_per_entry())
+        return [items[i : i + per] for i in range(0, len(items), per)]
+
+    def log_bytes_needed(self) -> int:
+        """Bytes the log entries of this transaction take (all must fit the log at once)."""
+        n = len(self.sectors)
+        per = max(1, self._max_sectors_per_entry())
+        full, rem = divmod(n, per)
+        total = full * (S.log_descriptor_area(per) + per * SECTOR)
+        if rem or not n:
+            total += S.log_descriptor_area(rem) + rem * SECTOR
+        return total
+
+    def _entries(self, log_guid: uuid.UUID, new_size: int) -> list[bytes]:
+        chunks = self._chunks() or [[]]
+        return [
+            build_entry(log_guid, i + 1, 0, chunk, [], new_size, new_size)
+            for i, chunk in enumerate(chunks)
+        ]
+
     def _max_sectors_per_entry(self) -> int:
         ll = self.img.header.log_length
         n = ll // SECTOR
@@ -312,6 +343,9 @@ class Transaction:
             img._fwg_renewed = img._dwg_renewed = True
             if new_size > self.old_size:
                 img.io.truncate(new_size)
+            for src, dst, n in self.copies:
+                for k in range(0, n, 4 * S.MiB):
+                    img.io.pwrite(img.io.pread(min(4 * S.MiB, n - k), src + k), dst + k)
             for off, data in self.direct:
                 img.io.pwrite(data, off)
             for off, bits in self.new_bitmaps.values():
@@ -321,30 +355,31 @@ class Transaction:
             img.io.flush()
         except OSError as exc:
             self._undo_uncommitted(exc)
-        items = sorted(self.sectors.items())
-        per = self._max_sectors_per_entry()
-        for i in range(0, len(items), per):
-            chunk = [(off, bytes(sec)) for off, sec in items[i : i + per]]
-            entry = build_entry(log_guid, i // per + 1, 0, chunk, [], new_size, new_size)
-            try:
-                img.io.pwrite(entry, img.header.log_offset)
+        entries = self._entries(log_guid, new_size)
+        starts = [0]
+        for e in entries[:-1]:
+            starts.append(starts[-1] + len(e))
+        lo = img.header.log_offset
+        try:
+            # entries 2..n first, entry 1 (the sequence's tail) last: until entry 1 is
+            # durable no complete sequence exists, so a crash replays nothing
+            for st, e in list(zip(starts, entries, strict=True))[1:]:
+                img.io.pwrite(e, lo + st)
+            if len(entries) > 1:
                 img.io.flush()
-            except OSError as exc:
-                if i == 0:
-                    self._undo_uncommitted(exc)
-                raise WriteFailed(
-                    f"{img.name}: write failed ({exc.strerror or exc}) after part of a large "
-                    "transaction was applied; the image is consistent"
-                ) from None
-            try:
-                for off, data in chunk:
-                    img.io.pwrite(data, off)
-                img.io.flush()
-            except OSError as exc:
-                raise WriteFailed(
-                    f"{img.name}: write failed ({exc.strerror or exc}) after the VHDX log was "
-                    "committed; run 'offline-ic recover' to finish it"
-                ) from None
+            img.io.pwrite(entries[0], lo)
+            img.io.flush()
+        except OSError as exc:
+            self._undo_uncommitted(exc)
+        try:
+            for off, sec in sorted(self.sectors.items()):
+                img.io.pwrite(bytes(sec), off)
+            img.io.flush()
+        except OSError as exc:
+            raise WriteFailed(
+                f"{img.name}: write failed ({exc.strerror or exc}) after the VHDX log was "
+                "committed; run 'offline-ic recover' to finish it"
+            ) from None
         try:
             _update_header(img, log_guid=S.ZERO_GUID)
         except OSError as exc:
@@ -356,12 +391,17 @@ class Transaction:
         img.file_size = img.io.size()
 
     def _undo_uncommitted(self, exc: OSError) -> None:
-        """Nothing was committed: give back the space and retire the LogGuid, then raise."""
+        """Nothing was committed: retire the LogGuid, give back the space, then raise.
+
+        The LogGuid goes first: a log entry that did reach the disk must never be replayed
+        over a file that has been shortened again.
+        """
         img = self.img
         try:
-            img.io.truncate(self.old_size)
             if img.header.log_guid.int:
                 _update_header(img, log_guid=S.ZERO_GUID)
+            img.io.truncate(self.old_size)
+            img.io.flush()
         except OSError:
             pass
         img._bat_cache.clear()
@@ -379,7 +419,19 @@ def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
     segs = _merge_ranges(img.size, ranges, img.name)
     if not segs:
         return
+    aligned = _align(img, segs)
     txn = Transaction(img)
-    for off, data in _align(img, segs):
+    for off, data in aligned:
         txn.add(off, data)
+    if txn.log_bytes_needed() > img.header.log_length:
+        # too much for one pass through the log: move the touched blocks instead, so that
+        # only BAT and bitmap sectors are logged and the transaction stays atomic
+        txn = Transaction(img, relocate=True)
+        for off, data in aligned:
+            txn.add(off, data)
+        if txn.log_bytes_needed() > img.header.log_length:
+            raise InputError(
+                f"{img.name}: transaction too large for the VHDX log "
+                f"({len(txn.sectors)} metadata sectors); nothing written, split it"
+            )
     txn.commit()
