@@ -311,3 +311,22 @@ def test_an_unforeseen_error_fails_its_group_only(monkeypatch):
             by_id["linux.initramfs.present"].detail) == ("fail", "could not be checked: "
                                                           "RuntimeError: boom")
     assert "linux.blacklist.hv_utils" in by_id and "linux.daemon.kvp" in by_id
+
+
+@pytest.mark.parametrize("initrd, status", [("initrd-good.img", "warn"),
+                                            ("dracut-good.img", "fail")])
+def test_rd_driver_blacklist_only_counts_with_dracut(parts_dir, initrd, status):
+    from offline_ic.guest.linux.checks import linux_checks
+
+    k = "6.1.0-56-cloud-amd64"
+    files = {"/etc/os-release": "ID=debian\n", f"/boot/vmlinuz-{k}": b"k",
+             f"/lib/modules/{k}/modules.dep": "kernel/drivers/scsi/hv_storvsc.ko:\n",
+             f"/lib/modules/{k}/kernel/drivers/scsi/hv_storvsc.ko": b"ko",
+             f"/boot/initrd.img-{k}": (parts_dir / "initrd" / initrd).read_bytes(),
+             "/etc/default/grub": 'GRUB_CMDLINE_LINUX="rd.driver.blacklist=hv_storvsc"\n'}
+    by_id = {c.id: c for c in linux_checks(_guest(files)).results}
+    got = by_id["linux.blacklist.hv_storvsc"]
+    assert got.status == status
+    assert "/etc/default/grub:1: rd.driver.blacklist=hv_storvsc" in got.detail
+    if status == "warn":
+        assert "made by initramfs-tools, which ignores rd.* options" in got.detail
