@@ -58,7 +58,7 @@ class Volume:
     scheme: str  # "gpt" | "mbr" | "none"
     type: str
     name: str | None
-    filesystem: str | None  # "ntfs" | "ext" | "xfs" | "btrfs" | "fat" | "lvm2" | "swap" | "bitlocker" | None
+    filesystem: str | None  # "ntfs" | "ext" | "xfs" | "btrfs" | "fat" | "lvm2" | "swap" | "bitlocker" | "luks" | None
     image: DiskImage
     # LVM logical volumes are not one byte range of the disk: they bring their own opener.
     opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
@@ -111,6 +111,8 @@ def _sniff(read: Callable[[int, int], bytes], size: int) -> str | None:
         return "bitlocker"
     if boot[0:4] == b"XFSB":
         return "xfs"
+    if boot[0:6] in (b"LUKS\xba\xbe", b"SKUL\xba\xbe"):
+        return "luks"
     if boot[82:87] == b"FAT32" or boot[54:59] in (b"FAT12", b"FAT16"):
         return "fat"
     if b"LABELONE" in (boot[512:520], boot[0:8], boot[1024:1032], boot[1536:1544]):

@@ -399,23 +399,24 @@ def single_ext4_disk(root: Path, out: Path, size_mb: int = 96) -> Path:
 
 
 # --- family layouts on top of the Debian parts (units and rules as design.md lists them) ---
-def to_ubuntu(root: Path) -> None:
-    """Ubuntu: linux-cloud-tools-common units + per-kernel tools, enabled by WantedBy."""
+def to_ubuntu(root: Path, base: Path) -> None:
+    """Ubuntu: the real linux-cloud-tools-common (wrappers, units, udev rules) + per-kernel
+    tools in /usr/lib/linux-tools/<kver> (Debian's binaries of the same upstream tools stand
+    in for linux-cloud-tools-<kver>), units enabled by wants symlinks as its postinst does."""
     _write(root, "/usr/lib/os-release",
            'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
            'ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=jammy\n')
     _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     for d in ("kvp", "vss", "fcopy"):
-        unit = f"hv-{d}-daemon.service"
-        _link(root, f"/etc/systemd/system/multi-user.target.wants/{unit}",
-              f"/usr/lib/systemd/system/{unit}")
-        binary = root / f"usr/sbin/hv_{d}_daemon"
+        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
         per_kernel = root / f"usr/lib/linux-tools/{K61}/hv_{d}_daemon"
         per_kernel.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(binary, per_kernel)
-        _write(root, f"/usr/sbin/hv_{d}_daemon",
-               f'#!/bin/bash\n# linux-cloud-tools wrapper\nexec "/usr/lib/linux-tools/'
-               f'$(uname -r)/hv_{d}_daemon" "$@"\n', 0o755)
+        shutil.move(root / f"usr/sbin/hv_{d}_daemon", per_kernel)
+    shutil.copytree(base / "ubuntu-lctc", root, symlinks=True, dirs_exist_ok=True)
+    for d in ("kvp", "vss", "fcopy"):
+        unit = f"hv-{d}-daemon.service"
+        _link(root, f"/etc/systemd/system/multi-user.target.wants/{unit}",
+              f"/lib/systemd/system/{unit}")
 
 
 def to_suse(root: Path, kernel: str) -> None:
@@ -607,9 +608,53 @@ def case_daemons_masked(base: Path, work: Path, out: Path) -> Path:
     return single_ext4_disk(root, out)
 
 
+def case_debian_612_trixie_daemons(base: Path, work: Path, out: Path) -> Path:
+    """Kernel 6.12 with Debian 13's hyperv-daemons 6.12 (kvp, vss; no file-copy daemon)."""
+    root = debian_tree(base, work, kernels=(K612,))
+    for d in ("kvp", "vss", "fcopy"):
+        _rm(root, f"/usr/sbin/hv_{d}_daemon")
+        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    shutil.copytree(base / "hvd612", root, symlinks=True, dirs_exist_ok=True)
+    return single_ext4_disk(root, out)
+
+
+def case_debian_split_usr(base: Path, work: Path, out: Path) -> Path:
+    """/usr on its own volume (fstab LABEL=), /boot on another (fstab UUID=), MBR disk:
+    /etc/os-release and /lib -> usr/lib cross onto the /usr volume."""
+    root = debian_tree(base, work)
+    _write(root, "/etc/fstab", f"UUID={ROOT_UUID} / ext4 defaults 0 1\n"
+           f"UUID={BOOT_UUID} /boot ext4 defaults 0 2\nLABEL=usr /usr ext4 defaults 0 2\n"
+           "UUID=0badc0de-0000-4000-8000-000000000000 /var ext4 defaults,nofail 0 2\n")
+    usr, boot = work / "usr", work / "boot"
+    for d in (usr, boot):
+        if d.exists():
+            shutil.rmtree(d)
+    shutil.move(root / "usr", usr)
+    shutil.move(root / "boot", boot)
+    (root / "usr").mkdir()
+    (root / "boot").mkdir()
+    fs_root, fs_boot, fs_usr = (work / n for n in ("root.fs", "boot.fs", "usr.fs"))
+    mkfs_ext4(root, fs_root, 16, "root", ROOT_UUID)
+    mkfs_ext4(boot, fs_boot, 32, "boot", BOOT_UUID)
+    mkfs_ext4(usr, fs_usr, 48, "usr", str(uuid.uuid4()))
+    make_disk(out, [("linux", fs_boot), ("linux", fs_usr), ("linux", fs_root)], label="dos")
+    for p in (fs_root, fs_boot, fs_usr):
+        p.unlink()
+    return out
+
+
 def case_ubuntu(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
-    to_ubuntu(root)
+    to_ubuntu(root, base)
+    return single_ext4_disk(root, out)
+
+
+def case_ubuntu_no_cloud_tools(base: Path, work: Path, out: Path) -> Path:
+    """linux-cloud-tools-common without linux-cloud-tools-<kver>: the wrappers exec nothing."""
+    root = debian_tree(base, work)
+    to_ubuntu(root, base)
+    _rm(root, "/usr/lib/linux-tools")
     return single_ext4_disk(root, out)
 
 
@@ -682,7 +727,10 @@ CASES: dict[str, Callable[[Path, Path, Path], Path]] = {
     "debian-daemons-missing": case_daemons_missing,
     "debian-daemons-masked": case_daemons_masked,
     "debian-612-old-fcopy": case_debian_612_old_fcopy,
+    "debian-612-trixie-daemons": case_debian_612_trixie_daemons,
+    "debian-split-usr": case_debian_split_usr,
     "ubuntu-good": case_ubuntu,
+    "ubuntu-no-cloud-tools": case_ubuntu_no_cloud_tools,
     "suse-612": case_suse_612,
     "rhel-lvm-xfs": case_rhel_lvm,
     "rhel-rd-blacklist": case_rhel_rd_blacklist,

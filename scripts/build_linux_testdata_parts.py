@@ -13,6 +13,8 @@ Only what the checks look at is kept, so the tarball stays a few MB:
   (libc, udevadm, libcrypto, ...) are dropped, the rest (and the uncompressed early microcode
   archive) kept, recompressed with the compressor mkinitramfs used.
 * ``hvd612/``: Debian trixie's hyperv-daemons 6.12 files (no file-copy daemon any more).
+* ``ubuntu-lctc/``: Ubuntu 22.04's linux-cloud-tools-common (the /usr/sbin wrappers that exec
+  /usr/lib/linux-tools/<kver>/..., the hv-*-daemon units and 60-hv-*-daemon.rules).
 
 usage: build_linux_testdata_parts.py SCRATCH_DIR [OUT.tar.xz]
 """
@@ -133,8 +135,14 @@ def main(argv: list[str]) -> int:
         deb = next((src / "root").glob("hyperv-daemons_6.12*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(deb), str(hvd)], check=True)
         shutil.rmtree(hvd / "usr/share", ignore_errors=True)
+        ubuntu = stage / "ubuntu-lctc"
+        deb = next((src / "root").glob("linux-cloud-tools-common_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(ubuntu)], check=True)
+        shutil.rmtree(ubuntu / "usr/share", ignore_errors=True)
+        shutil.rmtree(ubuntu / "etc/init", ignore_errors=True)  # upstart jobs
+        (ubuntu / "lib/systemd/system/intel-sgx-load-module.service").unlink()
         with tarfile.open(out, "w:xz", preset=9) as tar:
-            for name in ("root", "initrd", "hvd612"):
+            for name in ("root", "initrd", "hvd612", "ubuntu-lctc"):
                 tar.add(stage / name, arcname=name)
     print(f"{out}: {out.stat().st_size} bytes")
     return 0

@@ -90,6 +90,8 @@ def _volume_summary(image: DiskImage) -> str:
         vols = list_volumes(image)
     except Exception as exc:  # damaged partition table: say so instead of crashing
         return f"volumes unreadable ({exc})"
-    return "volumes " + ", ".join(
-        f"{v.number}:{v.filesystem or 'unknown'}" for v in vols
-    )
+    text = "volumes " + ", ".join(f"{v.number}:{v.filesystem or 'unknown'}" for v in vols)
+    locked = [str(v.number) for v in vols if v.filesystem in ("luks", "bitlocker")]
+    if locked:
+        text += f"; volume {', '.join(locked)} is encrypted and cannot be read offline"
+    return text

@@ -73,10 +73,31 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
             "hv_fcopy_daemon is installed (/usr/lib/systemd/system/hv-fcopy-daemon.service)"),
         "linux.daemon.kvp": ("pass", "/usr/sbin/hv_kvp_daemon"),
     }),
+    "debian-612-trixie-daemons": ("pass", K612, {
+        "linux.daemon.kvp": ("pass", "started by udev rule /usr/lib/udev/rules.d/60-hyperv-daemons.rules:1"),
+        "linux.daemon.vss": ("pass", "/usr/sbin/hv_vss_daemon"),
+        "linux.daemon.fcopy": ("warn", f"hv_fcopy_uio_daemon for kernel {K612} not installed"),
+    }),
+    "debian-split-usr": ("pass", K61, {
+        "linux.os.release": ("pass", "/etc/os-release on volume 3 (ext): ID=debian"),
+        "linux.fs.mounts": ("warn", "/etc/fstab:4: UUID=0badc0de-0000-4000-8000-000000000000 for "
+                            "/var not found on the image (mounted: / on volume 3 (ext), /boot on "
+                            "volume 1 (ext), /usr on volume 2 (ext))"),
+        "linux.kernel.default": ("pass", f"{K61}: boot entry /boot/grub/grub.cfg:8"),
+        "linux.module.hv_storvsc": ("pass", f"/lib/modules/{K61}/kernel/drivers/scsi/hv_storvsc.ko"),
+        **BOOT_DRIVERS_OK,
+        "linux.daemon.kvp": ("pass", "/usr/lib/udev/rules.d/60-hyperv-daemons.rules:2"),
+    }),
     "ubuntu-good": ("pass", K61, {
         "linux.os.release": ("pass", "family ubuntu"),
         "linux.daemon.kvp": (
             "pass", "wants symlink /etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service"),
+    }),
+    "ubuntu-no-cloud-tools": ("pass", K61, {
+        "linux.daemon.kvp": (
+            "warn", f"hv-kvp-daemon.service: /usr/lib/linux-tools/{K61}/hv_kvp_daemon missing "
+            f"(install linux-cloud-tools for {K61})"),
+        "linux.daemon.vss": ("warn", f"/usr/lib/linux-tools/{K61}/hv_vss_daemon missing"),
     }),
     "suse-612": ("pass", K612, {
         "linux.os.release": ("pass", "ID=sles VERSION_ID=15.6, family suse"),
@@ -231,3 +252,33 @@ def test_damaged_images_give_reasons_not_crashes(linux_images, tmp_path, seed):
         report = run_checks(disk)
     assert report.result in ("pass", "fail")
     assert report.checks and all(c.detail for c in report.checks)
+
+
+def test_differencing_child_and_parent_option(linux_images, tmp_path):
+    """A differencing VHDX over the Debian image: found through its locator, or --parent."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from offline_ic.image.vhdx.create import create_child
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not installed")
+    base = tmp_path / "base.vhdx"
+    subprocess.run(["qemu-img", "convert", "-O", "vhdx", str(linux_images["debian-no-storvsc"]),
+                    str(base)], check=True)
+    child = tmp_path / "child.avhdx"
+    create_child(str(base), str(child))
+    moved = tmp_path / "elsewhere.vhdx"
+    for args, code in (([str(child)], 1), ([str(child), "--parent", str(base)], 1)):
+        proc = subprocess.run([sys.executable, "-m", "offline_ic", "check", *args, "--json"],
+                              capture_output=True, text=True)
+        assert proc.returncode == code, proc.stderr
+        doc = json.loads(proc.stdout)
+        failed = [c["id"] for c in doc["checks"] if c["status"] == "fail"]
+        assert failed == ["linux.initramfs.hv_storvsc"]
+    base.rename(moved)
+    proc = subprocess.run([sys.executable, "-m", "offline_ic", "check", str(child), "--parent",
+                           str(moved)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "FAIL  linux.initramfs.hv_storvsc" in proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -183,3 +184,36 @@ def test_mounted_directory_root_never_reads_the_host(parts_dir, tmp_path):
 def test_directory_that_is_no_guest_is_an_input_error(tmp_path):
     proc = run_cli("check", str(tmp_path))
     assert proc.returncode == 2 and "neither a Linux root" in proc.stderr
+
+
+def test_encrypted_root_is_named_in_the_reason(builder, tmp_path):
+    if shutil.which("sfdisk") is None:
+        pytest.skip("sfdisk not installed")
+    part = tmp_path / "luks.part"
+    part.write_bytes(b"LUKS\xba\xbe\x00\x02" + b"\0" * (4 << 20))  # a LUKS2 header's magic
+    disk = builder.make_disk(tmp_path / "luks.raw", [("linux", part)])
+    proc = run_cli("check", str(disk), "--json")
+    assert proc.returncode == 1
+    detail = json.loads(proc.stdout)["checks"][0]["detail"]
+    assert "volumes 1:luks; volume 1 is encrypted and cannot be read offline" in detail
+
+
+def test_two_linux_roots_are_named_and_volume_picks_one(builder, tmp_path):
+    if shutil.which("mke2fs") is None or shutil.which("sfdisk") is None:
+        pytest.skip("e2fsprogs/fdisk not installed")
+    parts = []
+    for n, ident in ((1, "debian"), (2, "fedora")):
+        tree = tmp_path / f"t{n}"
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc/os-release").write_text(f"ID={ident}\nPRETTY_NAME=\"{ident} test\"\n")
+        fs = tmp_path / f"fs{n}"
+        builder.mkfs_ext4(tree, fs, 8, f"r{n}", f"00000000-0000-4000-8000-00000000000{n}")
+        parts.append(("linux", fs))
+    disk = builder.make_disk(tmp_path / "two.raw", parts)
+    doc = json.loads(run_cli("check", str(disk), "--json").stdout)
+    rel = doc["checks"][0]
+    assert doc["distro"] == "debian test" and rel["id"] == "linux.os.release"
+    assert (rel["status"], "/etc/os-release also on volume 2 (ext): another Linux root (check it "
+            "with --volume 2)" in rel["detail"]) == ("warn", True)
+    doc = json.loads(run_cli("check", str(disk), "--json", "--volume", "2").stdout)
+    assert doc["distro"] == "fedora test" and doc["checks"][0]["status"] == "pass"

@@ -165,3 +165,31 @@ def test_real_dracut_outputs(parts_dir):
         assert info.error is None and info.segments == ["zstd"]
         assert {"hv_vmbus", "hv_storvsc", "hv_utils", "hv_netvsc"} <= set(info.modules)
         assert info.configs.get("etc/cmdline.d/01-default.conf") == cmdline
+
+
+@pytest.mark.parametrize("kind", ["zstd", "gzip", "xz", "bzip2", "lzma", "lz4"])
+def test_padding_garbage_and_further_members_after_a_compressed_part(kind):
+    tool = {"lzma": "xz"}.get(kind, kind)
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} not installed")
+    a = B.compress(B.cpio_newc(FILES[:2]), kind)
+    b = B.compress(B.cpio_newc(FILES[2:]), kind)
+    assert [n for _, _, n in names(a + b"\0" * 1000)] == [n for n, _, _ in FILES[:2]]
+    assert [n for _, _, n in names(a + b"\0" * 100 + b"junk")] == [n for n, _, _ in FILES[:2]]
+    assert [n for _, _, n in names(a + b"\0" * 8 + b)] == [n for n, _, _ in FILES]
+
+
+def test_zstd_skippable_frame_and_corrupt_block():
+    if shutil.which("zstd") is None:
+        pytest.skip("zstd not installed")
+    a = B.compress(B.cpio_newc(FILES), "zstd")
+    skippable = (0x184D2A5E).to_bytes(4, "little") + (6).to_bytes(4, "little") + b"ignore"
+    b = B.compress(B.cpio_newc(FILES[:1]), "zstd")
+    assert len(names(a + skippable + b)) == len(FILES) + 1
+    bad = bytearray(a)
+    fhd = bad[4]  # frame header: magic, descriptor, window, dictionary id, content size
+    single = (fhd >> 5) & 1
+    head = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
+    bad[head : head + 3] = b"\x07\x00\x00"  # first block header: last, reserved type
+    with pytest.raises(InitramfsError, match="zstd"):
+        names(bytes(bad))

@@ -219,3 +219,114 @@ def test_ubuntu_per_kernel_tools_missing():
     assert st.started_by and st.notes == [
         "/usr/lib/linux-tools/6.8.0-1012-azure/hv_kvp_daemon missing "
         "(install linux-cloud-tools for 6.8.0-1012-azure)"]
+
+
+def _guest(files: dict, family: str = "debian"):
+    from types import SimpleNamespace
+
+    from offline_ic.guest.linux.guest import LinuxGuest
+
+    vol = SimpleNamespace(number=1)
+    return LinuxGuest(fs=guest_fs(files), image=None, root_volume=vol,
+                      os_release={"ID": family}, os_release_path="/etc/os-release",
+                      family=family)
+
+
+def test_builtin_boot_drivers_need_no_initramfs_and_cannot_be_blacklisted():
+    from offline_ic.guest.linux.checks import linux_checks
+
+    k = "6.6.0-azure"
+    builtin = "".join(f"kernel/drivers/{p}.ko\n" for p in (
+        "hv/hv_vmbus", "hv/hv_utils", "scsi/hv_storvsc", "net/hyperv/hv_netvsc"))
+    report = linux_checks(_guest({
+        "/etc/os-release": "ID=debian\n",
+        f"/boot/vmlinuz-{k}": b"k",
+        f"/lib/modules/{k}/modules.dep": "",
+        f"/lib/modules/{k}/modules.builtin": builtin,
+        "/etc/default/grub": 'GRUB_CMDLINE_LINUX="module_blacklist=hv_vmbus"\n',
+    }))
+    by_id = {c.id: c for c in report.results}
+    assert report.kernel == k
+    assert by_id["linux.initramfs.present"].status == "pass"
+    assert "not needed: the boot drivers are built in" in by_id["linux.initramfs.present"].detail
+    assert by_id["linux.initramfs.hv_storvsc"].detail == (
+        f"hv_storvsc built into the kernel: /lib/modules/{k}/modules.builtin:3")
+    bl = by_id["linux.blacklist.hv_vmbus"]
+    assert (bl.status, bl.detail) == ("warn", "hv_vmbus is built in, so this has no effect: "
+                                      "/etc/default/grub:1: module_blacklist=hv_vmbus")
+    assert by_id["linux.module.hv_balloon"].status == "warn"
+    assert report.results and all(c.status != "fail" for c in report.results)
+
+
+def test_default_entry_boots_a_missing_kernel_and_no_kernel_at_all():
+    from offline_ic.guest.linux.checks import linux_checks
+
+    report = linux_checks(_guest({
+        "/etc/os-release": "ID=debian\n",
+        "/boot/vmlinuz-6.1.0-9-amd64": b"k",
+        "/lib/modules/6.1.0-9-amd64/modules.dep": "",
+        "/boot/grub/grub.cfg": GRUB_CFG,  # first entry boots 6.1.0-10, which is gone
+    }))
+    by_id = {c.id: c for c in report.results}
+    assert by_id["linux.kernel.default"].status == "fail"
+    assert "boots 6.1.0-10-amd64, which is not installed (installed: 6.1.0-9-amd64)" in (
+        by_id["linux.kernel.default"].detail)
+    report = linux_checks(_guest({"/etc/os-release": "ID=nixos\n"}, family="unknown"))
+    ids = [(c.id, c.status) for c in report.results]
+    assert ids[:3] == [("linux.os.release", "warn"), ("linux.fs.mounts", "pass"),
+                       ("linux.kernel.default", "fail")]
+    assert ("linux.daemon.kvp", "warn") in ids
+
+
+def test_grub_d_overrides_default_and_adds_cmdline():
+    gfs = two_kernels({
+        "/etc/default/grub": "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n",
+        "/etc/default/grub.d/50-cloudimg-settings.cfg":
+            "# cloud image\nGRUB_DEFAULT=1>1\n"
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT modprobe.blacklist=hv_vmbus\"\n",
+    })
+    choice = choose_default(gfs, find_kernels(gfs))
+    assert choice.kernel.version == "6.1.0-9-amd64"
+    assert "/etc/default/grub.d/50-cloudimg-settings.cfg:2: GRUB_DEFAULT=1>1" in choice.reason
+    hits = [h for ev, line in kernel_cmdlines(gfs, choice) for h in cmdline_blacklist(line, ev)]
+    assert [(h.module, h.evidence) for h in hits] == [
+        ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils"),
+        ("hv_vmbus", "/etc/default/grub.d/50-cloudimg-settings.cfg:3: modprobe.blacklist=hv_vmbus")]
+
+
+def test_an_unforeseen_error_fails_its_group_only(monkeypatch):
+    import offline_ic.guest.linux.checks as lc
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lc, "scan_initramfs", boom)
+    k = "6.1.0-1-amd64"
+    report = lc.linux_checks(_guest({
+        "/etc/os-release": "ID=debian\n", f"/boot/vmlinuz-{k}": b"k",
+        f"/boot/initrd.img-{k}": b"x", f"/lib/modules/{k}/modules.dep": "",
+    }))
+    by_id = {c.id: c for c in report.results}
+    assert (by_id["linux.initramfs.present"].status,
+            by_id["linux.initramfs.present"].detail) == ("fail", "could not be checked: "
+                                                          "RuntimeError: boom")
+    assert "linux.blacklist.hv_utils" in by_id and "linux.daemon.kvp" in by_id
+
+
+@pytest.mark.parametrize("initrd, status", [("initrd-good.img", "warn"),
+                                            ("dracut-good.img", "fail")])
+def test_rd_driver_blacklist_only_counts_with_dracut(parts_dir, initrd, status):
+    from offline_ic.guest.linux.checks import linux_checks
+
+    k = "6.1.0-56-cloud-amd64"
+    files = {"/etc/os-release": "ID=debian\n", f"/boot/vmlinuz-{k}": b"k",
+             f"/lib/modules/{k}/modules.dep": "kernel/drivers/scsi/hv_storvsc.ko:\n",
+             f"/lib/modules/{k}/kernel/drivers/scsi/hv_storvsc.ko": b"ko",
+             f"/boot/initrd.img-{k}": (parts_dir / "initrd" / initrd).read_bytes(),
+             "/etc/default/grub": 'GRUB_CMDLINE_LINUX="rd.driver.blacklist=hv_storvsc"\n'}
+    by_id = {c.id: c for c in linux_checks(_guest(files)).results}
+    got = by_id["linux.blacklist.hv_storvsc"]
+    assert got.status == status
+    assert "/etc/default/grub:1: rd.driver.blacklist=hv_storvsc" in got.detail
+    if status == "warn":
+        assert "made by initramfs-tools, which ignores rd.* options" in got.detail

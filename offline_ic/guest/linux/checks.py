@@ -68,7 +68,7 @@ def _guard(res: list[CheckResult], cid: str, fn, *args):  # noqa: ANN001, ANN202
 def linux_checks(guest: LinuxGuest) -> LinuxReport:
     """Run every Linux check on an opened guest."""
     report = LinuxReport(guest.distro, guest.family, None)
-    _guard(report.results, "linux.kernel.default", _linux_checks, guest, report)
+    _guard(report.results, "linux.guest", _linux_checks, guest, report)
     return report
 
 
@@ -184,6 +184,12 @@ def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: AN
     c_hits: list[BlacklistHit] = []
     for evidence, line in kernel_cmdlines(guest.fs, choice):
         c_hits += cmdline_blacklist(line, evidence)
+    ignored: list[BlacklistHit] = []
+    if initrd is not None and initrd.generator == "initramfs-tools":
+        # rd.* options are dracut's: an initramfs-tools initramfs and the booted system
+        # ignore rd.driver.blacklist=
+        ignored = [h for h in c_hits if "rd.driver.blacklist=" in h.evidence]
+        c_hits = [h for h in c_hits if h not in ignored]
     i_hits = initramfs_blacklist(initrd.configs, initrd.path) if initrd else []
     looked = f"{len(files)} modprobe.d files, the kernel command line"
     if initrd is not None:
@@ -193,11 +199,17 @@ def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: AN
     for name in REQUIRED_MODULES:
         cid = f"linux.blacklist.{name}"
         hits = [h for h in g_hits + c_hits + i_hits if h.module == name]
+        no_effect = [h.evidence for h in ignored if h.module == name]
+        if not hits and no_effect:
+            _r(res, cid, "warn", f"{name}: {'; '.join(no_effect)} has no effect "
+               f"({initrd.path} is made by initramfs-tools, which ignores rd.* options)")
+            continue
         if not hits:
             _r(res, cid, "pass", f"{name} not blacklisted ({looked})")
             continue
         evidence = "; ".join(h.evidence for h in hits)
-        if statuses[name].builtin and all(h.kind != "cmdline" for h in hits):
+        if statuses[name].builtin:
+            # module_blacklist=, modprobe.d and dracut all act on loadable modules only
             _r(res, cid, "warn", f"{name} is built in, so this has no effect: {evidence}")
             continue
         effective = [h for h in hits if not (h.kind == "cmdline" and "rd.driver." in h.evidence)]

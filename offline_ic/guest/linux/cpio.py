@@ -55,29 +55,45 @@ class CpioEntry:
 
 
 class _Reader:
-    """Byte source with a small look-ahead buffer, counting what it consumed."""
+    """Byte source with a look-ahead buffer, counting what it consumed.
+
+    The buffer is consumed by moving an offset (no copy of the rest on every small read),
+    and skipped data inside it is never copied at all.
+    """
 
     def __init__(self, read: Callable[[int], bytes]):
         self._read = read
         self._buf = b""
+        self._pos = 0
         self.eof = False
         self.consumed = 0
 
+    def _avail(self) -> int:
+        return len(self._buf) - self._pos
+
     def _fill(self, n: int) -> None:
-        while len(self._buf) < n and not self.eof:
-            chunk = self._read(max(n - len(self._buf), CHUNK))
+        if self._avail() >= n or self.eof:
+            return
+        parts = [self._buf[self._pos :]]
+        have = len(parts[0])
+        while have < n and not self.eof:
+            chunk = self._read(max(n - have, CHUNK))
             if not chunk:
                 self.eof = True
                 break
-            self._buf += chunk
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf = parts[1] if len(parts) == 2 and not parts[0] else b"".join(parts)
+        self._pos = 0
 
     def peek(self, n: int) -> bytes:
         self._fill(n)
-        return self._buf[:n]
+        return self._buf[self._pos : self._pos + n]
 
     def read(self, n: int) -> bytes:
         self._fill(n)
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += len(out)
         self.consumed += len(out)
         return out
 
@@ -85,30 +101,36 @@ class _Reader:
         """Discard ``n`` bytes without holding them; returns how many were skipped."""
         done = 0
         while done < n:
-            got = len(self.read(min(CHUNK, n - done)))
-            if got == 0:
-                break
-            done += got
+            if self._avail() == 0:
+                self._fill(min(CHUNK, n - done))
+                if self._avail() == 0:
+                    break
+            step = min(self._avail(), n - done)
+            self._pos += step
+            self.consumed += step
+            done += step
         return done
 
     def skip_zeros(self) -> None:
         """Skip the zero padding between concatenated archives."""
         while True:
-            self._fill(4096)
-            if not self._buf:
+            self._fill(1)
+            if self._avail() == 0:
                 return
-            stripped = self._buf.lstrip(b"\0")
-            self.consumed += len(self._buf) - len(stripped)
-            self._buf = stripped
-            if stripped:
+            view = self._buf[self._pos : self._pos + 4096]
+            stripped = len(view) - len(view.lstrip(b"\0"))
+            self._pos += stripped
+            self.consumed += stripped
+            if stripped < len(view):
                 return
 
     def rest(self) -> Callable[[int], bytes]:
         """A read function for everything not yet consumed (buffer first)."""
 
         def read(n: int) -> bytes:
-            if self._buf:
-                out, self._buf = self._buf[:n], self._buf[n:]
+            if self._avail():
+                out = self._buf[self._pos : self._pos + n]
+                self._pos += len(out)
                 return out
             if self.eof:
                 return b""
@@ -119,24 +141,10 @@ class _Reader:
 
 def _decompressor_reader(kind: str, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
     """A read function yielding the decompressed bytes of a stream of ``kind``."""
-    if kind == "zstd":
-        import zstandard
-
-        class _Src:
-            def read(self, n: int = -1) -> bytes:
-                return read(CHUNK if n is None or n < 0 else n)
-
-        reader = zstandard.ZstdDecompressor().stream_reader(_Src(), read_across_frames=True)
-
-        def zread(n: int) -> bytes:
-            try:
-                return reader.read(n)
-            except zstandard.ZstdError as exc:
-                raise InitramfsError(f"zstd: {exc}") from exc
-
-        return zread
     if kind == "lz4":
         return _lz4_legacy_reader(read)
+    if kind == "zstd":
+        return _zstd_reader(read)
     factories: dict[str, Callable[[], object]] = {
         "gzip": lambda: zlib.decompressobj(wbits=31),
         "xz": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ),
@@ -203,6 +211,100 @@ class _StreamDecompressor:
         return b""
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class _ZstdFrame:
+    """Exactly one zstd frame's bytes from ``src``, then EOF.
+
+    zstandard's stream reader bounds its output per read but reads its input ahead, so it
+    cannot tell where a frame ends and what follows (padding, another frame, garbage). This
+    walks the frame structure (header, block headers, checksum) to hand it one frame only.
+    """
+
+    def __init__(self, src: _Reader):
+        self.src = src
+        self.body = 0
+        self.state = "header"
+        self.checksum = False
+
+    def _need(self, n: int) -> bytes:
+        data = self.src.read(n)
+        if len(data) < n:
+            raise InitramfsError("zstd: compressed data ends early (truncated)")
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if self.body:
+            out = self._need(min(self.body, CHUNK if n is None or n < 0 else max(n, 1)))
+            self.body -= len(out)
+            return out
+        if self.state == "header":
+            head = self._need(5)
+            fhd = head[4]
+            single, did, fcs = (fhd >> 5) & 1, fhd & 3, fhd >> 6
+            self.checksum = bool((fhd >> 2) & 1)
+            extra = (0 if single else 1) + (0, 1, 2, 4)[did] + (single, 2, 4, 8)[fcs]
+            self.state = "block"
+            return head + self._need(extra)
+        if self.state == "block":
+            raw = self._need(3)
+            value = int.from_bytes(raw, "little")
+            btype, size = (value >> 1) & 3, value >> 3
+            if btype == 3:
+                raise InitramfsError("zstd: reserved block type (corrupt data)")
+            self.body = 1 if btype == 1 else size
+            if value & 1:
+                self.state = "checksum" if self.checksum else "end"
+            return raw
+        if self.state == "checksum":
+            self.state = "end"
+            return self._need(4)
+        return b""
+
+
+def _zstd_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    """Decompressed bytes of consecutive zstd frames (skippable frames skipped); stops at the
+    first thing after a frame that is neither padding nor another frame."""
+    import zstandard
+
+    src = _Reader(read)
+    state: dict[str, object] = {"reader": None, "done": False}
+
+    def next_frame() -> object | None:
+        while True:
+            src.skip_zeros()
+            head = src.peek(4)
+            if head == ZSTD_MAGIC:
+                return zstandard.ZstdDecompressor().stream_reader(
+                    _ZstdFrame(src), read_across_frames=False)
+            if len(head) == 4 and 0x184D2A50 <= int.from_bytes(head, "little") <= 0x184D2A5F:
+                src.read(4)
+                size = int.from_bytes(src.read(4), "little")
+                if src.skip(size) < size:
+                    raise InitramfsError("zstd: skippable frame ends early (truncated)")
+                continue
+            return None
+
+    def zread(n: int) -> bytes:
+        while not state["done"]:
+            if state["reader"] is None:
+                state["reader"] = next_frame()
+                if state["reader"] is None:
+                    state["done"] = True
+                    break
+            try:
+                out = state["reader"].read(n)  # type: ignore[union-attr]
+            except zstandard.ZstdError as exc:
+                raise InitramfsError(f"zstd: {exc}") from exc
+            if out:
+                return out
+            state["reader"] = None  # frame finished
+        return b""
+
+    return zread
+
+
 def _lz4_legacy_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
     """The kernel's lz4 format: magic 0x184C2102, then blocks of (u32 size, data) of <= 8 MiB."""
     import lz4.block
@@ -220,6 +322,12 @@ def _lz4_legacy_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
                 return b""
             if head == b"\x02\x21\x4c\x18":  # a further concatenated stream
                 continue
+            if head == b"\0\0\0\0":  # padding: the kernel skips zeros, then looks again
+                src.skip_zeros()
+                if src.peek(4) == b"\x02\x21\x4c\x18":
+                    continue
+                state["done"] = True
+                return b""
             (size,) = struct.unpack("<I", head)
             if size == 0 or size > (8 << 20) + (8 << 20) // 255 + 16:
                 state["done"] = True  # end of the lz4 data (kernel stops at a bad size)
@@ -287,6 +395,8 @@ def iter_initramfs(
             archive += 1
             continue
         kind = sniff_compression(src.peek(8))
+        if kind is None and src.peek(4) == b"\x89LZO":
+            raise InitramfsError("lzo (lzop) compression: not read by offline-ic")
         if kind is None:
             if head[:5] == b"07070" or head[:2] in (b"\xc7\x71", b"\x71\xc7"):
                 raise InitramfsError(f"cpio: unsupported archive format {head!r} (only newc/crc)")

@@ -144,31 +144,44 @@ def open_linux_guest(image: DiskImage, volume: int | None = None) -> LinuxGuest 
             opened.append((vol, _open_fs(vol)))
         except Exception:  # unreadable filesystem: not a candidate (reported if nothing else)
             continue
-    for vol, fs, label in _root_candidates(opened):
+    found: LinuxGuest | None = None
+    candidates = [(vol, fs, _describe(vol)) for vol, fs in opened]
+    for vol, fs, label in candidates:
         if volume is not None and vol.number != volume:
             continue
         gfs = GuestFS(fs, label)
         if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
             continue
-        guest = _assemble(image, vol, gfs, opened)
-        if guest is not None:
-            return guest
+        if found is not None:
+            found.notes.append(f"/etc/os-release also on {label}: another Linux root "
+                               f"(check it with --volume {vol.number})")
+            continue
+        found = _assemble(image, vol, gfs, opened)
+    if found is not None:
+        return found
+    for vol, fs, label in _subvolumes(opened):
+        if volume is not None and vol.number != volume:
+            continue
+        gfs = GuestFS(fs, label)
+        if gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release"):
+            return _assemble(image, vol, gfs, opened)  # the first: snapshots come later
     return None
 
 
-def _root_candidates(opened: list[tuple[Volume, Any]]):  # noqa: ANN202 - generator of tuples
-    """(volume, filesystem, label): each filesystem, then the other btrfs subvolumes
+def _subvolumes(opened: list[tuple[Volume, Any]]):  # noqa: ANN202 - generator of tuples
+    """(volume, subvolume filesystem, label) of the btrfs subvolumes other than the default
     (Fedora and openSUSE keep the root in a subvolume, not at the top level)."""
-    for vol, fs in opened:
-        yield vol, fs, _describe(vol)
     for vol, fs in opened:
         if vol.filesystem != "btrfs" or not hasattr(fs, "iter_subfs"):
             continue
-        try:
-            subs = list(fs.iter_subfs())
-        except Exception:  # damaged subvolume tree: only the default subvolume is used
-            continue
-        for sub in subs:
+        subs = fs.iter_subfs()
+        while True:
+            try:
+                sub = next(subs)
+            except StopIteration:
+                break
+            except Exception:  # damaged subvolume tree: the subvolumes read so far count
+                break
             path = getattr(getattr(sub, "subvolume", None), "path", None) or "?"
             yield vol, sub, f"{_describe(vol)} subvolume {path}"
 

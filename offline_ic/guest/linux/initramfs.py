@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from offline_ic.guest.linux.cpio import CpioEntry, InitramfsError, iter_initramfs
 from offline_ic.guest.linux.fs import GuestFS, GuestPathError
@@ -28,6 +29,7 @@ class InitramfsInfo:
     entries: int = 0
     segments: list[str] = field(default_factory=list)  # compression of each archive, in order
     modules: dict[str, str] = field(default_factory=dict)  # module name -> path inside
+    generator: str | None = None  # "dracut" | "initramfs-tools" when recognisable
     configs: dict[str, str] = field(default_factory=dict)  # path inside -> text
     error: str | None = None
 
@@ -54,7 +56,7 @@ def scan_initramfs(gfs: GuestFS, path: str) -> InitramfsInfo:
     return info
 
 
-def scan_stream(fh, info: InitramfsInfo) -> InitramfsInfo:  # noqa: ANN001 - any binary file
+def scan_stream(fh: BinaryIO, info: InitramfsInfo) -> InitramfsInfo:
     """Fill ``info`` from the initramfs bytes in ``fh``."""
     last_archive = -1
 
@@ -83,3 +85,8 @@ def _take(info: InitramfsInfo, entry: CpioEntry) -> None:
         info.configs[name] = entry.data.decode("utf-8", "replace")
     if name.endswith(MODULE_EXTS) and "/modules/" in f"/{name}":
         info.modules.setdefault(norm(name), name)
+    elif info.generator is None:
+        if name.startswith("usr/lib/dracut/") or name == "usr/lib/dracut":
+            info.generator = "dracut"
+        elif name in ("conf/initramfs.conf", "scripts/init-top"):
+            info.generator = "initramfs-tools"

@@ -78,8 +78,10 @@ def find_kernels(gfs: GuestFS) -> list[Kernel]:
     kernels: dict[str, Kernel] = {}
     for name in gfs.listdir("/boot"):
         for prefix in ("vmlinuz-", "vmlinux-", "kernel-", "Image-"):
-            if name.startswith(prefix) and not name.endswith((".hmac", ".sig")):
+            if name.startswith(prefix) and not name.endswith((".hmac", ".sig", ".old")):
                 ver = name[len(prefix) :]
+                if ver.startswith("0-rescue-"):
+                    continue  # dracut's generic rescue entry, not an installed kernel
                 kernels.setdefault(ver, Kernel(ver)).vmlinuz = f"/boot/{name}"
     seen_dirs: set[str] = set()
     for root in MODULE_ROOTS:
@@ -151,17 +153,31 @@ def read_grubenv(gfs: GuestFS) -> tuple[str | None, dict[str, str]]:
     return None, {}
 
 
-def read_default_grub(gfs: GuestFS) -> dict[str, tuple[str, int]]:
-    """Variables of /etc/default/grub: name -> (value, line number)."""
-    out: dict[str, tuple[str, int]] = {}
-    for no, line in enumerate(_read_lines(gfs, "/etc/default/grub"), 1):
-        m = re.match(r"\s*([A-Z_]+)=(.*)$", line)
-        if m:
-            value = m.group(2).strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            out[m.group(1)] = (value, no)
+def default_grub_files(gfs: GuestFS) -> list[str]:
+    """/etc/default/grub then /etc/default/grub.d/*.cfg (sourced after it, so they win)."""
+    files = ["/etc/default/grub"]
+    files += [f"/etc/default/grub.d/{n}" for n in gfs.listdir("/etc/default/grub.d")
+              if n.endswith(".cfg")]
+    return files
+
+
+def read_default_grub_all(gfs: GuestFS) -> list[tuple[str, str, str]]:
+    """Every assignment in the GRUB defaults files: (name, value, "path:line"), in order."""
+    out: list[tuple[str, str, str]] = []
+    for path in default_grub_files(gfs):
+        for no, line in enumerate(_read_lines(gfs, path), 1):
+            m = re.match(r"\s*(?:export\s+)?([A-Z_]+)=(.*)$", line)
+            if m:
+                value = m.group(2).strip()
+                if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                    value = value[1:-1]
+                out.append((m.group(1), value, f"{path}:{no}"))
     return out
+
+
+def read_default_grub(gfs: GuestFS) -> dict[str, tuple[str, str]]:
+    """Effective GRUB defaults: name -> (value, "path:line") of the last assignment."""
+    return {name: (value, where) for name, value, where in read_default_grub_all(gfs)}
 
 
 def parse_bls(gfs: GuestFS) -> list[BootEntry]:
@@ -259,7 +275,7 @@ def choose_default(gfs: GuestFS, kernels: list[Kernel]) -> BootChoice:
     by_version.update({k.pkgbase: k for k in kernels if k.pkgbase})
     env_path, env = read_grubenv(gfs)
     defaults = read_default_grub(gfs)
-    grub_default, gd_line = defaults.get("GRUB_DEFAULT", ("", 0))
+    grub_default, gd_where = defaults.get("GRUB_DEFAULT", ("", ""))
     saved = env.get("next_entry") or env.get("saved_entry")
     wanted: str | None = None
     wanted_why = ""
@@ -268,7 +284,7 @@ def choose_default(gfs: GuestFS, kernels: list[Kernel]) -> BootChoice:
     elif grub_default == "saved" and saved:
         wanted, wanted_why = saved, f"{env_path}: saved_entry={saved}"
     elif grub_default != "saved":
-        wanted, wanted_why = grub_default, f"/etc/default/grub:{gd_line}: GRUB_DEFAULT={grub_default}"
+        wanted, wanted_why = grub_default, f"{gd_where}: GRUB_DEFAULT={grub_default}"
     elif saved is None:
         wanted, wanted_why = "0", "GRUB_DEFAULT=saved with no saved_entry: first entry"
 
@@ -323,11 +339,11 @@ def kernel_cmdlines(gfs: GuestFS, choice: BootChoice) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if choice.entry is not None and choice.entry.cmdline:
         out.append((choice.entry.source, choice.entry.cmdline))
-    defaults = read_default_grub(gfs)
-    for var in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
-        if var in defaults:
-            value, no = defaults[var]
-            out.append((f"/etc/default/grub:{no}", value))
+    # Every assignment counts (grub.d files often extend with "$GRUB_CMDLINE_LINUX ..."):
+    # a blacklist in any of them is worth reporting even if a later file drops it.
+    for var, value, where in read_default_grub_all(gfs):
+        if var in ("GRUB_CMDLINE_LINUX", "GRUB_CMDLINE_LINUX_DEFAULT"):
+            out.append((where, value))
     for no, line in enumerate(_read_lines(gfs, "/etc/kernel/cmdline"), 1):
         if line.strip():
             out.append((f"/etc/kernel/cmdline:{no}", line.strip()))

@@ -107,8 +107,9 @@ class KernelModules:
         mdir = self.kernel.modules_dir
         if mdir:
             rel = self.dep.get(name)
-            if rel and self.gfs.exists(f"{mdir}/{rel}"):
-                return ModuleStatus(name, "file", f"{mdir}/{rel}")
+            path = (rel if rel.startswith("/") else f"{mdir}/{rel}") if rel else None
+            if path and self.gfs.exists(path):  # old depmod wrote absolute paths
+                return ModuleStatus(name, "file", path)
             found = self._find_file(name)
             if found:
                 extra = "" if not self.dep or rel else " (not in modules.dep: run depmod)"
