@@ -223,3 +223,40 @@ def test_read_outside_disk_is_an_error(unpacked):
 
     with VhdxImage(str(unpacked(IMAGES / "q-dyn-2m.vhdx.gz"))) as img, pytest.raises(InputError):
         img.read(img.size - 10, 20)
+
+
+def test_differencing_vhd_equals_libvhdi(tmp_path, pattern_bytes):
+    from imgutil import make_vhd_child
+
+    parent = fresh_copy(IMAGES / "q-dyn.vhd.gz", tmp_path, "base.vhd")
+    child = tmp_path / "child.vhd"
+    # 4 KiB granular: libvhdi treats a VHD bitmap byte (8 sectors) as one unit
+    writes = [(0, b"\x71" * 4096), (5 * MiB - 4096, b"\x72" * 8192), (20 * MiB, b"\x73" * MiB)]
+    make_vhd_child(parent, child, writes)
+    expect = bytearray(pattern_bytes)
+    for off, data in writes:
+        expect[off : off + len(data)] = data
+    with open_image(str(child)) as img:
+        assert img.info().disk_type == "differencing"
+        assert img.info().parent is not None
+        assert_equals_bytes(img, bytes(expect))
+        assert_same_as_libvhdi(img)
+    from offline_ic.errors import SafetyRefusal
+
+    with open_image(str(child), writable=True) as img, pytest.raises(SafetyRefusal):
+        img.write_ranges([(0, b"x")])
+
+
+def test_differencing_vhd_sector_granular(tmp_path, pattern_bytes):
+    """One bit per 512-byte sector, MSB first (the VHD convention; libvhdi reads 8 at a time)."""
+    from imgutil import make_vhd_child
+
+    parent = fresh_copy(IMAGES / "q-dyn.vhd.gz", tmp_path, "base.vhd")
+    child = tmp_path / "child.vhd"
+    writes = [(512, b"\x74" * 512), (7 * 512, b"\x75" * 1024)]
+    make_vhd_child(parent, child, writes)
+    expect = bytearray(pattern_bytes)
+    for off, data in writes:
+        expect[off : off + len(data)] = data
+    with open_image(str(child)) as img:
+        assert img.read(0, 8192) == bytes(expect[:8192])

@@ -27,7 +27,7 @@ from offline_ic.image.vhdx.create import create_child, create_vhdx
 
 MiB = 1 << 20
 
-# kind -> (maker, qemu can read it, raw-compare format)
+# image kinds made by _make (qemu-made, ours with 4 KiB sectors, differencing, VHD, raw)
 KINDS = [
     "dyn-1m",
     "dyn-2m",
@@ -36,6 +36,7 @@ KINDS = [
     "fixed-2m",
     "dyn-4k-1m",
     "dyn-4k-32m",
+    "fixed-4k-2m",
     "child-2m",
     "child-4k-1m",
     "vhd-dyn",
@@ -49,10 +50,16 @@ def _make(kind: str, d: Path) -> tuple[Path, Path]:
     raw = d / f"{kind}.raw"
     if kind.startswith(("dyn-", "fixed-")) and "4k" not in kind:
         img = fresh_copy(IMAGES / f"q-{kind}.vhdx.gz", d, f"{kind}.vhdx")
-    elif kind.startswith("dyn-4k"):
+    elif "4k" in kind and not kind.startswith("child"):
         img = d / f"{kind}.vhdx"
         bs = int(kind.rsplit("-", 1)[1][:-1]) * MiB
-        create_vhdx(str(img), 40 * MiB, block_size=bs, logical_sector_size=4096)
+        create_vhdx(
+            str(img),
+            40 * MiB,
+            block_size=bs,
+            logical_sector_size=4096,
+            fixed=kind.startswith("fixed"),
+        )
     elif kind.startswith("child"):
         src = "q-dyn-2m.vhdx.gz"
         if "4k" in kind:
