@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from imgutil import QEMU_IMG, REPO, FaultyIO
+from imgutil import QEMU_IMG, REPO, FaultyIO, needs_qemu
 
 from offline_ic.errors import OfflineICError
 from offline_ic.image import open_image
@@ -249,3 +249,36 @@ def test_full_disk_leaves_image_unchanged(kind, tmp_path):
     assert _content(path) == before
     assert path.stat().st_size == size_before
     assert verify_image(str(path)).ok
+
+
+@needs_qemu
+@pytest.mark.parametrize("ranges", [SMALL, LARGE], ids=["log-data", "relocate"])
+def test_qemu_replays_our_pending_log(ranges, tmp_path):
+    """Crash right after our log entry is durable: qemu's replay gives our new content."""
+    pristine = _setup("vhdx-dyn", tmp_path / "pristine")
+    old = _content(pristine)
+    found = False
+    for k in range(1, 400):
+        path = _clone(pristine, tmp_path / f"k{k}")
+        ok, _ = _faulty_run(path, k, ranges=ranges)
+        assert not ok
+        with open_image(str(path)) as img:
+            pending = img.header.log_guid.int != 0 and img.overlay.entries > 0
+            ours = img.read(0, img.size)
+        if not pending:
+            continue
+        assert ours != old
+        copy = tmp_path / "qemu.vhdx"
+        shutil.copyfile(path, copy)
+        r = subprocess.run(
+            [QEMU_IMG, "check", "-r", "all", str(copy)], capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        raw = tmp_path / "qemu.raw"
+        subprocess.run(
+            [QEMU_IMG, "convert", "-f", "vhdx", "-O", "raw", str(copy), str(raw)], check=True
+        )
+        assert raw.read_bytes() == ours
+        found = True
+        break
+    assert found, "no crash point left a committed, unapplied log"
