@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from offline_ic.image.vhdx.image import VhdxImage
 
 SECTOR = S.LOG_SECTOR
+# qemu (7.2) reads a log entry's descriptor sectors into one 4 KiB buffer, so it can only
+# replay entries whose header and descriptors fit one sector: 126 descriptors
+MAX_DESCRIPTORS = 126
 MAX_CHILD_SCAN = 5000
 
 
@@ -317,9 +320,20 @@ class Transaction:
             for i, chunk in enumerate(chunks)
         ]
 
+    def fits_one_entry(self) -> bool:
+        """One log entry holds it all (see MAX_DESCRIPTORS); several would not be atomic
+        for qemu, whose replay ignores the tail and could apply a suffix."""
+        n = len(self.sectors)
+        return n <= MAX_DESCRIPTORS and self.log_bytes_needed() + SECTOR <= self._log_length()
+
+    def _log_length(self) -> int:
+        return self.img.header.log_length
+
     def _max_sectors_per_entry(self) -> int:
-        ll = self.img.header.log_length
-        n = ll // SECTOR
+        # one 4 KiB sector of the circular log stays unused: qemu's replay takes a
+        # completely full log for an empty one
+        ll = self._log_length() - SECTOR
+        n = min(ll // SECTOR, MAX_DESCRIPTORS)
         while n > 0 and S.log_descriptor_area(n) + n * SECTOR > ll:
             n -= 1
         return n
@@ -330,17 +344,13 @@ class Transaction:
             return
         new_size = max(self.old_size, self.eof)
         log_guid = uuid.uuid4()
-        fields: dict[str, object] = {"log_guid": log_guid}
-        first = not img._fwg_renewed
-        if first:
-            fields["file_write_guid"] = uuid.uuid4()
-        if not img._dwg_renewed:
-            fields["data_write_guid"] = uuid.uuid4()
         try:
-            _update_header(img, **fields)
-            if first:
-                _update_header(img)  # both header copies carry the new GUIDs
-            img._fwg_renewed = img._dwg_renewed = True
+            if not (img._fwg_renewed and img._dwg_renewed):
+                # renew both GUIDs before the first change of the session, in both copies
+                guids = {"file_write_guid": uuid.uuid4(), "data_write_guid": uuid.uuid4()}
+                _update_header(img, **guids)
+                _update_header(img)
+                img._fwg_renewed = img._dwg_renewed = True
             if new_size > self.old_size:
                 img.io.truncate(new_size)
             for src, dst, n in self.copies:
@@ -353,6 +363,7 @@ class Transaction:
                 if nz:
                     img.io.pwrite(bytes(bits[nz[0] : nz[-1] + SECTOR]), off + nz[0])
             img.io.flush()
+            _update_header(img, log_guid=log_guid)
         except OSError as exc:
             self._undo_uncommitted(exc)
         entries = self._entries(log_guid, new_size)
@@ -372,8 +383,8 @@ class Transaction:
         except OSError as exc:
             self._undo_uncommitted(exc)
         try:
-            for off, sec in sorted(self.sectors.items()):
-                img.io.pwrite(bytes(sec), off)
+            for off, data in _runs(self.sectors):
+                img.io.pwrite(data, off)
             img.io.flush()
         except OSError as exc:
             raise WriteFailed(
@@ -398,8 +409,12 @@ class Transaction:
         """
         img = self.img
         try:
-            if img.header.log_guid.int:
-                _update_header(img, log_guid=S.ZERO_GUID)
+            lo, ll = getattr(self, "old_log", (img.header.log_offset, img.header.log_length))
+            if img.header.log_guid.int or (img.header.log_offset, img.header.log_length) != (
+                lo,
+                ll,
+            ):
+                _update_header(img, log_guid=S.ZERO_GUID, log_offset=lo, log_length=ll)
             img.io.truncate(self.old_size)
             img.io.flush()
         except OSError:
@@ -408,6 +423,22 @@ class Transaction:
         raise WriteFailed(
             f"{img.name}: write failed ({exc.strerror or exc}); the virtual disk is unchanged"
         ) from None
+
+
+def _runs(sectors: dict[int, bytearray]) -> list[tuple[int, bytes]]:
+    """Sector images coalesced into contiguous runs (fewer, larger writes)."""
+    out: list[tuple[int, bytes]] = []
+    run_off, parts = -1, []
+    for off in sorted(sectors):
+        if parts and off == run_off + len(parts) * SECTOR:
+            parts.append(bytes(sectors[off]))
+            continue
+        if parts:
+            out.append((run_off, b"".join(parts)))
+        run_off, parts = off, [bytes(sectors[off])]
+    if parts:
+        out.append((run_off, b"".join(parts)))
+    return out
 
 
 def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
@@ -423,15 +454,15 @@ def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
     txn = Transaction(img)
     for off, data in aligned:
         txn.add(off, data)
-    if txn.log_bytes_needed() > img.header.log_length:
-        # too much for one pass through the log: move the touched blocks instead, so that
-        # only BAT and bitmap sectors are logged and the transaction stays atomic
+    if not txn.fits_one_entry():
+        # too much for one log entry: move the touched blocks instead, so that only BAT
+        # and bitmap sectors are logged and the transaction stays atomic
         txn = Transaction(img, relocate=True)
         for off, data in aligned:
             txn.add(off, data)
-        if txn.log_bytes_needed() > img.header.log_length:
+        if not txn.fits_one_entry():
             raise InputError(
-                f"{img.name}: transaction too large for the VHDX log "
+                f"{img.name}: transaction touches too many blocks for one VHDX log entry "
                 f"({len(txn.sectors)} metadata sectors); nothing written, split it"
             )
     txn.commit()
