@@ -261,15 +261,17 @@ class Transaction:
         img = self.img
         bs, lss = img.block_size, img.logical_sector_size
         pos = 0
+        view = memoryview(data)
         while pos < len(data):
             block, inblk = divmod(voff + pos, bs)
             n = min(bs - inblk, len(data) - pos)
-            piece = data[pos : pos + n]
+            piece = view[pos : pos + n]
             state, foff, new = self._block(block)
             present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
             if state in present and self.relocate and not new:
                 dst = self._alloc(bs)
-                self.copies.append((foff, dst, bs))
+                if n < bs:  # a block written whole needs no copy of its old content
+                    self.copies.append((foff, dst, bs))
                 self.new_blocks[block] = (state, dst)
                 self._set_bat(img.payload_index(block), S.bat_entry(state, dst))
                 foff, new = dst, True
