@@ -1,46 +1,12 @@
-"""Shared test fixtures: where test data lives, and helpers to unpack it."""
+"""Shared fixtures; the plain helpers live in tests/helpers.py (import them from there)."""
 
 from __future__ import annotations
 
-import gzip
-import lzma
-import shutil
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-TESTDATA = REPO / "testdata"
-# Real images and hives made by Windows; some are AGPL and may not be copied into the repo,
-# so tests read them from ../shared and skip (saying why) on a fresh clone without it.
-SHARED_REAL = REPO.parent / "shared" / "testdata-real"
-
-
-def real_data(relpath: str) -> Path:
-    """Path of a file under ../shared/testdata-real, or skip the test when it is absent."""
-    path = SHARED_REAL / relpath
-    if not path.exists():
-        pytest.skip(f"real test data {relpath} not available (needs ../shared/testdata-real)")
-    return path
-
-
-def unpack(src: Path, dest_dir: Path) -> Path:
-    """Decompress a .gz/.xz file (or copy a plain one) into ``dest_dir``; returns the new path."""
-    name = src.name
-    opener = None
-    if name.endswith(".gz"):
-        opener, name = gzip.open, name[:-3]
-    elif name.endswith(".xz"):
-        opener, name = lzma.open, name[:-3]
-    dest = dest_dir / name
-    if not dest.exists():
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        if opener is None:
-            shutil.copyfile(src, dest)
-        else:
-            with opener(src, "rb") as fin, open(dest, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-    return dest
+from tests.helpers import run_cli, unpack
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +18,13 @@ def unpacked(tmp_path_factory):
         return unpack(Path(src), cache)
 
     return _unpack
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args) -> (exit code, stdout, stderr)`` for the offline-ic command line."""
+
+    def _run(*args):
+        return run_cli(list(args), capsys)
+
+    return _run

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 
 
 def test_ruff_clean():

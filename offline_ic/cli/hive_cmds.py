@@ -1,9 +1,201 @@
-"""Commands of this family are registered on the main group by ``register``."""
+"""``offline-ic hive get|set|delete|recover|check``: bare hive files, in .reg words.
+
+Thin: parse arguments, call ``offline_ic.registry``, render. Reads of a dirty hive show the
+view recovered from HIVE.LOG1/.LOG2 (and say so on stderr); writes recover first or refuse.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from offline_ic.cli.common import emit_json, json_option, warn
+
+HIVE_ARG = click.argument("hive", type=click.Path(dir_okay=False, path_type=Path))
+KEY_ARG = click.argument("key")
+
+
+@click.group("hive")
+def hive_group() -> None:
+    """Read, edit, recover and check a bare registry hive file (SYSTEM, SOFTWARE, …).
+
+    \b
+    KEY is a path below the hive root: 'ControlSet001\\Services\\vmicvss'
+    ('' or '\\' for the root). Names are case-insensitive.
+    A dirty hive is recovered from HIVE.LOG1/HIVE.LOG2 beside it before use.
+    """
+
+
+@hive_group.command("get")
+@HIVE_ARG
+@KEY_ARG
+@click.argument("name", required=False)
+@json_option
+def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
+    """Show a key (subkeys and values) or one value NAME ('@' or '' = default value)."""
+    from offline_ic.errors import NotFoundError
+    from offline_ic.registry import Hive
+    from offline_ic.registry.files import load_hive
+    from offline_ic.registry.regtext import format_reg_value, value_json, value_text
+
+    opened = load_hive(hive, require_recovery=False)
+    if opened.note:
+        warn(opened.note)
+    h = Hive.open(opened.data, name=str(hive))
+    k = h.open_key(key)
+    state = {"state": opened.state, "sequence1": opened.sequence1, "sequence2": opened.sequence2}
+    if name is not None:
+        vname = "" if name == "@" else name
+        v = k.value(vname)
+        if v is None:
+            raise NotFoundError(f"{hive}: key {k.path!r} has no value {name!r}")
+        if as_json:
+            emit_json({"hive": str(hive), **state, "key": k.path, "value": value_json(v)})
+        else:
+            click.echo(value_text(v))
+        return
+    if as_json:
+        emit_json(
+            {
+                "hive": str(hive),
+                **state,
+                "key": k.path,
+                "last_written": k.last_written.isoformat(),
+                "class_name": k.class_name,
+                "subkeys": [s.name for s in k.subkeys()],
+                "values": [value_json(v) for v in k.values()],
+            }
+        )
+        return
+    click.echo(f"[\\{k.path}]")
+    for v in k.values():
+        click.echo(format_reg_value(v))
+    for s in k.subkeys():
+        click.echo(f"[\\{s.path}]")
+
+
+@hive_group.command("set")
+@HIVE_ARG
+@KEY_ARG
+@click.argument("name")
+@click.argument("value")
+@json_option
+def hive_set(hive: Path, key: str, name: str, value: str, as_json: bool) -> None:
+    """Set value NAME of KEY (created if missing) to VALUE, in .reg words.
+
+    \b
+    dword:4  dword:0000000a   REG_DWORD (hexadecimal, as in .reg files)
+    qword:1f                  REG_QWORD (hexadecimal)
+    hex:01,02,ff              REG_BINARY
+    hex(2):25,00,…  expand:%SystemRoot%\\x   REG_EXPAND_SZ
+    hex(7):…        multi:one,two,"three,four"   REG_MULTI_SZ
+    hex(N):…                  any type N, bytes as given
+    text  or  "text"          REG_SZ
+    """
+    from offline_ic.registry.files import edit_hive_file
+    from offline_ic.registry.regtext import parse_reg_value
+
+    vtype, data = parse_reg_value(value)
+    vname = "" if name == "@" else name
+
+    def edit(editor) -> None:
+        editor.create_key(key)
+        editor.set_value(key, vname, vtype, data)
+
+    result, _commit = edit_hive_file(hive, edit)
+    _report(hive, result, as_json)
+
+
+@hive_group.command("delete")
+@HIVE_ARG
+@KEY_ARG
+@click.argument("name", required=False)
+@json_option
+def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
+    """Delete value NAME of KEY, or KEY itself when it is empty (no subkeys, no values)."""
+    from offline_ic.registry.files import edit_hive_file
+
+    def edit(editor) -> None:
+        if name is None:
+            editor.delete_key(key)
+        else:
+            editor.delete_value(key, "" if name == "@" else name)
+
+    result, _commit = edit_hive_file(hive, edit)
+    _report(hive, result, as_json)
+
+
+def _report(hive: Path, result, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "hive": str(hive),
+                "pages_written": len(result.pages),
+                "bytes_written": result.bytes_written,
+                "old_length": result.old_length,
+                "new_length": result.new_length,
+                "recovered_from_logs": result.recovered,
+            }
+        )
+        return
+    extra = " (dirty hive recovered from its logs first)" if result.recovered else ""
+    grew = (
+        f", file grew to {result.new_length} bytes" if result.new_length > result.old_length else ""
+    )
+    click.echo(
+        f"{hive}: wrote {len(result.pages)} pages ({result.bytes_written} bytes){grew}{extra}"
+    )
+
+
+@hive_group.command("recover")
+@HIVE_ARG
+@click.option(
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the recovered hive here instead of in place.",
+)
+def hive_recover(hive: Path, output: Path | None) -> None:
+    """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --output FILE).
+
+    Also rolls back a write of ours that was interrupted (HIVE.offline-ic-undo).
+    Refuses (exit 3) when the logs cannot bring the hive to a consistent state.
+    """
+    from offline_ic.registry.files import recover_hive_file
+
+    line, _result = recover_hive_file(hive, output)
+    click.echo(line)
+
+
+@hive_group.command("check")
+@HIVE_ARG
+@json_option
+def hive_check(hive: Path, as_json: bool) -> None:
+    """Validate a hive: checksum, hbins and cells, references, sorted lists, counts.
+
+    Exit 0 when no problem is found, 1 otherwise.
+    """
+    from offline_ic.errors import CheckFailed
+    from offline_ic.registry.check import check_hive
+    from offline_ic.registry.files import read_hive_file
+
+    report = check_hive(read_hive_file(hive), str(hive))
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        click.echo(
+            f"{hive}: {status}: {report.hbins} hbins, {report.keys} keys, {report.values} values, "
+            f"{report.allocated_cells} cells in use, {report.free_cells} free"
+        )
+        for p in report.problems:
+            click.echo(f"  {p}")
+    if not report.ok:
+        raise CheckFailed(f"{hive}: hive check found {len(report.problems)} problem(s)")
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to ``group``."""
+    group.add_command(hive_group)

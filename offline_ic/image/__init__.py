@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from offline_ic.errors import InputError, NotFoundError
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError
 from offline_ic.image.base import DiskImage, ImageInfo, ImageStream
 from offline_ic.image.raw import RawImage
 
@@ -43,7 +43,10 @@ def open_image(
         raise NotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory, not a disk image")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: empty file, not a disk image")
     fmt = detect_format(path)
+    _check_name_matches_format(path, fmt)
     if fmt == "vhdx":
         from offline_ic.image.vhdx import VhdxImage
 
@@ -53,3 +56,20 @@ def open_image(
 
         return VhdImage(path, parent=parent, writable=writable, force=force)
     return RawImage(path, writable=writable)
+
+
+# A file named like a VHD/VHDX whose signature is missing is far more likely a damaged or
+# truncated image than a raw disk with an odd name: say so instead of reading garbage as raw.
+_EXTENSION_FORMATS = {".vhdx": "vhdx", ".avhdx": "vhdx", ".vhd": "vhd", ".avhd": "vhd"}
+_SIGNATURES = {"vhdx": "no 'vhdxfile' identifier at offset 0",
+               "vhd": "no 'conectix' footer at the end or copy at offset 0"}
+
+
+def _check_name_matches_format(path: str, fmt: str) -> None:
+    expected = _EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower())
+    if expected is not None and fmt != expected:
+        name = os.path.basename(path)
+        raise CorruptImageError(
+            f"{name}: not a valid {expected.upper()} file ({_SIGNATURES[expected]}); "
+            "damaged, or not the format its name says"
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import struct
 import subprocess
@@ -11,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-_ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_offline_ic_root_conftest", _ROOT_CONFTEST)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-REPO: Path = _root.REPO
-TESTDATA: Path = _root.TESTDATA
-real_data = _root.real_data
-unpack = _root.unpack
+from tests.helpers import REPO, TESTDATA, real_data, unpack  # noqa: F401 - re-exported
 
 sys.path.insert(0, str(REPO / "scripts"))
 

@@ -1,0 +1,92 @@
+"""Check policies: which checks to skip, which warnings are failures (and the reverse).
+
+A policy is TOML (read with ``tomllib``)::
+
+    [checks]
+    fail = ["linux.daemon.*"]          # a warn of these checks becomes a fail
+    warn = ["linux.module.hv_netvsc"]  # a fail of these checks becomes a warn
+    skip = ["linux.kernel.others"]     # these checks are left out of the report
+
+Patterns are shell-style (``fnmatch``) over check ids; ``skip`` wins over ``fail``/``warn``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from offline_ic.checks.model import CheckResult
+from offline_ic.errors import InputError, NotFoundError
+
+_KNOWN_KEYS = {"fail", "warn", "skip"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Patterns of check ids per action."""
+
+    fail: tuple[str, ...] = ()
+    warn: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    source: str = "default"
+
+    def _matches(self, patterns: tuple[str, ...], cid: str) -> str | None:
+        return next((p for p in patterns if fnmatchcase(cid, p)), None)
+
+    def apply(self, results: list[CheckResult]) -> list[CheckResult]:
+        """Results with skips removed and statuses changed as the policy says."""
+        out = []
+        for r in results:
+            if self._matches(self.skip, r.id):
+                continue
+            pat = self._matches(self.fail, r.id)
+            if r.status == "warn" and pat:
+                r = replace(r, status="fail", detail=f"{r.detail} [policy {self.source}: "
+                            f"warn is fail for {pat}]")
+            else:
+                pat = self._matches(self.warn, r.id)
+                if r.status == "fail" and pat:
+                    r = replace(r, status="warn", detail=f"{r.detail} [policy {self.source}: "
+                                f"fail is warn for {pat}]")
+            out.append(r)
+        return out
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """A Policy from TOML text; InputError (one line) when it is malformed."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{source}: not valid TOML: {exc}") from exc
+    checks = doc.get("checks", {})
+    if not isinstance(checks, dict):
+        raise InputError(f"{source}: [checks] must be a table")
+    unknown = set(checks) - _KNOWN_KEYS
+    if unknown:
+        raise InputError(f"{source}: unknown key(s) in [checks]: {', '.join(sorted(unknown))} "
+                         f"(known: fail, warn, skip)")
+    lists = {}
+    for key in _KNOWN_KEYS:
+        value = checks.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InputError(f"{source}: [checks] {key} must be a list of check id patterns")
+        lists[key] = tuple(value)
+    return Policy(fail=lists["fail"], warn=lists["warn"], skip=lists["skip"], source=source)
+
+
+def load_policy(path: str | None) -> Policy:
+    """The policy in file ``path``, or the default (no changes) when ``path`` is None."""
+    if path is None:
+        return Policy()
+    p = Path(path)
+    if not p.is_file():
+        raise NotFoundError(f"{path}: policy file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read policy: {exc}") from exc
+    return parse_policy(text, p.name)

@@ -1,0 +1,55 @@
+"""A check report: header facts, results, overall verdict; rendered as JSON or text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from offline_ic.checks.model import CheckResult
+
+
+@dataclass
+class Report:
+    """What ``offline-ic check`` prints: ``result`` is fail when any check fails."""
+
+    image: str
+    os: str | None  # "linux" | "windows" | None (no OS found)
+    distro: str | None
+    kernel: str | None
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def result(self) -> str:
+        return "fail" if any(c.status == "fail" for c in self.checks) else "pass"
+
+    def counts(self) -> dict[str, int]:
+        out = {"pass": 0, "warn": 0, "fail": 0}
+        for c in self.checks:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "os": self.os,
+            "distro": self.distro,
+            "kernel": self.kernel,
+            "result": self.result,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_text(self) -> str:
+        """Human-readable report: one line per check, then the verdict."""
+        head = f"{self.image}: {self.os or 'no OS found'}"
+        if self.distro:
+            head += f", {self.distro}"
+        if self.kernel:
+            head += f", kernel {self.kernel}"
+        lines = [head]
+        width = max((len(c.id) for c in self.checks), default=0)
+        for c in self.checks:
+            lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {c.detail}")
+        n = self.counts()
+        lines.append(f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, "
+                     f"{n['fail']} fail)")
+        return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""What a Hyper-V Windows guest should have: the integration services and the VMBus drivers.
+
+Facts from ../shared/design.md (checked against real Windows 10 Hyper-V guests' SYSTEM hives).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from offline_ic.errors import InputError
+
+START_TYPES = {0: "boot", 1: "system", 2: "automatic", 3: "manual", 4: "disabled"}
+START_VALUES = {name: value for value, name in START_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service key under ``ControlSetNNN\\Services`` that offline-ic knows."""
+
+    name: str  # registry key name, e.g. "vmicheartbeat"
+    ic: str  # integration-service (or driver) name as Hyper-V shows it
+    display_name: str
+    default_start: int
+    aliases: tuple[str, ...] = ()
+
+
+INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("vmicshutdown", "Operating system shutdown", "Hyper-V Guest Shutdown Service", 3,
+                ("shutdown", "operating-system-shutdown")),
+    ServiceSpec("vmictimesync", "Time synchronization", "Hyper-V Time Synchronization Service", 3,
+                ("time-sync", "timesync", "time-synchronization")),
+    ServiceSpec("vmickvpexchange", "Data Exchange", "Hyper-V Data Exchange Service", 3,
+                ("kvp", "data-exchange", "kvp-exchange")),
+    ServiceSpec("vmicheartbeat", "Heartbeat", "Hyper-V Heartbeat Service", 3, ("heartbeat",)),
+    ServiceSpec("vmicvss", "Backup (volume snapshot)", "Hyper-V Volume Shadow Copy Requestor", 3,
+                ("vss", "backup", "volume-snapshot")),
+    ServiceSpec("vmicguestinterface", "Guest services", "Hyper-V Guest Service Interface", 3,
+                ("guest-services", "guest-service-interface", "guest-interface")),
+    ServiceSpec("vmicrdv", "Remote Desktop Virtualization",
+                "Hyper-V Remote Desktop Virtualization Service", 3,
+                ("rdv", "remote-desktop-virtualization")),
+    ServiceSpec("vmicvmsession", "PowerShell Direct", "Hyper-V PowerShell Direct Service", 3,
+                ("powershell-direct", "psdirect", "vmsession")),
+)
+
+# Boot-critical drivers must stay at 0, or the VM stops with INACCESSIBLE_BOOT_DEVICE.
+BOOT_CRITICAL_DRIVERS = ("vmbus", "storvsc", "storflt")
+
+DRIVERS: tuple[ServiceSpec, ...] = (
+    ServiceSpec("vmbus", "VMBus", "Virtual Machine Bus", 0),
+    ServiceSpec("storvsc", "Storage VSC", "Microsoft Hyper-V Storage Accelerator / storvsc", 0),
+    ServiceSpec("storflt", "Storage filter", "Microsoft Hyper-V Storage Accelerator (storflt)", 0),
+    ServiceSpec("netvsc", "Network VSC", "Microsoft Hyper-V Network Adapter", 3),
+    ServiceSpec("VMBusHID", "VMBus HID", "Microsoft Hyper-V Virtual Machine Bus HID Miniport", 3),
+    ServiceSpec("hyperkbd", "Keyboard", "Microsoft Hyper-V Virtual Keyboard", 3),
+    ServiceSpec("HyperVideo", "Video", "Microsoft Hyper-V Video", 3),
+    ServiceSpec("gencounter", "Generation counter", "Microsoft Hyper-V Generation Counter", 3),
+)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+_BY_NAME: dict[str, ServiceSpec] = {}
+for _spec in INTEGRATION_SERVICES:
+    for _alias in (_spec.name, _spec.ic, *_spec.aliases):
+        _BY_NAME[_normalise(_alias)] = _spec
+
+
+def resolve_service(name: str) -> ServiceSpec:
+    """The integration service a user means by ``name`` (registry name or friendly name).
+
+    Case-insensitive; spaces and underscores count as hyphens ("Time sync" = "time-sync").
+    """
+    spec = _BY_NAME.get(_normalise(name))
+    if spec is None:
+        raise InputError(f"unknown integration service '{name}'; known: {service_names_help()}")
+    return spec
+
+
+def service_names_help() -> str:
+    """One line listing the names users may type, for errors and --help."""
+    return ", ".join(f"{s.aliases[0]} ({s.name})" for s in INTEGRATION_SERVICES)
+
+
+def start_type_name(start: int | None) -> str | None:
+    """'boot'…'disabled' for a Start value; None when absent or not one of the five."""
+    return START_TYPES.get(start) if isinstance(start, int) else None

@@ -1,0 +1,102 @@
+"""The change file of ``offline-ic apply``: services and KVP values in one TOML document.
+
+    [services]              # NAME = START (manual | automatic | disabled); "all" = every one
+    all = "manual"
+    time-sync = "disabled"
+
+    [kvp.set.guest]         # [kvp.set.POOL]: KEY = "value" (REG_SZ)
+    BuildPipeline = "packer-2026.11"
+
+    [kvp.delete]            # POOL = [KEY, ...]
+    parameters = ["HostName", "PhysicalHostName"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+
+from offline_ic.errors import InputError, NotFoundError
+from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES, resolve_service
+from offline_ic.guest.windows.changes import ValueChange
+from offline_ic.guest.windows.kvp import KVP_POOLS, kvp_changes
+from offline_ic.guest.windows.services import start_changes
+from offline_ic.registry import Hive
+
+START_NAMES = {"automatic": 2, "manual": 3, "disabled": 4}
+
+
+@dataclass
+class ChangeFile:
+    """What a change file asks for, validated; ``changes(system)`` resolves it against a guest."""
+
+    starts: dict[str, int] = field(default_factory=dict)
+    every_service: bool = False
+    kvp_set: dict[str, dict[str, str]] = field(default_factory=dict)
+    kvp_delete: dict[str, list[str]] = field(default_factory=dict)
+
+    def changes(self, system: Hive | None) -> tuple[list[ValueChange], list[str]]:
+        """All value changes, and services skipped because the guest lacks them."""
+        out: list[ValueChange] = []
+        skipped: list[str] = []
+        if self.starts:
+            if system is None:
+                raise NotFoundError("the change file sets services, but there is no SYSTEM hive")
+            out, skipped = start_changes(system, self.starts, skip_missing=self.every_service)
+        for pool in sorted(set(self.kvp_set) | set(self.kvp_delete)):
+            out += kvp_changes(pool, self.kvp_set.get(pool, {}), self.kvp_delete.get(pool, []))
+        return out, skipped
+
+
+def load_change_file(path: str) -> ChangeFile:
+    """Parse and validate ``path``; any mistake is one InputError naming the file and the entry."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    unknown = set(doc) - {"services", "kvp"}
+    if unknown:
+        raise InputError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
+                         "expected [services], [kvp.set.POOL], [kvp.delete]")
+    result = ChangeFile()
+    for name, start in _table(doc, "services", path).items():
+        value = START_NAMES.get(str(start).lower()) if isinstance(start, str) else None
+        if value is None:
+            raise InputError(f"{path}: services.{name} = {start!r}: use \"manual\", \"automatic\" "
+                             "or \"disabled\"")
+        if name.lower() == "all":
+            result.every_service = True
+            for spec in INTEGRATION_SERVICES:
+                result.starts.setdefault(spec.name, value)
+        else:
+            result.starts[resolve_service(name).name] = value
+    kvp = _table(doc, "kvp", path)
+    unknown = set(kvp) - {"set", "delete"}
+    if unknown:
+        raise InputError(f"{path}: unknown kvp table(s) {', '.join(sorted(unknown))}")
+    for pool, values in _table(kvp, "set", path).items():
+        _check_pool(pool, path)
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            raise InputError(f"{path}: [kvp.set.{pool}] must hold KEY = \"string\" entries")
+        result.kvp_set[pool.lower()] = dict(values)
+    for pool, names in _table(kvp, "delete", path).items():
+        _check_pool(pool, path)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"{path}: kvp.delete.{pool} must be a list of value names")
+        result.kvp_delete[pool.lower()] = list(names)
+    return result
+
+
+def _table(doc: dict, name: str, path: str) -> dict:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise InputError(f"{path}: {name} must be a table")
+    return table
+
+
+def _check_pool(pool: str, path: str) -> None:
+    if pool.lower() not in KVP_POOLS:
+        raise InputError(f"{path}: unknown KVP pool '{pool}'; known: {', '.join(KVP_POOLS)}")

@@ -1,0 +1,1 @@
+"""Host side of a VM: its Hyper-V configuration (.vmcx), read-only."""

@@ -1,0 +1,132 @@
+"""What the Hyper-V host offers a VM, from its configuration file (``.vmcx``).
+
+The .vmcx is Hyper-V's binary configuration store; dissect.hypervisor parses it into a tree.
+Each integration service is a VMBus device in ``configuration/manifest`` (offered to the
+guest); its section ``configuration/_<device guid>_`` has ``Enabled = False`` when the host
+has turned it off (Guest Service Interface is off by default). An integration service
+works only when the host offers it *and* the guest has it enabled: ``compare`` says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from offline_ic.errors import CorruptImageError, NotFoundError
+
+# VMBus device class of each integration component -> the guest service it talks to.
+IC_DEVICES = {
+    "9f8233ac-be49-4c79-8ee3-e7e1985b2077": "vmicshutdown",
+    "2497f4de-e9fa-4204-80e4-4b75c46419c0": "vmictimesync",
+    "2a34b1c2-fd73-4043-8a5b-dd2159bc743f": "vmickvpexchange",
+    "84eaae65-2f2e-45f5-9bb5-0e857dc8eb47": "vmicheartbeat",
+    "5ced1297-4598-4915-a5fc-ad21bb4d02a4": "vmicvss",
+    "6c09bb55-d683-4da0-8931-c9bf705f6480": "vmicguestinterface",
+    "6c5addb9-a11a-4e8e-84cb-e6208201db63": "vmicrdv",
+}
+VMCX_SIGNATURE = b"\x14\x20\x28\x01"  # first bytes of a Hyper-V storage header (0x01282014)
+
+
+@dataclass(frozen=True)
+class HostComponent:
+    service: str  # guest service key, e.g. vmicheartbeat
+    device_name: str  # as the manifest names it
+    offered: bool
+    enabled: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "device_name": self.device_name,
+                "offered": self.offered, "enabled": self.enabled}
+
+
+@dataclass
+class HostConfig:
+    path: str
+    name: str | None
+    vm_id: str | None
+    generation: int | None
+    version: str | None
+    components: list[HostComponent]
+    disks: list[str] = field(default_factory=list)
+
+    def component(self, service: str) -> HostComponent | None:
+        return next((c for c in self.components if c.service == service), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "vm_id": self.vm_id,
+                "generation": self.generation, "version": self.version,
+                "components": [c.to_dict() for c in self.components], "disks": self.disks}
+
+
+def is_vmcx(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == VMCX_SIGNATURE
+
+
+def read_vmcx(path: str) -> HostConfig:
+    """Parse ``path``; a file that is not a readable .vmcx is one clear error."""
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    try:
+        with open(path, "rb") as fh:
+            tree = HyperVFile(fh).as_dict()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except Exception as exc:  # dissect raises many kinds on a damaged store  # noqa: BLE001
+        raise CorruptImageError(f"{path}: not a readable Hyper-V configuration file ({exc})") from None
+    config = tree.get("configuration")
+    if not isinstance(config, dict):
+        raise CorruptImageError(f"{path}: no 'configuration' in this Hyper-V store")
+    props = config.get("properties") if isinstance(config.get("properties"), dict) else {}
+    manifest = config.get("manifest") if isinstance(config.get("manifest"), dict) else {}
+    offered = {}
+    for entry in manifest.values():
+        if isinstance(entry, dict) and str(entry.get("device", "")).lower() in IC_DEVICES:
+            offered[str(entry["device"]).lower()] = str(entry.get("name", ""))
+    components = []
+    for device, service in IC_DEVICES.items():
+        section = config.get(f"_{device}_")
+        enabled_flag = section.get("Enabled", True) if isinstance(section, dict) else True
+        components.append(HostComponent(service, offered.get(device, ""), device in offered,
+                                        device in offered and enabled_flag is not False))
+    version = props.get("version")
+    return HostConfig(
+        path=path,
+        name=props.get("name"),
+        vm_id=props.get("global_id"),
+        generation={0: 1, 1: 2}.get(props.get("subtype")),
+        version=f"{version >> 8}.{version & 0xFF}" if isinstance(version, int) else None,
+        components=components,
+        disks=sorted(_disk_paths(config)),
+    )
+
+
+def _disk_paths(node: Any, depth: int = 0) -> set[str]:
+    """Virtual disk paths attached to the VM's controllers (bounded walk of the tree)."""
+    found: set[str] = set()
+    if depth > 12 or not isinstance(node, dict):
+        return found
+    if node.get("type") in ("VHD", "ISO") and node.get("pathname"):
+        found.add(str(node["pathname"]))
+    for value in node.values():
+        found |= _disk_paths(value, depth + 1)
+    return found
+
+
+def compare(host: HostConfig, guest_services: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per integration service: does it work (host offers and enables it, guest has it enabled)?"""
+    out = []
+    for row in guest_services:
+        component = host.component(row["name"])
+        guest_on = row["present"] and row["start"] in (2, 3)
+        if component is None:  # PowerShell Direct: no host component to turn off
+            host_on, host_text = True, "no host switch"
+        else:
+            host_on = component.enabled
+            host_text = "enabled" if component.enabled else (
+                "disabled" if component.offered else "not offered")
+        guest_text = ("not installed" if not row["present"] else
+                      f"Start={row['start']} ({row['start_type'] or 'unknown'})")
+        out.append({"service": row["name"], "ic": row["ic"], "host": host_text, "guest": guest_text,
+                    "works": bool(host_on and guest_on)})
+    return out

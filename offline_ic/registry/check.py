@@ -1,0 +1,282 @@
+"""Validate a whole hive: base block, hbins, every cell reference, lists, counts.
+
+Why: every edit we make must leave a hive Windows will load; this is the structural check
+the tests and ``offline-ic hive check`` run. It reads every byte, so it is not lazy.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from offline_ic.errors import CorruptHiveError
+from offline_ic.registry import structs as S
+from offline_ic.registry.hive import Hive, Key, name_hash, name_sort_key, upper_name
+from offline_ic.registry.source import BufferSource
+
+MAX_PROBLEMS = 200
+
+
+@dataclass
+class CheckReport:
+    """Problems found (empty = ok) and a few counts."""
+
+    name: str
+    problems: list[str] = field(default_factory=list)
+    keys: int = 0
+    values: int = 0
+    hbins: int = 0
+    allocated_cells: int = 0
+    free_cells: int = 0
+    unreferenced_cells: int = 0
+    sequence1: int = 0
+    sequence2: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, message: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(message)
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append("… more problems not listed")
+
+    def as_dict(self) -> dict:
+        return {
+            "hive": self.name,
+            "ok": self.ok,
+            "problems": self.problems,
+            "sequence1": self.sequence1,
+            "sequence2": self.sequence2,
+            "hbins": self.hbins,
+            "keys": self.keys,
+            "values": self.values,
+            "allocated_cells": self.allocated_cells,
+            "free_cells": self.free_cells,
+            "unreferenced_cells": self.unreferenced_cells,
+        }
+
+
+class _Checker:
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data = data
+        self.report = CheckReport(name)
+        self.alloc: dict[int, int] = {}
+        self.refs: dict[int, str] = {}
+        self.sk_users: dict[int, int] = {}
+
+    def run(self) -> CheckReport:
+        rep = self.report
+        try:
+            hive = Hive(BufferSource(self.data), rep.name, allow_bad_checksum=True)
+        except CorruptHiveError as exc:
+            rep.add(str(exc))
+            return rep
+        self.hive = hive
+        rep.sequence1, rep.sequence2 = hive.sequence1, hive.sequence2
+        if not hive.checksum_ok:
+            rep.add("base block checksum is wrong")
+        if hive.is_dirty:
+            rep.add(f"hive is dirty: sequence numbers {hive.sequence1} != {hive.sequence2}")
+        if hive.hive_type != 0 or hive.file_format != 1:
+            rep.add(
+                f"base block type {hive.hive_type} / format {hive.file_format} (expected 0 / 1)"
+            )
+        if not self._scan_bins():
+            return rep
+        try:
+            self._walk()
+        except CorruptHiveError as exc:
+            rep.add(str(exc))
+        self._check_security()
+        rep.allocated_cells = len(self.alloc)
+        leaked = sorted(set(self.alloc) - set(self.refs))
+        rep.unreferenced_cells = len(leaked)
+        if leaked and not rep.problems:
+            rep.add(
+                f"{len(leaked)} allocated cells are not referenced (leaked), first 0x{leaked[0]:x}"
+            )
+        return rep
+
+    def _scan_bins(self) -> bool:
+        rep = self.report
+        total = self.hive.hbins_size
+        off = 0
+        while off < total:
+            base = S.BASE_BLOCK_SIZE + off
+            sig, hoff, hsize = struct.unpack_from("<4sII", self.data, base)
+            if sig != b"hbin":
+                rep.add(f"no hbin signature at hive bins offset 0x{off:x}")
+                return False
+            if hoff != off:
+                rep.add(f"hbin at 0x{off:x} says its offset is 0x{hoff:x}")
+            if hsize < 4096 or hsize % 4096 or off + hsize > total:
+                rep.add(f"hbin at 0x{off:x} has bad size 0x{hsize:x}")
+                return False
+            rep.hbins += 1
+            cell = off + S.HBIN_HEADER_SIZE
+            end = off + hsize
+            while cell < end:
+                size = struct.unpack_from("<i", self.data, S.BASE_BLOCK_SIZE + cell)[0]
+                length = abs(size)
+                if length < 8 or length % 8 or cell + length > end:
+                    rep.add(
+                        f"cell 0x{cell:x} has bad size {size}: cells of hbin 0x{off:x} "
+                        "do not add up to its size"
+                    )
+                    return False
+                if size < 0:
+                    self.alloc[cell] = length
+                else:
+                    rep.free_cells += 1
+                cell += length
+            off = end
+        return True
+
+    def _ref(self, cell: int, kind: str, shared: bool = False) -> bool:
+        """Record a reference; False (and a problem) when dangling or doubly used."""
+        if cell not in self.alloc:
+            self.report.add(f"{kind} reference to 0x{cell:x} is not an allocated cell (dangling)")
+            return False
+        if cell in self.refs and not shared:
+            self.report.add(
+                f"cell 0x{cell:x} used as {kind} and as {self.refs[cell]} (overlapping use)"
+            )
+            return False
+        self.refs[cell] = kind
+        return True
+
+    def _walk(self) -> None:
+        hive = self.hive
+        rep = self.report
+        if not self._ref(hive.root_offset, "root key"):
+            return
+        stack: list[tuple[Key, int | None]] = [(hive.root, None)]
+        budget = len(self.alloc) + 1
+        while stack:
+            budget -= 1
+            if budget < 0:
+                rep.add("more keys than cells: the key tree has a cycle")
+                return
+            key, parent = stack.pop()
+            rep.keys += 1
+            where = key.path or "(root)"
+            if parent is not None and key.parent_offset != parent:
+                rep.add(f"key {where!r}: parent field 0x{key.parent_offset:x} != 0x{parent:x}")
+            if key.security_offset != S.NO_CELL:
+                if self._ref(key.security_offset, "security", shared=True):
+                    self.sk_users[key.security_offset] = (
+                        self.sk_users.get(key.security_offset, 0) + 1
+                    )
+            else:
+                rep.add(f"key {where!r} has no security cell")
+            if key.class_offset != S.NO_CELL and key.class_length:
+                self._ref(key.class_offset, "class name")
+            self._check_values(key, where)
+            subs = self._check_subkeys(key, where)
+            for sub in reversed(subs):
+                stack.append((sub, key.offset))
+
+    def _check_values(self, key: Key, where: str) -> None:
+        if key.value_count == 0:
+            return
+        if not self._ref(key.value_list, "value list"):
+            return
+        seen: set[str] = set()
+        max_name = max_data = 0
+        for off in key.value_offsets():
+            if not self._ref(off, "value"):
+                continue
+            val = self._value(off)
+            self.report.values += 1
+            up = upper_name(val.name)
+            if up in seen:
+                self.report.add(f"key {where!r}: duplicate value name {val.name!r}")
+            seen.add(up)
+            max_name = max(max_name, len(val.name.encode("utf-16-le", "surrogatepass")))
+            max_data = max(max_data, val.data_size)
+            if not val.is_inline and val.data_size:
+                self._check_data(val, where)
+        if key.max_value_name < max_name:
+            self.report.add(f"key {where!r}: max value name {key.max_value_name} < {max_name}")
+        if key.max_value_data < max_data:
+            self.report.add(f"key {where!r}: max value data {key.max_value_data} < {max_data}")
+
+    def _value(self, off: int):
+        from offline_ic.registry.hive import Value
+
+        return Value(self.hive, off)
+
+    def _check_data(self, val, where: str) -> None:
+        if not self._ref(val.data_offset, "value data"):
+            return
+        cell = self.hive.cell(val.data_offset)
+        if val.data_size > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4 and cell[:2] == b"db":
+            _sig, count, seg_list = S.DB.unpack_from(cell)
+            if self._ref(seg_list, "big data segment list"):
+                segs = self.hive.cell(seg_list)
+                for (seg,) in S.U32.iter_unpack(segs[: 4 * count]):
+                    self._ref(seg, "big data segment")
+        try:
+            _ = val.raw
+        except CorruptHiveError as exc:
+            self.report.add(f"key {where!r} value {val.name!r}: {exc}")
+
+    def _check_subkeys(self, key: Key, where: str) -> list[Key]:
+        if key.subkey_count == 0:
+            return []
+        if not self._ref(key.subkey_list, "subkey list"):
+            return []
+        data = self.hive.cell(key.subkey_list)
+        if data[:2] == b"ri":
+            count = S.LIST_HEADER.unpack_from(data)[1]
+            for (leaf,) in S.U32.iter_unpack(data[4 : 4 + 4 * count]):
+                self._ref(leaf, "subkey leaf")
+        entries = key.subkey_entries()
+        subs = []
+        prev = None
+        max_name = 0
+        for off, h in entries:
+            if not self._ref(off, "key"):
+                continue
+            sub = Key(self.hive, off, key.path)
+            subs.append(sub)
+            if h is not None and h != name_hash(sub.name):
+                self.report.add(f"key {sub.path!r}: lh hash 0x{h:08x} is wrong")
+            skey = name_sort_key(sub.name)
+            if prev is not None and not prev < skey:
+                self.report.add(f"key {where!r}: subkey list not sorted at {sub.name!r}")
+            prev = skey
+            max_name = max(max_name, len(sub.name.encode("utf-16-le", "surrogatepass")))
+        if key.max_subkey_name & 0xFFFF < max_name:
+            self.report.add(
+                f"key {where!r}: max subkey name {key.max_subkey_name & 0xFFFF} < {max_name}"
+            )
+        return subs
+
+    def _check_security(self) -> None:
+        for sk, users in self.sk_users.items():
+            try:
+                flink, blink, refs, _sd = self.hive.security_cell(sk)
+            except CorruptHiveError as exc:
+                self.report.add(str(exc))
+                continue
+            if refs != users:
+                self.report.add(
+                    f"security cell 0x{sk:x}: reference count {refs}, used by {users} keys"
+                )
+            for other, field_off, what in ((flink, 8, "flink"), (blink, 4, "blink")):
+                if other not in self.alloc:
+                    self.report.add(f"security cell 0x{sk:x}: {what} 0x{other:x} dangling")
+                    continue
+                back = struct.unpack_from(
+                    "<I", self.data, S.BASE_BLOCK_SIZE + other + 4 + field_off
+                )[0]
+                if back != sk:
+                    self.report.add(f"security cell 0x{sk:x}: list broken at {what} 0x{other:x}")
+
+
+def check_hive(data: bytes, name: str = "hive") -> CheckReport:
+    """Check a whole hive held in memory; a report, never an exception for damage."""
+    return _Checker(bytes(data), name).run()

@@ -1,0 +1,652 @@
+"""Edit a regf hive in memory, touching as few 4 KiB pages as possible.
+
+Why: a hive inside a disk image must be changed in place, writing only the pages that
+change (crash exposure and image churn stay small), reusing free cells the way Windows does
+instead of rewriting the file as hivex does. ``commit()`` hands back exactly the dirty pages
+(base block included) and the new file length; writing them is the caller's business.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from offline_ic.errors import CorruptHiveError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.registry import structs as S
+from offline_ic.registry.hive import (
+    Hive,
+    Key,
+    RegType,
+    Value,
+    base_block_checksum,
+    name_hash,
+    name_sort_key,
+    upper_name,
+)
+from offline_ic.registry.source import BufferSource
+
+PAGE = 4096
+LEAF_MAX = 1012  # entries in one subkey leaf before it is split under an index root
+LEAF_SPLIT = 512
+
+
+def filetime_now() -> int:
+    """Current time as FILETIME (100 ns ticks since 1601-01-01 UTC)."""
+    return time.time_ns() // 100 + 116444736000000000
+
+
+def encode_value(vtype: int, data: object) -> bytes:
+    """Python data -> value bytes: str for SZ/EXPAND_SZ/LINK, list[str] for MULTI_SZ,
+    int for DWORD/DWORD_BE/QWORD; bytes are taken as they are for any type."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if vtype in (RegType.SZ, RegType.EXPAND_SZ) and isinstance(data, str):
+        return (data + "\x00").encode("utf-16-le", "surrogatepass")
+    if vtype == RegType.LINK and isinstance(data, str):
+        return data.encode("utf-16-le", "surrogatepass")
+    if vtype == RegType.MULTI_SZ and isinstance(data, (list, tuple)):
+        if any("\x00" in s or s == "" for s in data):
+            raise InputError("REG_MULTI_SZ strings must be non-empty and contain no NUL")
+        return "".join(s + "\x00" for s in data).encode("utf-16-le", "surrogatepass") + b"\0\0"
+    if vtype in (RegType.DWORD, RegType.DWORD_BIG_ENDIAN) and isinstance(data, int):
+        if not 0 <= data <= 0xFFFFFFFF:
+            raise InputError(f"DWORD value {data} out of range 0..4294967295")
+        return data.to_bytes(4, "big" if vtype == RegType.DWORD_BIG_ENDIAN else "little")
+    if vtype == RegType.QWORD and isinstance(data, int):
+        if not 0 <= data <= 0xFFFFFFFFFFFFFFFF:
+            raise InputError(f"QWORD value {data} out of range")
+        return data.to_bytes(8, "little")
+    raise InputError(f"cannot store {type(data).__name__} as type {vtype}")
+
+
+def _encode_name(name: str) -> tuple[bytes, bool]:
+    """Name bytes and whether they are stored compressed (ASCII only: every reader agrees)."""
+    if name.isascii():
+        return name.encode("ascii"), True
+    return name.encode("utf-16-le", "surrogatepass"), False
+
+
+def _name_len_bytes(name: str) -> int:
+    """Length as counted in the nk max-name fields: UTF-16 bytes."""
+    return len(name.encode("utf-16-le", "surrogatepass"))
+
+
+def _align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+@dataclass
+class CommitResult:
+    """What ``commit()`` changed: the 4 KiB pages to write and the file's new length."""
+
+    pages: list[tuple[int, bytes]]
+    file_length: int
+    old_file_length: int
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(len(b) for _o, b in self.pages)
+
+
+class HiveEditor:
+    """In-memory editor of one clean hive; every change is tracked by 4 KiB page.
+
+    ``HiveEditor(data)`` takes the whole hive file (bytes); ``editor.hive`` is a reader over
+    the edited state. A dirty hive is refused: recover it first (``recover_bytes``).
+    """
+
+    def __init__(
+        self,
+        data: bytes | bytearray,
+        *,
+        name: str = "hive",
+        clock: Callable[[], int] = filetime_now,
+    ) -> None:
+        self.buf = bytearray(data)
+        self.name = name
+        self.clock = clock
+        self.old_file_length = len(self.buf)
+        self.hive = Hive(BufferSource(self.buf), name)
+        if self.hive.is_dirty:
+            raise SafetyRefusal(
+                f"{name}: hive is dirty (sequence {self.hive.sequence1} != "
+                f"{self.hive.sequence2}); recover it from its logs before editing"
+            )
+        self.dirty: set[int] = set()
+        self.recovered = False
+        self._free: dict[int, int] | None = None  # free cell offset -> size
+        self._free_end: dict[int, int] = {}  # end offset -> free cell offset
+        self._hbin_starts: list[int] = []
+        self._hbin_ends: list[int] = []
+
+    @classmethod
+    def from_primary(
+        cls,
+        primary: bytes,
+        log1: bytes | None = None,
+        log2: bytes | None = None,
+        *,
+        name: str = "hive",
+        allow_missing_log: bool = False,
+        clock: Callable[[], int] = filetime_now,
+    ) -> HiveEditor:
+        """An editor over a hive file's bytes; a dirty hive is first recovered from its logs.
+
+        The pages recovery changed count as dirty, so ``commit()`` returns everything the
+        file needs (recovery and edits). ``SafetyRefusal`` when recovery is not possible.
+        """
+        from offline_ic.registry.recovery import recover_bytes
+
+        probe = Hive(BufferSource(primary), name, allow_bad_checksum=True)
+        if not probe.is_dirty and probe.checksum_ok:
+            return cls(primary, name=name, clock=clock)
+        res = recover_bytes(primary, log1, log2, name=name, allow_missing_log=allow_missing_log)
+        ed = cls(res.data, name=name, clock=clock)
+        ed.old_file_length = len(primary)
+        ed.recovered = True
+        for off in range(0, len(res.data), PAGE):
+            if res.data[off : off + PAGE] != primary[off : off + PAGE]:
+                ed.dirty.add(off // PAGE)
+        return ed
+
+    # --- raw writes ------------------------------------------------------------------------
+
+    def _write(self, file_off: int, data: bytes) -> None:
+        end = file_off + len(data)
+        if end > len(self.buf):
+            raise CorruptHiveError(f"{self.name}: internal write past the end of the hive")
+        self.buf[file_off:end] = data
+        for page in range(file_off // PAGE, (end - 1) // PAGE + 1):
+            self.dirty.add(page)
+
+    def _wcell(self, cell: int, rel: int, data: bytes) -> None:
+        """Write ``data`` at ``rel`` bytes into the cell data of ``cell``."""
+        self._write(S.BASE_BLOCK_SIZE + cell + 4 + rel, data)
+
+    def _set_size(self, cell: int, size: int) -> None:
+        self._write(S.BASE_BLOCK_SIZE + cell, S.CELL_SIZE.pack(size))
+
+    def _u32(self, cell: int, rel: int) -> int:
+        return S.U32.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell + 4 + rel)[0]
+
+    # --- free space ------------------------------------------------------------------------
+
+    def _scan(self) -> dict[int, int]:
+        """Index hbins and free cells once (only needed when allocating or freeing)."""
+        if self._free is not None:
+            return self._free
+        free: dict[int, int] = {}
+        off = 0
+        total = self.hive.hbins_size
+        limit = total // S.HBIN_ALIGN + 1
+        while off < total and limit > 0:
+            limit -= 1
+            base = S.BASE_BLOCK_SIZE + off
+            sig, hoff, hsize = struct.unpack_from("<4sII", self.buf, base)
+            if sig != b"hbin" or hoff != off or hsize < PAGE or hsize % PAGE or off + hsize > total:
+                raise CorruptHiveError(f"{self.name}: corrupt hive: bad hive bin at 0x{off:x}")
+            self._hbin_starts.append(off)
+            self._hbin_ends.append(off + hsize)
+            cell = off + S.HBIN_HEADER_SIZE
+            end = off + hsize
+            while cell < end:
+                size = S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0]
+                length = abs(size)
+                if length < 8 or length % 8 or cell + length > end:
+                    raise CorruptHiveError(
+                        f"{self.name}: corrupt hive: cell 0x{cell:x} has bad size {size}"
+                    )
+                if size > 0:
+                    free[cell] = length
+                cell += length
+            off = end
+        self._free = free
+        self._free_end = {c + s: c for c, s in free.items()}
+        return free
+
+    def _hbin_of(self, cell: int) -> tuple[int, int]:
+        i = bisect.bisect_right(self._hbin_starts, cell) - 1
+        return self._hbin_starts[i], self._hbin_ends[i]
+
+    def _add_free(self, cell: int, size: int) -> None:
+        assert self._free is not None
+        self._free[cell] = size
+        self._free_end[cell + size] = cell
+        self._set_size(cell, size)
+
+    def _del_free(self, cell: int) -> int:
+        assert self._free is not None
+        size = self._free.pop(cell)
+        del self._free_end[cell + size]
+        return size
+
+    def alloc(self, length: int) -> int:
+        """Allocate a cell with ``length`` data bytes; returns its offset.
+
+        Best fit among free cells, preferring cells on pages already dirty (fewer pages to
+        write); the rest of a split cell stays free. A new hbin is appended when none fits.
+        """
+        free = self._scan()
+        need = max(_align8(length + 4), 8)
+        best: tuple[bool, int, int] | None = None
+        for cell, size in free.items():
+            if size < need:
+                continue
+            clean = (S.BASE_BLOCK_SIZE + cell) // PAGE not in self.dirty
+            cand = (clean, size, cell)
+            if best is None or cand < best:
+                best = cand
+        cell = self._append_hbin(need) if best is None else best[2]
+        size = self._del_free(cell)
+        if size - need >= 8:
+            self._add_free(cell + need, size - need)
+            size = need
+        self._set_size(cell, -size)
+        return cell
+
+    def _append_hbin(self, need: int) -> int:
+        """Add an hbin big enough for ``need`` bytes of cell; returns its free cell."""
+        off = self.hive.hbins_size
+        hsize = (need + S.HBIN_HEADER_SIZE + PAGE - 1) // PAGE * PAGE
+        file_end = S.BASE_BLOCK_SIZE + off + hsize
+        if file_end > len(self.buf):
+            self.buf.extend(bytes(file_end - len(self.buf)))
+        header = S.HBIN_HEADER.pack(b"hbin", off, hsize, 0, 0, 0, 0)
+        self._write(S.BASE_BLOCK_SIZE + off, header)
+        # the slack of an existing file may hold old bytes; the new bin starts clean
+        self._write(S.BASE_BLOCK_SIZE + off + 32, bytes(hsize - 32))
+        self.hive.hbins_size = off + hsize
+        self._hbin_starts.append(off)
+        self._hbin_ends.append(off + hsize)
+        cell = off + S.HBIN_HEADER_SIZE
+        self._add_free(cell, hsize - S.HBIN_HEADER_SIZE)
+        return cell
+
+    def free(self, cell: int) -> None:
+        """Mark a cell free and merge it with free neighbours in the same hbin."""
+        self._scan()
+        size = S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0]
+        if size >= 0:
+            raise CorruptHiveError(f"{self.name}: corrupt hive: cell 0x{cell:x} freed twice")
+        size = -size
+        start, end = self._hbin_of(cell)
+        nxt = cell + size
+        if nxt < end and nxt in self._free:  # type: ignore[operator]
+            size += self._del_free(nxt)
+        prev = self._free_end.get(cell)
+        if prev is not None and prev >= start:
+            size += self._del_free(prev)
+            cell = prev
+        self._add_free(cell, size)
+
+    def cell_capacity(self, cell: int) -> int:
+        return -S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0] - 4
+
+    def _new_cell(self, data: bytes) -> int:
+        cell = self.alloc(len(data))
+        self._wcell(cell, 0, data)
+        return cell
+
+    # --- values ----------------------------------------------------------------------------
+
+    def _key(self, path: str) -> Key:
+        key = self.hive.find_key(path)
+        if key is None:
+            raise NotFoundError(f"{self.name}: no key {path!r}")
+        return key
+
+    def _touch(self, key: Key) -> None:
+        self._wcell(key.offset, S.NK_OFF_LAST_WRITTEN, S.U64.pack(self.clock()))
+
+    def _store_data(self, raw: bytes) -> tuple[int, int]:
+        """Store value bytes out of line; returns (size field, data offset)."""
+        if len(raw) <= 4:
+            return len(raw) | S.DATA_INLINE, S.U32.unpack(raw.ljust(4, b"\0"))[0]
+        if len(raw) > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4:
+            segs = []
+            # Windows allocates every segment full size (cell of 16,352 bytes), the last one
+            # too; hivex relies on that slack, so we do the same.
+            for i in range(0, len(raw), S.DB_SEGMENT_SIZE):
+                seg = raw[i : i + S.DB_SEGMENT_SIZE].ljust(S.DB_SEGMENT_SIZE, b"\0")
+                segs.append(self._new_cell(seg))
+            seg_list = self._new_cell(b"".join(S.U32.pack(s) for s in segs))
+            db = self._new_cell(S.DB.pack(b"db", len(segs), seg_list))
+            return len(raw), db
+        return len(raw), self._new_cell(raw)
+
+    def _free_data(self, val: Value) -> None:
+        if val.is_inline or val.data_size == 0 or val.data_offset == S.NO_CELL:
+            return
+        cell = self.hive.cell(val.data_offset)
+        if val.data_size > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4 and cell[:2] == b"db":
+            _sig, count, seg_list = S.DB.unpack_from(cell)
+            segs = self.hive.cell(seg_list)
+            for (seg,) in S.U32.iter_unpack(segs[: 4 * count]):
+                self.free(seg)
+            self.free(seg_list)
+        self.free(val.data_offset)
+
+    def set_value(self, path: str, name: str, vtype: int, data: object) -> None:
+        """Create or replace value ``name`` of key ``path`` (data: see ``encode_value``)."""
+        if not 0 <= vtype <= 0xFFFFFFFF:
+            raise InputError(f"value type {vtype} out of range")
+        raw = encode_value(vtype, data)
+        if len(raw) >= S.DATA_INLINE:
+            raise InputError("value data too large")
+        key = self._key(path)
+        val = key.value(name)
+        if val is None:
+            self._add_value(key, name, vtype, raw)
+        else:
+            self._replace_value(val, vtype, raw)
+        key = Key(self.hive, key.offset, None)
+        if _name_len_bytes(name) > key.max_value_name:
+            self._wcell(key.offset, S.NK_OFF_MAX_VALUE_NAME, S.U32.pack(_name_len_bytes(name)))
+        if len(raw) > key.max_value_data:
+            self._wcell(key.offset, S.NK_OFF_MAX_VALUE_DATA, S.U32.pack(len(raw)))
+        self._touch(key)
+
+    def _replace_value(self, val: Value, vtype: int, raw: bytes) -> None:
+        in_place = (
+            not val.is_inline
+            and val.data_size > 0
+            and val.data_offset != S.NO_CELL
+            and 4 < len(raw) <= S.BIG_DATA_THRESHOLD
+            and val.data_size <= S.BIG_DATA_THRESHOLD
+            and self.cell_capacity(val.data_offset) >= len(raw)
+        )
+        if in_place:
+            if raw != val.raw:
+                self._wcell(val.data_offset, 0, raw)
+            size_field, data_off = len(raw), val.data_offset
+        else:
+            self._free_data(val)
+            size_field, data_off = self._store_data(raw)
+        new = S.U32.pack(size_field) + S.U32.pack(data_off) + S.U32.pack(vtype)
+        old = bytes(
+            self.buf[S.BASE_BLOCK_SIZE + val.offset + 4 + 4 : S.BASE_BLOCK_SIZE + val.offset + 16]
+        )
+        if new != old:
+            self._wcell(val.offset, S.VK_OFF_DATA_SIZE, new)
+
+    def _add_value(self, key: Key, name: str, vtype: int, raw: bytes) -> None:
+        name_raw, comp = _encode_name(name)
+        size_field, data_off = self._store_data(raw)
+        vk = S.VK.pack(
+            b"vk", len(name_raw), size_field, data_off, vtype, S.VALUE_COMP_NAME if comp else 0, 0
+        )
+        vk_cell = self._new_cell(vk + name_raw)
+        offsets = key.value_offsets()
+        count = len(offsets)
+        if count and self.cell_capacity(key.value_list) >= 4 * (count + 1):
+            self._wcell(key.value_list, 4 * count, S.U32.pack(vk_cell))
+        else:
+            new_list = self._new_cell(b"".join(S.U32.pack(o) for o in [*offsets, vk_cell]))
+            if count:
+                self.free(key.value_list)
+            self._wcell(key.offset, S.NK_OFF_VALUE_LIST, S.U32.pack(new_list))
+        self._wcell(key.offset, S.NK_OFF_VALUE_COUNT, S.U32.pack(count + 1))
+
+    def delete_value(self, path: str, name: str) -> None:
+        """Remove value ``name`` from key ``path`` (NotFoundError when absent)."""
+        key = self._key(path)
+        offsets = key.value_offsets()
+        want = upper_name(name)
+        vals = [Value(self.hive, off) for off in offsets]
+        i = next((j for j, v in enumerate(vals) if upper_name(v.name) == want), None)
+        if i is None:
+            raise NotFoundError(f"{self.name}: key {key.path!r} has no value {name!r}")
+        val = vals[i]
+        rest = offsets[:i] + offsets[i + 1 :]
+        if rest:
+            self._wcell(key.value_list, 4 * i, b"".join(S.U32.pack(o) for o in offsets[i + 1 :]))
+        else:
+            self.free(key.value_list)
+            self._wcell(key.offset, S.NK_OFF_VALUE_LIST, S.U32.pack(S.NO_CELL))
+        self._wcell(key.offset, S.NK_OFF_VALUE_COUNT, S.U32.pack(len(rest)))
+        self._free_data(val)
+        self.free(val.offset)
+        self._touch(key)
+
+    # --- keys ------------------------------------------------------------------------------
+
+    def create_key(self, path: str) -> Key:
+        """Create ``path`` and any missing parents; returns the (possibly existing) key."""
+        key = self.hive.root
+        for part in (p for p in path.split("\\") if p):
+            sub = key.subkey(part)
+            if sub is None:
+                if len(part) > 255:
+                    raise InputError(f"key name longer than 255 characters: {part[:40]}…")
+                sub = self._add_subkey(key, part)
+            key = sub
+        return key
+
+    def _add_subkey(self, parent: Key, name: str) -> Key:
+        parent_path = parent.path
+        name_raw, comp = _encode_name(name)
+        now = self.clock()
+        sec = parent.security_offset
+        nk = S.NK.pack(
+            b"nk",
+            S.KEY_COMP_NAME if comp else 0,
+            now,
+            0,
+            parent.offset,
+            0,
+            0,
+            S.NO_CELL,
+            S.NO_CELL,
+            0,
+            S.NO_CELL,
+            sec,
+            S.NO_CELL,
+            0,
+            0,
+            0,
+            0,
+            0,
+            len(name_raw),
+            0,
+        )
+        cell = self._new_cell(nk + name_raw)
+        if sec != S.NO_CELL:
+            refs = self._u32(sec, S.SK_OFF_REFCOUNT)
+            self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(refs + 1))
+        self._list_insert(parent, cell, name)
+        parent = Key(self.hive, parent.offset, None)
+        self._wcell(parent.offset, S.NK_OFF_SUBKEY_COUNT, S.U32.pack(parent.subkey_count + 1))
+        low = parent.max_subkey_name & 0xFFFF
+        if _name_len_bytes(name) > low:
+            packed = (parent.max_subkey_name & 0xFFFF0000) | _name_len_bytes(name)
+            self._wcell(parent.offset, S.NK_OFF_MAX_SUBKEY_NAME, S.U32.pack(packed))
+        self._touch(parent)
+        return Key(self.hive, cell, parent_path)
+
+    def delete_key(self, path: str) -> None:
+        """Delete an empty key (no subkeys, no values); refuses the root and non-empty keys."""
+        parts = [p for p in path.split("\\") if p]
+        if not parts:
+            raise InputError(f"{self.name}: refusing to delete the root key")
+        key = self._key(path)
+        if key.subkey_count or key.value_count:
+            raise InputError(
+                f"{self.name}: key {key.path!r} is not empty "
+                f"({key.subkey_count} subkeys, {key.value_count} values)"
+            )
+        if key.flags & (S.KEY_NO_DELETE | S.KEY_HIVE_ENTRY):
+            raise InputError(f"{self.name}: key {key.path!r} is marked not deletable")
+        parent = self._key("\\".join(parts[:-1]))
+        self._list_remove(parent, key.offset)
+        parent = Key(self.hive, parent.offset, None)
+        self._wcell(parent.offset, S.NK_OFF_SUBKEY_COUNT, S.U32.pack(parent.subkey_count - 1))
+        if parent.subkey_count - 1 == 0:
+            self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(S.NO_CELL))
+        self._release_security(key.security_offset)
+        if key.class_offset != S.NO_CELL and key.class_length:
+            self.free(key.class_offset)
+        self.free(key.offset)
+        self._touch(parent)
+
+    def _release_security(self, sec: int) -> None:
+        if sec == S.NO_CELL:
+            return
+        flink, blink, refs, _sd = self.hive.security_cell(sec)
+        if refs > 1:
+            self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(refs - 1))
+            return
+        if flink == sec or blink == sec:  # the only sk of the hive: keep it
+            self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(0))
+            return
+        self._wcell(blink, 4, S.U32.pack(flink))  # prev.flink = next
+        self._wcell(flink, 8, S.U32.pack(blink))  # next.blink = prev
+        self.free(sec)
+
+    # --- subkey lists ------------------------------------------------------------------------
+
+    def _leaf_kind(self) -> bytes:
+        if self.hive.minor >= 5:
+            return b"lh"
+        if self.hive.minor >= 3:
+            return b"lf"
+        return b"li"
+
+    def _leaf_bytes(self, kind: bytes, entries: list[tuple[int, str]]) -> bytes:
+        out = [S.LIST_HEADER.pack(kind, len(entries))]
+        for off, name in entries:
+            if kind == b"lh":
+                out.append(S.LH_ENTRY.pack(off, name_hash(name)))
+            elif kind == b"lf":
+                hint = name[:4].encode("latin-1", "replace") if name[:4].isascii() else b"\0"
+                out.append(S.LF_ENTRY.pack(off, hint.ljust(4, b"\0")[:4]))
+            else:
+                out.append(S.U32.pack(off))
+        return b"".join(out)
+
+    def _leaves(self, list_off: int) -> tuple[bool, list[int]]:
+        """(is index root, leaf cells) of a subkey list."""
+        data = self.hive.cell(list_off)
+        sig, count = S.LIST_HEADER.unpack_from(data)
+        if sig == b"ri":
+            return True, [o for (o,) in S.U32.iter_unpack(data[4 : 4 + 4 * count])]
+        return False, [list_off]
+
+    def _leaf_entries(self, leaf: int) -> tuple[bytes, list[tuple[int, str]]]:
+        data = self.hive.cell(leaf)
+        sig, count = S.LIST_HEADER.unpack_from(data)
+        step = 4 if sig == b"li" else 8
+        offs = [S.U32.unpack_from(data, 4 + i * step)[0] for i in range(count)]
+        return sig, [(o, Key(self.hive, o, None).name) for o in offs]
+
+    def _write_leaf(self, leaf: int | None, kind: bytes, entries: list[tuple[int, str]]) -> int:
+        """Rewrite a leaf in place when it fits, else move it; returns its (new) offset."""
+        body = self._leaf_bytes(kind, entries)
+        if leaf is not None and self.cell_capacity(leaf) >= len(body):
+            old = bytes(self.hive.cell(leaf)[: len(body)])
+            if old != body:
+                # write only from the first changed byte (keeps page writes minimal)
+                first = next(i for i in range(len(body)) if body[i] != old[i])
+                self._wcell(leaf, first, body[first:])
+            return leaf
+        new = self._new_cell(body)
+        if leaf is not None:
+            self.free(leaf)
+        return new
+
+    def _list_insert(self, parent: Key, cell: int, name: str) -> None:
+        skey = name_sort_key(name)
+        if parent.subkey_count == 0 or parent.subkey_list == S.NO_CELL:
+            new = self._write_leaf(None, self._leaf_kind(), [(cell, name)])
+            self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(new))
+            return
+        is_ri, leaves = self._leaves(parent.subkey_list)
+        # find the leaf: the last one whose first entry sorts before the new name
+        chosen = 0
+        contents = []
+        for i, leaf in enumerate(leaves):
+            kind, entries = self._leaf_entries(leaf)
+            contents.append((kind, entries))
+            if entries and name_sort_key(entries[0][1]) < skey:
+                chosen = i
+        kind, entries = contents[chosen]
+        keys = [name_sort_key(n) for _o, n in entries]
+        entries.insert(bisect.bisect_left(keys, skey), (cell, name))
+        if kind == b"li" and self.hive.minor >= 3 and not is_ri:
+            kind = self._leaf_kind()
+        if len(entries) <= LEAF_MAX:
+            new_leaf = self._write_leaf(leaves[chosen], kind, entries)
+            if new_leaf != leaves[chosen]:
+                if is_ri:
+                    self._wcell(parent.subkey_list, 4 + 4 * chosen, S.U32.pack(new_leaf))
+                else:
+                    self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(new_leaf))
+            return
+        # split the leaf in two under an index root
+        halves = [entries[:LEAF_SPLIT], entries[LEAF_SPLIT:]]
+        first = self._write_leaf(leaves[chosen], kind, halves[0])
+        second = self._write_leaf(None, kind, halves[1])
+        new_leaves = leaves[:chosen] + [first, second] + leaves[chosen + 1 :]
+        ri_body = S.LIST_HEADER.pack(b"ri", len(new_leaves)) + b"".join(
+            S.U32.pack(o) for o in new_leaves
+        )
+        if is_ri and self.cell_capacity(parent.subkey_list) >= len(ri_body):
+            self._wcell(parent.subkey_list, 0, ri_body)
+            return
+        ri = self._new_cell(ri_body)
+        if is_ri:
+            self.free(parent.subkey_list)
+        self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(ri))
+
+    def _list_remove(self, parent: Key, cell: int) -> None:
+        is_ri, leaves = self._leaves(parent.subkey_list)
+        for i, leaf in enumerate(leaves):
+            kind, entries = self._leaf_entries(leaf)
+            idx = next((j for j, (o, _n) in enumerate(entries) if o == cell), None)
+            if idx is None:
+                continue
+            del entries[idx]
+            if entries:
+                new_leaf = self._write_leaf(leaf, kind, entries)
+                assert new_leaf == leaf
+                return
+            self.free(leaf)
+            if not is_ri:
+                return  # parent count drops to 0; caller clears the list offset
+            rest = leaves[:i] + leaves[i + 1 :]
+            if rest:
+                body = S.LIST_HEADER.pack(b"ri", len(rest)) + b"".join(S.U32.pack(o) for o in rest)
+                self._wcell(parent.subkey_list, 0, body)
+            else:
+                self.free(parent.subkey_list)
+            return
+        raise CorruptHiveError(
+            f"{self.name}: corrupt hive: key 0x{cell:x} not in its parent's list"
+        )
+
+    # --- commit ----------------------------------------------------------------------------
+
+    def commit(self) -> CommitResult:
+        """Finish the base block and return the dirty pages (base block first).
+
+        Both sequence numbers are raised by one and equal, the timestamp and hive bins size
+        are set and the checksum recomputed. Nothing is returned when nothing changed.
+        """
+        if not self.dirty:
+            return CommitResult([], len(self.buf), self.old_file_length)
+        base = bytearray(self.buf[: S.BASE_BLOCK_SIZE])
+        seq = max(self.hive.sequence1, self.hive.sequence2) + 1
+        seq &= 0xFFFFFFFF
+        struct.pack_into("<II", base, S.BASE_SEQ1_OFF, seq, seq)
+        struct.pack_into("<Q", base, S.BASE_TIMESTAMP_OFF, self.clock())
+        struct.pack_into("<I", base, S.BASE_HBINS_SIZE_OFF, self.hive.hbins_size)
+        struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
+        self._write(0, bytes(base))
+        self.hive = Hive(BufferSource(self.buf), self.name)
+        pages = [(p * PAGE, bytes(self.buf[p * PAGE : (p + 1) * PAGE])) for p in sorted(self.dirty)]
+        self.dirty.clear()
+        result = CommitResult(pages, len(self.buf), self.old_file_length)
+        self.old_file_length = len(self.buf)
+        return result

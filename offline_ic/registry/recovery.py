@@ -1,0 +1,329 @@
+"""Recover a dirty hive from its transaction logs (.LOG1/.LOG2), as Windows does.
+
+Why: a hive whose sequence numbers differ was being written when Windows stopped; its
+last changes live only in the logs. hivex marks such a hive clean and loses them; regipy
+replays the logs in the wrong order without checking them. We follow the published format
+(msuhanov, "Windows registry file format specification"): new-format logs (HvLE entries,
+Marvin32-checked, applied in sequence-number order across both logs, stopping at the first
+gap or bad entry) and old-format logs (DIRT bitmap of 512-byte pages). When the logs do not
+continue the primary, we refuse (``SafetyRefusal``) rather than guess.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from offline_ic.errors import CorruptHiveError, SafetyRefusal
+from offline_ic.registry import structs as S
+from offline_ic.registry.hive import base_block_checksum
+from offline_ic.registry.marvin import marvin32
+
+SECTOR = 512
+LOG_TYPE_OLD = (1, 2)
+LOG_TYPE_NEW = 6
+HVLE = struct.Struct("<4sIIIIIQQ")  # signature, size, flags, seq, hbins size, pages, hash1, hash2
+HVLE_HEADER = 40
+PAGE_REF = struct.Struct("<II")  # offset (relative to hbins), size
+BASE_FLAGS_OFF = 144
+MAX_HIVE = 1 << 32
+
+
+@dataclass
+class LogEntry:
+    """One valid HvLE entry: its sequence number and the pages it writes."""
+
+    seq: int
+    hbins_size: int
+    flags: int
+    pages: list[tuple[int, bytes]]
+
+
+@dataclass
+class LogFile:
+    """What one log file holds, after validation."""
+
+    label: str
+    base: bytes  # the first 512 bytes (partial base block)
+    base_ok: bool
+    kind: str  # "new", "old", "empty" or "invalid"
+    seq1: int = 0
+    seq2: int = 0
+    timestamp: int = 0
+    hbins_size: int = 0
+    entries: list[LogEntry] = field(default_factory=list)
+    stop_reason: str = ""
+    dirty_pages: list[tuple[int, bytes]] = field(default_factory=list)  # old format
+
+
+@dataclass
+class RecoveryResult:
+    """The recovered hive bytes and what was applied."""
+
+    data: bytearray
+    applied_entries: int
+    base_block_from_log: bool
+    sequence: int = 0
+    logs_used: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _partial_checksum(base: bytes) -> int:
+    return base_block_checksum(base[:SECTOR].ljust(SECTOR, b"\0"))
+
+
+def parse_log(data: bytes | None, label: str) -> LogFile:
+    """Validate a log's base block and collect its entries (new) or dirty pages (old)."""
+    if not data or len(data) < SECTOR:
+        return LogFile(label, b"", False, "empty")
+    base = data[:SECTOR]
+    sig, seq1, seq2, ts, _ma, _mi, ftype, _fmt, _root, hbins, _cf = S.BASE_HEADER.unpack_from(base)
+    stored = S.U32.unpack_from(base, S.BASE_CHECKSUM_OFF)[0]
+    ok = sig == b"regf" and stored == _partial_checksum(base) and hbins % 4096 == 0
+    log = LogFile(label, base, ok, "invalid", seq1, seq2, ts, hbins)
+    if not ok:
+        log.stop_reason = "base block signature or checksum wrong"
+        return log
+    if ftype == LOG_TYPE_NEW:
+        log.kind = "new"
+        _parse_new_entries(data, log)
+    elif ftype in LOG_TYPE_OLD:
+        log.kind = "old"
+        _parse_old_pages(data, log)
+    else:
+        log.kind = "invalid"
+        log.stop_reason = f"unknown log file type {ftype}"
+    return log
+
+
+def _parse_new_entries(data: bytes, log: LogFile) -> None:
+    off = SECTOR
+    limit = len(data)
+    while off + HVLE_HEADER <= limit:
+        sig, size, flags, seq, hbins, count, hash1, hash2 = HVLE.unpack_from(data, off)
+        if sig != b"HvLE":
+            log.stop_reason = f"no entry at 0x{off:x}"
+            return
+        if size < HVLE_HEADER or size % SECTOR or off + size > limit:
+            log.stop_reason = f"entry at 0x{off:x} has bad size {size}"
+            return
+        if hbins == 0 or hbins % 4096 or hbins >= MAX_HIVE:
+            log.stop_reason = f"entry {seq} has bad hive bins size 0x{hbins:x}"
+            return
+        entry = data[off : off + size]
+        if marvin32(entry[HVLE_HEADER:]) != hash1 or marvin32(entry[:32]) != hash2:
+            log.stop_reason = f"entry {seq} at 0x{off:x} fails its hash check"
+            return
+        refs_end = HVLE_HEADER + PAGE_REF.size * count
+        if refs_end > size:
+            log.stop_reason = f"entry {seq} page references run past the entry"
+            return
+        pages = []
+        pos = refs_end
+        for i in range(count):
+            p_off, p_size = PAGE_REF.unpack_from(entry, HVLE_HEADER + PAGE_REF.size * i)
+            if p_off % 4096 or p_size % 4096 or p_size == 0 or p_off + p_size > hbins:
+                log.stop_reason = f"entry {seq} has a bad page reference"
+                return
+            if pos + p_size > size:
+                log.stop_reason = f"entry {seq} pages run past the entry"
+                return
+            pages.append((p_off, entry[pos : pos + p_size]))
+            pos += p_size
+        log.entries.append(LogEntry(seq, hbins, flags, pages))
+        off += size
+    log.stop_reason = "end of file"
+
+
+def _parse_old_pages(data: bytes, log: LogFile) -> None:
+    if data[SECTOR : SECTOR + 4] != b"DIRT":
+        log.kind = "invalid"
+        log.stop_reason = "no DIRT dirty vector"
+        return
+    if log.seq1 != log.seq2:
+        log.kind = "invalid"
+        log.stop_reason = "log base block sequence numbers differ"
+        return
+    bits = log.hbins_size // SECTOR
+    nbytes = (bits + 7) // 8
+    bitmap = data[SECTOR + 4 : SECTOR + 4 + nbytes]
+    if len(bitmap) < nbytes:
+        log.kind = "invalid"
+        log.stop_reason = "dirty vector truncated"
+        return
+    pos = (SECTOR + 4 + nbytes + SECTOR - 1) // SECTOR * SECTOR
+    for byte_i, byte in enumerate(bitmap):
+        if not byte:
+            continue
+        for bit in range(8):
+            if byte >> bit & 1:
+                index = byte_i * 8 + bit
+                if index >= bits:
+                    break
+                if pos + SECTOR > len(data):
+                    log.kind = "invalid"
+                    log.stop_reason = "dirty pages truncated"
+                    return
+                log.dirty_pages.append((index * SECTOR, data[pos : pos + SECTOR]))
+                pos += SECTOR
+
+
+def _apply_pages(buf: bytearray, hbins_size: int, pages: list[tuple[int, bytes]]) -> None:
+    end = S.BASE_BLOCK_SIZE + hbins_size
+    if len(buf) < end:
+        buf.extend(bytes(end - len(buf)))
+    for off, page in pages:
+        start = S.BASE_BLOCK_SIZE + off
+        buf[start : start + len(page)] = page
+
+
+def _verify_bins(buf: bytes, hbins_size: int, name: str) -> None:
+    off = 0
+    while off < hbins_size:
+        sig, hoff, hsize = struct.unpack_from("<4sII", buf, S.BASE_BLOCK_SIZE + off)
+        if sig != b"hbin" or hoff != off or hsize < 4096 or hsize % 4096:
+            raise SafetyRefusal(
+                f"{name}: recovered hive has a broken hive bin at 0x{off:x}; refusing to use it"
+            )
+        off += hsize
+    if off != hbins_size:
+        raise SafetyRefusal(f"{name}: recovered hive bins do not add up to the hive size")
+
+
+def _finish_base(
+    buf: bytearray, base_src: bytes, seq: int, hbins_size: int, flags: int | None
+) -> None:
+    base = bytearray(buf[: S.BASE_BLOCK_SIZE].ljust(S.BASE_BLOCK_SIZE, b"\0"))
+    base[: len(base_src)] = base_src
+    struct.pack_into("<II", base, S.BASE_SEQ1_OFF, seq, seq)
+    struct.pack_into("<I", base, 28, 0)  # file type: primary
+    struct.pack_into("<I", base, S.BASE_HBINS_SIZE_OFF, hbins_size)
+    if flags is not None:
+        old = S.U32.unpack_from(base, BASE_FLAGS_OFF)[0]
+        struct.pack_into("<I", base, BASE_FLAGS_OFF, (old & ~1) | (flags & 1))
+    struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
+    buf[: S.BASE_BLOCK_SIZE] = base
+
+
+def _same_hive(p_base: bytes, log: LogFile) -> bool:
+    """A log belongs to the primary: same RmId GUID (when set) and same embedded file name."""
+    p_rm, l_rm = p_base[112:128], log.base[112:128]
+    if any(p_rm) and any(l_rm) and p_rm != l_rm:
+        return False
+    return p_base[48:112] == log.base[48:112]
+
+
+def recover_bytes(
+    primary: bytes,
+    log1: bytes | None,
+    log2: bytes | None,
+    *,
+    name: str = "hive",
+    allow_missing_log: bool = False,
+) -> RecoveryResult:
+    """The recovered hive (a new buffer) from a dirty primary and its logs.
+
+    A clean primary is returned unchanged (stale log entries are ignored, as Windows does).
+    ``SafetyRefusal`` when the hive is dirty and the logs cannot bring it to a consistent
+    state, when a log is missing (None: later changes may sit in it) unless
+    ``allow_missing_log``, or when a log belongs to another hive; ``CorruptHiveError`` when
+    the primary is not a hive at all. An empty (0-byte) log file counts as present.
+    """
+    if len(primary) < S.BASE_BLOCK_SIZE or primary[:4] != b"regf":
+        raise CorruptHiveError(f"{name}: corrupt hive: not a registry hive")
+    p_base = primary[: S.BASE_BLOCK_SIZE]
+    _sig, p_seq1, p_seq2, p_ts, *_rest = S.BASE_HEADER.unpack_from(p_base)
+    p_valid = S.U32.unpack_from(p_base, S.BASE_CHECKSUM_OFF)[0] == base_block_checksum(p_base)
+    buf = bytearray(primary)
+    if p_valid and p_seq1 == p_seq2:
+        return RecoveryResult(buf, 0, False, p_seq1, notes=["hive is clean"])
+    if not allow_missing_log and (log1 is None or log2 is None):
+        missing = "LOG1" if log1 is None else "LOG2"
+        raise SafetyRefusal(
+            f"{name}: hive is dirty and its {missing} is missing; recovering from one log "
+            "could silently lose the latest changes"
+        )
+    logs = [parse_log(log1, "LOG1"), parse_log(log2, "LOG2")]
+    for lg in logs:
+        if lg.base_ok and p_valid and not _same_hive(p_base, lg):
+            lg.kind = "invalid"
+            lg.stop_reason = "belongs to another hive (RmId or file name differ)"
+    if all(lg.kind == "invalid" and lg.stop_reason.startswith("belongs") for lg in logs):
+        raise SafetyRefusal(f"{name}: the logs given belong to another hive")
+    if any(lg.kind == "new" for lg in logs):
+        return _recover_new(buf, logs, p_valid, p_seq2, name)
+    if any(lg.kind == "old" for lg in logs):
+        return _recover_old(buf, logs, p_valid, p_ts, name)
+    reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
+    raise SafetyRefusal(f"{name}: hive is dirty and has no usable transaction log ({reasons})")
+
+
+def _recover_new(
+    buf: bytearray, logs: list[LogFile], p_valid: bool, p_seq2: int, name: str
+) -> RecoveryResult:
+    usable = [lg for lg in logs if lg.kind == "new" and lg.entries]
+    # the log whose base block (written with its first entry) is older holds earlier entries
+    usable.sort(key=lambda lg: lg.seq1)
+    base_from_log = False
+    if not p_valid:
+        if not usable:
+            raise SafetyRefusal(f"{name}: base block is damaged and no log can restore it")
+        usable = usable[-1:]  # only the log with the latest entries
+        base_from_log = True
+    applied: list[LogEntry] = []
+    used: list[str] = []
+    notes: list[str] = []
+    expected: int | None = None
+    for log in usable:
+        entries = [e for e in log.entries if e.seq >= log.seq1]
+        if expected is None:
+            if not entries or entries[0].seq != log.seq1:
+                notes.append(f"{log.label}: first entry does not match its base block")
+                continue
+            if p_valid and entries[0].seq < p_seq2:
+                notes.append(f"{log.label}: entries are older than the primary")
+                continue
+            expected = entries[0].seq
+        took = 0
+        for entry in entries:
+            if entry.seq < expected:
+                continue
+            if entry.seq != expected:
+                notes.append(f"{log.label}: gap before entry {entry.seq} (expected {expected})")
+                break
+            applied.append(entry)
+            expected += 1
+            took += 1
+        if took:
+            used.append(log.label)
+        if log.stop_reason and log.stop_reason != "end of file":
+            notes.append(f"{log.label}: stopped: {log.stop_reason}")
+    if not applied:
+        reasons = "; ".join(notes + [f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs])
+        raise SafetyRefusal(
+            f"{name}: hive is dirty and its logs hold no entries that continue it ({reasons})"
+        )
+    for entry in applied:
+        _apply_pages(buf, entry.hbins_size, entry.pages)
+    last = applied[-1]
+    base_src = usable[-1].base if base_from_log else b""
+    _finish_base(buf, base_src, last.seq, last.hbins_size, last.flags)
+    _verify_bins(buf, last.hbins_size, name)
+    return RecoveryResult(buf, len(applied), base_from_log, last.seq, used, notes)
+
+
+def _recover_old(
+    buf: bytearray, logs: list[LogFile], p_valid: bool, p_ts: int, name: str
+) -> RecoveryResult:
+    candidates = [lg for lg in logs if lg.kind == "old"]
+    if p_valid:
+        candidates = [lg for lg in candidates if lg.timestamp == p_ts]
+    if not candidates:
+        reasons = "; ".join(f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs)
+        raise SafetyRefusal(f"{name}: hive is dirty and no old-format log matches it ({reasons})")
+    # LOG1 first; LOG2 only when it is more recent (Windows 8 and later)
+    log = max(candidates, key=lambda lg: (lg.timestamp, lg.label == "LOG1"))
+    _apply_pages(buf, log.hbins_size, log.dirty_pages)
+    _finish_base(buf, log.base, log.seq1, log.hbins_size, None)
+    _verify_bins(buf, log.hbins_size, name)
+    return RecoveryResult(buf, len(log.dirty_pages), True, log.seq1, [log.label])

@@ -1,0 +1,230 @@
+"""Volumes of a disk image: partitions (GPT, MBR) through dissect.volume, filesystems sniffed.
+
+A disk with no partition table is one volume spanning the whole disk. Each ``Volume``
+hands out streams over our own image layer, so dissect parses the bytes we serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from offline_ic.image.base import DiskImage, ImageStream
+
+# MBR partition types that are containers or placeholders, not volumes.
+_MBR_SKIP_TYPES = {0x00, 0x05, 0x0F, 0x85, 0xEE}
+
+# GPT partition types worth naming (dissect.volume leaves some as "Unknown").
+_GPT_TYPE_NAMES = {
+    "ebd0a0a2-b9e5-4433-87c0-68b99b26599c": "Microsoft basic data",
+    "e3c9e316-0b5c-4db8-817d-f92df00215ae": "Microsoft reserved",
+    "de94bba4-06d1-4d40-a16a-bfd50179d6ac": "Windows recovery",
+    "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI system",
+    "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
+    "0fc63daf-8483-4772-8e79-3d69d8477de4": "Linux filesystem",
+    "4f68bce3-e8cd-4db1-96e7-fbcaf984b709": "Linux root (x86-64)",
+    "e6d6d379-f507-44c2-a23c-238f2a3df928": "Linux LVM",
+    "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f": "Linux swap",
+    "bc13c2ff-59e6-4262-a352-b275fd6f7172": "Linux extended boot",
+}
+
+
+def _partition_geometry(part: object, sector_size: int) -> tuple[int, int]:
+    """(offset, size) in bytes; GPT sizes are recomputed because the last LBA is inclusive."""
+    raw = getattr(part, "raw", None)
+    first = getattr(raw, "first_lba", None)
+    last = getattr(raw, "last_lba", None)
+    if isinstance(first, int) and isinstance(last, int) and last >= first:
+        return first * sector_size, (last - first + 1) * sector_size
+    return part.offset, part.size
+
+
+def _type_label(part: object) -> str:
+    ptype = part.type
+    if isinstance(ptype, int):
+        return f"0x{ptype:02x} ({getattr(part, 'type_name', None) or 'unknown'})"
+    key = str(ptype).lower()
+    return _GPT_TYPE_NAMES.get(key) or str(part.type_name or key)
+
+
+@dataclass
+class Volume:
+    """One volume on the disk; ``number`` is the 1-based index users pass as ``--volume``."""
+
+    number: int
+    offset: int
+    size: int
+    scheme: str  # "gpt" | "mbr" | "none"
+    type: str
+    name: str | None
+    filesystem: str | None  # "ntfs" | "ext" | "xfs" | "btrfs" | "fat" | "lvm2" | "swap" | "bitlocker" | None
+    image: DiskImage
+    # LVM logical volumes are not one byte range of the disk: they bring their own opener.
+    opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
+
+    def stream(self) -> ImageStream | BinaryIO:
+        """A new read-only file object over this volume's bytes."""
+        if self.opener is not None:
+            return self.opener()
+        return ImageStream(self.image, self.offset, self.size)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "offset": self.offset,
+            "size": self.size,
+            "scheme": self.scheme,
+            "type": self.type,
+            "name": self.name,
+            "filesystem": self.filesystem,
+        }
+
+
+def sniff_filesystem(image: DiskImage, offset: int, size: int) -> str | None:
+    """Name the filesystem (or LVM/swap/BitLocker) at ``offset`` from its magic numbers."""
+    return _sniff(lambda pos, length: image.read(offset + pos, length), size)
+
+
+def sniff_stream(fh: BinaryIO, size: int) -> str | None:
+    """``sniff_filesystem`` for a file object (an LVM logical volume)."""
+
+    def read(pos: int, length: int) -> bytes:
+        fh.seek(pos)
+        return fh.read(length)
+
+    return _sniff(read, size)
+
+
+def _sniff(read: Callable[[int, int], bytes], size: int) -> str | None:
+    def at(pos: int, length: int) -> bytes:
+        if pos + length > size:
+            return b""
+        return read(pos, length)
+
+    boot = at(0, 4096)
+    if len(boot) < 4096:
+        return None
+    if boot[3:11] == b"NTFS    ":
+        return "ntfs"
+    if boot[3:11] == b"-FVE-FS-":
+        return "bitlocker"
+    if boot[0:4] == b"XFSB":
+        return "xfs"
+    if boot[82:87] == b"FAT32" or boot[54:59] in (b"FAT12", b"FAT16"):
+        return "fat"
+    if b"LABELONE" in (boot[512:520], boot[0:8], boot[1024:1032], boot[1536:1544]):
+        return "lvm2"
+    if boot[4086:4096] in (b"SWAPSPACE2", b"SWAP-SPACE"):
+        return "swap"
+    ext_sb = at(1024, 64)
+    if len(ext_sb) == 64 and ext_sb[56:58] == b"\x53\xef":
+        return "ext"
+    if at(0x10040, 8) == b"_BHRfS_M":
+        return "btrfs"
+    return None
+
+
+def list_volumes(image: DiskImage) -> list[Volume]:
+    """The volumes of ``image`` in partition-table order (whole disk if there is no table)."""
+    from dissect.volume.disk import Disk
+
+    sector_size = image.info().logical_sector_size or 512
+    volumes: list[Volume] = []
+    try:
+        disk = Disk(image.stream(), sector_size=sector_size)
+        partitions = list(disk.partitions)
+        scheme = type(disk.scheme).__name__.lower() if getattr(disk, "scheme", None) else "mbr"
+    except Exception:  # no (recognisable) partition table: dissect raises its own errors here
+        partitions, scheme = [], "none"
+
+    for part in partitions:
+        ptype = part.type
+        if isinstance(ptype, int) and ptype in _MBR_SKIP_TYPES:
+            continue
+        offset, size = _partition_geometry(part, sector_size)
+        if size <= 0 or offset + size > image.size:
+            continue
+        volumes.append(
+            Volume(
+                number=len(volumes) + 1,
+                offset=offset,
+                size=size,
+                scheme=scheme,
+                type=_type_label(part),
+                name=part.name or None,
+                filesystem=sniff_filesystem(image, offset, size),
+                image=image,
+            )
+        )
+    if not volumes:
+        volumes.append(
+            Volume(
+                number=1,
+                offset=0,
+                size=image.size,
+                scheme="none",
+                type="whole disk",
+                name=None,
+                filesystem=sniff_filesystem(image, 0, image.size),
+                image=image,
+            )
+        )
+    volumes.extend(_logical_volumes(image, volumes))
+    return volumes
+
+
+def _logical_volumes(image: DiskImage, volumes: list[Volume]) -> list[Volume]:
+    """LVM2 logical volumes on the physical volumes among ``volumes`` (through dissect.volume).
+
+    Each volume group is assembled from its PVs; a damaged or incomplete group is skipped
+    (it simply shows no logical volumes) rather than failing the whole listing.
+    """
+    pvs = [v for v in volumes if v.filesystem == "lvm2"]
+    if not pvs:
+        return []
+    from dissect.volume.lvm import LVM2, LVM2Device
+
+    groups: dict[str, list[LVM2Device]] = {}
+    pv_of: dict[str, Volume] = {}
+    for pv in pvs:
+        try:
+            dev = LVM2Device(pv.stream())
+            vg_names = [k for k, v in (dev.metadata or {}).items() if isinstance(v, dict)]
+        except Exception:  # dissect raises LVM2Error, struct errors, ... on damaged labels
+            continue
+        if len(vg_names) == 1:
+            groups.setdefault(vg_names[0], []).append(dev)
+            pv_of[vg_names[0]] = pv
+    out: list[Volume] = []
+    number = len(volumes)
+    for vg_name, devices in groups.items():
+        try:
+            lvm = LVM2(devices)
+            lvs = list(lvm.volume_group.logical_volumes.values())
+        except Exception:
+            continue
+        for lv in lvs:
+            if not lv.is_visible or lv.type not in (None, "striped", "linear"):
+                continue
+            try:
+                size = sum(seg.extent_count for seg in lv.segments) * lvm.vg.extent_size * 512
+                fh = lv.open()
+                fstype = sniff_stream(fh, size)
+            except Exception:
+                continue
+            number += 1
+            out.append(
+                Volume(
+                    number=number,
+                    offset=pv_of[vg_name].offset,
+                    size=size,
+                    scheme="lvm",
+                    type="LVM logical volume",
+                    name=f"{vg_name}/{lv.name}",
+                    filesystem=fstype,
+                    image=image,
+                    opener=lv.open,
+                )
+            )
+    return out

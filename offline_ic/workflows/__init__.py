@@ -1,0 +1,1 @@
+"""Workflows: what each command does, as functions returning plain data (the CLI renders it)."""

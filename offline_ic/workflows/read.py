@@ -1,0 +1,208 @@
+"""Read-only Windows workflows: services list, kvp get, inspect."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from offline_ic.errors import NotFoundError, OfflineICError
+from offline_ic.guest.linux.kvp import read_kvp_pools
+from offline_ic.guest.windows.catalog import resolve_service
+from offline_ic.guest.windows.guest import HiveFileGuest, WindowsGuest
+from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
+from offline_ic.guest.windows.services import read_services
+from offline_ic.image import open_image
+from offline_ic.registry import Hive
+from offline_ic.target import guest_in_image, is_hive_file, open_windows_guest
+from offline_ic.volumes import list_volumes
+
+
+def hive_facts(guest: WindowsGuest, name: str) -> dict[str, Any]:
+    """State of one hive: clean/dirty, both sequence numbers, logs beside it."""
+    hive = guest.hive(name)
+    return {
+        "location": guest.hive_location(name),
+        "state": "dirty" if hive.is_dirty else "clean",
+        "sequence1": hive.sequence1,
+        "sequence2": hive.sequence2,
+        "logs": guest.hive_log_present(name),
+        "recovered": hive.recovered,
+        "recovery_problem": guest.recovery_problems.get(name),
+    }
+
+
+def services_list(target: str, *, parent: str | None = None, volume: int | None = None,
+                  only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``services list --json`` document."""
+    wanted = {resolve_service(n).name for n in only}
+    guest = open_windows_guest(target, parent=parent, volume=volume)
+    try:
+        system = guest.hive("SYSTEM")
+        report = read_services(system).to_dict()
+        if wanted:
+            report["services"] = [s for s in report["services"] if s["name"] in wanted]
+        doc = {"image": target, **report}
+        doc["hive_sequence"] = [system.sequence1, system.sequence2]
+        doc["hive_recovered"] = system.recovered
+        if system.is_dirty and not system.recovered:
+            doc["hive_recovery_problem"] = guest.recovery_problems.get("SYSTEM")
+        return doc
+    finally:
+        guest.close()
+
+
+def kvp_get(target: str, pool: str = "parameters", *, parent: str | None = None,
+            volume: int | None = None) -> dict[str, Any]:
+    """The ``kvp get --json`` document: one pool, or all of them with ``pool='all'``."""
+    if pool != "all":
+        pool_key_path(pool)  # unknown pool: usage error before opening anything
+    if _is_image(target):
+        image = open_image(target, parent=parent)
+        try:
+            guest = guest_in_image(image, volume=volume)
+            if isinstance(guest, WindowsGuest):
+                return _windows_kvp(guest, pool)
+            pools = read_kvp_pools(guest)
+            if pool == "all":
+                return {"pools": pools}
+            return {"pool": pool, "values": pools.get(pool, {})}
+        finally:
+            image.close()
+    guest = open_windows_guest(target, parent=parent, volume=volume)
+    try:
+        return _windows_kvp(guest, pool)
+    finally:
+        guest.close()
+
+
+def _windows_kvp(guest: WindowsGuest, pool: str) -> dict[str, Any]:
+    software = guest.hive("SOFTWARE")
+    if pool == "all":
+        return {"pools": read_all_pools(software)}
+    return {"pool": pool, "values": read_pool(software, pool)}
+
+
+def _is_image(target: str) -> bool:
+    """A disk image, as opposed to a mounted guest root or a bare hive file."""
+    return os.path.isfile(target) and not is_hive_file(target)
+
+
+def windows_version(software: Hive) -> dict[str, Any]:
+    """Product name and build from SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion."""
+    key = software.find_key("Microsoft\\Windows NT\\CurrentVersion")
+    if key is None:
+        return {"family": "windows"}
+    out: dict[str, Any] = {"family": "windows"}
+    for field, value_name in (
+        ("product_name", "ProductName"),
+        ("edition", "EditionID"),
+        ("display_version", "DisplayVersion"),
+        ("build", "CurrentBuild"),
+        ("ubr", "UBR"),
+    ):
+        value = key.value(value_name)
+        if value is not None:
+            out[field] = value.data
+    return out
+
+
+def inspect_target(target: str, *, parent: str | None = None, volume: int | None = None,
+                   vmcx: str | None = None) -> dict[str, Any]:
+    """Everything offline-ic can tell about a target, read-only; parts that fail say why.
+
+    An image without Windows still gets its image facts and volumes (forensics needs them);
+    only a target that cannot be opened at all is an error. A ``.vmcx`` target (or ``vmcx``
+    beside an image) adds the host side: what Hyper-V offers the VM, compared with the guest.
+    """
+    from offline_ic.host.vmcx import compare, is_vmcx, read_vmcx
+
+    if os.path.isfile(target) and is_vmcx(target):
+        return {"image": target, "target_type": "vmcx", "host": read_vmcx(target).to_dict()}
+    host = read_vmcx(vmcx) if vmcx else None
+    doc = _inspect_guest(target, parent=parent, volume=volume)
+    if host is not None:
+        doc["host"] = host.to_dict()
+        if doc.get("services"):
+            doc["host_vs_guest"] = compare(host, doc["services"]["services"])
+    return doc
+
+
+def _inspect_guest(target: str, *, parent: str | None, volume: int | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"image": target, "errors": {}}
+    if not _is_image(target):
+        guest = open_windows_guest(target, parent=parent, volume=volume)
+        doc["target_type"] = (f"{guest.kind} hive file" if isinstance(guest, HiveFileGuest)
+                              else "directory")
+        try:
+            _inspect_windows(guest, doc)
+        finally:
+            guest.close()
+        return doc
+
+    image = open_image(target, parent=parent)
+    try:
+        doc["target_type"] = "image"
+        doc["image_info"] = image.info().to_dict()
+        doc["volumes"] = [v.to_dict() for v in list_volumes(image)]
+        try:
+            guest = guest_in_image(image, volume=volume)
+        except NotFoundError as exc:
+            doc["os"] = None
+            doc["errors"]["os"] = str(exc)
+            return doc
+        if not isinstance(guest, WindowsGuest):
+            _inspect_linux(guest, doc)
+            return doc
+        doc["windows_volume"] = guest.volume.number if guest.volume else None
+        doc["volume_state"] = {
+            "dirty": guest.ntfs.is_dirty(),
+            "hibernation": guest.ntfs.hibernation_signature(),
+        }
+        _inspect_windows(guest, doc)
+        return doc
+    finally:
+        image.close()
+
+
+def _inspect_linux(guest: Any, doc: dict[str, Any]) -> None:
+    from offline_ic.guest.linux.kernels import choose_default, find_kernels
+
+    kernels = find_kernels(guest.fs)
+    choice = choose_default(guest.fs, kernels)
+    doc["linux_root_volume"] = guest.root_volume.number
+    doc["os"] = {
+        "family": "linux",
+        "distro": guest.distro,
+        "distro_family": guest.family,
+        "kernels": [k.version for k in kernels],
+        "default_kernel": choice.kernel.version if choice.kernel else None,
+        "default_kernel_reason": choice.reason,
+    }
+    doc["kvp"] = read_kvp_pools(guest)
+    if guest.notes:
+        doc["errors"]["linux"] = "; ".join(guest.notes)
+
+
+def _inspect_windows(guest: WindowsGuest, doc: dict[str, Any]) -> None:
+    doc["hives"] = {}
+    for name in ("SYSTEM", "SOFTWARE"):
+        try:
+            doc["hives"][name] = hive_facts(guest, name)
+        except NotFoundError as exc:
+            doc["hives"][name] = None
+            doc["errors"][name] = str(exc)
+    doc["os"] = {"family": "windows"}
+    doc["services"] = None
+    doc["kvp"] = None
+    if doc["hives"]["SOFTWARE"]:
+        software = guest.hive("SOFTWARE")
+        doc["os"] = windows_version(software)
+        doc["kvp"] = read_all_pools(software)
+    if doc["hives"]["SYSTEM"]:
+        try:
+            doc["services"] = read_services(guest.hive("SYSTEM")).to_dict()
+        except OfflineICError as exc:
+            doc["errors"]["services"] = str(exc)
+
+
+__all__ = ["KVP_POOLS", "hive_facts", "inspect_target", "kvp_get", "services_list"]

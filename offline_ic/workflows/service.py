@@ -1,0 +1,247 @@
+"""Servicing: change registry values of a Windows guest inside its disk image, safely.
+
+One transaction per command: the hives are edited in memory (a dirty hive is recovered
+from its logs first, or refused), only the 4 KiB pages that differ from the file on disk are
+written, through the file's NTFS data runs, into the image in one crash-safe transaction
+(VHDX log / undo journal). Then everything is read back through readers we did not write
+(libvhdi for the image, regipy for the hive); if they disagree, the original bytes are
+written back and the command fails. ``--output CHILD.avhdx`` does all of it in a new
+differencing child and leaves the parent untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyRefusal
+from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
+from offline_ic.guest.windows.changes import ValueChange
+from offline_ic.guest.windows.guest import CONFIG_DIR, NtfsWindowsGuest
+from offline_ic.registry import Hive
+from offline_ic.registry.editor import HiveEditor
+
+PAGE = 4096
+
+
+@dataclass
+class ServicingReport:
+    image: str
+    written_to: str
+    dry_run: bool
+    changes: list[ValueChange]
+    pages: dict[str, int] = field(default_factory=dict)
+    bytes_written: int = 0
+    recovered: list[str] = field(default_factory=list)  # hives recovered from their logs
+    verified_by: list[str] = field(default_factory=list)
+    child: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "written_to": self.written_to,
+            "child": self.child,
+            "dry_run": self.dry_run,
+            "changes": [c.to_dict() for c in self.changes],
+            "pages": self.pages,
+            "bytes_written": self.bytes_written,
+            "recovered_from_logs": self.recovered,
+            "verified_by": self.verified_by,
+        }
+
+
+ChangeBuilder = Callable[[NtfsWindowsGuest], list[ValueChange]]
+
+
+def apply_changes(
+    target: str,
+    build: ChangeBuilder,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> ServicingReport:
+    """Plan and (unless ``dry_run``) write the changes ``build`` asks for, verified."""
+    _require_image(target)
+    write_path = target
+    if output is not None and not dry_run:
+        write_path = _make_child(target, output)
+    try:
+        return _apply(target, write_path, build, parent=None if output and not dry_run else parent,
+                      volume=volume, dry_run=dry_run, force=force, child=output)
+    except BaseException:
+        if write_path != target:  # the child is ours: leave nothing half-made behind
+            os.unlink(write_path)
+        raise
+
+
+def _require_image(target: str) -> None:
+    from offline_ic.target import is_hive_file
+
+    if not os.path.exists(target):
+        raise NotFoundError(f"{target}: no such file")
+    if os.path.isdir(target):
+        raise InputError(f"{target}: writing into a mounted guest root is not supported; "
+                         "give the disk image")
+    if is_hive_file(target):
+        raise InputError(f"{target}: a bare hive file; change it with `offline-ic hive set`")
+
+
+def _make_child(parent: str, child: str) -> str:
+    from offline_ic.image import detect_format
+    from offline_ic.image.vhdx.create import create_child
+
+    if detect_format(parent) != "vhdx":
+        raise InputError(f"{parent}: --output needs a VHDX/AVHDX parent (differencing children "
+                         "are VHDX)")
+    if os.path.exists(child):
+        raise SafetyRefusal(f"{child}: already exists; not overwritten")
+    create_child(parent, child)
+    return child
+
+
+def _apply(target: str, write_path: str, build: ChangeBuilder, *, parent: str | None,
+           volume: int | None, dry_run: bool, force: bool, child: str | None) -> ServicingReport:
+    from offline_ic.image import open_image
+    from offline_ic.target import linux_hint, windows_guest_in_image
+
+    report = ServicingReport(target, write_path, dry_run, [], child=child)
+    with open_image(write_path, parent=parent, writable=not dry_run, force=force) as image:
+        try:
+            guest = windows_guest_in_image(image, volume=volume)
+        except NotFoundError as exc:
+            hint = linux_hint(image, volume)
+            if hint:
+                raise NotFoundError(f"{exc}; {hint} (offline-ic writes Windows guests only)") from None
+            raise
+        check_volume_writable(guest.ntfs)
+        report.changes = build(guest)
+        writes: list[tuple[int, bytes]] = []
+        undo: list[tuple[int, bytes]] = []
+        for hive_name in sorted({c.hive for c in report.changes}):
+            hive_writes, hive_undo = _plan_hive(guest, hive_name, report)
+            writes += hive_writes
+            undo += hive_undo
+        report.bytes_written = sum(len(d) for _, d in writes)
+        if dry_run or not writes:
+            return report
+        image.write_ranges(writes)
+        try:
+            report.verified_by = _verify(image, guest, writes, report.changes, volume)
+        except OfflineICError as exc:
+            image.write_ranges(undo)
+            raise SafetyRefusal(f"{exc}; the original bytes were written back") from exc
+    return report
+
+
+def _plan_hive(guest: NtfsWindowsGuest, name: str,
+               report: ServicingReport) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """Edit one hive in memory; the disk writes (and their undo) of the pages that differ."""
+    path = f"{CONFIG_DIR}/{name}"
+    label = guest.hive_location(name)
+    info = guest.ntfs.file_info(path)
+    original = guest.ntfs.open(path).read()
+    logs = [guest.ntfs.open(f"{path}.{ext}").read() if guest.exists(f"{path}.{ext}") else None
+            for ext in ("LOG1", "LOG2")]
+    # a dirty hive is first recovered from its logs, as Windows would at boot (or refused)
+    editor = HiveEditor.from_primary(original, *logs, name=label)
+    if editor.recovered:
+        report.recovered.append(name)
+    for change in (c for c in report.changes if c.hive == name):
+        _apply_change(editor, change, label)
+    editor.commit()
+    final = bytes(editor.buf)
+    if len(final) != len(original):
+        raise SafetyRefusal(
+            f"{label}: the change needs the hive to grow from {len(original)} to {len(final)} "
+            "bytes; growing a file inside NTFS is not done in place"
+        )
+    pages = [(off, final[off:off + PAGE]) for off in range(0, len(final), PAGE)
+             if final[off:off + PAGE] != original[off:off + PAGE]]
+    report.pages[name] = len(pages)
+    base = guest.volume.offset
+    writes = [(base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, pages)]
+    undo_pages = [(off, original[off:off + len(buf)]) for off, buf in pages]
+    undo = [(base + off, buf) for off, buf in
+            map_file_writes(info, guest.ntfs.cluster_size, undo_pages)]
+    return writes, undo
+
+
+def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
+    key = editor.hive.find_key(change.key)
+    if key is None and not change.create_key:
+        raise NotFoundError(f"{label}: key {change.key} does not exist")
+    value = key.value(change.name) if key is not None else None
+    change.present_before = value is not None
+    change.before = value.data if value is not None else None
+    if change.is_delete:
+        if value is not None:
+            editor.delete_value(change.key, change.name)
+        return
+    if key is None:
+        editor.create_key(change.key)
+    if value is not None and value.type == change.type and value.data == change.data:
+        return  # already as asked: nothing to write
+    editor.set_value(change.key, change.name, change.type, change.data)
+
+
+def _verify(image, guest: NtfsWindowsGuest, writes: list[tuple[int, bytes]],
+            changes: list[ValueChange], volume: int | None) -> list[str]:
+    """Read the written ranges and values back through readers we did not write."""
+    from offline_ic.image.independent import independent_read
+    from offline_ic.target import windows_guest_in_image
+
+    reader, seen = independent_read(image, [(off, len(data)) for off, data in writes])
+    for (off, data), got in zip(writes, seen, strict=True):
+        if got != data:
+            raise SafetyRefusal(f"{image.path}: {reader} reads other bytes at {off} than written")
+    fresh = windows_guest_in_image(image, volume=volume)
+    for hive_name in sorted({c.hive for c in changes}):
+        data = fresh.ntfs.open(f"{CONFIG_DIR}/{hive_name}").read()
+        ours = Hive.open(data, name=fresh.hive_location(hive_name))
+        if ours.is_dirty:
+            raise SafetyRefusal(f"{fresh.hive_location(hive_name)}: hive reads dirty after the write")
+        _check_with_regipy(data, [c for c in changes if c.hive == hive_name],
+                           fresh.hive_location(hive_name))
+    return [reader, "regipy"]
+
+
+def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> None:
+    from regipy.exceptions import RegistryKeyNotFoundException, RegistryValueNotFoundException
+    from regipy.registry import RegistryHive
+
+    with tempfile.TemporaryDirectory(prefix="offline-ic-verify-") as tmp:
+        path = os.path.join(tmp, "hive")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        hive = RegistryHive(path)
+        for change in changes:
+            try:
+                key = hive.get_key("\\" + change.key)
+                value = next((v for v in key.iter_values() if v.name.lower() == change.name.lower()),
+                             None)
+            except (RegistryKeyNotFoundException, RegistryValueNotFoundException):
+                value = None
+            if change.is_delete:
+                if value is not None:
+                    raise SafetyRefusal(f"{label}: regipy still sees {change.key}\\{change.name}")
+                continue
+            if value is None or not _same(value.value, change.data):
+                raise SafetyRefusal(
+                    f"{label}: regipy reads {change.key}\\{change.name} as "
+                    f"{None if value is None else value.value!r}, not {change.data!r}"
+                )
+
+
+def _same(regipy_value: object, wanted: object) -> bool:
+    if isinstance(wanted, str) and isinstance(regipy_value, str):
+        return regipy_value.rstrip("\x00") == wanted
+    return regipy_value == wanted
+
+
+__all__ = ["ServicingReport", "ValueChange", "apply_changes"]

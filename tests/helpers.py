@@ -1,0 +1,119 @@
+"""Helpers shared by the tests: where test data lives, how to unpack it, how to run the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = REPO / "testdata"
+# Real images and hives made by Windows; some are AGPL and may not be copied into the repo,
+# so tests read them from ../shared and skip (saying why) on a fresh clone without it.
+SHARED_REAL = REPO.parent / "shared" / "testdata-real"
+
+
+def real_data(relpath: str) -> Path:
+    """Path of a file under ../shared/testdata-real, or skip the test when it is absent."""
+    path = SHARED_REAL / relpath
+    if not path.exists():
+        pytest.skip(f"real test data {relpath} not available (needs ../shared/testdata-real)")
+    return path
+
+
+def unpack(src: Path, dest_dir: Path) -> Path:
+    """Decompress a .gz/.xz file (or copy a plain one) into ``dest_dir``; returns the new path."""
+    name = src.name
+    opener = None
+    if name.endswith(".gz"):
+        opener, name = gzip.open, name[:-3]
+    elif name.endswith(".xz"):
+        opener, name = lzma.open, name[:-3]
+    dest = dest_dir / name
+    if not dest.exists():
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        if opener is None:
+            shutil.copyfile(src, dest)
+        else:
+            with opener(src, "rb") as fin, open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+    return dest
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``offline-ic ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from offline_ic.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def script_module(name: str):
+    """Import ``scripts/<name>.py`` (the test-data builders) as a module."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def hivex_merge(hive: Path, reg_body: str, prefix: str) -> None:
+    """Change ``hive`` with hivexregedit (an independent writer); ``reg_body`` is .reg text
+    without its header, ``prefix`` e.g. ``HKEY_LOCAL_MACHINE\\\\SYSTEM``."""
+    import subprocess
+    import tempfile
+
+    if shutil.which("hivexregedit") is None:
+        pytest.skip("hivexregedit not installed")
+    with tempfile.NamedTemporaryFile("w", suffix=".reg", delete=False) as reg:
+        reg.write("Windows Registry Editor Version 5.00\n\n" + reg_body)
+    try:
+        subprocess.run(["hivexregedit", "--merge", "--prefix", prefix, str(hive), reg.name],
+                       check=True)
+    finally:
+        Path(reg.name).unlink()
+
+
+_FUSE_OK: bool | None = None
+
+
+def fuse_mount_works() -> bool:
+    """Whether ntfs-3g can mount here (root, /dev/fuse); tried once per session."""
+    global _FUSE_OK
+    if _FUSE_OK is None:
+        import subprocess
+        import tempfile
+
+        _FUSE_OK = False
+        if shutil.which("mkntfs") and shutil.which("ntfs-3g") and Path("/dev/fuse").exists():
+            with tempfile.TemporaryDirectory(prefix="oic-fuse-") as tmp:
+                vol, mnt = Path(tmp) / "v.ntfs", Path(tmp) / "mnt"
+                mnt.mkdir()
+                with open(vol, "wb") as fh:
+                    fh.truncate(8 << 20)
+                made = subprocess.run(["mkntfs", "-q", "-F", "-Q", str(vol)], capture_output=True)
+                if made.returncode == 0 and subprocess.run(
+                        ["ntfs-3g", str(vol), str(mnt)], capture_output=True).returncode == 0:
+                    subprocess.run(["umount", str(mnt)], capture_output=True)
+                    _FUSE_OK = True
+    return _FUSE_OK
+
+
+def require_fuse() -> None:
+    """Skip the calling test when ntfs-3g cannot mount here."""
+    if not fuse_mount_works():
+        pytest.skip("ntfs-3g cannot mount here (needs root and /dev/fuse)")

@@ -1,0 +1,221 @@
+"""Boot loader, blacklist, module and daemon logic on small in-memory guests."""
+
+from __future__ import annotations
+
+import pytest
+
+from offline_ic.guest.linux.blacklist import (
+    cmdline_blacklist,
+    guest_blacklist,
+    initramfs_blacklist,
+    parse_modprobe_conf,
+)
+from offline_ic.guest.linux.daemons import SystemdView, fcopy_role, inspect_daemon
+from offline_ic.guest.linux.kernels import (
+    choose_default,
+    find_kernels,
+    kernel_cmdlines,
+    kernel_release,
+    version_key,
+)
+from offline_ic.guest.linux.modules import KernelModules, norm
+
+from .fakefs import guest_fs, link
+
+GRUB_CFG = """\
+set default="0"
+menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-u' {
+\tlinux\t/boot/vmlinuz-6.1.0-10-amd64 root=UUID=u ro quiet
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-u' {
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-10-amd64' $menuentry_id_option 'gnulinux-6.1.0-10-amd64-advanced-u' {
+\t\tlinux\t/boot/vmlinuz-6.1.0-10-amd64 root=UUID=u ro quiet
+\t}
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1.0-9-amd64' $menuentry_id_option 'gnulinux-6.1.0-9-amd64-advanced-u' {
+\t\tlinux\t/boot/vmlinuz-6.1.0-9-amd64 root=UUID=u ro quiet module_blacklist=hv_utils
+\t}
+}
+"""
+
+
+def two_kernels(extra: dict | None = None):
+    files = {
+        "/boot/vmlinuz-6.1.0-9-amd64": b"k", "/boot/vmlinuz-6.1.0-10-amd64": b"k",
+        "/lib/modules/6.1.0-9-amd64/modules.dep": "", "/lib/modules/6.1.0-10-amd64/modules.dep": "",
+        "/boot/grub/grub.cfg": GRUB_CFG,
+    }
+    files.update(extra or {})
+    return guest_fs(files)
+
+
+def test_version_order():
+    versions = ["6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-28-amd64", "6.12.1-1"]
+    assert sorted(versions, key=version_key) == ["5.10.0-28-amd64", "6.1.0-9-amd64",
+                                                 "6.1.0-10-amd64", "6.12.1-1"]
+    assert kernel_release("6.10.0-rc1") == (6, 10) and kernel_release("x") == (0, 0)
+    assert fcopy_role("6.9.12") == "fcopy" and fcopy_role("6.10.0-1-amd64") == "fcopy_uio"
+    assert fcopy_role("7.0.1") == "fcopy_uio"
+
+
+@pytest.mark.parametrize(
+    "default_grub, grubenv, version, why",
+    [
+        (None, None, "6.1.0-10-amd64", "grub.cfg:3"),
+        ("GRUB_DEFAULT=1>1\n", None, "6.1.0-9-amd64", "GRUB_DEFAULT=1>1"),
+        ('GRUB_DEFAULT="gnulinux-6.1.0-9-amd64-advanced-u"\n', None, "6.1.0-9-amd64", "grub.cfg:10"),
+        ("GRUB_DEFAULT=saved\n", "saved_entry=Advanced options for Debian GNU/Linux>Debian "
+         "GNU/Linux, with Linux 6.1.0-9-amd64\n", "6.1.0-9-amd64", "grubenv: saved_entry="),
+        ("GRUB_DEFAULT=saved\n", None, "6.1.0-10-amd64", "no saved_entry"),
+        ("GRUB_DEFAULT=7\n", None, "6.1.0-10-amd64", "first bootable menu entry"),
+    ],
+)
+def test_default_kernel_from_grub(default_grub, grubenv, version, why):
+    extra = {}
+    if default_grub:
+        extra["/etc/default/grub"] = default_grub
+    if grubenv:
+        extra["/boot/grub/grubenv"] = "# GRUB Environment Block\n" + grubenv
+    gfs = two_kernels(extra)
+    kernels = find_kernels(gfs)
+    assert [k.version for k in kernels] == ["6.1.0-10-amd64", "6.1.0-9-amd64"]
+    choice = choose_default(gfs, kernels)
+    assert choice.kernel.version == version
+    assert why in choice.reason
+
+
+def test_cmdline_of_the_chosen_entry_is_checked():
+    gfs = two_kernels({"/etc/default/grub": "GRUB_DEFAULT=1>1\nGRUB_CMDLINE_LINUX=\"x=1\"\n"})
+    choice = choose_default(gfs, find_kernels(gfs))
+    lines = kernel_cmdlines(gfs, choice)
+    assert lines[0] == ("/boot/grub/grub.cfg:10", "root=UUID=u ro quiet module_blacklist=hv_utils")
+    assert ("/etc/default/grub:2", "x=1") in lines
+    hits = cmdline_blacklist(lines[0][1], lines[0][0])
+    assert [(h.module, h.evidence) for h in hits] == [
+        ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils")]
+
+
+def test_bls_newest_first_unless_saved():
+    files = {
+        "/boot/vmlinuz-5.14.0-362.el9.x86_64": b"k", "/boot/vmlinuz-5.14.0-427.el9.x86_64": b"k",
+        "/boot/loader/entries/abc-5.14.0-362.el9.x86_64.conf":
+            "title A\nversion 5.14.0-362.el9.x86_64\nlinux /vmlinuz-5.14.0-362.el9.x86_64\n"
+            "options root=/dev/mapper/rl-root rd.driver.blacklist=hv_storvsc\n",
+        "/boot/loader/entries/abc-5.14.0-427.el9.x86_64.conf":
+            "title B\nversion 5.14.0-427.el9.x86_64\nlinux /vmlinuz-5.14.0-427.el9.x86_64\n"
+            "options $kernelopts\n",
+        "/boot/grub2/grubenv": "kernelopts=root=/dev/mapper/rl-root ro\n",
+    }
+    gfs = guest_fs(files)
+    choice = choose_default(gfs, find_kernels(gfs))
+    assert choice.kernel.version == "5.14.0-427.el9.x86_64"
+    assert "newest BLS entry" in choice.reason
+    files["/etc/default/grub"] = "GRUB_DEFAULT=saved\n"
+    files["/boot/grub2/grubenv"] = "saved_entry=abc-5.14.0-362.el9.x86_64\n"
+    gfs = guest_fs(files)
+    choice = choose_default(gfs, find_kernels(gfs))
+    assert choice.kernel.version == "5.14.0-362.el9.x86_64"
+    ev, line = kernel_cmdlines(gfs, choice)[0]
+    assert ev == "/boot/loader/entries/abc-5.14.0-362.el9.x86_64.conf:4"
+    assert [h.module for h in cmdline_blacklist(line, ev)] == ["hv_storvsc"]
+
+
+def test_no_kernel():
+    gfs = guest_fs({"/etc/os-release": "ID=debian\n", "/boot/x": b""})
+    choice = choose_default(gfs, find_kernels(gfs))
+    assert choice.kernel is None and choice.reason == "no kernel installed"
+
+
+def test_modprobe_conf_statements():
+    text = ("# comment\nblacklist hv-utils\ninstall hv_netvsc /bin/true\n"
+            "install hv_balloon /usr/bin/false\ninstall hv_storvsc /sbin/modprobe --ignore-install "
+            "hv_storvsc\ninstall pci_hyperv /bin/sh -c 'false'\nblacklist \\\n  hyperv_fb\n"
+            "options hv_vmbus x=1\n")
+    hits = parse_modprobe_conf(text, "/etc/modprobe.d/x.conf")
+    assert [(h.module, h.kind, h.evidence.split(": ")[0]) for h in hits] == [
+        ("hv_utils", "blacklist", "/etc/modprobe.d/x.conf:2"),
+        ("hv_netvsc", "install", "/etc/modprobe.d/x.conf:3"),
+        ("hv_balloon", "install", "/etc/modprobe.d/x.conf:4"),
+        ("pci_hyperv", "install", "/etc/modprobe.d/x.conf:6"),
+        ("hyperv_fb", "blacklist", "/etc/modprobe.d/x.conf:7"),
+    ]
+
+
+def test_earlier_directory_masks_same_name():
+    gfs = guest_fs({
+        "/etc/modprobe.d/hv.conf": "# emptied by the admin\n",
+        "/usr/lib/modprobe.d/hv.conf": "blacklist hv_utils\n",
+        "/lib/modprobe.d/other.conf": "blacklist hv_netvsc\n",
+        "/run/modprobe.d/null.conf": link("/dev/null"),
+        "/usr/lib/modprobe.d/null.conf": "blacklist hv_vmbus\n",
+        "/usr/lib/modprobe.d/notconf.txt": "blacklist hv_storvsc\n",
+    })
+    hits, files, unreadable = guest_blacklist(gfs)
+    assert files == ["/etc/modprobe.d/hv.conf", "/run/modprobe.d/null.conf",
+                     "/lib/modprobe.d/other.conf"]
+    assert [h.evidence for h in hits] == ["/lib/modprobe.d/other.conf:1: blacklist hv_netvsc"]
+    assert unreadable == []
+
+
+def test_initramfs_blacklist_and_dracut_cmdline():
+    configs = {"etc/modprobe.d/a.conf": "blacklist hv_utils\n",
+               "usr/lib/modprobe.d/a.conf": "blacklist hv_vmbus\n",
+               "etc/cmdline.d/50.conf": "rd.driver.blacklist=hv_storvsc\n"}
+    hits = initramfs_blacklist(configs, "/boot/initramfs.img")
+    assert sorted(h.evidence for h in hits) == [
+        "/boot/initramfs.img:/etc/cmdline.d/50.conf: rd.driver.blacklist=hv_storvsc",
+        "/boot/initramfs.img:/etc/modprobe.d/a.conf:1: blacklist hv_utils"]
+
+
+def test_module_availability_kinds():
+    k = "6.1.0-1-amd64"
+    gfs = guest_fs({
+        f"/boot/vmlinuz-{k}": b"",
+        f"/lib/modules/{k}/modules.dep": "kernel/drivers/hv/hv_utils.ko.zst: kernel/drivers/hv/hv_vmbus.ko\n"
+                                          "kernel/drivers/net/hyperv/hv_netvsc.ko:\n",
+        f"/lib/modules/{k}/kernel/drivers/hv/hv_utils.ko.zst": b"x",
+        f"/lib/modules/{k}/kernel/drivers/input/serio/hyperv-keyboard.ko.gz": b"x",
+        f"/lib/modules/{k}/modules.builtin": "kernel/drivers/hv/hv_vmbus.ko\n",
+        f"/boot/config-{k}": "CONFIG_HYPERV=y\nCONFIG_HYPERV_STORAGE=m\nCONFIG_HYPERV_NET=m\n",
+    })
+    kern = find_kernels(gfs)[0]
+    mods = KernelModules(gfs, kern)
+    st = {n: mods.status(n) for n in ("hv_vmbus", "hv_utils", "hv_storvsc", "hv_netvsc",
+                                      "hyperv_keyboard", "hv_balloon")}
+    assert (st["hv_vmbus"].how, st["hv_vmbus"].evidence) == (
+        "builtin", f"/lib/modules/{k}/modules.builtin:1")
+    assert st["hv_utils"].evidence == f"/lib/modules/{k}/kernel/drivers/hv/hv_utils.ko.zst"
+    assert st["hv_storvsc"].how == "missing"
+    assert "CONFIG_HYPERV_STORAGE=m but no module file" in st["hv_storvsc"].evidence
+    assert st["hv_netvsc"].how == "missing"  # listed in modules.dep, file gone
+    assert st["hyperv_keyboard"].how == "file"
+    assert "not in modules.dep" in st["hyperv_keyboard"].evidence
+    assert st["hv_balloon"].how == "missing"
+    assert norm("drivers/hid/hid-hyperv.ko.xz") == "hid_hyperv"
+
+
+def test_daemon_found_in_another_familys_layout_and_empty_unit_masks():
+    gfs = guest_fs({
+        "/usr/sbin/hypervkvpd": b"\x7fELF",
+        "/usr/lib/systemd/system/hypervkvpd.service": "[Service]\nExecStart=/usr/sbin/hypervkvpd\n",
+        "/etc/systemd/system/hypervkvpd.service": "",
+        "/usr/lib/udev/rules.d/70-hv_kvp.rules":
+            'KERNEL=="vmbus/hv_kvp", ENV{SYSTEMD_WANTS}+="hypervkvpd.service"\n',
+    })
+    view = SystemdView(gfs)
+    st = inspect_daemon(gfs, "kvp", "debian", view)
+    assert st.layout.family == "rhel"
+    assert st.masked_by == "/etc/systemd/system/hypervkvpd.service is empty"
+    assert st.started_by == ["udev rule /usr/lib/udev/rules.d/70-hv_kvp.rules:1"]
+
+
+def test_ubuntu_per_kernel_tools_missing():
+    gfs = guest_fs({
+        "/usr/sbin/hv_kvp_daemon": "#!/bin/bash\n",
+        "/usr/lib/systemd/system/hv-kvp-daemon.service": "[Install]\nWantedBy=multi-user.target\n",
+        "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service":
+            link("/usr/lib/systemd/system/hv-kvp-daemon.service"),
+    })
+    st = inspect_daemon(gfs, "kvp", "ubuntu", SystemdView(gfs), "6.8.0-1012-azure")
+    assert st.started_by and st.notes == [
+        "/usr/lib/linux-tools/6.8.0-1012-azure/hv_kvp_daemon missing "
+        "(install linux-cloud-tools for 6.8.0-1012-azure)"]
