@@ -335,3 +335,26 @@ def test_writer_renews_guids_and_children_see_it(tmp_path):
 
     with pytest.raises(CorruptImageError, match="DataWriteGuid"):
         open_image(str(child))
+
+
+def test_many_scattered_sectors_relocate_only_a_few_blocks(tmp_path):
+    """More logged sectors than one entry holds: only the busiest blocks are moved."""
+    path = tmp_path / "scatter.vhdx"
+    create_vhdx(str(path), 256 * MiB, block_size=MiB)
+    with open_image(str(path), writable=True) as img:
+        img.write_ranges([(b * MiB, b"\x01" * 4096) for b in range(150)])  # 150 blocks
+        img.write_ranges([(200 * MiB, b"\x02" * MiB)])
+    raw = tmp_path / "scatter.raw"
+    with open_image(str(path)) as img:
+        raw.write_bytes(img.read(0, img.size))
+    size0 = path.stat().st_size
+    # 150 single-sector writes in 150 blocks + 64 sectors in block 200: > 126 descriptors
+    ranges = [(b * MiB + 8192, bytes([b % 250 + 3]) * 4096) for b in range(150)]
+    ranges.append((200 * MiB, b"\x05" * 64 * 4096))
+    with open_image(str(path), writable=True) as img:
+        img.write_ranges(ranges)
+    _apply_raw(raw, ranges)
+    grew = path.stat().st_size - size0
+    # 126 descriptors: block 200 and ~26 single-sector blocks move, not all 151 blocks
+    assert 20 * MiB < grew <= 32 * MiB, grew
+    check_against_shadow(path, raw)

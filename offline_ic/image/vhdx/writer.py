@@ -14,6 +14,7 @@ images to their places, flush, retire the log (header with a zero LogGuid), flus
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 import struct
@@ -173,9 +174,10 @@ def _align(img: VhdxImage, segs: list[list]) -> list[tuple[int, bytes]]:
 class Transaction:
     """One atomic set of writes into a VHDX (see the module docstring for the protocol)."""
 
-    def __init__(self, img: VhdxImage, *, relocate: bool = False):
+    def __init__(self, img: VhdxImage, *, relocate: frozenset[int] = frozenset()):
         self.img = img
-        self.relocate = relocate  # copy touched blocks to new space instead of logging data
+        self.relocate = relocate  # blocks copied to new space instead of logging their data
+        self.touched: dict[int, int] = {}  # existing block -> file offset, written in place
         self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
         self.eof = -(-self.old_size // S.MiB) * S.MiB
@@ -268,13 +270,15 @@ class Transaction:
             piece = view[pos : pos + n]
             state, foff, new = self._block(block)
             present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
-            if state in present and self.relocate and not new:
+            if state in present and block in self.relocate and not new:
                 dst = self._alloc(bs)
                 if n < bs:  # a block written whole needs no copy of its old content
                     self.copies.append((foff, dst, bs))
                 self.new_blocks[block] = (state, dst)
                 self._set_bat(img.payload_index(block), S.bat_entry(state, dst))
                 foff, new = dst, True
+            if state in present and not new:
+                self.touched[block] = foff
             if state in present:
                 if new:
                     self.direct.append((foff + inblk, piece))
@@ -321,6 +325,19 @@ class Transaction:
             build_entry(log_guid, i + 1, 0, chunk, [], new_size, new_size)
             for i, chunk in enumerate(chunks)
         ]
+
+    def logged_per_block(self) -> dict[int, int]:
+        """How many logged sector images fall into each block written in place."""
+        starts = sorted((off, b) for b, off in self.touched.items())
+        keys = [off for off, _b in starts]
+        bs = self.img.block_size
+        counts: dict[int, int] = {}
+        for sec in self.sectors:
+            i = bisect.bisect_right(keys, sec) - 1
+            if i >= 0 and sec < keys[i] + bs:
+                b = starts[i][1]
+                counts[b] = counts.get(b, 0) + 1
+        return counts
 
     def fits_one_entry(self) -> bool:
         """One log entry holds it all (see MAX_DESCRIPTORS); several would not be atomic
@@ -443,6 +460,15 @@ def _runs(sectors: dict[int, bytearray]) -> list[tuple[int, bytes]]:
     return out
 
 
+def _plan(
+    img: VhdxImage, aligned: list[tuple[int, bytes]], relocate: frozenset[int]
+) -> Transaction:
+    txn = Transaction(img, relocate=relocate)
+    for off, data in aligned:
+        txn.add(off, data)
+    return txn
+
+
 def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
     """Apply ``ranges`` (offset, bytes) atomically; later ranges win where they overlap."""
     if not img.writable:
@@ -453,15 +479,25 @@ def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
     if not segs:
         return
     aligned = _align(img, segs)
-    txn = Transaction(img)
-    for off, data in aligned:
-        txn.add(off, data)
+    txn = _plan(img, aligned, frozenset())
     if not txn.fits_one_entry():
-        # too much for one log entry: move the touched blocks instead, so that only BAT
-        # and bitmap sectors are logged and the transaction stays atomic
-        txn = Transaction(img, relocate=True)
-        for off, data in aligned:
-            txn.add(off, data)
+        # too much for one log entry: move the blocks holding the most logged sectors to
+        # new space (their data is then written directly and only their BAT entries are
+        # logged) until the rest fits; the transaction stays atomic
+        counts = txn.logged_per_block()
+        order = sorted(counts, key=lambda b: -counts[b])
+        remaining = len(txn.sectors)
+        chosen: list[int] = []
+        for b in order:
+            chosen.append(b)
+            remaining -= counts[b]
+            if remaining + len(chosen) // 256 + 2 > MAX_DESCRIPTORS:
+                continue
+            txn = _plan(img, aligned, frozenset(chosen))
+            if txn.fits_one_entry():
+                break
+        if not txn.fits_one_entry() and counts:
+            txn = _plan(img, aligned, frozenset(counts))
         if not txn.fits_one_entry():
             raise InputError(
                 f"{img.name}: transaction touches too many blocks for one VHDX log entry "
