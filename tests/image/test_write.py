@@ -358,3 +358,34 @@ def test_many_scattered_sectors_relocate_only_a_few_blocks(tmp_path):
     # 126 descriptors: block 200 and ~26 single-sector blocks move, not all 151 blocks
     assert 20 * MiB < grew <= 32 * MiB, grew
     check_against_shadow(path, raw)
+
+
+def test_child_without_sector_bitmaps_gets_one_on_first_write(tmp_path):
+    """Children made elsewhere may have no sector bitmap blocks: the writer allocates one."""
+    import struct
+
+    from offline_ic.image.verify import verify_image
+    from offline_ic.image.vhdx import structures as S
+
+    parent = fresh_copy(IMAGES / "q-dyn-2m.vhdx.gz", tmp_path, "base.vhdx")
+    child = tmp_path / "bare.avhdx"
+    create_child(str(parent), str(child))
+    with open_image(str(child)) as img:
+        idx, bat = img.bitmap_index(0), img.bat_region.file_offset
+        expected = bytearray(img.read(0, img.size))
+    with open(child, "r+b") as f:  # drop the bitmap entry: chunk 0 has no bitmap now
+        f.seek(bat + idx * 8)
+        f.write(struct.pack("<Q", S.SB_BLOCK_NOT_PRESENT))
+    with open_image(str(child)) as img:
+        assert img.bitmap_offset(0) is None
+        assert img.read(0, img.size) == bytes(expected)  # all from the parent
+    ranges = [(4096 + 512, b"\x44" * 1024), (30 * MiB, b"\x45" * 5000)]
+    with open_image(str(child), writable=True) as img:
+        img.write_ranges(ranges)
+    for off, data in ranges:
+        expected[off : off + len(data)] = data
+    with open_image(str(child)) as img:
+        assert img.bitmap_offset(0) is not None
+        assert img.read(0, img.size) == bytes(expected)
+        assert_same_as_libvhdi(img)
+    assert verify_image(str(child)).ok
