@@ -260,3 +260,36 @@ def test_differencing_vhd_sector_granular(tmp_path, pattern_bytes):
         expect[off : off + len(data)] = data
     with open_image(str(child)) as img:
         assert img.read(0, 8192) == bytes(expect[:8192])
+
+
+@needs_qemu
+def test_zero_and_data_descriptors_replay_like_qemu(tmp_path):
+    """A pending entry with zero and data descriptors: our in-memory replay == qemu's."""
+    import uuid
+
+    from offline_ic.image.vhdx.log import build_entry
+    from offline_ic.image.vhdx.writer import _update_header
+
+    path = fresh_copy(IMAGES / "q-dyn-1m.vhdx.gz", tmp_path, "zero.vhdx")
+    with VhdxImage(str(path)) as img:
+        st, foff = img.block_state(0)
+        assert st == 6
+        size = img.io.size()
+    sector = bytes(range(256)) * 16
+    with VhdxImage(str(path), writable=True) as img:
+        guid = uuid.uuid4()
+        _update_header(img, log_guid=guid)
+        entry = build_entry(guid, 7, 0, [(foff + 8192, sector)], [(foff, 3 * 4096)], size, size)
+        img.io.pwrite(entry, img.header.log_offset)
+        img.io.flush()
+    before = path.read_bytes()
+    with open_image(str(path)) as img:
+        assert img.overlay.entries == 1
+        ours = img.read(0, img.size)
+    assert path.read_bytes() == before
+    assert ours[:8192] == bytes(8192) and ours[8192:12288] == sector
+    copy = tmp_path / "qemu.vhdx"
+    shutil.copyfile(path, copy)
+    r = subprocess.run([QEMU_IMG, "check", "-r", "all", str(copy)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert qemu_raw(copy, tmp_path) == ours
