@@ -293,3 +293,13 @@ def test_zero_and_data_descriptors_replay_like_qemu(tmp_path):
     r = subprocess.run([QEMU_IMG, "check", "-r", "all", str(copy)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert qemu_raw(copy, tmp_path) == ours
+
+
+def test_parent_found_case_insensitively(tmp_path, pattern_bytes):
+    parent = fresh_copy(IMAGES / "q-dyn-2m.vhdx.gz", tmp_path, "Base.VHDX")
+    child = tmp_path / "kid.avhdx"
+    create_child(str(parent), str(child))
+    os.rename(parent, tmp_path / "base.vhdx")  # as copied by a case-folding tool
+    with open_image(str(child)) as img:
+        assert img.parent is not None and img.parent.path.endswith("base.vhdx")
+        assert img.read(0, 4096) == pattern_bytes[:4096]
