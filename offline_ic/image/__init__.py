@@ -61,8 +61,10 @@ def open_image(
 # A file named like a VHD/VHDX whose signature is missing is far more likely a damaged or
 # truncated image than a raw disk with an odd name: say so instead of reading garbage as raw.
 _EXTENSION_FORMATS = {".vhdx": "vhdx", ".avhdx": "vhdx", ".vhd": "vhd", ".avhd": "vhd"}
-_SIGNATURES = {"vhdx": "no 'vhdxfile' identifier at offset 0",
-               "vhd": "no 'conectix' footer at the end or copy at offset 0"}
+_SIGNATURES = {
+    "vhdx": "no 'vhdxfile' identifier at offset 0",
+    "vhd": "no 'conectix' footer at the end or copy at offset 0",
+}
 
 
 def _check_name_matches_format(path: str, fmt: str) -> None:

@@ -26,6 +26,7 @@ LOCATOR_FMT = struct.Struct(">4sIIIQ")
 DISK_FIXED, DISK_DYNAMIC, DISK_DIFF = 2, 3, 4
 UNALLOCATED = 0xFFFFFFFF
 MAX_CHAIN_DEPTH = 32
+MAX_BAT_BYTES = 64 << 20  # 16M blocks: 32 TiB at 2 MiB; far beyond VHD's 2 TiB limit
 MAX_VHD_SIZE = 2040 * 1024**3 + 1024**3  # the format tops out near 2 TiB
 
 
@@ -162,6 +163,8 @@ class VhdImage(DiskImage):
         blocks = -(-self.size // bsize)
         if max_entries < blocks:
             raise self._corrupt(f"BAT has {max_entries} entries for {blocks} blocks")
+        if blocks * 4 > MAX_BAT_BYTES:
+            raise self._corrupt(f"BAT of {blocks} entries is implausibly large")
         if table_off % 512 or table_off + blocks * 4 > fsz:
             raise self._corrupt("BAT lies past the end of the file")
         self.dyn_header_offset = doff

@@ -212,3 +212,57 @@ class FaultyIO:
     def close(self):
         self.inner.close()
         self.fd = -1
+
+
+def make_vhd_child(parent: Path, child: Path, writes: list[tuple[int, bytes]]) -> None:
+    """Test-only: a differencing VHD over a dynamic ``parent`` holding sector-aligned ``writes``.
+
+    qemu cannot make one; this follows the VHD layout (footer copy, dynamic header with
+    parent unique id and a W2ru relative locator, BAT, blocks of bitmap + data, footer).
+    """
+    import uuid
+
+    from offline_ic.image.vhd import DYN_HDR_FMT, VhdImage, vhd_checksum
+
+    with VhdImage(str(parent)) as p:
+        footer = bytearray(p.footer.raw)
+        dyn = bytearray(p.dyn_header)
+        bs, bms, size = p.block_size, p.bitmap_size, p.size
+        puid = p.footer.unique_id
+    blocks = -(-size // bs)
+    struct.pack_into(">I", footer, 60, 4)  # disk type: differencing
+    footer[68:84] = uuid.uuid4().bytes
+    struct.pack_into(">Q", footer, 16, 512)  # data offset: dynamic header
+    struct.pack_into(">I", footer, 64, 0)
+    struct.pack_into(">I", footer, 64, vhd_checksum(footer, 64))
+    loc = (".\\" + parent.name).encode("utf-16-le")
+    bat_off = 2048
+    bat_len = -(-blocks * 4 // 512) * 512
+    struct.pack_into(">Q", dyn, 16, bat_off)
+    dyn[40:56] = puid.bytes
+    name = parent.name.encode("utf-16-be")
+    dyn[64 : 64 + 512] = name + bytes(512 - len(name))
+    struct.pack_into(">4sIIIQ", dyn, 576, b"W2ru", 512, len(loc), 0, 1536)
+    struct.pack_into(">I", dyn, 36, 0)
+    struct.pack_into(">I", dyn, 36, vhd_checksum(dyn, 36))
+    assert DYN_HDR_FMT.size <= len(dyn)
+    bat = [0xFFFFFFFF] * blocks
+    body = bytearray(bat_off + bat_len)
+    body[0:512] = footer
+    body[512:1536] = dyn
+    body[1536 : 1536 + len(loc)] = loc
+    blk_data: dict[int, bytearray] = {}
+    for off, data in writes:
+        assert off % 512 == 0 and len(data) % 512 == 0
+        for i in range(0, len(data), 512):
+            b, inb = divmod(off + i, bs)
+            buf = blk_data.setdefault(b, bytearray(bms + bs))
+            buf[bms + inb : bms + inb + 512] = data[i : i + 512]
+            s = inb // 512
+            buf[s // 8] |= 0x80 >> (s % 8)
+    for b, buf in sorted(blk_data.items()):
+        bat[b] = len(body) // 512
+        body += buf
+    struct.pack_into(f">{blocks}I", body, bat_off, *bat)
+    body += footer
+    child.write_bytes(bytes(body))

@@ -210,3 +210,38 @@ def test_random_damage_never_tracebacks(tmp_path_factory, pokes, fix_crc):
         _read_all(path)
     except OfflineICError as exc:
         assert "\n" not in str(exc)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(st.integers(0, 8191), st.integers(0, 255)), min_size=1, max_size=6))
+def test_damaged_log_entry_with_valid_crc(tmp_path_factory, pokes):
+    """Damage inside a pending log entry whose CRC is then fixed: replay or one clear error."""
+    base = tmp_path_factory.getbasetemp() / "logfuzz-src"
+    base.mkdir(exist_ok=True)
+    src = base / "dirty.vhdx"
+    if not src.exists():
+        fresh_copy(IMAGES / "q-dirtylog.vhdx.gz", base, "dirty.vhdx")
+    with open_image(str(src)) as img:
+        lo = img.header.log_offset
+        guid = img.header.log_guid.bytes_le
+    data = bytearray(src.read_bytes())
+    entry = next(
+        o
+        for o in range(lo, lo + MiB, 4096)
+        if data[o : o + 4] == b"loge" and data[o + 32 : o + 48] == guid
+    )
+    (length,) = struct.unpack_from("<I", data, entry + 8)
+    for off, val in pokes:
+        if 4 <= off < 8:
+            continue
+        data[entry + off % length] = val
+    data[entry + 4 : entry + 8] = bytes(4)
+    data[entry + 4 : entry + 8] = struct.pack("<I", crc32c(data[entry : entry + length]))
+    path = base / "fuzzed.vhdx"
+    path.write_bytes(bytes(data))
+    try:
+        _read_all(path)
+    except OfflineICError as exc:
+        assert "\n" not in str(exc)

@@ -27,7 +27,7 @@ from offline_ic.image.vhdx.create import create_child, create_vhdx
 
 MiB = 1 << 20
 
-# kind -> (maker, qemu can read it, raw-compare format)
+# image kinds made by _make (qemu-made, ours with 4 KiB sectors, differencing, VHD, raw)
 KINDS = [
     "dyn-1m",
     "dyn-2m",
@@ -36,6 +36,7 @@ KINDS = [
     "fixed-2m",
     "dyn-4k-1m",
     "dyn-4k-32m",
+    "fixed-4k-2m",
     "child-2m",
     "child-4k-1m",
     "vhd-dyn",
@@ -49,10 +50,16 @@ def _make(kind: str, d: Path) -> tuple[Path, Path]:
     raw = d / f"{kind}.raw"
     if kind.startswith(("dyn-", "fixed-")) and "4k" not in kind:
         img = fresh_copy(IMAGES / f"q-{kind}.vhdx.gz", d, f"{kind}.vhdx")
-    elif kind.startswith("dyn-4k"):
+    elif "4k" in kind and not kind.startswith("child"):
         img = d / f"{kind}.vhdx"
         bs = int(kind.rsplit("-", 1)[1][:-1]) * MiB
-        create_vhdx(str(img), 40 * MiB, block_size=bs, logical_sector_size=4096)
+        create_vhdx(
+            str(img),
+            40 * MiB,
+            block_size=bs,
+            logical_sector_size=4096,
+            fixed=kind.startswith("fixed"),
+        )
     elif kind.startswith("child"):
         src = "q-dyn-2m.vhdx.gz"
         if "4k" in kind:
@@ -328,3 +335,57 @@ def test_writer_renews_guids_and_children_see_it(tmp_path):
 
     with pytest.raises(CorruptImageError, match="DataWriteGuid"):
         open_image(str(child))
+
+
+def test_many_scattered_sectors_relocate_only_a_few_blocks(tmp_path):
+    """More logged sectors than one entry holds: only the busiest blocks are moved."""
+    path = tmp_path / "scatter.vhdx"
+    create_vhdx(str(path), 256 * MiB, block_size=MiB)
+    with open_image(str(path), writable=True) as img:
+        img.write_ranges([(b * MiB, b"\x01" * 4096) for b in range(150)])  # 150 blocks
+        img.write_ranges([(200 * MiB, b"\x02" * MiB)])
+    raw = tmp_path / "scatter.raw"
+    with open_image(str(path)) as img:
+        raw.write_bytes(img.read(0, img.size))
+    size0 = path.stat().st_size
+    # 150 single-sector writes in 150 blocks + 64 sectors in block 200: > 126 descriptors
+    ranges = [(b * MiB + 8192, bytes([b % 250 + 3]) * 4096) for b in range(150)]
+    ranges.append((200 * MiB, b"\x05" * 64 * 4096))
+    with open_image(str(path), writable=True) as img:
+        img.write_ranges(ranges)
+    _apply_raw(raw, ranges)
+    grew = path.stat().st_size - size0
+    # 126 descriptors: block 200 and ~26 single-sector blocks move, not all 151 blocks
+    assert 20 * MiB < grew <= 32 * MiB, grew
+    check_against_shadow(path, raw)
+
+
+def test_child_without_sector_bitmaps_gets_one_on_first_write(tmp_path):
+    """Children made elsewhere may have no sector bitmap blocks: the writer allocates one."""
+    import struct
+
+    from offline_ic.image.verify import verify_image
+    from offline_ic.image.vhdx import structures as S
+
+    parent = fresh_copy(IMAGES / "q-dyn-2m.vhdx.gz", tmp_path, "base.vhdx")
+    child = tmp_path / "bare.avhdx"
+    create_child(str(parent), str(child))
+    with open_image(str(child)) as img:
+        idx, bat = img.bitmap_index(0), img.bat_region.file_offset
+        expected = bytearray(img.read(0, img.size))
+    with open(child, "r+b") as f:  # drop the bitmap entry: chunk 0 has no bitmap now
+        f.seek(bat + idx * 8)
+        f.write(struct.pack("<Q", S.SB_BLOCK_NOT_PRESENT))
+    with open_image(str(child)) as img:
+        assert img.bitmap_offset(0) is None
+        assert img.read(0, img.size) == bytes(expected)  # all from the parent
+    ranges = [(4096 + 512, b"\x44" * 1024), (30 * MiB, b"\x45" * 5000)]
+    with open_image(str(child), writable=True) as img:
+        img.write_ranges(ranges)
+    for off, data in ranges:
+        expected[off : off + len(data)] = data
+    with open_image(str(child)) as img:
+        assert img.bitmap_offset(0) is not None
+        assert img.read(0, img.size) == bytes(expected)
+        assert_same_as_libvhdi(img)
+    assert verify_image(str(child)).ok

@@ -442,6 +442,17 @@ class VhdxImage(DiskImage):
             cands.append(os.path.join(here, ntpath.basename(v)))
         if rel:
             cands.append(os.path.join(here, ntpath.basename(rel)))
+        # Windows paths are case-insensitive: also try a differently-cased name beside us
+        wanted = {os.path.basename(c).lower() for c in cands}
+        try:
+            with os.scandir(here) as it:
+                for i, e in enumerate(it):
+                    if i >= 10000:
+                        break
+                    if e.name.lower() in wanted:
+                        cands.append(os.path.join(here, e.name))
+        except OSError:
+            pass
         seen: list[str] = []
         for c in cands:
             if c not in seen:

@@ -32,7 +32,7 @@ from offline_ic.image.vhdx.structures import (
     log_descriptor_area,
 )
 
-MAX_LOG_LENGTH = 256 * MiB  # we read the whole log into memory; real logs are 1 MiB
+MAX_LOG_LENGTH = 64 * MiB  # we read the whole log into memory; real logs are 1 MiB
 _ZERO_SECTOR = bytes(LOG_SECTOR)
 
 

@@ -14,6 +14,7 @@ images to their places, flush, retire the log (header with a zero LogGuid), flus
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 import struct
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from offline_ic.image.vhdx.image import VhdxImage
 
 SECTOR = S.LOG_SECTOR
+# qemu (7.2) reads a log entry's descriptor sectors into one 4 KiB buffer, so it can only
+# replay entries whose header and descriptors fit one sector: 126 descriptors
+MAX_DESCRIPTORS = 126
 MAX_CHILD_SCAN = 5000
 
 
@@ -170,9 +174,10 @@ def _align(img: VhdxImage, segs: list[list]) -> list[tuple[int, bytes]]:
 class Transaction:
     """One atomic set of writes into a VHDX (see the module docstring for the protocol)."""
 
-    def __init__(self, img: VhdxImage, *, relocate: bool = False):
+    def __init__(self, img: VhdxImage, *, relocate: frozenset[int] = frozenset()):
         self.img = img
-        self.relocate = relocate  # copy touched blocks to new space instead of logging data
+        self.relocate = relocate  # blocks copied to new space instead of logging their data
+        self.touched: dict[int, int] = {}  # existing block -> file offset, written in place
         self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
         self.eof = -(-self.old_size // S.MiB) * S.MiB
@@ -258,18 +263,22 @@ class Transaction:
         img = self.img
         bs, lss = img.block_size, img.logical_sector_size
         pos = 0
+        view = memoryview(data)
         while pos < len(data):
             block, inblk = divmod(voff + pos, bs)
             n = min(bs - inblk, len(data) - pos)
-            piece = data[pos : pos + n]
+            piece = view[pos : pos + n]
             state, foff, new = self._block(block)
             present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
-            if state in present and self.relocate and not new:
+            if state in present and block in self.relocate and not new:
                 dst = self._alloc(bs)
-                self.copies.append((foff, dst, bs))
+                if n < bs:  # a block written whole needs no copy of its old content
+                    self.copies.append((foff, dst, bs))
                 self.new_blocks[block] = (state, dst)
                 self._set_bat(img.payload_index(block), S.bat_entry(state, dst))
                 foff, new = dst, True
+            if state in present and not new:
+                self.touched[block] = foff
             if state in present:
                 if new:
                     self.direct.append((foff + inblk, piece))
@@ -317,9 +326,33 @@ class Transaction:
             for i, chunk in enumerate(chunks)
         ]
 
+    def logged_per_block(self) -> dict[int, int]:
+        """How many logged sector images fall into each block written in place."""
+        starts = sorted((off, b) for b, off in self.touched.items())
+        keys = [off for off, _b in starts]
+        bs = self.img.block_size
+        counts: dict[int, int] = {}
+        for sec in self.sectors:
+            i = bisect.bisect_right(keys, sec) - 1
+            if i >= 0 and sec < keys[i] + bs:
+                b = starts[i][1]
+                counts[b] = counts.get(b, 0) + 1
+        return counts
+
+    def fits_one_entry(self) -> bool:
+        """One log entry holds it all (see MAX_DESCRIPTORS); several would not be atomic
+        for qemu, whose replay ignores the tail and could apply a suffix."""
+        n = len(self.sectors)
+        return n <= MAX_DESCRIPTORS and self.log_bytes_needed() + SECTOR <= self._log_length()
+
+    def _log_length(self) -> int:
+        return self.img.header.log_length
+
     def _max_sectors_per_entry(self) -> int:
-        ll = self.img.header.log_length
-        n = ll // SECTOR
+        # one 4 KiB sector of the circular log stays unused: qemu's replay takes a
+        # completely full log for an empty one
+        ll = self._log_length() - SECTOR
+        n = min(ll // SECTOR, MAX_DESCRIPTORS)
         while n > 0 and S.log_descriptor_area(n) + n * SECTOR > ll:
             n -= 1
         return n
@@ -330,17 +363,13 @@ class Transaction:
             return
         new_size = max(self.old_size, self.eof)
         log_guid = uuid.uuid4()
-        fields: dict[str, object] = {"log_guid": log_guid}
-        first = not img._fwg_renewed
-        if first:
-            fields["file_write_guid"] = uuid.uuid4()
-        if not img._dwg_renewed:
-            fields["data_write_guid"] = uuid.uuid4()
         try:
-            _update_header(img, **fields)
-            if first:
-                _update_header(img)  # both header copies carry the new GUIDs
-            img._fwg_renewed = img._dwg_renewed = True
+            if not (img._fwg_renewed and img._dwg_renewed):
+                # renew both GUIDs before the first change of the session, in both copies
+                guids = {"file_write_guid": uuid.uuid4(), "data_write_guid": uuid.uuid4()}
+                _update_header(img, **guids)
+                _update_header(img)
+                img._fwg_renewed = img._dwg_renewed = True
             if new_size > self.old_size:
                 img.io.truncate(new_size)
             for src, dst, n in self.copies:
@@ -353,6 +382,7 @@ class Transaction:
                 if nz:
                     img.io.pwrite(bytes(bits[nz[0] : nz[-1] + SECTOR]), off + nz[0])
             img.io.flush()
+            _update_header(img, log_guid=log_guid)
         except OSError as exc:
             self._undo_uncommitted(exc)
         entries = self._entries(log_guid, new_size)
@@ -372,8 +402,8 @@ class Transaction:
         except OSError as exc:
             self._undo_uncommitted(exc)
         try:
-            for off, sec in sorted(self.sectors.items()):
-                img.io.pwrite(bytes(sec), off)
+            for off, data in _runs(self.sectors):
+                img.io.pwrite(data, off)
             img.io.flush()
         except OSError as exc:
             raise WriteFailed(
@@ -398,8 +428,12 @@ class Transaction:
         """
         img = self.img
         try:
-            if img.header.log_guid.int:
-                _update_header(img, log_guid=S.ZERO_GUID)
+            lo, ll = getattr(self, "old_log", (img.header.log_offset, img.header.log_length))
+            if img.header.log_guid.int or (img.header.log_offset, img.header.log_length) != (
+                lo,
+                ll,
+            ):
+                _update_header(img, log_guid=S.ZERO_GUID, log_offset=lo, log_length=ll)
             img.io.truncate(self.old_size)
             img.io.flush()
         except OSError:
@@ -408,6 +442,31 @@ class Transaction:
         raise WriteFailed(
             f"{img.name}: write failed ({exc.strerror or exc}); the virtual disk is unchanged"
         ) from None
+
+
+def _runs(sectors: dict[int, bytearray]) -> list[tuple[int, bytes]]:
+    """Sector images coalesced into contiguous runs (fewer, larger writes)."""
+    out: list[tuple[int, bytes]] = []
+    run_off, parts = -1, []
+    for off in sorted(sectors):
+        if parts and off == run_off + len(parts) * SECTOR:
+            parts.append(bytes(sectors[off]))
+            continue
+        if parts:
+            out.append((run_off, b"".join(parts)))
+        run_off, parts = off, [bytes(sectors[off])]
+    if parts:
+        out.append((run_off, b"".join(parts)))
+    return out
+
+
+def _plan(
+    img: VhdxImage, aligned: list[tuple[int, bytes]], relocate: frozenset[int]
+) -> Transaction:
+    txn = Transaction(img, relocate=relocate)
+    for off, data in aligned:
+        txn.add(off, data)
+    return txn
 
 
 def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
@@ -420,18 +479,28 @@ def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
     if not segs:
         return
     aligned = _align(img, segs)
-    txn = Transaction(img)
-    for off, data in aligned:
-        txn.add(off, data)
-    if txn.log_bytes_needed() > img.header.log_length:
-        # too much for one pass through the log: move the touched blocks instead, so that
-        # only BAT and bitmap sectors are logged and the transaction stays atomic
-        txn = Transaction(img, relocate=True)
-        for off, data in aligned:
-            txn.add(off, data)
-        if txn.log_bytes_needed() > img.header.log_length:
+    txn = _plan(img, aligned, frozenset())
+    if not txn.fits_one_entry():
+        # too much for one log entry: move the blocks holding the most logged sectors to
+        # new space (their data is then written directly and only their BAT entries are
+        # logged) until the rest fits; the transaction stays atomic
+        counts = txn.logged_per_block()
+        order = sorted(counts, key=lambda b: -counts[b])
+        remaining = len(txn.sectors)
+        chosen: list[int] = []
+        for b in order:
+            chosen.append(b)
+            remaining -= counts[b]
+            if remaining + len(chosen) // 256 + 2 > MAX_DESCRIPTORS:
+                continue
+            txn = _plan(img, aligned, frozenset(chosen))
+            if txn.fits_one_entry():
+                break
+        if not txn.fits_one_entry() and counts:
+            txn = _plan(img, aligned, frozenset(counts))
+        if not txn.fits_one_entry():
             raise InputError(
-                f"{img.name}: transaction too large for the VHDX log "
+                f"{img.name}: transaction touches too many blocks for one VHDX log entry "
                 f"({len(txn.sectors)} metadata sectors); nothing written, split it"
             )
     txn.commit()
