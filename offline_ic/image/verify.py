@@ -219,36 +219,39 @@ def recover_image(path: str, parent: str | None = None) -> str:
     return "nothing to recover"
 
 
-def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> bool:
-    """Read the just-written ranges back through libvhdi; they must equal what was meant.
-
-    Later ranges win where ranges overlap (as in ``write_ranges``). Returns False when
-    libvhdi is not installed (nothing checked); raises CorruptImageError on a difference.
-    Raw images are their own bytes and are not checked.
+def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> str | None:
+    """Read the just-written ranges back through a reader we did not write; they must equal
+    what was meant. Returns that reader's name ("libvhdi", or "raw file" for raw images, whose
+    bytes are the file's), None when libvhdi is not installed (nothing checked); raises
+    CorruptImageError on a difference. Later ranges win where ranges overlap.
     """
     if getattr(img, "format", "raw") == "raw":
-        return False
+        with open(img.path, "rb") as fh:
+            return _compare_written(img, ranges, "raw file",
+                                    lambda n, off: os.pread(fh.fileno(), n, off))
     try:
         lv = _libvhdi(img)
     except ImportError:
-        return False
+        return None
     try:
-        spans: list[tuple[int, int]] = []
-        for off, data in ranges:
-            spans.append((off, len(data)))
-        for start, n in _merge(spans):
-            want = bytearray(img.read(start, n))  # what our reader serves now
-            for off, data in ranges:
-                s, e = max(off, start), min(off + len(data), start + n)
-                if s < e:
-                    want[s - start : e - start] = data[s - off : e - off]
-            got = lv.read_buffer_at_offset(n, start)
-            if got != bytes(want):
-                first = next(i for i in range(n) if got[i] != want[i])
-                raise CorruptImageError(
-                    f"{os.path.basename(img.path)}: libvhdi reads different bytes at "
-                    f"{start + first} after the write"
-                )
+        return _compare_written(img, ranges, "libvhdi", lv.read_buffer_at_offset)
     finally:
         lv.close()
-    return True
+
+
+def _compare_written(img: DiskImage, ranges: list[tuple[int, bytes]], reader: str,
+                     read_at: Any) -> str:
+    for start, n in _merge([(off, len(data)) for off, data in ranges]):
+        want = bytearray(img.read(start, n))  # what our reader serves now
+        for off, data in ranges:
+            s, e = max(off, start), min(off + len(data), start + n)
+            if s < e:
+                want[s - start : e - start] = data[s - off : e - off]
+        got = read_at(n, start)
+        if got != bytes(want):
+            first = next((i for i in range(min(len(got), n)) if got[i] != want[i]), len(got))
+            raise CorruptImageError(
+                f"{os.path.basename(img.path)}: {reader} reads different bytes at "
+                f"{start + first} after the write"
+            )
+    return reader

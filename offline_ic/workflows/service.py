@@ -130,6 +130,7 @@ def _apply(target: str, write_path: str, build: ChangeBuilder, *, parent: str | 
         report.bytes_written = sum(len(d) for _, d in writes)
         if dry_run or not writes:
             return report
+        _require_independent_reader(image)
         image.write_ranges(writes)
         try:
             report.verified_by = _verify(image, guest, writes, report.changes, volume)
@@ -137,6 +138,15 @@ def _apply(target: str, write_path: str, build: ChangeBuilder, *, parent: str | 
             image.write_ranges(undo)
             raise SafetyRefusal(f"{exc}; the original bytes were written back") from exc
     return report
+
+
+def _require_independent_reader(image) -> None:
+    """Refuse before the first byte changes if the write could not be checked afterwards."""
+    import importlib.util
+
+    if image.info().format != "raw" and importlib.util.find_spec("pyvhdi") is None:
+        raise SafetyRefusal(f"{image.path}: libvhdi (pip package libvhdi-python) is not installed: "
+                            "writes are only made when an independent reader can check them")
 
 
 def _plan_hive(guest: NtfsWindowsGuest, name: str,
@@ -193,13 +203,12 @@ def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
 def _verify(image, guest: NtfsWindowsGuest, writes: list[tuple[int, bytes]],
             changes: list[ValueChange], volume: int | None) -> list[str]:
     """Read the written ranges and values back through readers we did not write."""
-    from offline_ic.image.independent import independent_read
+    from offline_ic.image.verify import check_written
     from offline_ic.target import windows_guest_in_image
 
-    reader, seen = independent_read(image, [(off, len(data)) for off, data in writes])
-    for (off, data), got in zip(writes, seen, strict=True):
-        if got != data:
-            raise SafetyRefusal(f"{image.path}: {reader} reads other bytes at {off} than written")
+    reader = check_written(image, writes)
+    if reader is None:  # _require_independent_reader made sure this cannot happen
+        raise SafetyRefusal(f"{image.path}: the write could not be read back through libvhdi")
     fresh = windows_guest_in_image(image, volume=volume)
     for hive_name in sorted({c.hive for c in changes}):
         data = fresh.ntfs.open(f"{CONFIG_DIR}/{hive_name}").read()

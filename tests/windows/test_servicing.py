@@ -273,3 +273,22 @@ def test_apply_rejects_bad_change_files(cli, win10_copy, tmp_path, text, message
     code, out, err = cli("apply", win10_copy, "--file", change_file)
     assert code == 2 and out == "" and message in err and err.count("\n") == 1
     assert sha256(win10_copy) == digest
+
+
+def test_failed_read_back_puts_the_original_bytes_back(cli, win10_copy, win10_dynamic, monkeypatch):
+    """If the independent reader disagrees after the write, the old bytes are written back."""
+    import offline_ic.image.verify as verify
+    from offline_ic.errors import CorruptImageError
+
+    def disagree(image, ranges):
+        raise CorruptImageError(f"{image.path}: libvhdi reads different bytes (simulated)")
+
+    monkeypatch.setattr(verify, "check_written", disagree)
+    code, out, err = cli("services", "set", win10_copy, "vss=disabled")
+    assert code == 3 and out == ""
+    assert "simulated" in err and "original bytes were written back" in err
+    same = subprocess.run(["qemu-img", "compare", str(win10_dynamic), str(win10_copy)],
+                          capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout
+    check = subprocess.run(["qemu-img", "check", str(win10_copy)], capture_output=True, text=True)
+    assert check.returncode == 0

@@ -53,7 +53,7 @@ def prepare_writable(img: VhdxImage, *, force: bool = False) -> None:
         raise SafetyRefusal(
             f"{img.name}: is the parent of {names}; writing it would break "
             f"{'their' if len(img.children) > 1 else 'its'} parent linkage (write into a new "
-            "child with --output CHILD.avhdx, or force)"
+            "child with --output CHILD.avhdx, or --force)"
         )
     img.replayed_entries = replay_and_retire(img) if img.header.log_guid.int else None
 
