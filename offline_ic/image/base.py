@@ -68,8 +68,15 @@ class DiskImage(ABC):
     def info(self) -> ImageInfo:
         """Facts about the image (and its parents)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
-        """Release file handles. Idempotent."""
+    def close(self) -> None:
+        """Release file handles: this image's (``io``) and its parents'. Idempotent."""
+        parent = getattr(self, "parent", None)
+        if parent is not None:
+            parent.close()
+            self.parent = None
+        io = getattr(self, "io", None)
+        if io is not None:
+            io.close()
 
     def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
         """Write (offset, bytes) ranges as one atomic transaction (writable opens only)."""

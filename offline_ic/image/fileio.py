@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from offline_ic.errors import SafetyRefusal
+from offline_ic.errors import NotFoundError, SafetyRefusal
 
 
 def refuse_readonly_file(fd: int, path: str) -> None:
@@ -19,6 +19,20 @@ def refuse_readonly_file(fd: int, path: str) -> None:
         raise SafetyRefusal(
             f"{os.path.basename(path)}: the image file is read-only; nothing written"
         )
+
+
+def open_image_file(path: str, writable: bool) -> FileIO:
+    """Open an image file for positional I/O; a writable open of a file we may not write is a
+    safety refusal (nothing is written), a missing file is NotFoundError."""
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except PermissionError:
+        if writable:
+            raise SafetyRefusal(f"{path}: the image file is read-only; nothing written") from None
+        raise
+    return FileIO(fd, path)
 
 
 class FileIO:

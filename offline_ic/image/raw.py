@@ -6,7 +6,7 @@ import os
 
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo
-from offline_ic.image.fileio import FileIO
+from offline_ic.image.fileio import open_image_file
 
 
 class RawImage(DiskImage):
@@ -21,15 +21,8 @@ class RawImage(DiskImage):
     def __init__(self, path: str, writable: bool = False):
         self.path = path
         self.writable = writable
-        try:
-            self._fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-        except PermissionError:
-            if writable:
-                raise SafetyRefusal(
-                    f"{path}: the image file is read-only; nothing written"
-                ) from None
-            raise
-        self.io = FileIO(self._fd, path)
+        self.io = open_image_file(path, writable)
+        self._fd = self.io.fd
         if writable:
             from offline_ic.image.fileio import refuse_readonly_file
             from offline_ic.image.journal import rollback

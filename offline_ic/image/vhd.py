@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError
 from offline_ic.image.base import DiskImage, ImageInfo
-from offline_ic.image.fileio import FileIO, refuse_readonly_file
+from offline_ic.image.fileio import open_image_file, refuse_readonly_file
 
 FOOTER_SIZE = 512
 FOOTER_FMT = struct.Struct(">8sIIQI4sIIQQIII16sB")
@@ -93,17 +93,8 @@ class VhdImage(DiskImage):
         self.writable = writable
         self.parent: DiskImage | None = None
         self._depth = _depth
-        try:
-            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path}: no such file") from None
-        except PermissionError:
-            if writable:
-                raise SafetyRefusal(
-                    f"{path}: the image file is read-only; nothing written"
-                ) from None
-            raise
-        self.io = FileIO(fd, path)
+        self.io = open_image_file(path, writable)
+        fd = self.io.fd
         try:
             if writable:
                 from offline_ic.image.vhd_writer import prepare_writable
@@ -313,10 +304,3 @@ class VhdImage(DiskImage):
             parent=self.parent.info() if self.parent is not None else None,
         )
 
-    def close(self) -> None:
-        if self.parent is not None:
-            self.parent.close()
-            self.parent = None
-        io = getattr(self, "io", None)
-        if io is not None:
-            io.close()

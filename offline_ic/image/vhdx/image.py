@@ -16,7 +16,7 @@ from typing import Any
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError
 from offline_ic.image.base import DiskImage, ImageInfo
 from offline_ic.image.crc32c import crc32c
-from offline_ic.image.fileio import FileIO, refuse_readonly_file
+from offline_ic.image.fileio import open_image_file, refuse_readonly_file
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.log import Overlay, read_active_log
 
@@ -49,19 +49,8 @@ class VhdxImage(DiskImage):
         self._depth = _depth
         self._bat_cache: dict[int, list[int]] = {}
         self.overlay = Overlay()
-        try:
-            fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path}: no such file") from None
-        except PermissionError:
-            if writable:
-                from offline_ic.errors import SafetyRefusal
-
-                raise SafetyRefusal(
-                    f"{path}: the image file is read-only; nothing written"
-                ) from None
-            raise
-        self.io = FileIO(fd, path)
+        self.io = open_image_file(path, writable)
+        fd = self.io.fd
         try:
             if writable:
                 from offline_ic.image.vhdx.writer import prepare_writable
@@ -561,10 +550,3 @@ class VhdxImage(DiskImage):
             parent=self.parent.info() if self.parent is not None else None,
         )
 
-    def close(self) -> None:
-        if self.parent is not None:
-            self.parent.close()
-            self.parent = None
-        io = getattr(self, "io", None)
-        if io is not None:
-            io.close()
