@@ -278,6 +278,20 @@ def diff_pages(old: bytes, new: bytes | bytearray) -> list[tuple[int, bytes]]:
     return out
 
 
+def _open_editor(path: Path) -> tuple[bytes, HiveEditor]:
+    """The file's bytes and an editor over them; a dirty hive is recovered from the logs
+    beside it first (SafetyRefusal when that cannot be done)."""
+    original = read_hive_file(path)
+    log1, log2 = find_logs(path)
+    editor = HiveEditor.from_primary(
+        original,
+        log1.read_bytes() if log1 else None,
+        log2.read_bytes() if log2 else None,
+        name=str(path),
+    )
+    return original, editor
+
+
 def edit_hive_file(
     path: Path, edit: Callable[[HiveEditor], None], *, allow_grow: bool = True
 ) -> tuple[WriteResult, CommitResult]:
@@ -289,14 +303,7 @@ def edit_hive_file(
             f"run 'offline-ic hive recover {path}' first"
         )
     with _locked(path):
-        original = read_hive_file(path)
-        log1, log2 = find_logs(path)
-        editor = HiveEditor.from_primary(
-            original,
-            log1.read_bytes() if log1 else None,
-            log2.read_bytes() if log2 else None,
-            name=str(path),
-        )
+        original, editor = _open_editor(path)
         edit(editor)
         commit = editor.commit()
         if not commit.pages:
@@ -318,14 +325,7 @@ def recover_hive_file(path: Path, output: Path | None = None) -> tuple[str, Writ
             return f"{path}: rolled back an interrupted write from {undo_path(path).name}", None
         return f"{path}: removed an incomplete undo file (the hive was not touched)", None
     with _locked(path) if output is None else contextlib.nullcontext():
-        original = read_hive_file(path)
-        log1, log2 = find_logs(path)
-        editor = HiveEditor.from_primary(
-            original,
-            log1.read_bytes() if log1 else None,
-            log2.read_bytes() if log2 else None,
-            name=str(path),
-        )
+        original, editor = _open_editor(path)
         if not editor.recovered:
             if output is not None:
                 _write_new_file(Path(output), original)
