@@ -8,6 +8,7 @@ xors and rotations, a 0x80 terminator), checked against the reference test vecto
 from __future__ import annotations
 
 import struct
+from itertools import chain
 
 # Seed of registry log entries, the bytes 82 EF 4D 88 7A 4E 55 C5 as one number; in our
 # (high lane << 32 | low lane) convention the low lane is 0x7A4E55C5. Checked against the
@@ -22,21 +23,11 @@ def marvin32(data: bytes, seed: int = REGISTRY_SEED) -> int:
     hi = seed >> 32
     n = len(data) // 4
     view = memoryview(data)
-    for (block,) in struct.iter_unpack("<I", view[: n * 4]):
-        lo = (lo + block) & _M
-        # block mix
-        hi ^= lo
-        lo = ((lo << 20) | (lo >> 12)) & _M
-        lo = (lo + hi) & _M
-        hi = ((hi << 9) | (hi >> 23)) & _M
-        hi ^= lo
-        lo = ((lo << 27) | (lo >> 5)) & _M
-        lo = (lo + hi) & _M
-        hi = ((hi << 19) | (hi >> 13)) & _M
     tail = bytes(view[n * 4 :])
     final = int.from_bytes(tail, "little") | (0x80 << (8 * len(tail)))
-    for add in (final, 0):
-        lo = (lo + add) & _M
+    blocks = chain((block for (block,) in struct.iter_unpack("<I", view[: n * 4])), (final, 0))
+    for block in blocks:  # the data's 32-bit blocks, then the padded tail and a zero block
+        lo = (lo + block) & _M
         hi ^= lo
         lo = ((lo << 20) | (lo >> 12)) & _M
         lo = (lo + hi) & _M
