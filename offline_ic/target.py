@@ -65,7 +65,9 @@ def linux_hint(image: DiskImage, volume: int | None) -> str | None:
         return None
     if linux is None:
         return None
-    return f"it holds a Linux guest ({linux.distro}): see `offline-ic check` and `offline-ic kvp get`"
+    return (
+        f"it holds a Linux guest ({linux.distro}): see `offline-ic check` and `offline-ic kvp get`"
+    )
 
 
 def windows_guest_in_image(image: DiskImage, *, volume: int | None = None) -> NtfsWindowsGuest:
@@ -127,5 +129,7 @@ def guest_in_image(image: DiskImage, *, volume: int | None = None):
 
         linux = open_linux_guest(image, volume=volume)
         if linux is None:
-            raise NotFoundError(f"{windows_missing}; no Linux root (/etc/os-release) either") from None
+            raise NotFoundError(
+                f"{windows_missing}; no Linux root (/etc/os-release) either"
+            ) from None
         return linux

@@ -58,7 +58,9 @@ class Volume:
     scheme: str  # "gpt" | "mbr" | "none"
     type: str
     name: str | None
-    filesystem: str | None  # "ntfs" | "ext" | "xfs" | "btrfs" | "fat" | "lvm2" | "swap" | "bitlocker" | "luks" | None
+    filesystem: (
+        str | None
+    )  # "ntfs" | "ext" | "xfs" | "btrfs" | "fat" | "lvm2" | "swap" | "bitlocker" | "luks" | None
     image: DiskImage
     # LVM logical volumes are not one byte range of the disk: they bring their own opener.
     opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)

@@ -60,8 +60,9 @@ def compress(data: bytes, kind: str) -> bytes:
 def compress_level(data: bytes, kind: str, level: int | None) -> bytes:
     """``compress`` with a chosen level (zstd only; others keep their default)."""
     if kind == "zstd" and level is not None:
-        return subprocess.run(["zstd", "-q", f"-{level}", "-T0"], input=data,
-                              stdout=subprocess.PIPE, check=True).stdout
+        return subprocess.run(
+            ["zstd", "-q", f"-{level}", "-T0"], input=data, stdout=subprocess.PIPE, check=True
+        ).stdout
     cmd = {
         "gzip": ["gzip", "-9n"],
         "xz": ["xz", "--check=crc32", "-6"],
@@ -77,9 +78,27 @@ def compress_level(data: bytes, kind: str, level: int | None) -> bytes:
 # file systems from a directory
 # ---------------------------------------------------------------------------------------
 def mkfs_ext4(src: Path, img: Path, size_mb: int, label: str, fs_uuid: str) -> None:
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src), "-L", label,
-                    "-U", fs_uuid, "-E", "root_owner=0:0", str(img), f"{size_mb}M"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-d",
+            str(src),
+            "-L",
+            label,
+            "-U",
+            fs_uuid,
+            "-E",
+            "root_owner=0:0",
+            str(img),
+            f"{size_mb}M",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _protofile(src: Path) -> str:
@@ -110,8 +129,11 @@ def mkfs_xfs(src: Path, img: Path, size_mb: int, label: str, fs_uuid: str) -> No
     with open(img, "wb") as fh:
         fh.truncate(size_mb * MiB)
     env = dict(os.environ, TEST_DIR="1", TEST_DEV="1", QA_CHECK_FS="1")
-    subprocess.run(["mkfs.xfs", "-q", "-f", "-L", label, "-m", f"uuid={fs_uuid}",
-                    "-p", str(proto), str(img)], check=True, env=env)
+    subprocess.run(
+        ["mkfs.xfs", "-q", "-f", "-L", label, "-m", f"uuid={fs_uuid}", "-p", str(proto), str(img)],
+        check=True,
+        env=env,
+    )
     proto.unlink()
 
 
@@ -168,7 +190,8 @@ stripes = [
 }}
 """)
         start += count
-    meta = f"""{vg} {{
+    meta = (
+        f"""{vg} {{
 id = "{_fmt_id(vg_id)}"
 seqno = 1
 format = "lvm2"
@@ -206,7 +229,9 @@ description = ""
 
 creation_host = "testbuilder"
 creation_time = 1700000000
-""".encode() + b"\0"
+""".encode()
+        + b"\0"
+    )
     mda_start, mda_size = 4096, data_start - 4096
     out = bytearray(data_start)
     # label header (sector 1) + pv header
@@ -245,9 +270,11 @@ creation_time = 1700000000
 # ---------------------------------------------------------------------------------------
 # disks
 # ---------------------------------------------------------------------------------------
-GPT_TYPES = {"linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-             "lvm": "E6D6D379-F507-44C2-A23C-238F2A3DF928",
-             "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"}
+GPT_TYPES = {
+    "linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+    "lvm": "E6D6D379-F507-44C2-A23C-238F2A3DF928",
+    "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+}
 
 
 def make_disk(out: Path, parts: list[tuple[str, Path]], label: str = "gpt") -> Path:
@@ -263,13 +290,16 @@ def make_disk(out: Path, parts: list[tuple[str, Path]], label: str = "gpt") -> P
         fh.truncate(total)
     if label == "gpt":
         script = "label: gpt\n" + "".join(
-            f"start={o // 512}, size={s // 512}, type={GPT_TYPES[k]}\n" for o, s, k, _ in layout)
+            f"start={o // 512}, size={s // 512}, type={GPT_TYPES[k]}\n" for o, s, k, _ in layout
+        )
     else:
         codes = {"linux": "83", "lvm": "8e", "esp": "ef"}
         script = "label: dos\n" + "".join(
-            f"start={o // 512}, size={s // 512}, type={codes[k]}\n" for o, s, k, _ in layout)
-    subprocess.run(["sfdisk", "-q", str(out)], input=script.encode(), check=True,
-                   stdout=subprocess.DEVNULL)
+            f"start={o // 512}, size={s // 512}, type={codes[k]}\n" for o, s, k, _ in layout
+        )
+    subprocess.run(
+        ["sfdisk", "-q", str(out)], input=script.encode(), check=True, stdout=subprocess.DEVNULL
+    )
     with open(out, "r+b") as fh:
         for o, _s, _k, img in layout:
             fh.seek(o)
@@ -328,19 +358,32 @@ def _rm(root: Path, rel: str) -> None:
 
 def grub_cfg(entries: list[tuple[str, str, str]], root_uuid: str) -> str:
     """A grub.cfg shaped like grub-mkconfig's: (title, kernel version, extra options)."""
-    out = ["# generated like /etc/grub.d/10_linux", "set default=\"0\"",
-           "if [ -s $prefix/grubenv ]; then", "  load_env", "fi", ""]
+    out = [
+        "# generated like /etc/grub.d/10_linux",
+        'set default="0"',
+        "if [ -s $prefix/grubenv ]; then",
+        "  load_env",
+        "fi",
+        "",
+    ]
     first, *rest = entries
     title, ver, extra = first
-    out += [f"menuentry '{title}' --class debian $menuentry_id_option "
-            f"'gnulinux-simple-{root_uuid}' {{",
-            f"\tlinux\t/boot/vmlinuz-{ver} root=UUID={root_uuid} ro {extra}".rstrip(),
-            f"\tinitrd\t/boot/initrd.img-{ver}", "}"]
-    out.append(f"submenu 'Advanced options' $menuentry_id_option 'gnulinux-advanced-{root_uuid}' {{")
+    out += [
+        f"menuentry '{title}' --class debian $menuentry_id_option 'gnulinux-simple-{root_uuid}' {{",
+        f"\tlinux\t/boot/vmlinuz-{ver} root=UUID={root_uuid} ro {extra}".rstrip(),
+        f"\tinitrd\t/boot/initrd.img-{ver}",
+        "}",
+    ]
+    out.append(
+        f"submenu 'Advanced options' $menuentry_id_option 'gnulinux-advanced-{root_uuid}' {{"
+    )
     for title, ver, extra in entries:
-        out += [f"\tmenuentry '{title}' $menuentry_id_option 'gnulinux-{ver}-advanced-{root_uuid}' {{",
-                f"\t\tlinux\t/boot/vmlinuz-{ver} root=UUID={root_uuid} ro {extra}".rstrip(),
-                f"\t\tinitrd\t/boot/initrd.img-{ver}", "\t}"]
+        out += [
+            f"\tmenuentry '{title}' $menuentry_id_option 'gnulinux-{ver}-advanced-{root_uuid}' {{",
+            f"\t\tlinux\t/boot/vmlinuz-{ver} root=UUID={root_uuid} ro {extra}".rstrip(),
+            f"\t\tinitrd\t/boot/initrd.img-{ver}",
+            "\t}",
+        ]
     out.append("}")
     del rest
     return "\n".join(out) + "\n"
@@ -348,12 +391,17 @@ def grub_cfg(entries: list[tuple[str, str, str]], root_uuid: str) -> str:
 
 def kvp_pool(records: dict[str, str]) -> bytes:
     """A KVP pool file as hv_kvp_daemon writes it: key[512] + value[2048], NUL padded."""
-    return b"".join(k.encode().ljust(512, b"\0") + v.encode().ljust(2048, b"\0")
-                    for k, v in records.items())
+    return b"".join(
+        k.encode().ljust(512, b"\0") + v.encode().ljust(2048, b"\0") for k, v in records.items()
+    )
 
 
-KVP_PARAMETERS = {"HostName": "HV-HOST-07", "PhysicalHostNameFullyQualified": "hv-host-07.lab.example",
-                  "VirtualMachineName": "golden-debian12", "VirtualMachineId": "5d3f6a2e-1c4b-4f8e-9a7d-2b6c8e0f1a3d"}
+KVP_PARAMETERS = {
+    "HostName": "HV-HOST-07",
+    "PhysicalHostNameFullyQualified": "hv-host-07.lab.example",
+    "VirtualMachineName": "golden-debian12",
+    "VirtualMachineId": "5d3f6a2e-1c4b-4f8e-9a7d-2b6c8e0f1a3d",
+}
 KVP_EXTERNAL = {"BuildId": "2024.06.1", "Owner": "ci-pipeline"}
 
 
@@ -361,8 +409,9 @@ ROOT_UUID = "3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
 BOOT_UUID = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 
 
-def debian_tree(base: Path, work: Path, kernels: tuple[str, ...] = (K61,),
-                initrd: dict[str, str] | None = None) -> Path:
+def debian_tree(
+    base: Path, work: Path, kernels: tuple[str, ...] = (K61,), initrd: dict[str, str] | None = None
+) -> Path:
     """A Debian 12 root: the real parts, with the chosen kernels and initramfs variants."""
     root = work / "root"
     if root.exists():
@@ -380,9 +429,12 @@ def debian_tree(base: Path, work: Path, kernels: tuple[str, ...] = (K61,),
             shutil.copyfile(src, root / "boot" / f"initrd.img-{k}")
     entries = [(f"Debian GNU/Linux, with Linux {k}", k, "quiet") for k in kernels]
     _write(root, "/boot/grub/grub.cfg", grub_cfg(entries, ROOT_UUID))
-    _write(root, "/etc/default/grub",
-           'GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null`\n'
-           'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n')
+    _write(
+        root,
+        "/etc/default/grub",
+        "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null`\n"
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n',
+    )
     _write(root, "/etc/fstab", f"# /etc/fstab\nUUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n")
     pools = {0: KVP_EXTERNAL, 1: {}, 2: {"OSName": "Debian GNU/Linux"}, 3: KVP_PARAMETERS, 4: {}}
     for index, records in pools.items():
@@ -403,9 +455,12 @@ def to_ubuntu(root: Path, base: Path) -> None:
     """Ubuntu: the real linux-cloud-tools-common (wrappers, units, udev rules) + per-kernel
     tools in /usr/lib/linux-tools/<kver> (Debian's binaries of the same upstream tools stand
     in for linux-cloud-tools-<kver>), units enabled by wants symlinks as its postinst does."""
-    _write(root, "/usr/lib/os-release",
-           'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
-           'ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=jammy\n')
+    _write(
+        root,
+        "/usr/lib/os-release",
+        'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
+        "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=jammy\n",
+    )
     _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     for d in ("kvp", "vss", "fcopy"):
         _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
@@ -415,15 +470,21 @@ def to_ubuntu(root: Path, base: Path) -> None:
     shutil.copytree(base / "ubuntu-lctc", root, symlinks=True, dirs_exist_ok=True)
     for d in ("kvp", "vss", "fcopy"):
         unit = f"hv-{d}-daemon.service"
-        _link(root, f"/etc/systemd/system/multi-user.target.wants/{unit}",
-              f"/lib/systemd/system/{unit}")
+        _link(
+            root,
+            f"/etc/systemd/system/multi-user.target.wants/{unit}",
+            f"/lib/systemd/system/{unit}",
+        )
 
 
 def to_suse(root: Path, kernel: str) -> None:
     """SUSE: hyper-v package: binaries in /usr/lib/hyper-v/bin, hv_*_daemon units, udev rule."""
-    _write(root, "/usr/lib/os-release",
-           'NAME="SLES"\nVERSION="15-SP6"\nVERSION_ID="15.6"\nPRETTY_NAME="SUSE Linux '
-           'Enterprise Server 15 SP6"\nID="sles"\nID_LIKE="suse"\n')
+    _write(
+        root,
+        "/usr/lib/os-release",
+        'NAME="SLES"\nVERSION="15-SP6"\nVERSION_ID="15.6"\nPRETTY_NAME="SUSE Linux '
+        'Enterprise Server 15 SP6"\nID="sles"\nID_LIKE="suse"\n',
+    )
     _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     uio = kernel == K612
     rules = []
@@ -438,46 +499,69 @@ def to_suse(root: Path, kernel: str) -> None:
             shutil.copyfile(root / "usr/lib/hyper-v/bin/hv_kvp_daemon", dst)
             dst.chmod(0o755)
         _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
-        _write(root, f"/usr/lib/systemd/system/{name}.service",
-               f"[Unit]\nDescription=Hyper-V {d} daemon\nConditionVirtualization=microsoft\n\n"
-               f"[Service]\nExecStart=/usr/lib/hyper-v/bin/{name} -n\n\n"
-               f"[Install]\nWantedBy=default.target\n")
-        dev = "SUBSYSTEM==\"uio\", ATTR{name}==\"uio_hv_generic\"" if name.endswith("uio_daemon") \
+        _write(
+            root,
+            f"/usr/lib/systemd/system/{name}.service",
+            f"[Unit]\nDescription=Hyper-V {d} daemon\nConditionVirtualization=microsoft\n\n"
+            f"[Service]\nExecStart=/usr/lib/hyper-v/bin/{name} -n\n\n"
+            f"[Install]\nWantedBy=default.target\n",
+        )
+        dev = (
+            'SUBSYSTEM=="uio", ATTR{name}=="uio_hv_generic"'
+            if name.endswith("uio_daemon")
             else f'KERNEL=="vmbus/hv_{d}"'
+        )
         rules.append(f'{dev}, TAG+="systemd", ENV{{SYSTEMD_WANTS}}+="{name}.service"')
     _write(root, "/usr/lib/udev/rules.d/hyper-v.rules", "\n".join(rules) + "\n")
 
 
 def to_rhel(root: Path) -> None:
     """RHEL-like: hyperv-daemons as hypervkvpd/vssd/fcopyd, started by 70-hyperv-*.rules only."""
-    _write(root, "/usr/lib/os-release",
-           'NAME="AlmaLinux"\nVERSION="9.4 (Seafoam Ocelot)"\nID="almalinux"\n'
-           'ID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'
-           'PRETTY_NAME="AlmaLinux 9.4 (Seafoam Ocelot)"\n')
+    _write(
+        root,
+        "/usr/lib/os-release",
+        'NAME="AlmaLinux"\nVERSION="9.4 (Seafoam Ocelot)"\nID="almalinux"\n'
+        'ID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'
+        'PRETTY_NAME="AlmaLinux 9.4 (Seafoam Ocelot)"\n',
+    )
     _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     names = {"kvp": "hypervkvpd", "vss": "hypervvssd", "fcopy": "hypervfcopyd"}
     for d, name in names.items():
         shutil.move(root / f"usr/sbin/hv_{d}_daemon", root / f"usr/sbin/{name}")
         _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
-        _write(root, f"/usr/lib/systemd/system/{name}.service",
-               f"[Unit]\nDescription=Hyper-V {d.upper()} daemon\n"
-               f"BindsTo=sys-devices-virtual-misc-vmbus\\x21hv_{d}.device\n\n"
-               f"[Service]\nType=simple\nExecStart=/usr/sbin/{name} -n\n")
-        _write(root, f"/usr/lib/udev/rules.d/70-hv_{d}.rules",
-               f'ACTION=="add", KERNEL=="vmbus/hv_{d}", TAG+="systemd", '
-               f'ENV{{SYSTEMD_WANTS}}+="{name}.service"\n')
+        _write(
+            root,
+            f"/usr/lib/systemd/system/{name}.service",
+            f"[Unit]\nDescription=Hyper-V {d.upper()} daemon\n"
+            f"BindsTo=sys-devices-virtual-misc-vmbus\\x21hv_{d}.device\n\n"
+            f"[Service]\nType=simple\nExecStart=/usr/sbin/{name} -n\n",
+        )
+        _write(
+            root,
+            f"/usr/lib/udev/rules.d/70-hv_{d}.rules",
+            f'ACTION=="add", KERNEL=="vmbus/hv_{d}", TAG+="systemd", '
+            f'ENV{{SYSTEMD_WANTS}}+="{name}.service"\n',
+        )
 
 
 def to_arch(root: Path) -> None:
     """Arch: /boot files named after pkgbase, package hyperv (kvp, vss), enabled by hand."""
-    _write(root, "/usr/lib/os-release",
-           'NAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\nID=arch\nBUILD_ID=rolling\n')
+    _write(
+        root,
+        "/usr/lib/os-release",
+        'NAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\nID=arch\nBUILD_ID=rolling\n',
+    )
     _write(root, f"/usr/lib/modules/{K61}/pkgbase", "linux\n")
     os.rename(root / f"boot/vmlinuz-{K61}", root / "boot/vmlinuz-linux")
     os.rename(root / f"boot/initrd.img-{K61}", root / "boot/initramfs-linux.img")
     _rm(root, f"/boot/config-{K61}")
-    _write(root, "/boot/grub/grub.cfg", grub_cfg([("Arch Linux", "linux", "rw")], ROOT_UUID)
-           .replace("initrd.img-linux", "initramfs-linux.img"))
+    _write(
+        root,
+        "/boot/grub/grub.cfg",
+        grub_cfg([("Arch Linux", "linux", "rw")], ROOT_UUID).replace(
+            "initrd.img-linux", "initramfs-linux.img"
+        ),
+    )
     _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     for d in ("kvp", "vss", "fcopy"):
         _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
@@ -486,19 +570,28 @@ def to_arch(root: Path) -> None:
             continue
         (root / "usr/bin").mkdir(parents=True, exist_ok=True)
         shutil.move(root / f"usr/sbin/hv_{d}_daemon", root / f"usr/bin/hv_{d}_daemon")
-        _write(root, f"/usr/lib/systemd/system/hv_{d}_daemon.service",
-               f"[Unit]\nDescription=Hyper-V {d.upper()} Protocol Daemon\n"
-               f"ConditionVirtualization=microsoft\n\n[Service]\n"
-               f"ExecStart=/usr/bin/hv_{d}_daemon -n\n\n[Install]\nWantedBy=multi-user.target\n")
-    _link(root, "/etc/systemd/system/multi-user.target.wants/hv_kvp_daemon.service",
-          "/usr/lib/systemd/system/hv_kvp_daemon.service")
+        _write(
+            root,
+            f"/usr/lib/systemd/system/hv_{d}_daemon.service",
+            f"[Unit]\nDescription=Hyper-V {d.upper()} Protocol Daemon\n"
+            f"ConditionVirtualization=microsoft\n\n[Service]\n"
+            f"ExecStart=/usr/bin/hv_{d}_daemon -n\n\n[Install]\nWantedBy=multi-user.target\n",
+        )
+    _link(
+        root,
+        "/etc/systemd/system/multi-user.target.wants/hv_kvp_daemon.service",
+        "/usr/lib/systemd/system/hv_kvp_daemon.service",
+    )
 
 
 def mkfs_btrfs(src: Path, img: Path, size_mb: int, label: str, fs_uuid: str) -> None:
     with open(img, "wb") as fh:
         fh.truncate(size_mb * MiB)
-    subprocess.run(["mkfs.btrfs", "-q", "-f", "-L", label, "-U", fs_uuid, "--rootdir", str(src),
-                    str(img)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["mkfs.btrfs", "-q", "-f", "-L", label, "-U", fs_uuid, "--rootdir", str(src), str(img)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def case_arch_btrfs(base: Path, work: Path, out: Path) -> Path:
@@ -522,20 +615,33 @@ def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img"
     shutil.copyfile(base / "initrd" / dracut, root / f"boot/initramfs-{K61}.img")
     _rm(root, "/boot/grub")
     _rm(root, "/etc/default/grub")
-    _write(root, "/etc/default/grub", 'GRUB_DEFAULT=saved\nGRUB_ENABLE_BLSCFG=true\n'
-           'GRUB_CMDLINE_LINUX="crashkernel=auto resume=/dev/mapper/almalinux-swap '
-           'rd.lvm.lv=almalinux/root"\n')
+    _write(
+        root,
+        "/etc/default/grub",
+        "GRUB_DEFAULT=saved\nGRUB_ENABLE_BLSCFG=true\n"
+        'GRUB_CMDLINE_LINUX="crashkernel=auto resume=/dev/mapper/almalinux-swap '
+        'rd.lvm.lv=almalinux/root"\n',
+    )
     mid = "0123456789abcdef0123456789abcdef"
-    _write(root, f"/boot/loader/entries/{mid}-{K61}.conf",
-           f"title AlmaLinux ({K61}) 9.4\nversion {K61}\nlinux /vmlinuz-{K61}\n"
-           f"initrd /initramfs-{K61}.img $tuned_initrd\n"
-           f"options root=/dev/mapper/almalinux-root ro rd.lvm.lv=almalinux/root\n"
-           f"grub_users $grub_users\ngrub_arg --unrestricted\ngrub_class almalinux\n")
-    _write(root, "/boot/grub2/grubenv",
-           (f"# GRUB Environment Block\nsaved_entry={mid}-{K61}\n").ljust(1024, "#"))
-    _write(root, "/etc/fstab",
-           "/dev/mapper/almalinux-root /                       xfs     defaults        0 0\n"
-           f"UUID={BOOT_UUID} /boot                   xfs     defaults        0 0\n")
+    _write(
+        root,
+        f"/boot/loader/entries/{mid}-{K61}.conf",
+        f"title AlmaLinux ({K61}) 9.4\nversion {K61}\nlinux /vmlinuz-{K61}\n"
+        f"initrd /initramfs-{K61}.img $tuned_initrd\n"
+        f"options root=/dev/mapper/almalinux-root ro rd.lvm.lv=almalinux/root\n"
+        f"grub_users $grub_users\ngrub_arg --unrestricted\ngrub_class almalinux\n",
+    )
+    _write(
+        root,
+        "/boot/grub2/grubenv",
+        (f"# GRUB Environment Block\nsaved_entry={mid}-{K61}\n").ljust(1024, "#"),
+    )
+    _write(
+        root,
+        "/etc/fstab",
+        "/dev/mapper/almalinux-root /                       xfs     defaults        0 0\n"
+        f"UUID={BOOT_UUID} /boot                   xfs     defaults        0 0\n",
+    )
     boot = work / "boot"
     if boot.exists():
         shutil.rmtree(boot)
@@ -580,8 +686,11 @@ def case_masked_blacklist(base: Path, work: Path, out: Path) -> Path:
 
 def case_cmdline_blacklist(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
-    text = (root / "boot/grub/grub.cfg").read_text().replace(
-        "ro quiet", "ro quiet modprobe.blacklist=hv_netvsc,hv_balloon", 1)
+    text = (
+        (root / "boot/grub/grub.cfg")
+        .read_text()
+        .replace("ro quiet", "ro quiet modprobe.blacklist=hv_netvsc,hv_balloon", 1)
+    )
     _write(root, "/boot/grub/grub.cfg", text)
     return single_ext4_disk(root, out)
 
@@ -623,9 +732,13 @@ def case_debian_split_usr(base: Path, work: Path, out: Path) -> Path:
     """/usr on its own volume (fstab LABEL=), /boot on another (fstab UUID=), MBR disk:
     /etc/os-release and /lib -> usr/lib cross onto the /usr volume."""
     root = debian_tree(base, work)
-    _write(root, "/etc/fstab", f"UUID={ROOT_UUID} / ext4 defaults 0 1\n"
-           f"UUID={BOOT_UUID} /boot ext4 defaults 0 2\nLABEL=usr /usr ext4 defaults 0 2\n"
-           "UUID=0badc0de-0000-4000-8000-000000000000 /var ext4 defaults,nofail 0 2\n")
+    _write(
+        root,
+        "/etc/fstab",
+        f"UUID={ROOT_UUID} / ext4 defaults 0 1\n"
+        f"UUID={BOOT_UUID} /boot ext4 defaults 0 2\nLABEL=usr /usr ext4 defaults 0 2\n"
+        "UUID=0badc0de-0000-4000-8000-000000000000 /var ext4 defaults,nofail 0 2\n",
+    )
     usr, boot = work / "usr", work / "boot"
     for d in (usr, boot):
         if d.exists():

@@ -71,7 +71,8 @@ def _modules(src: Path, dst: Path, kver: str) -> None:
     for m in sorted(keep):
         _copy(src, dst, f"{mdir}/{m}")
     (dst / mdir / "modules.dep").write_text(
-        "".join(f"{m}: {' '.join(deps[m])}\n".replace(": \n", ":\n") for m in sorted(keep)))
+        "".join(f"{m}: {' '.join(deps[m])}\n".replace(": \n", ":\n") for m in sorted(keep))
+    )
     order = (src / mdir / "modules.order").read_text().splitlines()
     (dst / mdir / "modules.order").write_text("".join(f"{m}\n" for m in order if m in keep))
     for name in ("modules.builtin", "modules.builtin.modinfo"):
@@ -111,10 +112,20 @@ def main(argv: list[str]) -> int:
         root.mkdir()
         for link in ("bin", "lib", "lib64", "sbin"):
             _copy(src, root, link)
-        for rel in ("etc/os-release", "usr/lib/os-release", "etc/modprobe.d", "usr/lib/modprobe.d",
-                    "usr/lib/udev/rules.d", "etc/hostname", "etc/systemd/system",
-                    "usr/sbin/hv_kvp_daemon", "usr/sbin/hv_vss_daemon", "usr/sbin/hv_fcopy_daemon",
-                    "usr/libexec/hypervkvpd", "etc/initramfs-tools"):
+        for rel in (
+            "etc/os-release",
+            "usr/lib/os-release",
+            "etc/modprobe.d",
+            "usr/lib/modprobe.d",
+            "usr/lib/udev/rules.d",
+            "etc/hostname",
+            "etc/systemd/system",
+            "usr/sbin/hv_kvp_daemon",
+            "usr/sbin/hv_vss_daemon",
+            "usr/sbin/hv_fcopy_daemon",
+            "usr/libexec/hypervkvpd",
+            "etc/initramfs-tools",
+        ):
             _copy(src, root, rel)
         for unit in sorted((src / "usr/lib/systemd/system").glob("hv-*.service")):
             _copy(src, root, f"usr/lib/systemd/system/{unit.name}")

@@ -73,8 +73,24 @@ def make_ntfs_volume(path: Path, size: int, start_sector: int, files: dict[str, 
     """mkntfs a volume file and copy ``files`` (guest path -> host file) into it through ntfs-3g."""
     with open(path, "wb") as fh:
         fh.truncate(size)
-    run("mkntfs", "-q", "-F", "-Q", "-s", "512", "-p", str(start_sector), "-H", "255", "-S", "63",
-        "-L", "Windows", path, stderr=subprocess.DEVNULL)
+    run(
+        "mkntfs",
+        "-q",
+        "-F",
+        "-Q",
+        "-s",
+        "512",
+        "-p",
+        str(start_sector),
+        "-H",
+        "255",
+        "-S",
+        "63",
+        "-L",
+        "Windows",
+        path,
+        stderr=subprocess.DEVNULL,
+    )
     mnt = Path(tempfile.mkdtemp(prefix="offline-ic-ntfs-"))
     try:
         run("ntfs-3g", path, mnt)
@@ -114,7 +130,9 @@ def copy_sparse(src: Path, dest_fh, dest_offset: int) -> None:
             pos = hole
 
 
-def make_disk(path: Path, size: int, label: str, parts: list[tuple[int, int, str, Path | None]]) -> None:
+def make_disk(
+    path: Path, size: int, label: str, parts: list[tuple[int, int, str, Path | None]]
+) -> None:
     """Raw disk with a ``label`` (gpt/dos) table; parts = (start_sector, sectors, type, content)."""
     with open(path, "wb") as fh:
         fh.truncate(size)
@@ -129,7 +147,9 @@ def make_disk(path: Path, size: int, label: str, parts: list[tuple[int, int, str
             copy_sparse(content, disk, start * 512)
 
 
-def windows_files(system: Path, software: Path | None, extra: dict[str, Path] | None = None) -> dict[str, Path]:
+def windows_files(
+    system: Path, software: Path | None, extra: dict[str, Path] | None = None
+) -> dict[str, Path]:
     files = {"Windows/System32/config/SYSTEM": system}
     if software is not None:
         files["Windows/System32/config/SOFTWARE"] = software
@@ -150,14 +170,20 @@ def build_images(out: Path, work: Path) -> list[Path]:
     disk_size = 64 * MiB
     ntfs_start, ntfs_sectors = 2048 + 8192 + 32768, 80 * 1024
     vol = work / "win10.ntfs"
-    make_ntfs_volume(vol, ntfs_sectors * 512, ntfs_start,
-                     windows_files(hives["SYSTEM-win10"], hives["SOFTWARE"]))
+    make_ntfs_volume(
+        vol, ntfs_sectors * 512, ntfs_start, windows_files(hives["SYSTEM-win10"], hives["SOFTWARE"])
+    )
     raw = work / "win10-gpt.raw"
-    make_disk(raw, disk_size, "gpt", [
-        (2048, 8192, GPT_EFI, None),
-        (2048 + 8192, 32768, GPT_MSR, None),
-        (ntfs_start, ntfs_sectors, GPT_BASIC, vol),
-    ])
+    make_disk(
+        raw,
+        disk_size,
+        "gpt",
+        [
+            (2048, 8192, GPT_EFI, None),
+            (2048 + 8192, 32768, GPT_MSR, None),
+            (ntfs_start, ntfs_sectors, GPT_BASIC, vol),
+        ],
+    )
     for name, opts in (
         ("win10-gpt-dynamic.vhdx", "subformat=dynamic,block_size=2097152"),
         ("win10-gpt-fixed.vhdx", "subformat=fixed"),
@@ -170,17 +196,37 @@ def build_images(out: Path, work: Path) -> list[Path]:
     make_ntfs_volume(vol7, 40 * MiB, 2048, windows_files(hives["SYSTEM-win7"], None))
     raw7 = work / "win7-mbr.raw"
     make_disk(raw7, 48 * MiB, "dos", [(2048, 40 * 2048, "7", vol7)])
-    run("qemu-img", "convert", "-q", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw7,
-        out / "win7-mbr.vhd")
+    run(
+        "qemu-img",
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "vpc",
+        "-o",
+        "subformat=dynamic",
+        raw7,
+        out / "win7-mbr.vhd",
+    )
     made.append(out / "win7-mbr.vhd")
 
     # 3. Windows 10 guest whose SYSTEM hive is dirty (real .LOG1/.LOG2 beside it), raw MBR.
     dirty = hives["SYSTEM-win10-dirty"]
     vold = work / "win10-dirty.ntfs"
-    make_ntfs_volume(vold, 56 * MiB, 2048, windows_files(dirty, hives["SOFTWARE"], {
-        "Windows/System32/config/SYSTEM.LOG1": Path(f"{dirty}.LOG1"),
-        "Windows/System32/config/SYSTEM.LOG2": Path(f"{dirty}.LOG2"),
-    }))
+    make_ntfs_volume(
+        vold,
+        56 * MiB,
+        2048,
+        windows_files(
+            dirty,
+            hives["SOFTWARE"],
+            {
+                "Windows/System32/config/SYSTEM.LOG1": Path(f"{dirty}.LOG1"),
+                "Windows/System32/config/SYSTEM.LOG2": Path(f"{dirty}.LOG2"),
+            },
+        ),
+    )
     rawd = out / "win10-dirty-mbr.raw"
     make_disk(rawd, 60 * MiB, "dos", [(2048, 56 * 2048, "7", vold)])
     made.append(rawd)
@@ -198,7 +244,9 @@ def compress(paths: list[Path]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=REPO / "testdata" / "windows")
     ap.add_argument("--no-compress", action="store_true", help="leave the images uncompressed")
     args = ap.parse_args()

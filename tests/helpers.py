@@ -82,8 +82,9 @@ def hivex_merge(hive: Path, reg_body: str, prefix: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".reg", delete=False) as reg:
         reg.write("Windows Registry Editor Version 5.00\n\n" + reg_body)
     try:
-        subprocess.run(["hivexregedit", "--merge", "--prefix", prefix, str(hive), reg.name],
-                       check=True)
+        subprocess.run(
+            ["hivexregedit", "--merge", "--prefix", prefix, str(hive), reg.name], check=True
+        )
     finally:
         Path(reg.name).unlink()
 
@@ -106,8 +107,13 @@ def fuse_mount_works() -> bool:
                 with open(vol, "wb") as fh:
                     fh.truncate(8 << 20)
                 made = subprocess.run(["mkntfs", "-q", "-F", "-Q", str(vol)], capture_output=True)
-                if made.returncode == 0 and subprocess.run(
-                        ["ntfs-3g", str(vol), str(mnt)], capture_output=True).returncode == 0:
+                if (
+                    made.returncode == 0
+                    and subprocess.run(
+                        ["ntfs-3g", str(vol), str(mnt)], capture_output=True
+                    ).returncode
+                    == 0
+                ):
                     subprocess.run(["umount", str(mnt)], capture_output=True)
                     _FUSE_OK = True
     return _FUSE_OK

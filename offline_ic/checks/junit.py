@@ -14,11 +14,24 @@ from offline_ic.checks.report import Report
 def junit_xml(report: Report, elapsed: float = 0.0) -> bytes:
     """The report as a JUnit XML document (UTF-8 bytes)."""
     n = report.counts()
-    suites = ET.Element("testsuites", name="offline-ic check", tests=str(len(report.checks)),
-                        failures=str(n["fail"]), errors="0", time=f"{elapsed:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=report.image, tests=str(len(report.checks)),
-                          failures=str(n["fail"]), errors="0", skipped="0",
-                          time=f"{elapsed:.3f}")
+    suites = ET.Element(
+        "testsuites",
+        name="offline-ic check",
+        tests=str(len(report.checks)),
+        failures=str(n["fail"]),
+        errors="0",
+        time=f"{elapsed:.3f}",
+    )
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=report.image,
+        tests=str(len(report.checks)),
+        failures=str(n["fail"]),
+        errors="0",
+        skipped="0",
+        time=f"{elapsed:.3f}",
+    )
     props = ET.SubElement(suite, "properties")
     for key in ("os", "distro", "kernel"):
         ET.SubElement(props, "property", name=key, value=str(getattr(report, key) or ""))

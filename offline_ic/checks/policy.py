@@ -43,13 +43,19 @@ class Policy:
                 continue
             pat = self._matches(self.fail, r.id)
             if r.status == "warn" and pat:
-                r = replace(r, status="fail", detail=f"{r.detail} [policy {self.source}: "
-                            f"warn is fail for {pat}]")
+                r = replace(
+                    r,
+                    status="fail",
+                    detail=f"{r.detail} [policy {self.source}: warn is fail for {pat}]",
+                )
             else:
                 pat = self._matches(self.warn, r.id)
                 if r.status == "fail" and pat:
-                    r = replace(r, status="warn", detail=f"{r.detail} [policy {self.source}: "
-                                f"fail is warn for {pat}]")
+                    r = replace(
+                        r,
+                        status="warn",
+                        detail=f"{r.detail} [policy {self.source}: fail is warn for {pat}]",
+                    )
             out.append(r)
         return out
 
@@ -65,8 +71,10 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise InputError(f"{source}: [checks] must be a table")
     unknown = set(checks) - _KNOWN_KEYS
     if unknown:
-        raise InputError(f"{source}: unknown key(s) in [checks]: {', '.join(sorted(unknown))} "
-                         f"(known: fail, warn, skip)")
+        raise InputError(
+            f"{source}: unknown key(s) in [checks]: {', '.join(sorted(unknown))} "
+            f"(known: fail, warn, skip)"
+        )
     lists = {}
     for key in _KNOWN_KEYS:
         value = checks.get(key, [])

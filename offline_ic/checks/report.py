@@ -50,6 +50,7 @@ class Report:
         for c in self.checks:
             lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {c.detail}")
         n = self.counts()
-        lines.append(f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, "
-                     f"{n['fail']} fail)")
+        lines.append(
+            f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, {n['fail']} fail)"
+        )
         return "\n".join(lines)

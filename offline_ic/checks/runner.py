@@ -9,8 +9,12 @@ from offline_ic.errors import NotFoundError
 from offline_ic.image.base import DiskImage
 
 
-def run_checks(image: DiskImage, volume: int | None = None, policy: Policy | None = None,
-               label: str | None = None) -> Report:
+def run_checks(
+    image: DiskImage,
+    volume: int | None = None,
+    policy: Policy | None = None,
+    label: str | None = None,
+) -> Report:
     """The check report of ``image`` (policy applied). Bad input gives a failing check."""
     from offline_ic.guest.linux.checks import linux_checks
     from offline_ic.guest.linux.guest import open_linux_guest
@@ -27,17 +31,28 @@ def run_checks(image: DiskImage, volume: int | None = None, policy: Policy | Non
             results = windows_checks(image, volume=volume)
             report = Report(name, "windows", None, None, results)
         except NotFoundError as exc:
-            report = Report(name, None, None, None, [CheckResult(
-                "os.detect", "fail",
-                f"no Linux root (no /etc/os-release on an ext4/xfs/btrfs volume) and no Windows "
-                f"volume: {_volume_summary(image)} ({exc})")])
+            report = Report(
+                name,
+                None,
+                None,
+                None,
+                [
+                    CheckResult(
+                        "os.detect",
+                        "fail",
+                        f"no Linux root (no /etc/os-release on an ext4/xfs/btrfs volume) and no Windows "
+                        f"volume: {_volume_summary(image)} ({exc})",
+                    )
+                ],
+            )
     if policy is not None:
         report.checks = policy.apply(report.checks)
     return report
 
 
-def run_checks_on_target(target: str, volume: int | None = None, parent: str | None = None,
-                         policy: Policy | None = None) -> Report:
+def run_checks_on_target(
+    target: str, volume: int | None = None, parent: str | None = None, policy: Policy | None = None
+) -> Report:
     """``run_checks`` for whatever the user named: a disk image, a mounted guest root
     (Linux or Windows directory) or a bare Windows hive file."""
     import os
@@ -62,8 +77,9 @@ def run_checks_on_target(target: str, volume: int | None = None, parent: str | N
             try:
                 wguest = open_windows_guest(target)
             except NotFoundError as exc:
-                raise InputError(f"{target}: neither a Linux root (etc/os-release) nor a Windows "
-                                 f"root ({exc})") from None
+                raise InputError(
+                    f"{target}: neither a Linux root (etc/os-release) nor a Windows root ({exc})"
+                ) from None
             report = Report(target, "windows", None, None, check_windows_guest(wguest))
         if policy is not None:
             report.checks = policy.apply(report.checks)
@@ -74,8 +90,9 @@ def run_checks_on_target(target: str, volume: int | None = None, parent: str | N
         from offline_ic.guest.windows.checks import check_windows_guest
         from offline_ic.target import open_windows_guest
 
-        report = Report(target, "windows", None, None,
-                        check_windows_guest(open_windows_guest(target)))
+        report = Report(
+            target, "windows", None, None, check_windows_guest(open_windows_guest(target))
+        )
         if policy is not None:
             report.checks = policy.apply(report.checks)
         return report

@@ -15,16 +15,36 @@ def register(group: click.Group) -> None:
 
     @group.command("check")
     @click.argument("image", type=click.Path(dir_okay=True))
-    @click.option("--policy", "policy_path", type=click.Path(dir_okay=False), default=None,
-                  help="TOML policy: [checks] fail/warn/skip = [id patterns].")
+    @click.option(
+        "--policy",
+        "policy_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML policy: [checks] fail/warn/skip = [id patterns].",
+    )
     @json_option
-    @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None,
-                  help="Also write the results as JUnit XML to this file.")
-    @click.option("--volume", type=int, default=None,
-                  help="Volume number holding the guest's root (see `inspect`).")
+    @click.option(
+        "--junit",
+        "junit_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Also write the results as JUnit XML to this file.",
+    )
+    @click.option(
+        "--volume",
+        type=int,
+        default=None,
+        help="Volume number holding the guest's root (see `inspect`).",
+    )
     @parent_option
-    def check(image: str, policy_path: str | None, as_json: bool, junit_path: str | None,
-              volume: int | None, parent: str | None) -> None:
+    def check(
+        image: str,
+        policy_path: str | None,
+        as_json: bool,
+        junit_path: str | None,
+        volume: int | None,
+        parent: str | None,
+    ) -> None:
         """Will hv_utils, the Hyper-V boot drivers and daemons work when IMAGE boots?
 
         IMAGE: a disk image (VHDX, VHD, raw), a mounted guest root directory (Linux or

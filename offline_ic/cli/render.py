@@ -15,8 +15,10 @@ def warn_dirty(doc: dict[str, Any]) -> None:
     s1, s2 = doc.get("hive_sequence", (None, None))
     head = f"SYSTEM hive is dirty (sequence numbers {s1}/{s2})"
     if doc.get("hive_recovered"):
-        warn(f"{head}: shown as recovered in memory from its .LOG1/.LOG2, as Windows will see "
-             "it at boot; the files are unchanged")
+        warn(
+            f"{head}: shown as recovered in memory from its .LOG1/.LOG2, as Windows will see "
+            "it at boot; the files are unchanged"
+        )
     else:
         problem = doc.get("hive_recovery_problem") or "logs not usable"
         warn(f"{head}: values shown are the primary file's, without its last changes ({problem})")
@@ -32,7 +34,10 @@ def start_text(entry: dict[str, Any]) -> str:
 
 def render_services(doc: dict[str, Any]) -> None:
     click.echo(f"{doc['image']}: {doc['control_set']}, SYSTEM hive {doc['hive_state']}")
-    for title, rows in (("Integration services", doc["services"]), ("Hyper-V drivers", doc["drivers"])):
+    for title, rows in (
+        ("Integration services", doc["services"]),
+        ("Hyper-V drivers", doc["drivers"]),
+    ):
         click.echo(f"\n{title}:")
         for row in rows:
             click.echo(f"  {row['name']:<20} {row['ic']:<32} {start_text(row)}")
@@ -43,21 +48,29 @@ def render_servicing(doc: dict[str, Any]) -> None:
         before = change["before"] if change["present_before"] else "(absent)"
         after = "(deleted)" if change["action"] == "delete" else change["after"]
         state = "" if change["changed"] else "  (unchanged)"
-        click.echo(f"  {change['hive']}\\{change['key']}\\{change['name']}: {before} -> {after}{state}")
+        click.echo(
+            f"  {change['hive']}\\{change['key']}\\{change['name']}: {before} -> {after}{state}"
+        )
     pages = sum(doc["pages"].values())
     if doc["dry_run"]:
-        click.echo(f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written")
+        click.echo(
+            f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written"
+        )
     elif not doc["bytes_written"]:
         click.echo("nothing to write: every value is already as asked")
     else:
         where = f"new child {doc['child']}" if doc["child"] else doc["written_to"]
-        click.echo(f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
-                   f"transaction; read back with {' and '.join(doc['verified_by'])}")
+        click.echo(
+            f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
+            f"transaction; read back with {' and '.join(doc['verified_by'])}"
+        )
 
 
 def render_host(host: dict[str, Any]) -> None:
-    click.echo(f"Host config: {host['path']}: VM '{host['name']}' ({host['vm_id']}), "
-               f"generation {host['generation']}, configuration version {host['version']}")
+    click.echo(
+        f"Host config: {host['path']}: VM '{host['name']}' ({host['vm_id']}), "
+        f"generation {host['generation']}, configuration version {host['version']}"
+    )
     for comp in host["components"]:
         state = "enabled" if comp["enabled"] else ("disabled" if comp["offered"] else "not offered")
         click.echo(f"  {comp['service']:<20} {state}")
@@ -81,28 +94,38 @@ def render_inspect(doc: dict[str, Any]) -> None:
             node, depth = node.get("parent"), depth + 1
     for vol in doc.get("volumes", []):
         mark = " <- Windows" if vol["number"] == doc.get("windows_volume") else ""
-        click.echo(f"  volume {vol['number']}: {vol['type']}, {vol['size'] / 2**20:.0f} MiB, "
-                   f"{vol['filesystem'] or 'unrecognised'}{mark}")
+        click.echo(
+            f"  volume {vol['number']}: {vol['type']}, {vol['size'] / 2**20:.0f} MiB, "
+            f"{vol['filesystem'] or 'unrecognised'}{mark}"
+        )
     state = doc.get("volume_state")
     if state:
-        click.echo(f"NTFS: {'dirty' if state['dirty'] else 'clean'}, hibernation: "
-                   f"{state['hibernation'] or 'none'}")
+        click.echo(
+            f"NTFS: {'dirty' if state['dirty'] else 'clean'}, hibernation: "
+            f"{state['hibernation'] or 'none'}"
+        )
     for problem in doc.get("errors", {}).values():
         click.echo(f"Note: {problem}")
     os_info = doc.get("os")
     if not os_info:
         return
     if os_info["family"] == "linux":
-        click.echo(f"OS: {os_info['distro']} ({os_info['distro_family']} family), root on volume "
-                   f"{doc.get('linux_root_volume')}")
-        click.echo(f"Kernels: {', '.join(os_info['kernels']) or 'none found'}; default "
-                   f"{os_info['default_kernel'] or 'unknown'} ({os_info['default_kernel_reason']})")
+        click.echo(
+            f"OS: {os_info['distro']} ({os_info['distro_family']} family), root on volume "
+            f"{doc.get('linux_root_volume')}"
+        )
+        click.echo(
+            f"Kernels: {', '.join(os_info['kernels']) or 'none found'}; default "
+            f"{os_info['default_kernel'] or 'unknown'} ({os_info['default_kernel_reason']})"
+        )
         click.echo("")
         render_kvp(doc.get("kvp") or {})
         return
     if "product_name" in os_info:
-        click.echo(f"OS: {os_info['product_name']} {os_info.get('display_version', '')} "
-                   f"build {os_info.get('build', '?')}")
+        click.echo(
+            f"OS: {os_info['product_name']} {os_info.get('display_version', '')} "
+            f"build {os_info.get('build', '?')}"
+        )
     else:
         click.echo("OS: Windows (version unknown: no SOFTWARE hive)")
     for name, facts in doc["hives"].items():
@@ -111,8 +134,10 @@ def render_inspect(doc: dict[str, Any]) -> None:
             continue
         logs = ", ".join(k for k, v in facts["logs"].items() if v) or "none"
         recovered = ", recovered in memory from its logs" if facts.get("recovered") else ""
-        click.echo(f"{name} hive: {facts['state']} (sequence {facts['sequence1']}/"
-                   f"{facts['sequence2']}), logs: {logs}{recovered}")
+        click.echo(
+            f"{name} hive: {facts['state']} (sequence {facts['sequence1']}/"
+            f"{facts['sequence2']}), logs: {logs}{recovered}"
+        )
         if facts.get("recovery_problem"):
             click.echo(f"  not recovered: {facts['recovery_problem']}")
     if doc.get("services"):
@@ -128,7 +153,9 @@ def render_inspect(doc: dict[str, Any]) -> None:
         click.echo("\nHost vs guest:")
         for row in doc["host_vs_guest"]:
             verdict = "works" if row["works"] else "DOES NOT WORK"
-            click.echo(f"  {row['service']:<20} host {row['host']:<14} guest {row['guest']:<22} {verdict}")
+            click.echo(
+                f"  {row['service']:<20} host {row['host']:<14} guest {row['guest']:<22} {verdict}"
+            )
 
 
 def render_kvp(pools: dict[str, dict[str, str]], heading: str = "KVP ") -> None:

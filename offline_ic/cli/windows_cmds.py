@@ -19,30 +19,54 @@ from offline_ic.guest.windows.catalog import service_names_help
 POOLS = ("parameters", "external", "guest", "auto", "all")
 
 volume_option = click.option(
-    "--volume", type=click.IntRange(min=1), default=None, metavar="N",
+    "--volume",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
     help="Use volume N (1-based, as `inspect` lists them) when several hold Windows.",
 )
 image_argument = click.argument("image", metavar="IMAGE", type=click.Path(path_type=str))
 
-SERVICE_STARTS = {"automatic": 2, "auto": 2, "manual": 3, "enabled": 3, "disabled": 4,
-                  "2": 2, "3": 3, "4": 4}
+SERVICE_STARTS = {
+    "automatic": 2,
+    "auto": 2,
+    "manual": 3,
+    "enabled": 3,
+    "disabled": 4,
+    "2": 2,
+    "3": 3,
+    "4": 4,
+}
 
 
 def write_options(func):
     """The options every writing command shares (applied bottom-up)."""
-    for option in reversed((
-        click.option("--dry-run", is_flag=True,
-                     help="Show what would change and how many bytes would be written; write nothing."),
-        click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
-                     metavar="CHILD.avhdx",
-                     help="Write into a new differencing child of IMAGE instead; IMAGE stays untouched."),
-        click.option("--force", is_flag=True,
-                     help="Write a VHDX even though other disks are its children (breaks their "
-                          "parent linkage; prefer --output)."),
-        parent_option,
-        volume_option,
-        json_option,
-    )):
+    for option in reversed(
+        (
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Show what would change and how many bytes would be written; write nothing.",
+            ),
+            click.option(
+                "--output",
+                "output",
+                type=click.Path(dir_okay=False),
+                default=None,
+                metavar="CHILD.avhdx",
+                help="Write into a new differencing child of IMAGE instead; IMAGE stays untouched.",
+            ),
+            click.option(
+                "--force",
+                is_flag=True,
+                help="Write a VHDX even though other disks are its children (breaks their "
+                "parent linkage; prefer --output).",
+            ),
+            parent_option,
+            volume_option,
+            json_option,
+        )
+    ):
         func = option(func)
     return func
 
@@ -57,14 +81,24 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
     return out
 
 
-def _run_servicing(image: str, build, *, skipped: list[str] | None = None, dry_run: bool,
-                   output: str | None, force: bool, parent: str | None, volume: int | None,
-                   as_json: bool) -> None:
+def _run_servicing(
+    image: str,
+    build,
+    *,
+    skipped: list[str] | None = None,
+    dry_run: bool,
+    output: str | None,
+    force: bool,
+    parent: str | None,
+    volume: int | None,
+    as_json: bool,
+) -> None:
     """Apply the changes ``build(guest)`` returns, then report (shared by every writing command)."""
     from offline_ic.workflows.service import apply_changes
 
-    report = apply_changes(image, build, parent=parent, volume=volume, output=output,
-                           dry_run=dry_run, force=force).to_dict()
+    report = apply_changes(
+        image, build, parent=parent, volume=volume, output=output, dry_run=dry_run, force=force
+    ).to_dict()
     if skipped is not None:
         report["skipped_not_installed"] = skipped
         if skipped:
@@ -84,13 +118,19 @@ def register(group: click.Group) -> None:
 
     @services.command("list", epilog=f"Service names: {service_names_help()}.")
     @image_argument
-    @click.option("--service", "only", multiple=True, metavar="NAME",
-                  help="Show only this integration service (repeatable; registry or friendly name).")
+    @click.option(
+        "--service",
+        "only",
+        multiple=True,
+        metavar="NAME",
+        help="Show only this integration service (repeatable; registry or friendly name).",
+    )
     @parent_option
     @volume_option
     @json_option
-    def services_list(image: str, only: tuple[str, ...], parent: str | None, volume: int | None,
-                      as_json: bool) -> None:
+    def services_list(
+        image: str, only: tuple[str, ...], parent: str | None, volume: int | None, as_json: bool
+    ) -> None:
         """List the eight integration services and the Hyper-V drivers with their start types.
 
         Start 3 (manual) is the normal, enabled state: the services are trigger-started when
@@ -139,10 +179,15 @@ def register(group: click.Group) -> None:
             if start is None:
                 raise click.BadParameter(
                     f"start type '{start_text}' for {name}: use manual, automatic or disabled "
-                    "(boot and system apply to drivers only)", param_hint="START")
+                    "(boot and system apply to drivers only)",
+                    param_hint="START",
+                )
             every = every or name.lower() == "all"
-            names = ([s.name for s in INTEGRATION_SERVICES] if name.lower() == "all"
-                     else [resolve_service(name).name])
+            names = (
+                [s.name for s in INTEGRATION_SERVICES]
+                if name.lower() == "all"
+                else [resolve_service(name).name]
+            )
             for registry_name in names:
                 wanted[registry_name] = start
         skipped: list[str] = []
@@ -160,14 +205,20 @@ def register(group: click.Group) -> None:
 
     @kvp.command("get")
     @image_argument
-    @click.option("--pool", type=click.Choice(POOLS, case_sensitive=False), default="parameters",
-                  show_default=True,
-                  help="parameters: what the host wrote at boot (host name, VM name/id); external: "
-                       "pushed by the host; guest: published by the guest; auto: guest intrinsic.")
+    @click.option(
+        "--pool",
+        type=click.Choice(POOLS, case_sensitive=False),
+        default="parameters",
+        show_default=True,
+        help="parameters: what the host wrote at boot (host name, VM name/id); external: "
+        "pushed by the host; guest: published by the guest; auto: guest intrinsic.",
+    )
     @parent_option
     @volume_option
     @json_option
-    def kvp_get(image: str, pool: str, parent: str | None, volume: int | None, as_json: bool) -> None:
+    def kvp_get(
+        image: str, pool: str, parent: str | None, volume: int | None, as_json: bool
+    ) -> None:
         """Show KVP values stored in the guest (SOFTWARE\\Microsoft\\Virtual Machine\\...).
 
         A pool whose key does not exist is shown empty.
@@ -188,8 +239,13 @@ def register(group: click.Group) -> None:
     @kvp.command("set")
     @image_argument
     @click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
-    @click.option("--pool", type=click.Choice(POOLS[:-1], case_sensitive=False),
-                  default="parameters", show_default=True, help="The pool (key) to write.")
+    @click.option(
+        "--pool",
+        type=click.Choice(POOLS[:-1], case_sensitive=False),
+        default="parameters",
+        show_default=True,
+        help="The pool (key) to write.",
+    )
     @write_options
     def kvp_set(image: str, assignments: tuple[str, ...], pool: str, **opts: Any) -> None:
         """Set KVP values (REG_SZ) in the guest's SOFTWARE hive, creating the pool key if needed.
@@ -206,8 +262,13 @@ def register(group: click.Group) -> None:
     @kvp.command("delete")
     @image_argument
     @click.argument("names", nargs=-1, required=True, metavar="KEY...")
-    @click.option("--pool", type=click.Choice(POOLS[:-1], case_sensitive=False),
-                  default="parameters", show_default=True, help="The pool (key) to delete from.")
+    @click.option(
+        "--pool",
+        type=click.Choice(POOLS[:-1], case_sensitive=False),
+        default="parameters",
+        show_default=True,
+        help="The pool (key) to delete from.",
+    )
     @write_options
     def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> None:
         """Delete KVP values from the guest's SOFTWARE hive (absent ones are left as they are).
@@ -222,8 +283,14 @@ def register(group: click.Group) -> None:
 
     @group.command("apply")
     @image_argument
-    @click.option("--file", "change_file", required=True, type=click.Path(dir_okay=False),
-                  metavar="CHANGES.toml", help="What to change (see below).")
+    @click.option(
+        "--file",
+        "change_file",
+        required=True,
+        type=click.Path(dir_okay=False),
+        metavar="CHANGES.toml",
+        help="What to change (see below).",
+    )
     @write_options
     def apply(image: str, change_file: str, **opts: Any) -> None:
         """Apply a change file (services and KVP values) to IMAGE in one transaction.
@@ -257,13 +324,19 @@ def register(group: click.Group) -> None:
 
     @group.command("inspect")
     @image_argument
-    @click.option("--vmcx", type=click.Path(dir_okay=False), default=None, metavar="VM.vmcx",
-                  help="The VM's Hyper-V configuration: show what the host offers and compare.")
+    @click.option(
+        "--vmcx",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="VM.vmcx",
+        help="The VM's Hyper-V configuration: show what the host offers and compare.",
+    )
     @parent_option
     @volume_option
     @json_option
-    def inspect(image: str, vmcx: str | None, parent: str | None, volume: int | None,
-                as_json: bool) -> None:
+    def inspect(
+        image: str, vmcx: str | None, parent: str | None, volume: int | None, as_json: bool
+    ) -> None:
         """Read-only overview: image format and chain, volumes, OS, hive state, services, KVP.
 
         IMAGE may also be a .vmcx (host side only). With --vmcx, each integration service

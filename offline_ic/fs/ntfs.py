@@ -145,9 +145,14 @@ def map_file_writes(
     that would need any other kind of change is refused.
     """
     if info.resident:
-        raise SafetyRefusal(f"{info.path}: data is resident in the MFT record; not written in place")
-    for flag, what in ((info.compressed, "compressed"), (info.encrypted, "encrypted"),
-                       (info.sparse, "sparse")):
+        raise SafetyRefusal(
+            f"{info.path}: data is resident in the MFT record; not written in place"
+        )
+    for flag, what in (
+        (info.compressed, "compressed"),
+        (info.encrypted, "encrypted"),
+        (info.sparse, "sparse"),
+    ):
         if flag:
             raise SafetyRefusal(f"{info.path}: file is {what}; not written in place")
     out: list[tuple[int, bytes]] = []

@@ -35,8 +35,12 @@ class HostComponent:
     enabled: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "device_name": self.device_name,
-                "offered": self.offered, "enabled": self.enabled}
+        return {
+            "service": self.service,
+            "device_name": self.device_name,
+            "offered": self.offered,
+            "enabled": self.enabled,
+        }
 
 
 @dataclass
@@ -53,9 +57,15 @@ class HostConfig:
         return next((c for c in self.components if c.service == service), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "vm_id": self.vm_id,
-                "generation": self.generation, "version": self.version,
-                "components": [c.to_dict() for c in self.components], "disks": self.disks}
+        return {
+            "path": self.path,
+            "name": self.name,
+            "vm_id": self.vm_id,
+            "generation": self.generation,
+            "version": self.version,
+            "components": [c.to_dict() for c in self.components],
+            "disks": self.disks,
+        }
 
 
 def is_vmcx(path: str) -> bool:
@@ -73,7 +83,9 @@ def read_vmcx(path: str) -> HostConfig:
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None
     except Exception as exc:  # dissect raises many kinds on a damaged store  # noqa: BLE001
-        raise CorruptImageError(f"{path}: not a readable Hyper-V configuration file ({exc})") from None
+        raise CorruptImageError(
+            f"{path}: not a readable Hyper-V configuration file ({exc})"
+        ) from None
     config = tree.get("configuration")
     if not isinstance(config, dict):
         raise CorruptImageError(f"{path}: no 'configuration' in this Hyper-V store")
@@ -87,8 +99,14 @@ def read_vmcx(path: str) -> HostConfig:
     for device, service in IC_DEVICES.items():
         section = config.get(f"_{device}_")
         enabled_flag = section.get("Enabled", True) if isinstance(section, dict) else True
-        components.append(HostComponent(service, offered.get(device, ""), device in offered,
-                                        device in offered and enabled_flag is not False))
+        components.append(
+            HostComponent(
+                service,
+                offered.get(device, ""),
+                device in offered,
+                device in offered and enabled_flag is not False,
+            )
+        )
     version = props.get("version")
     return HostConfig(
         path=path,
@@ -123,10 +141,23 @@ def compare(host: HostConfig, guest_services: list[dict[str, Any]]) -> list[dict
             host_on, host_text = True, "no host switch"
         else:
             host_on = component.enabled
-            host_text = "enabled" if component.enabled else (
-                "disabled" if component.offered else "not offered")
-        guest_text = ("not installed" if not row["present"] else
-                      f"Start={row['start']} ({row['start_type'] or 'unknown'})")
-        out.append({"service": row["name"], "ic": row["ic"], "host": host_text, "guest": guest_text,
-                    "works": bool(host_on and guest_on)})
+            host_text = (
+                "enabled"
+                if component.enabled
+                else ("disabled" if component.offered else "not offered")
+            )
+        guest_text = (
+            "not installed"
+            if not row["present"]
+            else f"Start={row['start']} ({row['start_type'] or 'unknown'})"
+        )
+        out.append(
+            {
+                "service": row["name"],
+                "ic": row["ic"],
+                "host": host_text,
+                "guest": guest_text,
+                "works": bool(host_on and guest_on),
+            }
+        )
     return out

@@ -227,8 +227,9 @@ def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> str | None
     """
     if getattr(img, "format", "raw") == "raw":
         with open(img.path, "rb") as fh:
-            return _compare_written(img, ranges, "raw file",
-                                    lambda n, off: os.pread(fh.fileno(), n, off))
+            return _compare_written(
+                img, ranges, "raw file", lambda n, off: os.pread(fh.fileno(), n, off)
+            )
     try:
         lv = _libvhdi(img)
     except ImportError:
@@ -239,8 +240,9 @@ def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> str | None
         lv.close()
 
 
-def _compare_written(img: DiskImage, ranges: list[tuple[int, bytes]], reader: str,
-                     read_at: Any) -> str:
+def _compare_written(
+    img: DiskImage, ranges: list[tuple[int, bytes]], reader: str, read_at: Any
+) -> str:
     for start, n in _merge([(off, len(data)) for off, data in ranges]):
         want = bytearray(img.read(start, n))  # what our reader serves now
         for off, data in ranges:

@@ -303,4 +303,3 @@ class VhdImage(DiskImage):
             extra=extra,
             parent=self.parent.info() if self.parent is not None else None,
         )
-

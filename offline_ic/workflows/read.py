@@ -31,8 +31,9 @@ def hive_facts(guest: WindowsGuest, name: str) -> dict[str, Any]:
     }
 
 
-def services_list(target: str, *, parent: str | None = None, volume: int | None = None,
-                  only: tuple[str, ...] = ()) -> dict[str, Any]:
+def services_list(
+    target: str, *, parent: str | None = None, volume: int | None = None, only: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The ``services list --json`` document."""
     wanted = {resolve_service(n).name for n in only}
     guest = open_windows_guest(target, parent=parent, volume=volume)
@@ -51,8 +52,9 @@ def services_list(target: str, *, parent: str | None = None, volume: int | None 
         guest.close()
 
 
-def kvp_get(target: str, pool: str = "parameters", *, parent: str | None = None,
-            volume: int | None = None) -> dict[str, Any]:
+def kvp_get(
+    target: str, pool: str = "parameters", *, parent: str | None = None, volume: int | None = None
+) -> dict[str, Any]:
     """The ``kvp get --json`` document: one pool, or all of them with ``pool='all'``."""
     if pool != "all":
         pool_key_path(pool)  # unknown pool: usage error before opening anything
@@ -106,8 +108,9 @@ def windows_version(software: Hive) -> dict[str, Any]:
     return out
 
 
-def inspect_target(target: str, *, parent: str | None = None, volume: int | None = None,
-                   vmcx: str | None = None) -> dict[str, Any]:
+def inspect_target(
+    target: str, *, parent: str | None = None, volume: int | None = None, vmcx: str | None = None
+) -> dict[str, Any]:
     """Everything offline-ic can tell about a target, read-only; parts that fail say why.
 
     An image without Windows still gets its image facts and volumes (forensics needs them);
@@ -131,8 +134,9 @@ def _inspect_guest(target: str, *, parent: str | None, volume: int | None) -> di
     doc: dict[str, Any] = {"image": target, "errors": {}}
     if not _is_image(target):
         guest = open_windows_guest(target, parent=parent, volume=volume)
-        doc["target_type"] = (f"{guest.kind} hive file" if isinstance(guest, HiveFileGuest)
-                              else "directory")
+        doc["target_type"] = (
+            f"{guest.kind} hive file" if isinstance(guest, HiveFileGuest) else "directory"
+        )
         try:
             _inspect_windows(guest, doc)
         finally:

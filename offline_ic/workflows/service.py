@@ -72,8 +72,16 @@ def apply_changes(
     if output is not None and not dry_run:
         write_path = _make_child(target, output)
     try:
-        return _apply(target, write_path, build, parent=None if output and not dry_run else parent,
-                      volume=volume, dry_run=dry_run, force=force, child=output)
+        return _apply(
+            target,
+            write_path,
+            build,
+            parent=None if output and not dry_run else parent,
+            volume=volume,
+            dry_run=dry_run,
+            force=force,
+            child=output,
+        )
     except BaseException:
         if write_path != target:  # the child is ours: leave nothing half-made behind
             os.unlink(write_path)
@@ -86,8 +94,9 @@ def _require_image(target: str) -> None:
     if not os.path.exists(target):
         raise NotFoundError(f"{target}: no such file")
     if os.path.isdir(target):
-        raise InputError(f"{target}: writing into a mounted guest root is not supported; "
-                         "give the disk image")
+        raise InputError(
+            f"{target}: writing into a mounted guest root is not supported; give the disk image"
+        )
     if is_hive_file(target):
         raise InputError(f"{target}: a bare hive file; change it with `offline-ic hive set`")
 
@@ -97,16 +106,26 @@ def _make_child(parent: str, child: str) -> str:
     from offline_ic.image.vhdx.create import create_child
 
     if detect_format(parent) != "vhdx":
-        raise InputError(f"{parent}: --output needs a VHDX/AVHDX parent (differencing children "
-                         "are VHDX)")
+        raise InputError(
+            f"{parent}: --output needs a VHDX/AVHDX parent (differencing children are VHDX)"
+        )
     if os.path.exists(child):
         raise SafetyRefusal(f"{child}: already exists; not overwritten")
     create_child(parent, child)
     return child
 
 
-def _apply(target: str, write_path: str, build: ChangeBuilder, *, parent: str | None,
-           volume: int | None, dry_run: bool, force: bool, child: str | None) -> ServicingReport:
+def _apply(
+    target: str,
+    write_path: str,
+    build: ChangeBuilder,
+    *,
+    parent: str | None,
+    volume: int | None,
+    dry_run: bool,
+    force: bool,
+    child: str | None,
+) -> ServicingReport:
     from offline_ic.image import open_image
     from offline_ic.target import linux_hint, windows_guest_in_image
 
@@ -117,7 +136,9 @@ def _apply(target: str, write_path: str, build: ChangeBuilder, *, parent: str | 
         except NotFoundError as exc:
             hint = linux_hint(image, volume)
             if hint:
-                raise NotFoundError(f"{exc}; {hint} (offline-ic writes Windows guests only)") from None
+                raise NotFoundError(
+                    f"{exc}; {hint} (offline-ic writes Windows guests only)"
+                ) from None
             raise
         check_volume_writable(guest.ntfs)
         report.changes = build(guest)
@@ -145,19 +166,24 @@ def _require_independent_reader(image) -> None:
     import importlib.util
 
     if image.info().format != "raw" and importlib.util.find_spec("pyvhdi") is None:
-        raise SafetyRefusal(f"{image.path}: libvhdi (pip package libvhdi-python) is not installed: "
-                            "writes are only made when an independent reader can check them")
+        raise SafetyRefusal(
+            f"{image.path}: libvhdi (pip package libvhdi-python) is not installed: "
+            "writes are only made when an independent reader can check them"
+        )
 
 
-def _plan_hive(guest: NtfsWindowsGuest, name: str,
-               report: ServicingReport) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+def _plan_hive(
+    guest: NtfsWindowsGuest, name: str, report: ServicingReport
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
     """Edit one hive in memory; the disk writes (and their undo) of the pages that differ."""
     path = f"{CONFIG_DIR}/{name}"
     label = guest.hive_location(name)
     info = guest.ntfs.file_info(path)
     original = guest.ntfs.open(path).read()
-    logs = [guest.ntfs.open(f"{path}.{ext}").read() if guest.exists(f"{path}.{ext}") else None
-            for ext in ("LOG1", "LOG2")]
+    logs = [
+        guest.ntfs.open(f"{path}.{ext}").read() if guest.exists(f"{path}.{ext}") else None
+        for ext in ("LOG1", "LOG2")
+    ]
     # a dirty hive is first recovered from its logs, as Windows would at boot (or refused)
     editor = HiveEditor.from_primary(original, *logs, name=label)
     if editor.recovered:
@@ -171,14 +197,20 @@ def _plan_hive(guest: NtfsWindowsGuest, name: str,
             f"{label}: the change needs the hive to grow from {len(original)} to {len(final)} "
             "bytes; growing a file inside NTFS is not done in place"
         )
-    pages = [(off, final[off:off + PAGE]) for off in range(0, len(final), PAGE)
-             if final[off:off + PAGE] != original[off:off + PAGE]]
+    pages = [
+        (off, final[off : off + PAGE])
+        for off in range(0, len(final), PAGE)
+        if final[off : off + PAGE] != original[off : off + PAGE]
+    ]
     report.pages[name] = len(pages)
     base = guest.volume.offset
-    writes = [(base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, pages)]
-    undo_pages = [(off, original[off:off + len(buf)]) for off, buf in pages]
-    undo = [(base + off, buf) for off, buf in
-            map_file_writes(info, guest.ntfs.cluster_size, undo_pages)]
+    writes = [
+        (base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, pages)
+    ]
+    undo_pages = [(off, original[off : off + len(buf)]) for off, buf in pages]
+    undo = [
+        (base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, undo_pages)
+    ]
     return writes, undo
 
 
@@ -200,8 +232,13 @@ def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     editor.set_value(change.key, change.name, change.type, change.data)
 
 
-def _verify(image, guest: NtfsWindowsGuest, writes: list[tuple[int, bytes]],
-            changes: list[ValueChange], volume: int | None) -> list[str]:
+def _verify(
+    image,
+    guest: NtfsWindowsGuest,
+    writes: list[tuple[int, bytes]],
+    changes: list[ValueChange],
+    volume: int | None,
+) -> list[str]:
     """Read the written ranges and values back through readers we did not write."""
     from offline_ic.image.verify import check_written
     from offline_ic.target import windows_guest_in_image
@@ -214,9 +251,12 @@ def _verify(image, guest: NtfsWindowsGuest, writes: list[tuple[int, bytes]],
         data = fresh.ntfs.open(f"{CONFIG_DIR}/{hive_name}").read()
         ours = Hive.open(data, name=fresh.hive_location(hive_name))
         if ours.is_dirty:
-            raise SafetyRefusal(f"{fresh.hive_location(hive_name)}: hive reads dirty after the write")
-        _check_with_regipy(data, [c for c in changes if c.hive == hive_name],
-                           fresh.hive_location(hive_name))
+            raise SafetyRefusal(
+                f"{fresh.hive_location(hive_name)}: hive reads dirty after the write"
+            )
+        _check_with_regipy(
+            data, [c for c in changes if c.hive == hive_name], fresh.hive_location(hive_name)
+        )
     return [reader, "regipy"]
 
 
@@ -232,8 +272,9 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
         for change in changes:
             try:
                 key = hive.get_key("\\" + change.key)
-                value = next((v for v in key.iter_values() if v.name.lower() == change.name.lower()),
-                             None)
+                value = next(
+                    (v for v in key.iter_values() if v.name.lower() == change.name.lower()), None
+                )
             except (RegistryKeyNotFoundException, RegistryValueNotFoundException):
                 value = None
             if change.is_delete:

@@ -34,7 +34,9 @@ def linux_images(tmp_path_factory, builder):
     """name -> raw image path for every case of the builder (built once per session)."""
     missing = [t for t in NEEDED_TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"test image tools missing: {', '.join(missing)} (see scripts/debian-packages.txt)")
+        pytest.skip(
+            f"test image tools missing: {', '.join(missing)} (see scripts/debian-packages.txt)"
+        )
     out = tmp_path_factory.mktemp("linux-images")
     return builder.build(out)
 
@@ -47,5 +49,10 @@ def parts_dir(linux_images):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """Run ``offline-ic`` as a user would (a separate process: exit codes and stderr are real)."""
-    return subprocess.run([sys.executable, "-m", "offline_ic", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "offline_ic", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

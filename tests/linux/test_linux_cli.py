@@ -107,14 +107,21 @@ def test_windows_fallback_is_called_when_no_linux_root(linux_images, monkeypatch
 
 
 def test_policy_rules():
-    results = [CheckResult("linux.daemon.kvp", "warn", "masked"),
-               CheckResult("linux.module.hv_netvsc", "fail", "missing"),
-               CheckResult("linux.kernel.others", "warn", "old kernel")]
-    pol = parse_policy('[checks]\nfail = ["linux.daemon.*"]\nwarn = "linux.module.hv_netvsc"\n'
-                       'skip = ["linux.kernel.*"]\n', "p.toml")
+    results = [
+        CheckResult("linux.daemon.kvp", "warn", "masked"),
+        CheckResult("linux.module.hv_netvsc", "fail", "missing"),
+        CheckResult("linux.kernel.others", "warn", "old kernel"),
+    ]
+    pol = parse_policy(
+        '[checks]\nfail = ["linux.daemon.*"]\nwarn = "linux.module.hv_netvsc"\n'
+        'skip = ["linux.kernel.*"]\n',
+        "p.toml",
+    )
     out = pol.apply(results)
-    assert [(r.id, r.status) for r in out] == [("linux.daemon.kvp", "fail"),
-                                               ("linux.module.hv_netvsc", "warn")]
+    assert [(r.id, r.status) for r in out] == [
+        ("linux.daemon.kvp", "fail"),
+        ("linux.module.hv_netvsc", "warn"),
+    ]
     assert Policy().apply(results) == results
     with pytest.raises(InputError, match="unknown key"):
         parse_policy("[checks]\nfails = []\n")
@@ -123,11 +130,16 @@ def test_policy_rules():
 
 
 def test_junit_escapes_and_counts():
-    rep = Report("a&b.vhdx", "linux", "D", "6.1", [CheckResult("x.y", "fail", "<bad> & \"q\""),
-                                                    CheckResult("x.z", "warn", "w")])
+    rep = Report(
+        "a&b.vhdx",
+        "linux",
+        "D",
+        "6.1",
+        [CheckResult("x.y", "fail", '<bad> & "q"'), CheckResult("x.z", "warn", "w")],
+    )
     root = ET.fromstring(junit_xml(rep, 1.5))
     assert root.get("failures") == "1" and root.find("testsuite").get("name") == "a&b.vhdx"
-    assert root.find(".//failure").get("message") == "<bad> & \"q\""
+    assert root.find(".//failure").get("message") == '<bad> & "q"'
     assert root.find(".//system-out").text == "WARN: w"
 
 
@@ -149,7 +161,9 @@ def test_kvp_pool_real_sample():
     # a trailing partial record and non-UTF-8 bytes do not break parsing
     odd = ("ké".encode() + b"\0").ljust(512, b"\0") + b"\xff\xfe\0".ljust(2048, b"\0")
     assert parse_kvp_pool(data + odd + b"partial") == {
-        "IPoIB_Data": "NUMPAIRS:1|00155D33FF0B:172.16.1.2", "ké": "\ufffd\ufffd"}
+        "IPoIB_Data": "NUMPAIRS:1|00155D33FF0B:172.16.1.2",
+        "ké": "\ufffd\ufffd",
+    }
 
 
 def test_mounted_directory_root_never_reads_the_host(parts_dir, tmp_path):
@@ -173,7 +187,8 @@ def test_mounted_directory_root_never_reads_the_host(parts_dir, tmp_path):
     by_id = {c["id"]: c for c in doc["checks"]}
     assert doc["os"] == "linux" and doc["kernel"] == K61
     assert by_id["linux.os.release"]["detail"].startswith(
-        f"/etc/os-release on directory {root}: ID=debian")
+        f"/etc/os-release on directory {root}: ID=debian"
+    )
     detail = by_id["linux.blacklist.hv_utils"]["detail"]
     assert by_id["linux.blacklist.hv_utils"]["status"] == "pass"
     top = "/" + str(secret).split("/")[1]  # the first missing component inside the guest
@@ -205,7 +220,7 @@ def test_two_linux_roots_are_named_and_volume_picks_one(builder, tmp_path):
     for n, ident in ((1, "debian"), (2, "fedora")):
         tree = tmp_path / f"t{n}"
         (tree / "etc").mkdir(parents=True)
-        (tree / "etc/os-release").write_text(f"ID={ident}\nPRETTY_NAME=\"{ident} test\"\n")
+        (tree / "etc/os-release").write_text(f'ID={ident}\nPRETTY_NAME="{ident} test"\n')
         fs = tmp_path / f"fs{n}"
         builder.mkfs_ext4(tree, fs, 8, f"r{n}", f"00000000-0000-4000-8000-00000000000{n}")
         parts.append(("linux", fs))
@@ -213,7 +228,10 @@ def test_two_linux_roots_are_named_and_volume_picks_one(builder, tmp_path):
     doc = json.loads(run_cli("check", str(disk), "--json").stdout)
     rel = doc["checks"][0]
     assert doc["distro"] == "debian test" and rel["id"] == "linux.os.release"
-    assert (rel["status"], "/etc/os-release also on volume 2 (ext): another Linux root (check it "
-            "with --volume 2)" in rel["detail"]) == ("warn", True)
+    assert (
+        rel["status"],
+        "/etc/os-release also on volume 2 (ext): another Linux root (check it "
+        "with --volume 2)" in rel["detail"],
+    ) == ("warn", True)
     doc = json.loads(run_cli("check", str(disk), "--json", "--volume", "2").stdout)
     assert doc["distro"] == "fedora test" and doc["checks"][0]["status"] == "pass"

@@ -45,8 +45,13 @@ def tool_cpio(tmp_path, fmt: str) -> bytes:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
     listing = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
-    return subprocess.run(["cpio", "--quiet", "-o", "-H", fmt], cwd=root, input=listing,
-                          capture_output=True, check=True).stdout
+    return subprocess.run(
+        ["cpio", "--quiet", "-o", "-H", fmt],
+        cwd=root,
+        input=listing,
+        capture_output=True,
+        check=True,
+    ).stdout
 
 
 @pytest.mark.parametrize("fmt", ["newc", "crc"])
@@ -54,7 +59,9 @@ def test_archives_made_by_gnu_cpio(tmp_path, fmt):
     if shutil.which("cpio") is None:
         pytest.skip("cpio not installed")
     blob = tool_cpio(tmp_path, fmt)
-    got = {e.name: e for e in iter_initramfs(io.BytesIO(blob), keep=lambda n, s: n.endswith(".conf"))}
+    got = {
+        e.name: e for e in iter_initramfs(io.BytesIO(blob), keep=lambda n, s: n.endswith(".conf"))
+    }
     assert got["etc/modprobe.d/hv.conf"].data == b"blacklist hv_balloon\n"
     assert got["usr/lib/modules/6.1.0-1-amd64/kernel/drivers/hv/hv_vmbus.ko"].size == 3996
     assert got["bin/sh"].is_symlink
@@ -62,7 +69,14 @@ def test_archives_made_by_gnu_cpio(tmp_path, fmt):
 
 @pytest.mark.parametrize("kind", ["gzip", "xz", "lzma", "zstd", "lz4", "bzip2"])
 def test_early_uncompressed_then_compressed(kind):
-    tool = {"gzip": "gzip", "xz": "xz", "lzma": "xz", "zstd": "zstd", "lz4": "lz4", "bzip2": "bzip2"}
+    tool = {
+        "gzip": "gzip",
+        "xz": "xz",
+        "lzma": "xz",
+        "zstd": "zstd",
+        "lz4": "lz4",
+        "bzip2": "bzip2",
+    }
     if shutil.which(tool[kind]) is None:
         pytest.skip(f"{tool[kind]} not installed")
     blob = B.cpio_newc(EARLY) + b"\0" * 512 + B.compress(B.cpio_newc(FILES), kind)
@@ -118,8 +132,9 @@ def test_garbage_is_an_error_not_a_crash(blob, message):
 
 
 def test_huge_name_size_rejected():
-    header = b"070701" + b"".join(b"%08X" % v for v in [1, 0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0,
-                                                          0x7FFFFFFF, 0])
+    header = b"070701" + b"".join(
+        b"%08X" % v for v in [1, 0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x7FFFFFFF, 0]
+    )
     with pytest.raises(InitramfsError, match="implausible name size"):
         names(header + b"x" * 64)
 
@@ -144,8 +159,12 @@ def test_memory_stays_bounded_for_a_big_member():
 
 def test_real_mkinitramfs_outputs(parts_dir):
     """The trimmed real initramfs images: early microcode part, then the compressed main one."""
-    expect = {"initrd-good.img": "zstd", "initrd-nostorvsc.img": "xz",
-              "initrd-blacklist.img": "gzip", "initrd-612.img": "lz4"}
+    expect = {
+        "initrd-good.img": "zstd",
+        "initrd-nostorvsc.img": "xz",
+        "initrd-blacklist.img": "gzip",
+        "initrd-612.img": "lz4",
+    }
     for name, kind in expect.items():
         with open(parts_dir / "initrd" / name, "rb") as fh:
             info = scan_stream(fh, InitramfsInfo(name))
@@ -158,8 +177,10 @@ def test_real_mkinitramfs_outputs(parts_dir):
 
 def test_real_dracut_outputs(parts_dir):
     """dracut: one zstd archive; --kernel-cmdline lands in /etc/cmdline.d inside it."""
-    for name, cmdline in (("dracut-good.img", None),
-                          ("dracut-rdblacklist.img", " rd.driver.blacklist=hv_storvsc \n")):
+    for name, cmdline in (
+        ("dracut-good.img", None),
+        ("dracut-rdblacklist.img", " rd.driver.blacklist=hv_storvsc \n"),
+    ):
         with open(parts_dir / "initrd" / name, "rb") as fh:
             info = scan_stream(fh, InitramfsInfo(name))
         assert info.error is None and info.segments == ["zstd"]

@@ -34,8 +34,11 @@ def tree_fs(tmp_path_factory):
     os.symlink("../big/x", root / "etc/through-file")
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
     img = tmp / "fs.img"
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(root), str(img), "8M"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(root), str(img), "8M"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     disk = open_image(str(img))
     from dissect.target.filesystem import open as open_fs
 
@@ -85,10 +88,16 @@ def test_reads_are_bounded(tree_fs):
 
 
 def test_os_release_and_family():
-    rel = parse_os_release('NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
-                           "# comment\nVERSION_ID='9.3'\nbad line\n")
-    assert rel == {"NAME": "Rocky Linux", "ID": "rocky", "ID_LIKE": "rhel centos fedora",
-                   "VERSION_ID": "9.3"}
+    rel = parse_os_release(
+        'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
+        "# comment\nVERSION_ID='9.3'\nbad line\n"
+    )
+    assert rel == {
+        "NAME": "Rocky Linux",
+        "ID": "rocky",
+        "ID_LIKE": "rhel centos fedora",
+        "VERSION_ID": "9.3",
+    }
     assert family_of(rel) == "rhel"
     assert family_of({"ID": "linuxmint", "ID_LIKE": "ubuntu debian"}) == "ubuntu"
     assert family_of({"ID": "opensuse-leap", "ID_LIKE": "suse opensuse"}) == "suse"
@@ -97,22 +106,28 @@ def test_os_release_and_family():
 
 
 def test_fstab_parse():
-    got = parse_fstab("# c\nUUID=ab / ext4 defaults 0 1\n\nLABEL=boot /boot xfs defaults\n"
-                      "/dev/mapper/vg-usr /usr xfs defaults # trailing\nonlytwo fields\n")
-    assert got == [("UUID=ab", "/", "ext4", 2), ("LABEL=boot", "/boot", "xfs", 4),
-                   ("/dev/mapper/vg-usr", "/usr", "xfs", 5)]
+    got = parse_fstab(
+        "# c\nUUID=ab / ext4 defaults 0 1\n\nLABEL=boot /boot xfs defaults\n"
+        "/dev/mapper/vg-usr /usr xfs defaults # trailing\nonlytwo fields\n"
+    )
+    assert got == [
+        ("UUID=ab", "/", "ext4", 2),
+        ("LABEL=boot", "/boot", "xfs", 4),
+        ("/dev/mapper/vg-usr", "/usr", "xfs", 5),
+    ]
 
 
 def test_lvm_volumes_listed(linux_images):
     with open_image(str(linux_images["rhel-lvm-xfs"])) as disk:
         vols = list_volumes(disk)
         assert [(v.number, v.scheme, v.filesystem, v.name) for v in vols] == [
-            (1, "gpt", "xfs", None), (2, "gpt", "lvm2", None),
-            (3, "lvm", "xfs", "almalinux/root")]
+            (1, "gpt", "xfs", None),
+            (2, "gpt", "lvm2", None),
+            (3, "lvm", "xfs", "almalinux/root"),
+        ]
         assert vols[2].stream().read(4) == b"XFSB"
         guest = open_linux_guest(disk)
         assert guest is not None and guest.root_volume.number == 3
-        assert guest.fs.mounts == {"/": "volume 3 almalinux/root (xfs)",
-                                   "/boot": "volume 1 (xfs)"}
+        assert guest.fs.mounts == {"/": "volume 3 almalinux/root (xfs)", "/boot": "volume 1 (xfs)"}
         assert "boot" in guest.fs.listdir("/")
         assert guest.fs.exists("/boot/loader/entries")

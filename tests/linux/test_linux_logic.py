@@ -40,8 +40,10 @@ submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-a
 
 def two_kernels(extra: dict | None = None):
     files = {
-        "/boot/vmlinuz-6.1.0-9-amd64": b"k", "/boot/vmlinuz-6.1.0-10-amd64": b"k",
-        "/lib/modules/6.1.0-9-amd64/modules.dep": "", "/lib/modules/6.1.0-10-amd64/modules.dep": "",
+        "/boot/vmlinuz-6.1.0-9-amd64": b"k",
+        "/boot/vmlinuz-6.1.0-10-amd64": b"k",
+        "/lib/modules/6.1.0-9-amd64/modules.dep": "",
+        "/lib/modules/6.1.0-10-amd64/modules.dep": "",
         "/boot/grub/grub.cfg": GRUB_CFG,
     }
     files.update(extra or {})
@@ -50,8 +52,12 @@ def two_kernels(extra: dict | None = None):
 
 def test_version_order():
     versions = ["6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-28-amd64", "6.12.1-1"]
-    assert sorted(versions, key=version_key) == ["5.10.0-28-amd64", "6.1.0-9-amd64",
-                                                 "6.1.0-10-amd64", "6.12.1-1"]
+    assert sorted(versions, key=version_key) == [
+        "5.10.0-28-amd64",
+        "6.1.0-9-amd64",
+        "6.1.0-10-amd64",
+        "6.12.1-1",
+    ]
     assert kernel_release("6.10.0-rc1") == (6, 10) and kernel_release("x") == (0, 0)
     assert fcopy_role("6.9.12") == "fcopy" and fcopy_role("6.10.0-1-amd64") == "fcopy_uio"
     assert fcopy_role("7.0.1") == "fcopy_uio"
@@ -62,9 +68,19 @@ def test_version_order():
     [
         (None, None, "6.1.0-10-amd64", "grub.cfg:3"),
         ("GRUB_DEFAULT=1>1\n", None, "6.1.0-9-amd64", "GRUB_DEFAULT=1>1"),
-        ('GRUB_DEFAULT="gnulinux-6.1.0-9-amd64-advanced-u"\n', None, "6.1.0-9-amd64", "grub.cfg:10"),
-        ("GRUB_DEFAULT=saved\n", "saved_entry=Advanced options for Debian GNU/Linux>Debian "
-         "GNU/Linux, with Linux 6.1.0-9-amd64\n", "6.1.0-9-amd64", "grubenv: saved_entry="),
+        (
+            'GRUB_DEFAULT="gnulinux-6.1.0-9-amd64-advanced-u"\n',
+            None,
+            "6.1.0-9-amd64",
+            "grub.cfg:10",
+        ),
+        (
+            "GRUB_DEFAULT=saved\n",
+            "saved_entry=Advanced options for Debian GNU/Linux>Debian "
+            "GNU/Linux, with Linux 6.1.0-9-amd64\n",
+            "6.1.0-9-amd64",
+            "grubenv: saved_entry=",
+        ),
         ("GRUB_DEFAULT=saved\n", None, "6.1.0-10-amd64", "no saved_entry"),
         ("GRUB_DEFAULT=7\n", None, "6.1.0-10-amd64", "first bootable menu entry"),
     ],
@@ -84,25 +100,25 @@ def test_default_kernel_from_grub(default_grub, grubenv, version, why):
 
 
 def test_cmdline_of_the_chosen_entry_is_checked():
-    gfs = two_kernels({"/etc/default/grub": "GRUB_DEFAULT=1>1\nGRUB_CMDLINE_LINUX=\"x=1\"\n"})
+    gfs = two_kernels({"/etc/default/grub": 'GRUB_DEFAULT=1>1\nGRUB_CMDLINE_LINUX="x=1"\n'})
     choice = choose_default(gfs, find_kernels(gfs))
     lines = kernel_cmdlines(gfs, choice)
     assert lines[0] == ("/boot/grub/grub.cfg:10", "root=UUID=u ro quiet module_blacklist=hv_utils")
     assert ("/etc/default/grub:2", "x=1") in lines
     hits = cmdline_blacklist(lines[0][1], lines[0][0])
     assert [(h.module, h.evidence) for h in hits] == [
-        ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils")]
+        ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils")
+    ]
 
 
 def test_bls_newest_first_unless_saved():
     files = {
-        "/boot/vmlinuz-5.14.0-362.el9.x86_64": b"k", "/boot/vmlinuz-5.14.0-427.el9.x86_64": b"k",
-        "/boot/loader/entries/abc-5.14.0-362.el9.x86_64.conf":
-            "title A\nversion 5.14.0-362.el9.x86_64\nlinux /vmlinuz-5.14.0-362.el9.x86_64\n"
-            "options root=/dev/mapper/rl-root rd.driver.blacklist=hv_storvsc\n",
-        "/boot/loader/entries/abc-5.14.0-427.el9.x86_64.conf":
-            "title B\nversion 5.14.0-427.el9.x86_64\nlinux /vmlinuz-5.14.0-427.el9.x86_64\n"
-            "options $kernelopts\n",
+        "/boot/vmlinuz-5.14.0-362.el9.x86_64": b"k",
+        "/boot/vmlinuz-5.14.0-427.el9.x86_64": b"k",
+        "/boot/loader/entries/abc-5.14.0-362.el9.x86_64.conf": "title A\nversion 5.14.0-362.el9.x86_64\nlinux /vmlinuz-5.14.0-362.el9.x86_64\n"
+        "options root=/dev/mapper/rl-root rd.driver.blacklist=hv_storvsc\n",
+        "/boot/loader/entries/abc-5.14.0-427.el9.x86_64.conf": "title B\nversion 5.14.0-427.el9.x86_64\nlinux /vmlinuz-5.14.0-427.el9.x86_64\n"
+        "options $kernelopts\n",
         "/boot/grub2/grubenv": "kernelopts=root=/dev/mapper/rl-root ro\n",
     }
     gfs = guest_fs(files)
@@ -126,10 +142,12 @@ def test_no_kernel():
 
 
 def test_modprobe_conf_statements():
-    text = ("# comment\nblacklist hv-utils\ninstall hv_netvsc /bin/true\n"
-            "install hv_balloon /usr/bin/false\ninstall hv_storvsc /sbin/modprobe --ignore-install "
-            "hv_storvsc\ninstall pci_hyperv /bin/sh -c 'false'\nblacklist \\\n  hyperv_fb\n"
-            "options hv_vmbus x=1\n")
+    text = (
+        "# comment\nblacklist hv-utils\ninstall hv_netvsc /bin/true\n"
+        "install hv_balloon /usr/bin/false\ninstall hv_storvsc /sbin/modprobe --ignore-install "
+        "hv_storvsc\ninstall pci_hyperv /bin/sh -c 'false'\nblacklist \\\n  hyperv_fb\n"
+        "options hv_vmbus x=1\n"
+    )
     hits = parse_modprobe_conf(text, "/etc/modprobe.d/x.conf")
     assert [(h.module, h.kind, h.evidence.split(": ")[0]) for h in hits] == [
         ("hv_utils", "blacklist", "/etc/modprobe.d/x.conf:2"),
@@ -141,48 +159,69 @@ def test_modprobe_conf_statements():
 
 
 def test_earlier_directory_masks_same_name():
-    gfs = guest_fs({
-        "/etc/modprobe.d/hv.conf": "# emptied by the admin\n",
-        "/usr/lib/modprobe.d/hv.conf": "blacklist hv_utils\n",
-        "/lib/modprobe.d/other.conf": "blacklist hv_netvsc\n",
-        "/run/modprobe.d/null.conf": link("/dev/null"),
-        "/usr/lib/modprobe.d/null.conf": "blacklist hv_vmbus\n",
-        "/usr/lib/modprobe.d/notconf.txt": "blacklist hv_storvsc\n",
-    })
+    gfs = guest_fs(
+        {
+            "/etc/modprobe.d/hv.conf": "# emptied by the admin\n",
+            "/usr/lib/modprobe.d/hv.conf": "blacklist hv_utils\n",
+            "/lib/modprobe.d/other.conf": "blacklist hv_netvsc\n",
+            "/run/modprobe.d/null.conf": link("/dev/null"),
+            "/usr/lib/modprobe.d/null.conf": "blacklist hv_vmbus\n",
+            "/usr/lib/modprobe.d/notconf.txt": "blacklist hv_storvsc\n",
+        }
+    )
     hits, files, unreadable = guest_blacklist(gfs)
-    assert files == ["/etc/modprobe.d/hv.conf", "/run/modprobe.d/null.conf",
-                     "/lib/modprobe.d/other.conf"]
+    assert files == [
+        "/etc/modprobe.d/hv.conf",
+        "/run/modprobe.d/null.conf",
+        "/lib/modprobe.d/other.conf",
+    ]
     assert [h.evidence for h in hits] == ["/lib/modprobe.d/other.conf:1: blacklist hv_netvsc"]
     assert unreadable == []
 
 
 def test_initramfs_blacklist_and_dracut_cmdline():
-    configs = {"etc/modprobe.d/a.conf": "blacklist hv_utils\n",
-               "usr/lib/modprobe.d/a.conf": "blacklist hv_vmbus\n",
-               "etc/cmdline.d/50.conf": "rd.driver.blacklist=hv_storvsc\n"}
+    configs = {
+        "etc/modprobe.d/a.conf": "blacklist hv_utils\n",
+        "usr/lib/modprobe.d/a.conf": "blacklist hv_vmbus\n",
+        "etc/cmdline.d/50.conf": "rd.driver.blacklist=hv_storvsc\n",
+    }
     hits = initramfs_blacklist(configs, "/boot/initramfs.img")
     assert sorted(h.evidence for h in hits) == [
         "/boot/initramfs.img:/etc/cmdline.d/50.conf: rd.driver.blacklist=hv_storvsc",
-        "/boot/initramfs.img:/etc/modprobe.d/a.conf:1: blacklist hv_utils"]
+        "/boot/initramfs.img:/etc/modprobe.d/a.conf:1: blacklist hv_utils",
+    ]
 
 
 def test_module_availability_kinds():
     k = "6.1.0-1-amd64"
-    gfs = guest_fs({
-        f"/boot/vmlinuz-{k}": b"",
-        f"/lib/modules/{k}/modules.dep": "kernel/drivers/hv/hv_utils.ko.zst: kernel/drivers/hv/hv_vmbus.ko\n"
-                                          "kernel/drivers/net/hyperv/hv_netvsc.ko:\n",
-        f"/lib/modules/{k}/kernel/drivers/hv/hv_utils.ko.zst": b"x",
-        f"/lib/modules/{k}/kernel/drivers/input/serio/hyperv-keyboard.ko.gz": b"x",
-        f"/lib/modules/{k}/modules.builtin": "kernel/drivers/hv/hv_vmbus.ko\n",
-        f"/boot/config-{k}": "CONFIG_HYPERV=y\nCONFIG_HYPERV_STORAGE=m\nCONFIG_HYPERV_NET=m\n",
-    })
+    gfs = guest_fs(
+        {
+            f"/boot/vmlinuz-{k}": b"",
+            f"/lib/modules/{k}/modules.dep": "kernel/drivers/hv/hv_utils.ko.zst: kernel/drivers/hv/hv_vmbus.ko\n"
+            "kernel/drivers/net/hyperv/hv_netvsc.ko:\n",
+            f"/lib/modules/{k}/kernel/drivers/hv/hv_utils.ko.zst": b"x",
+            f"/lib/modules/{k}/kernel/drivers/input/serio/hyperv-keyboard.ko.gz": b"x",
+            f"/lib/modules/{k}/modules.builtin": "kernel/drivers/hv/hv_vmbus.ko\n",
+            f"/boot/config-{k}": "CONFIG_HYPERV=y\nCONFIG_HYPERV_STORAGE=m\nCONFIG_HYPERV_NET=m\n",
+        }
+    )
     kern = find_kernels(gfs)[0]
     mods = KernelModules(gfs, kern)
-    st = {n: mods.status(n) for n in ("hv_vmbus", "hv_utils", "hv_storvsc", "hv_netvsc",
-                                      "hyperv_keyboard", "hv_balloon")}
+    st = {
+        n: mods.status(n)
+        for n in (
+            "hv_vmbus",
+            "hv_utils",
+            "hv_storvsc",
+            "hv_netvsc",
+            "hyperv_keyboard",
+            "hv_balloon",
+        )
+    }
     assert (st["hv_vmbus"].how, st["hv_vmbus"].evidence) == (
-        "builtin", f"/lib/modules/{k}/modules.builtin:1")
+        "builtin",
+        f"/lib/modules/{k}/modules.builtin:1",
+    )
     assert st["hv_utils"].evidence == f"/lib/modules/{k}/kernel/drivers/hv/hv_utils.ko.zst"
     assert st["hv_storvsc"].how == "missing"
     assert "CONFIG_HYPERV_STORAGE=m but no module file" in st["hv_storvsc"].evidence
@@ -194,13 +233,14 @@ def test_module_availability_kinds():
 
 
 def test_daemon_found_in_another_familys_layout_and_empty_unit_masks():
-    gfs = guest_fs({
-        "/usr/sbin/hypervkvpd": b"\x7fELF",
-        "/usr/lib/systemd/system/hypervkvpd.service": "[Service]\nExecStart=/usr/sbin/hypervkvpd\n",
-        "/etc/systemd/system/hypervkvpd.service": "",
-        "/usr/lib/udev/rules.d/70-hv_kvp.rules":
-            'KERNEL=="vmbus/hv_kvp", ENV{SYSTEMD_WANTS}+="hypervkvpd.service"\n',
-    })
+    gfs = guest_fs(
+        {
+            "/usr/sbin/hypervkvpd": b"\x7fELF",
+            "/usr/lib/systemd/system/hypervkvpd.service": "[Service]\nExecStart=/usr/sbin/hypervkvpd\n",
+            "/etc/systemd/system/hypervkvpd.service": "",
+            "/usr/lib/udev/rules.d/70-hv_kvp.rules": 'KERNEL=="vmbus/hv_kvp", ENV{SYSTEMD_WANTS}+="hypervkvpd.service"\n',
+        }
+    )
     view = SystemdView(gfs)
     st = inspect_daemon(gfs, "kvp", "debian", view)
     assert st.layout.family == "rhel"
@@ -209,16 +249,20 @@ def test_daemon_found_in_another_familys_layout_and_empty_unit_masks():
 
 
 def test_ubuntu_per_kernel_tools_missing():
-    gfs = guest_fs({
-        "/usr/sbin/hv_kvp_daemon": "#!/bin/bash\n",
-        "/usr/lib/systemd/system/hv-kvp-daemon.service": "[Install]\nWantedBy=multi-user.target\n",
-        "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service":
-            link("/usr/lib/systemd/system/hv-kvp-daemon.service"),
-    })
+    gfs = guest_fs(
+        {
+            "/usr/sbin/hv_kvp_daemon": "#!/bin/bash\n",
+            "/usr/lib/systemd/system/hv-kvp-daemon.service": "[Install]\nWantedBy=multi-user.target\n",
+            "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service": link(
+                "/usr/lib/systemd/system/hv-kvp-daemon.service"
+            ),
+        }
+    )
     st = inspect_daemon(gfs, "kvp", "ubuntu", SystemdView(gfs), "6.8.0-1012-azure")
     assert st.started_by and st.notes == [
         "/usr/lib/linux-tools/6.8.0-1012-azure/hv_kvp_daemon missing "
-        "(install linux-cloud-tools for 6.8.0-1012-azure)"]
+        "(install linux-cloud-tools for 6.8.0-1012-azure)"
+    ]
 
 
 def _guest(files: dict, family: str = "debian"):
@@ -227,33 +271,48 @@ def _guest(files: dict, family: str = "debian"):
     from offline_ic.guest.linux.guest import LinuxGuest
 
     vol = SimpleNamespace(number=1)
-    return LinuxGuest(fs=guest_fs(files), image=None, root_volume=vol,
-                      os_release={"ID": family}, os_release_path="/etc/os-release",
-                      family=family)
+    return LinuxGuest(
+        fs=guest_fs(files),
+        image=None,
+        root_volume=vol,
+        os_release={"ID": family},
+        os_release_path="/etc/os-release",
+        family=family,
+    )
 
 
 def test_builtin_boot_drivers_need_no_initramfs_and_cannot_be_blacklisted():
     from offline_ic.guest.linux.checks import linux_checks
 
     k = "6.6.0-azure"
-    builtin = "".join(f"kernel/drivers/{p}.ko\n" for p in (
-        "hv/hv_vmbus", "hv/hv_utils", "scsi/hv_storvsc", "net/hyperv/hv_netvsc"))
-    report = linux_checks(_guest({
-        "/etc/os-release": "ID=debian\n",
-        f"/boot/vmlinuz-{k}": b"k",
-        f"/lib/modules/{k}/modules.dep": "",
-        f"/lib/modules/{k}/modules.builtin": builtin,
-        "/etc/default/grub": 'GRUB_CMDLINE_LINUX="module_blacklist=hv_vmbus"\n',
-    }))
+    builtin = "".join(
+        f"kernel/drivers/{p}.ko\n"
+        for p in ("hv/hv_vmbus", "hv/hv_utils", "scsi/hv_storvsc", "net/hyperv/hv_netvsc")
+    )
+    report = linux_checks(
+        _guest(
+            {
+                "/etc/os-release": "ID=debian\n",
+                f"/boot/vmlinuz-{k}": b"k",
+                f"/lib/modules/{k}/modules.dep": "",
+                f"/lib/modules/{k}/modules.builtin": builtin,
+                "/etc/default/grub": 'GRUB_CMDLINE_LINUX="module_blacklist=hv_vmbus"\n',
+            }
+        )
+    )
     by_id = {c.id: c for c in report.results}
     assert report.kernel == k
     assert by_id["linux.initramfs.present"].status == "pass"
     assert "not needed: the boot drivers are built in" in by_id["linux.initramfs.present"].detail
     assert by_id["linux.initramfs.hv_storvsc"].detail == (
-        f"hv_storvsc built into the kernel: /lib/modules/{k}/modules.builtin:3")
+        f"hv_storvsc built into the kernel: /lib/modules/{k}/modules.builtin:3"
+    )
     bl = by_id["linux.blacklist.hv_vmbus"]
-    assert (bl.status, bl.detail) == ("warn", "hv_vmbus is built in, so this has no effect: "
-                                      "/etc/default/grub:1: module_blacklist=hv_vmbus")
+    assert (bl.status, bl.detail) == (
+        "warn",
+        "hv_vmbus is built in, so this has no effect: "
+        "/etc/default/grub:1: module_blacklist=hv_vmbus",
+    )
     assert by_id["linux.module.hv_balloon"].status == "warn"
     assert report.results and all(c.status != "fail" for c in report.results)
 
@@ -261,37 +320,47 @@ def test_builtin_boot_drivers_need_no_initramfs_and_cannot_be_blacklisted():
 def test_default_entry_boots_a_missing_kernel_and_no_kernel_at_all():
     from offline_ic.guest.linux.checks import linux_checks
 
-    report = linux_checks(_guest({
-        "/etc/os-release": "ID=debian\n",
-        "/boot/vmlinuz-6.1.0-9-amd64": b"k",
-        "/lib/modules/6.1.0-9-amd64/modules.dep": "",
-        "/boot/grub/grub.cfg": GRUB_CFG,  # first entry boots 6.1.0-10, which is gone
-    }))
+    report = linux_checks(
+        _guest(
+            {
+                "/etc/os-release": "ID=debian\n",
+                "/boot/vmlinuz-6.1.0-9-amd64": b"k",
+                "/lib/modules/6.1.0-9-amd64/modules.dep": "",
+                "/boot/grub/grub.cfg": GRUB_CFG,  # first entry boots 6.1.0-10, which is gone
+            }
+        )
+    )
     by_id = {c.id: c for c in report.results}
     assert by_id["linux.kernel.default"].status == "fail"
     assert "boots 6.1.0-10-amd64, which is not installed (installed: 6.1.0-9-amd64)" in (
-        by_id["linux.kernel.default"].detail)
+        by_id["linux.kernel.default"].detail
+    )
     report = linux_checks(_guest({"/etc/os-release": "ID=nixos\n"}, family="unknown"))
     ids = [(c.id, c.status) for c in report.results]
-    assert ids[:3] == [("linux.os.release", "warn"), ("linux.fs.mounts", "pass"),
-                       ("linux.kernel.default", "fail")]
+    assert ids[:3] == [
+        ("linux.os.release", "warn"),
+        ("linux.fs.mounts", "pass"),
+        ("linux.kernel.default", "fail"),
+    ]
     assert ("linux.daemon.kvp", "warn") in ids
 
 
 def test_grub_d_overrides_default_and_adds_cmdline():
-    gfs = two_kernels({
-        "/etc/default/grub": "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n",
-        "/etc/default/grub.d/50-cloudimg-settings.cfg":
-            "# cloud image\nGRUB_DEFAULT=1>1\n"
-            "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT modprobe.blacklist=hv_vmbus\"\n",
-    })
+    gfs = two_kernels(
+        {
+            "/etc/default/grub": 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\n',
+            "/etc/default/grub.d/50-cloudimg-settings.cfg": "# cloud image\nGRUB_DEFAULT=1>1\n"
+            'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT modprobe.blacklist=hv_vmbus"\n',
+        }
+    )
     choice = choose_default(gfs, find_kernels(gfs))
     assert choice.kernel.version == "6.1.0-9-amd64"
     assert "/etc/default/grub.d/50-cloudimg-settings.cfg:2: GRUB_DEFAULT=1>1" in choice.reason
     hits = [h for ev, line in kernel_cmdlines(gfs, choice) for h in cmdline_blacklist(line, ev)]
     assert [(h.module, h.evidence) for h in hits] == [
         ("hv_utils", "/boot/grub/grub.cfg:10: module_blacklist=hv_utils"),
-        ("hv_vmbus", "/etc/default/grub.d/50-cloudimg-settings.cfg:3: modprobe.blacklist=hv_vmbus")]
+        ("hv_vmbus", "/etc/default/grub.d/50-cloudimg-settings.cfg:3: modprobe.blacklist=hv_vmbus"),
+    ]
 
 
 def test_an_unforeseen_error_fails_its_group_only(monkeypatch):
@@ -302,28 +371,39 @@ def test_an_unforeseen_error_fails_its_group_only(monkeypatch):
 
     monkeypatch.setattr(lc, "scan_initramfs", boom)
     k = "6.1.0-1-amd64"
-    report = lc.linux_checks(_guest({
-        "/etc/os-release": "ID=debian\n", f"/boot/vmlinuz-{k}": b"k",
-        f"/boot/initrd.img-{k}": b"x", f"/lib/modules/{k}/modules.dep": "",
-    }))
+    report = lc.linux_checks(
+        _guest(
+            {
+                "/etc/os-release": "ID=debian\n",
+                f"/boot/vmlinuz-{k}": b"k",
+                f"/boot/initrd.img-{k}": b"x",
+                f"/lib/modules/{k}/modules.dep": "",
+            }
+        )
+    )
     by_id = {c.id: c for c in report.results}
-    assert (by_id["linux.initramfs.present"].status,
-            by_id["linux.initramfs.present"].detail) == ("fail", "could not be checked: "
-                                                          "RuntimeError: boom")
+    assert (by_id["linux.initramfs.present"].status, by_id["linux.initramfs.present"].detail) == (
+        "fail",
+        "could not be checked: RuntimeError: boom",
+    )
     assert "linux.blacklist.hv_utils" in by_id and "linux.daemon.kvp" in by_id
 
 
-@pytest.mark.parametrize("initrd, status", [("initrd-good.img", "warn"),
-                                            ("dracut-good.img", "fail")])
+@pytest.mark.parametrize(
+    "initrd, status", [("initrd-good.img", "warn"), ("dracut-good.img", "fail")]
+)
 def test_rd_driver_blacklist_only_counts_with_dracut(parts_dir, initrd, status):
     from offline_ic.guest.linux.checks import linux_checks
 
     k = "6.1.0-56-cloud-amd64"
-    files = {"/etc/os-release": "ID=debian\n", f"/boot/vmlinuz-{k}": b"k",
-             f"/lib/modules/{k}/modules.dep": "kernel/drivers/scsi/hv_storvsc.ko:\n",
-             f"/lib/modules/{k}/kernel/drivers/scsi/hv_storvsc.ko": b"ko",
-             f"/boot/initrd.img-{k}": (parts_dir / "initrd" / initrd).read_bytes(),
-             "/etc/default/grub": 'GRUB_CMDLINE_LINUX="rd.driver.blacklist=hv_storvsc"\n'}
+    files = {
+        "/etc/os-release": "ID=debian\n",
+        f"/boot/vmlinuz-{k}": b"k",
+        f"/lib/modules/{k}/modules.dep": "kernel/drivers/scsi/hv_storvsc.ko:\n",
+        f"/lib/modules/{k}/kernel/drivers/scsi/hv_storvsc.ko": b"ko",
+        f"/boot/initrd.img-{k}": (parts_dir / "initrd" / initrd).read_bytes(),
+        "/etc/default/grub": 'GRUB_CMDLINE_LINUX="rd.driver.blacklist=hv_storvsc"\n',
+    }
     by_id = {c.id: c for c in linux_checks(_guest(files)).results}
     got = by_id["linux.blacklist.hv_storvsc"]
     assert got.status == status

@@ -40,8 +40,11 @@ def test_kvp_pools_equal_the_files_in_the_image(cli, linux_images, parts_dir, tm
     pools = json.loads(out)["pools"]
     for index, name in enumerate(["external", "guest", "auto", "parameters", "auto_internal"]):
         dump = tmp_path / f"pool{index}"
-        subprocess.run(["debugfs", "-R", f"dump /var/lib/hyperv/.kvp_pool_{index} {dump}", str(fs_file)],
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["debugfs", "-R", f"dump /var/lib/hyperv/.kvp_pool_{index} {dump}", str(fs_file)],
+            capture_output=True,
+            check=True,
+        )
         data = dump.read_bytes() if dump.exists() else b""
         assert len(data) % RECORD_SIZE == 0
         assert pools[name] == parse_kvp_pool(data), name

@@ -26,7 +26,9 @@ def test_win10_test_hive(system_win10):
     assert results["windows.hive.system"].status == "pass"
     assert results["windows.ic.vmictimesync"].status == "fail"
     assert "disabled" in results["windows.ic.vmictimesync"].detail
-    assert "ControlSet001\\Services\\vmictimesync Start=4" in results["windows.ic.vmictimesync"].detail
+    assert (
+        "ControlSet001\\Services\\vmictimesync Start=4" in results["windows.ic.vmictimesync"].detail
+    )
     assert results["windows.ic.vmicrdv"].status == "fail"
     assert "does not exist" in results["windows.ic.vmicrdv"].detail
     assert results["windows.ic.vmicheartbeat"].status == "pass"
@@ -48,8 +50,10 @@ def test_real_hyperv_guest_passes(unpacked):
 def test_windows7_fails_for_missing_ics_and_storvsc(unpacked):
     hive = unpacked(real_data("hives/regipy_SYSTEM.xz"))
     results = by_id(check_windows_guest(HiveFileGuest(str(hive))))
-    assert all(results[f"windows.ic.{n}"].status == "fail" for n in
-               ("vmicshutdown", "vmicheartbeat", "vmicvss", "vmickvpexchange"))
+    assert all(
+        results[f"windows.ic.{n}"].status == "fail"
+        for n in ("vmicshutdown", "vmicheartbeat", "vmicvss", "vmickvpexchange")
+    )
     assert results["windows.driver.storvsc"].status == "fail"
     assert "Start=3" in results["windows.driver.storvsc"].detail
     assert "INACCESSIBLE_BOOT_DEVICE" in results["windows.driver.storvsc"].detail
@@ -74,8 +78,12 @@ def test_hibernated_volume_fails(tmp_path, system_win10):
     hiberfil.write_bytes(b"HIBR" + b"\0" * 8188)
     vol = tmp_path / "vol.ntfs"
     try:
-        build.make_ntfs_volume(vol, 40 * MiB, 2048, {"Windows/System32/config/SYSTEM": system_win10,
-                                               "hiberfil.sys": hiberfil})
+        build.make_ntfs_volume(
+            vol,
+            40 * MiB,
+            2048,
+            {"Windows/System32/config/SYSTEM": system_win10, "hiberfil.sys": hiberfil},
+        )
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"cannot build an NTFS volume here: {exc}")
     disk = tmp_path / "hibernated.raw"

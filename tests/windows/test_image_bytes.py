@@ -11,8 +11,9 @@ WIN = TESTDATA / "windows"
 CHUNK = 8 << 20
 
 
-@pytest.mark.parametrize("name", ["win10-gpt-dynamic.vhdx.xz", "win10-gpt-fixed.vhdx.xz",
-                                  "win7-mbr.vhd.xz"])
+@pytest.mark.parametrize(
+    "name", ["win10-gpt-dynamic.vhdx.xz", "win10-gpt-fixed.vhdx.xz", "win7-mbr.vhd.xz"]
+)
 def test_every_sector_equals_libvhdi(unpacked, name):
     from offline_ic.image import open_image
 
@@ -21,8 +22,9 @@ def test_every_sector_equals_libvhdi(unpacked, name):
 
 
 @pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
-@pytest.mark.parametrize("name", ["win10-gpt-dynamic.vhdx.xz", "win10-gpt-fixed.vhdx.xz",
-                                  "win7-mbr.vhd.xz"])
+@pytest.mark.parametrize(
+    "name", ["win10-gpt-dynamic.vhdx.xz", "win10-gpt-fixed.vhdx.xz", "win7-mbr.vhd.xz"]
+)
 def test_every_sector_equals_qemu_img_convert(unpacked, tmp_path, name):
     from offline_ic.image import open_image
 
@@ -32,7 +34,7 @@ def test_every_sector_equals_qemu_img_convert(unpacked, tmp_path, name):
         assert image.size == len(expected)
         for offset in range(0, image.size, CHUNK):
             n = min(CHUNK, image.size - offset)
-            assert image.read(offset, n) == expected[offset:offset + n], f"differs at {offset}"
+            assert image.read(offset, n) == expected[offset : offset + n], f"differs at {offset}"
 
 
 def test_committed_hives_are_what_the_script_builds(tmp_path, unpacked):

@@ -20,7 +20,11 @@ def test_inspect_dynamic_vhdx(cli, win10_dynamic):
     assert info["block_size"] == 2 * 2**20
     assert info["parent"] is None
     assert [v["filesystem"] for v in doc["volumes"]] == [None, None, "ntfs"]
-    assert [v["type"] for v in doc["volumes"]] == ["EFI system", "Microsoft reserved", "Microsoft basic data"]
+    assert [v["type"] for v in doc["volumes"]] == [
+        "EFI system",
+        "Microsoft reserved",
+        "Microsoft basic data",
+    ]
     assert doc["volumes"][2]["offset"] == 43008 * 512
     assert doc["windows_volume"] == 3
     assert doc["volume_state"] == {"dirty": False, "hibernation": None}

@@ -46,7 +46,8 @@ def test_agrees_with_hivexget(cli, software_hive):
     for name, value in doc["values"].items():
         proc = subprocess.run(
             ["hivexget", str(software_hive), "Microsoft\\Virtual Machine\\Guest\\Parameters", name],
-            capture_output=True, check=True,
+            capture_output=True,
+            check=True,
         )
         assert proc.stdout.decode("utf-8").rstrip("\n") == value
 
@@ -55,8 +56,11 @@ def test_missing_pool_key_is_empty(cli, tmp_path, software_hive):
     """A SOFTWARE hive without the Virtual Machine keys gives empty pools, not an error."""
     hive = tmp_path / "SOFTWARE"
     shutil.copyfile(software_hive, hive)
-    hivex_merge(hive, "[-HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Virtual Machine]\n",
-                "HKEY_LOCAL_MACHINE\\SOFTWARE")
+    hivex_merge(
+        hive,
+        "[-HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Virtual Machine]\n",
+        "HKEY_LOCAL_MACHINE\\SOFTWARE",
+    )
     assert kvp_json(cli, hive) == {"pool": "parameters", "values": {}}
     assert kvp_json(cli, hive, "--pool", "all") == {
         "pools": {"parameters": {}, "external": {}, "guest": {}, "auto": {}}

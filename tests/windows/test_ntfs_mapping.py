@@ -15,8 +15,10 @@ from offline_ic.fs.ntfs import NtfsVolume, check_volume_writable, map_file_write
 from tests.helpers import require_fuse
 
 MiB = 1024 * 1024
-pytestmark = pytest.mark.skipif(shutil.which("ntfs-3g") is None or shutil.which("mkntfs") is None,
-                                reason="ntfs-3g / mkntfs not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("ntfs-3g") is None or shutil.which("mkntfs") is None,
+    reason="ntfs-3g / mkntfs not installed",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +53,11 @@ def fragmented_volume(tmp_path_factory):
     volume = tmp_path_factory.mktemp("ntfs") / "vol.ntfs"
     with open(volume, "wb") as fh:
         fh.truncate(16 * MiB)
-    subprocess.run(["mkntfs", "-q", "-F", "-Q", "-c", "4096", str(volume)], check=True,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["mkntfs", "-q", "-F", "-Q", "-c", "4096", str(volume)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
     with mounted(volume) as mnt:
         # fill the volume with 64 KiB files
         count = 0
@@ -93,7 +98,7 @@ def test_writes_land_where_ntfs3g_reads_them(fragmented_volume, tmp_path):
             fh.write(data)
     expected = bytearray(original)
     for off, data in writes:
-        expected[off:off + len(data)] = data
+        expected[off : off + len(data)] = data
     with mounted(volume) as mnt:
         assert (mnt / "frag.bin").read_bytes() == bytes(expected)
 

@@ -21,7 +21,8 @@ def hivexget_start(hive, control_set: str, service: str) -> int | None:
     """Start value of a service according to hivex (None when the key or value is absent)."""
     proc = subprocess.run(
         ["hivexget", str(hive), f"{control_set}\\Services\\{service}", "Start"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     return int(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
 
@@ -45,9 +46,12 @@ def test_win10_dynamic_vhdx_services(cli, win10_dynamic):
     assert [d["name"] for d in doc["drivers"]] == DRIVER_NAMES
     services = by_name(doc["services"])
     assert services["vmictimesync"] == {
-        "name": "vmictimesync", "ic": "Time synchronization",
+        "name": "vmictimesync",
+        "ic": "Time synchronization",
         "display_name": "Hyper-V Time Synchronization Service",
-        "present": True, "start": 4, "start_type": "disabled",
+        "present": True,
+        "start": 4,
+        "start_type": "disabled",
     }
     assert services["vmicrdv"]["present"] is False
     assert services["vmicrdv"]["start"] is None and services["vmicrdv"]["start_type"] is None
@@ -96,7 +100,11 @@ def test_windows7_vhd_has_no_integration_services(cli, win7_vhd, unpacked):
     assert doc["control_set"] == "ControlSet001"
     assert [s["present"] for s in doc["services"]] == [False] * 8
     drivers = by_name(doc["drivers"])
-    assert (drivers["vmbus"]["start"], drivers["storvsc"]["start"], drivers["storflt"]["start"]) == (0, 3, 0)
+    assert (
+        drivers["vmbus"]["start"],
+        drivers["storvsc"]["start"],
+        drivers["storflt"]["start"],
+    ) == (0, 3, 0)
     assert drivers["netvsc"]["present"] is False
     hive = unpacked(real_data("hives/regipy_SYSTEM.xz"))
     for row in doc["drivers"]:
@@ -107,13 +115,15 @@ def test_control_set_follows_select_current(cli, tmp_path, system_win10):
     """With Select\\Current = 2 the services come from ControlSet002 (a copy made by hivex)."""
     hive = tmp_path / "SYSTEM"
     shutil.copyfile(system_win10, hive)
-    hivex_merge(hive,
-                "[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n\"Current\"=dword:00000002\n\n"
-                "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002]\n\n"
-                "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services]\n\n"
-                "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services\\vmicheartbeat]\n"
-                "\"Start\"=dword:00000002\n",
-                "HKEY_LOCAL_MACHINE\\SYSTEM")
+    hivex_merge(
+        hive,
+        '[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n"Current"=dword:00000002\n\n'
+        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002]\n\n"
+        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services]\n\n"
+        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services\\vmicheartbeat]\n"
+        '"Start"=dword:00000002\n',
+        "HKEY_LOCAL_MACHINE\\SYSTEM",
+    )
     doc, _ = services_json(cli, hive)
     assert doc["control_set"] == "ControlSet002"
     services = by_name(doc["services"])
@@ -167,11 +177,21 @@ def test_mounted_guest_root_directory(cli, tmp_path, system_win10, win10_dynamic
 
 @pytest.mark.parametrize(
     "typed, expected",
-    [("heartbeat", "vmicheartbeat"), ("Time-Sync", "vmictimesync"), ("time sync", "vmictimesync"),
-     ("KVP", "vmickvpexchange"), ("data-exchange", "vmickvpexchange"), ("backup", "vmicvss"),
-     ("VSS", "vmicvss"), ("guest-services", "vmicguestinterface"), ("rdv", "vmicrdv"),
-     ("PowerShell-Direct", "vmicvmsession"), ("shutdown", "vmicshutdown"),
-     ("VMICHEARTBEAT", "vmicheartbeat"), ("Remote Desktop Virtualization", "vmicrdv")],
+    [
+        ("heartbeat", "vmicheartbeat"),
+        ("Time-Sync", "vmictimesync"),
+        ("time sync", "vmictimesync"),
+        ("KVP", "vmickvpexchange"),
+        ("data-exchange", "vmickvpexchange"),
+        ("backup", "vmicvss"),
+        ("VSS", "vmicvss"),
+        ("guest-services", "vmicguestinterface"),
+        ("rdv", "vmicrdv"),
+        ("PowerShell-Direct", "vmicvmsession"),
+        ("shutdown", "vmicshutdown"),
+        ("VMICHEARTBEAT", "vmicheartbeat"),
+        ("Remote Desktop Virtualization", "vmicrdv"),
+    ],
 )
 def test_friendly_service_names(typed, expected):
     assert resolve_service(typed).name == expected
@@ -189,7 +209,15 @@ def test_service_filter_and_unknown_name(cli, system_win10):
 def test_help_lists_service_names(cli):
     code, out, _ = cli("services", "list", "--help")
     assert code == 0
-    for alias in ("heartbeat", "time-sync", "kvp", "vss", "guest-services", "rdv", "powershell-direct"):
+    for alias in (
+        "heartbeat",
+        "time-sync",
+        "kvp",
+        "vss",
+        "guest-services",
+        "rdv",
+        "powershell-direct",
+    ):
         assert alias in out
 
 

@@ -68,12 +68,13 @@ def raw_bytes(image: Path, tmp: Path) -> bytes:
     return out.read_bytes()
 
 
-def hivexget(image: Path, volume: tuple[int, int], hive: str, key: str, value: str | None,
-             tmp: Path) -> str | None:
+def hivexget(
+    image: Path, volume: tuple[int, int], hive: str, key: str, value: str | None, tmp: Path
+) -> str | None:
     """hivexget on a hive copied out of the image's NTFS volume by ntfs-3g."""
     data = raw_bytes(image, tmp)
     vol = tmp / "vol.ntfs"
-    vol.write_bytes(data[volume[0]:volume[0] + volume[1]])
+    vol.write_bytes(data[volume[0] : volume[0] + volume[1]])
     mnt = Path(tempfile.mkdtemp(prefix="oic-mnt-"))
     try:
         subprocess.run(["ntfs-3g", "-o", "ro", str(vol), str(mnt)], check=True)
@@ -109,16 +110,20 @@ def test_services_set_in_place(cli, win10_copy, tmp_path, win10_dynamic):
     assert doc["verified_by"] == ["libvhdi", "regipy"]
     assert doc["pages"]["SYSTEM"] <= 4
     key = "ControlSet001\\Services\\"
-    assert hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key + "vmictimesync", "Start", tmp_path) == "3"
+    assert (
+        hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key + "vmictimesync", "Start", tmp_path) == "3"
+    )
     assert hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key + "vmicvss", "Start", tmp_path) == "4"
-    assert hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key + "vmicheartbeat", "Start", tmp_path) == "3"
+    assert (
+        hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key + "vmicheartbeat", "Start", tmp_path) == "3"
+    )
     check = subprocess.run(["qemu-img", "check", str(win10_copy)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     # outside the hive's pages, not one byte of the disk changed
     (tmp_path / "original").mkdir()
     before = raw_bytes(win10_dynamic, tmp_path / "original")
     after = raw_bytes(win10_copy, tmp_path)
-    diff = [i for i in range(0, len(before), 4096) if before[i:i + 4096] != after[i:i + 4096]]
+    diff = [i for i in range(0, len(before), 4096) if before[i : i + 4096] != after[i : i + 4096]]
     assert 0 < len(diff) <= 4
     assert all(WIN10_NTFS[0] <= off < WIN10_NTFS[0] + WIN10_NTFS[1] for off in diff)
 
@@ -180,7 +185,9 @@ def test_dirty_hive_is_recovered_then_edited(cli, tmp_path, win10_dirty_raw):
     assert hivexget(image, DIRTY_NTFS, "SYSTEM", services + "vmicvss", "Start", tmp_path) == "4"
     # what only the logs held is now in the primary file (hivex never replays logs)
     assert hivexget(image, DIRTY_NTFS, "SYSTEM", services + "ad_driver", None, tmp_path) is not None
-    epoch = hivexget(image, DIRTY_NTFS, "SYSTEM", services + "SharedAccess\\Epoch", "Epoch", tmp_path)
+    epoch = hivexget(
+        image, DIRTY_NTFS, "SYSTEM", services + "SharedAccess\\Epoch", "Epoch", tmp_path
+    )
     assert epoch == str(435)
     code, out, _ = cli("services", "list", image, "--json")
     assert json.loads(out)["hive_state"] == "clean"
@@ -191,11 +198,18 @@ def test_kvp_set_and_delete(cli, win10_copy, tmp_path):
     doc = run_json(cli, "kvp", "delete", win10_copy, "HostName", "NoSuchKey")
     assert [c["present_before"] for c in doc["changes"]] == [True, False]
     pools = run_json(cli, "kvp", "get", win10_copy, "--pool", "all")["pools"]
-    assert pools["guest"] == {"BuildPipeline": "packer-win10-2026.11", "Owner": "ci", "Ring": "prod"}
+    assert pools["guest"] == {
+        "BuildPipeline": "packer-win10-2026.11",
+        "Owner": "ci",
+        "Ring": "prod",
+    }
     assert "HostName" not in pools["parameters"]
     key = "Microsoft\\Virtual Machine\\Guest"
     assert hivexget(win10_copy, WIN10_NTFS, "SOFTWARE", key, "Owner", tmp_path) == "ci"
-    assert hivexget(win10_copy, WIN10_NTFS, "SOFTWARE", key + "\\Parameters", "HostName", tmp_path) is None
+    assert (
+        hivexget(win10_copy, WIN10_NTFS, "SOFTWARE", key + "\\Parameters", "HostName", tmp_path)
+        is None
+    )
 
 
 def test_hive_growth_is_refused_and_nothing_written(cli, win10_copy):
@@ -213,8 +227,12 @@ def test_hibernated_volume_is_refused(cli, tmp_path, system_win10):
     hiberfil = tmp_path / "hiberfil.sys"
     hiberfil.write_bytes(b"hibr" + bytes(8188))
     vol = tmp_path / "vol.ntfs"
-    build.make_ntfs_volume(vol, 40 * MiB, 2048, {"Windows/System32/config/SYSTEM": system_win10,
-                                                 "hiberfil.sys": hiberfil})
+    build.make_ntfs_volume(
+        vol,
+        40 * MiB,
+        2048,
+        {"Windows/System32/config/SYSTEM": system_win10, "hiberfil.sys": hiberfil},
+    )
     disk = tmp_path / "hibernated.raw"
     build.make_disk(disk, 48 * MiB, "dos", [(2048, 40 * 2048, "7", vol)])
     digest = sha256(disk)
@@ -249,23 +267,43 @@ def test_apply_changes_both_hives_in_one_transaction(cli, win10_copy, tmp_path):
     doc = run_json(cli, "apply", win10_copy, "--file", change_file)
     assert set(doc["pages"]) == {"SYSTEM", "SOFTWARE"}
     assert doc["skipped_not_installed"] == ["vmicrdv"]
-    changed = {(c["key"].rsplit("\\", 1)[-1], c["name"]): c["after"] for c in doc["changes"] if c["changed"]}
-    assert changed == {("vmictimesync", "Start"): 3, ("vmicvss", "Start"): 4,
-                       ("Guest", "Owner"): "ci", ("Parameters", "HostName"): None}
+    changed = {
+        (c["key"].rsplit("\\", 1)[-1], c["name"]): c["after"]
+        for c in doc["changes"]
+        if c["changed"]
+    }
+    assert changed == {
+        ("vmictimesync", "Start"): 3,
+        ("vmicvss", "Start"): 4,
+        ("Guest", "Owner"): "ci",
+        ("Parameters", "HostName"): None,
+    }
     key = "ControlSet001\\Services\\vmicvss"
     assert hivexget(win10_copy, WIN10_NTFS, "SYSTEM", key, "Start", tmp_path) == "4"
-    assert hivexget(win10_copy, WIN10_NTFS, "SOFTWARE", "Microsoft\\Virtual Machine\\Guest",
-                    "Owner", tmp_path) == "ci"
+    assert (
+        hivexget(
+            win10_copy,
+            WIN10_NTFS,
+            "SOFTWARE",
+            "Microsoft\\Virtual Machine\\Guest",
+            "Owner",
+            tmp_path,
+        )
+        == "ci"
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[servics]\nx = 1\n", "unknown section(s) servics"),
-    ("[services]\nheartbeat = \"boot\"\n", "services.heartbeat"),
-    ("[services]\ntelepathy = \"manual\"\n", "unknown integration service 'telepathy'"),
-    ("[kvp.set.nowhere]\nA = \"b\"\n", "unknown KVP pool 'nowhere'"),
-    ("[kvp.delete]\nguest = \"A\"\n", "must be a list"),
-    ("services = [\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[servics]\nx = 1\n", "unknown section(s) servics"),
+        ('[services]\nheartbeat = "boot"\n', "services.heartbeat"),
+        ('[services]\ntelepathy = "manual"\n', "unknown integration service 'telepathy'"),
+        ('[kvp.set.nowhere]\nA = "b"\n', "unknown KVP pool 'nowhere'"),
+        ('[kvp.delete]\nguest = "A"\n', "must be a list"),
+        ("services = [\n", "not valid TOML"),
+    ],
+)
 def test_apply_rejects_bad_change_files(cli, win10_copy, tmp_path, text, message):
     digest = sha256(win10_copy)
     change_file = tmp_path / "changes.toml"
@@ -287,8 +325,9 @@ def test_failed_read_back_puts_the_original_bytes_back(cli, win10_copy, win10_dy
     code, out, err = cli("services", "set", win10_copy, "vss=disabled")
     assert code == 3 and out == ""
     assert "simulated" in err and "original bytes were written back" in err
-    same = subprocess.run(["qemu-img", "compare", str(win10_dynamic), str(win10_copy)],
-                          capture_output=True, text=True)
+    same = subprocess.run(
+        ["qemu-img", "compare", str(win10_dynamic), str(win10_copy)], capture_output=True, text=True
+    )
     assert same.returncode == 0, same.stdout
     check = subprocess.run(["qemu-img", "check", str(win10_copy)], capture_output=True, text=True)
     assert check.returncode == 0

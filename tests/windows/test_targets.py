@@ -41,7 +41,9 @@ def two_windows_disk(tmp_path_factory, win10_dirty_raw):
 
 
 def test_missing_path(cli, tmp_path):
-    assert_one_line_error(cli("services", "list", tmp_path / "nope.vhdx"), 2, "nope.vhdx", "no such file")
+    assert_one_line_error(
+        cli("services", "list", tmp_path / "nope.vhdx"), 2, "nope.vhdx", "no such file"
+    )
 
 
 def test_blank_disk_has_no_windows(cli, tmp_path):
@@ -51,15 +53,21 @@ def test_blank_disk_has_no_windows(cli, tmp_path):
 
 
 def test_several_windows_volumes_need_volume_option(cli, two_windows_disk):
-    assert_one_line_error(cli("services", "list", two_windows_disk), 2, "volumes 1, 2", "--volume N")
+    assert_one_line_error(
+        cli("services", "list", two_windows_disk), 2, "volumes 1, 2", "--volume N"
+    )
     code, out, err = cli("services", "list", two_windows_disk, "--volume", "2", "--json")
     assert code == 0, err
     assert json.loads(out)["hive_sequence"] == [1622, 1621]
 
 
 def test_volume_option_errors(cli, two_windows_disk):
-    assert_one_line_error(cli("services", "list", two_windows_disk, "--volume", "7"), 2, "no volume 7")
-    assert_one_line_error(cli("services", "list", two_windows_disk, "--volume", "3"), 2, "volume 3", "not NTFS")
+    assert_one_line_error(
+        cli("services", "list", two_windows_disk, "--volume", "7"), 2, "no volume 7"
+    )
+    assert_one_line_error(
+        cli("services", "list", two_windows_disk, "--volume", "3"), 2, "volume 3", "not NTFS"
+    )
 
 
 def test_corrupt_ntfs_boot_sector(cli, tmp_path, win10_dirty_raw):
@@ -101,9 +109,14 @@ def test_empty_file(cli, tmp_path):
     assert_one_line_error(cli("services", "list", empty), 2, "empty file")
 
 
-@pytest.mark.parametrize("name, expected", [("disk.vhdx", "not a valid VHDX"),
-                                            ("disk.avhdx", "not a valid VHDX"),
-                                            ("disk.vhd", "not a valid VHD")])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("disk.vhdx", "not a valid VHDX"),
+        ("disk.avhdx", "not a valid VHDX"),
+        ("disk.vhd", "not a valid VHD"),
+    ],
+)
 def test_name_says_vhd_but_signature_missing(cli, tmp_path, name, expected):
     """Garbage named .vhdx is reported as a damaged VHDX, not silently read as a raw disk."""
     path = tmp_path / name

@@ -20,8 +20,13 @@ from dataclasses import dataclass
 from offline_ic.guest.linux.fs import GuestFS, GuestPathError
 from offline_ic.guest.linux.modules import norm
 
-MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d",
-                 "/usr/lib/modprobe.d", "/lib/modprobe.d")
+MODPROBE_DIRS = (
+    "/etc/modprobe.d",
+    "/run/modprobe.d",
+    "/usr/local/lib/modprobe.d",
+    "/usr/lib/modprobe.d",
+    "/lib/modprobe.d",
+)
 CMDLINE_KEYS = ("module_blacklist", "modprobe.blacklist", "rd.driver.blacklist")
 _NOOP = {"false", "true"}
 
@@ -69,9 +74,11 @@ def parse_modprobe_conf(text: str, path: str) -> list[BlacklistHit]:
                 command = shlex.split(" ".join(command))
             prog = posixpath.basename(command[0]) if command else ""
             if prog in _NOOP or (
-                prog in ("sh", "bash") and len(command) >= 3 and command[1] == "-c"
-                and command[2].strip() in ("false", "true", "exit 1", "exit 0", "/bin/false",
-                                           "/bin/true")
+                prog in ("sh", "bash")
+                and len(command) >= 3
+                and command[1] == "-c"
+                and command[2].strip()
+                in ("false", "true", "exit 1", "exit 0", "/bin/false", "/bin/true")
             ):
                 hits.append(BlacklistHit(norm(words[1]), "install", f"{path}:{start}: {stripped}"))
     return hits
@@ -100,7 +107,9 @@ def initramfs_blacklist(configs: dict[str, str], initramfs: str) -> list[Blackli
     def names_in(d: str) -> list[str]:
         prefix = d.lstrip("/") + "/"
         return sorted(
-            p[len(prefix):] for p in configs if p.startswith(prefix) and "/" not in p[len(prefix):]
+            p[len(prefix) :]
+            for p in configs
+            if p.startswith(prefix) and "/" not in p[len(prefix) :]
         )
 
     hits: list[BlacklistHit] = []

@@ -37,8 +37,12 @@ from offline_ic.guest.linux.modules import KernelModules
 REQUIRED_MODULES = ("hv_vmbus", "hv_utils", "hv_storvsc", "hv_netvsc")
 INFO_MODULES = ("hv_balloon", "hid_hyperv", "hyperv_keyboard", "pci_hyperv")
 BOOT_DRIVERS = ("hv_vmbus", "hv_storvsc")
-DAEMON_NAMES = {"kvp": "hv_kvp_daemon", "vss": "hv_vss_daemon", "fcopy": "hv_fcopy_daemon",
-                "fcopy_uio": "hv_fcopy_uio_daemon"}
+DAEMON_NAMES = {
+    "kvp": "hv_kvp_daemon",
+    "vss": "hv_vss_daemon",
+    "fcopy": "hv_fcopy_daemon",
+    "fcopy_uio": "hv_fcopy_uio_daemon",
+}
 
 
 @dataclass
@@ -81,15 +85,27 @@ def _linux_checks(guest: LinuxGuest, report: LinuxReport) -> None:
     os_notes = [n for n in guest.notes if n.startswith("/etc/os-release")]
     other_notes = [n for n in guest.notes if n not in os_notes]
     if os_notes:
-        _r(res, "linux.os.release", "warn",
-           f"{'; '.join(os_notes)}: {facts}, family {guest.family}")
+        _r(
+            res,
+            "linux.os.release",
+            "warn",
+            f"{'; '.join(os_notes)}: {facts}, family {guest.family}",
+        )
     elif guest.family == "unknown":
-        _r(res, "linux.os.release", "warn",
-           f"{guest.os_release_path} on {where}: {facts}, unknown distro family; daemons looked "
-           f"up in every family's layout")
+        _r(
+            res,
+            "linux.os.release",
+            "warn",
+            f"{guest.os_release_path} on {where}: {facts}, unknown distro family; daemons looked "
+            f"up in every family's layout",
+        )
     else:
-        _r(res, "linux.os.release", "pass",
-           f"{guest.os_release_path} on {where}: {facts}, family {guest.family}")
+        _r(
+            res,
+            "linux.os.release",
+            "pass",
+            f"{guest.os_release_path} on {where}: {facts}, family {guest.family}",
+        )
     mounts = ", ".join(f"{mp} on {label}" for mp, label in gfs.mounts.items())
     if other_notes:
         _r(res, "linux.fs.mounts", "warn", f"{'; '.join(other_notes)} (mounted: {mounts})")
@@ -100,13 +116,21 @@ def _linux_checks(guest: LinuxGuest, report: LinuxReport) -> None:
     choice = choose_default(gfs, kernels)
     kernel = choice.kernel
     if kernel is None and choice.entry is not None and kernels:
-        _r(res, "linux.kernel.default", "fail",
-           f"default boot entry {choice.reason} boots {choice.entry.version}, which is not "
-           f"installed (installed: {', '.join(k.version for k in kernels)})")
+        _r(
+            res,
+            "linux.kernel.default",
+            "fail",
+            f"default boot entry {choice.reason} boots {choice.entry.version}, which is not "
+            f"installed (installed: {', '.join(k.version for k in kernels)})",
+        )
         kernel = kernels[0]
     elif kernel is None:
-        _r(res, "linux.kernel.default", "fail",
-           "no kernel found (/boot/vmlinuz-*, /lib/modules/*, /usr/lib/modules/*)")
+        _r(
+            res,
+            "linux.kernel.default",
+            "fail",
+            "no kernel found (/boot/vmlinuz-*, /lib/modules/*, /usr/lib/modules/*)",
+        )
         _guard(res, "linux.daemon", _daemon_checks, res, guest, None)
         return
     else:
@@ -124,18 +148,25 @@ def _linux_checks(guest: LinuxGuest, report: LinuxReport) -> None:
             _r(res, f"linux.module.{name}", "pass", f"{name} {how}: {st.evidence}")
         else:
             status = "fail" if name in REQUIRED_MODULES else "warn"
-            _r(res, f"linux.module.{name}", status,
-               f"{name} not available for {kernel.version}: {st.evidence}")
+            _r(
+                res,
+                f"linux.module.{name}",
+                status,
+                f"{name} not available for {kernel.version}: {st.evidence}",
+            )
     video = [mods.status(n) for n in ("hyperv_drm", "hyperv_fb")]
     avail = [s for s in video if s.available]
     if avail:
         _r(res, "linux.module.hyperv_video", "pass", f"{avail[0].name}: {avail[0].evidence}")
     else:
-        _r(res, "linux.module.hyperv_video", "warn",
-           f"neither hyperv_drm nor hyperv_fb for {kernel.version}: {video[0].evidence}")
+        _r(
+            res,
+            "linux.module.hyperv_video",
+            "warn",
+            f"neither hyperv_drm nor hyperv_fb for {kernel.version}: {video[0].evidence}",
+        )
 
-    initrd = _guard(res, "linux.initramfs.present", _initramfs_checks, res, guest, kernel,
-                    statuses)
+    initrd = _guard(res, "linux.initramfs.present", _initramfs_checks, res, guest, kernel, statuses)
     _guard(res, "linux.blacklist", _blacklist_checks, res, guest, choice, initrd, statuses)
     _guard(res, "linux.kernel.others", _others, res, guest, kernels, kernel)
     _guard(res, "linux.daemon", _daemon_checks, res, guest, kernel.version)
@@ -145,17 +176,25 @@ def _initramfs_checks(res, guest, kernel: Kernel, statuses) -> InitramfsInfo | N
     need = [d for d in BOOT_DRIVERS if not statuses[d].builtin]
     if kernel.initramfs is None:
         status = "fail" if need else "pass"
-        _r(res, "linux.initramfs.present", status,
-           f"no initramfs for {kernel.version} (/boot/initrd.img-{kernel.version} or "
-           f"/boot/initramfs-{kernel.version}.img)"
-           + ("" if need else "; not needed: the boot drivers are built in"))
+        _r(
+            res,
+            "linux.initramfs.present",
+            status,
+            f"no initramfs for {kernel.version} (/boot/initrd.img-{kernel.version} or "
+            f"/boot/initramfs-{kernel.version}.img)"
+            + ("" if need else "; not needed: the boot drivers are built in"),
+        )
         for d in BOOT_DRIVERS:
             _boot_driver(res, d, statuses[d], None)
         return None
     info = scan_initramfs(guest.fs, kernel.initramfs)
     if info.error:
-        _r(res, "linux.initramfs.present", "fail" if need else "warn",
-           f"{info.describe()}: unreadable: {info.error}")
+        _r(
+            res,
+            "linux.initramfs.present",
+            "fail" if need else "warn",
+            f"{info.describe()}: unreadable: {info.error}",
+        )
     else:
         _r(res, "linux.initramfs.present", "pass", info.describe())
     for d in BOOT_DRIVERS:
@@ -173,10 +212,14 @@ def _boot_driver(res, name: str, st, info: InitramfsInfo | None) -> None:  # noq
         _r(res, cid, "fail", f"{name} is a module and there is no initramfs to load it from")
     else:
         why = f" (read stopped: {info.error})" if info.error else ""
-        _r(res, cid, "fail",
-           f"{name} not in {info.path} and not built in{why}: the VM cannot reach its root disk "
-           f"on Hyper-V (add it to the initramfs, e.g. /etc/initramfs-tools/modules or dracut "
-           f"add_drivers)")
+        _r(
+            res,
+            cid,
+            "fail",
+            f"{name} not in {info.path} and not built in{why}: the VM cannot reach its root disk "
+            f"on Hyper-V (add it to the initramfs, e.g. /etc/initramfs-tools/modules or dracut "
+            f"add_drivers)",
+        )
 
 
 def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: ANN001
@@ -201,8 +244,13 @@ def _blacklist_checks(res, guest, choice, initrd, statuses) -> None:  # noqa: AN
         hits = [h for h in g_hits + c_hits + i_hits if h.module == name]
         no_effect = [h.evidence for h in ignored if h.module == name]
         if not hits and no_effect:
-            _r(res, cid, "warn", f"{name}: {'; '.join(no_effect)} has no effect "
-               f"({initrd.path} is made by initramfs-tools, which ignores rd.* options)")
+            _r(
+                res,
+                cid,
+                "warn",
+                f"{name}: {'; '.join(no_effect)} has no effect "
+                f"({initrd.path} is made by initramfs-tools, which ignores rd.* options)",
+            )
             continue
         if not hits:
             _r(res, cid, "pass", f"{name} not blacklisted ({looked})")
@@ -227,7 +275,9 @@ def _others(res, guest, kernels: list[Kernel], default: Kernel) -> None:  # noqa
     problems, fine = [], []
     for k in others:
         mods = KernelModules(guest.fs, k)
-        missing = [n for n in ("hv_vmbus", "hv_utils", "hv_storvsc") if not mods.status(n).available]
+        missing = [
+            n for n in ("hv_vmbus", "hv_utils", "hv_storvsc") if not mods.status(n).available
+        ]
         need = [d for d in BOOT_DRIVERS if not mods.status(d).builtin]
         not_in = []
         if need:
@@ -246,9 +296,14 @@ def _others(res, guest, kernels: list[Kernel], default: Kernel) -> None:  # noqa
         else:
             fine.append(k.version)
     if problems:
-        _r(res, "linux.kernel.others", "warn",
-           "non-default kernels that would not work on Hyper-V: " + " | ".join(problems)
-           + (f" (fine: {', '.join(fine)})" if fine else ""))
+        _r(
+            res,
+            "linux.kernel.others",
+            "warn",
+            "non-default kernels that would not work on Hyper-V: "
+            + " | ".join(problems)
+            + (f" (fine: {', '.join(fine)})" if fine else ""),
+        )
     else:
         _r(res, "linux.kernel.others", "pass", f"also ready for Hyper-V: {', '.join(fine)}")
 
@@ -264,40 +319,66 @@ def _daemon_checks(out: list[CheckResult], guest: LinuxGuest, kver: str | None) 
         if real_role == "fcopy_uio" and st.layout is None:
             old = inspect_daemon(gfs, "fcopy", guest.family, view, kver)
             if old.layout is not None:
-                out.append(CheckResult(cid, "warn",
-                    f"kernel {kver} (>= {FCOPY_UIO_FROM[0]}.{FCOPY_UIO_FROM[1]}) needs {want}, "
-                    f"but only the old {DAEMON_NAMES['fcopy']} is installed "
-                    f"({old.unit_path or old.binary})"))
+                out.append(
+                    CheckResult(
+                        cid,
+                        "warn",
+                        f"kernel {kver} (>= {FCOPY_UIO_FROM[0]}.{FCOPY_UIO_FROM[1]}) needs {want}, "
+                        f"but only the old {DAEMON_NAMES['fcopy']} is installed "
+                        f"({old.unit_path or old.binary})",
+                    )
+                )
                 continue
         if st.layout is None:
             expect = f" for kernel {kver}" if role == "fcopy" and kver else ""
-            out.append(CheckResult(cid, "warn",
-                f"{want}{expect} not installed (no unit or binary of any known packaging; "
-                f"family {guest.family})"))
+            out.append(
+                CheckResult(
+                    cid,
+                    "warn",
+                    f"{want}{expect} not installed (no unit or binary of any known packaging; "
+                    f"family {guest.family})",
+                )
+            )
             continue
         lay = st.layout
         if st.binary is None:
-            out.append(CheckResult(cid, "warn",
-                f"{lay.unit} present ({st.unit_path}) but binary {' or '.join(lay.binaries)} "
-                f"missing (package {lay.package})"))
+            out.append(
+                CheckResult(
+                    cid,
+                    "warn",
+                    f"{lay.unit} present ({st.unit_path}) but binary {' or '.join(lay.binaries)} "
+                    f"missing (package {lay.package})",
+                )
+            )
             continue
         if st.unit_path is None:
-            out.append(CheckResult(cid, "warn",
-                f"{st.binary} present but no {lay.unit} unit (package {lay.package})"))
+            out.append(
+                CheckResult(
+                    cid,
+                    "warn",
+                    f"{st.binary} present but no {lay.unit} unit (package {lay.package})",
+                )
+            )
             continue
         if st.masked_by:
             out.append(CheckResult(cid, "warn", f"{lay.unit} masked: {st.masked_by}"))
             continue
         if not st.started_by:
-            out.append(CheckResult(cid, "warn",
-                f"{lay.unit} ({st.unit_path}) not enabled: no wants symlink and no udev "
-                f"SYSTEMD_WANTS rule starts it"))
+            out.append(
+                CheckResult(
+                    cid,
+                    "warn",
+                    f"{lay.unit} ({st.unit_path}) not enabled: no wants symlink and no udev "
+                    f"SYSTEMD_WANTS rule starts it",
+                )
+            )
             continue
         if st.notes:
             out.append(CheckResult(cid, "warn", f"{lay.unit}: {'; '.join(st.notes)}"))
             continue
-        out.append(CheckResult(cid, "pass",
-            f"{st.binary}, {st.unit_path}, started by {st.started_by[0]}"))
+        out.append(
+            CheckResult(cid, "pass", f"{st.binary}, {st.unit_path}, started by {st.started_by[0]}")
+        )
 
 
 __all__ = ["LinuxReport", "linux_checks", "kernel_release"]

@@ -277,7 +277,8 @@ def _zstd_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
             head = src.peek(4)
             if head == ZSTD_MAGIC:
                 return zstandard.ZstdDecompressor().stream_reader(
-                    _ZstdFrame(src), read_across_frames=False)
+                    _ZstdFrame(src), read_across_frames=False
+                )
             if len(head) == 4 and 0x184D2A50 <= int.from_bytes(head, "little") <= 0x184D2A5F:
                 src.read(4)
                 size = int.from_bytes(src.read(4), "little")

@@ -16,11 +16,21 @@ from dataclasses import dataclass, field
 from offline_ic.guest.linux.fs import GuestFS, GuestPathError
 from offline_ic.guest.linux.kernels import kernel_release
 
-UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
-             "/usr/lib/systemd/system", "/lib/systemd/system")
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
 MASK_DIRS = ("/etc/systemd/system", "/run/systemd/system")
-UDEV_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/local/lib/udev/rules.d",
-             "/usr/lib/udev/rules.d", "/lib/udev/rules.d")
+UDEV_DIRS = (
+    "/etc/udev/rules.d",
+    "/run/udev/rules.d",
+    "/usr/local/lib/udev/rules.d",
+    "/usr/lib/udev/rules.d",
+    "/lib/udev/rules.d",
+)
 FCOPY_UIO_FROM = (6, 10)
 
 
@@ -43,34 +53,54 @@ LAYOUTS: dict[str, list[Layout]] = {
         _deb("hv_kvp_daemon", "hv-kvp-daemon.service", "debian", "hyperv-daemons"),
         _deb("hv_kvp_daemon", "hv-kvp-daemon.service", "ubuntu", "linux-cloud-tools-common"),
         Layout("rhel", ("/usr/sbin/hypervkvpd",), "hypervkvpd.service", "hyperv-daemons"),
-        Layout("suse", ("/usr/lib/hyper-v/bin/hv_kvp_daemon", "/usr/sbin/hv_kvp_daemon"),
-               "hv_kvp_daemon.service", "hyper-v"),
+        Layout(
+            "suse",
+            ("/usr/lib/hyper-v/bin/hv_kvp_daemon", "/usr/sbin/hv_kvp_daemon"),
+            "hv_kvp_daemon.service",
+            "hyper-v",
+        ),
         Layout("arch", ("/usr/bin/hv_kvp_daemon",), "hv_kvp_daemon.service", "hyperv"),
     ],
     "vss": [
         _deb("hv_vss_daemon", "hv-vss-daemon.service", "debian", "hyperv-daemons"),
         _deb("hv_vss_daemon", "hv-vss-daemon.service", "ubuntu", "linux-cloud-tools-common"),
         Layout("rhel", ("/usr/sbin/hypervvssd",), "hypervvssd.service", "hyperv-daemons"),
-        Layout("suse", ("/usr/lib/hyper-v/bin/hv_vss_daemon", "/usr/sbin/hv_vss_daemon"),
-               "hv_vss_daemon.service", "hyper-v"),
+        Layout(
+            "suse",
+            ("/usr/lib/hyper-v/bin/hv_vss_daemon", "/usr/sbin/hv_vss_daemon"),
+            "hv_vss_daemon.service",
+            "hyper-v",
+        ),
         Layout("arch", ("/usr/bin/hv_vss_daemon",), "hv_vss_daemon.service", "hyperv"),
     ],
     "fcopy": [
         _deb("hv_fcopy_daemon", "hv-fcopy-daemon.service", "debian", "hyperv-daemons"),
         _deb("hv_fcopy_daemon", "hv-fcopy-daemon.service", "ubuntu", "linux-cloud-tools-common"),
         Layout("rhel", ("/usr/sbin/hypervfcopyd",), "hypervfcopyd.service", "hyperv-daemons"),
-        Layout("suse", ("/usr/lib/hyper-v/bin/hv_fcopy_daemon", "/usr/sbin/hv_fcopy_daemon"),
-               "hv_fcopy_daemon.service", "hyper-v"),
+        Layout(
+            "suse",
+            ("/usr/lib/hyper-v/bin/hv_fcopy_daemon", "/usr/sbin/hv_fcopy_daemon"),
+            "hv_fcopy_daemon.service",
+            "hyper-v",
+        ),
         Layout("arch", ("/usr/bin/hv_fcopy_daemon",), "hv_fcopy_daemon.service", "hyperv"),
     ],
     "fcopy_uio": [
         _deb("hv_fcopy_uio_daemon", "hv-fcopy-uio-daemon.service", "debian", "hyperv-daemons"),
-        _deb("hv_fcopy_uio_daemon", "hv-fcopy-uio-daemon.service", "ubuntu",
-             "linux-cloud-tools-common"),
+        _deb(
+            "hv_fcopy_uio_daemon",
+            "hv-fcopy-uio-daemon.service",
+            "ubuntu",
+            "linux-cloud-tools-common",
+        ),
         # Fedora/RHEL kept the name hypervfcopyd for the UIO daemon.
         Layout("rhel", ("/usr/sbin/hypervfcopyd",), "hypervfcopyd.service", "hyperv-daemons"),
-        Layout("suse", ("/usr/lib/hyper-v/bin/hv_fcopy_uio_daemon",
-                        "/usr/sbin/hv_fcopy_uio_daemon"), "hv_fcopy_uio_daemon.service", "hyper-v"),
+        Layout(
+            "suse",
+            ("/usr/lib/hyper-v/bin/hv_fcopy_uio_daemon", "/usr/sbin/hv_fcopy_uio_daemon"),
+            "hv_fcopy_uio_daemon.service",
+            "hyper-v",
+        ),
         Layout("arch", ("/usr/bin/hv_fcopy_uio_daemon",), "hv_fcopy_uio_daemon.service", "hyperv"),
     ],
 }

@@ -110,7 +110,9 @@ class GuestFS:
             if _is_symlink(entry) and (todo or follow_last):
                 links += 1
                 if links > MAX_SYMLINKS:
-                    raise GuestPathError(path, f"too many levels of symbolic links (loop at {canon})")
+                    raise GuestPathError(
+                        path, f"too many levels of symbolic links (loop at {canon})"
+                    )
                 target = _readlink(entry)
                 if not target:
                     raise GuestPathError(path, f"{canon} is an empty symbolic link")

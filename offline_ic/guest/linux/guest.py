@@ -61,9 +61,11 @@ class LinuxGuest:
     @property
     def distro(self) -> str:
         rel = self.os_release
-        return rel.get("PRETTY_NAME") or " ".join(
-            x for x in (rel.get("NAME", ""), rel.get("VERSION_ID", "")) if x
-        ) or "unknown Linux"
+        return (
+            rel.get("PRETTY_NAME")
+            or " ".join(x for x in (rel.get("NAME", ""), rel.get("VERSION_ID", "")) if x)
+            or "unknown Linux"
+        )
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -153,8 +155,10 @@ def open_linux_guest(image: DiskImage, volume: int | None = None) -> LinuxGuest 
         if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
             continue
         if found is not None:
-            found.notes.append(f"/etc/os-release also on {label}: another Linux root "
-                               f"(check it with --volume {vol.number})")
+            found.notes.append(
+                f"/etc/os-release also on {label}: another Linux root "
+                f"(check it with --volume {vol.number})"
+            )
             continue
         found = _assemble(image, vol, gfs, opened)
     if found is not None:
@@ -262,6 +266,14 @@ def open_linux_directory(root: str) -> LinuxGuest | None:
     gfs = GuestFS(HostDirectoryFS(root), f"directory {root}")
     if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
         return None
-    vol = Volume(number=0, offset=0, size=0, scheme="none", type="directory", name=root,
-                 filesystem="directory", image=None)  # type: ignore[arg-type]
+    vol = Volume(
+        number=0,
+        offset=0,
+        size=0,
+        scheme="none",
+        type="directory",
+        name=root,
+        filesystem="directory",
+        image=None,
+    )  # type: ignore[arg-type]
     return _assemble(None, vol, gfs, [])  # type: ignore[arg-type]

@@ -114,7 +114,10 @@ def find_kernels(gfs: GuestFS) -> list[Kernel]:
         k.initramfs = find_initramfs(gfs, k.version)
         if k.initramfs is None and k.pkgbase:
             k.initramfs = find_initramfs(gfs, k.pkgbase)
-        for cfg in (f"/boot/config-{k.version}", f"{k.modules_dir}/config" if k.modules_dir else ""):
+        for cfg in (
+            f"/boot/config-{k.version}",
+            f"{k.modules_dir}/config" if k.modules_dir else "",
+        ):
             if cfg and gfs.exists(cfg):
                 k.config = cfg
                 break
@@ -156,8 +159,9 @@ def read_grubenv(gfs: GuestFS) -> tuple[str | None, dict[str, str]]:
 def default_grub_files(gfs: GuestFS) -> list[str]:
     """/etc/default/grub then /etc/default/grub.d/*.cfg (sourced after it, so they win)."""
     files = ["/etc/default/grub"]
-    files += [f"/etc/default/grub.d/{n}" for n in gfs.listdir("/etc/default/grub.d")
-              if n.endswith(".cfg")]
+    files += [
+        f"/etc/default/grub.d/{n}" for n in gfs.listdir("/etc/default/grub.d") if n.endswith(".cfg")
+    ]
     return files
 
 
@@ -234,7 +238,9 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
             if m:
                 kind = m.group(1)
                 title = m.group(2) or m.group(3) or m.group(4) or ""
-                idm = re.search(r"\$menuentry_id_option\s+'([^']*)'|--id[= ]'?([^'\s]+)", m.group(5))
+                idm = re.search(
+                    r"\$menuentry_id_option\s+'([^']*)'|--id[= ]'?([^'\s]+)", m.group(5)
+                )
                 ident = (idm.group(1) or idm.group(2)) if idm else ""
                 index = [*prefix, counters[-1]]
                 counters[-1] += 1

@@ -115,9 +115,7 @@ class KernelModules:
                 extra = "" if not self.dep or rel else " (not in modules.dep: run depmod)"
                 return ModuleStatus(name, "file", found + extra)
             if name in self.builtin:
-                return ModuleStatus(
-                    name, "builtin", f"{mdir}/modules.builtin:{self.builtin[name]}"
-                )
+                return ModuleStatus(name, "builtin", f"{mdir}/modules.builtin:{self.builtin[name]}")
         cfg = self._config(name)
         if cfg is not None:
             sym, value, no = cfg

@@ -26,22 +26,56 @@ class ServiceSpec:
 
 
 INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("vmicshutdown", "Operating system shutdown", "Hyper-V Guest Shutdown Service", 3,
-                ("shutdown", "operating-system-shutdown")),
-    ServiceSpec("vmictimesync", "Time synchronization", "Hyper-V Time Synchronization Service", 3,
-                ("time-sync", "timesync", "time-synchronization")),
-    ServiceSpec("vmickvpexchange", "Data Exchange", "Hyper-V Data Exchange Service", 3,
-                ("kvp", "data-exchange", "kvp-exchange")),
+    ServiceSpec(
+        "vmicshutdown",
+        "Operating system shutdown",
+        "Hyper-V Guest Shutdown Service",
+        3,
+        ("shutdown", "operating-system-shutdown"),
+    ),
+    ServiceSpec(
+        "vmictimesync",
+        "Time synchronization",
+        "Hyper-V Time Synchronization Service",
+        3,
+        ("time-sync", "timesync", "time-synchronization"),
+    ),
+    ServiceSpec(
+        "vmickvpexchange",
+        "Data Exchange",
+        "Hyper-V Data Exchange Service",
+        3,
+        ("kvp", "data-exchange", "kvp-exchange"),
+    ),
     ServiceSpec("vmicheartbeat", "Heartbeat", "Hyper-V Heartbeat Service", 3, ("heartbeat",)),
-    ServiceSpec("vmicvss", "Backup (volume snapshot)", "Hyper-V Volume Shadow Copy Requestor", 3,
-                ("vss", "backup", "volume-snapshot")),
-    ServiceSpec("vmicguestinterface", "Guest services", "Hyper-V Guest Service Interface", 3,
-                ("guest-services", "guest-service-interface", "guest-interface")),
-    ServiceSpec("vmicrdv", "Remote Desktop Virtualization",
-                "Hyper-V Remote Desktop Virtualization Service", 3,
-                ("rdv", "remote-desktop-virtualization")),
-    ServiceSpec("vmicvmsession", "PowerShell Direct", "Hyper-V PowerShell Direct Service", 3,
-                ("powershell-direct", "psdirect", "vmsession")),
+    ServiceSpec(
+        "vmicvss",
+        "Backup (volume snapshot)",
+        "Hyper-V Volume Shadow Copy Requestor",
+        3,
+        ("vss", "backup", "volume-snapshot"),
+    ),
+    ServiceSpec(
+        "vmicguestinterface",
+        "Guest services",
+        "Hyper-V Guest Service Interface",
+        3,
+        ("guest-services", "guest-service-interface", "guest-interface"),
+    ),
+    ServiceSpec(
+        "vmicrdv",
+        "Remote Desktop Virtualization",
+        "Hyper-V Remote Desktop Virtualization Service",
+        3,
+        ("rdv", "remote-desktop-virtualization"),
+    ),
+    ServiceSpec(
+        "vmicvmsession",
+        "PowerShell Direct",
+        "Hyper-V PowerShell Direct Service",
+        3,
+        ("powershell-direct", "psdirect", "vmsession"),
+    ),
 )
 
 # Boot-critical drivers must stay at 0, or the VM stops with INACCESSIBLE_BOOT_DEVICE.

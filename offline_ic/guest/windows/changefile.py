@@ -1,14 +1,14 @@
 """The change file of ``offline-ic apply``: services and KVP values in one TOML document.
 
-    [services]              # NAME = START (manual | automatic | disabled); "all" = every one
-    all = "manual"
-    time-sync = "disabled"
+[services]              # NAME = START (manual | automatic | disabled); "all" = every one
+all = "manual"
+time-sync = "disabled"
 
-    [kvp.set.guest]         # [kvp.set.POOL]: KEY = "value" (REG_SZ)
-    BuildPipeline = "packer-2026.11"
+[kvp.set.guest]         # [kvp.set.POOL]: KEY = "value" (REG_SZ)
+BuildPipeline = "packer-2026.11"
 
-    [kvp.delete]            # POOL = [KEY, ...]
-    parameters = ["HostName", "PhysicalHostName"]
+[kvp.delete]            # POOL = [KEY, ...]
+parameters = ["HostName", "PhysicalHostName"]
 """
 
 from __future__ import annotations
@@ -59,14 +59,17 @@ def load_change_file(path: str) -> ChangeFile:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     unknown = set(doc) - {"services", "kvp"}
     if unknown:
-        raise InputError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
-                         "expected [services], [kvp.set.POOL], [kvp.delete]")
+        raise InputError(
+            f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
+            "expected [services], [kvp.set.POOL], [kvp.delete]"
+        )
     result = ChangeFile()
     for name, start in _table(doc, "services", path).items():
         value = START_NAMES.get(str(start).lower()) if isinstance(start, str) else None
         if value is None:
-            raise InputError(f"{path}: services.{name} = {start!r}: use \"manual\", \"automatic\" "
-                             "or \"disabled\"")
+            raise InputError(
+                f'{path}: services.{name} = {start!r}: use "manual", "automatic" or "disabled"'
+            )
         if name.lower() == "all":
             result.every_service = True
             for spec in INTEGRATION_SERVICES:
@@ -80,7 +83,7 @@ def load_change_file(path: str) -> ChangeFile:
     for pool, values in _table(kvp, "set", path).items():
         _check_pool(pool, path)
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-            raise InputError(f"{path}: [kvp.set.{pool}] must hold KEY = \"string\" entries")
+            raise InputError(f'{path}: [kvp.set.{pool}] must hold KEY = "string" entries')
         result.kvp_set[pool.lower()] = dict(values)
     for pool, names in _table(kvp, "delete", path).items():
         _check_pool(pool, path)

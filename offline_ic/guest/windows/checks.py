@@ -54,18 +54,23 @@ def check_windows_guest(guest: WindowsGuest) -> list[CheckResult]:
 def _hive_state(guest: WindowsGuest, system: Hive) -> CheckResult:
     where = guest.hive_location("SYSTEM")
     if not system.is_dirty:
-        return CheckResult("windows.hive.system", "pass",
-                           f"SYSTEM hive clean (sequence {system.sequence1}) at {where}")
+        return CheckResult(
+            "windows.hive.system",
+            "pass",
+            f"SYSTEM hive clean (sequence {system.sequence1}) at {where}",
+        )
     head = f"SYSTEM hive dirty (sequence {system.sequence1}/{system.sequence2}) at {where}"
     if system.recovered:
         return CheckResult(
-            "windows.hive.system", "warn",
+            "windows.hive.system",
+            "warn",
             f"{head}; checked as recovered in memory from its LOG1, LOG2 (as Windows replays "
             "them at boot)",
         )
     problem = guest.recovery_problems.get("SYSTEM", "logs not usable")
     return CheckResult(
-        "windows.hive.system", "warn",
+        "windows.hive.system",
+        "warn",
         f"{head}; values checked are the primary file's, without its last changes ({problem})",
     )
 
@@ -97,7 +102,8 @@ def _driver_check(state: ServiceState, where: str) -> CheckResult:
         if state.present and state.start == 0:
             return CheckResult(check_id, "pass", f"boot driver loads at boot: {evidence}")
         return CheckResult(
-            check_id, "fail",
+            check_id,
+            "fail",
             f"boot driver must be Start=0 or the VM stops with INACCESSIBLE_BOOT_DEVICE: {evidence}",
         )
     if not state.present or state.start == 4:
@@ -111,13 +117,17 @@ def _fast_startup(system: Hive, control_set: str) -> CheckResult:
     value = key.value("HiberbootEnabled") if key is not None else None
     if value is not None and value.data == 1:
         return CheckResult(
-            "windows.fast_startup", "warn",
+            "windows.fast_startup",
+            "warn",
             f"Fast Startup on (SYSTEM\\{path} HiberbootEnabled=1): a shutdown from inside the "
             "guest leaves the volume hibernated, and offline servicing must then refuse to write",
         )
     shown = "absent" if value is None else f"={value.data}"
-    return CheckResult("windows.fast_startup", "pass",
-                       f"Fast Startup off (SYSTEM\\{path} HiberbootEnabled {shown})")
+    return CheckResult(
+        "windows.fast_startup",
+        "pass",
+        f"Fast Startup off (SYSTEM\\{path} HiberbootEnabled {shown})",
+    )
 
 
 def _volume_checks(guest: NtfsWindowsGuest) -> list[CheckResult]:
@@ -127,17 +137,32 @@ def _volume_checks(guest: NtfsWindowsGuest) -> list[CheckResult]:
     except NotFoundError:
         signature = None
     if signature:
-        results.append(CheckResult(
-            "windows.hibernation", "fail",
-            f"{guest.description}: hiberfil.sys starts with '{signature}': Windows is hibernated "
-            "(or Fast-Startup-suspended) and resumes from it instead of booting",
-        ))
+        results.append(
+            CheckResult(
+                "windows.hibernation",
+                "fail",
+                f"{guest.description}: hiberfil.sys starts with '{signature}': Windows is hibernated "
+                "(or Fast-Startup-suspended) and resumes from it instead of booting",
+            )
+        )
     else:
-        results.append(CheckResult("windows.hibernation", "pass",
-                                   f"{guest.description}: no hibernation image in hiberfil.sys"))
+        results.append(
+            CheckResult(
+                "windows.hibernation",
+                "pass",
+                f"{guest.description}: no hibernation image in hiberfil.sys",
+            )
+        )
     if guest.ntfs.is_dirty():
-        results.append(CheckResult("windows.ntfs.dirty", "warn",
-                                   f"{guest.description}: NTFS volume marked dirty; chkdsk runs at boot"))
+        results.append(
+            CheckResult(
+                "windows.ntfs.dirty",
+                "warn",
+                f"{guest.description}: NTFS volume marked dirty; chkdsk runs at boot",
+            )
+        )
     else:
-        results.append(CheckResult("windows.ntfs.dirty", "pass", f"{guest.description}: NTFS clean"))
+        results.append(
+            CheckResult("windows.ntfs.dirty", "pass", f"{guest.description}: NTFS clean")
+        )
     return results

@@ -75,8 +75,9 @@ class WindowsGuest(ABC):
             return hive
         logs = {ext: self._open_log(name, ext) for ext in present}
         try:
-            return Hive.open(self._open_primary(name), name=label,
-                             log1=logs.get("LOG1"), log2=logs.get("LOG2"))
+            return Hive.open(
+                self._open_primary(name), name=label, log1=logs.get("LOG1"), log2=logs.get("LOG2")
+            )
         except OfflineICError as exc:
             self.recovery_problems[name] = str(exc)
             return hive
@@ -174,7 +175,9 @@ class HiveFileGuest(WindowsGuest):
     def _open_primary(self, name: str) -> HiveSource:
         if name not in (self.kind, "HIVE"):
             needed = "KVP values" if name == "SOFTWARE" else "service settings"
-            raise NotFoundError(f"{self.path} is a {self.kind} hive; {needed} live in the {name} hive")
+            raise NotFoundError(
+                f"{self.path} is a {self.kind} hive; {needed} live in the {name} hive"
+            )
         return self.path
 
     def _open_log(self, name: str, ext: str) -> HiveSource:

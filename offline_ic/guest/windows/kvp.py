@@ -54,7 +54,9 @@ def read_all_pools(software: Hive) -> dict[str, dict[str, str]]:
 def kvp_changes(pool: str, set_values: dict[str, str], delete: list[str]) -> list[ValueChange]:
     """Changes that set (REG_SZ, creating the pool key if needed) and delete KVP values."""
     key = pool_key_path(pool)
-    changes = [ValueChange("SOFTWARE", key, name, RegType.SZ, value, create_key=True)
-               for name, value in set_values.items()]
+    changes = [
+        ValueChange("SOFTWARE", key, name, RegType.SZ, value, create_key=True)
+        for name, value in set_values.items()
+    ]
     changes += [ValueChange("SOFTWARE", key, name) for name in delete]
     return changes

@@ -91,8 +91,9 @@ def read_services(system: Hive) -> ServicesReport:
     )
 
 
-def start_changes(system: Hive, wanted: dict[str, int],
-                  skip_missing: bool = False) -> tuple[list[ValueChange], list[str]]:
+def start_changes(
+    system: Hive, wanted: dict[str, int], skip_missing: bool = False
+) -> tuple[list[ValueChange], list[str]]:
     """Changes that set the Start value of integration services (registry name -> Start),
     and the names skipped because the guest does not have them.
 
@@ -108,7 +109,9 @@ def start_changes(system: Hive, wanted: dict[str, int],
             if skip_missing:
                 skipped.append(name)
                 continue
-            raise NotFoundError(f"{system.name}: {name} is not installed in this guest (no "
-                                f"{key}); it cannot be enabled offline")
+            raise NotFoundError(
+                f"{system.name}: {name} is not installed in this guest (no "
+                f"{key}); it cannot be enabled offline"
+            )
         changes.append(ValueChange("SYSTEM", key, "Start", RegType.DWORD, start))
     return changes, skipped

@@ -549,4 +549,3 @@ class VhdxImage(DiskImage):
             extra=extra,
             parent=self.parent.info() if self.parent is not None else None,
         )
-
