@@ -17,7 +17,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 CHUNK = 1 << 20
 MAX_NAME = 4096
@@ -145,7 +145,7 @@ def _decompressor_reader(kind: str, read: Callable[[int], bytes]) -> Callable[[i
         return _lz4_legacy_reader(read)
     if kind == "zstd":
         return _zstd_reader(read)
-    factories: dict[str, Callable[[], object]] = {
+    factories: dict[str, Callable[[], Any]] = {
         "gzip": lambda: zlib.decompressobj(wbits=31),
         "xz": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ),
         "lzma": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE),
@@ -161,9 +161,10 @@ class _StreamDecompressor:
     the stream; anything else after it is ignored (as the kernel stops at garbage).
     """
 
-    def __init__(self, kind: str, factory: Callable[[], object], read: Callable[[int], bytes]):
+    def __init__(self, kind: str, factory: Callable[[], Any], read: Callable[[int], bytes]):
         self.kind, self.factory, self._read = kind, factory, read
-        self.dec = factory()
+        # zlib, lzma and bz2 decompressors share decompress/eof/unused_data but no base class
+        self.dec: Any = factory()
         self.pending = b""
         self.done = False
 
@@ -269,16 +270,17 @@ def _zstd_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
     import zstandard
 
     src = _Reader(read)
-    state: dict[str, object] = {"reader": None, "done": False}
+    reader: Any = None  # the current frame's zstandard stream reader
+    done = False
 
-    def next_frame() -> object | None:
+    def next_frame() -> Any:
         while True:
             src.skip_zeros()
             head = src.peek(4)
             if head == ZSTD_MAGIC:
-                return zstandard.ZstdDecompressor().stream_reader(
-                    _ZstdFrame(src), read_across_frames=False
-                )
+                # _ZstdFrame is file-like enough: stream_reader only calls read()
+                frame = cast(BinaryIO, _ZstdFrame(src))
+                return zstandard.ZstdDecompressor().stream_reader(frame, read_across_frames=False)
             if len(head) == 4 and 0x184D2A50 <= int.from_bytes(head, "little") <= 0x184D2A5F:
                 src.read(4)
                 size = int.from_bytes(src.read(4), "little")
@@ -288,19 +290,20 @@ def _zstd_reader(read: Callable[[int], bytes]) -> Callable[[int], bytes]:
             return None
 
     def zread(n: int) -> bytes:
-        while not state["done"]:
-            if state["reader"] is None:
-                state["reader"] = next_frame()
-                if state["reader"] is None:
-                    state["done"] = True
+        nonlocal reader, done
+        while not done:
+            if reader is None:
+                reader = next_frame()
+                if reader is None:
+                    done = True
                     break
             try:
-                out = state["reader"].read(n)  # type: ignore[union-attr]
+                out = reader.read(n)
             except zstandard.ZstdError as exc:
                 raise InitramfsError(f"zstd: {exc}") from exc
             if out:
                 return out
-            state["reader"] = None  # frame finished
+            reader = None  # frame finished
         return b""
 
     return zread

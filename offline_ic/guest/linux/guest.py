@@ -195,47 +195,60 @@ def _describe(vol: Volume) -> str:
     return f"volume {vol.number}{name} ({vol.filesystem})"
 
 
+def _volume_index(opened: list[tuple[Volume, Any]]) -> dict[str, tuple[Volume, Any]]:
+    """The opened volumes by every name /etc/fstab may use for them: ``UUID=``, ``LABEL=``,
+    ``/dev/VG/LV`` and ``/dev/mapper/VG-LV``."""
+    index: dict[str, tuple[Volume, Any]] = {}
+    for vol, fs in opened:
+        uuid, label = _fs_ids(fs)
+        if uuid:
+            index[f"UUID={uuid}"] = (vol, fs)
+        if label:
+            index[f"LABEL={label}"] = (vol, fs)
+        if vol.scheme == "lvm" and vol.name:
+            vg, _, lv = vol.name.partition("/")
+            index[f"/dev/{vg}/{lv}"] = (vol, fs)
+            mapper = f"{vg.replace('-', '--')}-{lv.replace('-', '--')}"
+            index[f"/dev/mapper/{mapper}"] = (vol, fs)
+    return index
+
+
+def _fstab_key(spec: str) -> str:
+    """An fstab device spec in the form ``_volume_index`` uses."""
+    if spec.upper().startswith("UUID="):
+        return "UUID=" + spec[5:].strip("\"'").lower()
+    if spec.upper().startswith("LABEL="):
+        return "LABEL=" + spec[6:].strip("\"'")
+    if spec.startswith("/dev/disk/by-uuid/"):
+        return "UUID=" + spec.rsplit("/", 1)[1].lower()
+    if spec.startswith("/dev/disk/by-label/"):
+        return "LABEL=" + spec.rsplit("/", 1)[1]
+    return spec
+
+
+def _mount_fstab(
+    gfs: GuestFS, root: Volume, opened: list[tuple[Volume, Any]], notes: list[str]
+) -> None:
+    """Graft /boot, /usr, /var ... from /etc/fstab onto the root; missing ones become notes."""
+    fstab = gfs.try_text("/etc/fstab", 1 << 20) or ""
+    index = _volume_index(opened)
+    for spec, mountpoint, _fstype, lineno in parse_fstab(fstab):
+        if mountpoint not in GRAFTED_MOUNTS:
+            continue
+        found = index.get(_fstab_key(spec))
+        if found is None:
+            notes.append(f"/etc/fstab:{lineno}: {spec} for {mountpoint} not found on the image")
+            continue
+        vol, fs = found
+        if vol.number != root.number:
+            gfs.mount(mountpoint, fs, _describe(vol))
+
+
 def _assemble(
     image: DiskImage, root: Volume, gfs: GuestFS, opened: list[tuple[Volume, Any]]
 ) -> LinuxGuest | None:
     notes: list[str] = []
-    fstab = gfs.try_text("/etc/fstab", 1 << 20) or ""
-    by_uuid: dict[str, tuple[Volume, Any]] = {}
-    by_label: dict[str, tuple[Volume, Any]] = {}
-    by_lv: dict[str, tuple[Volume, Any]] = {}
-    for vol, fs in opened:
-        uuid, label = _fs_ids(fs)
-        if uuid:
-            by_uuid[uuid] = (vol, fs)
-        if label:
-            by_label[label] = (vol, fs)
-        if vol.scheme == "lvm" and vol.name:
-            vg, _, lv = vol.name.partition("/")
-            by_lv[f"/dev/{vg}/{lv}"] = (vol, fs)
-            mapper = f"{vg.replace('-', '--')}-{lv.replace('-', '--')}"
-            by_lv[f"/dev/mapper/{mapper}"] = (vol, fs)
-    for spec, mountpoint, _fstype, lineno in parse_fstab(fstab):
-        if mountpoint not in GRAFTED_MOUNTS:
-            continue
-        found = None
-        key = spec
-        if spec.upper().startswith("UUID="):
-            found = by_uuid.get(spec[5:].strip("\"'").lower())
-        elif spec.upper().startswith("LABEL="):
-            found = by_label.get(spec[6:].strip("\"'"))
-        elif spec.startswith("/dev/disk/by-uuid/"):
-            found = by_uuid.get(spec.rsplit("/", 1)[1].lower())
-        elif spec.startswith("/dev/disk/by-label/"):
-            found = by_label.get(spec.rsplit("/", 1)[1])
-        else:
-            found = by_lv.get(spec)
-        if found is None:
-            notes.append(f"/etc/fstab:{lineno}: {key} for {mountpoint} not found on the image")
-            continue
-        vol, fs = found
-        if vol.number == root.number:
-            continue
-        gfs.mount(mountpoint, fs, _describe(vol))
+    _mount_fstab(gfs, root, opened, notes)
     rel_path = "/etc/os-release"
     if not gfs.exists(rel_path):
         try:
@@ -274,6 +287,6 @@ def open_linux_directory(root: str) -> LinuxGuest | None:
         type="directory",
         name=root,
         filesystem="directory",
-        image=None,
-    )  # type: ignore[arg-type]
+        image=None,  # type: ignore[arg-type]  # a directory has no disk image
+    )
     return _assemble(None, vol, gfs, [])  # type: ignore[arg-type]

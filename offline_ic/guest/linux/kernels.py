@@ -75,41 +75,8 @@ def kernel_release(version: str) -> tuple[int, int]:
 
 def find_kernels(gfs: GuestFS) -> list[Kernel]:
     """Every kernel with a /boot/vmlinuz-* or a modules directory, newest first."""
-    kernels: dict[str, Kernel] = {}
-    for name in gfs.listdir("/boot"):
-        for prefix in ("vmlinuz-", "vmlinux-", "kernel-", "Image-"):
-            if name.startswith(prefix) and not name.endswith((".hmac", ".sig", ".old")):
-                ver = name[len(prefix) :]
-                if ver.startswith("0-rescue-"):
-                    continue  # dracut's generic rescue entry, not an installed kernel
-                kernels.setdefault(ver, Kernel(ver)).vmlinuz = f"/boot/{name}"
-    seen_dirs: set[str] = set()
-    for root in MODULE_ROOTS:
-        try:
-            canon_root = gfs.resolve(root)
-        except Exception:
-            continue
-        if canon_root in seen_dirs:
-            continue  # /lib -> usr/lib on merged-/usr systems
-        seen_dirs.add(canon_root)
-        for ver in gfs.listdir(root):
-            path = f"{root}/{ver}"
-            if not gfs.is_dir(path):
-                continue
-            # A modules dir with only leftovers (no kernel/ and no modules.dep) is not a kernel.
-            if not (gfs.exists(f"{path}/kernel") or gfs.exists(f"{path}/modules.dep")):
-                continue
-            k = kernels.setdefault(ver, Kernel(ver))
-            k.modules_dir = k.modules_dir or path
-            if not k.vmlinuz and gfs.exists(f"{path}/vmlinuz"):
-                k.vmlinuz = f"{path}/vmlinuz"  # Fedora/Arch keep a copy next to the modules
-            pkgbase = (gfs.try_text(f"{path}/pkgbase", 256) or "").strip()
-            if pkgbase and "/" not in pkgbase:
-                # Arch names /boot files after the package: vmlinuz-linux, initramfs-linux.img
-                k.pkgbase = pkgbase
-                named = kernels.pop(pkgbase, None)
-                if named is not None and named is not k:
-                    k.vmlinuz = named.vmlinuz
+    kernels = _boot_images(gfs)
+    _add_module_dirs(gfs, kernels)
     for k in kernels.values():
         k.initramfs = find_initramfs(gfs, k.version)
         if k.initramfs is None and k.pkgbase:
@@ -122,6 +89,53 @@ def find_kernels(gfs: GuestFS) -> list[Kernel]:
                 k.config = cfg
                 break
     return sorted(kernels.values(), key=lambda k: version_key(k.version), reverse=True)
+
+
+def _boot_images(gfs: GuestFS) -> dict[str, Kernel]:
+    """Kernels named by their image in /boot (vmlinuz-VERSION and the other prefixes)."""
+    kernels: dict[str, Kernel] = {}
+    for name in gfs.listdir("/boot"):
+        for prefix in ("vmlinuz-", "vmlinux-", "kernel-", "Image-"):
+            if name.startswith(prefix) and not name.endswith((".hmac", ".sig", ".old")):
+                ver = name[len(prefix) :]
+                if ver.startswith("0-rescue-"):
+                    continue  # dracut's generic rescue entry, not an installed kernel
+                kernels.setdefault(ver, Kernel(ver)).vmlinuz = f"/boot/{name}"
+    return kernels
+
+
+def _add_module_dirs(gfs: GuestFS, kernels: dict[str, Kernel]) -> None:
+    """Kernels with a modules directory (/lib/modules/VERSION), merged with /boot's."""
+    seen_dirs: set[str] = set()
+    for root in MODULE_ROOTS:
+        try:
+            canon_root = gfs.resolve(root)
+        except Exception:
+            continue
+        if canon_root in seen_dirs:
+            continue  # /lib -> usr/lib on merged-/usr systems
+        seen_dirs.add(canon_root)
+        for ver in gfs.listdir(root):
+            path = f"{root}/{ver}"
+            # A modules dir with only leftovers (no kernel/ and no modules.dep) is not a kernel.
+            if gfs.is_dir(path) and (
+                gfs.exists(f"{path}/kernel") or gfs.exists(f"{path}/modules.dep")
+            ):
+                _add_module_dir(gfs, kernels, ver, path)
+
+
+def _add_module_dir(gfs: GuestFS, kernels: dict[str, Kernel], ver: str, path: str) -> None:
+    k = kernels.setdefault(ver, Kernel(ver))
+    k.modules_dir = k.modules_dir or path
+    if not k.vmlinuz and gfs.exists(f"{path}/vmlinuz"):
+        k.vmlinuz = f"{path}/vmlinuz"  # Fedora/Arch keep a copy next to the modules
+    pkgbase = (gfs.try_text(f"{path}/pkgbase", 256) or "").strip()
+    if pkgbase and "/" not in pkgbase:
+        # Arch names /boot files after the package: vmlinuz-linux, initramfs-linux.img
+        k.pkgbase = pkgbase
+        named = kernels.pop(pkgbase, None)
+        if named is not None and named is not k:
+            k.vmlinuz = named.vmlinuz
 
 
 def find_initramfs(gfs: GuestFS, version: str) -> str | None:
