@@ -241,13 +241,20 @@ class VhdImage(DiskImage):
             n = min(bs - inblk, end - pos)
             e = self.bat[blk]
             if e == UNALLOCATED:
-                out.append(self.parent.read(pos, n) if self.parent is not None else bytes(n))
+                out.append(self._read_parent(pos, n))
             elif self.disk_type_code == DISK_DIFF:
                 out.append(self._read_diff(blk, e, inblk, n))
             else:
                 out.append(self.io.pread(n, e * 512 + self.bitmap_size + inblk))
             pos += n
         return b"".join(out)
+
+    def _read_parent(self, offset: int, length: int) -> bytes:
+        """The parent's bytes; zeros without a parent and past the end of a smaller one."""
+        par = self.parent
+        have = 0 if par is None else max(0, min(length, par.size - offset))
+        data = par.read(offset, have) if par is not None and have else b""
+        return data + bytes(length - have) if have < length else data
 
     def _read_diff(self, blk: int, e: int, inblk: int, n: int) -> bytes:
         first, last = inblk // 512, (inblk + n + 511) // 512
@@ -265,10 +272,8 @@ class VhdImage(DiskImage):
                 t += 1
             if cur:
                 parts.append(self.io.pread((t - s) * 512, base + s * 512))
-            elif self.parent is not None:
-                parts.append(self.parent.read(vbase + s * 512, (t - s) * 512))
             else:
-                parts.append(bytes((t - s) * 512))
+                parts.append(self._read_parent(vbase + s * 512, (t - s) * 512))
             s = t
         data = b"".join(parts)
         skip = inblk - first * 512

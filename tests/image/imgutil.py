@@ -214,7 +214,9 @@ class FaultyIO:
         self.fd = -1
 
 
-def make_vhd_child(parent: Path, child: Path, writes: list[tuple[int, bytes]]) -> None:
+def make_vhd_child(
+    parent: Path, child: Path, writes: list[tuple[int, bytes]], size: int | None = None
+) -> None:
     """Test-only: a differencing VHD over a dynamic ``parent`` holding sector-aligned ``writes``.
 
     qemu cannot make one; this follows the VHD layout (footer copy, dynamic header with
@@ -227,9 +229,12 @@ def make_vhd_child(parent: Path, child: Path, writes: list[tuple[int, bytes]]) -
     with VhdImage(str(parent)) as p:
         footer = bytearray(p.footer.raw)
         dyn = bytearray(p.dyn_header)
-        bs, bms, size = p.block_size, p.bitmap_size, p.size
+        bs, bms, psize = p.block_size, p.bitmap_size, p.size
         puid = p.footer.unique_id
+    size = psize if size is None else size  # a larger child: sectors past the parent are zeros
     blocks = -(-size // bs)
+    struct.pack_into(">QQ", footer, 40, size, size)  # original and current size
+    struct.pack_into(">I", dyn, 28, blocks)  # max table entries
     struct.pack_into(">I", footer, 60, 4)  # disk type: differencing
     footer[68:84] = uuid.uuid4().bytes
     struct.pack_into(">Q", footer, 16, 512)  # data offset: dynamic header

@@ -157,8 +157,13 @@ def _win_path(p: str) -> str:
     return p if sys.platform == "win32" else p.replace("/", "\\")
 
 
-def create_child(parent_path: str, child_path: str) -> None:
-    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors)."""
+def create_child(parent_path: str, child_path: str, *, size: int | None = None) -> None:
+    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors).
+
+    ``size`` makes the child larger than its parent, as Hyper-V's resize of a differencing
+    disk does: sectors past the parent's end read as zeros until written. A smaller child
+    would hide the parent's tail, which nothing needs, so it is refused.
+    """
     from offline_ic.image import detect_format
     from offline_ic.image.vhdx.image import VhdxImage
 
@@ -185,9 +190,14 @@ def create_child(parent_path: str, child_path: str) -> None:
             "relative_path": rel_win,
             "absolute_win32_path": _win_path(ppath),
         }
+        if size is not None and size < par.size:
+            raise InputError(
+                f"{child_path}: a child of {size} bytes would be smaller than its parent "
+                f"({par.size} bytes)"
+            )
         create_vhdx(
             child_path,
-            par.size,
+            par.size if size is None else size,
             block_size=par.block_size,
             logical_sector_size=par.logical_sector_size,
             physical_sector_size=par.physical_sector_size,

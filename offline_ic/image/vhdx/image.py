@@ -355,7 +355,7 @@ class VhdxImage(DiskImage):
                 if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
                     out.append(self._read_partial(block, foff, inblk, n))
                 elif state == S.PAYLOAD_BLOCK_NOT_PRESENT and self.parent is not None:
-                    out.append(self.parent.read(pos, n))
+                    out.append(self._read_parent(pos, n))
                 else:
                     out.append(bytes(n))
             pos += n
@@ -394,6 +394,14 @@ class VhdxImage(DiskImage):
             done += m
         return runs
 
+    def _read_parent(self, offset: int, length: int) -> bytes:
+        """The parent's bytes; past the end of a smaller parent, zeros (MS-VHDX: a child may
+        be resized larger than its parent, and sectors beyond the parent read as zero)."""
+        assert self.parent is not None
+        have = max(0, min(length, self.parent.size - offset))
+        data = self.parent.read(offset, have) if have else b""
+        return data + bytes(length - have) if have < length else data
+
     def _read_partial(self, block: int, foff: int, inblk: int, n: int) -> bytes:
         lss = self.logical_sector_size
         vbase = block * self.block_size
@@ -406,7 +414,7 @@ class VhdxImage(DiskImage):
             if present:
                 parts.append(self._pread(e - s, foff + s))
             elif self.parent is not None:
-                parts.append(self.parent.read(vbase + s, e - s))
+                parts.append(self._read_parent(vbase + s, e - s))
             else:
                 parts.append(bytes(e - s))
             sec += cnt
@@ -485,10 +493,6 @@ class VhdxImage(DiskImage):
                     f"expects {links[0]} (parent modified after the child was made?)"
                 )
                 continue
-            if par.size != self.size:
-                # Hyper-V allows a child larger than its parent (resized); reads past the
-                # parent's end are zeros. A smaller child is fine too.
-                pass
             if par.logical_sector_size != self.logical_sector_size:
                 par.close()
                 mismatch = f"parent {cand} has another logical sector size"
