@@ -224,33 +224,46 @@ def make_vhd_child(
     """
     import uuid
 
-    from offline_ic.image.vhd import DYN_HDR_FMT, VhdImage, vhd_checksum
+    from offline_ic.image.vhd import VhdImage
+    from offline_ic.image.vhd.structures import (
+        DISK_DIFF,
+        DYN_HEADER,
+        FOOTER,
+        LOCATOR,
+        dyn_header_checksum,
+        footer_checksum,
+    )
 
     with VhdImage(str(parent)) as p:
         footer = bytearray(p.footer.raw)
         dyn = bytearray(p.dyn_header)
-        bs, bms, psize = p.block_size, p.bitmap_size, p.size
+        bs, bms, psize = p.dynamic_block_size(), p.bitmap_size, p.size
         puid = p.footer.unique_id
     size = psize if size is None else size  # a larger child: sectors past the parent are zeros
     blocks = -(-size // bs)
-    struct.pack_into(">QQ", footer, 40, size, size)  # original and current size
-    struct.pack_into(">I", dyn, 28, blocks)  # max table entries
-    struct.pack_into(">I", footer, 60, 4)  # disk type: differencing
-    footer[68:84] = uuid.uuid4().bytes
-    struct.pack_into(">Q", footer, 16, 512)  # data offset: dynamic header
-    struct.pack_into(">I", footer, 64, 0)
-    struct.pack_into(">I", footer, 64, vhd_checksum(footer, 64))
+    FOOTER.put(footer, 0, "original_size", size)
+    FOOTER.put(footer, 0, "current_size", size)
+    FOOTER.put(footer, 0, "disk_type", DISK_DIFF)
+    FOOTER.put(footer, 0, "unique_id", uuid.uuid4().bytes)
+    FOOTER.put(footer, 0, "data_offset", 512)  # the dynamic header follows the footer copy
+    FOOTER.put(footer, 0, "checksum", footer_checksum(footer))
     loc = (".\\" + parent.name).encode("utf-16-le")
     bat_off = 2048
     bat_len = -(-blocks * 4 // 512) * 512
-    struct.pack_into(">Q", dyn, 16, bat_off)
-    dyn[40:56] = puid.bytes
-    name = parent.name.encode("utf-16-be")
-    dyn[64 : 64 + 512] = name + bytes(512 - len(name))
-    struct.pack_into(">4sIIIQ", dyn, 576, b"W2ru", 512, len(loc), 0, 1536)
-    struct.pack_into(">I", dyn, 36, 0)
-    struct.pack_into(">I", dyn, 36, vhd_checksum(dyn, 36))
-    assert DYN_HDR_FMT.size <= len(dyn)
+    DYN_HEADER.put(dyn, 0, "table_offset", bat_off)
+    DYN_HEADER.put(dyn, 0, "max_table_entries", blocks)
+    DYN_HEADER.put(dyn, 0, "parent_unique_id", puid.bytes)
+    DYN_HEADER.put(dyn, 0, "parent_name", parent.name.encode("utf-16-be"))
+    LOCATOR.pack_into(
+        dyn,
+        DYN_HEADER.offset("locators"),
+        platform_code=b"W2ru",
+        data_space=512,
+        data_length=len(loc),
+        reserved=0,
+        data_offset=1536,
+    )
+    DYN_HEADER.put(dyn, 0, "checksum", dyn_header_checksum(dyn))
     bat = [0xFFFFFFFF] * blocks
     body = bytearray(bat_off + bat_len)
     body[0:512] = footer

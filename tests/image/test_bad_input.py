@@ -125,10 +125,10 @@ def test_invalid_block_size(vhdx):
     from offline_ic.image.vhdx import structures as S
 
     def edit(buf: bytearray) -> None:
-        for i in range(struct.unpack_from("<H", buf, 10)[0]):
-            g, o, _l, _f, _r = S.METADATA_ENTRY_FMT.unpack_from(buf, 32 + 32 * i)
-            if S.guid_from(g) == S.FILE_PARAMETERS_GUID:
-                struct.pack_into("<I", buf, o, 3 * MiB)
+        for i in range(S.METADATA_HEADER.get(buf, 0, "entry_count")):
+            e = S.METADATA_ENTRY.parse(buf, S.METADATA_HEADER.size + S.METADATA_ENTRY.size * i)
+            if S.guid_from(e.item_id) == S.FILE_PARAMETERS_GUID:
+                S.FILE_PARAMETERS.put(buf, e.item_offset, "block_size", 3 * MiB)
 
     _rewrite_metadata_item(vhdx, edit)
     _expect(vhdx, CorruptImageError, "invalid block size")

@@ -256,7 +256,8 @@ def test_qemu_dirty_log_replayed_on_writable_open(tmp_path):
         assert img.overlay.entries == 1
     ranges = [(3 * MiB + 100, b"\x01" * 10), (6 * MiB, b"\x02" * 4096)]
     with open_image(str(img_path), writable=True) as img:
-        assert img.replayed_entries == 1
+        assert img.session is not None
+        assert img.session.replayed_entries == 1
         img.write_ranges(ranges)
     raw = tmp_path / "dirty.raw"
     for off, data in ranges:

@@ -12,8 +12,11 @@ import struct
 import sys
 import uuid
 
-from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.image.detect import detect_format
+from offline_ic.image.fileio import fsync_dir
 from offline_ic.image.vhdx import structures as S
+from offline_ic.image.vhdx.image import VhdxReader
 
 LOG_OFFSET = 1 * S.MiB
 LOG_LENGTH = 1 * S.MiB
@@ -32,31 +35,34 @@ def _metadata(
     page83: uuid.UUID,
     locator: dict[str, str] | None,
 ) -> bytes:
+    disk = S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK
     items: list[tuple[uuid.UUID, int, bytes]] = [
-        (S.FILE_PARAMETERS_GUID, S.MD_IS_REQUIRED, struct.pack("<II", block_size, flags)),
         (
-            S.VIRTUAL_DISK_SIZE_GUID,
-            S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK,
-            struct.pack("<Q", size),
+            S.FILE_PARAMETERS_GUID,
+            S.MD_IS_REQUIRED,
+            S.FILE_PARAMETERS.pack(block_size=block_size, flags=flags),
         ),
-        (S.PAGE83_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, S.guid_bytes(page83)),
-        (S.LOGICAL_SECTOR_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, struct.pack("<I", lss)),
-        (S.PHYSICAL_SECTOR_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, struct.pack("<I", pss)),
+        (S.VIRTUAL_DISK_SIZE_GUID, disk, S.VIRTUAL_DISK_SIZE.pack(virtual_disk_size=size)),
+        (S.PAGE83_GUID, disk, S.PAGE83.pack(page83_data=S.guid_bytes(page83))),
+        (S.LOGICAL_SECTOR_GUID, disk, S.SECTOR_SIZE.pack(sector_size=lss)),
+        (S.PHYSICAL_SECTOR_GUID, disk, S.SECTOR_SIZE.pack(sector_size=pss)),
     ]
     if locator is not None:
         items.append((S.PARENT_LOCATOR_GUID, S.MD_IS_REQUIRED, S.pack_parent_locator(locator)))
     buf = bytearray(METADATA_LENGTH)
-    S.METADATA_HDR_FMT.pack_into(buf, 0, S.METADATA_SIG, 0, len(items), bytes(20))
+    S.METADATA_HEADER.pack_into(
+        buf, 0, signature=S.METADATA_SIG, reserved=0, entry_count=len(items), reserved2=bytes(20)
+    )
     pos = S.METADATA_TABLE_SIZE
     for i, (guid, fl, data) in enumerate(items):
-        S.METADATA_ENTRY_FMT.pack_into(
+        S.METADATA_ENTRY.pack_into(
             buf,
-            S.METADATA_HDR_FMT.size + i * S.METADATA_ENTRY_FMT.size,
-            S.guid_bytes(guid),
-            pos,
-            len(data),
-            fl,
-            0,
+            S.METADATA_HEADER.size + i * S.METADATA_ENTRY.size,
+            item_id=S.guid_bytes(guid),
+            item_offset=pos,
+            length=len(data),
+            flags=fl,
+            reserved=0,
         )
         buf[pos : pos + len(data)] = data
         pos += -(-len(data) // 8) * 8
@@ -139,18 +145,7 @@ def create_vhdx(
         raise
     os.close(fd)
     os.rename(tmp, path)
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path)
 
 
 def _win_path(p: str) -> str:
@@ -164,16 +159,11 @@ def create_child(parent_path: str, child_path: str, *, size: int | None = None) 
     disk does: sectors past the parent's end read as zeros until written. A smaller child
     would hide the parent's tail, which nothing needs, so it is refused.
     """
-    from offline_ic.image import detect_format
-    from offline_ic.image.vhdx.image import VhdxImage
-
     if not os.path.isfile(parent_path):
-        from offline_ic.errors import NotFoundError
-
         raise NotFoundError(f"{parent_path}: no such file")
     if detect_format(parent_path) != "vhdx":
         raise InputError(f"{parent_path}: a differencing VHDX needs a VHDX parent")
-    with VhdxImage(parent_path) as par:
+    with VhdxReader(parent_path) as par:
         if par.header.log_guid.int and par.overlay:
             raise CorruptImageError(
                 f"{parent_path}: has a pending log; run 'offline-ic recover' on it first"
