@@ -8,7 +8,6 @@ renamed into place, so a crash never leaves a half-made disk under the target na
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import uuid
 
@@ -92,15 +91,17 @@ def create_vhdx(
     has_parent = parent_locator is not None
     flags = (S.FP_HAS_PARENT if has_parent else 0) | (S.FP_LEAVE_BLOCK_ALLOCATED if fixed else 0)
     n_bat = S.bat_entry_count(size, bs, logical_sector_size, has_parent)
-    bat_len = max(S.MiB, -(-(n_bat * 8) // S.MiB) * S.MiB)
+    bat_len = max(S.MiB, -(-(n_bat * S.BAT_ENTRY_SIZE) // S.MiB) * S.MiB)
     end = BAT_OFFSET + bat_len
-    bat = bytearray(n_bat * 8)
+    bat = bytearray(n_bat * S.BAT_ENTRY_SIZE)
     if fixed:
         cr = S.chunk_ratio(bs, logical_sector_size)
         blocks = -(-size // bs)
         for b in range(blocks):
-            struct.pack_into(
-                "<Q", bat, (b + b // cr) * 8, S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end)
+            S.BAT_ENTRY.pack_into(
+                bat,
+                (b + b // cr) * S.BAT_ENTRY_SIZE,
+                entry=S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end),
             )
             end += bs
     if has_parent:
@@ -108,8 +109,10 @@ def create_vhdx(
         # NOT_PRESENT bitmap entry's bitmap from file offset 0 and so misreads such children.
         cr = S.chunk_ratio(bs, logical_sector_size)
         for c in range(n_bat // (cr + 1)):
-            struct.pack_into(
-                "<Q", bat, (c * (cr + 1) + cr) * 8, S.bat_entry(S.SB_BLOCK_PRESENT, end)
+            S.BAT_ENTRY.pack_into(
+                bat,
+                (c * (cr + 1) + cr) * S.BAT_ENTRY_SIZE,
+                entry=S.bat_entry(S.SB_BLOCK_PRESENT, end),
             )
             end += S.SECTOR_BITMAP_BLOCK_SIZE
     page83 = uuid.uuid4()

@@ -308,7 +308,8 @@ class VhdxReader(DiskImage):
         if entries is None:
             first = page * BAT_PAGE_ENTRIES
             n = min(BAT_PAGE_ENTRIES, self.bat_entries - first)
-            raw = self.read_file(n * 8, self.bat_region.file_offset + first * 8)
+            esz = S.BAT_ENTRY_SIZE
+            raw = self.read_file(n * esz, self.bat_region.file_offset + first * esz)
             entries = list(struct.unpack(f"<{n}Q", raw))
             self._bat_cache[page] = entries
         return entries[index % BAT_PAGE_ENTRIES]

@@ -242,7 +242,8 @@ def pack_parent_locator(pairs: dict[str, str]) -> bytes:
 
 
 # --- BAT ----------------------------------------------------------------------------------
-BAT_ENTRY_SIZE = 8
+BAT_ENTRY = Layout("VhdxBatEntry", [("entry", "Q")])  # state bits 0..2, FileOffsetMB 20..63
+BAT_ENTRY_SIZE = BAT_ENTRY.size
 PAYLOAD_BLOCK_NOT_PRESENT = 0
 PAYLOAD_BLOCK_UNDEFINED = 1
 PAYLOAD_BLOCK_ZERO = 2

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
 import uuid
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
@@ -256,7 +255,10 @@ class Transaction:
             view = view[k:]
 
     def _set_bat(self, index: int, entry: int) -> None:
-        self._write_view(self.img.bat_region.file_offset + index * 8, struct.pack("<Q", entry))
+        self._write_view(
+            self.img.bat_region.file_offset + index * S.BAT_ENTRY_SIZE,
+            S.BAT_ENTRY.pack(entry=entry),
+        )
 
     def _alloc(self, length: int) -> int:
         off = self.eof
