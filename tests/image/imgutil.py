@@ -119,8 +119,10 @@ def patch_child(path: Path, offset: int, data: bytes) -> None:
                 foff = -(-fsize // S.MiB) * S.MiB
                 fsize = foff + bs
                 f.truncate(fsize)
-                f.seek(bat_off + (block + block // cr) * 8)
-                f.write(struct.pack("<Q", S.bat_entry(S.PAYLOAD_BLOCK_PARTIALLY_PRESENT, foff)))
+                f.seek(bat_off + (block + block // cr) * S.BAT_ENTRY_SIZE)
+                f.write(
+                    S.BAT_ENTRY.pack(entry=S.bat_entry(S.PAYLOAD_BLOCK_PARTIALLY_PRESENT, foff))
+                )
             f.seek(foff + inblk)
             f.write(chunk)
             assert sb is not None
