@@ -8,26 +8,19 @@ from __future__ import annotations
 import os
 
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError
-from offline_ic.image.base import DiskImage, ImageInfo, ImageStream
+from offline_ic.image.base import DiskImage, ImageInfo, ImageStream, WriteSession
+from offline_ic.image.detect import detect_format
 from offline_ic.image.raw import RawImage
 
-__all__ = ["DiskImage", "ImageInfo", "ImageStream", "RawImage", "detect_format", "open_image"]
-
-
-def detect_format(path: str) -> str:
-    """'vhdx', 'vhd' or 'raw', from the signatures (VHDX file identifier, VHD footer cookie)."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if head == b"vhdxfile":
-            return "vhdx"
-        if head == b"conectix":  # dynamic VHD: footer copy at offset 0
-            return "vhd"
-        size = fh.seek(0, os.SEEK_END)
-        if size >= 512:
-            fh.seek(size - 512)
-            if fh.read(8) == b"conectix":
-                return "vhd"
-    return "raw"
+__all__ = [
+    "DiskImage",
+    "ImageInfo",
+    "ImageStream",
+    "RawImage",
+    "WriteSession",
+    "detect_format",
+    "open_image",
+]
 
 
 def open_image(

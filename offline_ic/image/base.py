@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -54,11 +54,26 @@ class ImageInfo:
         return d
 
 
+@dataclass
+class WriteSession:
+    """What a writable open found and did before the first write (declared, not ad hoc).
+
+    The image object opened writable owns it (``DiskImage.session``); ``recover`` reports
+    from it. Formats with more session state (VHDX) extend it.
+    """
+
+    rolled_back: bool = False  # an undo journal of an interrupted write was rolled back
+    replayed_entries: int | None = None  # VHDX log entries replayed and retired (None: none)
+
+
 class DiskImage(ABC):
     """A virtual disk of ``size`` bytes. Reads past the end raise; reads of holes give zeros."""
 
     path: str
     size: int
+    format: str = ""  # "vhdx" | "vhd" | "raw"
+    parent: DiskImage | None = None  # a differencing disk's parent, opened read-only
+    session: WriteSession | None = None  # set by writable opens only
 
     @abstractmethod
     def read(self, offset: int, length: int) -> bytes:
@@ -70,9 +85,8 @@ class DiskImage(ABC):
 
     def close(self) -> None:
         """Release file handles: this image's (``io``) and its parents'. Idempotent."""
-        parent = getattr(self, "parent", None)
-        if parent is not None:
-            parent.close()
+        if self.parent is not None:
+            self.parent.close()
             self.parent = None
         io = getattr(self, "io", None)
         if io is not None:
@@ -88,7 +102,7 @@ class DiskImage(ABC):
         """A new independent read-only file object over the virtual disk."""
         return ImageStream(self)
 
-    def __enter__(self) -> DiskImage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,6 +13,18 @@ import stat
 from offline_ic.errors import NotFoundError, SafetyRefusal
 
 
+def fsync_dir(path: str) -> None:
+    """Make a create, rename or unlink of ``path`` durable by syncing its directory."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows, where directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def refuse_readonly_file(fd: int, path: str) -> None:
     """A file without any write permission bit is read-only on purpose, even for root."""
     if not stat.S_IMODE(os.fstat(fd).st_mode) & 0o222:
@@ -45,7 +57,7 @@ class FileIO:
     def pread(self, length: int, offset: int) -> bytes:
         return os.pread(self.fd, length, offset)
 
-    def pwrite(self, data: bytes, offset: int) -> None:
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         view = memoryview(data)
         while view:
             n = os.pwrite(self.fd, view, offset)

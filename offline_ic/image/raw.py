@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 
 from offline_ic.errors import InputError, SafetyRefusal
-from offline_ic.image.base import DiskImage, ImageInfo
-from offline_ic.image.fileio import open_image_file
+from offline_ic.image.base import DiskImage, ImageInfo, WriteSession
+from offline_ic.image.fileio import FileIO, open_image_file, refuse_readonly_file
+from offline_ic.image.journal import journaled_write, open_view, rollback
+from offline_ic.image.lock import lock_file
 
 
 class RawImage(DiskImage):
     """A raw image file, read with ``os.pread`` (no shared file position).
 
     Writable opens take an exclusive lock and roll back a leftover undo journal first;
-    ``write_ranges`` writes in place through the undo journal (see ``journal``).
+    ``write_ranges`` writes in place through the undo journal (see ``journal``). Bare hive
+    files are written the same way (the registry layer's transactions), which is why a
+    transaction may also set a new file size.
     """
 
     format = "raw"
@@ -21,24 +25,22 @@ class RawImage(DiskImage):
     def __init__(self, path: str, writable: bool = False):
         self.path = path
         self.writable = writable
-        self.io = open_image_file(path, writable)
+        self.io: FileIO = open_image_file(path, writable)
         self._fd = self.io.fd
         if writable:
-            from offline_ic.image.fileio import refuse_readonly_file
-            from offline_ic.image.journal import rollback
-            from offline_ic.image.lock import lock_file
-
             try:
                 refuse_readonly_file(self._fd, path)
                 lock_file(self._fd, path)
-                self.rolled_back = rollback(self.io, path)
+                self.session = WriteSession(rolled_back=rollback(self.io, path))
             except BaseException:
                 self.close()
                 raise
         else:
-            from offline_ic.image.journal import open_view
-
-            self.io = open_view(self.io, path)  # type: ignore[assignment]
+            try:
+                self.io = open_view(self.io, path)
+            except BaseException:
+                self.close()
+                raise
         self.size = self.io.size()
 
     def read(self, offset: int, length: int) -> bytes:
@@ -52,21 +54,28 @@ class RawImage(DiskImage):
             raise InputError(f"{self.path}: short read at {offset}")
         return data
 
-    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
-        """Write (offset, bytes) ranges in place, atomically through the undo journal."""
-        from offline_ic.image.journal import journaled_write
+    def write_ranges(self, ranges: list[tuple[int, bytes]], *, new_size: int | None = None) -> None:
+        """Write (offset, bytes) ranges in place, atomically through the undo journal.
 
+        ``new_size`` sets the file's size in the same transaction: larger (writes may then
+        reach up to it) or smaller (the cut-off tail is saved in the journal, so a rollback
+        restores it).
+        """
         if not self.writable:
             raise SafetyRefusal(f"{self.path}: opened read-only; nothing written")
+        limit = self.size if new_size is None else new_size
+        if limit < 0:
+            raise InputError(f"{self.path}: invalid new size {new_size}; nothing written")
         writes = [(off, bytes(data)) for off, data in ranges if data]
         for off, data in writes:
-            if off < 0 or off + len(data) > self.size:
+            if off < 0 or off + len(data) > limit:
                 raise InputError(
                     f"{self.path}: write of {len(data)} bytes at {off} is outside the disk "
-                    f"({self.size} bytes)"
+                    f"({limit} bytes)"
                 )
-        if writes:
-            journaled_write(self.io, self.path, writes)
+        if writes or (new_size is not None and new_size != self.size):
+            journaled_write(self.io, self.path, writes, new_size)
+            self.size = self.io.size()
 
     def info(self) -> ImageInfo:
         return ImageInfo(path=self.path, format="raw", virtual_size=self.size, file_size=self.size)

@@ -9,14 +9,17 @@ retires a pending VHDX log or rolls back a leftover undo journal, and says what 
 from __future__ import annotations
 
 import os
-import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from offline_ic.errors import CorruptImageError, NotFoundError
 from offline_ic.image import detect_format, open_image
 from offline_ic.image.base import DiskImage
-from offline_ic.image.crc32c import crc32c
+from offline_ic.image.journal import pending
+from offline_ic.image.vhd import VhdReader
+from offline_ic.image.vhd.structures import UNALLOCATED
+from offline_ic.image.vhdx import VhdxReader
 from offline_ic.image.vhdx import structures as S
 
 COMPARE_CHUNK = 8 << 20
@@ -52,9 +55,8 @@ def _libvhdi(img: DiskImage) -> Any:
 
     f = pyvhdi.file()
     f.open(img.path)
-    par = getattr(img, "parent", None)
-    if par is not None:
-        f.set_parent(_libvhdi(par))
+    if img.parent is not None:
+        f.set_parent(_libvhdi(img.parent))
     return f
 
 
@@ -96,29 +98,22 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(s, n) for s, n in out]
 
 
-def _verify_vhdx(img: Any, rep: VerifyReport) -> None:
+def _check_vhdx_copies(img: VhdxReader, rep: VerifyReport) -> None:
+    """Both header copies and both region table copies (one bad copy of each is survivable)."""
     for i, h in enumerate(img.headers):
         if h is None:
             rep.notes.append(f"header copy {i + 1} is invalid (the other one is used)")
     for i, off in enumerate(S.REGION_TABLE_OFFSETS):
-        buf = bytearray(img._pread(S.REGION_TABLE_SIZE, off))
-        (ck,) = struct.unpack_from("<I", buf, 4)
-        buf[4:8] = bytes(4)
-        if buf[:4] != S.REGION_SIG or crc32c(buf) != ck:
+        if not img.region_table_valid(img.read_file(S.REGION_TABLE_SIZE, off)):
             rep.problems.append(f"region table copy {i + 1} fails its signature or CRC-32C check")
-    if img.header.log_guid.int:
-        rep.notes.append(
-            f"log pending ({img.overlay.entries} entries, replayable; "
-            "'offline-ic recover' applies it)"
-        )
-    fsize = img._valid_size()
-    used: list[tuple[int, int, str]] = [
-        (0, S.HEADER_AREA_SIZE, "header area"),
-        (img.bat_region.file_offset, img.bat_region.length, "BAT"),
-        (img.metadata_region.file_offset, img.metadata_region.length, "metadata"),
-    ]
-    if img.header.log_length:
-        used.append((img.header.log_offset, img.header.log_length, "log"))
+
+
+Span = tuple[int, int, str]  # file offset, length, what lies there
+
+
+def _vhdx_payload(img: VhdxReader, rep: VerifyReport, used: list[Span]) -> list[tuple[int, int]]:
+    """Check every payload BAT entry; returns the virtual ranges of the allocated blocks."""
+    fsize = img.valid_file_size()
     data: list[tuple[int, int]] = []
     bs, cr = img.block_size, img.chunk_ratio
     for block in range(img.block_count):
@@ -141,46 +136,148 @@ def _verify_vhdx(img: Any, rep: VerifyReport) -> None:
             data.append((vstart, min(bs, img.size - vstart)))
         elif st == S.PAYLOAD_BLOCK_NOT_PRESENT and off:
             rep.notes.append(f"block {block}: NOT_PRESENT with a non-zero file offset")
-    if img.has_parent:
-        for chunk in range(-(-img.block_count // cr)):
-            e = img.bat_get(img.bitmap_index(chunk))
-            st, off = S.bat_state(e), S.bat_offset(e)
-            if st == S.SB_BLOCK_PRESENT:
-                if off < S.HEADER_AREA_SIZE or off + S.MiB > fsize:
-                    rep.problems.append(f"sector bitmap {chunk} lies outside the file")
-                else:
-                    used.append((off, S.MiB, f"sector bitmap {chunk}"))
-            elif st != S.SB_BLOCK_NOT_PRESENT:
-                rep.problems.append(f"sector bitmap {chunk}: invalid BAT state {st}")
+    return data
+
+
+def _vhdx_bitmaps(img: VhdxReader, rep: VerifyReport, used: list[Span]) -> None:
+    """Check the sector-bitmap BAT entries of a differencing disk."""
+    fsize = img.valid_file_size()
+    for chunk in range(-(-img.block_count // img.chunk_ratio)):
+        e = img.bat_get(img.bitmap_index(chunk))
+        st, off = S.bat_state(e), S.bat_offset(e)
+        if st == S.SB_BLOCK_PRESENT:
+            if off < S.HEADER_AREA_SIZE or off + S.MiB > fsize:
+                rep.problems.append(f"sector bitmap {chunk} lies outside the file")
+            else:
+                used.append((off, S.MiB, f"sector bitmap {chunk}"))
+        elif st != S.SB_BLOCK_NOT_PRESENT:
+            rep.problems.append(f"sector bitmap {chunk}: invalid BAT state {st}")
+
+
+def _check_overlaps(used: list[Span], rep: VerifyReport, what: str = "{} and {}") -> None:
     used.sort()
     for (a, alen, an), (b, _blen, bn) in zip(used, used[1:], strict=False):
         if b < a + alen:
-            rep.problems.append(f"{an} and {bn} overlap in the file")
+            rep.problems.append(f"{what.format(an, bn)} overlap in the file")
             if len(rep.problems) > 50:
                 break
+
+
+def _past_parent(
+    img: DiskImage,
+    data: list[tuple[int, int]],
+    held_runs: Callable[[int, int], list[tuple[int, int]]],
+    rep: VerifyReport,
+) -> list[tuple[int, int]]:
+    """The ranges libvhdi can check in a child larger than its parent.
+
+    Past the parent's end, libvhdi forwards sectors the child does not hold to the parent
+    and fails, where MS-VHDX says they read as zeros (we do). There only the sectors the
+    child holds (``held_runs(offset, length)``) are compared.
+    """
+    if img.parent is None or img.parent.size >= img.size:
+        return data
+    end = img.parent.size
+    out: list[tuple[int, int]] = []
+    clipped = False
+    for start, n in data:
+        if start + n <= end:
+            out.append((start, n))
+            continue
+        if start < end:
+            out.append((start, end - start))
+        a = max(start, end)
+        runs = held_runs(a, start + n - a)
+        clipped = clipped or sum(k for _s, k in runs) < start + n - a
+        out += runs
+    if clipped:
+        rep.notes.append(
+            f"sectors past the parent's end ({end} bytes) that the child does not hold read "
+            "as zeros; libvhdi cannot read them, so they were not cross-checked"
+        )
+    return out
+
+
+def _vhdx_held(img: VhdxReader) -> Callable[[int, int], list[tuple[int, int]]]:
+    def held(offset: int, length: int) -> list[tuple[int, int]]:
+        lss, bs = img.logical_sector_size, img.block_size
+        out: list[tuple[int, int]] = []
+        pos, end = offset - offset % lss, offset + length
+        while pos < end:
+            block, inblk = divmod(pos, bs)
+            n = min(bs - inblk, end - pos)
+            state, _off = img.block_state(block)
+            if state == S.PAYLOAD_BLOCK_FULLY_PRESENT:
+                out.append((pos, n))
+            elif state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+                s = pos
+                for present, cnt in img.sector_bits(block, inblk // lss, -(-n // lss)):
+                    if present:
+                        out.append((s, min(cnt * lss, end - s)))
+                    s += cnt * lss
+            pos += n
+        return out
+
+    return held
+
+
+def _verify_vhdx(img: VhdxReader, rep: VerifyReport) -> None:
+    _check_vhdx_copies(img, rep)
+    if img.header.log_guid.int:
+        rep.notes.append(
+            f"log pending ({img.overlay.entries} entries, replayable; "
+            "'offline-ic recover' applies it)"
+        )
+    used: list[Span] = [
+        (0, S.HEADER_AREA_SIZE, "header area"),
+        (img.bat_region.file_offset, img.bat_region.length, "BAT"),
+        (img.metadata_region.file_offset, img.metadata_region.length, "metadata"),
+    ]
+    if img.header.log_length:
+        used.append((img.header.log_offset, img.header.log_length, "log"))
+    data = _vhdx_payload(img, rep, used)
+    if img.has_parent:
+        _vhdx_bitmaps(img, rep, used)
+    _check_overlaps(used, rep)
     if img.header.log_guid.int and img.overlay:
         rep.notes.append("data not cross-checked with libvhdi (libvhdi does not replay logs)")
     elif not rep.problems:
-        _compare(img, _merge(data), rep)
+        _compare(img, _past_parent(img, _merge(data), _vhdx_held(img), rep), rep)
 
 
-def _verify_vhd(img: Any, rep: VerifyReport) -> None:
+def _vhd_held(img: VhdReader) -> Callable[[int, int], list[tuple[int, int]]]:
+    def held(offset: int, length: int) -> list[tuple[int, int]]:
+        bs = img.dynamic_block_size()
+        out: list[tuple[int, int]] = []
+        pos, end = offset - offset % 512, offset + length
+        while pos < end:
+            blk, inblk = divmod(pos, bs)
+            n = min(bs - inblk, end - pos)
+            if img.bat[blk] != UNALLOCATED:
+                vbase = blk * bs
+                for present, s, t in img.sector_runs(blk, inblk // 512, -(-(inblk + n) // 512)):
+                    if present:
+                        out.append((vbase + s * 512, min(t * 512, inblk + n) - s * 512))
+            pos += n
+        return out
+
+    return held
+
+
+def _verify_vhd(img: VhdReader, rep: VerifyReport) -> None:
     if img.block_size is None:
         _compare(img, [(0, img.size)], rep)
         return
-    spans = []
+    spans: list[Span] = []
     data = []
     for blk, e in enumerate(img.bat):
-        if e != 0xFFFFFFFF:
-            spans.append((e * 512, img.bitmap_size + img.block_size, blk))
+        if e != UNALLOCATED:
+            spans.append((e * 512, img.bitmap_size + img.block_size, str(blk)))
             vs = blk * img.block_size
             data.append((vs, min(img.block_size, img.size - vs)))
-    spans.sort()
-    for (a, alen, ab), (b, _l, bb) in zip(spans, spans[1:], strict=False):
-        if b < a + alen:
-            rep.problems.append(f"blocks {ab} and {bb} overlap in the file")
+    _check_overlaps(spans, rep, "blocks {} and {}")
     if not rep.problems:
-        _compare(img, _merge(data), rep)
+        _compare(img, _past_parent(img, _merge(data), _vhd_held(img), rep), rep)
 
 
 def verify_image(path: str, parent: str | None = None) -> VerifyReport:
@@ -190,17 +287,15 @@ def verify_image(path: str, parent: str | None = None) -> VerifyReport:
     rep = VerifyReport(image=path, format=detect_format(path))
     try:
         with open_image(path, parent=parent) as img:
-            if rep.format == "vhdx":
+            if isinstance(img, VhdxReader):
                 _verify_vhdx(img, rep)
-            elif rep.format == "vhd":
+            elif isinstance(img, VhdReader):
                 _verify_vhd(img, rep)
             else:
                 rep.notes.append("raw image: nothing to check")
     except CorruptImageError as exc:
         rep.problems.append(str(exc))
-    from offline_ic.image.journal import journal_path
-
-    if os.path.exists(journal_path(path)):
+    if pending(path):
         rep.problems.append("an undo journal is left from an interrupted write (run recover)")
     return rep
 
@@ -210,11 +305,11 @@ def recover_image(path: str, parent: str | None = None) -> str:
     if not os.path.isfile(path):
         raise NotFoundError(f"{path}: no such file")
     with open_image(path, parent=parent, writable=True, force=True) as img:
-        replayed = getattr(img, "replayed_entries", None)
-        rolled = getattr(img, "rolled_back", False)
-    if replayed is not None:
-        return f"replayed {replayed} VHDX log entries and retired the log"
-    if rolled:
+        session = img.session
+    assert session is not None  # every writable open starts a session
+    if session.replayed_entries is not None:
+        return f"replayed {session.replayed_entries} VHDX log entries and retired the log"
+    if session.rolled_back:
         return "rolled back an interrupted write from the undo journal"
     return "nothing to recover"
 
@@ -225,7 +320,7 @@ def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> str | None
     bytes are the file's), None when libvhdi is not installed (nothing checked); raises
     CorruptImageError on a difference. Later ranges win where ranges overlap.
     """
-    if getattr(img, "format", "raw") == "raw":
+    if img.format == "raw":
         with open(img.path, "rb") as fh:
             return _compare_written(
                 img, ranges, "raw file", lambda n, off: os.pread(fh.fileno(), n, off)

@@ -119,8 +119,10 @@ def patch_child(path: Path, offset: int, data: bytes) -> None:
                 foff = -(-fsize // S.MiB) * S.MiB
                 fsize = foff + bs
                 f.truncate(fsize)
-                f.seek(bat_off + (block + block // cr) * 8)
-                f.write(struct.pack("<Q", S.bat_entry(S.PAYLOAD_BLOCK_PARTIALLY_PRESENT, foff)))
+                f.seek(bat_off + (block + block // cr) * S.BAT_ENTRY_SIZE)
+                f.write(
+                    S.BAT_ENTRY.pack(entry=S.bat_entry(S.PAYLOAD_BLOCK_PARTIALLY_PRESENT, foff))
+                )
             f.seek(foff + inblk)
             f.write(chunk)
             assert sb is not None
@@ -214,7 +216,9 @@ class FaultyIO:
         self.fd = -1
 
 
-def make_vhd_child(parent: Path, child: Path, writes: list[tuple[int, bytes]]) -> None:
+def make_vhd_child(
+    parent: Path, child: Path, writes: list[tuple[int, bytes]], size: int | None = None
+) -> None:
     """Test-only: a differencing VHD over a dynamic ``parent`` holding sector-aligned ``writes``.
 
     qemu cannot make one; this follows the VHD layout (footer copy, dynamic header with
@@ -222,30 +226,46 @@ def make_vhd_child(parent: Path, child: Path, writes: list[tuple[int, bytes]]) -
     """
     import uuid
 
-    from offline_ic.image.vhd import DYN_HDR_FMT, VhdImage, vhd_checksum
+    from offline_ic.image.vhd import VhdImage
+    from offline_ic.image.vhd.structures import (
+        DISK_DIFF,
+        DYN_HEADER,
+        FOOTER,
+        LOCATOR,
+        dyn_header_checksum,
+        footer_checksum,
+    )
 
     with VhdImage(str(parent)) as p:
         footer = bytearray(p.footer.raw)
         dyn = bytearray(p.dyn_header)
-        bs, bms, size = p.block_size, p.bitmap_size, p.size
+        bs, bms, psize = p.dynamic_block_size(), p.bitmap_size, p.size
         puid = p.footer.unique_id
+    size = psize if size is None else size  # a larger child: sectors past the parent are zeros
     blocks = -(-size // bs)
-    struct.pack_into(">I", footer, 60, 4)  # disk type: differencing
-    footer[68:84] = uuid.uuid4().bytes
-    struct.pack_into(">Q", footer, 16, 512)  # data offset: dynamic header
-    struct.pack_into(">I", footer, 64, 0)
-    struct.pack_into(">I", footer, 64, vhd_checksum(footer, 64))
+    FOOTER.put(footer, 0, "original_size", size)
+    FOOTER.put(footer, 0, "current_size", size)
+    FOOTER.put(footer, 0, "disk_type", DISK_DIFF)
+    FOOTER.put(footer, 0, "unique_id", uuid.uuid4().bytes)
+    FOOTER.put(footer, 0, "data_offset", 512)  # the dynamic header follows the footer copy
+    FOOTER.put(footer, 0, "checksum", footer_checksum(footer))
     loc = (".\\" + parent.name).encode("utf-16-le")
     bat_off = 2048
     bat_len = -(-blocks * 4 // 512) * 512
-    struct.pack_into(">Q", dyn, 16, bat_off)
-    dyn[40:56] = puid.bytes
-    name = parent.name.encode("utf-16-be")
-    dyn[64 : 64 + 512] = name + bytes(512 - len(name))
-    struct.pack_into(">4sIIIQ", dyn, 576, b"W2ru", 512, len(loc), 0, 1536)
-    struct.pack_into(">I", dyn, 36, 0)
-    struct.pack_into(">I", dyn, 36, vhd_checksum(dyn, 36))
-    assert DYN_HDR_FMT.size <= len(dyn)
+    DYN_HEADER.put(dyn, 0, "table_offset", bat_off)
+    DYN_HEADER.put(dyn, 0, "max_table_entries", blocks)
+    DYN_HEADER.put(dyn, 0, "parent_unique_id", puid.bytes)
+    DYN_HEADER.put(dyn, 0, "parent_name", parent.name.encode("utf-16-be"))
+    LOCATOR.pack_into(
+        dyn,
+        DYN_HEADER.offset("locators"),
+        platform_code=b"W2ru",
+        data_space=512,
+        data_length=len(loc),
+        reserved=0,
+        data_offset=1536,
+    )
+    DYN_HEADER.put(dyn, 0, "checksum", dyn_header_checksum(dyn))
     bat = [0xFFFFFFFF] * blocks
     body = bytearray(bat_off + bat_len)
     body[0:512] = footer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,8 @@ from imgutil import IMAGES, fresh_copy
 
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError, OfflineICError
 from offline_ic.image import open_image
-from offline_ic.image.crc32c import crc32c
+from offline_ic.image.vhd.structures import DYN_HEADER, FOOTER_SIZE
+from offline_ic.image.vhdx import structures as S
 
 KiB, MiB = 1024, 1 << 20
 
@@ -92,20 +92,20 @@ def _bat_offset(path: Path) -> int:
 
 
 def test_bat_entry_past_eof(vhdx):
-    _poke(vhdx, _bat_offset(vhdx), struct.pack("<Q", (10_000 << 20) | 6))
+    _poke(vhdx, _bat_offset(vhdx), S.BAT_ENTRY.pack(entry=(10_000 << 20) | 6))
     _expect(vhdx, CorruptImageError, "past the end of the file")
 
 
 def test_bat_entry_invalid_state(vhdx):
-    _poke(vhdx, _bat_offset(vhdx) + 8, struct.pack("<Q", 5))
+    _poke(vhdx, _bat_offset(vhdx) + S.BAT_ENTRY_SIZE, S.BAT_ENTRY.pack(entry=5))
     _expect(vhdx, CorruptImageError, "invalid state")
 
 
 def test_partially_present_without_parent(vhdx):
     with open(vhdx, "rb") as f:
         f.seek(_bat_offset(vhdx))
-        (e,) = struct.unpack("<Q", f.read(8))
-    _poke(vhdx, _bat_offset(vhdx), struct.pack("<Q", (e & ~7) | 7))
+        e = S.BAT_ENTRY.parse(f.read(S.BAT_ENTRY_SIZE)).entry
+    _poke(vhdx, _bat_offset(vhdx), S.BAT_ENTRY.pack(entry=(e & ~7) | 7))
     _expect(vhdx, CorruptImageError, "PARTIALLY_PRESENT")
 
 
@@ -122,13 +122,11 @@ def _rewrite_metadata_item(path: Path, fn) -> None:
 
 
 def test_invalid_block_size(vhdx):
-    from offline_ic.image.vhdx import structures as S
-
     def edit(buf: bytearray) -> None:
-        for i in range(struct.unpack_from("<H", buf, 10)[0]):
-            g, o, _l, _f, _r = S.METADATA_ENTRY_FMT.unpack_from(buf, 32 + 32 * i)
-            if S.guid_from(g) == S.FILE_PARAMETERS_GUID:
-                struct.pack_into("<I", buf, o, 3 * MiB)
+        for i in range(S.METADATA_HEADER.get(buf, 0, "entry_count")):
+            e = S.METADATA_ENTRY.parse(buf, S.METADATA_HEADER.size + S.METADATA_ENTRY.size * i)
+            if S.guid_from(e.item_id) == S.FILE_PARAMETERS_GUID:
+                S.FILE_PARAMETERS.put(buf, e.item_offset, "block_size", 3 * MiB)
 
     _rewrite_metadata_item(vhdx, edit)
     _expect(vhdx, CorruptImageError, "invalid block size")
@@ -149,11 +147,12 @@ def test_bad_log_entry_crc_means_nothing_to_replay(tmp_path):
         f.seek(log_off)
         log = f.read(MiB)
     for off in range(0, MiB, 4096):
-        if log[off : off + 4] == b"loge":
-            guid = log[off + 32 : off + 48]
+        if S.LOG_ENTRY_HEADER.get(log, off, "signature") == S.LOG_ENTRY_SIG:
+            guid = S.LOG_ENTRY_HEADER.get(log, off, "log_guid")
             with open_image(str(path)) as img:
                 if guid == img.header.log_guid.bytes_le:
-                    _poke(path, log_off + off + 64 + 20, b"\xee")  # inside a descriptor
+                    inside = S.LOG_ENTRY_HEADER.size + S.LOG_DATA_DESCRIPTOR.offset("file_offset")
+                    _poke(path, log_off + off + inside, b"\xee")  # inside a descriptor
     with open_image(str(path)) as img:
         assert img.overlay.entries == 0  # a torn/corrupt entry was never committed
         assert img.read(3 * MiB, 4) == bytes(4)
@@ -168,7 +167,7 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_vhd_bad_footer(tmp_path):
     dyn = fresh_copy(IMAGES / "q-dyn.vhd.gz", tmp_path, "dyn.vhd")
-    _poke(dyn, 512 + 36, b"\x01\x02")  # dynamic header checksum
+    _poke(dyn, FOOTER_SIZE + DYN_HEADER.offset("checksum"), b"\x01\x02")
     _expect(dyn, CorruptImageError, "dynamic header")
 
 
@@ -198,12 +197,11 @@ def test_random_damage_never_tracebacks(tmp_path_factory, pokes, fix_crc):
     for off, val in pokes:
         data[off] = val
     if fix_crc:  # let damage reach the parsers behind the checksums
-        for h in (64 * KiB, 128 * KiB):
-            data[h + 4 : h + 8] = bytes(4)
-            data[h + 4 : h + 8] = struct.pack("<I", crc32c(data[h : h + 4 * KiB]))
-        for r in (192 * KiB, 256 * KiB):
-            data[r + 4 : r + 8] = bytes(4)
-            data[r + 4 : r + 8] = struct.pack("<I", crc32c(data[r : r + 64 * KiB]))
+        for h in S.HEADER_OFFSETS:
+            data[h : h + S.HEADER_SIZE] = S.with_crc(data[h : h + S.HEADER_SIZE], S.HEADER)
+        for r in S.REGION_TABLE_OFFSETS:
+            table = data[r : r + S.REGION_TABLE_SIZE]
+            data[r : r + S.REGION_TABLE_SIZE] = S.with_crc(table, S.REGION_HEADER)
     path = base / "fuzzed.vhdx"
     path.write_bytes(bytes(data))
     try:
@@ -230,15 +228,16 @@ def test_damaged_log_entry_with_valid_crc(tmp_path_factory, pokes):
     entry = next(
         o
         for o in range(lo, lo + MiB, 4096)
-        if data[o : o + 4] == b"loge" and data[o + 32 : o + 48] == guid
+        if S.LOG_ENTRY_HEADER.get(data, o, "signature") == S.LOG_ENTRY_SIG
+        and S.LOG_ENTRY_HEADER.get(data, o, "log_guid") == guid
     )
-    (length,) = struct.unpack_from("<I", data, entry + 8)
+    length = S.LOG_ENTRY_HEADER.get(data, entry, "entry_length")
+    ck = S.LOG_ENTRY_HEADER.offset("checksum")
     for off, val in pokes:
-        if 4 <= off < 8:
+        if ck <= off < ck + 4:
             continue
         data[entry + off % length] = val
-    data[entry + 4 : entry + 8] = bytes(4)
-    data[entry + 4 : entry + 8] = struct.pack("<I", crc32c(data[entry : entry + length]))
+    data[entry : entry + length] = S.with_crc(data[entry : entry + length], S.LOG_ENTRY_HEADER)
     path = base / "fuzzed.vhdx"
     path.write_bytes(bytes(data))
     try:

@@ -208,7 +208,7 @@ def test_127g_dynamic_opens_lazily(tmp_path):
         assert img.size == 127 << 30
         assert img.read(100 << 30, 65536) == b"\x42" * 65536
         assert img.read(5 << 30, 4096) == bytes(4096)
-        assert len(img._bat_cache) == 2  # two 64 KiB BAT pages read, not the 1 MiB BAT
+        assert img.cached_bat_pages() == 2  # two 64 KiB BAT pages read, not the 1 MiB BAT
     assert time.perf_counter() - t < 1.0
 
 
@@ -268,7 +268,6 @@ def test_zero_and_data_descriptors_replay_like_qemu(tmp_path):
     import uuid
 
     from offline_ic.image.vhdx.log import build_entry
-    from offline_ic.image.vhdx.writer import _update_header
 
     path = fresh_copy(IMAGES / "q-dyn-1m.vhdx.gz", tmp_path, "zero.vhdx")
     with VhdxImage(str(path)) as img:
@@ -278,7 +277,7 @@ def test_zero_and_data_descriptors_replay_like_qemu(tmp_path):
     sector = bytes(range(256)) * 16
     with VhdxImage(str(path), writable=True) as img:
         guid = uuid.uuid4()
-        _update_header(img, log_guid=guid)
+        img.write_header(log_guid=guid)
         entry = build_entry(guid, 7, 0, [(foff + 8192, sector)], [(foff, 3 * 4096)], size, size)
         img.io.pwrite(entry, img.header.log_offset)
         img.io.flush()

@@ -256,7 +256,8 @@ def test_qemu_dirty_log_replayed_on_writable_open(tmp_path):
         assert img.overlay.entries == 1
     ranges = [(3 * MiB + 100, b"\x01" * 10), (6 * MiB, b"\x02" * 4096)]
     with open_image(str(img_path), writable=True) as img:
-        assert img.replayed_entries == 1
+        assert img.session is not None
+        assert img.session.replayed_entries == 1
         img.write_ranges(ranges)
     raw = tmp_path / "dirty.raw"
     for off, data in ranges:
@@ -362,7 +363,6 @@ def test_many_scattered_sectors_relocate_only_a_few_blocks(tmp_path):
 
 def test_child_without_sector_bitmaps_gets_one_on_first_write(tmp_path):
     """Children made elsewhere may have no sector bitmap blocks: the writer allocates one."""
-    import struct
 
     from offline_ic.image.verify import verify_image
     from offline_ic.image.vhdx import structures as S
@@ -374,8 +374,8 @@ def test_child_without_sector_bitmaps_gets_one_on_first_write(tmp_path):
         idx, bat = img.bitmap_index(0), img.bat_region.file_offset
         expected = bytearray(img.read(0, img.size))
     with open(child, "r+b") as f:  # drop the bitmap entry: chunk 0 has no bitmap now
-        f.seek(bat + idx * 8)
-        f.write(struct.pack("<Q", S.SB_BLOCK_NOT_PRESENT))
+        f.seek(bat + idx * S.BAT_ENTRY_SIZE)
+        f.write(S.BAT_ENTRY.pack(entry=S.SB_BLOCK_NOT_PRESENT))
     with open_image(str(child)) as img:
         assert img.bitmap_offset(0) is None
         assert img.read(0, img.size) == bytes(expected)  # all from the parent

@@ -8,12 +8,14 @@ renamed into place, so a crash never leaves a half-made disk under the target na
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import uuid
 
-from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.image.detect import detect_format
+from offline_ic.image.fileio import fsync_dir
 from offline_ic.image.vhdx import structures as S
+from offline_ic.image.vhdx.image import VhdxReader
 
 LOG_OFFSET = 1 * S.MiB
 LOG_LENGTH = 1 * S.MiB
@@ -32,31 +34,34 @@ def _metadata(
     page83: uuid.UUID,
     locator: dict[str, str] | None,
 ) -> bytes:
+    disk = S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK
     items: list[tuple[uuid.UUID, int, bytes]] = [
-        (S.FILE_PARAMETERS_GUID, S.MD_IS_REQUIRED, struct.pack("<II", block_size, flags)),
         (
-            S.VIRTUAL_DISK_SIZE_GUID,
-            S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK,
-            struct.pack("<Q", size),
+            S.FILE_PARAMETERS_GUID,
+            S.MD_IS_REQUIRED,
+            S.FILE_PARAMETERS.pack(block_size=block_size, flags=flags),
         ),
-        (S.PAGE83_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, S.guid_bytes(page83)),
-        (S.LOGICAL_SECTOR_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, struct.pack("<I", lss)),
-        (S.PHYSICAL_SECTOR_GUID, S.MD_IS_REQUIRED | S.MD_IS_VIRTUAL_DISK, struct.pack("<I", pss)),
+        (S.VIRTUAL_DISK_SIZE_GUID, disk, S.VIRTUAL_DISK_SIZE.pack(virtual_disk_size=size)),
+        (S.PAGE83_GUID, disk, S.PAGE83.pack(page83_data=S.guid_bytes(page83))),
+        (S.LOGICAL_SECTOR_GUID, disk, S.SECTOR_SIZE.pack(sector_size=lss)),
+        (S.PHYSICAL_SECTOR_GUID, disk, S.SECTOR_SIZE.pack(sector_size=pss)),
     ]
     if locator is not None:
         items.append((S.PARENT_LOCATOR_GUID, S.MD_IS_REQUIRED, S.pack_parent_locator(locator)))
     buf = bytearray(METADATA_LENGTH)
-    S.METADATA_HDR_FMT.pack_into(buf, 0, S.METADATA_SIG, 0, len(items), bytes(20))
+    S.METADATA_HEADER.pack_into(
+        buf, 0, signature=S.METADATA_SIG, reserved=0, entry_count=len(items), reserved2=bytes(20)
+    )
     pos = S.METADATA_TABLE_SIZE
     for i, (guid, fl, data) in enumerate(items):
-        S.METADATA_ENTRY_FMT.pack_into(
+        S.METADATA_ENTRY.pack_into(
             buf,
-            S.METADATA_HDR_FMT.size + i * S.METADATA_ENTRY_FMT.size,
-            S.guid_bytes(guid),
-            pos,
-            len(data),
-            fl,
-            0,
+            S.METADATA_HEADER.size + i * S.METADATA_ENTRY.size,
+            item_id=S.guid_bytes(guid),
+            item_offset=pos,
+            length=len(data),
+            flags=fl,
+            reserved=0,
         )
         buf[pos : pos + len(data)] = data
         pos += -(-len(data) // 8) * 8
@@ -86,15 +91,17 @@ def create_vhdx(
     has_parent = parent_locator is not None
     flags = (S.FP_HAS_PARENT if has_parent else 0) | (S.FP_LEAVE_BLOCK_ALLOCATED if fixed else 0)
     n_bat = S.bat_entry_count(size, bs, logical_sector_size, has_parent)
-    bat_len = max(S.MiB, -(-(n_bat * 8) // S.MiB) * S.MiB)
+    bat_len = max(S.MiB, -(-(n_bat * S.BAT_ENTRY_SIZE) // S.MiB) * S.MiB)
     end = BAT_OFFSET + bat_len
-    bat = bytearray(n_bat * 8)
+    bat = bytearray(n_bat * S.BAT_ENTRY_SIZE)
     if fixed:
         cr = S.chunk_ratio(bs, logical_sector_size)
         blocks = -(-size // bs)
         for b in range(blocks):
-            struct.pack_into(
-                "<Q", bat, (b + b // cr) * 8, S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end)
+            S.BAT_ENTRY.pack_into(
+                bat,
+                (b + b // cr) * S.BAT_ENTRY_SIZE,
+                entry=S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end),
             )
             end += bs
     if has_parent:
@@ -102,8 +109,10 @@ def create_vhdx(
         # NOT_PRESENT bitmap entry's bitmap from file offset 0 and so misreads such children.
         cr = S.chunk_ratio(bs, logical_sector_size)
         for c in range(n_bat // (cr + 1)):
-            struct.pack_into(
-                "<Q", bat, (c * (cr + 1) + cr) * 8, S.bat_entry(S.SB_BLOCK_PRESENT, end)
+            S.BAT_ENTRY.pack_into(
+                bat,
+                (c * (cr + 1) + cr) * S.BAT_ENTRY_SIZE,
+                entry=S.bat_entry(S.SB_BLOCK_PRESENT, end),
             )
             end += S.SECTOR_BITMAP_BLOCK_SIZE
     page83 = uuid.uuid4()
@@ -139,36 +148,25 @@ def create_vhdx(
         raise
     os.close(fd)
     os.rename(tmp, path)
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(path)
 
 
 def _win_path(p: str) -> str:
     return p if sys.platform == "win32" else p.replace("/", "\\")
 
 
-def create_child(parent_path: str, child_path: str) -> None:
-    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors)."""
-    from offline_ic.image import detect_format
-    from offline_ic.image.vhdx.image import VhdxImage
+def create_child(parent_path: str, child_path: str, *, size: int | None = None) -> None:
+    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors).
 
+    ``size`` makes the child larger than its parent, as Hyper-V's resize of a differencing
+    disk does: sectors past the parent's end read as zeros until written. A smaller child
+    would hide the parent's tail, which nothing needs, so it is refused.
+    """
     if not os.path.isfile(parent_path):
-        from offline_ic.errors import NotFoundError
-
         raise NotFoundError(f"{parent_path}: no such file")
     if detect_format(parent_path) != "vhdx":
         raise InputError(f"{parent_path}: a differencing VHDX needs a VHDX parent")
-    with VhdxImage(parent_path) as par:
+    with VhdxReader(parent_path) as par:
         if par.header.log_guid.int and par.overlay:
             raise CorruptImageError(
                 f"{parent_path}: has a pending log; run 'offline-ic recover' on it first"
@@ -185,9 +183,14 @@ def create_child(parent_path: str, child_path: str) -> None:
             "relative_path": rel_win,
             "absolute_win32_path": _win_path(ppath),
         }
+        if size is not None and size < par.size:
+            raise InputError(
+                f"{child_path}: a child of {size} bytes would be smaller than its parent "
+                f"({par.size} bytes)"
+            )
         create_vhdx(
             child_path,
-            par.size,
+            par.size if size is None else size,
             block_size=par.block_size,
             logical_sector_size=par.logical_sector_size,
             physical_sector_size=par.physical_sector_size,

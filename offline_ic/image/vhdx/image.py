@@ -3,6 +3,10 @@
 Every structure is validated before it is trusted (CRC-32C, bounds against the file size,
 alignment); any fault becomes one ``CorruptImageError`` line naming the file. The BAT is read
 lazily in pages, so opening a 127 GiB disk reads a few KiB.
+
+``VhdxReader`` only reads. The writer (``writer.VhdxImage``) extends it: this module never
+imports the writer; the writer uses the public interface below (``reload``,
+``invalidate_caches``, ``read_file``, ``valid_file_size``, ``parent_linkages``).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import struct
 import uuid
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError
-from offline_ic.image.base import DiskImage, ImageInfo
-from offline_ic.image.crc32c import crc32c
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.image.base import DiskImage, ImageInfo, WriteSession
+from offline_ic.image.detect import detect_format
 from offline_ic.image.fileio import open_image_file, refuse_readonly_file
+from offline_ic.image.lock import lock_file
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.log import Overlay, read_active_log
 
@@ -26,8 +31,12 @@ MAX_BLOCK_SIZE = 256 * S.MiB
 MAX_VIRTUAL_SIZE = 64 * 1024**4  # 64 TiB, the format's limit
 
 
-class VhdxImage(DiskImage):
-    """A VHDX (or AVHDX) virtual disk, with its parent chain for differencing disks."""
+class VhdxReader(DiskImage):
+    """A VHDX (or AVHDX) virtual disk, with its parent chain for differencing disks.
+
+    ``writable=True`` is for the writer subclass, which starts its write session in
+    ``_begin_session``; ``open_parent=False`` reads only this file's own structures.
+    """
 
     format = "vhdx"
 
@@ -37,56 +46,56 @@ class VhdxImage(DiskImage):
         parent: str | None = None,
         writable: bool = False,
         *,
+        force: bool = False,
+        open_parent: bool = True,
         _depth: int = 0,
         _seen: frozenset[str] = frozenset(),
-        force: bool = False,
-        _chain: bool = True,
     ):
         self.path = path
         self.name = os.path.basename(path)
         self.writable = writable
-        self.parent: DiskImage | None = None
         self._depth = _depth
         self._bat_cache: dict[int, list[int]] = {}
         self.overlay = Overlay()
         self.io = open_image_file(path, writable)
-        fd = self.io.fd
         try:
             if writable:
-                from offline_ic.image.vhdx.writer import prepare_writable
-
-                refuse_readonly_file(fd, path)
-
-                prepare_writable(self, force=force)
+                refuse_readonly_file(self.io.fd, path)
+                self.session = self._begin_session(force=force)
             else:
-                self._load()
-            if self.has_parent and _chain:
+                self.reload()
+            if self.has_parent and open_parent:
                 self._open_parent(parent, _seen | {os.path.realpath(path)})
         except BaseException:
             self.close()
             raise
 
+    def _begin_session(self, *, force: bool) -> WriteSession:
+        """Lock and prepare the file for writing: the writer subclass does; a reader cannot."""
+        raise SafetyRefusal(f"{self.name}: the VHDX reader cannot write; nothing written")
+
     # ----------------------------------------------------------------------------- loading
     def _corrupt(self, what: str) -> CorruptImageError:
         return CorruptImageError(f"{self.name}: {what}")
 
-    def _pread(self, length: int, offset: int) -> bytes:
+    def read_file(self, length: int, offset: int) -> bytes:
         """File bytes as they read after (in-memory) log replay; zeros past the end."""
         data = self.io.pread(length, offset)
         if len(data) < length:
             data += bytes(length - len(data))
         return self.overlay.patch(offset, data) if self.overlay else data
 
-    def _load(self) -> None:
+    def reload(self) -> None:
+        """(Re)read every structure from the file: after opening, log replay or a commit."""
         self.file_size = self.io.size()
         if self.file_size < S.HEADER_AREA_SIZE:
             raise self._corrupt(
                 f"file is truncated ({self.file_size} bytes, not even the 1 MiB header area)"
             )
-        ident = self.io.pread(S.HEADER_SIZE, 0)
-        if ident[:8] != S.FILE_IDENTIFIER_SIG:
+        ident = S.FILE_IDENTIFIER.parse(self.io.pread(S.FILE_IDENTIFIER.size, 0))
+        if ident.signature != S.FILE_IDENTIFIER_SIG:
             raise self._corrupt("no VHDX file identifier ('vhdxfile') at offset 0")
-        self.creator = ident[8:520].decode("utf-16-le", "replace").split("\0", 1)[0]
+        self.creator = ident.creator.decode("utf-16-le", "replace").split("\0", 1)[0]
         self._read_headers()
         self.overlay = read_active_log(self.io.pread, self.file_size, self.header, self.name)
         self._read_regions()
@@ -96,13 +105,14 @@ class VhdxImage(DiskImage):
     def _read_headers(self) -> None:
         headers: list[S.Header | None] = []
         for off in S.HEADER_OFFSETS:
-            buf = bytearray(self.io.pread(S.HEADER_SIZE, off))
+            buf = self.io.pread(S.HEADER_SIZE, off)
             h = None
-            if len(buf) == S.HEADER_SIZE and buf[:4] == S.HEADER_SIG:
-                (ck,) = struct.unpack_from("<I", buf, 4)
-                buf[4:8] = b"\0\0\0\0"
-                if crc32c(buf) == ck:
-                    h = S.Header.parse(bytes(buf))
+            if (
+                len(buf) == S.HEADER_SIZE
+                and S.HEADER.get(buf, 0, "signature") == S.HEADER_SIG
+                and S.crc_ok(buf, S.HEADER)
+            ):
+                h = S.Header.parse(buf)
             headers.append(h)
         if headers[0] is None and headers[1] is None:
             raise self._corrupt("both VHDX headers fail their signature or CRC-32C check")
@@ -124,46 +134,28 @@ class VhdxImage(DiskImage):
     def _read_regions(self) -> None:
         table = None
         for off in S.REGION_TABLE_OFFSETS:
-            buf = bytearray(self._pread(S.REGION_TABLE_SIZE, off))
-            if buf[:4] != S.REGION_SIG:
-                continue
-            (ck,) = struct.unpack_from("<I", buf, 4)
-            buf[4:8] = b"\0\0\0\0"
-            if crc32c(buf) != ck:
-                continue
-            table = bytes(buf)
-            break
+            buf = self.read_file(S.REGION_TABLE_SIZE, off)
+            if self.region_table_valid(buf):
+                table = buf
+                break
         if table is None:
             raise self._corrupt("both VHDX region tables fail their signature or CRC-32C check")
-        _sig, _ck, count, _r = S.REGION_HDR_FMT.unpack_from(table, 0)
+        count = S.REGION_HEADER.get(table, 0, "entry_count")
         if count > S.REGION_MAX_ENTRIES:
             raise self._corrupt(f"region table claims {count} entries (at most 2047)")
         regions: dict[uuid.UUID, S.RegionEntry] = {}
         for i in range(count):
-            g, foff, length, flags = S.REGION_ENTRY_FMT.unpack_from(
-                table, S.REGION_HDR_FMT.size + i * S.REGION_ENTRY_FMT.size
+            r = S.REGION_ENTRY.parse(table, S.REGION_HEADER.size + i * S.REGION_ENTRY.size)
+            e = S.RegionEntry(
+                S.guid_from(r.guid), r.file_offset, r.length, bool(r.flags & S.REGION_REQUIRED)
             )
-            e = S.RegionEntry(S.guid_from(g), foff, length, bool(flags & 1))
             if e.guid not in (S.BAT_GUID, S.METADATA_GUID) and e.required:
                 raise self._corrupt(f"unknown required region {e.guid}")
             if e.guid in regions:
                 raise self._corrupt(f"region {e.guid} listed twice")
             regions[e.guid] = e
         for g, what in ((S.BAT_GUID, "BAT"), (S.METADATA_GUID, "metadata")):
-            e = regions.get(g)
-            if e is None:
-                raise self._corrupt(f"region table has no {what} region")
-            if (
-                e.file_offset % S.MiB
-                or e.file_offset < S.HEADER_AREA_SIZE
-                or e.length % S.MiB
-                or not e.length
-            ):
-                raise self._corrupt(
-                    f"{what} region ({e.file_offset}, {e.length} bytes) is misaligned"
-                )
-            if e.file_offset + e.length > max(self.file_size, self.overlay.file_size):
-                raise self._corrupt(f"{what} region lies past the end of the file")
+            self._check_region(regions.get(g), what)
         b, m = regions[S.BAT_GUID], regions[S.METADATA_GUID]
         if b.file_offset < m.file_offset + m.length and m.file_offset < b.file_offset + b.length:
             raise self._corrupt("BAT and metadata regions overlap")
@@ -171,11 +163,32 @@ class VhdxImage(DiskImage):
         self.bat_region = b
         self.metadata_region = m
 
+    @staticmethod
+    def region_table_valid(buf: bytes) -> bool:
+        """A region table copy whose signature and CRC-32C check out."""
+        return S.REGION_HEADER.get(buf, 0, "signature") == S.REGION_SIG and S.crc_ok(
+            buf, S.REGION_HEADER
+        )
+
+    def _check_region(self, e: S.RegionEntry | None, what: str) -> None:
+        if e is None:
+            raise self._corrupt(f"region table has no {what} region")
+        if (
+            e.file_offset % S.MiB
+            or e.file_offset < S.HEADER_AREA_SIZE
+            or e.length % S.MiB
+            or not e.length
+        ):
+            raise self._corrupt(f"{what} region ({e.file_offset}, {e.length} bytes) is misaligned")
+        if e.file_offset + e.length > max(self.file_size, self.overlay.file_size):
+            raise self._corrupt(f"{what} region lies past the end of the file")
+
     def _read_metadata(self) -> None:
         m = self.metadata_region
-        table = self._pread(S.METADATA_TABLE_SIZE, m.file_offset)
-        sig, _r, count, _r2 = S.METADATA_HDR_FMT.unpack_from(table, 0)
-        if sig != S.METADATA_SIG:
+        table = self.read_file(S.METADATA_TABLE_SIZE, m.file_offset)
+        mh = S.METADATA_HEADER.parse(table)
+        count = mh.entry_count
+        if mh.signature != S.METADATA_SIG:
             raise self._corrupt("metadata region has no 'metadata' signature")
         if count > S.METADATA_MAX_ENTRIES:
             raise self._corrupt(f"metadata table claims {count} entries (at most 2047)")
@@ -190,10 +203,8 @@ class VhdxImage(DiskImage):
             S.PARENT_LOCATOR_GUID,
         }
         for i in range(count):
-            g, off, length, flags, _res = S.METADATA_ENTRY_FMT.unpack_from(
-                table, S.METADATA_HDR_FMT.size + i * S.METADATA_ENTRY_FMT.size
-            )
-            item = S.guid_from(g)
+            me = S.METADATA_ENTRY.parse(table, S.METADATA_HEADER.size + i * S.METADATA_ENTRY.size)
+            item, off, length, flags = S.guid_from(me.item_id), me.item_offset, me.length, me.flags
             if item not in known:
                 if flags & S.MD_IS_REQUIRED:
                     raise self._corrupt(f"unknown required metadata item {item}")
@@ -203,7 +214,7 @@ class VhdxImage(DiskImage):
             ):
                 raise self._corrupt(f"metadata item {item} lies outside the metadata region")
             self.metadata_entries[item] = S.MetadataEntry(item, off, length, flags)
-            items[item] = self._pread(length, m.file_offset + off)
+            items[item] = self.read_file(length, m.file_offset + off)
 
         def need(g: uuid.UUID, size: int, what: str) -> bytes:
             v = items.get(g)
@@ -211,19 +222,25 @@ class VhdxImage(DiskImage):
                 raise self._corrupt(f"metadata has no valid {what} item")
             return v
 
-        fp = need(S.FILE_PARAMETERS_GUID, 8, "file parameters")
-        self.block_size, self.fp_flags = struct.unpack_from("<II", fp, 0)
-        (self.size,) = struct.unpack_from(
-            "<Q", need(S.VIRTUAL_DISK_SIZE_GUID, 8, "virtual disk size"), 0
+        fp = S.FILE_PARAMETERS.parse(
+            need(S.FILE_PARAMETERS_GUID, S.FILE_PARAMETERS.size, "file parameters")
         )
-        (self.logical_sector_size,) = struct.unpack_from(
-            "<I", need(S.LOGICAL_SECTOR_GUID, 4, "logical sector size"), 0
-        )
-        (self.physical_sector_size,) = struct.unpack_from(
-            "<I", need(S.PHYSICAL_SECTOR_GUID, 4, "physical sector size"), 0
-        )
+        self.block_size, self.fp_flags = fp.block_size, fp.flags
+        self.size = S.VIRTUAL_DISK_SIZE.parse(
+            need(S.VIRTUAL_DISK_SIZE_GUID, S.VIRTUAL_DISK_SIZE.size, "virtual disk size")
+        ).virtual_disk_size
+        self.logical_sector_size = S.SECTOR_SIZE.parse(
+            need(S.LOGICAL_SECTOR_GUID, S.SECTOR_SIZE.size, "logical sector size")
+        ).sector_size
+        self.physical_sector_size = S.SECTOR_SIZE.parse(
+            need(S.PHYSICAL_SECTOR_GUID, S.SECTOR_SIZE.size, "physical sector size")
+        ).sector_size
         p83 = items.get(S.PAGE83_GUID)
-        self.page83 = S.guid_from(p83[:16]) if p83 and len(p83) >= 16 else None
+        self.page83 = (
+            S.guid_from(S.PAGE83.parse(p83).page83_data)
+            if p83 and len(p83) >= S.PAGE83.size
+            else None
+        )
         bs = self.block_size
         if bs < S.MiB or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
             raise self._corrupt(f"invalid block size {bs} (must be a power of two, 1..256 MiB)")
@@ -243,17 +260,19 @@ class VhdxImage(DiskImage):
             self.parent_locator = self._parse_locator(pl)
 
     def _parse_locator(self, buf: bytes) -> dict[str, str]:
-        if len(buf) < S.PARENT_LOCATOR_HDR_FMT.size:
+        if len(buf) < S.PARENT_LOCATOR_HEADER.size:
             raise self._corrupt("parent locator is truncated")
-        ltype, _r, n = S.PARENT_LOCATOR_HDR_FMT.unpack_from(buf, 0)
-        if S.guid_from(ltype) != S.VHDX_PARENT_LOCATOR_TYPE:
-            raise self._corrupt(f"unknown parent locator type {S.guid_from(ltype)}")
+        lh = S.PARENT_LOCATOR_HEADER.parse(buf)
+        ltype = S.guid_from(lh.locator_type)
+        if ltype != S.VHDX_PARENT_LOCATOR_TYPE:
+            raise self._corrupt(f"unknown parent locator type {ltype}")
         out: dict[str, str] = {}
-        for i in range(n):
-            p = S.PARENT_LOCATOR_HDR_FMT.size + i * S.PARENT_LOCATOR_ENTRY_FMT.size
-            if p + S.PARENT_LOCATOR_ENTRY_FMT.size > len(buf):
+        for i in range(lh.key_value_count):
+            p = S.PARENT_LOCATOR_HEADER.size + i * S.PARENT_LOCATOR_ENTRY.size
+            if p + S.PARENT_LOCATOR_ENTRY.size > len(buf):
                 raise self._corrupt("parent locator entries run past the item")
-            ko, vo, kl, vl = S.PARENT_LOCATOR_ENTRY_FMT.unpack_from(buf, p)
+            le = S.PARENT_LOCATOR_ENTRY.parse(buf, p)
+            ko, vo, kl, vl = le.key_offset, le.value_offset, le.key_length, le.value_length
             if ko + kl > len(buf) or vo + vl > len(buf):
                 raise self._corrupt("parent locator string lies outside the item")
             k = buf[ko : ko + kl].decode("utf-16-le", "replace")
@@ -271,7 +290,15 @@ class VhdxImage(DiskImage):
                 f"BAT region ({self.bat_region.length} bytes) is too small for "
                 f"{self.bat_entries} entries"
             )
+        self.invalidate_caches()
+
+    def invalidate_caches(self) -> None:
+        """Forget cached BAT pages (the writer calls it after changing the BAT)."""
         self._bat_cache.clear()
+
+    def cached_bat_pages(self) -> int:
+        """How many BAT pages have been read (opening must stay lazy)."""
+        return len(self._bat_cache)
 
     # --------------------------------------------------------------------------------- BAT
     def bat_get(self, index: int) -> int:
@@ -281,7 +308,8 @@ class VhdxImage(DiskImage):
         if entries is None:
             first = page * BAT_PAGE_ENTRIES
             n = min(BAT_PAGE_ENTRIES, self.bat_entries - first)
-            raw = self._pread(n * 8, self.bat_region.file_offset + first * 8)
+            esz = S.BAT_ENTRY_SIZE
+            raw = self.read_file(n * esz, self.bat_region.file_offset + first * esz)
             entries = list(struct.unpack(f"<{n}Q", raw))
             self._bat_cache[page] = entries
         return entries[index % BAT_PAGE_ENTRIES]
@@ -292,7 +320,8 @@ class VhdxImage(DiskImage):
     def bitmap_index(self, chunk: int) -> int:
         return chunk * (self.chunk_ratio + 1) + self.chunk_ratio
 
-    def _valid_size(self) -> int:
+    def valid_file_size(self) -> int:
+        """The file's size as structures may reference it (a pending log may extend it)."""
         return max(self.file_size, self.overlay.file_size)
 
     def block_state(self, block: int) -> tuple[int, int]:
@@ -302,10 +331,10 @@ class VhdxImage(DiskImage):
         if state in (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
             if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT and not self.has_parent:
                 raise self._corrupt(f"block {block} is PARTIALLY_PRESENT in a disk without parent")
-            if off < S.HEADER_AREA_SIZE or off + self.block_size > self._valid_size():
+            if off < S.HEADER_AREA_SIZE or off + self.block_size > self.valid_file_size():
                 raise self._corrupt(
                     f"BAT entry for block {block} points at {off}, past the end of the file "
-                    f"({self._valid_size()} bytes)"
+                    f"({self.valid_file_size()} bytes)"
                 )
         elif state not in S.STATE_NAMES:
             raise self._corrupt(f"BAT entry for block {block} has invalid state {state}")
@@ -319,7 +348,7 @@ class VhdxImage(DiskImage):
             return None
         if state != S.SB_BLOCK_PRESENT:
             raise self._corrupt(f"sector bitmap entry {chunk} has invalid state {state}")
-        if off < S.HEADER_AREA_SIZE or off + S.SECTOR_BITMAP_BLOCK_SIZE > self._valid_size():
+        if off < S.HEADER_AREA_SIZE or off + S.SECTOR_BITMAP_BLOCK_SIZE > self.valid_file_size():
             raise self._corrupt(f"sector bitmap entry {chunk} points past the end of the file")
         return off
 
@@ -336,7 +365,7 @@ class VhdxImage(DiskImage):
         def flush_run() -> None:
             nonlocal run_len
             if run_len:
-                out.append(self._pread(run_len, run_off))
+                out.append(self.read_file(run_len, run_off))
                 run_len = 0
 
         pos, end, bs = offset, offset + length, self.block_size
@@ -355,7 +384,7 @@ class VhdxImage(DiskImage):
                 if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
                     out.append(self._read_partial(block, foff, inblk, n))
                 elif state == S.PAYLOAD_BLOCK_NOT_PRESENT and self.parent is not None:
-                    out.append(self.parent.read(pos, n))
+                    out.append(self._read_parent(pos, n))
                 else:
                     out.append(bytes(n))
             pos += n
@@ -378,7 +407,7 @@ class VhdxImage(DiskImage):
             m = min(step, count - done)
             a = s0 + done
             b0, b1 = a // 8, (a + m + 7) // 8
-            bits = int.from_bytes(self._pread(b1 - b0, sb_off + b0), "little") >> (a - b0 * 8)
+            bits = int.from_bytes(self.read_file(b1 - b0, sb_off + b0), "little") >> (a - b0 * 8)
             got = 0
             while got < m:
                 cur = bool(bits & 1)
@@ -394,6 +423,14 @@ class VhdxImage(DiskImage):
             done += m
         return runs
 
+    def _read_parent(self, offset: int, length: int) -> bytes:
+        """The parent's bytes; past the end of a smaller parent, zeros (MS-VHDX: a child may
+        be resized larger than its parent, and sectors beyond the parent read as zero)."""
+        assert self.parent is not None
+        have = max(0, min(length, self.parent.size - offset))
+        data = self.parent.read(offset, have) if have else b""
+        return data + bytes(length - have) if have < length else data
+
     def _read_partial(self, block: int, foff: int, inblk: int, n: int) -> bytes:
         lss = self.logical_sector_size
         vbase = block * self.block_size
@@ -404,9 +441,9 @@ class VhdxImage(DiskImage):
         for present, cnt in self.sector_bits(block, first, last - first):
             s, e = sec * lss, (sec + cnt) * lss
             if present:
-                parts.append(self._pread(e - s, foff + s))
+                parts.append(self.read_file(e - s, foff + s))
             elif self.parent is not None:
-                parts.append(self.parent.read(vbase + s, e - s))
+                parts.append(self._read_parent(vbase + s, e - s))
             else:
                 parts.append(bytes(e - s))
             sec += cnt
@@ -448,7 +485,8 @@ class VhdxImage(DiskImage):
                 seen.append(c)
         return seen
 
-    def _linkages(self) -> list[uuid.UUID]:
+    def parent_linkages(self) -> list[uuid.UUID]:
+        """The DataWriteGuids a parent may have (parent_linkage, parent_linkage2)."""
         out = []
         for key in ("parent_linkage", "parent_linkage2"):
             v = self.parent_locator.get(key)
@@ -464,7 +502,7 @@ class VhdxImage(DiskImage):
     def _open_parent(self, override: str | None, seen: frozenset[str]) -> None:
         if self._depth >= MAX_CHAIN_DEPTH:
             raise self._corrupt(f"differencing chain deeper than {MAX_CHAIN_DEPTH} disks")
-        links = self._linkages()
+        links = self.parent_linkages()
         cands = [override] if override else self._locator_candidates()
         mismatch: str | None = None
         for cand in cands:
@@ -472,12 +510,10 @@ class VhdxImage(DiskImage):
                 continue
             if os.path.realpath(cand) in seen:
                 raise self._corrupt(f"differencing chain loops back to {cand}")
-            from offline_ic.image import detect_format
-
             if detect_format(cand) != "vhdx":
                 mismatch = f"{cand} is not a VHDX file"
                 continue
-            par = VhdxImage(cand, _depth=self._depth + 1, _seen=seen)
+            par = VhdxReader(cand, _depth=self._depth + 1, _seen=seen)
             if par.header.data_write_guid not in links:
                 par.close()
                 mismatch = (
@@ -485,20 +521,14 @@ class VhdxImage(DiskImage):
                     f"expects {links[0]} (parent modified after the child was made?)"
                 )
                 continue
-            if par.size != self.size:
-                # Hyper-V allows a child larger than its parent (resized); reads past the
-                # parent's end are zeros. A smaller child is fine too.
-                pass
             if par.logical_sector_size != self.logical_sector_size:
                 par.close()
                 mismatch = f"parent {cand} has another logical sector size"
                 continue
             self.parent = par
             if self.writable:
-                from offline_ic.image.lock import lock_file
-
                 node: DiskImage | None = par
-                while isinstance(node, VhdxImage):  # the whole chain below a written child
+                while isinstance(node, VhdxReader):  # the whole chain below a written child
                     lock_file(node.io.fd, node.path, shared=True)
                     node = node.parent
             return
@@ -508,13 +538,6 @@ class VhdxImage(DiskImage):
         raise NotFoundError(
             f"{self.name}: parent disk not found (tried {tried}); use --parent PATH"
         )
-
-    # ------------------------------------------------------------------------------- write
-    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
-        """Write (offset, bytes) ranges as one crash-safe transaction (VHDX log)."""
-        from offline_ic.image.vhdx.writer import write_ranges
-
-        write_ranges(self, ranges)
 
     # -------------------------------------------------------------------------------- info
     @property

@@ -7,29 +7,33 @@ open applies it to the file (``Overlay.apply``) and then retires the log.
 
 from __future__ import annotations
 
-import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from offline_ic.errors import CorruptImageError
-from offline_ic.image.crc32c import crc32c
 from offline_ic.image.vhdx.structures import (
     HEADER_AREA_SIZE,
     LOG_DATA_DESC_SIG,
+    LOG_DATA_DESCRIPTOR,
+    LOG_DATA_SECTOR,
     LOG_DATA_SIG,
-    LOG_DESC_FMT,
     LOG_DESC_SIZE,
-    LOG_ENTRY_HDR_FMT,
+    LOG_ENTRY_HEADER,
     LOG_ENTRY_SIG,
     LOG_SECTOR,
+    LOG_SECTOR_LEADING,
+    LOG_SECTOR_TRAILING,
     LOG_ZERO_DESC_SIG,
+    LOG_ZERO_DESCRIPTOR,
     Header,
     LogDescriptor,
     LogEntryHeader,
     MiB,
+    crc_ok,
     guid_bytes,
     log_descriptor_area,
+    with_crc,
 )
 
 MAX_LOG_LENGTH = 64 * MiB  # we read the whole log into memory; real logs are 1 MiB
@@ -110,12 +114,12 @@ class Overlay:
             pwrite(self.sectors[off], off)
 
 
-def _parse_entry(log: bytes, off: int, guid: uuid.UUID) -> LogEntry | None:
-    """The valid entry at ``off`` in the log buffer, or None (any check failing)."""
+def _entry_bytes(log: bytes, off: int, guid: uuid.UUID) -> tuple[LogEntryHeader, bytes] | None:
+    """The header and raw bytes of a CRC-valid entry of ``guid`` at ``off``, or None."""
     llen = len(log)
-    if log[off : off + 4] != LOG_ENTRY_SIG:
+    if LOG_ENTRY_HEADER.get(log, off, "signature") != LOG_ENTRY_SIG:
         return None
-    hdr = LogEntryHeader.parse(log[off : off + LOG_ENTRY_HDR_FMT.size])
+    hdr = LogEntryHeader.parse(log, off)
     if (
         hdr.log_guid != guid
         or hdr.sequence_number == 0
@@ -131,48 +135,62 @@ def _parse_entry(log: bytes, off: int, guid: uuid.UUID) -> LogEntry | None:
         raw = log[off : off + hdr.entry_length]
     else:
         raw = log[off:] + log[: off + hdr.entry_length - llen]
-    buf = bytearray(raw)
-    buf[4:8] = b"\0\0\0\0"
-    if crc32c(buf) != hdr.checksum:
+    if not crc_ok(raw, LOG_ENTRY_HEADER):
         return None
+    return hdr, raw
+
+
+def _descriptor(raw: bytes, p: int, data_pos: int, hdr: LogEntryHeader) -> LogDescriptor | None:
+    """Descriptor at ``p`` (a data one takes its sector at ``data_pos``), or None if invalid."""
+    d = LOG_DATA_DESCRIPTOR.parse(raw, p)
+    seq = d.sequence_number
+    if seq != hdr.sequence_number or d.file_offset % LOG_SECTOR:
+        return None
+    if d.signature == LOG_ZERO_DESC_SIG:
+        z = LOG_ZERO_DESCRIPTOR.parse(raw, p)
+        if z.zero_length % LOG_SECTOR:
+            return None
+        return LogDescriptor("zero", z.file_offset, z.zero_length, seq)
+    if d.signature != LOG_DATA_DESC_SIG or data_pos + LOG_SECTOR > hdr.entry_length:
+        return None
+    sec = LOG_DATA_SECTOR.parse(raw, data_pos)
+    if (
+        sec.signature != LOG_DATA_SIG
+        or (sec.sequence_high << 32 | sec.sequence_low) != hdr.sequence_number
+    ):
+        return None
+    data = (
+        LOG_SECTOR_LEADING.pack(leading_bytes=d.leading_bytes)
+        + sec.data
+        + LOG_SECTOR_TRAILING.pack(trailing_bytes=d.trailing_bytes)
+    )
+    return LogDescriptor(
+        "data", d.file_offset, LOG_SECTOR, seq, d.leading_bytes, d.trailing_bytes, data
+    )
+
+
+def _parse_entry(log: bytes, off: int, guid: uuid.UUID) -> LogEntry | None:
+    """The valid entry at ``off`` in the log buffer, or None (any check failing)."""
+    found = _entry_bytes(log, off, guid)
+    if found is None:
+        return None
+    hdr, raw = found
     descs: list[LogDescriptor] = []
     data_pos = log_descriptor_area(hdr.descriptor_count)
     for i in range(hdr.descriptor_count):
-        p = LOG_ENTRY_HDR_FMT.size + i * LOG_DESC_SIZE
-        sig, a, b, foff, seq = LOG_DESC_FMT.unpack_from(raw, p)
-        if seq != hdr.sequence_number or foff % LOG_SECTOR:
+        d = _descriptor(raw, LOG_ENTRY_HEADER.size + i * LOG_DESC_SIZE, data_pos, hdr)
+        if d is None:
             return None
-        if sig == LOG_ZERO_DESC_SIG:
-            if b % LOG_SECTOR:
-                return None
-            descs.append(LogDescriptor("zero", foff, b, seq))
-        elif sig == LOG_DATA_DESC_SIG:
-            if data_pos + LOG_SECTOR > hdr.entry_length:
-                return None
-            sec = raw[data_pos : data_pos + LOG_SECTOR]
-            dsig, hi = struct.unpack_from("<4sI", sec, 0)
-            (lo,) = struct.unpack_from("<I", sec, LOG_SECTOR - 4)
-            if dsig != LOG_DATA_SIG or (hi << 32 | lo) != hdr.sequence_number:
-                return None
-            data = struct.pack("<Q", b) + sec[8 : LOG_SECTOR - 4] + struct.pack("<I", a)
-            descs.append(LogDescriptor("data", foff, LOG_SECTOR, seq, b, a, data))
+        descs.append(d)
+        if d.kind == "data":
             data_pos += LOG_SECTOR
-        else:
-            return None
     return LogEntry(off, hdr, descs)
 
 
-def read_active_log(
+def _read_log_region(
     pread: Callable[[int, int], bytes], file_size: int, header: Header, name: str
-) -> Overlay:
-    """Find and validate the active log sequence of ``header``; return its replay overlay.
-
-    Returns an empty overlay when the log GUID is zero. Raises CorruptImageError when a log
-    is pending but cannot be replayed safely.
-    """
-    ov = Overlay()
-    if header.log_guid.int == 0:
-        return ov
+) -> bytes:
+    """The whole log region of a pending log, after checking where it lies."""
     lo, ll = header.log_offset, header.log_length
     if ll == 0 or ll % MiB or lo % MiB or lo < HEADER_AREA_SIZE:
         raise CorruptImageError(f"{name}: the VHDX log region ({lo}, {ll} bytes) is misaligned")
@@ -183,15 +201,11 @@ def read_active_log(
     log = pread(ll, lo)
     if len(log) != ll:
         raise CorruptImageError(f"{name}: short read of the VHDX log")
-    entries: dict[int, LogEntry] = {}
-    for off in range(0, ll, LOG_SECTOR):
-        e = _parse_entry(log, off, header.log_guid)
-        if e is not None:
-            entries[off] = e
-    if not entries:
-        # LogGuid set but nothing committed (a crash before the first entry was flushed):
-        # there is nothing to replay, exactly as if the log were empty.
-        return ov
+    return log
+
+
+def _active_sequence(entries: dict[int, LogEntry], ll: int) -> list[LogEntry] | None:
+    """The chain with the highest final sequence number whose tail is in it, tail first."""
     succ: dict[int, int] = {}
     for off, e in entries.items():
         nxt = (off + e.header.entry_length) % ll
@@ -212,15 +226,18 @@ def read_active_log(
         while cur in succ and len(chain) <= len(entries):
             cur = succ[cur]
             chain.append(entries[cur])
-        head = chain[-1]
+        last = chain[-1]
         pos = {c.offset: i for i, c in enumerate(chain)}
-        if head.header.tail not in pos:
+        if last.header.tail not in pos:
             continue
-        seq = chain[pos[head.header.tail] :]
-        if best is None or head.header.sequence_number > best[-1].header.sequence_number:
+        seq = chain[pos[last.header.tail] :]
+        if best is None or last.header.sequence_number > best[-1].header.sequence_number:
             best = seq
-    if best is None:  # no sequence whose tail is present: nothing committed to replay
-        return ov
+    return best
+
+
+def _check_sequence(best: list[LogEntry], file_size: int, name: str) -> None:
+    """Refuse to replay a sequence into a truncated file or over the header area."""
     head = best[-1].header
     if head.flushed_file_offset > file_size:
         raise CorruptImageError(
@@ -233,6 +250,32 @@ def read_active_log(
                 raise CorruptImageError(f"{name}: a VHDX log entry zeroes the header area")
             if d.file_offset + d.length > max(file_size, e.header.last_file_offset) + MiB:
                 raise CorruptImageError(f"{name}: a VHDX log entry points past the end of the file")
+
+
+def read_active_log(
+    pread: Callable[[int, int], bytes], file_size: int, header: Header, name: str
+) -> Overlay:
+    """Find and validate the active log sequence of ``header``; return its replay overlay.
+
+    Returns an empty overlay when the log GUID is zero. Raises CorruptImageError when a log
+    is pending but cannot be replayed safely.
+    """
+    ov = Overlay()
+    if header.log_guid.int == 0:
+        return ov
+    log = _read_log_region(pread, file_size, header, name)
+    entries: dict[int, LogEntry] = {}
+    for off in range(0, len(log), LOG_SECTOR):
+        e = _parse_entry(log, off, header.log_guid)
+        if e is not None:
+            entries[off] = e
+    # no entries (LogGuid set, a crash before the first entry was flushed) or no sequence
+    # whose tail is present: nothing committed, exactly as if the log were empty
+    best = _active_sequence(entries, len(log)) if entries else None
+    if best is None:
+        return ov
+    _check_sequence(best, file_size, name)
+    for e in best:
         ov.add(e)
     return ov
 
@@ -251,23 +294,54 @@ def build_entry(
     area = log_descriptor_area(count)
     length = area + LOG_SECTOR * len(sectors)
     buf = bytearray(length)
-    LOG_ENTRY_HDR_FMT.pack_into(
-        buf, 0, LOG_ENTRY_SIG, 0, length, tail, seq, count, 0, guid_bytes(log_guid), flushed, last
+    LOG_ENTRY_HEADER.pack_into(
+        buf,
+        0,
+        signature=LOG_ENTRY_SIG,
+        checksum=0,
+        entry_length=length,
+        tail=tail,
+        sequence_number=seq,
+        descriptor_count=count,
+        reserved=0,
+        log_guid=guid_bytes(log_guid),
+        flushed_file_offset=flushed,
+        last_file_offset=last,
     )
-    p = LOG_ENTRY_HDR_FMT.size
+    p = LOG_ENTRY_HEADER.size
     for off, zlen in zeros:
-        LOG_DESC_FMT.pack_into(buf, p, LOG_ZERO_DESC_SIG, 0, zlen, off, seq)
+        LOG_ZERO_DESCRIPTOR.pack_into(
+            buf,
+            p,
+            signature=LOG_ZERO_DESC_SIG,
+            reserved=0,
+            zero_length=zlen,
+            file_offset=off,
+            sequence_number=seq,
+        )
         p += LOG_DESC_SIZE
     dpos = area
     for off, data in sectors:
         assert len(data) == LOG_SECTOR and off % LOG_SECTOR == 0
-        (lead,) = struct.unpack_from("<Q", data, 0)
-        (trail,) = struct.unpack_from("<I", data, LOG_SECTOR - 4)
-        LOG_DESC_FMT.pack_into(buf, p, LOG_DATA_DESC_SIG, trail, lead, off, seq)
+        LOG_DATA_DESCRIPTOR.pack_into(
+            buf,
+            p,
+            signature=LOG_DATA_DESC_SIG,
+            trailing_bytes=LOG_SECTOR_TRAILING.parse(
+                data, LOG_SECTOR - LOG_SECTOR_TRAILING.size
+            ).trailing_bytes,
+            leading_bytes=LOG_SECTOR_LEADING.parse(data).leading_bytes,
+            file_offset=off,
+            sequence_number=seq,
+        )
         p += LOG_DESC_SIZE
-        struct.pack_into("<4sI", buf, dpos, LOG_DATA_SIG, seq >> 32)
-        buf[dpos + 8 : dpos + LOG_SECTOR - 4] = data[8 : LOG_SECTOR - 4]
-        struct.pack_into("<I", buf, dpos + LOG_SECTOR - 4, seq & 0xFFFFFFFF)
+        LOG_DATA_SECTOR.pack_into(
+            buf,
+            dpos,
+            signature=LOG_DATA_SIG,
+            sequence_high=seq >> 32,
+            data=data[LOG_SECTOR_LEADING.size : LOG_SECTOR - LOG_SECTOR_TRAILING.size],
+            sequence_low=seq & 0xFFFFFFFF,
+        )
         dpos += LOG_SECTOR
-    struct.pack_into("<I", buf, 4, crc32c(buf))
-    return bytes(buf)
+    return bytes(with_crc(buf, LOG_ENTRY_HEADER))

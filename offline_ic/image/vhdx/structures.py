@@ -1,14 +1,17 @@
-"""On-disk structures of VHDX (MS-VHDX v1), as plain ``struct`` layouts and small dataclasses.
+"""On-disk structures of VHDX (MS-VHDX v1), as ``Layout`` records and small dataclasses.
 
 Only layout, parsing and packing live here; reading, replay and writing logic is elsewhere.
 All integers are little-endian. GUIDs are kept as ``uuid.UUID`` (mixed-endian on disk).
+Checksummed records have a ``checksum`` field: ``with_crc`` fills it, ``crc_ok`` checks it.
 """
 
 from __future__ import annotations
 
-import struct
 import uuid
 from dataclasses import dataclass, field
+
+from offline_ic.image.crc32c import crc32c
+from offline_ic.layout import Layout
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -33,11 +36,41 @@ def guid_bytes(g: uuid.UUID) -> bytes:
     return g.bytes_le
 
 
+def crc_ok(
+    buf: bytes | bytearray, layout: Layout, base: int = 0, length: int | None = None
+) -> bool:
+    """Does the CRC-32C over ``length`` bytes at ``base`` (checksum field as zero) match?"""
+    end = len(buf) if length is None else base + length
+    data = bytearray(buf[base:end])
+    stored = layout.get(data, 0, "checksum")
+    layout.put(data, 0, "checksum", 0)
+    return crc32c(data) == stored
+
+
+def with_crc(buf: bytearray, layout: Layout, base: int = 0) -> bytearray:
+    """Fill the ``checksum`` field of the record at ``base``: CRC-32C of ``buf[base:]``."""
+    layout.put(buf, base, "checksum", 0)
+    layout.put(buf, base, "checksum", crc32c(buf[base:]))
+    return buf
+
+
 # --- header (4 KiB, two copies) -----------------------------------------------------------
 HEADER_SIG = b"head"
-# sig, checksum, seq, file_write_guid, data_write_guid, log_guid, log_version, version,
-# log_length, log_offset
-HEADER_FMT = struct.Struct("<4sIQ16s16s16sHHIQ")
+HEADER = Layout(
+    "VhdxHeader",
+    [
+        ("signature", "4s"),
+        ("checksum", "I"),  # CRC-32C over the 4 KiB header
+        ("sequence_number", "Q"),
+        ("file_write_guid", "16s"),
+        ("data_write_guid", "16s"),
+        ("log_guid", "16s"),
+        ("log_version", "H"),
+        ("version", "H"),
+        ("log_length", "I"),
+        ("log_offset", "Q"),
+    ],
+)
 
 
 @dataclass
@@ -55,36 +88,49 @@ class Header:
 
     @classmethod
     def parse(cls, buf: bytes) -> Header:
-        sig, _ck, seq, fwg, dwg, lg, lver, ver, llen, loff = HEADER_FMT.unpack_from(buf, 0)
-        return cls(seq, guid_from(fwg), guid_from(dwg), guid_from(lg), lver, ver, llen, loff)
+        h = HEADER.parse(buf)
+        return cls(
+            sequence_number=h.sequence_number,
+            file_write_guid=guid_from(h.file_write_guid),
+            data_write_guid=guid_from(h.data_write_guid),
+            log_guid=guid_from(h.log_guid),
+            log_version=h.log_version,
+            version=h.version,
+            log_length=h.log_length,
+            log_offset=h.log_offset,
+        )
 
     def pack(self) -> bytes:
         """The full 4 KiB header with its CRC-32C filled in."""
-        from offline_ic.image.crc32c import crc32c
-
         buf = bytearray(HEADER_SIZE)
-        HEADER_FMT.pack_into(
+        HEADER.pack_into(
             buf,
             0,
-            HEADER_SIG,
-            0,
-            self.sequence_number,
-            guid_bytes(self.file_write_guid),
-            guid_bytes(self.data_write_guid),
-            guid_bytes(self.log_guid),
-            self.log_version,
-            self.version,
-            self.log_length,
-            self.log_offset,
+            signature=HEADER_SIG,
+            checksum=0,
+            sequence_number=self.sequence_number,
+            file_write_guid=guid_bytes(self.file_write_guid),
+            data_write_guid=guid_bytes(self.data_write_guid),
+            log_guid=guid_bytes(self.log_guid),
+            log_version=self.log_version,
+            version=self.version,
+            log_length=self.log_length,
+            log_offset=self.log_offset,
         )
-        struct.pack_into("<I", buf, 4, crc32c(buf))
-        return bytes(buf)
+        return bytes(with_crc(buf, HEADER))
 
 
 # --- region table (64 KiB, two copies) ----------------------------------------------------
 REGION_SIG = b"regi"
-REGION_HDR_FMT = struct.Struct("<4sIII")  # sig, checksum, entry_count, reserved
-REGION_ENTRY_FMT = struct.Struct("<16sQII")  # guid, file_offset, length, flags(bit0 required)
+REGION_HEADER = Layout(
+    "VhdxRegionTableHeader",
+    [("signature", "4s"), ("checksum", "I"), ("entry_count", "I"), ("reserved", "I")],
+)
+REGION_ENTRY = Layout(
+    "VhdxRegionEntry",
+    [("guid", "16s"), ("file_offset", "Q"), ("length", "I"), ("flags", "I")],
+)
+REGION_REQUIRED = 1  # flags bit 0
 REGION_MAX_ENTRIES = 2047
 
 BAT_GUID = uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08")
@@ -101,27 +147,38 @@ class RegionEntry:
 
 def pack_region_table(entries: list[RegionEntry]) -> bytes:
     """A 64 KiB region table with its CRC-32C."""
-    from offline_ic.image.crc32c import crc32c
-
     buf = bytearray(REGION_TABLE_SIZE)
-    REGION_HDR_FMT.pack_into(buf, 0, REGION_SIG, 0, len(entries), 0)
+    REGION_HEADER.pack_into(
+        buf, 0, signature=REGION_SIG, checksum=0, entry_count=len(entries), reserved=0
+    )
     for i, e in enumerate(entries):
-        REGION_ENTRY_FMT.pack_into(
+        REGION_ENTRY.pack_into(
             buf,
-            REGION_HDR_FMT.size + i * REGION_ENTRY_FMT.size,
-            guid_bytes(e.guid),
-            e.file_offset,
-            e.length,
-            1 if e.required else 0,
+            REGION_HEADER.size + i * REGION_ENTRY.size,
+            guid=guid_bytes(e.guid),
+            file_offset=e.file_offset,
+            length=e.length,
+            flags=REGION_REQUIRED if e.required else 0,
         )
-    struct.pack_into("<I", buf, 4, crc32c(buf))
-    return bytes(buf)
+    return bytes(with_crc(buf, REGION_HEADER))
 
 
 # --- metadata region ----------------------------------------------------------------------
 METADATA_SIG = b"metadata"
-METADATA_HDR_FMT = struct.Struct("<8sHH20s")  # sig, reserved, entry_count, reserved
-METADATA_ENTRY_FMT = struct.Struct("<16sIIII")  # item_id, offset, length, flags, reserved
+METADATA_HEADER = Layout(
+    "VhdxMetadataTableHeader",
+    [("signature", "8s"), ("reserved", "H"), ("entry_count", "H"), ("reserved2", "20s")],
+)
+METADATA_ENTRY = Layout(
+    "VhdxMetadataEntry",
+    [
+        ("item_id", "16s"),
+        ("item_offset", "I"),  # from the start of the metadata region
+        ("length", "I"),
+        ("flags", "I"),
+        ("reserved", "I"),
+    ],
+)
 METADATA_TABLE_SIZE = 64 * KiB
 METADATA_MAX_ENTRIES = 2047
 MD_IS_USER = 1
@@ -139,8 +196,20 @@ VHDX_PARENT_LOCATOR_TYPE = uuid.UUID("B04AEFB7-D19E-4A81-B789-25B8E9445913")
 FP_LEAVE_BLOCK_ALLOCATED = 1
 FP_HAS_PARENT = 2
 
-PARENT_LOCATOR_HDR_FMT = struct.Struct("<16sHH")  # locator type, reserved, key_value_count
-PARENT_LOCATOR_ENTRY_FMT = struct.Struct("<IIHH")  # key_off, value_off, key_len, value_len
+# metadata items
+FILE_PARAMETERS = Layout("VhdxFileParameters", [("block_size", "I"), ("flags", "I")])
+VIRTUAL_DISK_SIZE = Layout("VhdxVirtualDiskSize", [("virtual_disk_size", "Q")])
+SECTOR_SIZE = Layout("VhdxSectorSize", [("sector_size", "I")])  # logical and physical
+PAGE83 = Layout("VhdxPage83Data", [("page83_data", "16s")])
+
+PARENT_LOCATOR_HEADER = Layout(
+    "VhdxParentLocatorHeader",
+    [("locator_type", "16s"), ("reserved", "H"), ("key_value_count", "H")],
+)
+PARENT_LOCATOR_ENTRY = Layout(
+    "VhdxParentLocatorEntry",
+    [("key_offset", "I"), ("value_offset", "I"), ("key_length", "H"), ("value_length", "H")],
+)
 
 
 @dataclass
@@ -154,7 +223,7 @@ class MetadataEntry:
 def pack_parent_locator(pairs: dict[str, str]) -> bytes:
     """Parent locator item: header, key/value entries, then UTF-16LE strings."""
     n = len(pairs)
-    head = PARENT_LOCATOR_HDR_FMT.size + n * PARENT_LOCATOR_ENTRY_FMT.size
+    head = PARENT_LOCATOR_HEADER.size + n * PARENT_LOCATOR_ENTRY.size
     entries = bytearray()
     strings = bytearray()
     for k, v in pairs.items():
@@ -163,16 +232,18 @@ def pack_parent_locator(pairs: dict[str, str]) -> bytes:
         strings += kb
         vo = head + len(strings)
         strings += vb
-        entries += PARENT_LOCATOR_ENTRY_FMT.pack(ko, vo, len(kb), len(vb))
-    return (
-        PARENT_LOCATOR_HDR_FMT.pack(guid_bytes(VHDX_PARENT_LOCATOR_TYPE), 0, n)
-        + bytes(entries)
-        + bytes(strings)
+        entries += PARENT_LOCATOR_ENTRY.pack(
+            key_offset=ko, value_offset=vo, key_length=len(kb), value_length=len(vb)
+        )
+    locator_head = PARENT_LOCATOR_HEADER.pack(
+        locator_type=guid_bytes(VHDX_PARENT_LOCATOR_TYPE), reserved=0, key_value_count=n
     )
+    return locator_head + bytes(entries) + bytes(strings)
 
 
 # --- BAT ----------------------------------------------------------------------------------
-BAT_ENTRY_SIZE = 8
+BAT_ENTRY = Layout("VhdxBatEntry", [("entry", "Q")])  # state bits 0..2, FileOffsetMB 20..63
+BAT_ENTRY_SIZE = BAT_ENTRY.size
 PAYLOAD_BLOCK_NOT_PRESENT = 0
 PAYLOAD_BLOCK_UNDEFINED = 1
 PAYLOAD_BLOCK_ZERO = 2
@@ -224,16 +295,59 @@ def bat_entry_count(virtual_size: int, block_size: int, lss: int, has_parent: bo
 # --- log ----------------------------------------------------------------------------------
 LOG_SECTOR = 4 * KiB
 LOG_ENTRY_SIG = b"loge"
-LOG_ENTRY_HDR_FMT = struct.Struct("<4sIIIQII16sQQ")
-# sig, checksum, entry_length, tail, seq, descriptor_count, reserved, log_guid,
-# flushed_file_offset, last_file_offset
+LOG_ENTRY_HEADER = Layout(
+    "VhdxLogEntryHeader",
+    [
+        ("signature", "4s"),
+        ("checksum", "I"),  # CRC-32C over the whole entry
+        ("entry_length", "I"),
+        ("tail", "I"),
+        ("sequence_number", "Q"),
+        ("descriptor_count", "I"),
+        ("reserved", "I"),
+        ("log_guid", "16s"),
+        ("flushed_file_offset", "Q"),
+        ("last_file_offset", "Q"),
+    ],
+)
 LOG_DATA_DESC_SIG = b"desc"
 LOG_ZERO_DESC_SIG = b"zero"
-LOG_DESC_FMT = struct.Struct("<4sIQQQ")
-# desc: sig, trailing_bytes(u32), leading_bytes(u64), file_offset, seq
-# zero: sig, reserved(u32), zero_length(u64), file_offset, seq
+# a data descriptor; a zero descriptor has the same shape: its "trailing_bytes" is
+# reserved and its "leading_bytes" is the zero length (see LOG_ZERO_DESCRIPTOR)
+LOG_DATA_DESCRIPTOR = Layout(
+    "VhdxLogDataDescriptor",
+    [
+        ("signature", "4s"),
+        ("trailing_bytes", "I"),  # bytes 4092..4095 of the target sector
+        ("leading_bytes", "Q"),  # bytes 0..7 of the target sector
+        ("file_offset", "Q"),
+        ("sequence_number", "Q"),
+    ],
+)
+LOG_ZERO_DESCRIPTOR = Layout(
+    "VhdxLogZeroDescriptor",
+    [
+        ("signature", "4s"),
+        ("reserved", "I"),
+        ("zero_length", "Q"),
+        ("file_offset", "Q"),
+        ("sequence_number", "Q"),
+    ],
+)
 LOG_DATA_SIG = b"data"
-LOG_DESC_SIZE = 32
+LOG_DESC_SIZE = LOG_DATA_DESCRIPTOR.size  # 32
+# a data sector: bytes 8..4091 of the target sector between the halves of the sequence number
+LOG_DATA_SECTOR = Layout(
+    "VhdxLogDataSector",
+    [
+        ("signature", "4s"),
+        ("sequence_high", "I"),
+        ("data", "4084s"),
+        ("sequence_low", "I"),
+    ],
+)
+LOG_SECTOR_LEADING = Layout("VhdxSectorLeading", [("leading_bytes", "Q")])  # bytes 0..7
+LOG_SECTOR_TRAILING = Layout("VhdxSectorTrailing", [("trailing_bytes", "I")])  # 4092..4095
 
 
 @dataclass
@@ -248,11 +362,18 @@ class LogEntryHeader:
     last_file_offset: int
 
     @classmethod
-    def parse(cls, buf: bytes) -> LogEntryHeader:
-        (_sig, ck, length, tail, seq, count, _res, guid, flushed, last) = (
-            LOG_ENTRY_HDR_FMT.unpack_from(buf, 0)
+    def parse(cls, buf: bytes, offset: int = 0) -> LogEntryHeader:
+        h = LOG_ENTRY_HEADER.parse(buf, offset)
+        return cls(
+            checksum=h.checksum,
+            entry_length=h.entry_length,
+            tail=h.tail,
+            sequence_number=h.sequence_number,
+            descriptor_count=h.descriptor_count,
+            log_guid=guid_from(h.log_guid),
+            flushed_file_offset=h.flushed_file_offset,
+            last_file_offset=h.last_file_offset,
         )
-        return cls(ck, length, tail, seq, count, guid_from(guid), flushed, last)
 
 
 @dataclass
@@ -270,14 +391,17 @@ class LogDescriptor:
 
 def log_descriptor_area(count: int) -> int:
     """Bytes taken by the entry header and ``count`` descriptors, rounded to 4 KiB."""
-    return -(-(LOG_ENTRY_HDR_FMT.size + count * LOG_DESC_SIZE) // LOG_SECTOR) * LOG_SECTOR
+    return -(-(LOG_ENTRY_HEADER.size + count * LOG_DESC_SIZE) // LOG_SECTOR) * LOG_SECTOR
 
 
 # --- file identifier ----------------------------------------------------------------------
+FILE_IDENTIFIER = Layout("VhdxFileIdentifier", [("signature", "8s"), ("creator", "512s")])
+
+
 def pack_file_identifier(creator: str) -> bytes:
     """The 64 KiB file identifier region (signature + creator string)."""
     buf = bytearray(64 * KiB)
-    buf[0:8] = FILE_IDENTIFIER_SIG
-    c = creator.encode("utf-16-le")[:512]
-    buf[8 : 8 + len(c)] = c
+    FILE_IDENTIFIER.pack_into(
+        buf, 0, signature=FILE_IDENTIFIER_SIG, creator=creator.encode("utf-16-le")[:512]
+    )
     return bytes(buf)

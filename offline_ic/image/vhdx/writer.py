@@ -15,19 +15,18 @@ images to their places, flush, retire the log (header with a zero LogGuid), flus
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import os
-import struct
 import uuid
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
+from typing import Any
 
 from offline_ic.errors import InputError, OfflineICError, SafetyRefusal
+from offline_ic.image.base import WriteSession
 from offline_ic.image.lock import lock_file
 from offline_ic.image.vhdx import structures as S
+from offline_ic.image.vhdx.image import VhdxReader
 from offline_ic.image.vhdx.log import Overlay, build_entry
-
-if TYPE_CHECKING:
-    from offline_ic.image.vhdx.image import VhdxImage
 
 SECTOR = S.LOG_SECTOR
 # qemu (7.2) reads a log entry's descriptor sectors into one 4 KiB buffer, so it can only
@@ -41,55 +40,93 @@ class WriteFailed(InputError):
 
 
 # ------------------------------------------------------------------------------- session
-def prepare_writable(img: VhdxImage, *, force: bool = False) -> None:
-    """Lock, load, refuse parents with children, then replay and retire a pending log."""
-    lock_file(img.io.fd, img.path)
-    img._load()
-    img._fwg_renewed = False
-    img._dwg_renewed = False
-    img.children = find_children(img)
-    if img.children and not force:
-        names = ", ".join(os.path.basename(c) for c in img.children)
-        raise SafetyRefusal(
-            f"{img.name}: is the parent of {names}; writing it would break "
-            f"{'their' if len(img.children) > 1 else 'its'} parent linkage (write into a new "
-            "child with --output CHILD.avhdx, or --force)"
-        )
-    img.replayed_entries = replay_and_retire(img) if img.header.log_guid.int else None
+@dataclass
+class VhdxWriteSession(WriteSession):
+    """One writable open of a VHDX: what opening found and did, and what writes did since.
+
+    ``guids_renewed``: FileWriteGuid and DataWriteGuid are renewed once per session, before
+    its first change (MS-VHDX); ``children``: disks beside it that use it as their parent
+    (writing it needs ``force``).
+    """
+
+    guids_renewed: bool = False
+    children: list[str] = field(default_factory=list)
 
 
-def replay_and_retire(img: VhdxImage) -> int:
-    """Apply the pending log to the file and zero the LogGuid; returns entries replayed."""
-    ov: Overlay = img.overlay
-    entries = ov.entries
-    _update_header(img, file_write_guid=uuid.uuid4())  # FileWriteGuid before any change
-    _update_header(img)
-    img._fwg_renewed = True
-    if ov:
-        ov.apply(img.io.pwrite, img.io.size(), img.io.truncate)
-        img.io.flush()
-    _update_header(img, log_guid=S.ZERO_GUID)
-    img.overlay = Overlay()
-    img._load()
-    return entries
+class VhdxImage(VhdxReader):
+    """A VHDX that can also be written (``writable=True``), through the VHDX log."""
+
+    session: VhdxWriteSession | None
+
+    def _begin_session(self, *, force: bool) -> VhdxWriteSession:
+        """Lock, load, refuse parents with children, then replay and retire a pending log."""
+        lock_file(self.io.fd, self.path)
+        self.reload()
+        session = VhdxWriteSession(children=find_children(self))
+        self.session = session
+        if session.children and not force:
+            names = ", ".join(os.path.basename(c) for c in session.children)
+            raise SafetyRefusal(
+                f"{self.name}: is the parent of {names}; writing it would break "
+                f"{'their' if len(session.children) > 1 else 'its'} parent linkage (write into "
+                "a new child with --output CHILD.avhdx, or --force)"
+            )
+        if self.header.log_guid.int:
+            session.replayed_entries = self.replay_and_retire()
+        return session
+
+    def write_session(self) -> VhdxWriteSession:
+        """The open write session; a read-only open has none (SafetyRefusal)."""
+        if not self.writable or self.session is None:
+            raise SafetyRefusal(f"{self.name}: opened read-only; nothing written")
+        return self.session
+
+    def replay_and_retire(self) -> int:
+        """Apply the pending log to the file and zero the LogGuid; returns entries replayed."""
+        ov: Overlay = self.overlay
+        entries = ov.entries
+        self.write_header(file_write_guid=uuid.uuid4())  # FileWriteGuid before any change
+        self.write_header()  # (DataWriteGuid is renewed by the first write of the session)
+        if ov:
+            ov.apply(self.io.pwrite, self.io.size(), self.io.truncate)
+            self.io.flush()
+        self.write_header(log_guid=S.ZERO_GUID)
+        self.overlay = Overlay()
+        self.reload()
+        return entries
+
+    def write_header(self, **fields: Any) -> None:
+        """Write the header into the non-current slot (sequence + 1), flush; it becomes
+        current. ``fields`` are ``S.Header`` fields to change."""
+        new = dc_replace(self.header, **fields)
+        new.sequence_number = self.header.sequence_number + 1
+        slot = 1 - self.current_slot
+        self.io.pwrite(new.pack(), S.HEADER_OFFSETS[slot])
+        self.io.flush()
+        self.headers[slot] = new
+        self.current_slot = slot
+        self.header = new
+
+    def renew_guids(self) -> None:
+        """Renew FileWriteGuid and DataWriteGuid (both header copies) once per session."""
+        session = self.write_session()
+        if not session.guids_renewed:
+            self.write_header(file_write_guid=uuid.uuid4(), data_write_guid=uuid.uuid4())
+            self.write_header()
+            session.guids_renewed = True
+
+    def after_change(self) -> None:
+        """The file changed under the reader: drop cached BAT pages, take the new size."""
+        self.invalidate_caches()
+        self.file_size = self.io.size()
+
+    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
+        """Write (offset, bytes) ranges as one crash-safe transaction (VHDX log)."""
+        write_ranges(self, ranges)
 
 
-def _update_header(img: VhdxImage, **fields: object) -> None:
-    """Write the header into the non-current slot (sequence + 1), flush; it becomes current."""
-    new = dataclasses.replace(img.header, **fields)
-    new.sequence_number = img.header.sequence_number + 1
-    slot = 1 - img.current_slot
-    img.io.pwrite(new.pack(), S.HEADER_OFFSETS[slot])
-    img.io.flush()
-    img.headers[slot] = new
-    img.current_slot = slot
-    img.header = new
-
-
-def find_children(img: VhdxImage) -> list[str]:
+def find_children(img: VhdxReader) -> list[str]:
     """VHDX/AVHDX files beside ``img`` whose parent_linkage is ``img``'s DataWriteGuid."""
-    from offline_ic.image.vhdx.image import VhdxImage as _V
-
     here = os.path.dirname(os.path.abspath(img.path))
     guid = img.header.data_write_guid
     out: list[str] = []
@@ -105,8 +142,8 @@ def find_children(img: VhdxImage) -> list[str]:
             st = e.stat()
             if (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino):
                 continue
-            with _V(e.path, _chain=False) as c:
-                if c.has_parent and guid in c._linkages():
+            with VhdxReader(e.path, open_parent=False) as c:
+                if c.has_parent and guid in c.parent_linkages():
                     out.append(e.path)
         except (OfflineICError, OSError):
             continue
@@ -182,7 +219,7 @@ class Transaction:
         self.old_size = img.io.size()
         self.eof = -(-self.old_size // S.MiB) * S.MiB
         self.sectors: dict[int, bytearray] = {}  # 4 KiB file offset -> new sector image
-        self.direct: list[tuple[int, bytes]] = []  # writes into newly allocated space
+        self.direct: list[tuple[int, bytes | memoryview]] = []  # writes into newly allocated space
         self.new_blocks: dict[int, tuple[int, int]] = {}  # block -> (state, file offset)
         self.new_bitmaps: dict[int, tuple[int, bytearray]] = {}  # chunk -> (offset, bits)
 
@@ -208,7 +245,7 @@ class Transaction:
             n -= k
         return bytes(out)
 
-    def _write_view(self, off: int, data: bytes) -> None:
+    def _write_view(self, off: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             base = off - off % SECTOR
@@ -218,7 +255,10 @@ class Transaction:
             view = view[k:]
 
     def _set_bat(self, index: int, entry: int) -> None:
-        self._write_view(self.img.bat_region.file_offset + index * 8, struct.pack("<Q", entry))
+        self._write_view(
+            self.img.bat_region.file_offset + index * S.BAT_ENTRY_SIZE,
+            S.BAT_ENTRY.pack(entry=entry),
+        )
 
     def _alloc(self, length: int) -> int:
         off = self.eof
@@ -358,49 +398,59 @@ class Transaction:
         return n
 
     def commit(self) -> None:
-        img = self.img
+        """Write the planned transaction: new space, log entry, sector images, retire."""
         if not self.sectors and not self.direct:
             return
         new_size = max(self.old_size, self.eof)
         log_guid = uuid.uuid4()
         try:
-            if not (img._fwg_renewed and img._dwg_renewed):
-                # renew both GUIDs before the first change of the session, in both copies
-                guids = {"file_write_guid": uuid.uuid4(), "data_write_guid": uuid.uuid4()}
-                _update_header(img, **guids)
-                _update_header(img)
-                img._fwg_renewed = img._dwg_renewed = True
-            if new_size > self.old_size:
-                img.io.truncate(new_size)
-            for src, dst, n in self.copies:
-                for k in range(0, n, 4 * S.MiB):
-                    img.io.pwrite(img.io.pread(min(4 * S.MiB, n - k), src + k), dst + k)
-            for off, data in self.direct:
-                img.io.pwrite(data, off)
-            for off, bits in self.new_bitmaps.values():
-                nz = [i for i in range(0, len(bits), SECTOR) if any(bits[i : i + SECTOR])]
-                if nz:
-                    img.io.pwrite(bytes(bits[nz[0] : nz[-1] + SECTOR]), off + nz[0])
-            img.io.flush()
-            _update_header(img, log_guid=log_guid)
+            self.img.renew_guids()  # before the first change of the session, both copies
+            self._write_new_space(new_size)
+            self.img.write_header(log_guid=log_guid)
         except OSError as exc:
             self._undo_uncommitted(exc)
-        entries = self._entries(log_guid, new_size)
+        try:
+            self._write_log(self._entries(log_guid, new_size))
+        except OSError as exc:
+            self._undo_uncommitted(exc)
+        self._write_in_place()
+        self._retire_log()
+        self.img.after_change()
+
+    def _write_new_space(self, new_size: int) -> None:
+        """Grow the file and fill the new space (copies, new blocks, new bitmaps); flush.
+        Nothing references it until the logged BAT entries land."""
+        io = self.img.io
+        if new_size > self.old_size:
+            io.truncate(new_size)
+        for src, dst, n in self.copies:
+            for k in range(0, n, 4 * S.MiB):
+                io.pwrite(io.pread(min(4 * S.MiB, n - k), src + k), dst + k)
+        for off, data in self.direct:
+            io.pwrite(data, off)
+        for off, bits in self.new_bitmaps.values():
+            nz = [i for i in range(0, len(bits), SECTOR) if any(bits[i : i + SECTOR])]
+            if nz:
+                io.pwrite(bytes(bits[nz[0] : nz[-1] + SECTOR]), off + nz[0])
+        io.flush()
+
+    def _write_log(self, entries: list[bytes]) -> None:
+        """Entries 2..n first, entry 1 (the sequence's tail) last: until entry 1 is durable
+        no complete sequence exists, so a crash replays nothing."""
+        io, lo = self.img.io, self.img.header.log_offset
         starts = [0]
         for e in entries[:-1]:
             starts.append(starts[-1] + len(e))
-        lo = img.header.log_offset
-        try:
-            # entries 2..n first, entry 1 (the sequence's tail) last: until entry 1 is
-            # durable no complete sequence exists, so a crash replays nothing
-            for st, e in list(zip(starts, entries, strict=True))[1:]:
-                img.io.pwrite(e, lo + st)
-            if len(entries) > 1:
-                img.io.flush()
-            img.io.pwrite(entries[0], lo)
-            img.io.flush()
-        except OSError as exc:
-            self._undo_uncommitted(exc)
+        for st, e in list(zip(starts, entries, strict=True))[1:]:
+            io.pwrite(e, lo + st)
+        if len(entries) > 1:
+            io.flush()
+        io.pwrite(entries[0], lo)
+        io.flush()
+
+    def _write_in_place(self) -> None:
+        """The logged sector images to their places (a crash now is finished by replay)."""
+        img = self.img
         try:
             for off, data in _runs(self.sectors):
                 img.io.pwrite(data, off)
@@ -410,15 +460,16 @@ class Transaction:
                 f"{img.name}: write failed ({exc.strerror or exc}) after the VHDX log was "
                 "committed; run 'offline-ic recover' to finish it"
             ) from None
+
+    def _retire_log(self) -> None:
+        img = self.img
         try:
-            _update_header(img, log_guid=S.ZERO_GUID)
+            img.write_header(log_guid=S.ZERO_GUID)
         except OSError as exc:
             raise WriteFailed(
                 f"{img.name}: write failed ({exc.strerror or exc}) while retiring the VHDX log; "
                 "the data is committed, run 'offline-ic recover'"
             ) from None
-        img._bat_cache.clear()
-        img.file_size = img.io.size()
 
     def _undo_uncommitted(self, exc: OSError) -> None:
         """Nothing was committed: retire the LogGuid, give back the space, then raise.
@@ -428,17 +479,13 @@ class Transaction:
         """
         img = self.img
         try:
-            lo, ll = getattr(self, "old_log", (img.header.log_offset, img.header.log_length))
-            if img.header.log_guid.int or (img.header.log_offset, img.header.log_length) != (
-                lo,
-                ll,
-            ):
-                _update_header(img, log_guid=S.ZERO_GUID, log_offset=lo, log_length=ll)
+            if img.header.log_guid.int:
+                img.write_header(log_guid=S.ZERO_GUID)
             img.io.truncate(self.old_size)
             img.io.flush()
         except OSError:
             pass
-        img._bat_cache.clear()
+        img.invalidate_caches()
         raise WriteFailed(
             f"{img.name}: write failed ({exc.strerror or exc}); the virtual disk is unchanged"
         ) from None
@@ -447,7 +494,7 @@ class Transaction:
 def _runs(sectors: dict[int, bytearray]) -> list[tuple[int, bytes]]:
     """Sector images coalesced into contiguous runs (fewer, larger writes)."""
     out: list[tuple[int, bytes]] = []
-    run_off, parts = -1, []
+    run_off, parts = -1, list[bytes]()
     for off in sorted(sectors):
         if parts and off == run_off + len(parts) * SECTOR:
             parts.append(bytes(sectors[off]))
@@ -471,8 +518,7 @@ def _plan(
 
 def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
     """Apply ``ranges`` (offset, bytes) atomically; later ranges win where they overlap."""
-    if not img.writable:
-        raise SafetyRefusal(f"{img.name}: opened read-only; nothing written")
+    img.write_session()  # refuses read-only opens
     if img.io.fd < 0:
         raise InputError(f"{img.name}: image is closed")
     segs = _merge_ranges(img.size, ranges, img.name)

@@ -9,20 +9,26 @@ offset, the BAT entry is set, and the footer is written again after the last new
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
+from offline_ic.image.base import WriteSession
 from offline_ic.image.journal import journaled_write, rollback
 from offline_ic.image.lock import lock_file
+from offline_ic.image.vhd.image import VhdReader
+from offline_ic.image.vhd.structures import DISK_DIFF, DISK_FIXED, FOOTER_SIZE, UNALLOCATED
 
-if TYPE_CHECKING:
-    from offline_ic.image.vhd import VhdImage
 
+class VhdImage(VhdReader):
+    """A VHD that can also be written (``writable=True``), through the undo journal."""
 
-def prepare_writable(img: VhdImage) -> None:
-    """Lock the file and roll back a journal left by an interrupted write."""
-    lock_file(img.io.fd, img.path)
-    img.rolled_back = rollback(img.io, img.path)
+    def _begin_session(self) -> WriteSession:
+        """Lock the file and roll back a journal left by an interrupted write."""
+        lock_file(self.io.fd, self.path)
+        return WriteSession(rolled_back=rollback(self.io, self.path))
+
+    def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
+        """Write (offset, bytes) ranges atomically (undo journal; dynamic disks allocate)."""
+        write_ranges(self, ranges)
 
 
 def _merge(ranges: list[tuple[int, bytes]], size: int, name: str) -> list[tuple[int, bytes]]:
@@ -38,11 +44,9 @@ def _merge(ranges: list[tuple[int, bytes]], size: int, name: str) -> list[tuple[
     return out
 
 
-def write_ranges(img: VhdImage, ranges: list[tuple[int, bytes]]) -> None:
+def write_ranges(img: VhdReader, ranges: list[tuple[int, bytes]]) -> None:
     """Apply ``ranges`` to a fixed or dynamic VHD as one journaled transaction."""
-    from offline_ic.image.vhd import DISK_DIFF, DISK_FIXED, FOOTER_SIZE, UNALLOCATED
-
-    if not img.writable:
+    if not img.writable or img.session is None:
         raise SafetyRefusal(f"{img.name}: opened read-only; nothing written")
     writes = _merge(ranges, img.size, img.name)
     if not writes:
@@ -54,8 +58,7 @@ def write_ranges(img: VhdImage, ranges: list[tuple[int, bytes]]) -> None:
         raise SafetyRefusal(
             f"{img.name}: writing differencing VHD (v1) disks is not supported; nothing written"
         )
-    bs, bms = img.block_size, img.bitmap_size
-    assert bs is not None
+    bs, bms = img.dynamic_block_size(), img.bitmap_size
     file_writes: list[tuple[int, bytes]] = []
     footer_pos = img.file_size - FOOTER_SIZE
     end = footer_pos
@@ -97,4 +100,4 @@ def write_ranges(img: VhdImage, ranges: list[tuple[int, bytes]]) -> None:
             file_writes.append((img.bat_offset + 4 * blk, struct.pack(">I", sec)))
         file_writes.append((end, img.footer.raw))
     journaled_write(img.io, img.path, file_writes, end + FOOTER_SIZE if new_blocks else None)
-    img._load()
+    img.reload()
