@@ -140,6 +140,9 @@ def _apply(
                     f"{exc}; {hint} (offline-ic writes Windows guests only)"
                 ) from None
             raise
+        # before anything is planned or written: refuse a volume we cannot map onto the disk
+        if guest.volume is not None:
+            guest.volume.require_mappable()
         check_volume_writable(guest.ntfs)
         report.changes = build(guest)
         writes: list[tuple[int, bytes]] = []
@@ -203,14 +206,13 @@ def _plan_hive(
         if final[off : off + PAGE] != original[off : off + PAGE]
     ]
     report.pages[name] = len(pages)
-    base = guest.volume.offset
-    writes = [
-        (base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, pages)
-    ]
+    volume = guest.volume
+    if volume is None:
+        raise SafetyRefusal(f"{label}: the volume holding the hive is not known; nothing written")
+    # file offsets -> volume offsets (NTFS data runs) -> disk offsets (the volume's own map)
+    writes = volume.disk_ranges(map_file_writes(info, guest.ntfs.cluster_size, pages))
     undo_pages = [(off, original[off : off + len(buf)]) for off, buf in pages]
-    undo = [
-        (base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, undo_pages)
-    ]
+    undo = volume.disk_ranges(map_file_writes(info, guest.ntfs.cluster_size, undo_pages))
     return writes, undo
 
 
