@@ -89,16 +89,18 @@ def apply_changes(
 
 
 def _require_image(target: str) -> None:
-    from offline_ic.target import is_hive_file
+    """Only a disk image is written; other kinds of TARGET are refused before opening."""
+    from offline_ic.target import DIRECTORY, HIVE_FILE, VMCX, target_kind
 
-    if not os.path.exists(target):
-        raise NotFoundError(f"{target}: no such file")
-    if os.path.isdir(target):
+    kind = target_kind(target)
+    if kind == DIRECTORY:
         raise InputError(
             f"{target}: writing into a mounted guest root is not supported; give the disk image"
         )
-    if is_hive_file(target):
+    if kind == HIVE_FILE:
         raise InputError(f"{target}: a bare hive file; change it with `offline-ic hive set`")
+    if kind == VMCX:
+        raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx); give the disk image")
 
 
 def _make_child(parent: str, child: str) -> str:
@@ -127,19 +129,13 @@ def _apply(
     child: str | None,
 ) -> ServicingReport:
     from offline_ic.image import open_image
-    from offline_ic.target import linux_hint, windows_guest_in_image
+    from offline_ic.target import require_windows_guest
 
     report = ServicingReport(target, write_path, dry_run, [], child=child)
     with open_image(write_path, parent=parent, writable=not dry_run, force=force) as image:
-        try:
-            guest = windows_guest_in_image(image, volume=volume)
-        except NotFoundError as exc:
-            hint = linux_hint(image, volume)
-            if hint:
-                raise NotFoundError(
-                    f"{exc}; {hint} (offline-ic writes Windows guests only)"
-                ) from None
-            raise
+        guest = require_windows_guest(
+            image, volume=volume, note=" (offline-ic writes Windows guests only)"
+        )
         # before anything is planned or written: refuse a volume we cannot map onto the disk
         if guest.volume is not None:
             guest.volume.require_mappable()

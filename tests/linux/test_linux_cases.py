@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offline_ic.checks.runner import run_checks
+from offline_ic.workflows.check import run_checks
 from offline_ic.image import open_image
 
 K61 = "6.1.0-56-cloud-amd64"

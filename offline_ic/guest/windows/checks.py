@@ -12,20 +12,9 @@ from offline_ic.errors import NotFoundError, OfflineICError
 from offline_ic.guest.windows.catalog import BOOT_CRITICAL_DRIVERS, DRIVERS, INTEGRATION_SERVICES
 from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.services import ServiceState, current_control_set, service_state
-from offline_ic.image.base import DiskImage
 from offline_ic.registry import Hive
 
 POWER_KEY = "Control\\Session Manager\\Power"
-
-
-def windows_checks(image: DiskImage, volume: int | None = None) -> list[CheckResult]:
-    """Run the Windows checks on ``image``; NotFoundError when it holds no Windows volume.
-
-    The caller owns ``image`` and closes it.
-    """
-    from offline_ic.target import windows_guest_in_image
-
-    return check_windows_guest(windows_guest_in_image(image, volume=volume))
 
 
 def check_windows_guest(guest: WindowsGuest) -> list[CheckResult]:
