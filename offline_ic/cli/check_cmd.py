@@ -1,4 +1,5 @@
-"""``offline-ic check``: pre-boot checks of a Linux or Windows guest (thin: runner does the work)."""
+"""``offline-ic check``: pre-boot checks of a Linux or Windows guest (thin: the check workflow
+in workflows/check.py does the work)."""
 
 from __future__ import annotations
 

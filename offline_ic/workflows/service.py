@@ -219,7 +219,7 @@ def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     value = key.value(change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None
-    if change.is_delete:
+    if change.type is None:  # a delete (``change.is_delete``)
         if value is not None:
             editor.delete_value(change.key, change.name)
         return

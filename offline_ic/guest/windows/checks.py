@@ -93,7 +93,8 @@ def _driver_check(state: ServiceState, where: str) -> CheckResult:
         return CheckResult(
             check_id,
             "fail",
-            f"boot driver must be Start=0 or the VM stops with INACCESSIBLE_BOOT_DEVICE: {evidence}",
+            "boot driver must be Start=0 or the VM stops with INACCESSIBLE_BOOT_DEVICE: "
+            f"{evidence}",
         )
     if not state.present or state.start == 4:
         return CheckResult(check_id, "warn", f"Hyper-V device driver unavailable: {evidence}")
@@ -111,7 +112,7 @@ def _fast_startup(system: Hive, control_set: str) -> CheckResult:
             f"Fast Startup on (SYSTEM\\{path} HiberbootEnabled=1): a shutdown from inside the "
             "guest leaves the volume hibernated, and offline servicing must then refuse to write",
         )
-    shown = "absent" if value is None else f"={value.data}"
+    shown = "absent" if value is None else f"={value.data!s}"
     return CheckResult(
         "windows.fast_startup",
         "pass",
@@ -130,8 +131,8 @@ def _volume_checks(guest: NtfsWindowsGuest) -> list[CheckResult]:
             CheckResult(
                 "windows.hibernation",
                 "fail",
-                f"{guest.description}: hiberfil.sys starts with '{signature}': Windows is hibernated "
-                "(or Fast-Startup-suspended) and resumes from it instead of booting",
+                f"{guest.description}: hiberfil.sys starts with '{signature}': Windows is "
+                "hibernated (or Fast-Startup-suspended) and resumes from it instead of booting",
             )
         )
     else:
