@@ -24,8 +24,6 @@ from offline_ic.guest.windows.guest import CONFIG_DIR, NtfsWindowsGuest
 from offline_ic.registry import Hive
 from offline_ic.registry.editor import HiveEditor
 
-PAGE = 4096
-
 
 @dataclass
 class ServicingReport:
@@ -174,7 +172,8 @@ def _require_independent_reader(image) -> None:
 def _plan_hive(
     guest: NtfsWindowsGuest, name: str, report: ServicingReport
 ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-    """Edit one hive in memory; the disk writes (and their undo) of the pages that differ."""
+    """Edit one hive in memory; the disk writes (and their undo: the original bytes) of the
+    pages its commit changed."""
     path = f"{CONFIG_DIR}/{name}"
     label = guest.hive_location(name)
     info = guest.ntfs.file_info(path)
@@ -189,18 +188,14 @@ def _plan_hive(
         report.recovered.append(name)
     for change in (c for c in report.changes if c.hive == name):
         _apply_change(editor, change, label)
-    editor.commit()
-    final = bytes(editor.buf)
-    if len(final) != len(original):
+    # commit() hands back exactly the pages that differ from ``original`` (recovery included)
+    commit = editor.commit()
+    if commit.file_length != len(original):
         raise SafetyRefusal(
-            f"{label}: the change needs the hive to grow from {len(original)} to {len(final)} "
-            "bytes; growing a file inside NTFS is not done in place"
+            f"{label}: the change needs the hive to grow from {len(original)} to "
+            f"{commit.file_length} bytes; growing a file inside NTFS is not done in place"
         )
-    pages = [
-        (off, final[off : off + PAGE])
-        for off in range(0, len(final), PAGE)
-        if final[off : off + PAGE] != original[off : off + PAGE]
-    ]
+    pages = commit.pages
     report.pages[name] = len(pages)
     volume = guest.volume
     if volume is None:
