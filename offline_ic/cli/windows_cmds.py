@@ -273,7 +273,7 @@ def apply(image: str, change_file: str, **opts: Any) -> None:
 
     \b
     CHANGES.toml:
-      [services]              # NAME = "manual" | "automatic" | "disabled"
+      [services]              # NAME = START, the words of `services set`
       all = "manual"          # every integration service the guest has
       time-sync = "disabled"
       [kvp.set.guest]         # [kvp.set.POOL]  KEY = "value"
