@@ -52,6 +52,7 @@ class ServicingReport:
 
 
 ChangeBuilder = Callable[[NtfsWindowsGuest], list[ValueChange]]
+_WINDOWS_ONLY = " (offline-ic writes Windows guests only)"
 
 
 def apply_changes(
@@ -66,6 +67,8 @@ def apply_changes(
 ) -> ServicingReport:
     """Plan and (unless ``dry_run``) write the changes ``build`` asks for, verified."""
     _require_image(target)
+    if not dry_run:
+        _refuse_unmappable(target, parent=parent, volume=volume)
     write_path = target
     if output is not None and not dry_run:
         write_path = _make_child(target, output)
@@ -101,6 +104,21 @@ def _require_image(target: str) -> None:
         raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx); give the disk image")
 
 
+def _refuse_unmappable(target: str, *, parent: str | None, volume: int | None) -> None:
+    """Before the image is opened writable (which may replay a pending log) or a child is
+    made: refuse a Windows volume whose bytes cannot be mapped onto the disk (LVM)."""
+    from offline_ic.image import open_image
+    from offline_ic.target import require_windows_guest
+    from offline_ic.volumes import list_volumes
+
+    with open_image(target, parent=parent) as image:
+        if all(v.unmappable is None for v in list_volumes(image) if v.filesystem == "ntfs"):
+            return  # the usual case: every NTFS volume is a partition or the whole disk
+        guest = require_windows_guest(image, volume=volume, note=_WINDOWS_ONLY)
+        if guest.volume is not None:
+            guest.volume.require_mappable()
+
+
 def _make_child(parent: str, child: str) -> str:
     from offline_ic.image import detect_format
     from offline_ic.image.vhdx.create import create_child
@@ -131,10 +149,8 @@ def _apply(
 
     report = ServicingReport(target, write_path, dry_run, [], child=child)
     with open_image(write_path, parent=parent, writable=not dry_run, force=force) as image:
-        guest = require_windows_guest(
-            image, volume=volume, note=" (offline-ic writes Windows guests only)"
-        )
-        # before anything is planned or written: refuse a volume we cannot map onto the disk
+        guest = require_windows_guest(image, volume=volume, note=_WINDOWS_ONLY)
+        # before anything is planned (a dry run says so too): a volume we cannot map
         if guest.volume is not None:
             guest.volume.require_mappable()
         check_volume_writable(guest.ntfs)

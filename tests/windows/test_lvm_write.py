@@ -53,22 +53,40 @@ def test_lvm_hosted_windows_is_read(cli, lvm_windows_disk):
 
 
 def test_write_into_lvm_volume_is_refused_and_nothing_written(cli, lvm_windows_disk, monkeypatch):
+    import offline_ic.image
     from offline_ic.image.raw import RawImage
 
     calls = []
     real = RawImage.write_ranges
+    real_open = offline_ic.image.open_image
 
     def spy(self, ranges):
         calls.append(list(ranges))
         return real(self, ranges)
 
+    def open_spy(path, **kw):
+        if kw.get("writable"):
+            calls.append(("opened writable", path))
+        return real_open(path, **kw)
+
     monkeypatch.setattr(RawImage, "write_ranges", spy)
+    monkeypatch.setattr(offline_ic.image, "open_image", open_spy)
     digest = sha256(lvm_windows_disk)
     code, out, err = cli("services", "set", str(lvm_windows_disk), "time-sync=manual")
     assert code == 3 and out == ""
     assert "(vgwin/windows) is an LVM logical volume" in err
     assert "nothing written" in err and err.count("\n") == 1
     assert calls == []
+    assert sha256(lvm_windows_disk) == digest
+
+
+def test_dry_run_and_output_child_are_refused_too(cli, lvm_windows_disk, tmp_path):
+    digest = sha256(lvm_windows_disk)
+    code, out, err = cli("services", "set", str(lvm_windows_disk), "vss=disabled", "--dry-run")
+    assert code == 3 and "is an LVM logical volume" in err
+    child = tmp_path / "child.avhdx"
+    code, out, err = cli("kvp", "set", str(lvm_windows_disk), "A=b", "--output", str(child))
+    assert code == 3 and "is an LVM logical volume" in err and not child.exists()
     assert sha256(lvm_windows_disk) == digest
 
 
