@@ -1,12 +1,27 @@
-"""Turn what the user named (image, directory, hive file) into a guest to read.
+"""What is this TARGET, and which guest does it hold: decided here, once, for every command.
 
-One place decides what a TARGET argument is, so that every command accepts the same
-things and fails with the same clear messages.
+A TARGET is one of four kinds, tested in this order:
+
+* ``directory``: a mounted guest root on this machine;
+* ``vmcx``: a Hyper-V VM configuration file (only ``inspect`` reads it);
+* ``hive file``: a bare registry hive (a file starting with ``regf``);
+* ``image``: anything else, opened as a disk image (VHDX, VHD, raw).
+
+The guest of a directory or an image is looked for in ONE order: **Linux first** (a root
+with /etc/os-release on an ext/xfs/btrfs volume), **then Windows** (an NTFS volume with
+Windows/System32/config/SYSTEM). Linux first because its probe skips filesystems it cannot
+read, so a damaged or foreign volume never hides the other family; and because ``check``
+always worked that way. Commands that only make sense for Windows (services, kvp set,
+writing) ask for the Windows guest directly (``family="windows"``) and, when there is
+none, say so, naming the Linux guest if the image holds one.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Literal
 
 from offline_ic.errors import InputError, NotFoundError, OfflineICError
 from offline_ic.guest.windows.guest import (
@@ -19,7 +34,25 @@ from offline_ic.guest.windows.guest import (
 from offline_ic.image import DiskImage, open_image
 from offline_ic.volumes import Volume, list_volumes
 
+if TYPE_CHECKING:
+    from offline_ic.fs.ntfs import NtfsVolume
+    from offline_ic.guest.linux.guest import LinuxGuest
+
 SYSTEM_HIVE = f"{CONFIG_DIR}/SYSTEM"
+
+IMAGE: Final = "image"
+DIRECTORY: Final = "directory"
+HIVE_FILE: Final = "hive file"
+VMCX: Final = "vmcx"
+TargetKind = Literal["image", "directory", "hive file", "vmcx"]
+
+
+class GuestNotFound(NotFoundError):
+    """Neither a Linux nor a Windows guest; keeps the Windows side's reason for callers."""
+
+    def __init__(self, message: str, windows_reason: str):
+        super().__init__(message)
+        self.windows_reason = windows_reason
 
 
 def is_hive_file(path: str) -> bool:
@@ -28,30 +61,162 @@ def is_hive_file(path: str) -> bool:
         return fh.read(4) == b"regf"
 
 
+def target_kind(path: str) -> TargetKind:
+    """The kind of ``path`` (see the module docstring); NotFoundError when nothing is there."""
+    from offline_ic.host.vmcx import is_vmcx
+
+    if not os.path.exists(path):
+        raise NotFoundError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        return DIRECTORY
+    if is_vmcx(path):
+        return VMCX
+    if is_hive_file(path):
+        return HIVE_FILE
+    return IMAGE
+
+
+@dataclass
+class Target:
+    """An opened TARGET: its kind, the image (if it is one) and the guest found in it.
+
+    ``guest`` is None only for a ``vmcx`` target, or for an image without a guest when the
+    caller asked for that (``problem`` then says why). Closing releases the image.
+    """
+
+    path: str
+    kind: TargetKind
+    image: DiskImage | None = None
+    guest: WindowsGuest | LinuxGuest | None = None
+    problem: GuestNotFound | None = None
+
+    @property
+    def family(self) -> str | None:
+        """'windows', 'linux', or None when there is no guest."""
+        if self.guest is None:
+            return None
+        return "windows" if isinstance(self.guest, WindowsGuest) else "linux"
+
+    def close(self) -> None:
+        if self.image is not None:
+            self.image.close()
+        elif isinstance(self.guest, WindowsGuest):
+            self.guest.close()
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_target(
+    path: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    family: Literal["windows"] | None = None,
+    require_guest: bool = True,
+) -> Target:
+    """Open ``path`` and find its guest, in the one order of this module.
+
+    ``family="windows"``: only a Windows guest will do (a .vmcx is then an input error).
+    ``require_guest=False``: an image without a guest is returned with ``problem`` set
+    instead of raising (a directory or hive file without one is always an error).
+    """
+    kind = target_kind(path)
+    if kind == VMCX:
+        if family == "windows":
+            raise InputError(
+                f"{path}: a Hyper-V VM configuration (.vmcx), not a disk image; "
+                "see `offline-ic inspect`"
+            )
+        return Target(path, kind)
+    if kind == HIVE_FILE:
+        return Target(path, kind, guest=HiveFileGuest(path))
+    if kind == DIRECTORY:
+        return Target(path, kind, guest=_guest_in_directory(path, family))
+    image = open_image(path, parent=parent)
+    try:
+        if family == "windows":
+            return Target(path, kind, image, require_windows_guest(image, volume=volume))
+        try:
+            return Target(path, kind, image, guest_in_image(image, volume=volume))
+        except GuestNotFound as exc:
+            if require_guest:
+                raise
+            return Target(path, kind, image, problem=exc)
+    except BaseException:
+        image.close()
+        raise
+
+
 def open_windows_guest(
     target: str, *, parent: str | None = None, volume: int | None = None
 ) -> WindowsGuest:
-    """Open ``target`` (disk image, mounted guest root or bare hive) as a Windows guest."""
-    if not os.path.exists(target):
-        raise NotFoundError(f"{target}: no such file or directory")
-    if os.path.isdir(target):
-        guest = DirectoryWindowsGuest(target)
-        if not guest.exists(SYSTEM_HIVE):
-            raise NotFoundError(f"{target}: not a Windows guest root (no {SYSTEM_HIVE})")
-        return guest
-    if is_hive_file(target):
-        return HiveFileGuest(target)
-    image = open_image(target, parent=parent)
+    """The Windows guest of ``target`` (image, mounted root or bare hive); close it after."""
+    guest = open_target(target, parent=parent, volume=volume, family="windows").guest
+    assert isinstance(guest, WindowsGuest)  # family="windows" returns nothing else
+    return guest
+
+
+def _guest_in_directory(root: str, family: str | None) -> WindowsGuest | LinuxGuest:
+    from offline_ic.guest.linux.guest import open_linux_directory
+
+    windows = DirectoryWindowsGuest(root)
+    has_windows = windows.exists(SYSTEM_HIVE)
+    if has_windows and family == "windows":
+        return windows
+    linux = open_linux_directory(root)
+    if linux is not None and family is None:  # the one order: Linux first
+        return linux
+    if has_windows:
+        return windows
+    reason = f"{root}: not a Windows guest root (no {SYSTEM_HIVE})"
+    if linux is not None:  # a Windows command on a Linux root
+        raise NotFoundError(f"{reason}; {_linux_words(linux)}")
+    if family == "windows":
+        raise NotFoundError(reason)
+    raise GuestNotFound(
+        f"{root}: neither a Linux root (etc/os-release) nor a Windows root ({reason})", reason
+    )
+
+
+def guest_in_image(image: DiskImage, *, volume: int | None = None) -> WindowsGuest | LinuxGuest:
+    """The guest on ``image``: Linux (a root with /etc/os-release), else Windows.
+
+    GuestNotFound when there is neither; InputError for a volume number that is not there
+    or several Windows volumes without ``volume``.
+    """
+    from offline_ic.guest.linux.guest import open_linux_guest
+
+    linux = open_linux_guest(image, volume=volume)
+    if linux is not None:
+        return linux
+    try:
+        return windows_guest_in_image(image, volume=volume)
+    except NotFoundError as windows_missing:
+        raise GuestNotFound(
+            f"{windows_missing}; no Linux root (/etc/os-release) either", str(windows_missing)
+        ) from None
+
+
+def require_windows_guest(
+    image: DiskImage, *, volume: int | None = None, note: str = ""
+) -> NtfsWindowsGuest:
+    """The Windows guest of ``image``; when there is none, the error names a Linux guest
+    if the image holds one (``note`` is added after that hint)."""
     try:
         return windows_guest_in_image(image, volume=volume)
     except NotFoundError as windows_missing:
         hint = linux_hint(image, volume)
-        image.close()
         if hint:
-            raise NotFoundError(f"{windows_missing}; {hint}") from None
-        raise
-    except BaseException:
-        image.close()
+            raise NotFoundError(f"{windows_missing}; {hint}{note}") from None
         raise
 
 
@@ -65,6 +230,10 @@ def linux_hint(image: DiskImage, volume: int | None) -> str | None:
         return None
     if linux is None:
         return None
+    return _linux_words(linux)
+
+
+def _linux_words(linux: LinuxGuest) -> str:
     return (
         f"it holds a Linux guest ({linux.distro}): see `offline-ic check` and `offline-ic kvp get`"
     )
@@ -72,30 +241,15 @@ def linux_hint(image: DiskImage, volume: int | None) -> str | None:
 
 def windows_guest_in_image(image: DiskImage, *, volume: int | None = None) -> NtfsWindowsGuest:
     """The Windows volume of ``image``: the only one with a SYSTEM hive, or ``volume``."""
-    from offline_ic.fs.ntfs import NtfsVolume
-
     volumes = list_volumes(image)
     name = os.path.basename(image.path)
-
-    def open_ntfs(vol: Volume) -> NtfsVolume:
-        return NtfsVolume(vol.stream(), name=f"{name} volume {vol.number}")
-
     if volume is not None:
-        chosen = next((v for v in volumes if v.number == volume), None)
-        if chosen is None:
-            raise InputError(f"{name}: no volume {volume} (volumes: {_describe(volumes)})")
-        if chosen.filesystem != "ntfs":
-            raise NotFoundError(f"{name}: volume {volume} is {_fs_name(chosen)}, not NTFS")
-        ntfs = open_ntfs(chosen)
-        if not ntfs.exists(SYSTEM_HIVE):
-            raise NotFoundError(f"{name}: volume {volume} holds no Windows ({SYSTEM_HIVE} missing)")
-        return NtfsWindowsGuest(ntfs, f"{name} volume {volume}", image=image, volume=chosen)
-
+        return _windows_on_volume(image, volumes, volume)
     found: list[tuple[Volume, NtfsVolume]] = []
     for vol in volumes:
         if vol.filesystem != "ntfs":
             continue
-        ntfs = open_ntfs(vol)
+        ntfs = _open_ntfs(name, vol)
         if ntfs.exists(SYSTEM_HIVE):
             found.append((vol, ntfs))
     if len(found) == 1:
@@ -109,27 +263,28 @@ def windows_guest_in_image(image: DiskImage, *, volume: int | None = None) -> Nt
     raise NotFoundError(f"{name}: no Windows volume found (volumes: {_describe(volumes)}){hint}")
 
 
+def _windows_on_volume(image: DiskImage, volumes: list[Volume], number: int) -> NtfsWindowsGuest:
+    name = os.path.basename(image.path)
+    chosen = next((v for v in volumes if v.number == number), None)
+    if chosen is None:
+        raise InputError(f"{name}: no volume {number} (volumes: {_describe(volumes)})")
+    if chosen.filesystem != "ntfs":
+        raise NotFoundError(f"{name}: volume {number} is {_fs_name(chosen)}, not NTFS")
+    ntfs = _open_ntfs(name, chosen)
+    if not ntfs.exists(SYSTEM_HIVE):
+        raise NotFoundError(f"{name}: volume {number} holds no Windows ({SYSTEM_HIVE} missing)")
+    return NtfsWindowsGuest(ntfs, f"{name} volume {number}", image=image, volume=chosen)
+
+
+def _open_ntfs(name: str, vol: Volume) -> NtfsVolume:
+    from offline_ic.fs.ntfs import NtfsVolume
+
+    return NtfsVolume(vol.stream(), name=f"{name} volume {vol.number}")
+
+
 def _fs_name(vol: Volume) -> str:
     return vol.filesystem or "unrecognised"
 
 
 def _describe(volumes: list[Volume]) -> str:
     return ", ".join(f"{v.number} {_fs_name(v)}" for v in volumes) or "none"
-
-
-def guest_in_image(image: DiskImage, *, volume: int | None = None):
-    """The guest on ``image``: Windows (an NTFS volume with a SYSTEM hive), else Linux.
-
-    Returns a ``NtfsWindowsGuest`` or a ``LinuxGuest``; NotFoundError when there is neither.
-    """
-    try:
-        return windows_guest_in_image(image, volume=volume)
-    except NotFoundError as windows_missing:
-        from offline_ic.guest.linux.guest import open_linux_guest
-
-        linux = open_linux_guest(image, volume=volume)
-        if linux is None:
-            raise NotFoundError(
-                f"{windows_missing}; no Linux root (/etc/os-release) either"
-            ) from None
-        return linux

@@ -6,10 +6,11 @@ hands out streams over our own image layer, so dissect parses the bytes we serve
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
+from offline_ic.errors import SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageStream
 
 # MBR partition types that are containers or placeholders, not volumes.
@@ -30,7 +31,7 @@ _GPT_TYPE_NAMES = {
 }
 
 
-def _partition_geometry(part: object, sector_size: int) -> tuple[int, int]:
+def _partition_geometry(part: Any, sector_size: int) -> tuple[int, int]:
     """(offset, size) in bytes; GPT sizes are recomputed because the last LBA is inclusive."""
     raw = getattr(part, "raw", None)
     first = getattr(raw, "first_lba", None)
@@ -40,7 +41,7 @@ def _partition_geometry(part: object, sector_size: int) -> tuple[int, int]:
     return part.offset, part.size
 
 
-def _type_label(part: object) -> str:
+def _type_label(part: Any) -> str:
     ptype = part.type
     if isinstance(ptype, int):
         return f"0x{ptype:02x} ({getattr(part, 'type_name', None) or 'unknown'})"
@@ -64,12 +65,42 @@ class Volume:
     image: DiskImage
     # LVM logical volumes are not one byte range of the disk: they bring their own opener.
     opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
+    # Why volume offsets cannot be turned into disk offsets (None: the volume is one linear
+    # extent of the disk starting at ``offset``). Writers must refuse such a volume.
+    unmappable: str | None = field(default=None, repr=False, compare=False)
 
-    def stream(self) -> ImageStream | BinaryIO:
+    def stream(self) -> BinaryIO:
         """A new read-only file object over this volume's bytes."""
         if self.opener is not None:
             return self.opener()
-        return ImageStream(self.image, self.offset, self.size)
+        # ImageStream is a RawIOBase file object: what BinaryIO consumers (dissect) read
+        return cast(BinaryIO, ImageStream(self.image, self.offset, self.size))
+
+    def require_mappable(self) -> None:
+        """Refuse (exit 3) a volume whose bytes we cannot place on the disk, before any write."""
+        if self.unmappable is not None:
+            label = f"volume {self.number}" + (f" ({self.name})" if self.name else "")
+            raise SafetyRefusal(
+                f"{label} {self.unmappable}: writing into it is not supported; nothing written"
+            )
+
+    def to_disk(self, offset: int, length: int) -> int:
+        """The disk offset of volume bytes ``[offset, offset + length)``.
+
+        Only a linear volume maps (partitions, whole disks); anything else is refused, so
+        that a write can never land on bytes of the disk the volume does not own.
+        """
+        self.require_mappable()
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise SafetyRefusal(
+                f"volume {self.number}: range {offset}+{length} is outside the volume "
+                f"({self.size} bytes); nothing written"
+            )
+        return self.offset + offset
+
+    def disk_ranges(self, ranges: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """``(volume offset, bytes)`` ranges as ``(disk offset, bytes)`` (see ``to_disk``)."""
+        return [(self.to_disk(off, len(buf)), buf) for off, buf in ranges]
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -229,6 +260,7 @@ def _logical_volumes(image: DiskImage, volumes: list[Volume]) -> list[Volume]:
                     filesystem=fstype,
                     image=image,
                     opener=lv.open,
+                    unmappable="is an LVM logical volume",
                 )
             )
     return out

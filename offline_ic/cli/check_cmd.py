@@ -1,4 +1,5 @@
-"""``offline-ic check``: pre-boot checks of a Linux or Windows guest (thin: runner does the work)."""
+"""``offline-ic check``: pre-boot checks of a Linux or Windows guest (thin: the check workflow
+in workflows/check.py does the work)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def register(group: click.Group) -> None:
         """
         from offline_ic.checks.junit import write_junit
         from offline_ic.checks.policy import load_policy
-        from offline_ic.checks.runner import run_checks_on_target
+        from offline_ic.workflows.check import run_checks_on_target
 
         start = time.monotonic()
         policy = load_policy(policy_path)

@@ -1,4 +1,5 @@
-"""Text rendering of the Windows and inspect documents (the JSON is the data; this is for people)."""
+"""Text rendering of the Windows and inspect documents (the JSON is the data; this is for
+people)."""
 
 from __future__ import annotations
 
@@ -79,19 +80,45 @@ def render_host(host: dict[str, Any]) -> None:
 
 
 def render_inspect(doc: dict[str, Any]) -> None:
+    """The ``inspect`` document for people: image and volumes, then the guest's facts."""
     if doc.get("target_type") == "vmcx":
         render_host(doc["host"])
         return
     click.echo(f"Target: {doc['image']}")
-    info = doc.get("image_info")
-    if info:
-        node, depth = info, 0
-        while node:
-            size_gib = node["virtual_size"] / 2**30
-            block = f", {node['block_size'] // 2**20} MiB blocks" if node.get("block_size") else ""
-            kind = " ".join(x for x in (node["format"], node.get("disk_type")) if x)
-            click.echo(f"{'  ' * depth}Image: {node['path']}: {kind}, {size_gib:.2f} GiB{block}")
-            node, depth = node.get("parent"), depth + 1
+    _render_image_chain(doc.get("image_info"))
+    _render_volumes(doc)
+    for problem in doc.get("errors", {}).values():
+        click.echo(f"Note: {problem}")
+    os_info = doc.get("os")
+    if not os_info:
+        return
+    if os_info["family"] == "linux":
+        _render_linux(doc, os_info)
+        return
+    _render_windows(doc, os_info)
+    if doc.get("host"):
+        click.echo("")
+        render_host(doc["host"])
+    if doc.get("host_vs_guest"):
+        click.echo("\nHost vs guest:")
+        for row in doc["host_vs_guest"]:
+            verdict = "works" if row["works"] else "DOES NOT WORK"
+            click.echo(
+                f"  {row['service']:<20} host {row['host']:<14} guest {row['guest']:<22} {verdict}"
+            )
+
+
+def _render_image_chain(info: dict[str, Any] | None) -> None:
+    node, depth = info, 0
+    while node:
+        size_gib = node["virtual_size"] / 2**30
+        block = f", {node['block_size'] // 2**20} MiB blocks" if node.get("block_size") else ""
+        kind = " ".join(x for x in (node["format"], node.get("disk_type")) if x)
+        click.echo(f"{'  ' * depth}Image: {node['path']}: {kind}, {size_gib:.2f} GiB{block}")
+        node, depth = node.get("parent"), depth + 1
+
+
+def _render_volumes(doc: dict[str, Any]) -> None:
     for vol in doc.get("volumes", []):
         mark = " <- Windows" if vol["number"] == doc.get("windows_volume") else ""
         click.echo(
@@ -104,23 +131,22 @@ def render_inspect(doc: dict[str, Any]) -> None:
             f"NTFS: {'dirty' if state['dirty'] else 'clean'}, hibernation: "
             f"{state['hibernation'] or 'none'}"
         )
-    for problem in doc.get("errors", {}).values():
-        click.echo(f"Note: {problem}")
-    os_info = doc.get("os")
-    if not os_info:
-        return
-    if os_info["family"] == "linux":
-        click.echo(
-            f"OS: {os_info['distro']} ({os_info['distro_family']} family), root on volume "
-            f"{doc.get('linux_root_volume')}"
-        )
-        click.echo(
-            f"Kernels: {', '.join(os_info['kernels']) or 'none found'}; default "
-            f"{os_info['default_kernel'] or 'unknown'} ({os_info['default_kernel_reason']})"
-        )
-        click.echo("")
-        render_kvp(doc.get("kvp") or {})
-        return
+
+
+def _render_linux(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
+    click.echo(
+        f"OS: {os_info['distro']} ({os_info['distro_family']} family), root on volume "
+        f"{doc.get('linux_root_volume')}"
+    )
+    click.echo(
+        f"Kernels: {', '.join(os_info['kernels']) or 'none found'}; default "
+        f"{os_info['default_kernel'] or 'unknown'} ({os_info['default_kernel_reason']})"
+    )
+    click.echo("")
+    render_kvp(doc.get("kvp") or {})
+
+
+def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
     if "product_name" in os_info:
         click.echo(
             f"OS: {os_info['product_name']} {os_info.get('display_version', '')} "
@@ -146,16 +172,6 @@ def render_inspect(doc: dict[str, Any]) -> None:
     if doc.get("kvp") is not None:
         click.echo("")
         render_kvp(doc["kvp"])
-    if doc.get("host"):
-        click.echo("")
-        render_host(doc["host"])
-    if doc.get("host_vs_guest"):
-        click.echo("\nHost vs guest:")
-        for row in doc["host_vs_guest"]:
-            verdict = "works" if row["works"] else "DOES NOT WORK"
-            click.echo(
-                f"  {row['service']:<20} host {row['host']:<14} guest {row['guest']:<22} {verdict}"
-            )
 
 
 def render_kvp(pools: dict[str, dict[str, str]], heading: str = "KVP ") -> None:

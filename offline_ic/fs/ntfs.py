@@ -123,7 +123,8 @@ class NtfsVolume:
         raise CorruptImageError(f"{self.name}: $Volume has no volume information")
 
     def hibernation_signature(self) -> str | None:
-        """The hiberfil.sys signature when Windows hibernated (or Fast-Startup-suspended), else None.
+        """The hiberfil.sys signature when Windows hibernated (or Fast-Startup-suspended), or
+        None.
 
         A hibernated volume's state lives in memory-image form: writing it corrupts the
         resume, so writers refuse. An empty or zeroed hiberfil.sys means no resume pending.

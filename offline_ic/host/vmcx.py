@@ -89,8 +89,8 @@ def read_vmcx(path: str) -> HostConfig:
     config = tree.get("configuration")
     if not isinstance(config, dict):
         raise CorruptImageError(f"{path}: no 'configuration' in this Hyper-V store")
-    props = config.get("properties") if isinstance(config.get("properties"), dict) else {}
-    manifest = config.get("manifest") if isinstance(config.get("manifest"), dict) else {}
+    props: dict[str, Any] = _table(config, "properties")
+    manifest: dict[str, Any] = _table(config, "manifest")
     offered = {}
     for entry in manifest.values():
         if isinstance(entry, dict) and str(entry.get("device", "")).lower() in IC_DEVICES:
@@ -112,11 +112,17 @@ def read_vmcx(path: str) -> HostConfig:
         path=path,
         name=props.get("name"),
         vm_id=props.get("global_id"),
-        generation={0: 1, 1: 2}.get(props.get("subtype")),
+        generation={0: 1, 1: 2}.get(props.get("subtype", -1)),
         version=f"{version >> 8}.{version & 0xFF}" if isinstance(version, int) else None,
         components=components,
         disks=sorted(_disk_paths(config)),
     )
+
+
+def _table(node: dict[str, Any], name: str) -> dict[str, Any]:
+    """``node[name]`` when it is a table, else an empty one (damaged stores are common)."""
+    value = node.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def _disk_paths(node: Any, depth: int = 0) -> set[str]:

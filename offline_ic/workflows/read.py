@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from offline_ic.errors import NotFoundError, OfflineICError
+from offline_ic.errors import InputError, NotFoundError, OfflineICError
+from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.linux.kvp import read_kvp_pools
 from offline_ic.guest.windows.catalog import resolve_service
-from offline_ic.guest.windows.guest import HiveFileGuest, WindowsGuest
+from offline_ic.guest.windows.guest import HiveFileGuest, NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
 from offline_ic.guest.windows.services import read_services
-from offline_ic.image import open_image
 from offline_ic.registry import Hive
-from offline_ic.target import guest_in_image, is_hive_file, open_windows_guest
+from offline_ic.target import VMCX, Target, open_target, open_windows_guest
 from offline_ic.volumes import list_volumes
 
 
@@ -58,23 +57,16 @@ def kvp_get(
     """The ``kvp get --json`` document: one pool, or all of them with ``pool='all'``."""
     if pool != "all":
         pool_key_path(pool)  # unknown pool: usage error before opening anything
-    if _is_image(target):
-        image = open_image(target, parent=parent)
-        try:
-            guest = guest_in_image(image, volume=volume)
-            if isinstance(guest, WindowsGuest):
-                return _windows_kvp(guest, pool)
-            pools = read_kvp_pools(guest)
-            if pool == "all":
-                return {"pools": pools}
-            return {"pool": pool, "values": pools.get(pool, {})}
-        finally:
-            image.close()
-    guest = open_windows_guest(target, parent=parent, volume=volume)
-    try:
-        return _windows_kvp(guest, pool)
-    finally:
-        guest.close()
+    with open_target(target, parent=parent, volume=volume) as opened:
+        guest = opened.guest
+        if guest is None:
+            raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx) holds no KVP pools")
+        if isinstance(guest, WindowsGuest):
+            return _windows_kvp(guest, pool)
+        pools = read_kvp_pools(guest)
+        if pool == "all":
+            return {"pools": pools}
+        return {"pool": pool, "values": pools.get(pool, {})}
 
 
 def _windows_kvp(guest: WindowsGuest, pool: str) -> dict[str, Any]:
@@ -82,11 +74,6 @@ def _windows_kvp(guest: WindowsGuest, pool: str) -> dict[str, Any]:
     if pool == "all":
         return {"pools": read_all_pools(software)}
     return {"pool": pool, "values": read_pool(software, pool)}
-
-
-def _is_image(target: str) -> bool:
-    """A disk image, as opposed to a mounted guest root or a bare hive file."""
-    return os.path.isfile(target) and not is_hive_file(target)
 
 
 def windows_version(software: Hive) -> dict[str, Any]:
@@ -113,16 +100,17 @@ def inspect_target(
 ) -> dict[str, Any]:
     """Everything offline-ic can tell about a target, read-only; parts that fail say why.
 
-    An image without Windows still gets its image facts and volumes (forensics needs them);
+    An image without a guest still gets its image facts and volumes (forensics needs them);
     only a target that cannot be opened at all is an error. A ``.vmcx`` target (or ``vmcx``
     beside an image) adds the host side: what Hyper-V offers the VM, compared with the guest.
     """
-    from offline_ic.host.vmcx import compare, is_vmcx, read_vmcx
+    from offline_ic.host.vmcx import compare, read_vmcx
 
-    if os.path.isfile(target) and is_vmcx(target):
-        return {"image": target, "target_type": "vmcx", "host": read_vmcx(target).to_dict()}
-    host = read_vmcx(vmcx) if vmcx else None
-    doc = _inspect_guest(target, parent=parent, volume=volume)
+    with open_target(target, parent=parent, volume=volume, require_guest=False) as opened:
+        if opened.kind == VMCX:
+            return {"image": target, "target_type": "vmcx", "host": read_vmcx(target).to_dict()}
+        host = read_vmcx(vmcx) if vmcx else None
+        doc = _inspect_opened(opened)
     if host is not None:
         doc["host"] = host.to_dict()
         if doc.get("services"):
@@ -130,45 +118,34 @@ def inspect_target(
     return doc
 
 
-def _inspect_guest(target: str, *, parent: str | None, volume: int | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {"image": target, "errors": {}}
-    if not _is_image(target):
-        guest = open_windows_guest(target, parent=parent, volume=volume)
+def _inspect_opened(opened: Target) -> dict[str, Any]:
+    doc: dict[str, Any] = {"image": opened.path, "errors": {}}
+    guest = opened.guest
+    if opened.image is None:
         doc["target_type"] = (
             f"{guest.kind} hive file" if isinstance(guest, HiveFileGuest) else "directory"
         )
-        try:
-            _inspect_windows(guest, doc)
-        finally:
-            guest.close()
-        return doc
-
-    image = open_image(target, parent=parent)
-    try:
+    else:
         doc["target_type"] = "image"
-        doc["image_info"] = image.info().to_dict()
-        doc["volumes"] = [v.to_dict() for v in list_volumes(image)]
-        try:
-            guest = guest_in_image(image, volume=volume)
-        except NotFoundError as exc:
-            doc["os"] = None
-            doc["errors"]["os"] = str(exc)
-            return doc
-        if not isinstance(guest, WindowsGuest):
-            _inspect_linux(guest, doc)
-            return doc
-        doc["windows_volume"] = guest.volume.number if guest.volume else None
-        doc["volume_state"] = {
-            "dirty": guest.ntfs.is_dirty(),
-            "hibernation": guest.ntfs.hibernation_signature(),
-        }
+        doc["image_info"] = opened.image.info().to_dict()
+        doc["volumes"] = [v.to_dict() for v in list_volumes(opened.image)]
+    if guest is None:
+        doc["os"] = None
+        doc["errors"]["os"] = str(opened.problem)
+    elif not isinstance(guest, WindowsGuest):
+        _inspect_linux(guest, doc)
+    else:
+        if isinstance(guest, NtfsWindowsGuest):
+            doc["windows_volume"] = guest.volume.number if guest.volume else None
+            doc["volume_state"] = {
+                "dirty": guest.ntfs.is_dirty(),
+                "hibernation": guest.ntfs.hibernation_signature(),
+            }
         _inspect_windows(guest, doc)
-        return doc
-    finally:
-        image.close()
+    return doc
 
 
-def _inspect_linux(guest: Any, doc: dict[str, Any]) -> None:
+def _inspect_linux(guest: LinuxGuest, doc: dict[str, Any]) -> None:
     from offline_ic.guest.linux.kernels import choose_default, find_kernels
 
     kernels = find_kernels(guest.fs)

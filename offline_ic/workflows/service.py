@@ -24,8 +24,6 @@ from offline_ic.guest.windows.guest import CONFIG_DIR, NtfsWindowsGuest
 from offline_ic.registry import Hive
 from offline_ic.registry.editor import HiveEditor
 
-PAGE = 4096
-
 
 @dataclass
 class ServicingReport:
@@ -54,6 +52,7 @@ class ServicingReport:
 
 
 ChangeBuilder = Callable[[NtfsWindowsGuest], list[ValueChange]]
+_WINDOWS_ONLY = " (offline-ic writes Windows guests only)"
 
 
 def apply_changes(
@@ -68,6 +67,8 @@ def apply_changes(
 ) -> ServicingReport:
     """Plan and (unless ``dry_run``) write the changes ``build`` asks for, verified."""
     _require_image(target)
+    if not dry_run:
+        _refuse_unmappable(target, parent=parent, volume=volume)
     write_path = target
     if output is not None and not dry_run:
         write_path = _make_child(target, output)
@@ -89,16 +90,33 @@ def apply_changes(
 
 
 def _require_image(target: str) -> None:
-    from offline_ic.target import is_hive_file
+    """Only a disk image is written; other kinds of TARGET are refused before opening."""
+    from offline_ic.target import DIRECTORY, HIVE_FILE, VMCX, target_kind
 
-    if not os.path.exists(target):
-        raise NotFoundError(f"{target}: no such file")
-    if os.path.isdir(target):
+    kind = target_kind(target)
+    if kind == DIRECTORY:
         raise InputError(
             f"{target}: writing into a mounted guest root is not supported; give the disk image"
         )
-    if is_hive_file(target):
+    if kind == HIVE_FILE:
         raise InputError(f"{target}: a bare hive file; change it with `offline-ic hive set`")
+    if kind == VMCX:
+        raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx); give the disk image")
+
+
+def _refuse_unmappable(target: str, *, parent: str | None, volume: int | None) -> None:
+    """Before the image is opened writable (which may replay a pending log) or a child is
+    made: refuse a Windows volume whose bytes cannot be mapped onto the disk (LVM)."""
+    from offline_ic.image import open_image
+    from offline_ic.target import require_windows_guest
+    from offline_ic.volumes import list_volumes
+
+    with open_image(target, parent=parent) as image:
+        if all(v.unmappable is None for v in list_volumes(image) if v.filesystem == "ntfs"):
+            return  # the usual case: every NTFS volume is a partition or the whole disk
+        guest = require_windows_guest(image, volume=volume, note=_WINDOWS_ONLY)
+        if guest.volume is not None:
+            guest.volume.require_mappable()
 
 
 def _make_child(parent: str, child: str) -> str:
@@ -127,19 +145,14 @@ def _apply(
     child: str | None,
 ) -> ServicingReport:
     from offline_ic.image import open_image
-    from offline_ic.target import linux_hint, windows_guest_in_image
+    from offline_ic.target import require_windows_guest
 
     report = ServicingReport(target, write_path, dry_run, [], child=child)
     with open_image(write_path, parent=parent, writable=not dry_run, force=force) as image:
-        try:
-            guest = windows_guest_in_image(image, volume=volume)
-        except NotFoundError as exc:
-            hint = linux_hint(image, volume)
-            if hint:
-                raise NotFoundError(
-                    f"{exc}; {hint} (offline-ic writes Windows guests only)"
-                ) from None
-            raise
+        guest = require_windows_guest(image, volume=volume, note=_WINDOWS_ONLY)
+        # before anything is planned (a dry run says so too): a volume we cannot map
+        if guest.volume is not None:
+            guest.volume.require_mappable()
         check_volume_writable(guest.ntfs)
         report.changes = build(guest)
         writes: list[tuple[int, bytes]] = []
@@ -175,7 +188,8 @@ def _require_independent_reader(image) -> None:
 def _plan_hive(
     guest: NtfsWindowsGuest, name: str, report: ServicingReport
 ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-    """Edit one hive in memory; the disk writes (and their undo) of the pages that differ."""
+    """Edit one hive in memory; the disk writes (and their undo: the original bytes) of the
+    pages its commit changed."""
     path = f"{CONFIG_DIR}/{name}"
     label = guest.hive_location(name)
     info = guest.ntfs.file_info(path)
@@ -190,27 +204,22 @@ def _plan_hive(
         report.recovered.append(name)
     for change in (c for c in report.changes if c.hive == name):
         _apply_change(editor, change, label)
-    editor.commit()
-    final = bytes(editor.buf)
-    if len(final) != len(original):
+    # commit() hands back exactly the pages that differ from ``original`` (recovery included)
+    commit = editor.commit()
+    if commit.file_length != len(original):
         raise SafetyRefusal(
-            f"{label}: the change needs the hive to grow from {len(original)} to {len(final)} "
-            "bytes; growing a file inside NTFS is not done in place"
+            f"{label}: the change needs the hive to grow from {len(original)} to "
+            f"{commit.file_length} bytes; growing a file inside NTFS is not done in place"
         )
-    pages = [
-        (off, final[off : off + PAGE])
-        for off in range(0, len(final), PAGE)
-        if final[off : off + PAGE] != original[off : off + PAGE]
-    ]
+    pages = commit.pages
     report.pages[name] = len(pages)
-    base = guest.volume.offset
-    writes = [
-        (base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, pages)
-    ]
+    volume = guest.volume
+    if volume is None:
+        raise SafetyRefusal(f"{label}: the volume holding the hive is not known; nothing written")
+    # file offsets -> volume offsets (NTFS data runs) -> disk offsets (the volume's own map)
+    writes = volume.disk_ranges(map_file_writes(info, guest.ntfs.cluster_size, pages))
     undo_pages = [(off, original[off : off + len(buf)]) for off, buf in pages]
-    undo = [
-        (base + off, buf) for off, buf in map_file_writes(info, guest.ntfs.cluster_size, undo_pages)
-    ]
+    undo = volume.disk_ranges(map_file_writes(info, guest.ntfs.cluster_size, undo_pages))
     return writes, undo
 
 
@@ -221,7 +230,7 @@ def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     value = key.value(change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None
-    if change.is_delete:
+    if change.type is None:  # a delete (``change.is_delete``)
         if value is not None:
             editor.delete_value(change.key, change.name)
         return

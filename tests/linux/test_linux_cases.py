@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from offline_ic.checks.runner import run_checks
 from offline_ic.image import open_image
+from offline_ic.workflows.check import run_checks
 
 K61 = "6.1.0-56-cloud-amd64"
 K612 = "6.12.107+deb12-cloud-amd64"

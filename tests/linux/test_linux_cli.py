@@ -90,16 +90,24 @@ def test_no_os_is_a_failing_check_not_a_crash(linux_images):
 
 
 def test_windows_fallback_is_called_when_no_linux_root(linux_images, monkeypatch):
-    import offline_ic.guest.windows.checks as wc
-    from offline_ic.checks.runner import run_checks
+    import offline_ic.target as target
+    import offline_ic.workflows.check as wc
+    from offline_ic.guest.windows.guest import DirectoryWindowsGuest
+    from offline_ic.workflows.check import run_checks
 
     calls = []
+    found = DirectoryWindowsGuest("/nonexistent")  # any Windows guest object
 
-    def fake(image, volume=None):
+    def fake_find(image, volume=None):
         calls.append(volume)
+        return found
+
+    def fake_checks(guest):
+        assert guest is found
         return [CheckResult("windows.service.vmickvpexchange", "fail", "Start=4 (disabled)")]
 
-    monkeypatch.setattr(wc, "windows_checks", fake)
+    monkeypatch.setattr(target, "windows_guest_in_image", fake_find)
+    monkeypatch.setattr(wc, "check_windows_guest", fake_checks)
     with open_image(str(linux_images["bad-no-os"])) as disk:
         report = run_checks(disk, volume=1)
     assert calls == [1]

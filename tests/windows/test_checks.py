@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from offline_ic.guest.windows.checks import check_windows_guest, windows_checks
+from offline_ic.guest.windows.checks import check_windows_guest
 from offline_ic.guest.windows.guest import DirectoryWindowsGuest, HiveFileGuest
 from offline_ic.image import open_image
+from offline_ic.workflows.check import windows_checks
 from tests.helpers import real_data, require_fuse, script_module
 
 MiB = 1024 * 1024

@@ -166,7 +166,8 @@ def test_dirty_hive_without_logs_reads_the_primary(cli, tmp_path, unpacked):
 
 
 def test_mounted_guest_root_directory(cli, tmp_path, system_win10, win10_dynamic):
-    """A directory laid out like E:\\ after Mount-VHD, with lower-case names (NTFS is case-insensitive)."""
+    """A directory laid out like E:\\ after Mount-VHD, with lower-case names (NTFS is
+    case-insensitive)."""
     config = tmp_path / "windows" / "system32" / "config"
     config.mkdir(parents=True)
     shutil.copyfile(system_win10, config / "system")

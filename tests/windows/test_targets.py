@@ -33,7 +33,10 @@ def two_windows_disk(tmp_path_factory, win10_dirty_raw):
     disk = tmp_path_factory.mktemp("two") / "two-windows.raw"
     with open(disk, "wb") as fh:
         fh.truncate(128 * MiB)
-    table = "label: dos\nstart=2048, size=114688, type=7\nstart=116736, size=114688, type=7\nstart=231424, type=83\n"
+    table = (
+        "label: dos\nstart=2048, size=114688, type=7\n"
+        "start=116736, size=114688, type=7\nstart=231424, type=83\n"
+    )
     subprocess.run(["sfdisk", "-q", str(disk)], input=table.encode(), check=True)
     for start in (2048, 116736):
         copy_volume(win10_dirty_raw, 2048 * 512, 56 * MiB, disk, start * 512)

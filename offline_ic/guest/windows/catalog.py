@@ -10,8 +10,26 @@ from dataclasses import dataclass
 
 from offline_ic.errors import InputError
 
+# The one vocabulary of start types. START_TYPES names every Start value (renderers, checks);
+# SERVICE_STARTS is what a user may write for an integration service's start type, in
+# `services set NAME=START` and in a change file's [services] table alike: the three words,
+# two synonyms ('auto', and 'enabled' for the normal trigger-started state) and the numbers.
 START_TYPES = {0: "boot", 1: "system", 2: "automatic", 3: "manual", 4: "disabled"}
-START_VALUES = {name: value for value, name in START_TYPES.items()}
+SERVICE_STARTS = {
+    "automatic": 2,
+    "auto": 2,
+    "manual": 3,
+    "enabled": 3,
+    "disabled": 4,
+    "2": 2,
+    "3": 3,
+    "4": 4,
+}
+START_HELP = (
+    "manual (3, also 'enabled'), automatic (2, also 'auto') or disabled (4); "
+    "boot and system apply to drivers only"
+)
+ALL_SERVICES = "all"
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,27 @@ def resolve_service(name: str) -> ServiceSpec:
     if spec is None:
         raise InputError(f"unknown integration service '{name}'; known: {service_names_help()}")
     return spec
+
+
+def resolve_services(name: str) -> tuple[ServiceSpec, ...]:
+    """``resolve_service``, plus 'all' for every integration service (services set, apply)."""
+    if name.strip().lower() == ALL_SERVICES:
+        return INTEGRATION_SERVICES
+    return (resolve_service(name),)
+
+
+def parse_start(value: object) -> int:
+    """The Start value a user means by ``value`` (see SERVICE_STARTS; case and surrounding
+    blanks ignored; a TOML integer counts as its digits). InputError names what is allowed."""
+    text: str | None = None
+    if isinstance(value, str):
+        text = value.strip().lower()
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    start = SERVICE_STARTS.get(text) if text is not None else None
+    if start is None:
+        raise InputError(f"start type {value!r}: use {START_HELP}")
+    return start
 
 
 def service_names_help() -> str:

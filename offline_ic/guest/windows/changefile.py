@@ -1,6 +1,6 @@
 """The change file of ``offline-ic apply``: services and KVP values in one TOML document.
 
-[services]              # NAME = START (manual | automatic | disabled); "all" = every one
+[services]              # NAME = START (manual | automatic | disabled, see catalog.parse_start)
 all = "manual"
 time-sync = "disabled"
 
@@ -17,13 +17,11 @@ import tomllib
 from dataclasses import dataclass, field
 
 from offline_ic.errors import InputError, NotFoundError
-from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES, resolve_service
+from offline_ic.guest.windows.catalog import ALL_SERVICES, parse_start, resolve_services
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.kvp import KVP_POOLS, kvp_changes
 from offline_ic.guest.windows.services import start_changes
 from offline_ic.registry import Hive
-
-START_NAMES = {"automatic": 2, "manual": 3, "disabled": 4}
 
 
 @dataclass
@@ -65,17 +63,17 @@ def load_change_file(path: str) -> ChangeFile:
         )
     result = ChangeFile()
     for name, start in _table(doc, "services", path).items():
-        value = START_NAMES.get(str(start).lower()) if isinstance(start, str) else None
-        if value is None:
-            raise InputError(
-                f'{path}: services.{name} = {start!r}: use "manual", "automatic" or "disabled"'
-            )
-        if name.lower() == "all":
+        try:
+            value = parse_start(start)
+        except InputError as exc:
+            raise InputError(f"{path}: services.{name}: {exc}") from None
+        if name.strip().lower() == ALL_SERVICES:
             result.every_service = True
-            for spec in INTEGRATION_SERVICES:
-                result.starts.setdefault(spec.name, value)
+            for spec in resolve_services(name):
+                result.starts.setdefault(spec.name, value)  # a named service wins over all
         else:
-            result.starts[resolve_service(name).name] = value
+            (spec,) = resolve_services(name)
+            result.starts[spec.name] = value
     kvp = _table(doc, "kvp", path)
     unknown = set(kvp) - {"set", "delete"}
     if unknown:

@@ -12,20 +12,9 @@ from offline_ic.errors import NotFoundError, OfflineICError
 from offline_ic.guest.windows.catalog import BOOT_CRITICAL_DRIVERS, DRIVERS, INTEGRATION_SERVICES
 from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.services import ServiceState, current_control_set, service_state
-from offline_ic.image.base import DiskImage
 from offline_ic.registry import Hive
 
 POWER_KEY = "Control\\Session Manager\\Power"
-
-
-def windows_checks(image: DiskImage, volume: int | None = None) -> list[CheckResult]:
-    """Run the Windows checks on ``image``; NotFoundError when it holds no Windows volume.
-
-    The caller owns ``image`` and closes it.
-    """
-    from offline_ic.target import windows_guest_in_image
-
-    return check_windows_guest(windows_guest_in_image(image, volume=volume))
 
 
 def check_windows_guest(guest: WindowsGuest) -> list[CheckResult]:
@@ -104,7 +93,8 @@ def _driver_check(state: ServiceState, where: str) -> CheckResult:
         return CheckResult(
             check_id,
             "fail",
-            f"boot driver must be Start=0 or the VM stops with INACCESSIBLE_BOOT_DEVICE: {evidence}",
+            "boot driver must be Start=0 or the VM stops with INACCESSIBLE_BOOT_DEVICE: "
+            f"{evidence}",
         )
     if not state.present or state.start == 4:
         return CheckResult(check_id, "warn", f"Hyper-V device driver unavailable: {evidence}")
@@ -122,7 +112,7 @@ def _fast_startup(system: Hive, control_set: str) -> CheckResult:
             f"Fast Startup on (SYSTEM\\{path} HiberbootEnabled=1): a shutdown from inside the "
             "guest leaves the volume hibernated, and offline servicing must then refuse to write",
         )
-    shown = "absent" if value is None else f"={value.data}"
+    shown = "absent" if value is None else f"={value.data!s}"
     return CheckResult(
         "windows.fast_startup",
         "pass",
@@ -141,8 +131,8 @@ def _volume_checks(guest: NtfsWindowsGuest) -> list[CheckResult]:
             CheckResult(
                 "windows.hibernation",
                 "fail",
-                f"{guest.description}: hiberfil.sys starts with '{signature}': Windows is hibernated "
-                "(or Fast-Startup-suspended) and resumes from it instead of booting",
+                f"{guest.description}: hiberfil.sys starts with '{signature}': Windows is "
+                "hibernated (or Fast-Startup-suspended) and resumes from it instead of booting",
             )
         )
     else:

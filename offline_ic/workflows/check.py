@@ -1,0 +1,92 @@
+"""The check workflow: find the guest of a TARGET (target.py decides), run its checks, apply
+the policy once. Bad input that still names an image gives a failing ``os.detect`` check."""
+
+from __future__ import annotations
+
+from offline_ic.checks.model import CheckResult
+from offline_ic.checks.policy import Policy
+from offline_ic.checks.report import Report
+from offline_ic.errors import InputError
+from offline_ic.guest.linux.checks import linux_checks
+from offline_ic.guest.linux.guest import LinuxGuest
+from offline_ic.guest.windows.checks import check_windows_guest
+from offline_ic.guest.windows.guest import WindowsGuest
+from offline_ic.image.base import DiskImage
+from offline_ic.target import GuestNotFound, guest_in_image, open_target, windows_guest_in_image
+from offline_ic.volumes import list_volumes
+
+
+def run_checks(
+    image: DiskImage,
+    volume: int | None = None,
+    policy: Policy | None = None,
+    label: str | None = None,
+) -> Report:
+    """The check report of ``image`` (policy applied). No guest gives a failing check."""
+    return _with_policy(_image_report(image, volume, label or image.path), policy)
+
+
+def run_checks_on_target(
+    target: str, volume: int | None = None, parent: str | None = None, policy: Policy | None = None
+) -> Report:
+    """``run_checks`` for whatever the user named: a disk image, a mounted guest root
+    (Linux or Windows directory) or a bare Windows hive file."""
+    with open_target(target, parent=parent, volume=volume, require_guest=False) as opened:
+        if opened.guest is not None:
+            report = check_guest(target, opened.guest)
+        elif opened.image is not None and opened.problem is not None:
+            report = _no_guest_report(target, opened.image, opened.problem)
+        else:  # a .vmcx: the host side only
+            raise InputError(
+                f"{target}: a Hyper-V VM configuration (.vmcx) holds no guest to check; "
+                "see `offline-ic inspect`"
+            )
+    return _with_policy(report, policy)
+
+
+def check_guest(name: str, guest: WindowsGuest | LinuxGuest) -> Report:
+    """The report (no policy yet) of an opened guest of either family."""
+    if isinstance(guest, WindowsGuest):
+        return Report(name, "windows", None, None, check_windows_guest(guest))
+    lr = linux_checks(guest)
+    return Report(name, "linux", lr.distro, lr.kernel, lr.results)
+
+
+def windows_checks(image: DiskImage, volume: int | None = None) -> list[CheckResult]:
+    """The Windows checks of ``image``; NotFoundError when it holds no Windows volume."""
+    return check_windows_guest(windows_guest_in_image(image, volume=volume))
+
+
+def _image_report(image: DiskImage, volume: int | None, name: str) -> Report:
+    try:
+        guest = guest_in_image(image, volume=volume)
+    except GuestNotFound as exc:
+        return _no_guest_report(name, image, exc)
+    return check_guest(name, guest)
+
+
+def _no_guest_report(name: str, image: DiskImage, exc: GuestNotFound) -> Report:
+    detail = (
+        "no Linux root (no /etc/os-release on an ext4/xfs/btrfs volume) and no Windows "
+        f"volume: {_volume_summary(image)} ({exc.windows_reason})"
+    )
+    return Report(name, None, None, None, [CheckResult("os.detect", "fail", detail)])
+
+
+def _with_policy(report: Report, policy: Policy | None) -> Report:
+    """The one place a policy changes a report."""
+    if policy is not None:
+        report.checks = policy.apply(report.checks)
+    return report
+
+
+def _volume_summary(image: DiskImage) -> str:
+    try:
+        vols = list_volumes(image)
+    except Exception as exc:  # damaged partition table: say so instead of crashing
+        return f"volumes unreadable ({exc})"
+    text = "volumes " + ", ".join(f"{v.number}:{v.filesystem or 'unknown'}" for v in vols)
+    locked = [str(v.number) for v in vols if v.filesystem in ("luks", "bitlocker")]
+    if locked:
+        text += f"; volume {', '.join(locked)} is encrypted and cannot be read offline"
+    return text
