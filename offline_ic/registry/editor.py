@@ -2,8 +2,11 @@
 
 Why: a hive inside a disk image must be changed in place, writing only the pages that
 change (crash exposure and image churn stay small), reusing free cells the way Windows does
-instead of rewriting the file as hivex does. ``commit()`` hands back exactly the dirty pages
-(base block included) and the new file length; writing them is the caller's business.
+instead of rewriting the file as hivex does. ``commit()`` hands back exactly the 4 KiB pages
+whose bytes differ from the bytes the editor started from (base block included) and the new
+file length; it is the ONE place that says which pages to write (files.py, the image
+servicing workflow), and writing them is the caller's business. The original bytes of a
+page are kept when the page is first written, so the comparison costs only touched pages.
 """
 
 from __future__ import annotations
@@ -115,7 +118,10 @@ class HiveEditor:
                 f"{name}: hive is dirty (sequence {self.hive.sequence1} != "
                 f"{self.hive.sequence2}); recover it from its logs before editing"
             )
-        self.dirty: set[int] = set()
+        # page index -> its bytes as of the last commit (or creation), saved on first write;
+        # the keys are the pages touched since then
+        self._orig_pages: dict[int, bytes] = {}
+        self._orig_length = len(self.buf)
         self.recovered = False
         self.recovery_logs: list[str] = []
         self.recovery_sequence = 0
@@ -137,8 +143,9 @@ class HiveEditor:
     ) -> HiveEditor:
         """An editor over a hive file's bytes; a dirty hive is first recovered from its logs.
 
-        The pages recovery changed count as dirty, so ``commit()`` returns everything the
-        file needs (recovery and edits). ``SafetyRefusal`` when recovery is not possible.
+        The pages recovery changed count as touched, compared against the primary as on
+        disk, so ``commit()`` returns everything the file needs (recovery and edits).
+        ``SafetyRefusal`` when recovery is not possible.
         """
         from offline_ic.registry.recovery import recover_bytes
 
@@ -148,13 +155,24 @@ class HiveEditor:
         res = recover_bytes(primary, log1, log2, name=name, allow_missing_log=allow_missing_log)
         ed = cls(res.data, name=name, clock=clock)
         ed.old_file_length = len(primary)
+        ed._orig_length = len(primary)
         ed.recovered = True
         ed.recovery_logs = list(res.logs_used)
         ed.recovery_sequence = res.sequence
         for off in range(0, len(res.data), PAGE):
-            if res.data[off : off + PAGE] != primary[off : off + PAGE]:
-                ed.dirty.add(off // PAGE)
+            old = primary[off : off + PAGE]
+            if res.data[off : off + PAGE] != old:
+                ed._orig_pages[off // PAGE] = bytes(old)
         return ed
+
+    @property
+    def dirty(self) -> frozenset[int]:
+        """Page indexes written since the last commit (their bytes may or may not differ)."""
+        return frozenset(self._orig_pages)
+
+    def free_cells(self) -> dict[int, int]:
+        """A copy of the free cells (hive bins offset -> size), for tests and diagnostics."""
+        return dict(self._scan())
 
     # --- raw writes ------------------------------------------------------------------------
 
@@ -162,9 +180,12 @@ class HiveEditor:
         end = file_off + len(data)
         if end > len(self.buf):
             raise CorruptHiveError(f"{self.name}: internal write past the end of the hive")
-        self.buf[file_off:end] = data
+        orig = self._orig_pages
         for page in range(file_off // PAGE, (end - 1) // PAGE + 1):
-            self.dirty.add(page)
+            if page not in orig:
+                start = page * PAGE
+                orig[page] = bytes(self.buf[start : min(start + PAGE, self._orig_length)])
+        self.buf[file_off:end] = data
 
     def _wcell(self, cell: int, rel: int, data: bytes) -> None:
         """Write ``data`` at ``rel`` bytes into the cell data of ``cell``."""
@@ -236,7 +257,7 @@ class HiveEditor:
         for cell, size in free.items():
             if size < need:
                 continue
-            clean = (S.BASE_BLOCK_SIZE + cell) // PAGE not in self.dirty
+            clean = (S.BASE_BLOCK_SIZE + cell) // PAGE not in self._orig_pages
             cand = (clean, size, cell)
             if best is None or cand < best:
                 best = cand
@@ -632,14 +653,20 @@ class HiveEditor:
     # --- commit ----------------------------------------------------------------------------
 
     def commit(self, *, touch_timestamp: bool = True) -> CommitResult:
-        """Finish the base block and return the dirty pages (base block first).
+        """Finish the base block and return exactly the pages that differ, sorted.
 
-        Both sequence numbers are raised by one and equal, the timestamp (unless
-        ``touch_timestamp`` is False, as Windows 8.1+ does) and hive bins size are set and
-        the checksum recomputed. Nothing is returned when nothing changed.
+        A page is returned when its bytes differ from the bytes the editor started from (for
+        ``from_primary``: the primary as on disk) or from the last commit; pages written back
+        unchanged are left out. When no hive bins page differs nothing is returned and the
+        base block is left alone. Otherwise both sequence numbers are raised by one and
+        equal, the timestamp (unless ``touch_timestamp`` is False, as Windows 8.1+ does) and
+        hive bins size are set and the checksum recomputed, so the base block is the first
+        page. The editor then takes the committed state as its new starting point.
         """
-        if not self.dirty:
-            return CommitResult([], len(self.buf), self.old_file_length)
+        old_length = self.old_file_length
+        if not self._changed_pages() and len(self.buf) == self._orig_length:
+            self._orig_pages.clear()
+            return CommitResult([], len(self.buf), old_length)
         base = bytearray(self.buf[: S.BASE_BLOCK_SIZE])
         seq = max(self.hive.sequence1, self.hive.sequence2) + 1
         seq &= 0xFFFFFFFF
@@ -650,8 +677,21 @@ class HiveEditor:
         struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
         self._write(0, bytes(base))
         self.hive = Hive(BufferSource(self.buf), self.name)
-        pages = [(p * PAGE, bytes(self.buf[p * PAGE : (p + 1) * PAGE])) for p in sorted(self.dirty)]
-        self.dirty.clear()
-        result = CommitResult(pages, len(self.buf), self.old_file_length)
+        pages = self._changed_pages()
+        self._orig_pages.clear()
+        self._orig_length = len(self.buf)
         self.old_file_length = len(self.buf)
-        return result
+        return CommitResult(pages, len(self.buf), old_length)
+
+    def _changed_pages(self) -> list[tuple[int, bytes]]:
+        """(file offset, bytes) of every touched page whose bytes differ from its original."""
+        out = []
+        size = len(self.buf)
+        for page in sorted(self._orig_pages):
+            start = page * PAGE
+            if start >= size:
+                continue
+            now = bytes(self.buf[start : start + PAGE])
+            if now != self._orig_pages[page]:
+                out.append((start, now))
+        return out
