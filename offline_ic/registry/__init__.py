@@ -28,8 +28,9 @@ Editing (whole hive in memory; only changed 4 KiB pages come back)::
     result = ed.commit()   # CommitResult: .pages [(file offset, bytes)], .file_length
     ed.hive                # a Hive reading the edited state
 
-Bare files on the host: ``files.edit_hive_file(path, fn)`` (undo file + page writes),
-``files.recover_hive_file(path, output)``; checking: ``check.check_hive(bytes)``.
+Bare files on the host: ``files.edit_hive_file(path, fn)`` (the committed pages written
+through the image layer's raw-file journal), ``files.recover_hive_file(path, output)``;
+checking: ``check.check_hive(bytes)``.
 """
 
 from offline_ic.registry.editor import CommitResult, HiveEditor, encode_value
