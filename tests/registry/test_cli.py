@@ -322,3 +322,35 @@ def test_failed_write_is_rolled_back_at_once(capsys, system, monkeypatch):
     code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
     assert code == 2 and "no space left" in err and "unchanged" in err
     assert system.read_bytes() == original and not undo_path(system).exists()
+
+
+def test_second_writer_is_refused(capsys, system):
+    import fcntl
+
+    original = system.read_bytes()
+    with open(system, "rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
+    assert code == 3 and "locked by another process" in err
+    assert system.read_bytes() == original
+
+
+def test_recover_to_output_reads_past_a_pending_journal(capsys, system, tmp_path):
+    from offline_ic.registry.editor import HiveEditor
+
+    original = system.read_bytes()
+    ed = HiveEditor(original)
+    ed.set_value(SVC, "Start", 4, 4)
+    res = ed.commit()
+    fd = os.open(system, os.O_RDWR)
+    try:
+        with pytest.raises(OfflineICError, match="recover"):
+            journaled_write(DieAfter(fd, str(system), 1), str(system), res.pages)
+    finally:
+        os.close(fd)
+    torn = system.read_bytes()
+    out_file = tmp_path / "copy.hive"
+    code, out, _ = run(capsys, "hive", "recover", system, "--output", out_file)
+    assert code == 0 and "clean, copied" in out
+    assert out_file.read_bytes() == original  # the rolled-back view, not the torn bytes
+    assert system.read_bytes() == torn and undo_path(system).exists()  # source untouched
