@@ -216,7 +216,11 @@ class _Checker:
         if not self._ref(val.data_offset, "value data"):
             return
         cell = self.hive.cell(val.data_offset)
-        if val.data_size > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4 and cell[:2] == b"db":
+        if (
+            val.data_size > S.BIG_DATA_THRESHOLD
+            and self.hive.minor >= 4
+            and S.DB.get(cell, 0, "signature") == b"db"
+        ):
             rec = S.DB.parse(cell)
             seg_list = rec.segment_list
             if self._ref(seg_list, "big data segment list"):

@@ -358,7 +358,11 @@ class HiveEditor:
         if val.is_inline or val.data_size == 0 or val.data_offset == S.NO_CELL:
             return
         cell = self.hive.cell(val.data_offset)
-        if val.data_size > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4 and cell[:2] == b"db":
+        if (
+            val.data_size > S.BIG_DATA_THRESHOLD
+            and self.hive.minor >= 4
+            and S.DB.get(cell, 0, "signature") == b"db"
+        ):
             rec = S.DB.parse(cell)
             segs = self.hive.cell(rec.segment_list)
             for (seg,) in S.U32.iter_unpack(segs[: S.U32.size * rec.segment_count]):
@@ -577,7 +581,8 @@ class HiveEditor:
     def _leaves(self, list_off: int) -> tuple[bool, list[int]]:
         """(is index root, leaf cells) of a subkey list."""
         data = self.hive.cell(list_off)
-        sig, count = S.LIST_HEADER.parse(data)
+        head = S.LIST_HEADER.parse(data)
+        sig, count = head.signature, head.count
         if sig == b"ri":
             start = S.LIST_HEADER.size
             end = start + S.RI_ENTRY.size * count
@@ -586,7 +591,8 @@ class HiveEditor:
 
     def _leaf_entries(self, leaf: int) -> tuple[bytes, list[tuple[int, str]]]:
         data = self.hive.cell(leaf)
-        sig, count = S.LIST_HEADER.parse(data)
+        head = S.LIST_HEADER.parse(data)
+        sig, count = head.signature, head.count
         entry = S.LI_ENTRY if sig == b"li" else S.LH_ENTRY  # lf and lh entries: same size
         offs = [
             entry.get(data, S.LIST_HEADER.size + i * entry.size, "offset") for i in range(count)

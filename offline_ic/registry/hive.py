@@ -498,7 +498,8 @@ class Hive:
         data = self.cell(offset)
         if len(data) < _LIST_HEADER_SIZE:
             raise self.corrupt(f"subkey list 0x{offset:x} too small")
-        sig, count = S.LIST_HEADER.parse(data)
+        head = S.LIST_HEADER.parse(data)
+        sig, count = head.signature, head.count
         if len(out) + count > expected:
             raise self.corrupt(f"subkey list of key 0x{owner:x} holds more entries than it says")
         start = _LIST_HEADER_SIZE
@@ -527,9 +528,9 @@ class Hive:
 
     def read_value_list(self, offset: int, count: int, owner: int) -> list[int]:
         data = self.cell(offset)
-        if 4 * count > len(data):
+        if S.U32.size * count > len(data):
             raise self.corrupt(f"value list of key 0x{owner:x} runs past its cell")
-        return [o for (o,) in S.U32.iter_unpack(data[: 4 * count])]
+        return [o for (o,) in S.U32.iter_unpack(data[: S.U32.size * count])]
 
     def read_value_data(self, size_field: int, data_off: int, vk_off: int) -> bytes:
         """Bytes of a value: inline in the vk, in one cell, or in db segments."""
@@ -544,7 +545,11 @@ class Hive:
         if size > self.hbins_size:
             raise self.corrupt(f"value 0x{vk_off:x} claims {size} bytes, more than the hive")
         cell = self.cell(data_off)
-        if size > S.BIG_DATA_THRESHOLD and self.minor >= 4 and cell[:2] == b"db":
+        if (
+            size > S.BIG_DATA_THRESHOLD
+            and self.minor >= 4
+            and S.DB.get(cell, 0, "signature") == b"db"
+        ):
             return self._read_big_data(cell, size, vk_off)
         if size > len(cell):
             raise self.corrupt(f"data of value 0x{vk_off:x} ({size} bytes) runs past its cell")
@@ -558,11 +563,11 @@ class Hive:
         if count * S.DB_SEGMENT_SIZE < size:
             raise self.corrupt(f"big data of value 0x{vk_off:x} has too few segments")
         seg_list = self.cell(list_off)
-        if 4 * count > len(seg_list):
+        if S.U32.size * count > len(seg_list):
             raise self.corrupt(f"segment list of value 0x{vk_off:x} runs past its cell")
         parts: list[bytes] = []
         left = size
-        for (seg,) in S.U32.iter_unpack(seg_list[: 4 * count]):
+        for (seg,) in S.U32.iter_unpack(seg_list[: S.U32.size * count]):
             if left <= 0:
                 break
             data = self.cell(seg)

@@ -127,7 +127,8 @@ def _parse_new_entries(data: bytes, log: LogFile) -> None:
         pages = []
         pos = refs_end
         for i in range(count):
-            p_off, p_size = S.PAGE_REF.parse(entry, S.HVLE.size + S.PAGE_REF.size * i)
+            ref = S.PAGE_REF.parse(entry, S.HVLE.size + S.PAGE_REF.size * i)
+            p_off, p_size = ref.offset, ref.size
             if p_off % 4096 or p_size % 4096 or p_size == 0 or p_off + p_size > hbins:
                 log.stop_reason = f"entry {seq} has a bad page reference"
                 return
