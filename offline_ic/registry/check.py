@@ -115,7 +115,7 @@ class _Checker:
                 return False
             if hoff != off:
                 rep.add(f"hbin at 0x{off:x} says its offset is 0x{hoff:x}")
-            if hsize < 4096 or hsize % 4096 or off + hsize > total:
+            if hsize < S.HBIN_ALIGN or hsize % S.HBIN_ALIGN or off + hsize > total:
                 rep.add(f"hbin at 0x{off:x} has bad size 0x{hsize:x}")
                 return False
             rep.hbins += 1

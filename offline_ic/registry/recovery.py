@@ -81,7 +81,11 @@ def parse_log(data: bytes | None, label: str) -> LogFile:
     base = data[: S.BASE_HEADER_SIZE]
     bb = _base_record(base)
     ftype, hbins = bb.file_type, bb.hbins_size
-    ok = bb.signature == b"regf" and bb.checksum == _partial_checksum(base) and hbins % 4096 == 0
+    ok = (
+        bb.signature == b"regf"
+        and bb.checksum == _partial_checksum(base)
+        and hbins % S.HBIN_ALIGN == 0
+    )
     log = LogFile(label, base, ok, "invalid", bb.sequence1, bb.sequence2, bb.last_written, hbins)
     if not ok:
         log.stop_reason = "base block signature or checksum wrong"
@@ -110,7 +114,7 @@ def _parse_new_entries(data: bytes, log: LogFile) -> None:
         if size < S.HVLE.size or size % SECTOR or off + size > limit:
             log.stop_reason = f"entry at 0x{off:x} has bad size {size}"
             return
-        if hbins == 0 or hbins % 4096 or hbins >= MAX_HIVE:
+        if hbins == 0 or hbins % S.HBIN_ALIGN or hbins >= MAX_HIVE:
             log.stop_reason = f"entry {seq} has bad hive bins size 0x{hbins:x}"
             return
         entry = data[off : off + size]
@@ -129,7 +133,12 @@ def _parse_new_entries(data: bytes, log: LogFile) -> None:
         for i in range(count):
             ref = S.PAGE_REF.parse(entry, S.HVLE.size + S.PAGE_REF.size * i)
             p_off, p_size = ref.offset, ref.size
-            if p_off % 4096 or p_size % 4096 or p_size == 0 or p_off + p_size > hbins:
+            if (
+                p_off % S.HBIN_ALIGN
+                or p_size % S.HBIN_ALIGN
+                or p_size == 0
+                or p_off + p_size > hbins
+            ):
                 log.stop_reason = f"entry {seq} has a bad page reference"
                 return
             if pos + p_size > size:
@@ -191,7 +200,12 @@ def _verify_bins(buf: bytes | bytearray, hbins_size: int, name: str) -> None:
     while off < hbins_size:
         hbin = S.HBIN.parse(buf, S.BASE_BLOCK_SIZE + off)
         hsize = hbin.size
-        if hbin.signature != b"hbin" or hbin.offset != off or hsize < 4096 or hsize % 4096:
+        if (
+            hbin.signature != b"hbin"
+            or hbin.offset != off
+            or hsize < S.HBIN_ALIGN
+            or hsize % S.HBIN_ALIGN
+        ):
             raise SafetyRefusal(
                 f"{name}: recovered hive has a broken hive bin at 0x{off:x}; refusing to use it"
             )
