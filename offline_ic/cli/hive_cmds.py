@@ -7,10 +7,15 @@ view recovered from HIVE.LOG1/.LOG2 (and say so on stderr); writes recover first
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from offline_ic.cli.common import emit_json, json_option, warn
+
+if TYPE_CHECKING:
+    from offline_ic.registry.editor import HiveEditor
+    from offline_ic.registry.files import WriteResult
 
 HIVE_ARG = click.argument("hive", type=click.Path(dir_okay=False, path_type=Path))
 KEY_ARG = click.argument("key")
@@ -102,7 +107,7 @@ def hive_set(hive: Path, key: str, name: str, value: str, create: bool, as_json:
     vtype, data = parse_reg_value(value)
     vname = "" if name == "@" else name
 
-    def edit(editor) -> None:
+    def edit(editor: HiveEditor) -> None:
         if create:
             editor.create_key(key)
         editor.set_value(key, vname, vtype, data)
@@ -120,7 +125,7 @@ def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     """Delete value NAME of KEY, or KEY itself when it is empty (no subkeys, no values)."""
     from offline_ic.registry.files import edit_hive_file
 
-    def edit(editor) -> None:
+    def edit(editor: HiveEditor) -> None:
         if name is None:
             editor.delete_key(key)
         else:
@@ -130,7 +135,7 @@ def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     _report(hive, result, as_json)
 
 
-def _report(hive: Path, result, as_json: bool) -> None:
+def _report(hive: Path, result: WriteResult, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
@@ -164,7 +169,7 @@ def _report(hive: Path, result, as_json: bool) -> None:
 def hive_recover(hive: Path, output: Path | None) -> None:
     """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --output FILE).
 
-    Also rolls back a write of ours that was interrupted (HIVE.offline-ic-undo).
+    Also rolls back a write of ours that was interrupted (HIVE.offline-ic-journal).
     Refuses (exit 3) when the logs cannot bring the hive to a consistent state.
     """
     from offline_ic.registry.files import recover_hive_file

@@ -25,11 +25,14 @@ Editing (whole hive in memory; only changed 4 KiB pages come back)::
     ed.set_value(r"ControlSet001\\Services\\vmicvss", "Start", RegType.DWORD, 4)
     ed.set_value(key_path, name, vtype, data)   # data: str, list[str], int, or raw bytes
     ed.delete_value(key_path, name); ed.create_key(path); ed.delete_key(empty_key_path)
-    result = ed.commit()   # CommitResult: .pages [(file offset, bytes)], .file_length
+    result = ed.commit()   # CommitResult: .pages [(file offset, bytes)] = exactly the 4 KiB
+                           # pages that differ from the bytes the editor started from (base
+                           # block first), .file_length, .old_file_length, .bytes_written
     ed.hive                # a Hive reading the edited state
 
-Bare files on the host: ``files.edit_hive_file(path, fn)`` (undo file + page writes),
-``files.recover_hive_file(path, output)``; checking: ``check.check_hive(bytes)``.
+Bare files on the host: ``files.edit_hive_file(path, fn)`` (the committed pages written
+through the image layer's raw-file journal), ``files.recover_hive_file(path, output)``;
+checking: ``check.check_hive(bytes)``.
 """
 
 from offline_ic.registry.editor import CommitResult, HiveEditor, encode_value

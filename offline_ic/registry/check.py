@@ -6,11 +6,10 @@ the tests and ``offline-ic hive check`` run. It reads every byte, so it is not l
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
+import offline_ic.registry.structs as S
 from offline_ic.errors import CorruptHiveError
-from offline_ic.registry import structs as S
 from offline_ic.registry.hive import Hive, Key, name_hash, name_sort_key, upper_name
 from offline_ic.registry.source import BufferSource
 
@@ -109,20 +108,21 @@ class _Checker:
         off = 0
         while off < total:
             base = S.BASE_BLOCK_SIZE + off
-            sig, hoff, hsize = struct.unpack_from("<4sII", self.data, base)
+            hbin = S.HBIN.parse(self.data, base)
+            sig, hoff, hsize = hbin.signature, hbin.offset, hbin.size
             if sig != b"hbin":
                 rep.add(f"no hbin signature at hive bins offset 0x{off:x}")
                 return False
             if hoff != off:
                 rep.add(f"hbin at 0x{off:x} says its offset is 0x{hoff:x}")
-            if hsize < 4096 or hsize % 4096 or off + hsize > total:
+            if hsize < S.HBIN_ALIGN or hsize % S.HBIN_ALIGN or off + hsize > total:
                 rep.add(f"hbin at 0x{off:x} has bad size 0x{hsize:x}")
                 return False
             rep.hbins += 1
             cell = off + S.HBIN_HEADER_SIZE
             end = off + hsize
             while cell < end:
-                size = struct.unpack_from("<i", self.data, S.BASE_BLOCK_SIZE + cell)[0]
+                size = S.I32.unpack_from(self.data, S.BASE_BLOCK_SIZE + cell)[0]
                 length = abs(size)
                 if length < 8 or length % 8 or cell + length > end:
                     rep.add(
@@ -216,11 +216,16 @@ class _Checker:
         if not self._ref(val.data_offset, "value data"):
             return
         cell = self.hive.cell(val.data_offset)
-        if val.data_size > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4 and cell[:2] == b"db":
-            _sig, count, seg_list = S.DB.unpack_from(cell)
+        if (
+            val.data_size > S.BIG_DATA_THRESHOLD
+            and self.hive.minor >= 4
+            and S.DB.get(cell, 0, "signature") == b"db"
+        ):
+            rec = S.DB.parse(cell)
+            seg_list = rec.segment_list
             if self._ref(seg_list, "big data segment list"):
                 segs = self.hive.cell(seg_list)
-                for (seg,) in S.U32.iter_unpack(segs[: 4 * count]):
+                for (seg,) in S.U32.iter_unpack(segs[: S.U32.size * rec.segment_count]):
                     self._ref(seg, "big data segment")
         try:
             _ = val.raw
@@ -233,9 +238,11 @@ class _Checker:
         if not self._ref(key.subkey_list, "subkey list"):
             return []
         data = self.hive.cell(key.subkey_list)
-        if data[:2] == b"ri":
-            count = S.LIST_HEADER.unpack_from(data)[1]
-            for (leaf,) in S.U32.iter_unpack(data[4 : 4 + 4 * count]):
+        head = S.LIST_HEADER.parse(data)
+        if head.signature == b"ri":
+            start = S.LIST_HEADER.size
+            end = start + S.RI_ENTRY.size * head.count
+            for (leaf,) in S.U32.iter_unpack(data[start:end]):
                 self._ref(leaf, "subkey leaf")
         entries = key.subkey_entries()
         subs = []
@@ -274,13 +281,11 @@ class _Checker:
                 self.report.warnings.append(
                     f"security cell 0x{sk:x}: reference count {refs}, used by {users} keys"
                 )
-            for other, field_off, what in ((flink, 8, "flink"), (blink, 4, "blink")):
+            for other, back_field, what in ((flink, "blink", "flink"), (blink, "flink", "blink")):
                 if other not in self.alloc:
                     self.report.add(f"security cell 0x{sk:x}: {what} 0x{other:x} dangling")
                     continue
-                back = struct.unpack_from(
-                    "<I", self.data, S.BASE_BLOCK_SIZE + other + 4 + field_off
-                )[0]
+                back = S.SK.get(self.data, S.BASE_BLOCK_SIZE + other + S.CELL.size, back_field)
                 if back != sk:
                     self.report.add(f"security cell 0x{sk:x}: list broken at {what} 0x{other:x}")
 

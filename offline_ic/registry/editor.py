@@ -2,20 +2,23 @@
 
 Why: a hive inside a disk image must be changed in place, writing only the pages that
 change (crash exposure and image churn stay small), reusing free cells the way Windows does
-instead of rewriting the file as hivex does. ``commit()`` hands back exactly the dirty pages
-(base block included) and the new file length; writing them is the caller's business.
+instead of rewriting the file as hivex does. ``commit()`` hands back exactly the 4 KiB pages
+whose bytes differ from the bytes the editor started from (base block included) and the new
+file length; it is the ONE place that says which pages to write (files.py, the image
+servicing workflow), and writing them is the caller's business. The original bytes of a
+page are kept when the page is first written, so the comparison costs only touched pages.
 """
 
 from __future__ import annotations
 
 import bisect
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import offline_ic.registry.structs as S
 from offline_ic.errors import CorruptHiveError, InputError, NotFoundError, SafetyRefusal
-from offline_ic.registry import structs as S
+from offline_ic.layout import Layout
 from offline_ic.registry.hive import (
     Hive,
     Key,
@@ -78,6 +81,12 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
+def _ri_bytes(leaves: list[int]) -> bytes:
+    """An index root (ri) list over ``leaves``."""
+    head = S.LIST_HEADER.pack(signature=b"ri", count=len(leaves))
+    return head + b"".join(S.RI_ENTRY.pack(offset=o) for o in leaves)
+
+
 @dataclass
 class CommitResult:
     """What ``commit()`` changed: the 4 KiB pages to write and the file's new length."""
@@ -115,7 +124,10 @@ class HiveEditor:
                 f"{name}: hive is dirty (sequence {self.hive.sequence1} != "
                 f"{self.hive.sequence2}); recover it from its logs before editing"
             )
-        self.dirty: set[int] = set()
+        # page index -> its bytes as of the last commit (or creation), saved on first write;
+        # the keys are the pages touched since then
+        self._orig_pages: dict[int, bytes] = {}
+        self._orig_length = len(self.buf)
         self.recovered = False
         self.recovery_logs: list[str] = []
         self.recovery_sequence = 0
@@ -137,8 +149,9 @@ class HiveEditor:
     ) -> HiveEditor:
         """An editor over a hive file's bytes; a dirty hive is first recovered from its logs.
 
-        The pages recovery changed count as dirty, so ``commit()`` returns everything the
-        file needs (recovery and edits). ``SafetyRefusal`` when recovery is not possible.
+        The pages recovery changed count as touched, compared against the primary as on
+        disk, so ``commit()`` returns everything the file needs (recovery and edits).
+        ``SafetyRefusal`` when recovery is not possible.
         """
         from offline_ic.registry.recovery import recover_bytes
 
@@ -148,13 +161,24 @@ class HiveEditor:
         res = recover_bytes(primary, log1, log2, name=name, allow_missing_log=allow_missing_log)
         ed = cls(res.data, name=name, clock=clock)
         ed.old_file_length = len(primary)
+        ed._orig_length = len(primary)
         ed.recovered = True
         ed.recovery_logs = list(res.logs_used)
         ed.recovery_sequence = res.sequence
         for off in range(0, len(res.data), PAGE):
-            if res.data[off : off + PAGE] != primary[off : off + PAGE]:
-                ed.dirty.add(off // PAGE)
+            old = primary[off : off + PAGE]
+            if res.data[off : off + PAGE] != old:
+                ed._orig_pages[off // PAGE] = bytes(old)
         return ed
+
+    @property
+    def dirty(self) -> frozenset[int]:
+        """Page indexes written since the last commit (their bytes may or may not differ)."""
+        return frozenset(self._orig_pages)
+
+    def free_cells(self) -> dict[int, int]:
+        """A copy of the free cells (hive bins offset -> size), for tests and diagnostics."""
+        return dict(self._scan())
 
     # --- raw writes ------------------------------------------------------------------------
 
@@ -162,16 +186,23 @@ class HiveEditor:
         end = file_off + len(data)
         if end > len(self.buf):
             raise CorruptHiveError(f"{self.name}: internal write past the end of the hive")
-        self.buf[file_off:end] = data
+        orig = self._orig_pages
         for page in range(file_off // PAGE, (end - 1) // PAGE + 1):
-            self.dirty.add(page)
+            if page not in orig:
+                start = page * PAGE
+                orig[page] = bytes(self.buf[start : min(start + PAGE, self._orig_length)])
+        self.buf[file_off:end] = data
 
     def _wcell(self, cell: int, rel: int, data: bytes) -> None:
         """Write ``data`` at ``rel`` bytes into the cell data of ``cell``."""
-        self._write(S.BASE_BLOCK_SIZE + cell + 4 + rel, data)
+        self._write(S.BASE_BLOCK_SIZE + cell + S.CELL.size + rel, data)
+
+    def _wfield(self, cell: int, layout: Layout, field: str, value: object) -> None:
+        """Write one named field of the record that starts the data of ``cell``."""
+        self._wcell(cell, layout.offset(field), layout.field_bytes(field, value))
 
     def _set_size(self, cell: int, size: int) -> None:
-        self._write(S.BASE_BLOCK_SIZE + cell, S.CELL_SIZE.pack(size))
+        self._write(S.BASE_BLOCK_SIZE + cell, S.CELL.pack(size=size))
 
     # --- free space ------------------------------------------------------------------------
 
@@ -186,7 +217,8 @@ class HiveEditor:
         while off < total and limit > 0:
             limit -= 1
             base = S.BASE_BLOCK_SIZE + off
-            sig, hoff, hsize = struct.unpack_from("<4sII", self.buf, base)
+            hbin = S.HBIN.parse(self.buf, base)
+            sig, hoff, hsize = hbin.signature, hbin.offset, hbin.size
             if sig != b"hbin" or hoff != off or hsize < PAGE or hsize % PAGE or off + hsize > total:
                 raise CorruptHiveError(f"{self.name}: corrupt hive: bad hive bin at 0x{off:x}")
             self._hbin_starts.append(off)
@@ -194,7 +226,7 @@ class HiveEditor:
             cell = off + S.HBIN_HEADER_SIZE
             end = off + hsize
             while cell < end:
-                size = S.CELL_SIZE.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0]
+                size = S.I32.unpack_from(self.buf, S.BASE_BLOCK_SIZE + cell)[0]
                 length = abs(size)
                 if length < 8 or length % 8 or cell + length > end:
                     raise CorruptHiveError(
@@ -236,7 +268,7 @@ class HiveEditor:
         for cell, size in free.items():
             if size < need:
                 continue
-            clean = (S.BASE_BLOCK_SIZE + cell) // PAGE not in self.dirty
+            clean = (S.BASE_BLOCK_SIZE + cell) // PAGE not in self._orig_pages
             cand = (clean, size, cell)
             if best is None or cand < best:
                 best = cand
@@ -255,10 +287,12 @@ class HiveEditor:
         file_end = S.BASE_BLOCK_SIZE + off + hsize
         if file_end > len(self.buf):
             self.buf.extend(bytes(file_end - len(self.buf)))
-        header = S.HBIN_HEADER.pack(b"hbin", off, hsize, 0, 0, 0, 0)
+        header = S.HBIN.pack(
+            signature=b"hbin", offset=off, size=hsize, reserved=bytes(8), timestamp=0, spare=0
+        )
         self._write(S.BASE_BLOCK_SIZE + off, header)
         # the slack of an existing file may hold old bytes; the new bin starts clean
-        self._write(S.BASE_BLOCK_SIZE + off + 32, bytes(hsize - 32))
+        self._write(S.BASE_BLOCK_SIZE + off + S.HBIN.size, bytes(hsize - S.HBIN.size))
         self.hive.hbins_size = off + hsize
         self._hbin_starts.append(off)
         self._hbin_ends.append(off + hsize)
@@ -300,7 +334,7 @@ class HiveEditor:
         return key
 
     def _touch(self, key: Key) -> None:
-        self._wcell(key.offset, S.NK_OFF_LAST_WRITTEN, S.U64.pack(self.clock()))
+        self._wfield(key.offset, S.NK, "last_written", self.clock())
 
     def _store_data(self, raw: bytes) -> tuple[int, int]:
         """Store value bytes out of line; returns (size field, data offset)."""
@@ -314,7 +348,9 @@ class HiveEditor:
                 seg = raw[i : i + S.DB_SEGMENT_SIZE].ljust(S.DB_SEGMENT_SIZE, b"\0")
                 segs.append(self._new_cell(seg))
             seg_list = self._new_cell(b"".join(S.U32.pack(s) for s in segs))
-            db = self._new_cell(S.DB.pack(b"db", len(segs), seg_list))
+            db = self._new_cell(
+                S.DB.pack(signature=b"db", segment_count=len(segs), segment_list=seg_list)
+            )
             return len(raw), db
         return len(raw), self._new_cell(raw)
 
@@ -322,12 +358,16 @@ class HiveEditor:
         if val.is_inline or val.data_size == 0 or val.data_offset == S.NO_CELL:
             return
         cell = self.hive.cell(val.data_offset)
-        if val.data_size > S.BIG_DATA_THRESHOLD and self.hive.minor >= 4 and cell[:2] == b"db":
-            _sig, count, seg_list = S.DB.unpack_from(cell)
-            segs = self.hive.cell(seg_list)
-            for (seg,) in S.U32.iter_unpack(segs[: 4 * count]):
+        if (
+            val.data_size > S.BIG_DATA_THRESHOLD
+            and self.hive.minor >= 4
+            and S.DB.get(cell, 0, "signature") == b"db"
+        ):
+            rec = S.DB.parse(cell)
+            segs = self.hive.cell(rec.segment_list)
+            for (seg,) in S.U32.iter_unpack(segs[: S.U32.size * rec.segment_count]):
                 self.free(seg)
-            self.free(seg_list)
+            self.free(rec.segment_list)
         self.free(val.data_offset)
 
     def set_value(self, path: str, name: str, vtype: int, data: object) -> None:
@@ -347,9 +387,9 @@ class HiveEditor:
             self._replace_value(val, vtype, raw)
         key = Key(self.hive, key.offset, None)
         if _name_len_bytes(name) > key.max_value_name:
-            self._wcell(key.offset, S.NK_OFF_MAX_VALUE_NAME, S.U32.pack(_name_len_bytes(name)))
+            self._wfield(key.offset, S.NK, "max_value_name", _name_len_bytes(name))
         if len(raw) > key.max_value_data:
-            self._wcell(key.offset, S.NK_OFF_MAX_VALUE_DATA, S.U32.pack(len(raw)))
+            self._wfield(key.offset, S.NK, "max_value_data", len(raw))
         self._touch(key)
 
     def _replace_value(self, val: Value, vtype: int, raw: bytes) -> None:
@@ -368,30 +408,38 @@ class HiveEditor:
         else:
             self._free_data(val)
             size_field, data_off = self._store_data(raw)
-        new = S.U32.pack(size_field) + S.U32.pack(data_off) + S.U32.pack(vtype)
-        old = bytes(
-            self.buf[S.BASE_BLOCK_SIZE + val.offset + 4 + 4 : S.BASE_BLOCK_SIZE + val.offset + 16]
-        )
-        if new != old:
-            self._wcell(val.offset, S.VK_OFF_DATA_SIZE, new)
+        vk = S.VK.parse(self.hive.cell(val.offset))
+        for field, value in (
+            ("data_size", size_field),
+            ("data_offset", data_off),
+            ("data_type", vtype),
+        ):
+            if getattr(vk, field) != value:
+                self._wfield(val.offset, S.VK, field, value)
 
     def _add_value(self, key: Key, name: str, vtype: int, raw: bytes) -> None:
         name_raw, comp = _encode_name(name)
         size_field, data_off = self._store_data(raw)
         vk = S.VK.pack(
-            b"vk", len(name_raw), size_field, data_off, vtype, S.VALUE_COMP_NAME if comp else 0, 0
+            signature=b"vk",
+            name_length=len(name_raw),
+            data_size=size_field,
+            data_offset=data_off,
+            data_type=vtype,
+            flags=S.VALUE_COMP_NAME if comp else 0,
+            spare=0,
         )
         vk_cell = self._new_cell(vk + name_raw)
         offsets = key.value_offsets()
         count = len(offsets)
-        if count and self.cell_capacity(key.value_list) >= 4 * (count + 1):
-            self._wcell(key.value_list, 4 * count, S.U32.pack(vk_cell))
+        if count and self.cell_capacity(key.value_list) >= S.U32.size * (count + 1):
+            self._wcell(key.value_list, S.U32.size * count, S.U32.pack(vk_cell))
         else:
             new_list = self._new_cell(b"".join(S.U32.pack(o) for o in [*offsets, vk_cell]))
             if count:
                 self.free(key.value_list)
-            self._wcell(key.offset, S.NK_OFF_VALUE_LIST, S.U32.pack(new_list))
-        self._wcell(key.offset, S.NK_OFF_VALUE_COUNT, S.U32.pack(count + 1))
+            self._wfield(key.offset, S.NK, "value_list", new_list)
+        self._wfield(key.offset, S.NK, "value_count", count + 1)
 
     def delete_value(self, path: str, name: str) -> None:
         """Remove value ``name`` from key ``path`` (NotFoundError when absent)."""
@@ -405,11 +453,12 @@ class HiveEditor:
         val = vals[i]
         rest = offsets[:i] + offsets[i + 1 :]
         if rest:
-            self._wcell(key.value_list, 4 * i, b"".join(S.U32.pack(o) for o in offsets[i + 1 :]))
+            rest_bytes = b"".join(S.U32.pack(o) for o in offsets[i + 1 :])
+            self._wcell(key.value_list, S.U32.size * i, rest_bytes)
         else:
             self.free(key.value_list)
-            self._wcell(key.offset, S.NK_OFF_VALUE_LIST, S.U32.pack(S.NO_CELL))
-        self._wcell(key.offset, S.NK_OFF_VALUE_COUNT, S.U32.pack(len(rest)))
+            self._wfield(key.offset, S.NK, "value_list", S.NO_CELL)
+        self._wfield(key.offset, S.NK, "value_count", len(rest))
         self._free_data(val)
         self.free(val.offset)
         self._touch(key)
@@ -434,38 +483,38 @@ class HiveEditor:
         now = self.clock()
         sec = parent.security_offset
         nk = S.NK.pack(
-            b"nk",
-            S.KEY_COMP_NAME if comp else 0,
-            now,
-            0,
-            parent.offset,
-            0,
-            0,
-            S.NO_CELL,
-            S.NO_CELL,
-            0,
-            S.NO_CELL,
-            sec,
-            S.NO_CELL,
-            0,
-            0,
-            0,
-            0,
-            0,
-            len(name_raw),
-            0,
+            signature=b"nk",
+            flags=S.KEY_COMP_NAME if comp else 0,
+            last_written=now,
+            access_bits=0,
+            parent=parent.offset,
+            subkey_count=0,
+            volatile_subkey_count=0,
+            subkey_list=S.NO_CELL,
+            volatile_subkey_list=S.NO_CELL,
+            value_count=0,
+            value_list=S.NO_CELL,
+            security=sec,
+            class_name=S.NO_CELL,
+            max_subkey_name=0,
+            max_subkey_class=0,
+            max_value_name=0,
+            max_value_data=0,
+            workvar=0,
+            name_length=len(name_raw),
+            class_length=0,
         )
         cell = self._new_cell(nk + name_raw)
         if sec != S.NO_CELL:
             refs = self.hive.security_cell(sec)[2]  # validated: an sk cell inside the hive
-            self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(refs + 1))
+            self._wfield(sec, S.SK, "refcount", refs + 1)
         self._list_insert(parent, cell, name)
         parent = Key(self.hive, parent.offset, None)
-        self._wcell(parent.offset, S.NK_OFF_SUBKEY_COUNT, S.U32.pack(parent.subkey_count + 1))
+        self._wfield(parent.offset, S.NK, "subkey_count", parent.subkey_count + 1)
         low = parent.max_subkey_name & 0xFFFF
         if _name_len_bytes(name) > low:
             packed = (parent.max_subkey_name & 0xFFFF0000) | _name_len_bytes(name)
-            self._wcell(parent.offset, S.NK_OFF_MAX_SUBKEY_NAME, S.U32.pack(packed))
+            self._wfield(parent.offset, S.NK, "max_subkey_name", packed)
         self._touch(parent)
         return Key(self.hive, cell, parent_path)
 
@@ -485,9 +534,9 @@ class HiveEditor:
         parent = self._key("\\".join(parts[:-1]))
         self._list_remove(parent, key.offset)
         parent = Key(self.hive, parent.offset, None)
-        self._wcell(parent.offset, S.NK_OFF_SUBKEY_COUNT, S.U32.pack(parent.subkey_count - 1))
+        self._wfield(parent.offset, S.NK, "subkey_count", parent.subkey_count - 1)
         if parent.subkey_count - 1 == 0:
-            self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(S.NO_CELL))
+            self._wfield(parent.offset, S.NK, "subkey_list", S.NO_CELL)
         self._release_security(key.security_offset)
         if key.class_offset != S.NO_CELL and key.class_length:
             self.free(key.class_offset)
@@ -499,13 +548,13 @@ class HiveEditor:
             return
         flink, blink, refs, _sd = self.hive.security_cell(sec)
         if refs > 1:
-            self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(refs - 1))
+            self._wfield(sec, S.SK, "refcount", refs - 1)
             return
         if flink == sec or blink == sec:  # the only sk of the hive: keep it
-            self._wcell(sec, S.SK_OFF_REFCOUNT, S.U32.pack(0))
+            self._wfield(sec, S.SK, "refcount", 0)
             return
-        self._wcell(blink, 4, S.U32.pack(flink))  # prev.flink = next
-        self._wcell(flink, 8, S.U32.pack(blink))  # next.blink = prev
+        self._wfield(blink, S.SK, "flink", flink)  # prev.flink = next
+        self._wfield(flink, S.SK, "blink", blink)  # next.blink = prev
         self.free(sec)
 
     # --- subkey lists ------------------------------------------------------------------------
@@ -518,30 +567,36 @@ class HiveEditor:
         return b"li"
 
     def _leaf_bytes(self, kind: bytes, entries: list[tuple[int, str]]) -> bytes:
-        out = [S.LIST_HEADER.pack(kind, len(entries))]
+        out = [S.LIST_HEADER.pack(signature=kind, count=len(entries))]
         for off, name in entries:
             if kind == b"lh":
-                out.append(S.LH_ENTRY.pack(off, name_hash(name)))
+                out.append(S.LH_ENTRY.pack(offset=off, hash=name_hash(name)))
             elif kind == b"lf":
                 hint = name[:4].encode("latin-1", "replace") if name[:4].isascii() else b"\0"
-                out.append(S.LF_ENTRY.pack(off, hint.ljust(4, b"\0")[:4]))
+                out.append(S.LF_ENTRY.pack(offset=off, hint=hint.ljust(4, b"\0")[:4]))
             else:
-                out.append(S.U32.pack(off))
+                out.append(S.LI_ENTRY.pack(offset=off))
         return b"".join(out)
 
     def _leaves(self, list_off: int) -> tuple[bool, list[int]]:
         """(is index root, leaf cells) of a subkey list."""
         data = self.hive.cell(list_off)
-        sig, count = S.LIST_HEADER.unpack_from(data)
+        head = S.LIST_HEADER.parse(data)
+        sig, count = head.signature, head.count
         if sig == b"ri":
-            return True, [o for (o,) in S.U32.iter_unpack(data[4 : 4 + 4 * count])]
+            start = S.LIST_HEADER.size
+            end = start + S.RI_ENTRY.size * count
+            return True, [o for (o,) in S.U32.iter_unpack(data[start:end])]
         return False, [list_off]
 
     def _leaf_entries(self, leaf: int) -> tuple[bytes, list[tuple[int, str]]]:
         data = self.hive.cell(leaf)
-        sig, count = S.LIST_HEADER.unpack_from(data)
-        step = 4 if sig == b"li" else 8
-        offs = [S.U32.unpack_from(data, 4 + i * step)[0] for i in range(count)]
+        head = S.LIST_HEADER.parse(data)
+        sig, count = head.signature, head.count
+        entry = S.LI_ENTRY if sig == b"li" else S.LH_ENTRY  # lf and lh entries: same size
+        offs = [
+            entry.get(data, S.LIST_HEADER.size + i * entry.size, "offset") for i in range(count)
+        ]
         return sig, [(o, Key(self.hive, o, None).name) for o in offs]
 
     def _write_leaf(self, leaf: int | None, kind: bytes, entries: list[tuple[int, str]]) -> int:
@@ -563,7 +618,7 @@ class HiveEditor:
         skey = name_sort_key(name)
         if parent.subkey_count == 0 or parent.subkey_list == S.NO_CELL:
             new = self._write_leaf(None, self._leaf_kind(), [(cell, name)])
-            self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(new))
+            self._wfield(parent.offset, S.NK, "subkey_list", new)
             return
         is_ri, leaves = self._leaves(parent.subkey_list)
         # find the leaf: the last one whose first entry sorts before the new name
@@ -583,25 +638,24 @@ class HiveEditor:
             new_leaf = self._write_leaf(leaves[chosen], kind, entries)
             if new_leaf != leaves[chosen]:
                 if is_ri:
-                    self._wcell(parent.subkey_list, 4 + 4 * chosen, S.U32.pack(new_leaf))
+                    pos = S.LIST_HEADER.size + S.RI_ENTRY.size * chosen
+                    self._wcell(parent.subkey_list, pos, S.RI_ENTRY.pack(offset=new_leaf))
                 else:
-                    self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(new_leaf))
+                    self._wfield(parent.offset, S.NK, "subkey_list", new_leaf)
             return
         # split the leaf in two under an index root
         halves = [entries[:LEAF_SPLIT], entries[LEAF_SPLIT:]]
         first = self._write_leaf(leaves[chosen], kind, halves[0])
         second = self._write_leaf(None, kind, halves[1])
         new_leaves = leaves[:chosen] + [first, second] + leaves[chosen + 1 :]
-        ri_body = S.LIST_HEADER.pack(b"ri", len(new_leaves)) + b"".join(
-            S.U32.pack(o) for o in new_leaves
-        )
+        ri_body = _ri_bytes(new_leaves)
         if is_ri and self.cell_capacity(parent.subkey_list) >= len(ri_body):
             self._wcell(parent.subkey_list, 0, ri_body)
             return
         ri = self._new_cell(ri_body)
         if is_ri:
             self.free(parent.subkey_list)
-        self._wcell(parent.offset, S.NK_OFF_SUBKEY_LIST, S.U32.pack(ri))
+        self._wfield(parent.offset, S.NK, "subkey_list", ri)
 
     def _list_remove(self, parent: Key, cell: int) -> None:
         is_ri, leaves = self._leaves(parent.subkey_list)
@@ -620,8 +674,7 @@ class HiveEditor:
                 return  # parent count drops to 0; caller clears the list offset
             rest = leaves[:i] + leaves[i + 1 :]
             if rest:
-                body = S.LIST_HEADER.pack(b"ri", len(rest)) + b"".join(S.U32.pack(o) for o in rest)
-                self._wcell(parent.subkey_list, 0, body)
+                self._wcell(parent.subkey_list, 0, _ri_bytes(rest))
             else:
                 self.free(parent.subkey_list)
             return
@@ -632,26 +685,46 @@ class HiveEditor:
     # --- commit ----------------------------------------------------------------------------
 
     def commit(self, *, touch_timestamp: bool = True) -> CommitResult:
-        """Finish the base block and return the dirty pages (base block first).
+        """Finish the base block and return exactly the pages that differ, sorted.
 
-        Both sequence numbers are raised by one and equal, the timestamp (unless
-        ``touch_timestamp`` is False, as Windows 8.1+ does) and hive bins size are set and
-        the checksum recomputed. Nothing is returned when nothing changed.
+        A page is returned when its bytes differ from the bytes the editor started from (for
+        ``from_primary``: the primary as on disk) or from the last commit; pages written back
+        unchanged are left out. When no hive bins page differs nothing is returned and the
+        base block is left alone. Otherwise both sequence numbers are raised by one and
+        equal, the timestamp (unless ``touch_timestamp`` is False, as Windows 8.1+ does) and
+        hive bins size are set and the checksum recomputed, so the base block is the first
+        page. The editor then takes the committed state as its new starting point.
         """
-        if not self.dirty:
-            return CommitResult([], len(self.buf), self.old_file_length)
+        old_length = self.old_file_length
+        if not self._changed_pages() and len(self.buf) == self._orig_length:
+            self._orig_pages.clear()
+            return CommitResult([], len(self.buf), old_length)
         base = bytearray(self.buf[: S.BASE_BLOCK_SIZE])
         seq = max(self.hive.sequence1, self.hive.sequence2) + 1
         seq &= 0xFFFFFFFF
-        struct.pack_into("<II", base, S.BASE_SEQ1_OFF, seq, seq)
+        S.BASE.put(base, 0, "sequence1", seq)
+        S.BASE.put(base, 0, "sequence2", seq)
         if touch_timestamp:
-            struct.pack_into("<Q", base, S.BASE_TIMESTAMP_OFF, self.clock())
-        struct.pack_into("<I", base, S.BASE_HBINS_SIZE_OFF, self.hive.hbins_size)
-        struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
+            S.BASE.put(base, 0, "last_written", self.clock())
+        S.BASE.put(base, 0, "hbins_size", self.hive.hbins_size)
+        S.BASE.put(base, 0, "checksum", base_block_checksum(bytes(base)))
         self._write(0, bytes(base))
         self.hive = Hive(BufferSource(self.buf), self.name)
-        pages = [(p * PAGE, bytes(self.buf[p * PAGE : (p + 1) * PAGE])) for p in sorted(self.dirty)]
-        self.dirty.clear()
-        result = CommitResult(pages, len(self.buf), self.old_file_length)
+        pages = self._changed_pages()
+        self._orig_pages.clear()
+        self._orig_length = len(self.buf)
         self.old_file_length = len(self.buf)
-        return result
+        return CommitResult(pages, len(self.buf), old_length)
+
+    def _changed_pages(self) -> list[tuple[int, bytes]]:
+        """(file offset, bytes) of every touched page whose bytes differ from its original."""
+        out = []
+        size = len(self.buf)
+        for page in sorted(self._orig_pages):
+            start = page * PAGE
+            if start >= size:
+                continue
+            now = bytes(self.buf[start : start + PAGE])
+            if now != self._orig_pages[page]:
+                out.append((start, now))
+        return out

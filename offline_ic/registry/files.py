@@ -1,29 +1,35 @@
-"""Bare hive files on the host: find logs, edit in place page by page, keep an undo file.
+"""Bare hive files on the host: find the logs, read, edit in place, recover.
 
-Why: ``offline-ic hive set`` must change a hive file in place (the same code later writes a
-hive inside an image, where a temp-copy-and-rename is impossible), so we write only the
-dirty pages, after saving their original bytes to ``HIVE.offline-ic-undo`` (fsynced). A
-crash leaves the undo file behind; ``hive recover`` rolls it back.
+Why: ``offline-ic hive set`` must change a hive file in place (a hive inside an image cannot
+be replaced by a temp-copy-and-rename either), writing only the pages ``HiveEditor.commit()``
+says differ. A bare hive file is just a file, so it is written through the same raw-file
+transaction as a raw disk image (``offline_ic.image.raw.RawImage``): its exclusive lock, its
+undo journal ``HIVE.offline-ic-journal`` (CRC-32C, fsynced before the first byte changes)
+and its rollback. This module keeps no write logic of its own. The journal makes a write
+all-or-nothing, so the old ordering (base block marked dirty first, data, final base block)
+is not needed for crash safety: after a crash the next writable open, or ``hive recover``,
+puts the original bytes and length back. Reads see a hive with a pending journal as it
+will be after that rollback (``journal.open_view``), as raw image reads do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import struct
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
-from offline_ic.registry import structs as S
+from offline_ic.errors import InputError, SafetyRefusal
+from offline_ic.image.fileio import FileIO, fsync_dir, open_image_file
+from offline_ic.image.journal import JournalWriteFailed, journal_path, open_view
+from offline_ic.image.raw import RawImage
 from offline_ic.registry.editor import CommitResult, HiveEditor
-from offline_ic.registry.hive import Hive, base_block_checksum
+from offline_ic.registry.hive import Hive
 from offline_ic.registry.recovery import RecoveryResult, recover_bytes
+from offline_ic.registry.source import BufferSource
 
-UNDO_SUFFIX = ".offline-ic-undo"
-UNDO_MAGIC = b"OFFLINE-IC-UNDO1"
 PAGE = 4096
 
 
@@ -39,17 +45,24 @@ def find_logs(path: Path) -> tuple[Path | None, Path | None]:
     return found.get("1"), found.get("2")
 
 
-def undo_path(path: Path) -> Path:
-    return path.with_name(path.name + UNDO_SUFFIX)
+def pending_journal(path: Path) -> Path | None:
+    """The undo journal an interrupted write left beside the hive, if there is one."""
+    jp = Path(journal_path(str(path)))
+    return jp if jp.exists() else None
 
 
 def read_hive_file(path: Path) -> bytes:
+    """The hive file's bytes; with a pending journal, as they will be after its rollback."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a hive file")
+    image = RawImage(str(path))
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
+        return image.read(0, image.size)
+    except IsADirectoryError:  # pragma: no cover - raced with the check above
         raise InputError(f"{path}: is a directory, not a hive file") from None
+    finally:
+        image.close()
 
 
 @dataclass
@@ -72,7 +85,7 @@ def load_hive(path: Path, *, require_recovery: bool) -> OpenedHive:
     ``SafetyRefusal``; otherwise (reads) the primary is used as found and the note says so.
     """
     data = read_hive_file(path)
-    probe = Hive(_buffer(data), str(path), allow_bad_checksum=True)
+    probe = Hive(BufferSource(data), str(path), allow_bad_checksum=True)
     seqs = (probe.sequence1, probe.sequence2)
     if not probe.is_dirty and probe.checksum_ok:
         return OpenedHive(path, data, "clean", *seqs)
@@ -92,97 +105,14 @@ def load_hive(path: Path, *, require_recovery: bool) -> OpenedHive:
     except SafetyRefusal as exc:
         if require_recovery:
             raise
-        Hive(_buffer(data), str(path))  # a bad checksum is still an error for reads
+        Hive(BufferSource(data), str(path))  # a bad checksum is still an error for reads
         return OpenedHive(path, data, "dirty", *seqs, note=str(exc))
     used = "+".join(res.logs_used)
     note = f"hive is dirty (sequence {seqs[0]} != {seqs[1]}); recovered in memory from {used}"
     return OpenedHive(path, bytes(res.data), "recovered", *seqs, recovery=res, note=note)
 
 
-def _buffer(data: bytes):
-    from offline_ic.registry.source import BufferSource
-
-    return BufferSource(data)
-
-
-# --- undo file ---------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_undo(path: Path, old_length: int, pages: list[tuple[int, bytes]]) -> Path:
-    """Save the original bytes of the pages about to be overwritten (fsynced)."""
-    body = [UNDO_MAGIC, struct.pack("<QI", old_length, len(pages))]
-    for off, data in pages:
-        body.append(struct.pack("<QI", off, len(data)))
-        body.append(data)
-    blob = b"".join(body)
-    blob += struct.pack("<I", zlib.crc32(blob))
-    upath = undo_path(path)
-    with open(upath, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(upath)
-    return upath
-
-
-def rollback_undo(path: Path) -> bool:
-    """Put back the pages saved in HIVE.offline-ic-undo; False when the undo file is
-    incomplete (the write never started, the hive is untouched) and it was just removed."""
-    upath = undo_path(path)
-    blob = upath.read_bytes()
-    ok = (
-        len(blob) >= len(UNDO_MAGIC) + 16
-        and blob.startswith(UNDO_MAGIC)
-        and struct.unpack_from("<I", blob, len(blob) - 4)[0] == zlib.crc32(blob[:-4])
-    )
-    if not ok:
-        upath.unlink()
-        _fsync_dir(upath)
-        return False
-    pos = len(UNDO_MAGIC)
-    old_length, count = struct.unpack_from("<QI", blob, pos)
-    pos += 12
-    with open(path, "r+b") as f:
-        for _ in range(count):
-            off, n = struct.unpack_from("<QI", blob, pos)
-            pos += 12
-            f.seek(off)
-            f.write(blob[pos : pos + n])
-            pos += n
-        f.truncate(old_length)
-        f.flush()
-        os.fsync(f.fileno())
-    upath.unlink()
-    _fsync_dir(upath)
-    return True
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on the hive while we write it (POSIX; a no-op elsewhere)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    fd = os.open(path, os.O_RDWR)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SafetyRefusal(f"{path}: another process is writing this hive") from None
-        yield
-    finally:
-        os.close(fd)
+# --- writes (through the image layer's raw-file transaction) ---------------------------
 
 
 @dataclass
@@ -196,159 +126,142 @@ class WriteResult:
     recovered: bool
 
 
-def _write_sequence(
-    path: Path, original: bytes, new: bytes | bytearray, pages: list[tuple[int, bytes]]
-) -> None:
-    """Base block marked dirty (sequence 1 only), data pages, fsync, final base block, fsync."""
-    base = dict(pages).get(0)
-    with open(path, "r+b") as f:
-        if base is not None:
-            first = bytearray(original[: S.BASE_BLOCK_SIZE])
-            seq1 = struct.unpack_from("<I", base, S.BASE_SEQ1_OFF)[0]
-            struct.pack_into("<I", first, S.BASE_SEQ1_OFF, seq1)
-            struct.pack_into("<I", first, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(first)))
-            f.seek(0)
-            f.write(first)
-            f.flush()
-            os.fsync(f.fileno())
-        for off, data in pages:
-            if off == 0:
-                continue
-            f.seek(off)
-            f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-        if base is not None:
-            f.seek(0)
-            f.write(base)
-        if len(new) < len(original):
-            f.truncate(len(new))
-        f.flush()
-        os.fsync(f.fileno())
+def _refuse_interrupted(path: Path) -> None:
+    """A pending journal means our last write was cut short: ``hive recover`` first.
 
-
-def write_pages_in_place(
-    path: Path, original: bytes, new: bytes | bytearray, pages: list[tuple[int, bytes]]
-) -> WriteResult:
-    """Write ``pages`` (offset, bytes) into ``path``, crash-safe through the undo file.
-
-    Order: undo file (fsync); base block marked dirty (sequence 1 raised only); data pages;
-    fsync; final base block; fsync; undo file removed.
+    Checked before the writable open, which would roll the journal back silently.
     """
-    pages = sorted(pages)
-    old_pages = [(off, original[off : off + len(data)]) for off, data in pages]
-    try:
-        write_undo(path, len(original), old_pages)
-    except OSError:
-        with contextlib.suppress(OSError):
-            undo_path(path).unlink()  # nothing of the hive was touched yet
-        raise
-    try:
-        _write_sequence(path, original, new, pages)
-    except OSError as exc:
-        # put the original pages back now (ENOSPC, I/O error); the undo file stays if that
-        # fails too, and 'hive recover' finishes the job later
-        try:
-            rollback_undo(path)
-        except OSError:
-            raise SafetyRefusal(
-                f"{path}: write failed ({exc.strerror or exc}) and the rollback failed too; "
-                f"run 'offline-ic hive recover {path}' to restore it from "
-                f"{undo_path(path).name}"
-            ) from exc
-        raise
-    undo_path(path).unlink()
-    _fsync_dir(path)
-    return WriteResult(
-        [off // PAGE for off, _d in pages],
-        sum(len(d) for _o, d in pages),
-        len(original),
-        len(new),
-        False,
-    )
+    jp = pending_journal(path)
+    if jp is not None:
+        raise SafetyRefusal(
+            f"{path}: an earlier write was interrupted ({jp.name} exists); "
+            f"run 'offline-ic hive recover {path}' first"
+        )
 
 
-def diff_pages(old: bytes, new: bytes | bytearray) -> list[tuple[int, bytes]]:
-    """Every 4 KiB page of ``new`` that differs from ``old`` (or lies past its end)."""
-    out = []
-    for off in range(0, len(new), PAGE):
-        chunk = bytes(new[off : off + PAGE])
-        if chunk != old[off : off + PAGE]:
-            out.append((off, chunk))
-    return out
-
-
-def _open_editor(path: Path) -> tuple[bytes, HiveEditor]:
-    """The file's bytes and an editor over them; a dirty hive is recovered from the logs
-    beside it first (SafetyRefusal when that cannot be done)."""
-    original = read_hive_file(path)
+def _open_editor(path: Path, original: bytes) -> HiveEditor:
+    """An editor over the file's bytes; a dirty hive is recovered from the logs beside it
+    first (SafetyRefusal when that cannot be done)."""
     log1, log2 = find_logs(path)
-    editor = HiveEditor.from_primary(
+    return HiveEditor.from_primary(
         original,
         log1.read_bytes() if log1 else None,
         log2.read_bytes() if log2 else None,
         name=str(path),
     )
-    return original, editor
+
+
+def _failure_reason(exc: JournalWriteFailed) -> str:
+    cause = exc.__context__
+    if isinstance(cause, OSError):
+        if cause.errno == errno.ENOSPC:
+            return "no space left on device"
+        return cause.strerror or str(cause)
+    return str(exc)
+
+
+def _write_commit(
+    image: RawImage, path: Path, commit: CommitResult, recovered: bool
+) -> WriteResult:
+    """Write exactly the committed pages and the new length, in one journaled transaction."""
+    try:
+        image.write_ranges(commit.pages, new_size=commit.file_length)
+    except JournalWriteFailed as exc:
+        reason = _failure_reason(exc)
+        jp = pending_journal(path)
+        if jp is not None:
+            raise SafetyRefusal(
+                f"{path}: write failed ({reason}) and the rollback failed too; "
+                f"run 'offline-ic hive recover {path}' to restore it from {jp.name}"
+            ) from exc
+        raise JournalWriteFailed(f"{path}: write failed ({reason}); the hive is unchanged") from exc
+    return WriteResult(
+        [off // PAGE for off, _d in commit.pages],
+        commit.bytes_written,
+        commit.old_file_length,
+        commit.file_length,
+        recovered,
+    )
 
 
 def edit_hive_file(
     path: Path, edit: Callable[[HiveEditor], None], *, allow_grow: bool = True
 ) -> tuple[WriteResult, CommitResult]:
-    """Apply ``edit`` to a bare hive file in place, recovering a dirty hive first."""
+    """Apply ``edit`` to a bare hive file in place, recovering a dirty hive first.
+
+    The file is opened as a writable raw image (exclusive lock); only the pages
+    ``commit()`` returns are written, with the new length, through its undo journal.
+    """
     path = Path(path)
-    if undo_path(path).exists():
-        raise SafetyRefusal(
-            f"{path}: an earlier write was interrupted ({undo_path(path).name} exists); "
-            f"run 'offline-ic hive recover {path}' first"
-        )
-    with _locked(path):
-        original, editor = _open_editor(path)
+    _refuse_interrupted(path)
+    with contextlib.closing(RawImage(str(path), writable=True)) as image:
+        original = image.read(0, image.size)
+        editor = _open_editor(path, original)
         edit(editor)
         commit = editor.commit()
-        if not commit.pages:
+        if not commit.pages and commit.file_length == len(original):
             return WriteResult([], 0, len(original), len(original), False), commit
-        if not allow_grow and len(editor.buf) > len(original):
+        if not allow_grow and commit.file_length > len(original):
             raise SafetyRefusal(f"{path}: the edit needs the file to grow; not allowed here")
-        result = write_pages_in_place(path, original, editor.buf, commit.pages)
-        result.recovered = editor.recovered
-        return result, commit
+        return _write_commit(image, path, commit, editor.recovered), commit
+
+
+def _journal_complete(path: Path) -> bool:
+    """Does the pending journal hold a whole transaction (else the hive was never touched)?"""
+    io = open_image_file(str(path), False)
+    try:
+        return open_view(io, str(path)) is not io
+    finally:
+        io.close()
+
+
+def _roll_back(path: Path, jp: Path) -> str:
+    complete = _journal_complete(path)
+    RawImage(str(path), writable=True).close()  # the writable open rolls the journal back
+    if complete:
+        return f"{path}: rolled back an interrupted write from {jp.name}"
+    return f"{path}: removed an incomplete undo journal {jp.name} (the hive was not touched)"
 
 
 def recover_hive_file(path: Path, output: Path | None = None) -> tuple[str, WriteResult | None]:
     """Roll back an interrupted write, or replay the logs into the hive (in place or to
     ``output``). Returns a one-line summary and what was written."""
     path = Path(path)
-    if output is None and undo_path(path).exists():
-        rolled = rollback_undo(path)
-        if rolled:
-            return f"{path}: rolled back an interrupted write from {undo_path(path).name}", None
-        return f"{path}: removed an incomplete undo file (the hive was not touched)", None
-    with _locked(path) if output is None else contextlib.nullcontext():
-        original, editor = _open_editor(path)
+    if output is not None:
+        original = read_hive_file(path)  # a pending journal: the rolled-back view
+        editor = _open_editor(path, original)
         if not editor.recovered:
-            if output is not None:
-                _write_new_file(Path(output), original)
-                return f"{path}: hive is clean, copied -> {output}", None
+            write_new_file(Path(output), original)
+            return f"{path}: hive is clean, copied -> {output}", None
+        editor.commit(touch_timestamp=False)
+        write_new_file(Path(output), editor.buf)
+        return f"{path}: recovered from {'+'.join(find_used(editor))} -> {output}", None
+    jp = pending_journal(path)
+    if jp is not None:
+        return _roll_back(path, jp), None
+    with contextlib.closing(RawImage(str(path), writable=True)) as image:
+        original = image.read(0, image.size)
+        editor = _open_editor(path, original)
+        if not editor.recovered:
             return f"{path}: hive is clean, nothing to recover", None
         # like Windows writing the recovered hive: sequence numbers + 1, timestamp unchanged
         commit = editor.commit(touch_timestamp=False)
-        applied = commit.pages
-        what = f"recovered from {'+'.join(find_used(editor))}"
-        if output is not None:
-            _write_new_file(Path(output), editor.buf)
-            return f"{path}: {what} -> {output}", None
-        result = write_pages_in_place(path, original, editor.buf, applied)
-        result.recovered = True
-        return f"{path}: {what}; wrote {len(applied)} pages in place", result
+        result = _write_commit(image, path, commit, True)
+    what = f"recovered from {'+'.join(find_used(editor))}"
+    return f"{path}: {what}; wrote {len(commit.pages)} pages in place", result
 
 
 def find_used(editor: HiveEditor) -> list[str]:
     return editor.recovery_logs or ["logs"]
 
 
-def _write_new_file(path: Path, data: bytes | bytearray) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def write_new_file(path: Path, data: bytes | bytearray) -> None:
+    """Create (or replace) a file with ``data``, durably: the bytes and the directory entry."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    io = FileIO(fd, str(path))
+    try:
+        io.pwrite(bytes(data), 0)
+        io.flush()
+    finally:
+        io.close()
+    fsync_dir(str(path))

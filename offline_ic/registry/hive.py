@@ -17,14 +17,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+import offline_ic.registry.structs as S
 from offline_ic.errors import CorruptHiveError, NotFoundError
-from offline_ic.registry import structs as S
+from offline_ic.registry.checksum import base_block_checksum
 from offline_ic.registry.source import BufferSource, FileSource, Source
 
 HiveSource = str | os.PathLike | BinaryIO | bytes | bytearray
 
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 MAX_DEPTH = 512  # keys nested deeper than this are treated as a cycle
+# hot-path constants taken from the layouts once
+_NK_SIZE = S.NK.size  # the key name follows the nk record
+_VK_SIZE = S.VK.size  # the value name follows the vk record
+_LIST_HEADER_SIZE = S.LIST_HEADER.size
+_CELL_SIZE_LEN = S.CELL.size
+_I32_UNPACK = S.I32.unpack
 
 
 class RegType(IntEnum):
@@ -131,21 +138,21 @@ class Value:
 
     def __init__(self, hive: Hive, offset: int) -> None:
         cell = hive.cell(offset)
-        if len(cell) < S.VK.size:
+        if len(cell) < _VK_SIZE:
             raise hive.corrupt(f"value cell 0x{offset:x} too small")
-        sig, name_len, size, data_off, vtype, flags, _spare = S.VK.unpack_from(cell)
-        if sig != b"vk":
+        vk = S.VK.parse(cell)
+        if vk.signature != b"vk":
             raise hive.corrupt(f"cell 0x{offset:x} is not a value (vk) cell")
-        if S.VK_NAME_OFF + name_len > len(cell):
+        name_end = _VK_SIZE + vk.name_length
+        if name_end > len(cell):
             raise hive.corrupt(f"value name of cell 0x{offset:x} runs past its cell")
-        raw_name = cell[S.VK_NAME_OFF : S.VK_NAME_OFF + name_len]
         self.hive = hive
         self.offset = offset
-        self.name = decode_name(raw_name, bool(flags & S.VALUE_COMP_NAME))
-        self.type = vtype
-        self.flags = flags
-        self._size = size
-        self._data_off = data_off
+        self.name = decode_name(cell[_VK_SIZE:name_end], bool(vk.flags & S.VALUE_COMP_NAME))
+        self.type = vk.data_type
+        self.flags = vk.flags
+        self._size = vk.data_size
+        self._data_off = vk.data_offset
         self._raw: bytes | None = None
 
     @property
@@ -206,32 +213,31 @@ class Key:
 
     def __init__(self, hive: Hive, offset: int, parent_path: str | None) -> None:
         cell = hive.cell(offset)
-        if len(cell) < S.NK.size:
+        if len(cell) < _NK_SIZE:
             raise hive.corrupt(f"key cell 0x{offset:x} too small")
-        f = S.NK.unpack_from(cell)
-        if f[0] != b"nk":
+        nk = S.NK.parse(cell)
+        if nk.signature != b"nk":
             raise hive.corrupt(f"cell 0x{offset:x} is not a key (nk) cell")
-        name_len, class_len = f[18], f[19]
-        if S.NK_NAME_OFF + name_len > len(cell):
+        name_end = _NK_SIZE + nk.name_length
+        if name_end > len(cell):
             raise hive.corrupt(f"key name of cell 0x{offset:x} runs past its cell")
         self.hive = hive
         self.offset = offset
-        self.flags = f[1]
-        self._lw = f[2]
-        self.parent_offset = f[4]
-        self.subkey_count = f[5]
-        self.subkey_list = f[7]
-        self.value_count = f[9]
-        self.value_list = f[10]
-        self.security_offset = f[11]
-        self.class_offset = f[12]
-        self.max_subkey_name = f[13]
-        self.max_subkey_class = f[14]
-        self.max_value_name = f[15]
-        self.max_value_data = f[16]
-        self.class_length = class_len
-        raw_name = cell[S.NK_NAME_OFF : S.NK_NAME_OFF + name_len]
-        self.name = decode_name(raw_name, bool(self.flags & S.KEY_COMP_NAME))
+        self.flags = nk.flags
+        self._lw = nk.last_written
+        self.parent_offset = nk.parent
+        self.subkey_count = nk.subkey_count
+        self.subkey_list = nk.subkey_list
+        self.value_count = nk.value_count
+        self.value_list = nk.value_list
+        self.security_offset = nk.security
+        self.class_offset = nk.class_name
+        self.max_subkey_name = nk.max_subkey_name
+        self.max_subkey_class = nk.max_subkey_class
+        self.max_value_name = nk.max_value_name
+        self.max_value_data = nk.max_value_data
+        self.class_length = nk.class_length
+        self.name = decode_name(cell[_NK_SIZE:name_end], bool(nk.flags & S.KEY_COMP_NAME))
         if parent_path is None:
             self.path = ""
         elif parent_path == "":
@@ -304,9 +310,9 @@ class Key:
         if self.security_offset == S.NO_CELL:
             return None
         cell = self.hive.cell(self.security_offset)
-        if len(cell) < S.SK.size or cell[:2] != b"sk":
+        if len(cell) < S.SK.size or S.SK.parse(cell).signature != b"sk":
             raise self.hive.corrupt(f"security cell 0x{self.security_offset:x} is not an sk cell")
-        size = S.SK.unpack_from(cell)[5]
+        size = S.SK.parse(cell).descriptor_size
         if S.SK.size + size > len(cell):
             raise self.hive.corrupt(f"security descriptor 0x{self.security_offset:x} too long")
         return cell[S.SK.size : S.SK.size + size]
@@ -372,18 +378,19 @@ class Hive:
         if self.src.size < S.BASE_BLOCK_SIZE:
             raise self.corrupt(f"file is {self.src.size} bytes, too short for a base block")
         base = self.src.read(0, S.BASE_BLOCK_SIZE)
-        (sig, seq1, seq2, lw, major, minor, htype, fmt, root, hbins_size, _cf) = (
-            S.BASE_HEADER.unpack_from(base)
-        )
-        if sig != b"regf":
+        bb = S.BASE.parse(base)
+        if bb.signature != b"regf":
             raise self.corrupt("no 'regf' signature (not a registry hive)")
         self.base_block = base
-        self.sequence1, self.sequence2 = seq1, seq2
-        self.last_written_filetime = lw
-        self.major, self.minor, self.hive_type, self.file_format = major, minor, htype, fmt
-        self.root_offset = root
-        self.hbins_size = hbins_size
-        stored = S.U32.unpack_from(base, S.BASE_CHECKSUM_OFF)[0]
+        self.sequence1, self.sequence2 = bb.sequence1, bb.sequence2
+        self.last_written_filetime = bb.last_written
+        self.major, self.minor = bb.major, bb.minor
+        major = bb.major
+        self.hive_type, self.file_format = bb.file_type, bb.file_format
+        self.root_offset = root = bb.root_cell
+        self.hbins_size = hbins_size = bb.hbins_size
+        self._embedded_name = bb.file_name
+        stored = bb.checksum
         self.checksum_ok = stored == base_block_checksum(base)
         if not self.checksum_ok and not allow_bad_checksum:
             raise self.corrupt(
@@ -418,8 +425,7 @@ class Hive:
 
     @property
     def embedded_file_name(self) -> str:
-        raw = self.base_block[S.BASE_FILENAME_OFF : S.BASE_FILENAME_OFF + S.BASE_FILENAME_LEN]
-        return raw.decode("utf-16-le", "replace").split("\x00", 1)[0]
+        return self._embedded_name.decode("utf-16-le", "replace").split("\x00", 1)[0]
 
     @property
     def root(self) -> Key:
@@ -464,7 +470,7 @@ class Hive:
         """Signed size field of the cell at ``offset`` (negative = allocated)."""
         if offset % S.CELL_ALIGN or offset + 4 > self.hbins_size:
             raise self.corrupt(f"cell offset 0x{offset:x} is outside the hive bins or unaligned")
-        return S.CELL_SIZE.unpack(self.src.read(S.BASE_BLOCK_SIZE + offset, 4))[0]
+        return _I32_UNPACK(self.src.read(S.BASE_BLOCK_SIZE + offset, _CELL_SIZE_LEN))[0]
 
     def cell(self, offset: int) -> bytes:
         """Data of the allocated cell at ``offset`` (without its size field), bounds-checked."""
@@ -490,24 +496,26 @@ class Hive:
 
     def _read_list(self, offset: int, expected: int, owner: int, out: list, depth: int) -> None:
         data = self.cell(offset)
-        if len(data) < 4:
+        if len(data) < _LIST_HEADER_SIZE:
             raise self.corrupt(f"subkey list 0x{offset:x} too small")
-        sig, count = S.LIST_HEADER.unpack_from(data)
+        head = S.LIST_HEADER.parse(data)
+        sig, count = head.signature, head.count
         if len(out) + count > expected:
             raise self.corrupt(f"subkey list of key 0x{owner:x} holds more entries than it says")
+        start = _LIST_HEADER_SIZE
         if sig in (b"lf", b"lh"):
-            if 4 + 8 * count > len(data):
+            end = start + S.LH_ENTRY.size * count
+            if end > len(data):
                 raise self.corrupt(f"subkey list 0x{offset:x} runs past its cell")
             if sig == b"lh":
-                out.extend(S.LH_ENTRY.iter_unpack(data[4 : 4 + 8 * count]))
+                out.extend(S.LH_ENTRIES.iter_unpack(data[start:end]))
             else:
-                out.extend(
-                    (off, None) for off, _hint in S.LF_ENTRY.iter_unpack(data[4 : 4 + 8 * count])
-                )
+                out.extend((off, None) for off, _hint in S.LF_ENTRIES.iter_unpack(data[start:end]))
         elif sig in (b"li", b"ri"):
-            if 4 + 4 * count > len(data):
+            end = start + S.LI_ENTRY.size * count
+            if end > len(data):
                 raise self.corrupt(f"subkey list 0x{offset:x} runs past its cell")
-            offs = [o for (o,) in S.U32.iter_unpack(data[4 : 4 + 4 * count])]
+            offs = [o for (o,) in S.U32.iter_unpack(data[start:end])]
             if sig == b"li":
                 out.extend((o, None) for o in offs)
             else:
@@ -520,9 +528,9 @@ class Hive:
 
     def read_value_list(self, offset: int, count: int, owner: int) -> list[int]:
         data = self.cell(offset)
-        if 4 * count > len(data):
+        if S.U32.size * count > len(data):
             raise self.corrupt(f"value list of key 0x{owner:x} runs past its cell")
-        return [o for (o,) in S.U32.iter_unpack(data[: 4 * count])]
+        return [o for (o,) in S.U32.iter_unpack(data[: S.U32.size * count])]
 
     def read_value_data(self, size_field: int, data_off: int, vk_off: int) -> bytes:
         """Bytes of a value: inline in the vk, in one cell, or in db segments."""
@@ -537,7 +545,11 @@ class Hive:
         if size > self.hbins_size:
             raise self.corrupt(f"value 0x{vk_off:x} claims {size} bytes, more than the hive")
         cell = self.cell(data_off)
-        if size > S.BIG_DATA_THRESHOLD and self.minor >= 4 and cell[:2] == b"db":
+        if (
+            size > S.BIG_DATA_THRESHOLD
+            and self.minor >= 4
+            and S.DB.get(cell, 0, "signature") == b"db"
+        ):
             return self._read_big_data(cell, size, vk_off)
         if size > len(cell):
             raise self.corrupt(f"data of value 0x{vk_off:x} ({size} bytes) runs past its cell")
@@ -546,15 +558,16 @@ class Hive:
     def _read_big_data(self, db: bytes, size: int, vk_off: int) -> bytes:
         if len(db) < S.DB.size:
             raise self.corrupt(f"big data record of value 0x{vk_off:x} too small")
-        _sig, count, list_off = S.DB.unpack_from(db)
+        rec = S.DB.parse(db)
+        count, list_off = rec.segment_count, rec.segment_list
         if count * S.DB_SEGMENT_SIZE < size:
             raise self.corrupt(f"big data of value 0x{vk_off:x} has too few segments")
         seg_list = self.cell(list_off)
-        if 4 * count > len(seg_list):
+        if S.U32.size * count > len(seg_list):
             raise self.corrupt(f"segment list of value 0x{vk_off:x} runs past its cell")
         parts: list[bytes] = []
         left = size
-        for (seg,) in S.U32.iter_unpack(seg_list[: 4 * count]):
+        for (seg,) in S.U32.iter_unpack(seg_list[: S.U32.size * count]):
             if left <= 0:
                 break
             data = self.cell(seg)
@@ -568,24 +581,13 @@ class Hive:
     def security_cell(self, offset: int) -> tuple[int, int, int, bytes]:
         """(flink, blink, refcount, descriptor) of an sk cell."""
         cell = self.cell(offset)
-        if len(cell) < S.SK.size or cell[:2] != b"sk":
+        if len(cell) < S.SK.size or S.SK.parse(cell).signature != b"sk":
             raise self.corrupt(f"cell 0x{offset:x} is not a security (sk) cell")
-        _sig, _r, flink, blink, refs, size = S.SK.unpack_from(cell)
+        sk = S.SK.parse(cell)
+        size = sk.descriptor_size
         if S.SK.size + size > len(cell):
             raise self.corrupt(f"security descriptor 0x{offset:x} runs past its cell")
-        return flink, blink, refs, cell[S.SK.size : S.SK.size + size]
-
-
-def base_block_checksum(base: bytes) -> int:
-    """XOR of the first 127 dwords; 0 becomes 1 and 0xFFFFFFFF becomes 0xFFFFFFFE."""
-    x = 0
-    for (d,) in S.U32.iter_unpack(base[:508]):
-        x ^= d
-    if x == 0:
-        return 1
-    if x == 0xFFFFFFFF:
-        return 0xFFFFFFFE
-    return x
+        return sk.flink, sk.blink, sk.refcount, cell[S.SK.size : S.SK.size + size]
 
 
 def _make_source(source: HiveSource, name: str | None) -> tuple[Source, str]:

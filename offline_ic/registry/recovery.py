@@ -11,22 +11,19 @@ continue the primary, we refuse (``SafetyRefusal``) rather than guess.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
+from typing import Any
 
+import offline_ic.registry.structs as S
 from offline_ic.errors import CorruptHiveError, SafetyRefusal
-from offline_ic.registry import structs as S
-from offline_ic.registry.hive import base_block_checksum
+from offline_ic.registry.checksum import base_block_checksum
 from offline_ic.registry.marvin import marvin32
 
 SECTOR = 512
 LOG_TYPE_OLD = (1, 2)
 LOG_TYPE_NEW = 6
-HVLE = struct.Struct("<4sIIIIIQQ")  # signature, size, flags, seq, hbins size, pages, hash1, hash2
-HVLE_HEADER = 40
-PAGE_REF = struct.Struct("<II")  # offset (relative to hbins), size
-BASE_FLAGS_OFF = 144
 MAX_HIVE = 1 << 32
+HVLE_HASH2_LEN = S.HVLE.offset("hash2")  # Hash-2 covers the header up to itself (Hash-1 too)
 
 
 @dataclass
@@ -69,18 +66,27 @@ class RecoveryResult:
 
 
 def _partial_checksum(base: bytes) -> int:
-    return base_block_checksum(base[:SECTOR].ljust(SECTOR, b"\0"))
+    return base_block_checksum(base[: S.BASE_HEADER_SIZE].ljust(S.BASE_HEADER_SIZE, b"\0"))
+
+
+def _base_record(base: bytes) -> Any:
+    """The base block fields of a full or partial (log, 512-byte) base block."""
+    return S.BASE.parse(base[: S.BASE.size].ljust(S.BASE.size, b"\0"))
 
 
 def parse_log(data: bytes | None, label: str) -> LogFile:
     """Validate a log's base block and collect its entries (new) or dirty pages (old)."""
     if not data or len(data) < SECTOR:
         return LogFile(label, b"", False, "empty")
-    base = data[:SECTOR]
-    sig, seq1, seq2, ts, _ma, _mi, ftype, _fmt, _root, hbins, _cf = S.BASE_HEADER.unpack_from(base)
-    stored = S.U32.unpack_from(base, S.BASE_CHECKSUM_OFF)[0]
-    ok = sig == b"regf" and stored == _partial_checksum(base) and hbins % 4096 == 0
-    log = LogFile(label, base, ok, "invalid", seq1, seq2, ts, hbins)
+    base = data[: S.BASE_HEADER_SIZE]
+    bb = _base_record(base)
+    ftype, hbins = bb.file_type, bb.hbins_size
+    ok = (
+        bb.signature == b"regf"
+        and bb.checksum == _partial_checksum(base)
+        and hbins % S.HBIN_ALIGN == 0
+    )
+    log = LogFile(label, base, ok, "invalid", bb.sequence1, bb.sequence2, bb.last_written, hbins)
     if not ok:
         log.stop_reason = "base block signature or checksum wrong"
         return log
@@ -97,32 +103,42 @@ def parse_log(data: bytes | None, label: str) -> LogFile:
 
 
 def _parse_new_entries(data: bytes, log: LogFile) -> None:
-    off = SECTOR
+    off = S.BASE_HEADER_SIZE
     limit = len(data)
-    while off + HVLE_HEADER <= limit:
-        sig, size, flags, seq, hbins, count, hash1, hash2 = HVLE.unpack_from(data, off)
-        if sig != b"HvLE":
+    while off + S.HVLE.size <= limit:
+        head = S.HVLE.parse(data, off)
+        size, seq, hbins, count = head.size, head.sequence, head.hbins_size, head.page_count
+        if head.signature != b"HvLE":
             log.stop_reason = f"no entry at 0x{off:x}"
             return
-        if size < HVLE_HEADER or size % SECTOR or off + size > limit:
+        if size < S.HVLE.size or size % SECTOR or off + size > limit:
             log.stop_reason = f"entry at 0x{off:x} has bad size {size}"
             return
-        if hbins == 0 or hbins % 4096 or hbins >= MAX_HIVE:
+        if hbins == 0 or hbins % S.HBIN_ALIGN or hbins >= MAX_HIVE:
             log.stop_reason = f"entry {seq} has bad hive bins size 0x{hbins:x}"
             return
         entry = data[off : off + size]
-        if marvin32(entry[HVLE_HEADER:]) != hash1 or marvin32(entry[:32]) != hash2:
+        if (
+            marvin32(entry[S.HVLE.size :]) != head.hash1
+            or marvin32(entry[:HVLE_HASH2_LEN]) != head.hash2
+        ):
             log.stop_reason = f"entry {seq} at 0x{off:x} fails its hash check"
             return
-        refs_end = HVLE_HEADER + PAGE_REF.size * count
+        refs_end = S.HVLE.size + S.PAGE_REF.size * count
         if refs_end > size:
             log.stop_reason = f"entry {seq} page references run past the entry"
             return
         pages = []
         pos = refs_end
         for i in range(count):
-            p_off, p_size = PAGE_REF.unpack_from(entry, HVLE_HEADER + PAGE_REF.size * i)
-            if p_off % 4096 or p_size % 4096 or p_size == 0 or p_off + p_size > hbins:
+            ref = S.PAGE_REF.parse(entry, S.HVLE.size + S.PAGE_REF.size * i)
+            p_off, p_size = ref.offset, ref.size
+            if (
+                p_off % S.HBIN_ALIGN
+                or p_size % S.HBIN_ALIGN
+                or p_size == 0
+                or p_off + p_size > hbins
+            ):
                 log.stop_reason = f"entry {seq} has a bad page reference"
                 return
             if pos + p_size > size:
@@ -130,13 +146,14 @@ def _parse_new_entries(data: bytes, log: LogFile) -> None:
                 return
             pages.append((p_off, entry[pos : pos + p_size]))
             pos += p_size
-        log.entries.append(LogEntry(seq, hbins, flags, pages))
+        log.entries.append(LogEntry(seq, hbins, head.flags, pages))
         off += size
     log.stop_reason = "end of file"
 
 
 def _parse_old_pages(data: bytes, log: LogFile) -> None:
-    if data[SECTOR : SECTOR + 4] != b"DIRT":
+    vector = S.BASE_HEADER_SIZE
+    if len(data) < vector + S.DIRT.size or S.DIRT.parse(data, vector).signature != b"DIRT":
         log.kind = "invalid"
         log.stop_reason = "no DIRT dirty vector"
         return
@@ -146,12 +163,13 @@ def _parse_old_pages(data: bytes, log: LogFile) -> None:
         return
     bits = log.hbins_size // SECTOR
     nbytes = (bits + 7) // 8
-    bitmap = data[SECTOR + 4 : SECTOR + 4 + nbytes]
+    start = vector + S.DIRT.size
+    bitmap = data[start : start + nbytes]
     if len(bitmap) < nbytes:
         log.kind = "invalid"
         log.stop_reason = "dirty vector truncated"
         return
-    pos = (SECTOR + 4 + nbytes + SECTOR - 1) // SECTOR * SECTOR
+    pos = (start + nbytes + SECTOR - 1) // SECTOR * SECTOR
     for byte_i, byte in enumerate(bitmap):
         if not byte:
             continue
@@ -177,11 +195,17 @@ def _apply_pages(buf: bytearray, hbins_size: int, pages: list[tuple[int, bytes]]
         buf[start : start + len(page)] = page
 
 
-def _verify_bins(buf: bytes, hbins_size: int, name: str) -> None:
+def _verify_bins(buf: bytes | bytearray, hbins_size: int, name: str) -> None:
     off = 0
     while off < hbins_size:
-        sig, hoff, hsize = struct.unpack_from("<4sII", buf, S.BASE_BLOCK_SIZE + off)
-        if sig != b"hbin" or hoff != off or hsize < 4096 or hsize % 4096:
+        hbin = S.HBIN.parse(buf, S.BASE_BLOCK_SIZE + off)
+        hsize = hbin.size
+        if (
+            hbin.signature != b"hbin"
+            or hbin.offset != off
+            or hsize < S.HBIN_ALIGN
+            or hsize % S.HBIN_ALIGN
+        ):
             raise SafetyRefusal(
                 f"{name}: recovered hive has a broken hive bin at 0x{off:x}; refusing to use it"
             )
@@ -195,22 +219,23 @@ def _finish_base(
 ) -> None:
     base = bytearray(buf[: S.BASE_BLOCK_SIZE].ljust(S.BASE_BLOCK_SIZE, b"\0"))
     base[: len(base_src)] = base_src
-    struct.pack_into("<II", base, S.BASE_SEQ1_OFF, seq, seq)
-    struct.pack_into("<I", base, 28, 0)  # file type: primary
-    struct.pack_into("<I", base, S.BASE_HBINS_SIZE_OFF, hbins_size)
+    S.BASE.put(base, 0, "sequence1", seq)
+    S.BASE.put(base, 0, "sequence2", seq)
+    S.BASE.put(base, 0, "file_type", 0)  # primary
+    S.BASE.put(base, 0, "hbins_size", hbins_size)
     if flags is not None:
-        old = S.U32.unpack_from(base, BASE_FLAGS_OFF)[0]
-        struct.pack_into("<I", base, BASE_FLAGS_OFF, (old & ~1) | (flags & 1))
-    struct.pack_into("<I", base, S.BASE_CHECKSUM_OFF, base_block_checksum(bytes(base)))
+        old = S.BASE.get(base, 0, "flags")
+        S.BASE.put(base, 0, "flags", (old & ~1) | (flags & 1))
+    S.BASE.put(base, 0, "checksum", base_block_checksum(bytes(base)))
     buf[: S.BASE_BLOCK_SIZE] = base
 
 
 def _same_hive(p_base: bytes, log: LogFile) -> bool:
     """A log belongs to the primary: same RmId GUID (when set) and same embedded file name."""
-    p_rm, l_rm = p_base[112:128], log.base[112:128]
-    if any(p_rm) and any(l_rm) and p_rm != l_rm:
+    p, lg = _base_record(p_base), _base_record(log.base)
+    if any(p.rm_id) and any(lg.rm_id) and p.rm_id != lg.rm_id:
         return False
-    return p_base[48:112] == log.base[48:112]
+    return p.file_name == lg.file_name
 
 
 def recover_bytes(
@@ -229,11 +254,12 @@ def recover_bytes(
     ``allow_missing_log``, or when a log belongs to another hive; ``CorruptHiveError`` when
     the primary is not a hive at all. An empty (0-byte) log file counts as present.
     """
-    if len(primary) < S.BASE_BLOCK_SIZE or primary[:4] != b"regf":
+    if len(primary) < S.BASE_BLOCK_SIZE or S.BASE.parse(primary).signature != b"regf":
         raise CorruptHiveError(f"{name}: corrupt hive: not a registry hive")
     p_base = primary[: S.BASE_BLOCK_SIZE]
-    _sig, p_seq1, p_seq2, p_ts, *_rest = S.BASE_HEADER.unpack_from(p_base)
-    p_valid = S.U32.unpack_from(p_base, S.BASE_CHECKSUM_OFF)[0] == base_block_checksum(p_base)
+    pb = S.BASE.parse(p_base)
+    p_seq1, p_seq2, p_ts = pb.sequence1, pb.sequence2, pb.last_written
+    p_valid = pb.checksum == base_block_checksum(p_base)
     buf = bytearray(primary)
     if p_valid and p_seq1 == p_seq2:
         return RecoveryResult(buf, 0, False, p_seq1, notes=["hive is clean"])
@@ -270,47 +296,9 @@ def _recover_new(
             raise SafetyRefusal(f"{name}: base block is damaged and no log can restore it")
         usable = usable[-1:]  # only the log with the latest entries
         base_from_log = True
-    applied: list[LogEntry] = []
-    used: list[str] = []
-    notes: list[str] = []
-    expected: int | None = None
-    base_src = usable[-1].base if base_from_log else bytes(buf[:SECTOR])
-    size = S.U32.unpack_from(base_src, S.BASE_HBINS_SIZE_OFF)[0]
-    stopped = False
-    for log in usable:
-        if stopped:
-            break
-        entries = [e for e in log.entries if e.seq >= log.seq1]
-        if expected is None:
-            if not entries or entries[0].seq != log.seq1:
-                notes.append(f"{log.label}: first entry does not match its base block")
-                continue
-            if p_valid and entries[0].seq < p_seq2:
-                notes.append(f"{log.label}: entries are older than the primary")
-                continue
-            expected = entries[0].seq
-        took = 0
-        for entry in entries:
-            if entry.seq < expected:
-                continue
-            if entry.seq != expected:
-                notes.append(f"{log.label}: gap before entry {entry.seq} (expected {expected})")
-                break
-            # a hive grows only by bins that were logged: the entry must carry the new end
-            # (also bounds what a crafted log can make us allocate)
-            end = max((off + len(data) for off, data in entry.pages), default=0)
-            if entry.hbins_size > size and end < entry.hbins_size:
-                notes.append(f"{log.label}: entry {entry.seq} grows the hive past its pages")
-                stopped = True
-                break
-            size = entry.hbins_size
-            applied.append(entry)
-            expected += 1
-            took += 1
-        if took:
-            used.append(log.label)
-        if log.stop_reason and log.stop_reason != "end of file":
-            notes.append(f"{log.label}: stopped: {log.stop_reason}")
+    base_src = usable[-1].base if base_from_log else bytes(buf[: S.BASE_HEADER_SIZE])
+    size = _base_record(base_src).hbins_size
+    applied, used, notes = _chain_entries(usable, p_seq2 if p_valid else None, size)
     if not applied:
         reasons = "; ".join(notes + [f"{lg.label}: {lg.stop_reason or lg.kind}" for lg in logs])
         raise SafetyRefusal(
@@ -322,6 +310,64 @@ def _recover_new(
     _finish_base(buf, base_src if base_from_log else b"", last.seq, last.hbins_size, last.flags)
     _verify_bins(buf, last.hbins_size, name)
     return RecoveryResult(buf, len(applied), base_from_log, last.seq, used, notes)
+
+
+def _chain_entries(
+    usable: list[LogFile], p_seq2: int | None, size: int
+) -> tuple[list[LogEntry], list[str], list[str]]:
+    """The entries to apply, in order: from the older log on, each the previous + 1.
+
+    ``p_seq2`` is the valid primary's sequence 2 (None when its base block is damaged);
+    ``size`` the hive bins size before the first entry. Returns (entries, logs used, notes).
+    """
+    applied: list[LogEntry] = []
+    used: list[str] = []
+    notes: list[str] = []
+    expected: int | None = None
+    for log in usable:
+        entries = [e for e in log.entries if e.seq >= log.seq1]
+        if expected is None:
+            if not entries or entries[0].seq != log.seq1:
+                notes.append(f"{log.label}: first entry does not match its base block")
+                continue
+            if p_seq2 is not None and entries[0].seq < p_seq2:
+                notes.append(f"{log.label}: entries are older than the primary")
+                continue
+            expected = entries[0].seq
+        took, stopped = _take_run(log, entries, expected, size, notes)
+        if took:
+            applied += took
+            expected += len(took)
+            size = took[-1].hbins_size
+            used.append(log.label)
+        if log.stop_reason and log.stop_reason != "end of file":
+            notes.append(f"{log.label}: stopped: {log.stop_reason}")
+        if stopped:
+            break
+    return applied, used, notes
+
+
+def _take_run(
+    log: LogFile, entries: list[LogEntry], expected: int, size: int, notes: list[str]
+) -> tuple[list[LogEntry], bool]:
+    """The consecutive entries of one log from ``expected``; True when recovery must stop."""
+    took: list[LogEntry] = []
+    for entry in entries:
+        if entry.seq < expected:
+            continue
+        if entry.seq != expected:
+            notes.append(f"{log.label}: gap before entry {entry.seq} (expected {expected})")
+            break
+        # a hive grows only by bins that were logged: the entry must carry the new end
+        # (also bounds what a crafted log can make us allocate)
+        end = max((off + len(data) for off, data in entry.pages), default=0)
+        if entry.hbins_size > size and end < entry.hbins_size:
+            notes.append(f"{log.label}: entry {entry.seq} grows the hive past its pages")
+            return took, True
+        size = entry.hbins_size
+        took.append(entry)
+        expected += 1
+    return took, False
 
 
 def _recover_old(

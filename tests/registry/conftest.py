@@ -21,6 +21,8 @@ HIVES = {
     "system_b_log2": "hives/regipy_SYSTEM_B.LOG2.xz",
     # made by scripts/build_hive_testdata from system_b (MIT, always in testdata/)
     "win10_1709": "hives/SYSTEM_win10_1709_clean.xz",
+    # regipy_SAM with the KVP keys added by hivexregedit (MIT, always in testdata/)
+    "software_kvp": "hives/SOFTWARE_kvp.xz",
 }
 
 VMIC = [

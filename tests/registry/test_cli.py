@@ -1,22 +1,62 @@
-"""``offline-ic hive …`` end to end: exit codes, .reg words, in-place page writes, undo."""
+"""``offline-ic hive …`` end to end: exit codes, .reg words, in-place page writes, undo journal."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+from pathlib import Path
 
 import pytest
 
 from offline_ic.cli import main
-from offline_ic.errors import InputError
+from offline_ic.errors import InputError, OfflineICError
+from offline_ic.image.fileio import FileIO
+from offline_ic.image.journal import journal_path, journaled_write
 from offline_ic.registry import Hive, RegType
-from offline_ic.registry.files import diff_pages, undo_path, write_undo
 from offline_ic.registry.regtext import parse_reg_value
 
 from .conftest import hivexget
 
 SVC = r"ControlSet001\Services\vmicvss"
+
+
+def undo_path(hive: Path) -> Path:
+    """The image layer's undo journal beside a bare hive file."""
+    return Path(journal_path(str(hive)))
+
+
+def diff_pages(old: bytes, new: bytes) -> list[int]:
+    """Every 4 KiB page of ``new`` that differs from ``old`` (or lies past its end)."""
+    return [o for o in range(0, len(new), 4096) if new[o : o + 4096] != old[o : o + 4096]]
+
+
+class DieAfter(FileIO):
+    """A process that dies after ``k`` writes or resizes: nothing more reaches the file
+    (no flush, no rollback), as when the power goes."""
+
+    def __init__(self, fd: int, path: str, k: int):
+        super().__init__(fd, path)
+        self.left = k
+
+    def _tick(self) -> None:
+        if self.left <= 0:
+            raise OSError(5, "injected crash")
+        self.left -= 1
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        self._tick()
+        super().pwrite(data, offset)
+
+    def truncate(self, size: int) -> None:
+        self._tick()
+        super().truncate(size)
+
+    def flush(self) -> None:
+        if self.left <= 0:
+            raise OSError(5, "injected crash")
+        super().flush()
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -197,18 +237,22 @@ def test_dirty_without_logs_is_refused_unchanged(capsys, dirty):
 
 def test_interrupted_write_is_rolled_back(capsys, system):
     original = system.read_bytes()
-    # simulate a crash after the undo file was saved and half the pages were written
+    # simulate a crash after the journal was saved and half the pages were written
     from offline_ic.registry.editor import HiveEditor
 
     ed = HiveEditor(original)
     ed.set_value(SVC, "Start", 4, 4)
     ed.set_value(SVC, "Blob", 3, bytes(9000))
     res = ed.commit()
-    write_undo(system, len(original), [(o, original[o : o + len(d)]) for o, d in res.pages])
-    with open(system, "r+b") as f:
-        for off, data in res.pages[::2]:
-            f.seek(off)
-            f.write(data)
+    fd = os.open(system, os.O_RDWR)
+    try:
+        with pytest.raises(OfflineICError, match="recover"):
+            journaled_write(DieAfter(fd, str(system), len(res.pages) // 2), str(system), res.pages)
+    finally:
+        os.close(fd)
+    assert undo_path(system).exists() and system.read_bytes() != original
+    code, out, _ = run(capsys, "hive", "get", system, SVC, "Start")  # reads: rolled-back view
+    assert code == 0 and out == "3\n"
     code, _o, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:2")
     assert code == 3 and "interrupted" in err
     code, out, _ = run(capsys, "hive", "recover", system)
@@ -219,7 +263,7 @@ def test_interrupted_write_is_rolled_back(capsys, system):
 
 def test_incomplete_undo_file_is_discarded(capsys, system):
     original = system.read_bytes()
-    undo_path(system).write_bytes(b"OFFLINE-IC-UNDO1\x00\x01")  # torn before the fsync
+    undo_path(system).write_bytes(b"OICJRNL1\x01\x00\x00\x00")  # torn before the fsync
     code, out, _ = run(capsys, "hive", "recover", system)
     assert code == 0 and "incomplete" in out
     assert system.read_bytes() == original and not undo_path(system).exists()
@@ -239,21 +283,74 @@ def test_grown_file_rollback_truncates(capsys, system):
     assert run(capsys, "hive", "check", system)[0] == 0
 
 
+def test_interrupted_growth_is_rolled_back_to_the_old_length(capsys, system):
+    from offline_ic.registry.editor import HiveEditor
+
+    original = system.read_bytes()
+    ed = HiveEditor(original)
+    ed.set_value(SVC, "Huge", 3, bytes(range(256)) * 300)
+    res = ed.commit()
+    assert res.file_length > len(original)
+    fd = os.open(system, os.O_RDWR)
+    try:
+        with pytest.raises(OfflineICError, match="recover"):
+            journaled_write(DieAfter(fd, str(system), 3), str(system), res.pages, res.file_length)
+    finally:
+        os.close(fd)
+    assert len(system.read_bytes()) == res.file_length  # grown and half written
+    code, out, _ = run(capsys, "hive", "check", system)  # reads see the rolled-back hive
+    assert code == 0, out
+    code, out, _ = run(capsys, "hive", "recover", system)
+    assert code == 0 and "rolled back" in out
+    assert system.read_bytes() == original and not undo_path(system).exists()
+
+
 def test_failed_write_is_rolled_back_at_once(capsys, system, monkeypatch):
     import errno
 
-    import offline_ic.registry.files as files
+    original = system.read_bytes()
+    real_pwrite = FileIO.pwrite
+    calls = []
+
+    def half_then_enospc(self, data, offset):
+        calls.append(offset)
+        real_pwrite(self, data, offset)
+        if len(calls) == 2:  # a page is on disk, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", self.path)
+
+    monkeypatch.setattr(FileIO, "pwrite", half_then_enospc)
+    code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
+    assert code == 2 and "no space left" in err and "unchanged" in err
+    assert system.read_bytes() == original and not undo_path(system).exists()
+
+
+def test_second_writer_is_refused(capsys, system):
+    import fcntl
 
     original = system.read_bytes()
+    with open(system, "rb") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
+    assert code == 3 and "locked by another process" in err
+    assert system.read_bytes() == original
 
-    def half_then_enospc(path, orig, new, pages):
-        with open(path, "r+b") as f:
-            off, data = pages[-1]
-            f.seek(off)
-            f.write(data)
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(files, "_write_sequence", half_then_enospc)
-    code, _out, err = run(capsys, "hive", "set", system, SVC, "Start", "dword:4")
-    assert code == 2 and "no space left" in err
-    assert system.read_bytes() == original and not undo_path(system).exists()
+def test_recover_to_output_reads_past_a_pending_journal(capsys, system, tmp_path):
+    from offline_ic.registry.editor import HiveEditor
+
+    original = system.read_bytes()
+    ed = HiveEditor(original)
+    ed.set_value(SVC, "Start", 4, 4)
+    res = ed.commit()
+    fd = os.open(system, os.O_RDWR)
+    try:
+        with pytest.raises(OfflineICError, match="recover"):
+            journaled_write(DieAfter(fd, str(system), 1), str(system), res.pages)
+    finally:
+        os.close(fd)
+    torn = system.read_bytes()
+    out_file = tmp_path / "copy.hive"
+    code, out, _ = run(capsys, "hive", "recover", system, "--output", out_file)
+    assert code == 0 and "clean, copied" in out
+    assert out_file.read_bytes() == original  # the rolled-back view, not the torn bytes
+    assert system.read_bytes() == torn and undo_path(system).exists()  # source untouched

@@ -254,19 +254,19 @@ def test_allocator_reuses_and_coalesces(sam):
     ed.set_value("SAM", "blob", 3, bytes(3000))
     ed.commit()
     length = len(ed.buf)
-    free_before = dict(ed._free)
+    free_before = ed.free_cells()
     ed.delete_value("SAM", "blob")
     ed.commit()
     assert_checked(ed.buf)
     # the freed 3000-byte cell merged with its free neighbours: fewer or equal free cells
-    assert len(ed._free) <= len(free_before) + 2
-    assert max(ed._free.values()) >= 3008
+    assert len(ed.free_cells()) <= len(free_before) + 2
+    assert max(ed.free_cells().values()) >= 3008
     ed.set_value("SAM", "blob2", 3, bytes(3000))
     ed.commit()
     assert len(ed.buf) == length  # reused, no growth
     assert_checked(ed.buf)
     # cells stay 8-byte aligned and split leaves a free remainder
-    for off, size in ed._free.items():
+    for off, size in ed.free_cells().items():
         assert off % 8 == 0 and size % 8 == 0
 
 
