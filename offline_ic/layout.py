@@ -15,6 +15,8 @@ from collections import namedtuple
 from collections.abc import Sequence
 from typing import Any
 
+_tuple_new = tuple.__new__
+
 
 class Layout:
     """A record of named ``struct`` fields in one byte order (``"<"`` or ``">"``, unpadded)."""
@@ -34,10 +36,12 @@ class Layout:
             self._offsets[field] = pos
             pos += struct.calcsize(byte_order + fmt)
         self._byte_order = byte_order
+        self._unpack_from = self._struct.unpack_from
 
     def parse(self, buf: bytes | bytearray | memoryview, offset: int = 0) -> Any:
         """The record at ``offset`` of ``buf`` as a named tuple (``struct.error`` if short)."""
-        return self._record._make(self._struct.unpack_from(buf, offset))
+        # tuple.__new__ is what namedtuple._make does, minus a call: parse is on hot paths
+        return _tuple_new(self._record, self._unpack_from(buf, offset))
 
     def pack(self, **values: Any) -> bytes:
         """The record's bytes; every field must be given."""

@@ -20,11 +20,13 @@ def _make_table() -> list[int]:
     return table
 
 
-_TABLE = _make_table()
+_TABLE: list[int] = []
 
 
 def crc32c_python(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """Pure-Python CRC-32C; ``crc`` continues a previous result."""
+    if not _TABLE:
+        _TABLE.extend(_make_table())
     table = _TABLE
     crc ^= 0xFFFFFFFF
     for b in bytes(data):
@@ -48,9 +50,16 @@ def _pick() -> Callable[[bytes], int]:
     return crc32c_python
 
 
-_impl = _pick()
+_impl: Callable[[bytes], int] | None = None
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """CRC-32C of ``data`` (``crc32c(b"123456789") == 0xE3069283``)."""
+    """CRC-32C of ``data`` (``crc32c(b"123456789") == 0xE3069283``).
+
+    The implementation is chosen on the first call, not at import: importing dissect.util
+    costs ~10 ms that a command which never checksums (a bare hive edit) should not pay.
+    """
+    global _impl
+    if _impl is None:
+        _impl = _pick()
     return _impl(bytes(data))
