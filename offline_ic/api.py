@@ -1,0 +1,119 @@
+"""The Python API: one function per command, taking a path and options, returning the JSON
+document the CLI prints for it (``--json``), raising ``offline_ic.errors`` exceptions.
+
+Why a module of its own: a pipeline, a process pool and a Dask worker all call the same
+functions with the same arguments and get the same dicts, so a fleet run anywhere prints
+exactly what one CLI call per image would. Every function is a plain top-level function
+(picklable, importable on a worker) and opens, uses and closes its image itself.
+
+    >>> from offline_ic import api
+    >>> api.services_list("win10.vhdx")["services"][0]["name"]      # doctest: +SKIP
+    'vmicshutdown'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from offline_ic.errors import InputError
+
+
+def services_list(
+    image: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    services: Sequence[str] = (),
+) -> dict[str, Any]:
+    """``services list --json``: the integration services and drivers with their Start."""
+    from offline_ic.workflows.read import services_list as run
+
+    return run(image, parent=parent, volume=volume, only=tuple(services))
+
+
+def kvp_get(
+    image: str,
+    *,
+    pool: str = "parameters",
+    parent: str | None = None,
+    volume: int | None = None,
+) -> dict[str, Any]:
+    """``kvp get --json``: one KVP pool's values (or all of them with ``pool="all"``)."""
+    from offline_ic.workflows.read import kvp_get as run
+
+    return run(image, pool, parent=parent, volume=volume)
+
+
+def inspect(
+    image: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    vmcx: str | None = None,
+) -> dict[str, Any]:
+    """``inspect --json``: everything offline-ic can tell about the target, read-only."""
+    from offline_ic.workflows.read import inspect_target
+
+    return inspect_target(image, parent=parent, volume=volume, vmcx=vmcx)
+
+
+def check(
+    image: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    policy: str | None = None,
+) -> dict[str, Any]:
+    """``check --json``: the pre-boot checks; ``"result"`` is ``"fail"`` when one failed.
+
+    ``policy`` is the path of a TOML policy file (``[checks] fail/warn/skip``).
+    """
+    from offline_ic.checks.policy import load_policy
+    from offline_ic.workflows.check import run_checks_on_target
+
+    report = run_checks_on_target(image, volume=volume, parent=parent, policy=load_policy(policy))
+    return report.to_dict()
+
+
+def verify(image: str, *, parent: str | None = None) -> dict[str, Any]:
+    """``verify --json``: structural checks and the libvhdi cross-check; ``"ok"`` says."""
+    from offline_ic.image.verify import verify_image
+
+    return verify_image(image, parent=parent).to_dict()
+
+
+# ------------------------------------------------------------------------ fleet dispatch
+def _check_code(doc: dict[str, Any]) -> int:
+    return 1 if doc.get("result") == "fail" else 0
+
+
+def _verify_code(doc: dict[str, Any]) -> int:
+    return 0 if doc.get("ok") else 1
+
+
+def _no_code(doc: dict[str, Any]) -> int:
+    return 0
+
+
+# command name -> (function, exit code of a document that ran)
+COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], int]]] = {
+    "services list": (services_list, _no_code),
+    "kvp get": (kvp_get, _no_code),
+    "inspect": (inspect, _no_code),
+    "check": (check, _check_code),
+    "verify": (verify, _verify_code),
+}
+
+
+def run_command(command: str, target: str, **options: Any) -> tuple[dict[str, Any], int]:
+    """(document, exit code) of ``command`` on ``target``: what one CLI run would print and
+    exit with. Exceptions are the caller's to turn into error records."""
+    try:
+        function, code_of = COMMANDS[command]
+    except KeyError:
+        raise InputError(
+            f"unknown command {command!r}; known: {', '.join(sorted(COMMANDS))}"
+        ) from None
+    document = function(target, **options)
+    return document, code_of(document)

@@ -1,0 +1,112 @@
+"""The fleet engines give the same outcomes as one call per target, in input order, with a
+failing target turned into its error record: in process, in a process pool, on Dask."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from offline_ic import api, fleet
+from offline_ic.fleet import Task
+from tests.helpers import TESTDATA
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory, request):
+    """Two Windows images, a corrupt VHDX, a missing path and a raw disk, in that order."""
+    from tests.helpers import unpack
+
+    d = tmp_path_factory.mktemp("fleet")
+    win = unpack(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz", d)
+    win2 = d / "copy.vhdx"
+    shutil.copyfile(win, win2)
+    corrupt = d / "corrupt.vhdx"
+    corrupt.write_bytes(b"vhdxfile" + bytes(4096))
+    raw = unpack(TESTDATA / "windows" / "win10-dirty-mbr.raw.xz", d)
+    return [str(win), str(corrupt), str(d / "missing.vhdx"), str(win2), str(raw)]
+
+
+def _single(command: str, target: str) -> fleet.Outcome:
+    try:
+        doc, code = api.run_command(command, target)
+    except Exception as exc:
+        return fleet.error_outcome(target, exc)
+    return fleet.Outcome(target, code, doc)
+
+
+def _tasks(command, targets):
+    return [Task.make(command, t) for t in targets]
+
+
+def test_local_run_equals_single_calls_in_input_order(targets):
+    got = list(fleet.run(_tasks("services list", targets)))
+    want = [_single("services list", t) for t in targets]
+    assert [o.target for o in got] == targets
+    assert got == want
+    assert got[0].code == 0 and got[0].document["services"]
+    assert got[1].error["kind"] == "corrupt_image" and got[1].code == 2
+    assert got[2].error["kind"] == "not_found"
+    assert got[3].document["services"] == got[0].document["services"]
+
+
+def test_an_error_does_not_change_the_other_targets(targets):
+    alone = list(fleet.run(_tasks("verify", [targets[0], targets[3]])))
+    mixed = list(fleet.run(_tasks("verify", targets)))
+    assert [mixed[0], mixed[3]] == alone
+    assert fleet.worst_code(o.code for o in mixed) == 2
+
+
+def test_process_pool_equals_local(targets):
+    local = list(fleet.run(_tasks("services list", targets)))
+    pooled = list(fleet.run(_tasks("services list", targets), jobs=2))
+    assert pooled == local
+
+
+def test_a_killed_worker_is_that_targets_error_not_the_end_of_the_run():
+    outcomes = list(
+        fleet.in_order(  # the windowing helper every engine shares
+            [Task("x", "a"), Task("x", "b"), Task("x", "c")],
+            submit=lambda task: task,
+            result=lambda task: (
+                (_ for _ in ()).throw(OSError(5, "worker lost"))
+                if task.target == "b"
+                else fleet.Outcome(task.target, 0, {"image": task.target})
+            ),
+            window=2,
+        )
+    )
+    assert [o.target for o in outcomes] == ["a", "b", "c"]
+    assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "worker lost"}
+
+
+def test_dask_local_cluster_equals_local(targets):
+    distributed = pytest.importorskip("distributed")
+    local = list(fleet.run(_tasks("services list", targets)))
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        got = list(fleet.run(_tasks("services list", targets), dask=cluster.scheduler_address))
+    assert got == local
+
+
+def test_unreachable_scheduler_is_one_input_error_within_the_timeout():
+    pytest.importorskip("distributed")
+    import time
+
+    from offline_ic.errors import InputError
+
+    start = time.monotonic()
+    with pytest.raises(InputError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        list(fleet.run([Task.make("verify", "x")], dask="tcp://127.0.0.1:9", dask_timeout=2))
+    assert time.monotonic() - start < 30
+
+
+def test_target_list_file(tmp_path):
+    f = tmp_path / "list.txt"
+    f.write_text("# fleet\n/a.vhdx\n\n  /b.vhdx  \n#/c.vhdx\n")
+    assert fleet.read_target_list(str(f)) == ["/a.vhdx", "/b.vhdx"]
+    from offline_ic.errors import InputError
+
+    with pytest.raises(InputError, match="target list not found"):
+        fleet.read_target_list(str(tmp_path / "nope.txt"))
