@@ -1,0 +1,211 @@
+"""Many targets per command: the shared options, NDJSON / per-target text, progress, summary.
+
+Why here: every read-only command (services list, kvp get, inspect, check, verify) takes
+one or many IMAGE arguments in the same way and prints a fleet run in the same way; the
+command modules only say which API function runs and how one document is rendered.
+One target keeps the one-document output (pretty JSON, one error line) it always had.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+from offline_ic.cli.common import emit_json
+from offline_ic.fleet import Outcome, Task, read_target_list, summary_line, worst_code
+
+Renderer = Callable[[dict[str, Any]], None]
+
+
+def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """IMAGE... plus --from, --jobs, --dask, --dask-timeout and --quiet (applied bottom-up)."""
+    for option in reversed(
+        (
+            click.argument("images", nargs=-1, metavar="IMAGE...", type=click.Path()),
+            click.option(
+                "--from",
+                "from_file",
+                type=click.Path(dir_okay=False, allow_dash=True),
+                default=None,
+                metavar="FILE",
+                help="Also read targets from FILE, one path per line (- = stdin; blank lines "
+                "and # comments ignored).",
+            ),
+            click.option(
+                "--jobs",
+                "-j",
+                type=click.IntRange(min=0),
+                default=1,
+                show_default=True,
+                metavar="N",
+                help="Worker processes for many targets (0 = one per CPU). Output is the same.",
+            ),
+            click.option(
+                "--dask",
+                "dask_address",
+                default=None,
+                metavar="ADDRESS",
+                help="Run on an existing Dask distributed cluster (tcp://scheduler:8786); the "
+                "workers must see the images at the same paths. Needs offline-ic[dask].",
+            ),
+            click.option(
+                "--dask-timeout",
+                type=click.FloatRange(min=0.1),
+                default=10.0,
+                show_default=True,
+                metavar="SECONDS",
+                help="Give up when the Dask scheduler does not answer within this time.",
+            ),
+            click.option(
+                "--quiet", "-q", is_flag=True, help="No summary line on stderr for many targets."
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def collect_targets(images: tuple[str, ...], from_file: str | None) -> list[str]:
+    """IMAGE arguments, then the ``--from`` list; at least one target (else a usage error)."""
+    targets = list(images)
+    if from_file is not None:
+        targets += read_target_list(from_file)
+    if not targets:
+        raise click.UsageError("no IMAGE given (name one or more, or use --from FILE)")
+    return targets
+
+
+class Progress:
+    """``done/total, rate, ETA`` on one stderr line while a fleet runs; only on a terminal."""
+
+    def __init__(self, total: int, enabled: bool | None = None):
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def step(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        click.echo(
+            f"\r{self.done}/{self.total} targets  {rate:.1f}/s  ETA {eta:.0f}s ",
+            err=True,
+            nl=False,
+        )
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+
+
+def run_many(
+    command: str,
+    targets: list[str],
+    options: dict[str, Any],
+    *,
+    as_json: bool,
+    render: Renderer,
+    jobs: int = 1,
+    dask_address: str | None = None,
+    dask_timeout: float = 10.0,
+    quiet: bool = False,
+    sink: Callable[[Outcome], None] | None = None,
+) -> int:
+    """Run ``command`` over ``targets`` and print each outcome as it arrives; returns the
+    run's exit code (the worst target's). ``sink`` also sees every outcome (JUnit)."""
+    from offline_ic import fleet
+
+    tasks: Iterator[Task] = (Task.make(command, t, **options) for t in targets)
+    progress = Progress(len(targets))
+    counts: dict[int, int] = {}
+    try:
+        for outcome in fleet.run(tasks, jobs=jobs, dask=dask_address, dask_timeout=dask_timeout):
+            progress.step()
+            counts[outcome.code] = counts.get(outcome.code, 0) + 1
+            if sink is not None:
+                sink(outcome)
+            _print_outcome(outcome, as_json, render, progress)
+    finally:
+        progress.close()
+    if not quiet:
+        click.echo(f"offline-ic: {summary_line(counts)}", err=True)
+    return worst_code(counts)
+
+
+def _print_outcome(outcome: Outcome, as_json: bool, render: Renderer, progress: Progress) -> None:
+    if progress.enabled:
+        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+    if as_json:
+        doc = outcome.document
+        if "image" not in doc:
+            doc = {"image": outcome.target, **doc}
+        click.echo(json.dumps(doc, ensure_ascii=False, default=str))
+        return
+    click.echo(f"== {outcome.target}")
+    error = outcome.error
+    if error is not None:
+        click.echo(f"error: {error['message']}")
+    else:
+        render(outcome.document)
+    click.echo("")
+
+
+def run_one_or_many(
+    command: str,
+    images: tuple[str, ...],
+    from_file: str | None,
+    options: dict[str, Any],
+    *,
+    as_json: bool,
+    render: Renderer,
+    jobs: int,
+    dask_address: str | None,
+    dask_timeout: float,
+    quiet: bool,
+    single: Callable[[str], int] | None = None,
+) -> None:
+    """The body of every many-target command: one target as always (``single``, which
+    prints its own document and returns its exit code), several as a fleet run."""
+    targets = collect_targets(images, from_file)
+    if len(targets) == 1 and dask_address is None and single is not None:
+        code = single(targets[0])
+    else:
+        code = run_many(
+            command,
+            targets,
+            options,
+            as_json=as_json,
+            render=render,
+            jobs=jobs,
+            dask_address=dask_address,
+            dask_timeout=dask_timeout,
+            quiet=quiet,
+        )
+    if code:
+        sys.exit(code)
+
+
+def print_single(document: dict[str, Any], as_json: bool, render: Renderer) -> None:
+    """One target's document, as the command always printed it."""
+    if as_json:
+        emit_json(document)
+    else:
+        render(document)
+
+
+__all__ = [
+    "collect_targets",
+    "fleet_options",
+    "print_single",
+    "run_many",
+    "run_one_or_many",
+]
