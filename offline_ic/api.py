@@ -13,7 +13,7 @@ exactly what one CLI call per image would. Every function is a plain top-level f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from offline_ic.errors import InputError
@@ -83,6 +83,126 @@ def verify(image: str, *, parent: str | None = None) -> dict[str, Any]:
     return verify_image(image, parent=parent).to_dict()
 
 
+# ------------------------------------------------------------------------------- writes
+def _servicing(
+    image: str,
+    build: Callable[[Any], tuple[list[Any], list[str]]],
+    *,
+    parent: str | None,
+    volume: int | None,
+    output: str | None,
+    dry_run: bool,
+    force: bool,
+    report_skipped: bool,
+) -> dict[str, Any]:
+    """Run one write through the servicing workflow; ``build(guest)`` gives (changes, names
+    of services skipped because the guest lacks them)."""
+    from offline_ic.workflows.service import apply_changes
+
+    skipped: list[str] = []
+
+    def changes(guest: Any) -> list[Any]:
+        found, missing = build(guest)
+        skipped.extend(missing)
+        return found
+
+    report = apply_changes(
+        image, changes, parent=parent, volume=volume, output=output, dry_run=dry_run, force=force
+    ).to_dict()
+    if report_skipped:
+        report["skipped_not_installed"] = skipped
+    return report
+
+
+def services_set(
+    image: str,
+    starts: Mapping[str, int],
+    *,
+    skip_missing: bool = False,
+    parent: str | None = None,
+    volume: int | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """``services set --json``: set Start (registry service name -> 0..4) in the SYSTEM hive.
+
+    ``skip_missing`` leaves services the guest does not have alone (``all=`` does that);
+    otherwise naming one is an error.
+    """
+    from offline_ic.guest.windows.services import start_changes
+
+    wanted = dict(starts)
+    return _servicing(
+        image,
+        lambda guest: start_changes(guest.hive("SYSTEM"), wanted, skip_missing=skip_missing),
+        parent=parent,
+        volume=volume,
+        output=output,
+        dry_run=dry_run,
+        force=force,
+        report_skipped=True,
+    )
+
+
+def kvp_set(
+    image: str,
+    values: Mapping[str, str],
+    *,
+    pool: str = "parameters",
+    delete: Sequence[str] = (),
+    parent: str | None = None,
+    volume: int | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """``kvp set``/``kvp delete --json``: set (REG_SZ) and delete values of one KVP pool."""
+    from offline_ic.guest.windows.kvp import kvp_changes
+
+    changes = kvp_changes(pool.lower(), dict(values), list(delete))
+    return _servicing(
+        image,
+        lambda guest: (changes, []),
+        parent=parent,
+        volume=volume,
+        output=output,
+        dry_run=dry_run,
+        force=force,
+        report_skipped=False,
+    )
+
+
+def apply(
+    image: str,
+    change_file: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    output: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """``apply --json``: the services and KVP values of a TOML change file, one transaction."""
+    from offline_ic.guest.windows.changefile import load_change_file
+
+    wanted = load_change_file(change_file)
+
+    def build(guest: Any) -> tuple[list[Any], list[str]]:
+        return wanted.changes(guest.hive("SYSTEM") if wanted.starts else None)
+
+    return _servicing(
+        image,
+        build,
+        parent=parent,
+        volume=volume,
+        output=output,
+        dry_run=dry_run,
+        force=force,
+        report_skipped=True,
+    )
+
+
 # ------------------------------------------------------------------------ fleet dispatch
 def _check_code(doc: dict[str, Any]) -> int:
     return 1 if doc.get("result") == "fail" else 0
@@ -103,6 +223,9 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "inspect": (inspect, _no_code),
     "check": (check, _check_code),
     "verify": (verify, _verify_code),
+    "services set": (services_set, _no_code),
+    "kvp set": (kvp_set, _no_code),
+    "apply": (apply, _no_code),
 }
 
 

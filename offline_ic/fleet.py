@@ -47,6 +47,7 @@ class Outcome:
     target: str
     code: int
     document: dict[str, Any] = field(default_factory=dict)
+    seconds: float = field(default=0.0, compare=False)  # time the command took on the worker
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -80,13 +81,19 @@ def error_outcome(target: str, exc: BaseException) -> Outcome:
 
 def run_task(task: Task) -> Outcome:
     """Run one task (in whichever process or worker holds it); never raises for the target."""
+    import time
+
     from offline_ic.api import run_command
 
+    start = time.monotonic()
     try:
         document, code = run_command(task.command, task.target, **dict(task.options))
     except Exception as exc:  # every failure of one target becomes its error record
-        return error_outcome(task.target, exc)
-    return Outcome(task.target, code, document)
+        outcome = error_outcome(task.target, exc)
+    else:
+        outcome = Outcome(task.target, code, document)
+    outcome.seconds = time.monotonic() - start
+    return outcome
 
 
 # --------------------------------------------------------------------------------- engines

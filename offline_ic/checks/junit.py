@@ -7,21 +7,61 @@ warnings nowhere else), so the XML verdict equals ``offline-ic check``'s exit co
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from offline_ic.checks.report import Report
 
 
+@dataclass
+class Suite:
+    """One image of a JUnit document: its report, or the error that stopped it from running."""
+
+    image: str
+    report: Report | None = None
+    error: str | None = None
+    elapsed: float = 0.0
+
+
 def junit_xml(report: Report, elapsed: float = 0.0) -> bytes:
     """The report as a JUnit XML document (UTF-8 bytes)."""
-    n = report.counts()
+    return junit_xml_many([Suite(report.image, report, None, elapsed)])
+
+
+def junit_xml_many(suites_in: list[Suite]) -> bytes:
+    """One JUnit document with a ``<testsuite>`` per image, for a many-target ``check``.
+
+    An image that could not be checked (corrupt, missing) is a suite with one ``<error>``,
+    so CI shows it red instead of leaving it out.
+    """
+    reports = [s.report for s in suites_in if s.report is not None]
     suites = ET.Element(
         "testsuites",
         name="offline-ic check",
-        tests=str(len(report.checks)),
-        failures=str(n["fail"]),
-        errors="0",
-        time=f"{elapsed:.3f}",
+        tests=str(sum(len(r.checks) for r in reports) + sum(1 for s in suites_in if s.error)),
+        failures=str(sum(r.counts()["fail"] for r in reports)),
+        errors=str(sum(1 for s in suites_in if s.error)),
+        time=f"{sum(s.elapsed for s in suites_in):.3f}",
     )
+    for entry in suites_in:
+        if entry.report is not None:
+            _suite(suites, entry.report, entry.elapsed)
+        else:
+            _error_suite(suites, entry.image, entry.error or "not checked")
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+def _error_suite(suites: ET.Element, image: str, message: str) -> None:
+    suite = ET.SubElement(
+        suites, "testsuite", name=image, tests="1", failures="0", errors="1", skipped="0"
+    )
+    case = ET.SubElement(suite, "testcase", classname="offline-ic", name="open", time="0")
+    error = ET.SubElement(case, "error", message=message, type="error")
+    error.text = message
+
+
+def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
+    n = report.counts()
     suite = ET.SubElement(
         suites,
         "testsuite",
@@ -44,11 +84,15 @@ def junit_xml(report: Report, elapsed: float = 0.0) -> bytes:
         elif c.status == "warn":
             out = ET.SubElement(case, "system-out")
             out.text = f"WARN: {c.detail}"
-    ET.indent(suites)
-    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 
 def write_junit(report: Report, path: str, elapsed: float = 0.0) -> None:
     """Write the JUnit XML of ``report`` to ``path``."""
     with open(path, "wb") as fh:
         fh.write(junit_xml(report, elapsed))
+
+
+def write_junit_many(suites: list[Suite], path: str) -> None:
+    """Write one JUnit XML file holding a test suite per image."""
+    with open(path, "wb") as fh:
+        fh.write(junit_xml_many(suites))

@@ -38,6 +38,12 @@ class Report:
             "checks": [c.to_dict() for c in self.checks],
         }
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Report:
+        """The report back from its ``to_dict()`` document (a fleet worker sends documents)."""
+        checks = [CheckResult(c["id"], c["status"], c["detail"]) for c in doc.get("checks", [])]
+        return cls(doc["image"], doc.get("os"), doc.get("distro"), doc.get("kernel"), checks)
+
     def to_text(self) -> str:
         """Human-readable report: one line per check, then the verdict."""
         head = f"{self.image}: {self.os or 'no OS found'}"

@@ -3,69 +3,105 @@ in workflows/check.py does the work)."""
 
 from __future__ import annotations
 
-import sys
-import time
+from typing import Any
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, parent_option
+from offline_ic.cli.common import json_option, parent_option
+from offline_ic.cli.many import (
+    FleetOptions,
+    collect_targets,
+    fleet_options,
+    images_argument,
+    run_targets,
+)
+
+
+@click.command("check")
+@images_argument
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML policy: [checks] fail/warn/skip = [id patterns].",
+)
+@json_option
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the results as JUnit XML to this file (one <testsuite> per image).",
+)
+@click.option(
+    "--volume",
+    type=int,
+    default=None,
+    help="Volume number holding the guest's root (see `inspect`).",
+)
+@parent_option
+@fleet_options
+def check(
+    images: tuple[str, ...],
+    from_file: str | None,
+    policy_path: str | None,
+    as_json: bool,
+    junit_path: str | None,
+    volume: int | None,
+    parent: str | None,
+    **fleet: Any,
+) -> None:
+    """Will hv_utils, the Hyper-V boot drivers and daemons work when IMAGE boots?
+
+    IMAGE: a disk image (VHDX, VHD, raw), a mounted guest root directory (Linux or
+    Windows) or a bare Windows SYSTEM hive. Several IMAGEs (or --from FILE) are checked
+    one by one (--jobs N in parallel); --json then prints one line per image (NDJSON).
+
+    \b
+    Exit codes: 0 nothing failed, 1 a check failed, 2 input error (the worst image's).
+
+    \b
+    Examples:
+      offline-ic check debian12.vhdx
+      offline-ic check golden/*.vhdx --policy gate.toml --junit results.xml --jobs 0
+    """
+    from offline_ic.checks.junit import Suite, write_junit_many
+    from offline_ic.checks.policy import load_policy
+    from offline_ic.checks.report import Report
+    from offline_ic.fleet import Outcome
+
+    load_policy(policy_path)  # a bad policy is one error before any image is opened
+    suites: list[Suite] = []
+
+    def collect(outcome: Outcome) -> None:
+        error = outcome.error
+        if error is not None:
+            suites.append(Suite(outcome.target, None, error["message"], outcome.seconds))
+        else:
+            suites.append(
+                Suite(outcome.target, Report.from_dict(outcome.document), None, outcome.seconds)
+            )
+
+    def junit_one(document: dict[str, Any], seconds: float) -> None:
+        suites.append(Suite(document["image"], Report.from_dict(document), None, seconds))
+
+    try:
+        run_targets(
+            "check",
+            collect_targets(images, from_file),
+            {"volume": volume, "parent": parent, "policy": policy_path},
+            as_json=as_json,
+            render=lambda doc: click.echo(Report.from_dict(doc).to_text()),
+            fleet_options=FleetOptions.pop(fleet),
+            after_one=junit_one if junit_path else None,
+            sink=collect if junit_path else None,
+        )
+    finally:
+        if junit_path and suites:
+            write_junit_many(suites, junit_path)
 
 
 def register(group: click.Group) -> None:
     """Add the ``check`` command to ``group``."""
-
-    @group.command("check")
-    @click.argument("image", type=click.Path(dir_okay=True))
-    @click.option(
-        "--policy",
-        "policy_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="TOML policy: [checks] fail/warn/skip = [id patterns].",
-    )
-    @json_option
-    @click.option(
-        "--junit",
-        "junit_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Also write the results as JUnit XML to this file.",
-    )
-    @click.option(
-        "--volume",
-        type=int,
-        default=None,
-        help="Volume number holding the guest's root (see `inspect`).",
-    )
-    @parent_option
-    def check(
-        image: str,
-        policy_path: str | None,
-        as_json: bool,
-        junit_path: str | None,
-        volume: int | None,
-        parent: str | None,
-    ) -> None:
-        """Will hv_utils, the Hyper-V boot drivers and daemons work when IMAGE boots?
-
-        IMAGE: a disk image (VHDX, VHD, raw), a mounted guest root directory (Linux or
-        Windows) or a bare Windows SYSTEM hive.
-
-        \b
-        Exit codes: 0 nothing failed, 1 a check failed, 2 input error.
-        """
-        from offline_ic.checks.junit import write_junit
-        from offline_ic.checks.policy import load_policy
-        from offline_ic.workflows.check import run_checks_on_target
-
-        start = time.monotonic()
-        policy = load_policy(policy_path)
-        report = run_checks_on_target(image, volume=volume, parent=parent, policy=policy)
-        if junit_path:
-            write_junit(report, junit_path, time.monotonic() - start)
-        if as_json:
-            emit_json(report.to_dict())
-        else:
-            click.echo(report.to_text())
-        if report.result == "fail":
-            sys.exit(1)
+    group.add_command(check)

@@ -5,9 +5,29 @@ Thin wrappers: the work happens in ``offline_ic.image``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from offline_ic.cli.common import emit_json, json_option, parent_option
+from offline_ic.cli.common import json_option, parent_option
+from offline_ic.cli.many import (
+    FleetOptions,
+    collect_targets,
+    fleet_options,
+    images_argument,
+    run_targets,
+)
+
+
+def _render_verify(doc: dict[str, Any]) -> None:
+    for n in doc["notes"]:
+        click.echo(f"note: {n}")
+    for p in doc["problems"]:
+        click.echo(f"problem: {p}")
+    click.echo(
+        f"{doc['image']}: {'ok' if doc['ok'] else 'PROBLEMS FOUND'} "
+        f"({doc['compared_bytes']} bytes cross-checked with libvhdi)"
+    )
 
 
 def register(group: click.Group) -> None:
@@ -27,28 +47,39 @@ def register(group: click.Group) -> None:
         click.echo(f"created {child} (differencing, parent {parent})")
 
     @group.command("verify")
-    @click.argument("image", type=click.Path(dir_okay=False))
+    @images_argument
     @parent_option
     @json_option
-    def verify(image: str, parent: str | None, as_json: bool) -> None:
-        """Check IMAGE's structures and compare our reader with libvhdi (exit 1 on problems)."""
-        from offline_ic.errors import CheckFailed
-        from offline_ic.image.verify import verify_image
+    @fleet_options
+    def verify(
+        images: tuple[str, ...],
+        from_file: str | None,
+        parent: str | None,
+        as_json: bool,
+        **fleet: Any,
+    ) -> None:
+        """Check IMAGE's structures and compare our reader with libvhdi (exit 1 on problems).
 
-        rep = verify_image(image, parent=parent)
-        if as_json:
-            emit_json(rep.to_dict())
-        else:
-            for n in rep.notes:
-                click.echo(f"note: {n}")
-            for p in rep.problems:
-                click.echo(f"problem: {p}")
-            click.echo(
-                f"{image}: {'ok' if rep.ok else 'PROBLEMS FOUND'} "
-                f"({rep.compared_bytes} bytes cross-checked with libvhdi)"
-            )
-        if not rep.ok:
-            raise CheckFailed(f"{image}: {len(rep.problems)} problem(s) found")
+        \b
+        Examples:
+          offline-ic verify win10.vhdx
+          offline-ic verify --from images.txt --json --jobs 2
+        """
+        from offline_ic.errors import CheckFailed
+
+        def fail_one(doc: dict[str, Any], _seconds: float) -> None:
+            if not doc["ok"]:
+                raise CheckFailed(f"{doc['image']}: {len(doc['problems'])} problem(s) found")
+
+        run_targets(
+            "verify",
+            collect_targets(images, from_file),
+            {"parent": parent},
+            as_json=as_json,
+            render=_render_verify,
+            fleet_options=FleetOptions.pop(fleet),
+            after_one=fail_one,
+        )
 
     @group.command("recover")
     @click.argument("image", type=click.Path(dir_okay=False))

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -22,11 +23,13 @@ from offline_ic.fleet import Outcome, Task, read_target_list, summary_line, wors
 Renderer = Callable[[dict[str, Any]], None]
 
 
+images_argument = click.argument("images", nargs=-1, metavar="IMAGE...", type=click.Path())
+
+
 def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """IMAGE... plus --from, --jobs, --dask, --dask-timeout and --quiet (applied bottom-up)."""
+    """--from, --jobs, --dask, --dask-timeout and --quiet (applied bottom-up)."""
     for option in reversed(
         (
-            click.argument("images", nargs=-1, metavar="IMAGE...", type=click.Path()),
             click.option(
                 "--from",
                 "from_file",
@@ -102,9 +105,30 @@ class Progress:
             nl=False,
         )
 
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Wipe the progress line (before a result is printed, and at the end)."""
         if self.enabled and self.done:
             click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """How a many-target run is executed and reported (the options of ``fleet_options``)."""
+
+    jobs: int = 1
+    dask_address: str | None = None
+    dask_timeout: float = 10.0
+    quiet: bool = False
+
+    @classmethod
+    def pop(cls, kwargs: dict[str, Any]) -> FleetOptions:
+        """Take the fleet options out of a command's keyword arguments."""
+        return cls(
+            jobs=kwargs.pop("jobs"),
+            dask_address=kwargs.pop("dask_address"),
+            dask_timeout=kwargs.pop("dask_timeout"),
+            quiet=kwargs.pop("quiet"),
+        )
 
 
 def run_many(
@@ -114,36 +138,41 @@ def run_many(
     *,
     as_json: bool,
     render: Renderer,
-    jobs: int = 1,
-    dask_address: str | None = None,
-    dask_timeout: float = 10.0,
-    quiet: bool = False,
+    fleet_options: FleetOptions,
+    notice: Renderer | None = None,
     sink: Callable[[Outcome], None] | None = None,
 ) -> int:
     """Run ``command`` over ``targets`` and print each outcome as it arrives; returns the
     run's exit code (the worst target's). ``sink`` also sees every outcome (JUnit)."""
     from offline_ic import fleet
 
+    opts = fleet_options
     tasks: Iterator[Task] = (Task.make(command, t, **options) for t in targets)
     progress = Progress(len(targets))
     counts: dict[int, int] = {}
     try:
-        for outcome in fleet.run(tasks, jobs=jobs, dask=dask_address, dask_timeout=dask_timeout):
+        for outcome in fleet.run(
+            tasks, jobs=opts.jobs, dask=opts.dask_address, dask_timeout=opts.dask_timeout
+        ):
             progress.step()
             counts[outcome.code] = counts.get(outcome.code, 0) + 1
             if sink is not None:
                 sink(outcome)
-            _print_outcome(outcome, as_json, render, progress)
+            progress.clear()
+            _print_outcome(outcome, as_json, render, notice)
     finally:
-        progress.close()
-    if not quiet:
+        progress.clear()
+    if not opts.quiet:
         click.echo(f"offline-ic: {summary_line(counts)}", err=True)
     return worst_code(counts)
 
 
-def _print_outcome(outcome: Outcome, as_json: bool, render: Renderer, progress: Progress) -> None:
-    if progress.enabled:
-        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+def _print_outcome(
+    outcome: Outcome, as_json: bool, render: Renderer, notice: Renderer | None
+) -> None:
+    error = outcome.error
+    if error is None and notice is not None:
+        notice(outcome.document)
     if as_json:
         doc = outcome.document
         if "image" not in doc:
@@ -151,7 +180,6 @@ def _print_outcome(outcome: Outcome, as_json: bool, render: Renderer, progress: 
         click.echo(json.dumps(doc, ensure_ascii=False, default=str))
         return
     click.echo(f"== {outcome.target}")
-    error = outcome.error
     if error is not None:
         click.echo(f"error: {error['message']}")
     else:
@@ -159,25 +187,41 @@ def _print_outcome(outcome: Outcome, as_json: bool, render: Renderer, progress: 
     click.echo("")
 
 
-def run_one_or_many(
+def run_targets(
     command: str,
-    images: tuple[str, ...],
-    from_file: str | None,
+    targets: list[str],
     options: dict[str, Any],
     *,
     as_json: bool,
     render: Renderer,
-    jobs: int,
-    dask_address: str | None,
-    dask_timeout: float,
-    quiet: bool,
-    single: Callable[[str], int] | None = None,
+    fleet_options: FleetOptions,
+    notice: Renderer | None = None,
+    after_one: Callable[[dict[str, Any], float], None] | None = None,
+    sink: Callable[[Outcome], None] | None = None,
 ) -> None:
-    """The body of every many-target command: one target as always (``single``, which
-    prints its own document and returns its exit code), several as a fleet run."""
-    targets = collect_targets(images, from_file)
-    if len(targets) == 1 and dask_address is None and single is not None:
-        code = single(targets[0])
+    """The body of every many-target command.
+
+    One target (and no ``--dask``) runs here as it always did: its document printed whole
+    (pretty JSON or text), an error raised as the one-line error with its exit code, and
+    ``after_one(document, seconds)`` for what a command adds (JUnit, a failure line).
+    Several targets are a fleet run: one line of NDJSON or one text block per target, in
+    input order, the worst exit code, a summary on stderr.
+    """
+    import time
+
+    from offline_ic.api import run_command
+
+    if len(targets) == 1 and fleet_options.dask_address is None:
+        start = time.monotonic()
+        document, code = run_command(command, targets[0], **options)
+        if notice is not None:
+            notice(document)
+        if as_json:
+            emit_json(document)
+        else:
+            render(document)
+        if after_one is not None:
+            after_one(document, time.monotonic() - start)
     else:
         code = run_many(
             command,
@@ -185,27 +229,9 @@ def run_one_or_many(
             options,
             as_json=as_json,
             render=render,
-            jobs=jobs,
-            dask_address=dask_address,
-            dask_timeout=dask_timeout,
-            quiet=quiet,
+            fleet_options=fleet_options,
+            notice=notice,
+            sink=sink,
         )
     if code:
         sys.exit(code)
-
-
-def print_single(document: dict[str, Any], as_json: bool, render: Renderer) -> None:
-    """One target's document, as the command always printed it."""
-    if as_json:
-        emit_json(document)
-    else:
-        render(document)
-
-
-__all__ = [
-    "collect_targets",
-    "fleet_options",
-    "print_single",
-    "run_many",
-    "run_one_or_many",
-]

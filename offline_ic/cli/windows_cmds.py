@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, parent_option, warn
+from offline_ic.cli.common import json_option, parent_option, warn
+from offline_ic.cli.many import (
+    FleetOptions,
+    collect_targets,
+    fleet_options,
+    images_argument,
+    run_targets,
+)
 from offline_ic.cli.render import (
     render_inspect,
     render_kvp,
@@ -71,32 +78,66 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
     return out
 
 
+def split_images(
+    args: tuple[str, ...], what: str, from_file: str | None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``IMAGE... ASSIGNMENT...`` of a writing command: the images come first; an argument
+    with ``=`` that is not an existing path starts the assignments. With ``--from`` the
+    images may all come from the file."""
+    import os
+
+    images: list[str] = []
+    rest: list[str] = []
+    for arg in args:
+        if rest or ("=" in arg and not os.path.exists(arg)):
+            rest.append(arg)
+        else:
+            images.append(arg)
+    if not images and from_file is None:
+        raise click.UsageError(f"no IMAGE given before the {what} arguments")
+    if not rest:
+        raise click.UsageError(f"no {what} given")
+    return tuple(images), tuple(rest)
+
+
 def _run_servicing(
-    image: str,
-    build,
+    command: str,
+    targets: list[str],
+    options: dict[str, Any],
     *,
-    skipped: list[str] | None = None,
     dry_run: bool,
     output: str | None,
     force: bool,
     parent: str | None,
     volume: int | None,
     as_json: bool,
+    fleet: FleetOptions,
 ) -> None:
-    """Apply the changes ``build(guest)`` returns, then report (shared by every writing command)."""
-    from offline_ic.workflows.service import apply_changes
+    """Apply one change to each target (independently: own lock, transaction, read-back)."""
+    if output is not None and len(targets) > 1:
+        raise click.UsageError("--output names one child: give a single IMAGE with it")
+    run_targets(
+        command,
+        targets,
+        {
+            **options,
+            "dry_run": dry_run,
+            "output": output,
+            "force": force,
+            "parent": parent,
+            "volume": volume,
+        },
+        as_json=as_json,
+        render=render_servicing,
+        notice=_warn_skipped,
+        fleet_options=fleet,
+    )
 
-    report = apply_changes(
-        image, build, parent=parent, volume=volume, output=output, dry_run=dry_run, force=force
-    ).to_dict()
-    if skipped is not None:
-        report["skipped_not_installed"] = skipped
-        if skipped:
-            warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
-    if as_json:
-        emit_json(report)
-    else:
-        render_servicing(report)
+
+def _warn_skipped(report: dict[str, Any]) -> None:
+    skipped = report.get("skipped_not_installed")
+    if skipped:
+        warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
 
 
 @click.group("services")
@@ -105,7 +146,7 @@ def services() -> None:
 
 
 @services.command("list", epilog=f"Service names: {service_names_help()}.")
-@image_argument
+@images_argument
 @click.option(
     "--service",
     "only",
@@ -116,61 +157,76 @@ def services() -> None:
 @parent_option
 @volume_option
 @json_option
+@fleet_options
 def services_list(
-    image: str, only: tuple[str, ...], parent: str | None, volume: int | None, as_json: bool
+    images: tuple[str, ...],
+    from_file: str | None,
+    only: tuple[str, ...],
+    parent: str | None,
+    volume: int | None,
+    as_json: bool,
+    **fleet: Any,
 ) -> None:
     """List the eight integration services and the Hyper-V drivers with their start types.
 
     Start 3 (manual) is the normal, enabled state: the services are trigger-started when
     the VMBus channel appears. 4 means disabled. The boot drivers vmbus, storvsc and
-    storflt must be 0 (boot).
+    storflt must be 0 (boot). With several IMAGEs (or --from), --json prints one JSON
+    object per line (NDJSON) and the exit code is the worst image's.
 
     \b
     Example:
       offline-ic services list win10.vhdx
       offline-ic services list win10.vhdx --service heartbeat --json
+      offline-ic services list images/*.vhdx --json --jobs 0 > fleet.ndjson
     """
-    from offline_ic.workflows.read import services_list as run
+    from offline_ic.guest.windows.catalog import resolve_service
 
-    doc = run(image, parent=parent, volume=volume, only=only)
-    warn_dirty(doc)
-    if as_json:
-        emit_json(doc)
-    else:
-        render_services(doc)
+    for name in only:
+        resolve_service(name)  # an unknown name is a usage error before anything is opened
+    run_targets(
+        "services list",
+        collect_targets(images, from_file),
+        {"parent": parent, "volume": volume, "services": only},
+        as_json=as_json,
+        render=render_services,
+        notice=warn_dirty,
+        fleet_options=FleetOptions.pop(fleet),
+    )
 
 
 @services.command(
     "set", epilog=f"START: {START_HELP}. Service names: {service_names_help()}, or 'all'."
 )
-@image_argument
-@click.argument("assignments", nargs=-1, required=True, metavar="NAME=START...")
+@click.argument("arguments", nargs=-1, required=True, metavar="IMAGE... NAME=START...")
 @write_options
-def services_set(image: str, assignments: tuple[str, ...], **opts: Any) -> None:
+@fleet_options
+def services_set(arguments: tuple[str, ...], from_file: str | None, **opts: Any) -> None:
     """Set the start type of integration services in the guest's SYSTEM hive.
 
     START is manual (3, the normal enabled state: started when the host offers the
     service), automatic (2) or disabled (4). NAME=all sets all eight. The current
     control set (Select\\Current) is changed, in place, in one crash-safe transaction,
-    and read back through libvhdi and regipy.
+    and read back through libvhdi and regipy. Several IMAGEs each get the same change,
+    independently (one image's refusal does not stop the others).
 
     \b
     Examples:
       offline-ic services set win10.vhdx time-sync=manual heartbeat=manual
       offline-ic services set win10.vhdx all=manual --output serviced.avhdx
       offline-ic services set win10.vhdx vss=disabled --dry-run --json
+      offline-ic services set --from golden.txt all=manual --json
     """
-    from offline_ic.guest.windows.services import start_changes
-
-    wanted, every = _service_starts(_parse_assignments(assignments, "NAME=START"))
-    skipped: list[str] = []
-
-    def build(guest):
-        changes, missing = start_changes(guest.hive("SYSTEM"), wanted, skip_missing=every)
-        skipped.extend(missing)
-        return changes
-
-    _run_servicing(image, build, skipped=skipped, **opts)
+    images, pairs = split_images(arguments, "NAME=START", from_file)
+    wanted, every = _service_starts(_parse_assignments(pairs, "NAME=START"))
+    fleet = FleetOptions.pop(opts)
+    _run_servicing(
+        "services set",
+        collect_targets(images, from_file),
+        {"starts": wanted, "skip_missing": every},
+        fleet=fleet,
+        **opts,
+    )
 
 
 @click.group("kvp")
@@ -179,7 +235,7 @@ def kvp() -> None:
 
 
 @kvp.command("get")
-@image_argument
+@images_argument
 @click.option(
     "--pool",
     type=click.Choice(POOLS, case_sensitive=False),
@@ -191,28 +247,42 @@ def kvp() -> None:
 @parent_option
 @volume_option
 @json_option
-def kvp_get(image: str, pool: str, parent: str | None, volume: int | None, as_json: bool) -> None:
+@fleet_options
+def kvp_get(
+    images: tuple[str, ...],
+    from_file: str | None,
+    pool: str,
+    parent: str | None,
+    volume: int | None,
+    as_json: bool,
+    **fleet: Any,
+) -> None:
     """Show KVP values stored in the guest (SOFTWARE\\Microsoft\\Virtual Machine\\...).
 
-    A pool whose key does not exist is shown empty.
+    A pool whose key does not exist is shown empty. Several IMAGEs: one block (or one
+    NDJSON line) per image.
 
     \b
     Example:
       offline-ic kvp get win10.vhdx                 # which host last ran this VM
       offline-ic kvp get win10.vhdx --pool all --json
     """
-    from offline_ic.workflows.read import kvp_get as run
+    run_targets(
+        "kvp get",
+        collect_targets(images, from_file),
+        {"pool": pool.lower(), "parent": parent, "volume": volume},
+        as_json=as_json,
+        render=_render_kvp_doc,
+        fleet_options=FleetOptions.pop(fleet),
+    )
 
-    doc = run(image, pool.lower(), parent=parent, volume=volume)
-    if as_json:
-        emit_json(doc)
-        return
+
+def _render_kvp_doc(doc: dict[str, Any]) -> None:
     render_kvp(doc["pools"] if "pools" in doc else {doc["pool"]: doc["values"]}, heading="")
 
 
 @kvp.command("set")
-@image_argument
-@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.argument("arguments", nargs=-1, required=True, metavar="IMAGE... KEY=VALUE...")
 @click.option(
     "--pool",
     type=click.Choice(POOLS[:-1], case_sensitive=False),
@@ -221,17 +291,24 @@ def kvp_get(image: str, pool: str, parent: str | None, volume: int | None, as_js
     help="The pool (key) to write.",
 )
 @write_options
-def kvp_set(image: str, assignments: tuple[str, ...], pool: str, **opts: Any) -> None:
+@fleet_options
+def kvp_set(arguments: tuple[str, ...], from_file: str | None, pool: str, **opts: Any) -> None:
     """Set KVP values (REG_SZ) in the guest's SOFTWARE hive, creating the pool key if needed.
 
     \b
     Example:
       offline-ic kvp set golden.vhdx --pool guest BuildPipeline=packer-2026.11
     """
-    from offline_ic.guest.windows.kvp import kvp_changes
-
-    values = dict(_parse_assignments(assignments, "KEY=VALUE"))
-    _run_servicing(image, lambda guest: kvp_changes(pool.lower(), values, []), **opts)
+    images, pairs = split_images(arguments, "KEY=VALUE", from_file)
+    values = dict(_parse_assignments(pairs, "KEY=VALUE"))
+    fleet = FleetOptions.pop(opts)
+    _run_servicing(
+        "kvp set",
+        collect_targets(images, from_file),
+        {"values": values, "pool": pool.lower()},
+        fleet=fleet,
+        **opts,
+    )
 
 
 @kvp.command("delete")
@@ -252,13 +329,17 @@ def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> No
     Example:
       offline-ic kvp delete golden.vhdx HostName PhysicalHostName --dry-run
     """
-    from offline_ic.guest.windows.kvp import kvp_changes
-
-    _run_servicing(image, lambda guest: kvp_changes(pool.lower(), {}, list(names)), **opts)
+    _run_servicing(
+        "kvp set",
+        [image],
+        {"values": {}, "delete": list(names), "pool": pool.lower()},
+        fleet=FleetOptions(),
+        **opts,
+    )
 
 
 @click.command("apply")
-@image_argument
+@images_argument
 @click.option(
     "--file",
     "change_file",
@@ -268,8 +349,9 @@ def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> No
     help="What to change (see below).",
 )
 @write_options
-def apply(image: str, change_file: str, **opts: Any) -> None:
-    """Apply a change file (services and KVP values) to IMAGE in one transaction.
+@fleet_options
+def apply(images: tuple[str, ...], from_file: str | None, change_file: str, **opts: Any) -> None:
+    """Apply a change file (services and KVP values) to each IMAGE in one transaction.
 
     \b
     CHANGES.toml:
@@ -284,23 +366,23 @@ def apply(image: str, change_file: str, **opts: Any) -> None:
     \b
     Example:
       offline-ic apply golden.vhdx --file changes.toml --output serviced.avhdx
+      offline-ic apply --from golden-images.txt --file changes.toml --json --jobs 2
     """
     from offline_ic.guest.windows.changefile import load_change_file
 
-    wanted = load_change_file(change_file)
-    skipped: list[str] = []
-
-    def build(guest):
-        system = guest.hive("SYSTEM") if wanted.starts else None
-        changes, missing = wanted.changes(system)
-        skipped.extend(missing)
-        return changes
-
-    _run_servicing(image, build, skipped=skipped, **opts)
+    load_change_file(change_file)  # a bad change file is one error before any image opens
+    fleet = FleetOptions.pop(opts)
+    _run_servicing(
+        "apply",
+        collect_targets(images, from_file),
+        {"change_file": change_file},
+        fleet=fleet,
+        **opts,
+    )
 
 
 @click.command("inspect")
-@image_argument
+@images_argument
 @click.option(
     "--vmcx",
     type=click.Path(dir_okay=False),
@@ -311,8 +393,15 @@ def apply(image: str, change_file: str, **opts: Any) -> None:
 @parent_option
 @volume_option
 @json_option
+@fleet_options
 def inspect(
-    image: str, vmcx: str | None, parent: str | None, volume: int | None, as_json: bool
+    images: tuple[str, ...],
+    from_file: str | None,
+    vmcx: str | None,
+    parent: str | None,
+    volume: int | None,
+    as_json: bool,
+    **fleet: Any,
 ) -> None:
     """Read-only overview: image format and chain, volumes, OS, hive state, services, KVP.
 
@@ -324,14 +413,16 @@ def inspect(
     Examples:
       offline-ic inspect win10.vhdx --json
       offline-ic inspect win10.vhdx --vmcx "Virtual Machines/<id>.vmcx"
+      offline-ic inspect --from evidence.txt --json --jobs 2 > inventory.ndjson
     """
-    from offline_ic.workflows.read import inspect_target
-
-    doc = inspect_target(image, parent=parent, volume=volume, vmcx=vmcx)
-    if as_json:
-        emit_json(doc)
-    else:
-        render_inspect(doc)
+    run_targets(
+        "inspect",
+        collect_targets(images, from_file),
+        {"parent": parent, "volume": volume, "vmcx": vmcx},
+        as_json=as_json,
+        render=render_inspect,
+        fleet_options=FleetOptions.pop(fleet),
+    )
 
 
 def _service_starts(pairs: list[tuple[str, str]]) -> tuple[dict[str, int], bool]:

@@ -48,6 +48,10 @@ class ServicingReport:
             "bytes_written": self.bytes_written,
             "recovered_from_logs": self.recovered,
             "verified_by": self.verified_by,
+            # the same facts in the words every write reports (fleet NDJSON reads these)
+            "changed": bool(self.verified_by),
+            "pages_written": 0 if self.dry_run else sum(self.pages.values()),
+            "verified": bool(self.verified_by),
         }
 
 
