@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from offline_ic.errors import InputError, OfflineICError
 # Futures kept in flight per worker: enough to hide scheduling latency, few enough that
 # results are streamed rather than piled up.
 WINDOW_PER_WORKER = 4
+MAX_BATCH = 16  # targets per worker call, at most
 
 
 @dataclass(frozen=True)
@@ -97,32 +98,64 @@ def run_task(task: Task) -> Outcome:
 
 
 # --------------------------------------------------------------------------------- engines
+def run_batch(tasks: list[Task]) -> list[Outcome]:
+    """Several tasks in one worker call: a pool or cluster round trip costs a few ms, paid
+    once per batch instead of once per image."""
+    return [run_task(task) for task in tasks]
+
+
+def batches(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
+    """``tasks`` in lists of ``size`` (the last one shorter), lazily."""
+    batch: list[Task] = []
+    for task in tasks:
+        batch.append(task)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def batch_size(total: int | None, workers: int) -> int:
+    """Tasks per batch: about WINDOW_PER_WORKER batches per worker so that the load stays
+    balanced, at most MAX_BATCH so that results keep streaming; 1 when the total is unknown."""
+    if not total:
+        return 1
+    return max(1, min(MAX_BATCH, total // (workers * WINDOW_PER_WORKER)))
+
+
 def in_order(
     tasks: Iterable[Task],
-    submit: Callable[[Task], Any],
-    result: Callable[[Any], Outcome],
+    submit: Callable[[list[Task]], Any],
+    result: Callable[[Any], list[Outcome]],
     window: int,
+    size: int = 1,
 ) -> Iterator[Outcome]:
-    """Submit tasks keeping at most ``window`` in flight; yield their outcomes in input order.
+    """Submit batches of ``size`` tasks keeping at most ``window`` batches in flight; yield
+    the outcomes in input order.
 
     ``result`` turning into an exception (a worker process killed, a lost Dask worker) is
-    that target's error record, not the end of the run.
+    the error record of each target of that batch, not the end of the run.
     """
-    pending: deque[tuple[Task, Any]] = deque()
+    pending: deque[tuple[list[Task], Any]] = deque()
 
-    def take() -> Outcome:
-        task, future = pending.popleft()
+    def take() -> list[Outcome]:
+        batch, future = pending.popleft()
         try:
             return result(future)
         except Exception as exc:
-            return error_outcome(task.target, exc)
+            return [error_outcome(task.target, exc) for task in batch]
 
-    for task in tasks:
-        pending.append((task, submit(task)))
+    for batch in batches(tasks, size):
+        pending.append((batch, submit(batch)))
         if len(pending) >= window:
-            yield take()
+            yield from take()
     while pending:
-        yield take()
+        yield from take()
+
+
+def _total(tasks: Iterable[Task]) -> int | None:
+    return len(tasks) if isinstance(tasks, Sized) else None
 
 
 def run_local(tasks: Iterable[Task]) -> Iterator[Outcome]:
@@ -132,15 +165,16 @@ def run_local(tasks: Iterable[Task]) -> Iterator[Outcome]:
 
 
 def run_pool(tasks: Iterable[Task], jobs: int) -> Iterator[Outcome]:
-    """A pool of ``jobs`` worker processes, each importing once and taking task after task."""
+    """A pool of ``jobs`` worker processes, each importing once and taking batch after batch."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         yield from in_order(
             tasks,
-            lambda task: pool.submit(run_task, task),
+            lambda batch: pool.submit(run_batch, batch),
             lambda future: future.result(),
             jobs * WINDOW_PER_WORKER,
+            batch_size(_total(tasks), jobs),
         )
 
 
@@ -161,14 +195,15 @@ def connect_dask(address: str, timeout: float) -> Any:
 
 
 def run_dask(tasks: Iterable[Task], client: Any) -> Iterator[Outcome]:
-    """One Dask task per target on the cluster behind ``client`` (workers need the same
-    paths: a shared mount), gathered in input order."""
+    """One Dask task per batch of targets on the cluster behind ``client`` (workers need
+    the same paths: a shared mount), gathered in input order."""
     workers = max(1, sum(client.nthreads().values()))
     yield from in_order(
         tasks,
-        lambda task: client.submit(run_task, task, pure=False),
+        lambda batch: client.submit(run_batch, batch, pure=False),
         lambda future: future.result(),
         workers * WINDOW_PER_WORKER,
+        batch_size(_total(tasks), workers),
     )
 
 

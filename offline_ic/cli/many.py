@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +147,7 @@ def run_many(
     from offline_ic import fleet
 
     opts = fleet_options
-    tasks: Iterator[Task] = (Task.make(command, t, **options) for t in targets)
+    tasks = [Task.make(command, t, **options) for t in targets]
     progress = Progress(len(targets))
     counts: dict[int, int] = {}
     try:

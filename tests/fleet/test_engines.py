@@ -63,21 +63,35 @@ def test_process_pool_equals_local(targets):
     assert pooled == local
 
 
-def test_a_killed_worker_is_that_targets_error_not_the_end_of_the_run():
-    outcomes = list(
-        fleet.in_order(  # the windowing helper every engine shares
-            [Task("x", "a"), Task("x", "b"), Task("x", "c")],
-            submit=lambda task: task,
-            result=lambda task: (
-                (_ for _ in ()).throw(OSError(5, "worker lost"))
-                if task.target == "b"
-                else fleet.Outcome(task.target, 0, {"image": task.target})
-            ),
-            window=2,
-        )
-    )
-    assert [o.target for o in outcomes] == ["a", "b", "c"]
+def test_batched_pool_equals_local(targets):
+    many = _tasks("verify", targets * 5)  # 25 tasks: batches of 3 on 2 workers
+    assert fleet.batch_size(len(many), 2) == 3
+    assert list(fleet.run(many, jobs=2)) == list(fleet.run(many))
+
+
+def _fake_result(batch):
+    if any(task.target == "b" for task in batch):
+        raise OSError(5, "worker lost")
+    return [fleet.Outcome(task.target, 0, {"image": task.target}) for task in batch]
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_killed_worker_is_its_targets_errors_not_the_end_of_the_run(size):
+    tasks = [Task("x", t) for t in "abcde"]
+    outcomes = list(fleet.in_order(tasks, lambda b: b, _fake_result, window=2, size=size))
+    assert [o.target for o in outcomes] == list("abcde")
+    lost = [o.target for o in outcomes if o.error]
+    assert lost == (["b"] if size == 1 else ["a", "b"])
     assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "worker lost"}
+
+
+def test_batches_balance_and_stream():
+    assert fleet.batch_size(None, 2) == 1
+    assert fleet.batch_size(10, 2) == 1
+    assert fleet.batch_size(100, 2) == 12
+    assert fleet.batch_size(100000, 2) == fleet.MAX_BATCH
+    sizes = [len(b) for b in fleet.batches([Task("x", str(i)) for i in range(7)], 3)]
+    assert sizes == [3, 3, 1]
 
 
 def test_dask_local_cluster_equals_local(targets):

@@ -1,0 +1,228 @@
+"""Many targets on the command line: NDJSON equals the single-target documents joined, an
+error stays one record, --jobs and --dask print the same, exit code is the worst one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.helpers import REPO, TESTDATA, unpack
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fleet-cli")
+    win = unpack(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz", d)
+    other = d / "other.vhdx"
+    shutil.copyfile(win, other)
+    corrupt = d / "broken.vhdx"
+    corrupt.write_bytes(b"vhdxfile" + bytes(8192))
+    return {"win": str(win), "other": str(other), "corrupt": str(corrupt), "dir": d}
+
+
+def _ndjson(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_ndjson_equals_single_documents_in_order(cli, images):
+    singles = []
+    for name in ("win", "other"):
+        code, out, _err = cli("services", "list", images[name], "--json")
+        assert code == 0
+        singles.append(json.loads(out))
+    code, out, err = cli(
+        "services", "list", images["win"], images["corrupt"], images["other"], "--json"
+    )
+    docs = _ndjson(out)
+    assert code == 2
+    assert [d["image"] for d in docs] == [images["win"], images["corrupt"], images["other"]]
+    assert docs[0] == singles[0] and docs[2] == singles[1]
+    assert docs[1]["error"]["kind"] == "corrupt_image" and docs[1]["error"]["code"] == 2
+    assert "broken.vhdx" in docs[1]["error"]["message"]
+    assert "3 targets: 2 ok, 1 error" in err
+
+
+def test_single_target_error_is_still_one_line(cli, images):
+    code, out, err = cli("services", "list", images["corrupt"], "--json")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("offline-ic: error: ")
+
+
+def test_text_blocks_under_each_name_and_quiet(cli, images):
+    code, out, err = cli("kvp", "get", images["win"], images["corrupt"], "--quiet")
+    assert code == 2 and err == ""
+    assert out.startswith(f"== {images['win']}\n")
+    assert f"== {images['corrupt']}\nerror: " in out
+
+
+def test_jobs_2_prints_what_jobs_1_prints(cli, images):
+    args = ["inspect", images["win"], images["corrupt"], images["other"], "--json", "--quiet"]
+    one = cli(*args)
+    two = cli(*args, "--jobs", "2")
+    assert one == two and one[0] == 2
+    assert len(_ndjson(one[1])) == 3
+
+
+def test_from_file_and_stdin_like_lists(cli, images, tmp_path):
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"# golden images\n{images['win']}\n\n{images['other']}\n")
+    code, out, _ = cli("verify", "--from", str(listing), "--json", "--quiet")
+    assert code == 0 and [d["image"] for d in _ndjson(out)] == [images["win"], images["other"]]
+    code, out, err = cli("verify", "--from", str(tmp_path / "none.txt"), "--json")
+    assert code == 2 and out == "" and "target list not found" in err
+
+
+def test_check_junit_has_one_suite_per_image(cli, images, tmp_path):
+    junit = tmp_path / "r.xml"
+    code, out, _ = cli(
+        "check", images["win"], images["corrupt"], "--json", "--junit", str(junit), "--quiet"
+    )
+    docs = _ndjson(out)
+    assert len(docs) == 2 and docs[0]["os"] == "windows"
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == [images["win"], images["corrupt"]]
+    assert suites[1].get("errors") == "1" and suites[1].find("testcase/error") is not None
+    assert int(suites[0].get("tests")) == len(docs[0]["checks"])
+    assert code == 2
+
+
+def test_apply_to_several_images_each_independently(cli, images, tmp_path):
+    a, b, ro = (tmp_path / n for n in ("a.vhdx", "b.vhdx", "ro.vhdx"))
+    for p in (a, b, ro):
+        shutil.copyfile(images["win"], p)
+    os.chmod(ro, 0o444)
+    before = ro.read_bytes()
+    changes = tmp_path / "c.toml"
+    changes.write_text('[services]\nheartbeat = "disabled"\n')
+    code, out, err = cli("apply", str(a), str(ro), str(b), "--file", str(changes), "--json")
+    docs = _ndjson(out)
+    assert code == 3
+    assert docs[0]["changed"] and docs[0]["verified"] and docs[0]["pages_written"] >= 1
+    assert docs[1]["error"]["kind"] == "refused"
+    assert docs[2] == {**docs[0], "image": str(b), "written_to": str(b)}
+    assert ro.read_bytes() == before
+    for p in (a, b):
+        _c, out1, _ = cli("services", "list", str(p), "--service", "heartbeat", "--json")
+        assert json.loads(out1)["services"][0]["start"] == 4
+    assert "3 targets: 2 ok, 1 refused" in err
+
+
+def test_services_set_over_several_images_and_output_needs_one(cli, images, tmp_path):
+    a, b = tmp_path / "a.vhdx", tmp_path / "b.vhdx"
+    shutil.copyfile(images["win"], a)
+    shutil.copyfile(images["win"], b)
+    code, out, _ = cli("services", "set", str(a), str(b), "heartbeat=disabled", "--json", "--quiet")
+    assert code == 0 and [d["image"] for d in _ndjson(out)] == [str(a), str(b)]
+    code, _o, err = cli(
+        "services", "set", str(a), str(b), "heartbeat=manual", "--output", str(tmp_path / "c.avhdx")
+    )
+    assert code == 2 and "--output names one child" in err
+
+
+def test_dask_missing_is_an_install_hint(cli, images, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    code, out, err = cli("verify", images["win"], "--dask", "tcp://127.0.0.1:1")
+    assert code == 2 and "pip install 'offline-ic[dask]'" in err
+
+
+def test_unreachable_scheduler_is_one_line_exit_2(cli, images):
+    pytest.importorskip("distributed")
+    start = time.monotonic()
+    code, out, err = cli(
+        "verify", images["win"], "--dask", "tcp://127.0.0.1:9", "--dask-timeout", "2"
+    )
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "cannot reach the Dask scheduler" in err
+    assert time.monotonic() - start < 30
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_cluster():
+    """`dask scheduler` and `dask worker` as separate processes on 127.0.0.1."""
+    pytest.importorskip("distributed")
+    dask = shutil.which("dask")
+    if dask is None:
+        pytest.skip("dask command line not installed")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                ":0",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    procs.append(
+        subprocess.Popen(
+            [dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout="5s") as client:
+                    client.wait_for_workers(2, timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_cli_on_a_dask_scheduler_and_workers_equals_local(images, dask_cluster):
+    args = [
+        sys.executable,
+        "-m",
+        "offline_ic",
+        "services",
+        "list",
+        images["win"],
+        images["corrupt"],
+        images["other"],
+        "--json",
+        "--quiet",
+    ]
+    local = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    remote = subprocess.run(
+        [*args, "--dask", dask_cluster], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert remote.stdout == local.stdout, remote.stderr
+    assert remote.returncode == local.returncode == 2
+    assert len(_ndjson(remote.stdout)) == 3
