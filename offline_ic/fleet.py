@@ -25,6 +25,7 @@ from offline_ic.errors import InputError, OfflineICError
 # results are streamed rather than piled up.
 WINDOW_PER_WORKER = 4
 MAX_BATCH = 16  # targets per worker call, at most
+BATCHES_PER_WORKER = 16  # small enough batches that the last ones do not leave a worker idle
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,11 @@ def batches(tasks: Iterable[Task], size: int) -> Iterator[list[Task]]:
 
 
 def batch_size(total: int | None, workers: int) -> int:
-    """Tasks per batch: about WINDOW_PER_WORKER batches per worker so that the load stays
+    """Tasks per batch: about BATCHES_PER_WORKER batches per worker so that the load stays
     balanced, at most MAX_BATCH so that results keep streaming; 1 when the total is unknown."""
     if not total:
         return 1
-    return max(1, min(MAX_BATCH, total // (workers * WINDOW_PER_WORKER)))
+    return max(1, min(MAX_BATCH, total // (workers * BATCHES_PER_WORKER)))
 
 
 def in_order(
@@ -165,16 +166,31 @@ def run_local(tasks: Iterable[Task]) -> Iterator[Outcome]:
 
 
 def run_pool(tasks: Iterable[Task], jobs: int) -> Iterator[Outcome]:
-    """A pool of ``jobs`` worker processes, each importing once and taking batch after batch."""
+    """A pool of ``jobs`` worker processes, each taking batch after batch.
+
+    The first task runs here, before the pool starts: it imports everything the command
+    needs, and workers forked afterwards inherit those modules instead of each importing
+    them again (a few hundred ms per worker, the whole gain of a small fleet).
+    """
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    total = _total(tasks)
+    remaining = iter(tasks)
+    first = next(remaining, None)
+    if first is None:
+        return
+    yield run_task(first)
+    # fork (where the OS has it) so that the workers start with the parent's imports
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork") if "fork" in methods else None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         yield from in_order(
-            tasks,
+            remaining,
             lambda batch: pool.submit(run_batch, batch),
             lambda future: future.result(),
             jobs * WINDOW_PER_WORKER,
-            batch_size(_total(tasks), jobs),
+            batch_size(None if total is None else total - 1, jobs),
         )
 
 
