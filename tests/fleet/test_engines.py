@@ -124,3 +124,19 @@ def test_target_list_file(tmp_path):
 
     with pytest.raises(InputError, match="target list not found"):
         fleet.read_target_list(str(tmp_path / "nope.txt"))
+
+
+def test_progress_line_only_on_a_terminal(capsys):
+    from offline_ic.cli.many import Progress
+
+    quiet = Progress(3, enabled=False)
+    quiet.step()
+    quiet.clear()
+    assert capsys.readouterr().err == ""
+    shown = Progress(4, enabled=True)
+    shown.step()
+    shown.step()
+    err = capsys.readouterr().err
+    assert err.startswith("\r1/4 targets") and "\r2/4 targets" in err and "ETA" in err
+    shown.clear()
+    assert capsys.readouterr().err.strip() == ""
