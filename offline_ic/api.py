@@ -198,7 +198,7 @@ def apply(
     wanted = load_change_file(change_file)
 
     def build(guest: Any) -> tuple[list[Any], list[str]]:
-        return wanted.changes(guest.hive("SYSTEM") if wanted.starts else None)
+        return wanted.changes(guest.hive("SYSTEM") if wanted.needs_system else None)
 
     return _servicing(
         image,
