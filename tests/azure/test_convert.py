@@ -83,6 +83,8 @@ def _sparse_vhdx(tmp_path: Path, size: str = "1G") -> Path:
         "write -z 400M 32M",
         "write -P 7 1020M 1M",
     ]
+    if size != "1G":  # a small disk: data in its first blocks only
+        cmds = ["write -P 0x41 0 64k", "write -P 0x42 30M 5M"]
     for c in cmds:
         subprocess.run([QEMU_IO, "-f", "vhdx", "-c", c, str(p)], check=True, capture_output=True)
     return p
@@ -284,3 +286,28 @@ def test_bad_align_and_missing_source(cli, tmp_path):
     assert cli("convert", src, tmp_path / "y.vhd", "--align", "lots")[0] == 2
     code, _, err = cli("convert", tmp_path / "nope.vhdx", tmp_path / "y.vhd")
     assert code == 2 and "no such file" in err
+
+
+def test_progress_only_on_a_terminal(tmp_path):
+    """stderr a terminal: a progress line; a pipe (CI logs): none."""
+    import pty
+    import sys
+
+    src = _sparse_vhdx(tmp_path, "64M")
+    env = dict(os.environ, PYTHONPATH=str(TESTDATA.parent))
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "offline_ic", "convert", str(src), str(tmp_path / "a.vhd")]
+    proc = subprocess.run(cmd, stderr=slave, stdout=subprocess.PIPE, env=env, timeout=120)
+    os.close(slave)
+    seen = b""
+    try:
+        while chunk := os.read(master, 65536):
+            seen += chunk
+    except OSError:  # EIO once the pty is drained and closed
+        pass
+    os.close(master)
+    assert proc.returncode == 0 and b"converting:" in seen and b"100.0%" in seen
+    piped = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "b.vhd")], capture_output=True, env=env, timeout=120
+    )
+    assert piped.returncode == 0 and piped.stderr == b""
