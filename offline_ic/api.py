@@ -64,15 +64,24 @@ def check(
     parent: str | None = None,
     volume: int | None = None,
     policy: str | None = None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """``check --json``: the pre-boot checks; ``"result"`` is ``"fail"`` when one failed.
 
-    ``policy`` is the path of a TOML policy file (``[checks] fail/warn/skip``).
+    ``policy`` is the path of a TOML policy file (``[checks] fail/warn/skip``), applied
+    after ``profile`` (``default`` or ``azure``: extra checks with their severities).
     """
     from offline_ic.checks.policy import load_policy
+    from offline_ic.checks.profiles import get_profile
     from offline_ic.workflows.check import run_checks_on_target
 
-    report = run_checks_on_target(image, volume=volume, parent=parent, policy=load_policy(policy))
+    report = run_checks_on_target(
+        image,
+        volume=volume,
+        parent=parent,
+        policy=load_policy(policy),
+        profile=get_profile(profile),
+    )
     return report.to_dict()
 
 
@@ -189,7 +198,7 @@ def apply(
     wanted = load_change_file(change_file)
 
     def build(guest: Any) -> tuple[list[Any], list[str]]:
-        return wanted.changes(guest.hive("SYSTEM") if wanted.starts else None)
+        return wanted.changes(guest.hive("SYSTEM") if wanted.needs_system else None)
 
     return _servicing(
         image,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Status = Literal["pass", "warn", "fail"]
+Status = Literal["pass", "warn", "fail", "info"]  # info: not checkable offline (profiles)
 
 
 @dataclass(frozen=True)

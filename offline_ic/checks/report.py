@@ -56,7 +56,8 @@ class Report:
         for c in self.checks:
             lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {c.detail}")
         n = self.counts()
+        info = f", {n['info']} not checked" if n.get("info") else ""
         lines.append(
-            f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, {n['fail']} fail)"
+            f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, {n['fail']} fail{info})"
         )
         return "\n".join(lines)

@@ -26,6 +26,15 @@ from offline_ic.cli.many import (
     default=None,
     help="TOML policy: [checks] fail/warn/skip = [id patterns].",
 )
+@click.option(
+    "--profile",
+    "profile",
+    type=click.Choice(["default", "azure"]),
+    default="default",
+    show_default=True,
+    help="Extra checks: azure = Azure's upload requirements (docs/azure.md); --policy "
+    "applies after it.",
+)
 @json_option
 @click.option(
     "--junit",
@@ -46,6 +55,7 @@ def check(
     images: tuple[str, ...],
     from_file: str | None,
     policy_path: str | None,
+    profile: str,
     as_json: bool,
     junit_path: str | None,
     volume: int | None,
@@ -65,6 +75,7 @@ def check(
     Examples:
       offline-ic check debian12.vhdx
       offline-ic check golden/*.vhdx --policy gate.toml --junit results.xml --jobs 0
+      offline-ic check --profile azure golden.vhd
     """
     from offline_ic.checks.junit import Suite, write_junit_many
     from offline_ic.checks.policy import load_policy
@@ -90,7 +101,7 @@ def check(
         run_targets(
             "check",
             collect_targets(images, from_file),
-            {"volume": volume, "parent": parent, "policy": policy_path},
+            {"volume": volume, "parent": parent, "policy": policy_path, "profile": profile},
             as_json=as_json,
             render=lambda doc: click.echo(Report.from_dict(doc).to_text()),
             fleet_options=FleetOptions.pop(fleet),

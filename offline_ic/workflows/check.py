@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from offline_ic.checks.model import CheckResult
 from offline_ic.checks.policy import Policy
+from offline_ic.checks.profiles import Profile
 from offline_ic.checks.report import Report
 from offline_ic.errors import InputError
 from offline_ic.guest.linux.checks import linux_checks
@@ -27,13 +28,22 @@ def run_checks(
 
 
 def run_checks_on_target(
-    target: str, volume: int | None = None, parent: str | None = None, policy: Policy | None = None
+    target: str,
+    volume: int | None = None,
+    parent: str | None = None,
+    policy: Policy | None = None,
+    profile: Profile | None = None,
 ) -> Report:
     """``run_checks`` for whatever the user named: a disk image, a mounted guest root
-    (Linux or Windows directory) or a bare Windows hive file."""
+    (Linux or Windows directory) or a bare Windows hive file. A ``profile`` adds its
+    checks after the default ones; the policy is applied last, to all of them."""
     with open_target(target, parent=parent, volume=volume, require_guest=False) as opened:
         if opened.guest is not None:
             report = check_guest(target, opened.guest)
+            if profile is not None and profile.checks:
+                from offline_ic.workflows.azure import profile_results
+
+                report.checks += profile_results(profile, opened.image, opened.guest, target)
         elif opened.image is not None and opened.problem is not None:
             report = _no_guest_report(target, opened.image, opened.problem)
         else:  # a .vmcx: the host side only

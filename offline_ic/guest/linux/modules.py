@@ -28,6 +28,8 @@ MODULE_CONFIG = {
     "hyperv_drm": ("CONFIG_DRM_HYPERV",),
     "hyperv_fb": ("CONFIG_FB_HYPERV",),
     "pci_hyperv": ("CONFIG_PCI_HYPERV",),
+    "udf": ("CONFIG_UDF_FS",),  # Azure's provisioning media (profile azure)
+    "vfat": ("CONFIG_VFAT_FS",),
 }
 # Where the modules live in the kernel tree, to look without walking 5000 files.
 MODULE_DIRS = {
@@ -41,6 +43,8 @@ MODULE_DIRS = {
     "hyperv_drm": "drivers/gpu/drm/hyperv",
     "hyperv_fb": "drivers/video/fbdev",
     "pci_hyperv": "drivers/pci/controller",
+    "udf": "fs/udf",
+    "vfat": "fs/fat",
 }
 
 

@@ -9,6 +9,12 @@ BuildPipeline = "packer-2026.11"
 
 [kvp.delete]            # POOL = [KEY, ...]
 parameters = ["HostName", "PhysicalHostName"]
+
+[registry.system."CurrentControlSet\\Control\\TimeZoneInformation"]
+RealTimeIsUniversal = 1 # integer: REG_DWORD; string: REG_SZ (key created when missing)
+
+``CurrentControlSet`` stands for the control set Windows boots (``Select\\Current``), as in
+Windows itself; ``profiles/azure-windows.toml`` is a shipped example (Azure's checklist).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from offline_ic.errors import InputError, NotFoundError
 from offline_ic.guest.windows.catalog import ALL_SERVICES, parse_start, resolve_services
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.kvp import KVP_POOLS, kvp_changes
-from offline_ic.guest.windows.services import start_changes
+from offline_ic.guest.windows.services import current_control_set, start_changes
 from offline_ic.registry import Hive
 
 
@@ -32,6 +38,12 @@ class ChangeFile:
     every_service: bool = False
     kvp_set: dict[str, dict[str, str]] = field(default_factory=dict)
     kvp_delete: dict[str, list[str]] = field(default_factory=dict)
+    registry: list[tuple[str, str, str, int | str]] = field(default_factory=list)
+
+    @property
+    def needs_system(self) -> bool:
+        """Whether resolving the changes reads the SYSTEM hive (services, SYSTEM values)."""
+        return bool(self.starts) or any(h == "SYSTEM" for h, *_ in self.registry)
 
     def changes(self, system: Hive | None) -> tuple[list[ValueChange], list[str]]:
         """All value changes, and services skipped because the guest lacks them."""
@@ -43,7 +55,37 @@ class ChangeFile:
             out, skipped = start_changes(system, self.starts, skip_missing=self.every_service)
         for pool in sorted(set(self.kvp_set) | set(self.kvp_delete)):
             out += kvp_changes(pool, self.kvp_set.get(pool, {}), self.kvp_delete.get(pool, []))
+        out += self._registry_changes(system)
         return out, skipped
+
+    def _registry_changes(self, system: Hive | None) -> list[ValueChange]:
+        out = []
+        for hive, key, name, data in self.registry:
+            if hive == "SYSTEM":
+                key = _system_key(system, key)
+            vtype = REG_DWORD if isinstance(data, int) else REG_SZ
+            out.append(ValueChange(hive, key, name, vtype, data, create_key=True))
+        return out
+
+
+def _system_key(system: Hive | None, key: str) -> str:
+    """``CurrentControlSet`` resolved; refuses to create a service's own key (a key with
+    only a Start value would be a broken service)."""
+    if system is None:
+        raise NotFoundError("the change file sets SYSTEM values, but there is no SYSTEM hive")
+    head, _, rest = key.partition("\\")
+    if head.lower() == "currentcontrolset":
+        cs = current_control_set(system)
+        key = f"{cs}\\{rest}" if rest else cs
+    parts = key.split("\\")
+    if len(parts) >= 3 and parts[1].lower() == "services":
+        service = "\\".join(parts[:3])
+        if system.find_key(service) is None:
+            raise NotFoundError(
+                f"SYSTEM\\{service} does not exist: a change file sets values of installed "
+                "services, it does not create services"
+            )
+    return key
 
 
 def load_change_file(path: str) -> ChangeFile:
@@ -55,11 +97,11 @@ def load_change_file(path: str) -> ChangeFile:
         raise NotFoundError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(doc) - {"services", "kvp"}
+    unknown = set(doc) - {"services", "kvp", "registry"}
     if unknown:
         raise InputError(
             f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
-            "expected [services], [kvp.set.POOL], [kvp.delete]"
+            "expected [services], [kvp.set.POOL], [kvp.delete], [registry.HIVE.KEY]"
         )
     result = ChangeFile()
     for name, start in _table(doc, "services", path).items():
@@ -88,7 +130,33 @@ def load_change_file(path: str) -> ChangeFile:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InputError(f"{path}: kvp.delete.{pool} must be a list of value names")
         result.kvp_delete[pool.lower()] = list(names)
+    result.registry = _registry_entries(_table(doc, "registry", path), path)
     return result
+
+
+REG_SZ, REG_DWORD = 1, 4
+
+
+def _registry_entries(reg: dict, path: str) -> list[tuple[str, str, str, int | str]]:
+    """[registry.system|software."Key\\Path"] NAME = int (REG_DWORD) | "text" (REG_SZ)."""
+    out: list[tuple[str, str, str, int | str]] = []
+    for hive in reg:
+        if hive.lower() not in ("system", "software"):
+            raise InputError(f"{path}: [registry.{hive}]: the hive must be system or software")
+        for key, values in _table(reg, hive, path).items():
+            if not isinstance(values, dict) or not key.strip("\\"):
+                raise InputError(f"{path}: [registry.{hive}.{key!r}] must be a table of values")
+            for name, data in values.items():
+                ok_int = (
+                    isinstance(data, int) and not isinstance(data, bool) and 0 <= data < 1 << 32
+                )
+                if not (ok_int or isinstance(data, str)):
+                    raise InputError(
+                        f"{path}: registry.{hive}.{key!r}.{name}: a value is an integer "
+                        "(0..4294967295, REG_DWORD) or a string (REG_SZ)"
+                    )
+                out.append((hive.upper(), key.strip("\\"), name, data))
+    return out
 
 
 def _table(doc: dict, name: str, path: str) -> dict:
