@@ -1,0 +1,177 @@
+"""Forensic facts of inspect, checked against regipy (an independent hive reader), and the
+evidence record (sha256, read-only) checked against hashlib and the files themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.helpers import TESTDATA
+from tests.host.conftest import tree_hashes
+
+WIN = TESTDATA / "windows"
+
+
+def _regipy_key(hive, path):
+    return hive.get_key("\\" + path)
+
+
+def _filetime_iso(ft: int) -> str:
+    """FILETIME -> ISO 8601 UTC, truncated to the microsecond (stdlib only)."""
+    moment = datetime(1601, 1, 1, tzinfo=UTC) + timedelta(microseconds=ft // 10)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def inspected(win10_disk):
+    from offline_ic import api
+
+    return api.inspect(str(win10_disk))
+
+
+def test_key_times_equal_regipy(inspected, unpacked):
+    from regipy.registry import RegistryHive
+    from regipy.utils import convert_wintime
+
+    hives = {
+        "SYSTEM": RegistryHive(str(unpacked(WIN / "SYSTEM-win10.xz"))),  # the disk's SYSTEM
+        "SOFTWARE": RegistryHive(str(unpacked(WIN / "SOFTWARE.xz"))),
+    }
+    times = inspected["forensics"]["key_last_written"]
+    assert len(times) == 1 + 8 + 4  # Select, the eight services' keys (if present), KVP pools
+    checked = 0
+    for full, ours in times.items():
+        hive_name, path = full.split("\\", 1)
+        try:
+            key = _regipy_key(hives[hive_name], path)
+        except Exception:  # regipy: no such key
+            assert ours is None, full
+            continue
+        ft = key.header.last_modified
+        assert ours == _filetime_iso(ft), full
+        theirs = convert_wintime(ft)  # regipy rounds to the microsecond; we truncate
+        assert abs(datetime.fromisoformat(ours) - theirs) <= timedelta(microseconds=1), full
+        checked += 1
+    assert checked == 12  # vmicrdv is absent in this guest
+
+
+def test_identity_facts_equal_regipy(inspected, unpacked):
+    from regipy.registry import RegistryHive
+
+    system = RegistryHive(str(unpacked(WIN / "SYSTEM-win10.xz")))
+    facts = inspected["forensics"]
+    name = system.get_key("\\ControlSet001\\Control\\ComputerName\\ComputerName")
+    assert facts["computer_name"] == name.get_value("ComputerName") == "DESKTOP-PM6C56D"
+    raw = system.get_key("\\ControlSet001\\Control\\Windows").get_value("ShutdownTime")
+    raw = bytes.fromhex(raw) if isinstance(raw, str) else bytes(raw)
+    assert facts["shutdown_time"] == _filetime_iso(int.from_bytes(raw, "little"))
+    assert facts["os_build"] == "16299"
+    events = [e["time"] for e in inspected["timeline"]]
+    assert events == sorted(events) and len(events) >= 13
+
+
+def test_disk_chain_facts(inspected, win10_disk):
+    (disk,) = inspected["forensics"]["disk_chain"]
+    st = os.stat(win10_disk)
+    assert disk["size"] == st.st_size and disk["format"] == "vhdx"
+    assert disk["mtime"] == datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert disk["data_write_guid"] == inspected["image_info"]["data_write_guid"]
+    assert disk["log_guid"] == "00000000-0000-0000-0000-000000000000"
+    assert disk["log_pending"] is False
+
+
+def test_evidence_hashes_and_inputs_unchanged(cli, gen2_folder):
+    before = tree_hashes(gen2_folder)
+    html = gen2_folder.parent / "report.html"
+    code, out, err = cli("inspect", gen2_folder, "--evidence", "--html", html, "--json")
+    assert code == 0, err
+    ev = json.loads(out)["evidence"]
+    assert ev["opened_read_only"] is True and ev["tool"] == "offline-ic"
+    assert ev["command_line"][:3] == ["offline-ic", "inspect", str(gen2_folder)]
+    assert ev["utc_time"].endswith("Z")
+    hashed = {os.path.relpath(f["path"], gen2_folder): f["sha256"] for f in ev["files"]}
+    assert hashed == before  # every file read (the disk and the config), each hashed right
+    assert {f["role"] for f in ev["files"]} == {"disk", "config"}
+    assert tree_hashes(gen2_folder) == before  # byte-identical afterwards
+    assert html.exists()
+
+
+def test_read_only_is_asked_of_the_kernel(win10_disk):
+    from offline_ic.image import open_image
+    from offline_ic.workflows.forensics import opened_read_only, sha256_file
+
+    with open_image(str(win10_disk)) as img:
+        assert opened_read_only(img) is True
+    digest = hashlib.sha256(win10_disk.read_bytes()).hexdigest()
+    seen = []
+    assert sha256_file(str(win10_disk), seen.append) == digest
+    assert sum(seen) == win10_disk.stat().st_size and len(seen) > 1  # streamed in chunks
+
+
+def test_hash_progress_reaches_the_total(win10_disk):
+    from offline_ic.workflows.forensics import evidence
+
+    calls = []
+    record = evidence(
+        [("disk", str(win10_disk))],
+        read_only=True,
+        command_line=["x"],
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    size = win10_disk.stat().st_size
+    assert calls[-1] == (size, size) and len(calls) == -(-size // (1 << 20))
+    assert record["files"][0]["sha256"] == hashlib.sha256(win10_disk.read_bytes()).hexdigest()
+
+
+def test_linux_hostname_and_kvp_pool_mtimes(cli, tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text('ID=debian\nPRETTY_NAME="Debian 12"\n')
+    (root / "etc" / "hostname").write_text("web-07\n")
+    pools = root / "var" / "lib" / "hyperv"
+    pools.mkdir(parents=True)
+    record = b"HostName".ljust(512, b"\0") + b"HV-HOST-09".ljust(2048, b"\0")
+    (pools / ".kvp_pool_3").write_bytes(record)
+    when = datetime(2026, 11, 30, 8, 15, 0, tzinfo=UTC).timestamp()
+    os.utime(pools / ".kvp_pool_3", (when, when))
+    code, out, err = cli("inspect", root, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    facts = doc["forensics"]
+    assert facts["hostname"] == "web-07"
+    pool = facts["kvp_pool_files"]["parameters"]
+    assert pool["mtime"] == "2026-11-30T08:15:00Z" and pool["size"] == 2560
+    assert facts["kvp_pool_files"]["external"]["present"] is False
+    assert doc["kvp"]["parameters"] == {"HostName": "HV-HOST-09"}
+    assert {"time": "2026-11-30T08:15:00Z", "event": "KVP pool file parameters modified"} in doc[
+        "timeline"
+    ]
+
+
+def test_evidence_command_line_is_the_process_own(tmp_path):
+    """Run as a user would (own process): the evidence records the exact argv."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    target = REPO / "testdata" / "host" / "2012-gen1.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "offline_ic", "inspect", str(target), "--evidence", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads(proc.stdout)["evidence"]
+    assert ev["command_line"] == ["offline-ic", "inspect", str(target), "--evidence", "--json"]
+    assert [f["role"] for f in ev["files"]] == ["config"]
+    assert ev["files"][0]["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert ev["opened_read_only"] is None  # no disk was opened: nothing to ask the kernel
