@@ -105,7 +105,7 @@ def _disks(doc: dict[str, Any]) -> str:
             + _cell(disk.get("file_write_guid"), "mono")
             + _cell(disk.get("data_write_guid"), "mono")
             + _cell(disk.get("log_guid"), "mono")
-            + _yes_no(disk.get("log_pending"))
+            + (_cell("yes: replayed in memory", "no") if disk.get("log_pending") else _cell("no"))
         )
     headers = ["File", "Format", "Bytes", "Modified (UTC)", "FileWriteGuid"]
     headers += ["DataWriteGuid", "LogGuid", "Log pending"]
