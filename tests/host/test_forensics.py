@@ -129,8 +129,10 @@ def test_hash_progress_reaches_the_total(win10_disk):
     assert record["files"][0]["sha256"] == hashlib.sha256(win10_disk.read_bytes()).hexdigest()
 
 
-def test_linux_hostname_and_kvp_pool_mtimes(cli, tmp_path):
-    root = tmp_path / "root"
+POOL_TIME = datetime(2026, 11, 30, 8, 15, 0, tzinfo=UTC).timestamp()
+
+
+def _linux_root(root):
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "os-release").write_text('ID=debian\nPRETTY_NAME="Debian 12"\n')
     (root / "etc" / "hostname").write_text("web-07\n")
@@ -138,20 +140,44 @@ def test_linux_hostname_and_kvp_pool_mtimes(cli, tmp_path):
     pools.mkdir(parents=True)
     record = b"HostName".ljust(512, b"\0") + b"HV-HOST-09".ljust(2048, b"\0")
     (pools / ".kvp_pool_3").write_bytes(record)
-    when = datetime(2026, 11, 30, 8, 15, 0, tzinfo=UTC).timestamp()
-    os.utime(pools / ".kvp_pool_3", (when, when))
-    code, out, err = cli("inspect", root, "--json")
-    assert code == 0, err
-    doc = json.loads(out)
+    os.utime(pools / ".kvp_pool_3", (POOL_TIME, POOL_TIME))
+    return root
+
+
+def _check_linux_doc(doc):
     facts = doc["forensics"]
     assert facts["hostname"] == "web-07"
     pool = facts["kvp_pool_files"]["parameters"]
     assert pool["mtime"] == "2026-11-30T08:15:00Z" and pool["size"] == 2560
     assert facts["kvp_pool_files"]["external"]["present"] is False
     assert doc["kvp"]["parameters"] == {"HostName": "HV-HOST-09"}
-    assert {"time": "2026-11-30T08:15:00Z", "event": "KVP pool file parameters modified"} in doc[
-        "timeline"
-    ]
+    event = {"time": "2026-11-30T08:15:00Z", "event": "KVP pool file parameters modified"}
+    assert event in doc["timeline"]
+
+
+def test_linux_hostname_and_kvp_pool_mtimes_on_a_root(cli, tmp_path):
+    code, out, err = cli("inspect", _linux_root(tmp_path / "root"), "--json")
+    assert code == 0, err
+    _check_linux_doc(json.loads(out))
+
+
+def test_linux_facts_read_from_an_ext4_image(cli, tmp_path):
+    """The same facts through the image path (GPT + ext4 made by mke2fs -d, which keeps the
+    files' mtimes; read back by dissect.extfs)."""
+    import shutil as sh
+
+    from tests.helpers import script_module
+
+    if sh.which("mke2fs") is None or sh.which("sfdisk") is None:
+        pytest.skip("mke2fs and sfdisk needed (see scripts/debian-packages.txt)")
+    builder = script_module("build_linux_testdata")
+    root = _linux_root(tmp_path / "root")
+    part = tmp_path / "root.ext4"
+    builder.mkfs_ext4(root, part, 16, "root", "3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b")
+    disk = builder.make_disk(tmp_path / "linux.raw", [("linux", part)])
+    code, out, err = cli("inspect", disk, "--json")
+    assert code == 0, err
+    _check_linux_doc(json.loads(out))
 
 
 def test_evidence_command_line_is_the_process_own(tmp_path):
