@@ -142,6 +142,13 @@ def _render_forensics(doc: dict[str, Any]) -> None:
     ):
         if facts.get(field):
             click.echo(f"{label}: {facts[field]}")
+    wtmp = facts.get("wtmp") or {}
+    for field, label in (
+        ("last_boot", "Last boot (wtmp)"),
+        ("last_shutdown", "Last shutdown (wtmp)"),
+    ):
+        if wtmp.get(field):
+            click.echo(f"{label}: {wtmp[field]['time']}, kernel {wtmp[field]['kernel']}")
     for disk in facts.get("disk_chain") or []:
         guids = ""
         if disk.get("data_write_guid"):

@@ -107,7 +107,17 @@ def linux_facts(gfs: Any) -> dict[str, Any]:
             except OfflineICError as exc:
                 entry["problem"] = str(exc)
         pools[name] = entry
-    return {"hostname": hostname.strip() if hostname else None, "kvp_pool_files": pools}
+    from offline_ic.guest.linux.wtmp import read_wtmp
+
+    try:
+        wtmp = read_wtmp(gfs)
+    except OfflineICError as exc:
+        wtmp = {"problem": str(exc)}
+    return {
+        "hostname": hostname.strip() if hostname else None,
+        "kvp_pool_files": pools,
+        "wtmp": wtmp,
+    }
 
 
 def disk_chain(info: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -147,6 +157,13 @@ def timeline(doc: dict[str, Any]) -> list[dict[str, str]]:
     ):
         if facts.get(field):
             events.append({"time": facts[field], "event": label})
+    wtmp = facts.get("wtmp") or {}
+    for field, label in (
+        ("last_boot", "last boot (wtmp)"),
+        ("last_shutdown", "last shutdown (wtmp)"),
+    ):
+        if wtmp.get(field):
+            events.append({"time": wtmp[field]["time"], "event": label})
     for name, pool in (facts.get("kvp_pool_files") or {}).items():
         if pool.get("mtime"):
             events.append({"time": pool["mtime"], "event": f"KVP pool file {name} modified"})

@@ -39,6 +39,11 @@ def _yes_no(value: bool | None) -> str:
     return _cell("yes" if value else "no", "yes" if value else "no")
 
 
+def _wtmp(facts: dict[str, Any], field: str) -> str | None:
+    entry = (facts.get("wtmp") or {}).get(field)
+    return entry["time"] if entry else None
+
+
 def _summary(doc: dict[str, Any]) -> str:
     facts = doc.get("forensics") or {}
     os_info = doc.get("os") or {}
@@ -55,7 +60,8 @@ def _summary(doc: dict[str, Any]) -> str:
         ("OS build", facts.get("os_build") or os_info.get("build")),
         ("Computer name", facts.get("computer_name") or facts.get("hostname")),
         ("Last logged-on user", facts.get("last_logged_on_user")),
-        ("Last shutdown (UTC)", facts.get("shutdown_time")),
+        ("Last shutdown (UTC)", facts.get("shutdown_time") or _wtmp(facts, "last_shutdown")),
+        ("Last boot (UTC, wtmp)", _wtmp(facts, "last_boot")),
     ]
     return _table(["Fact", "Value"], [_cell(k) + _cell(v, "mono") for k, v in rows if v], "summary")
 

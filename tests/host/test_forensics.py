@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -129,6 +131,12 @@ def test_hash_progress_reaches_the_total(win10_disk):
     assert record["files"][0]["sha256"] == hashlib.sha256(win10_disk.read_bytes()).hexdigest()
 
 
+WTMP_TEXT = b"""\
+[2] [00000] [~~  ] [reboot  ] [~           ] [6.1.0-17-amd64      ] [0.0.0.0        ] [2026-11-29T07:00:01,000000+00:00]
+[1] [00000] [~~  ] [shutdown] [~~          ] [6.1.0-17-amd64      ] [0.0.0.0        ] [2026-11-29T19:00:00,000000+00:00]
+[2] [00000] [~~  ] [reboot  ] [~           ] [6.1.0-18-amd64      ] [0.0.0.0        ] [2026-11-30T07:58:02,000000+00:00]
+[1] [00000] [~~  ] [shutdown] [~~          ] [6.1.0-18-amd64      ] [0.0.0.0        ] [2026-11-30T08:14:55,123456+00:00]
+"""
 POOL_TIME = datetime(2026, 11, 30, 8, 15, 0, tzinfo=UTC).timestamp()
 
 
@@ -141,11 +149,21 @@ def _linux_root(root):
     record = b"HostName".ljust(512, b"\0") + b"HV-HOST-09".ljust(2048, b"\0")
     (pools / ".kvp_pool_3").write_bytes(record)
     os.utime(pools / ".kvp_pool_3", (POOL_TIME, POOL_TIME))
+    if shutil.which("utmpdump"):  # util-linux writes the wtmp records (an independent writer)
+        (root / "var" / "log").mkdir(parents=True)
+        with open(root / "var" / "log" / "wtmp", "wb") as out:
+            subprocess.run(["utmpdump", "-r"], input=WTMP_TEXT, stdout=out, check=True)
     return root
 
 
 def _check_linux_doc(doc):
     facts = doc["forensics"]
+    if shutil.which("utmpdump"):
+        wtmp = facts["wtmp"]
+        assert wtmp["records"] == 4
+        assert wtmp["last_boot"] == {"time": "2026-11-30T07:58:02Z", "kernel": "6.1.0-18-amd64"}
+        assert wtmp["last_shutdown"]["time"] == "2026-11-30T08:14:55.123456Z"
+        assert {"time": "2026-11-30T07:58:02Z", "event": "last boot (wtmp)"} in doc["timeline"]
     assert facts["hostname"] == "web-07"
     pool = facts["kvp_pool_files"]["parameters"]
     assert pool["mtime"] == "2026-11-30T08:15:00Z" and pool["size"] == 2560
