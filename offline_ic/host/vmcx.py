@@ -135,18 +135,24 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
             )
         )
     version = props.get("version")
+    subtype = props.get("subtype")
     drives = _drives(config)
     return HostConfig(
         path=path,
-        name=props.get("name"),
-        vm_id=props.get("global_id"),
-        generation={0: 1, 1: 2}.get(props.get("subtype", -1)),
+        name=_text(props.get("name")),
+        vm_id=_text(props.get("global_id")),
+        generation={0: 1, 1: 2}.get(subtype) if isinstance(subtype, int) else None,
         version=f"{version >> 8}.{version & 0xFF}" if isinstance(version, int) else None,
         components=components,
         disks=sorted({d.path for d in drives}),
         drives=drives,
         format=fmt,
     )
+
+
+def _text(value: Any) -> str | None:
+    """A string property, or None when a damaged or foreign config has something else."""
+    return value if isinstance(value, str) else None
 
 
 def _table(node: dict[str, Any], name: str) -> dict[str, Any]:

@@ -70,7 +70,13 @@ def read_xml_config(path: str) -> HostConfig:
         ) from None
     if root.tag != "configuration":
         raise CorruptImageError(f"{path}: XML root is <{root.tag}>, not a Hyper-V <configuration>")
-    return config_from_tree(path, {"configuration": _node(root, 0)}, "xml")
+    try:
+        tree = _node(root, 0)
+    except RecursionError:
+        raise CorruptImageError(f"{path}: VM configuration XML nested too deep") from None
+    except CorruptImageError as exc:
+        raise CorruptImageError(f"{path}: {exc}") from None
+    return config_from_tree(path, {"configuration": tree}, "xml")
 
 
 def _node(elem: ET.Element, depth: int) -> Any:

@@ -139,3 +139,18 @@ def test_truncated_xml_is_a_clear_error(tmp_path):
     path.write_bytes(raw[:200])
     with pytest.raises(CorruptImageError, match="not a readable Hyper-V configuration"):
         read_config(str(path))
+
+
+def test_foreign_shapes_do_not_crash(tmp_path):
+    """Untrusted configs: a property with children instead of a value, deep nesting."""
+    odd = tmp_path / "odd.xml"
+    odd.write_text(
+        '<?xml version="1.0"?><configuration><properties><subtype><x type="integer">1</x>'
+        '</subtype><name><y type="string">n</y></name></properties></configuration>'
+    )
+    config = read_config(str(odd))
+    assert (config.generation, config.name, config.disks) == (None, None, [])
+    deep = tmp_path / "deep.xml"
+    deep.write_text("<configuration>" + "<a>" * 100 + "</a>" * 100 + "</configuration>")
+    with pytest.raises(CorruptImageError, match="deep.xml: .*deeper than 32"):
+        read_config(str(deep))
