@@ -398,6 +398,12 @@ def apply(images: tuple[str, ...], from_file: str | None, change_file: str, **op
     "command line and the UTC time to the report.",
 )
 @click.option(
+    "--hash-only-read",
+    is_flag=True,
+    help="With --evidence: hash only the byte ranges of the disk files that were read "
+    "(listed in the report), for disks too large to hash whole.",
+)
+@click.option(
     "--html",
     "html_file",
     type=click.Path(dir_okay=False, writable=True),
@@ -414,6 +420,7 @@ def inspect(
     from_file: str | None,
     vmcx: str | None,
     evidence: bool,
+    hash_only_read: bool,
     html_file: str | None,
     parent: str | None,
     volume: int | None,
@@ -446,8 +453,11 @@ def inspect(
         "parent": parent,
         "volume": volume,
         "vmcx": vmcx,
-        "evidence": evidence or html_file is not None,
-        "command_line": tuple(_command_line(images, from_file, vmcx, evidence, html_file)),
+        "evidence": evidence or html_file is not None or hash_only_read,
+        "hash_only_read": hash_only_read,
+        "command_line": tuple(
+            _command_line(images, from_file, vmcx, evidence, html_file, hash_only_read)
+        ),
     }
     in_process = len(targets) == 1 and fleet_opts.dask_address is None
     if options["evidence"] and in_process and sys.stderr.isatty():
@@ -480,6 +490,7 @@ def _command_line(
     vmcx: str | None,
     evidence: bool,
     html_file: str | None,
+    hash_only_read: bool = False,
 ) -> list[str]:
     """The command line for the evidence record: this process's own when it is the CLI,
     else (called in-process) the same command rebuilt from its parsed arguments."""
@@ -495,7 +506,11 @@ def _command_line(
     for flag, value in (("--from", from_file), ("--vmcx", vmcx), ("--html", html_file)):
         if value is not None:
             line += [flag, value]
-    return line + (["--evidence"] if evidence else [])
+    return (
+        line
+        + (["--evidence"] if evidence else [])
+        + (["--hash-only-read"] if hash_only_read else [])
+    )
 
 
 def _write_html(doc: dict[str, Any], path: str | None) -> None:

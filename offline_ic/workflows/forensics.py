@@ -187,6 +187,32 @@ def opened_read_only(image: DiskImage | None) -> bool | None:
     return True
 
 
+def read_ranges(image: DiskImage | None) -> dict[str, list[tuple[int, int]]]:
+    """The byte ranges read so far from each file of the chain (merged), by path."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    node = image
+    while node is not None:
+        log = getattr(getattr(node, "io", None), "reads", None)
+        if log is not None:
+            out[node.path] = log.merged()
+        node = node.parent
+    return out
+
+
+def sha256_ranges(path: str, ranges: list[tuple[int, int]], step: Callable[[int], None]) -> str:
+    """sha256 over the bytes of ``ranges`` of ``path``, in file order, concatenated."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        for start, end in ranges:
+            fh.seek(start)
+            left = end - start
+            while left > 0 and (chunk := fh.read(min(HASH_CHUNK, left))):
+                digest.update(chunk)
+                left -= len(chunk)
+                step(len(chunk))
+    return digest.hexdigest()
+
+
 def sha256_file(path: str, step: Callable[[int], None] | None = None) -> str:
     """Streaming sha256 (1 MiB reads; the file is opened read-only); ``step(n)`` after
     each chunk of ``n`` bytes."""
@@ -205,14 +231,21 @@ def evidence(
     read_only: bool | None,
     command_line: list[str] | None,
     progress: Progress | None = None,
+    only_read: dict[str, list[tuple[int, int]]] | None = None,
 ) -> dict[str, Any]:
     """The evidence record: each (role, path) with size and sha256, and how it was read.
-    ``progress(done, total)`` follows the hashing (the CLI draws it on a terminal)."""
+    ``progress(done, total)`` follows the hashing (the CLI draws it on a terminal).
+    ``only_read``: for the files named there, hash only those byte ranges (what the
+    inspection read), for disks too large to hash whole."""
     from offline_ic import __version__
 
     started = datetime.now(UTC)
+    only_read = only_read or {}
     stats = [os.stat(path) for _, path in files]
-    total = sum(st.st_size for st in stats)
+    total = sum(
+        sum(e - s for s, e in only_read[path]) if path in only_read else st.st_size
+        for (_, path), st in zip(files, stats, strict=True)
+    )
     done = 0
 
     def step(n: int) -> None:
@@ -223,15 +256,22 @@ def evidence(
 
     rows = []
     for (role, path), st in zip(files, stats, strict=True):
-        rows.append(
-            {
-                "role": role,
-                "path": os.path.abspath(path),
-                "size": st.st_size,
-                "mtime": posix_iso(st.st_mtime),
-                "sha256": sha256_file(path, step),
-            }
-        )
+        row: dict[str, Any] = {
+            "role": role,
+            "path": os.path.abspath(path),
+            "size": st.st_size,
+            "mtime": posix_iso(st.st_mtime),
+        }
+        if path in only_read:
+            ranges = only_read[path]
+            row["hashed"] = "ranges read"
+            row["ranges"] = [[start, end] for start, end in ranges]
+            row["bytes_hashed"] = sum(end - start for start, end in ranges)
+            row["sha256"] = sha256_ranges(path, ranges, step)
+        else:
+            row["hashed"] = "whole file"
+            row["sha256"] = sha256_file(path, step)
+        rows.append(row)
     return {
         "tool": "offline-ic",
         "tool_version": __version__,

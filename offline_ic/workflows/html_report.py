@@ -123,7 +123,11 @@ def _evidence(doc: dict[str, Any]) -> str:
     if not ev:
         return "<p>Not hashed (run with --evidence).</p>"
     rows = [
-        _cell(f["role"]) + _cell(f["path"], "mono") + _cell(f["size"]) + _cell(f["sha256"], "mono")
+        _cell(f["role"])
+        + _cell(f["path"], "mono")
+        + _cell(f["size"])
+        + _cell(f.get("hashed"))
+        + _cell(f["sha256"], "mono")
         for f in ev["files"]
     ]
     meta = (
@@ -131,7 +135,7 @@ def _evidence(doc: dict[str, Any]) -> str:
         f"command: <code>{escape(' '.join(ev['command_line']))}</code>; opened read-only: "
         f"<b>{escape(str(ev['opened_read_only']))}</b></p>"
     )
-    return meta + _table(["Role", "File", "Bytes", "sha256"], rows, "evidence")
+    return meta + _table(["Role", "File", "Bytes", "Hashed", "sha256"], rows, "evidence")
 
 
 def _notes(doc: dict[str, Any]) -> str:

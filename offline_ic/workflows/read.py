@@ -112,6 +112,7 @@ def inspect_target(
     evidence: bool = False,
     command_line: list[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    hash_only_read: bool = False,
 ) -> dict[str, Any]:
     """Everything offline-ic can tell about a target, read-only; parts that fail say why.
 
@@ -119,7 +120,8 @@ def inspect_target(
     only a target that cannot be opened at all is an error. A VM (a config file or a VM
     folder), or ``vmcx`` beside an image, adds the host side: what Hyper-V offers the VM,
     compared with the guest. ``forensics`` and ``timeline`` always come; ``evidence``
-    hashes every file read (sha256) after the inspection.
+    hashes every file read (sha256) after the inspection, with ``hash_only_read`` only the
+    byte ranges of the disk files that were read.
     """
     from offline_ic.host.vmfolder import read_config
     from offline_ic.workflows import forensics as fx
@@ -140,6 +142,7 @@ def inspect_target(
                 doc["errors"]["missing_disks"] = "not in the VM folder: " + "; ".join(missing)
         doc["forensics"] = _forensics(opened, doc)
         read_only = fx.opened_read_only(opened.image)
+        ranges = fx.read_ranges(opened.image) if hash_only_read else None
     if host is not None:
         doc["host"] = host.to_dict()
         if doc.get("services"):
@@ -152,7 +155,11 @@ def inspect_target(
         if opened.kind == HIVE_FILE:
             files.append(("hive", target))
         doc["evidence"] = fx.evidence(
-            files, read_only=read_only, command_line=command_line, progress=progress
+            files,
+            read_only=read_only,
+            command_line=command_line,
+            progress=progress,
+            only_read=ranges,
         )
     return doc
 

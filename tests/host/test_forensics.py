@@ -104,6 +104,25 @@ def test_evidence_hashes_and_inputs_unchanged(cli, gen2_folder):
     assert html.exists()
 
 
+def test_hash_only_read_hashes_exactly_the_ranges_read(cli, gen2_folder):
+    before = tree_hashes(gen2_folder)
+    code, out, err = cli("inspect", gen2_folder, "--hash-only-read", "--json")
+    assert code == 0, err
+    ev = json.loads(out)["evidence"]
+    assert "--hash-only-read" in ev["command_line"]
+    disk = next(f for f in ev["files"] if f["role"] == "disk")
+    config = next(f for f in ev["files"] if f["role"] == "config")
+    assert config["hashed"] == "whole file" and disk["hashed"] == "ranges read"
+    ranges = disk["ranges"]
+    assert ranges[0][0] == 0  # the VHDX file identifier is read first
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # merged, sorted
+    assert 0 < disk["bytes_hashed"] < disk["size"]
+    data = (gen2_folder / "Virtual Hard Disks" / "Default Generation 2.vhdx").read_bytes()
+    digest = hashlib.sha256(b"".join(data[s:e] for s, e in ranges)).hexdigest()
+    assert disk["sha256"] == digest
+    assert tree_hashes(gen2_folder) == before
+
+
 def test_read_only_is_asked_of_the_kernel(win10_disk):
     from offline_ic.image import open_image
     from offline_ic.workflows.forensics import opened_read_only, sha256_file

@@ -84,7 +84,8 @@ def test_page_is_self_contained_with_all_sections(report):
     kvp = {(r[0], r[1]): r[2] for r in page.tables["kvp"][1:]}
     assert kvp[("parameters", "VirtualMachineName")] == "golden-win10-büro"
     evidence = page.tables["evidence"][1:]
-    assert {r[0] for r in evidence} == {"disk", "config"} and all(len(r[3]) == 64 for r in evidence)
+    assert {r[0] for r in evidence} == {"disk", "config"} and all(len(r[4]) == 64 for r in evidence)
+    assert {r[3] for r in evidence} == {"whole file"}
 
 
 def test_untrusted_text_is_escaped():
