@@ -51,11 +51,29 @@ def inspect(
     parent: str | None = None,
     volume: int | None = None,
     vmcx: str | None = None,
+    evidence: bool = False,
+    command_line: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    hash_only_read: bool = False,
 ) -> dict[str, Any]:
-    """``inspect --json``: everything offline-ic can tell about the target, read-only."""
+    """``inspect --json``: everything offline-ic can tell about the target, read-only.
+
+    ``evidence``: add the sha256 of every file read, the tool version, ``command_line``
+    and the UTC time (``inspect --evidence``); ``progress(done, total)`` follows the
+    hashing (in this process only: leave it None for fleet runs); ``hash_only_read``
+    hashes only the byte ranges of the disk files that were read (``--hash-only-read``)."""
     from offline_ic.workflows.read import inspect_target
 
-    return inspect_target(image, parent=parent, volume=volume, vmcx=vmcx)
+    return inspect_target(
+        image,
+        parent=parent,
+        volume=volume,
+        vmcx=vmcx,
+        evidence=evidence,
+        command_line=list(command_line) if command_line is not None else None,
+        progress=progress,
+        hash_only_read=hash_only_read,
+    )
 
 
 def check(

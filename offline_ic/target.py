@@ -2,10 +2,18 @@
 
 A TARGET is one of four kinds, tested in this order:
 
-* ``directory``: a mounted guest root on this machine;
-* ``vmcx``: a Hyper-V VM configuration file (only ``inspect`` reads it);
+* ``directory``: a mounted guest root on this machine (etc/os-release or the SYSTEM hive);
+* ``vm``: a stopped VM: a Hyper-V configuration file (.vmcx, or the 2012 R2 XML, told by
+  content), or a folder holding one (directly or under ``Virtual Machines/``); its guest is
+  on the boot disk the config names, found in the folder (``host/vmfolder.py``);
 * ``hive file``: a bare registry hive (a file starting with ``regf``);
-* ``image``: anything else, opened as a disk image (VHDX, VHD, raw).
+* ``image``: anything else, opened as a disk image (VHDX, VHD, raw); except XML text or a
+  ``.xml``/``.vmcx`` name without a config inside, which is "not a disk image or VM
+  configuration".
+
+A folder with several VM configs is several targets (``expand_target``); a config whose
+disks are all missing is still a ``vm`` target (host side only) when named as a file, and
+an error naming the disks looked for when named as a folder.
 
 The guest of a directory or an image is looked for in ONE order: **Linux first** (a root
 with /etc/os-release on an ext/xfs/btrfs volume), **then Windows** (an NTFS volume with
@@ -37,14 +45,17 @@ from offline_ic.volumes import Volume, list_volumes
 if TYPE_CHECKING:
     from offline_ic.fs.ntfs import NtfsVolume
     from offline_ic.guest.linux.guest import LinuxGuest
+    from offline_ic.host.vmfolder import VmFolder
 
 SYSTEM_HIVE = f"{CONFIG_DIR}/SYSTEM"
 
 IMAGE: Final = "image"
 DIRECTORY: Final = "directory"
 HIVE_FILE: Final = "hive file"
-VMCX: Final = "vmcx"
-TargetKind = Literal["image", "directory", "hive file", "vmcx"]
+VM: Final = "vm"
+VMCX: Final = VM  # the old name of a config target
+TargetKind = Literal["image", "directory", "hive file", "vm"]
+NOT_A_TARGET = "not a disk image or VM configuration"
 
 
 class GuestNotFound(NotFoundError):
@@ -63,25 +74,61 @@ def is_hive_file(path: str) -> bool:
 
 def target_kind(path: str) -> TargetKind:
     """The kind of ``path`` (see the module docstring); NotFoundError when nothing is there."""
-    from offline_ic.host.vmcx import is_vmcx
+    from offline_ic.host.vmfolder import config_format, find_configs
 
     if not os.path.exists(path):
         raise NotFoundError(f"{path}: no such file or directory")
     if os.path.isdir(path):
+        if not _is_guest_root(path) and find_configs(path):
+            return VM
         return DIRECTORY
-    if is_vmcx(path):
-        return VMCX
+    if config_format(path) is not None:
+        return VM
     if is_hive_file(path):
         return HIVE_FILE
+    if _looks_like_markup(path) or os.path.splitext(path)[1].lower() in (".xml", ".vmcx"):
+        raise InputError(f"{path}: {NOT_A_TARGET}")
     return IMAGE
+
+
+def expand_target(path: str) -> list[str]:
+    """A VM folder holding several VM configs is one target per config; else ``[path]``."""
+    from offline_ic.host.vmfolder import find_configs
+
+    if os.path.isdir(path) and not _is_guest_root(path):
+        configs = find_configs(path)
+        if len(configs) > 1:
+            return configs
+    return [path]
+
+
+def _is_guest_root(path: str) -> bool:
+    return os.path.lexists(os.path.join(path, "etc", "os-release")) or DirectoryWindowsGuest(
+        path
+    ).exists(SYSTEM_HIVE)
+
+
+def _looks_like_markup(path: str) -> bool:
+    """XML or other markup at the start (any BOM): never a disk image's first sector."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    for bom, encoding in (
+        (b"\xff\xfe", "utf-16-le"),
+        (b"\xfe\xff", "utf-16-be"),
+        (b"\xef\xbb\xbf", "utf-8"),
+    ):
+        if head.startswith(bom):
+            return head[len(bom) :].decode(encoding, "replace").lstrip().startswith("<")
+    return head.lstrip().startswith(b"<?xml")
 
 
 @dataclass
 class Target:
     """An opened TARGET: its kind, the image (if it is one) and the guest found in it.
 
-    ``guest`` is None only for a ``vmcx`` target, or for an image without a guest when the
-    caller asked for that (``problem`` then says why). Closing releases the image.
+    ``guest`` is None only for a ``vm`` target none of whose disks is in its folder, or for
+    an image without a guest when the caller asked for that (``problem`` then says why).
+    ``vm`` is the VM (config and disk mapping) of a ``vm`` target. Closing releases the image.
     """
 
     path: str
@@ -89,6 +136,7 @@ class Target:
     image: DiskImage | None = None
     guest: WindowsGuest | LinuxGuest | None = None
     problem: GuestNotFound | None = None
+    vm: VmFolder | None = None
 
     @property
     def family(self) -> str | None:
@@ -125,35 +173,57 @@ def open_target(
 ) -> Target:
     """Open ``path`` and find its guest, in the one order of this module.
 
-    ``family="windows"``: only a Windows guest will do (a .vmcx is then an input error).
+    ``family="windows"``: only a Windows guest will do.
     ``require_guest=False``: an image without a guest is returned with ``problem`` set
-    instead of raising (a directory or hive file without one is always an error).
+    instead of raising, and a VM config file without any of its disks with ``vm`` only
+    (a directory, VM folder or hive file without a guest is always an error).
     """
     kind = target_kind(path)
-    if kind == VMCX:
-        if family == "windows":
-            raise InputError(
-                f"{path}: a Hyper-V VM configuration (.vmcx), not a disk image; "
-                "see `offline-ic inspect`"
-            )
-        return Target(path, kind)
     if kind == HIVE_FILE:
         return Target(path, kind, guest=HiveFileGuest(path))
     if kind == DIRECTORY:
         return Target(path, kind, guest=_guest_in_directory(path, family))
-    image = open_image(path, parent=parent)
+    vm = None
+    image_path = path
+    if kind == VM:
+        vm = open_vm_target(path)
+        boot = vm.boot_disk
+        if boot is None or boot.file is None:
+            if os.path.isdir(path) or family == "windows" or require_guest:
+                from offline_ic.host.vmfolder import require_boot_disk
+
+                require_boot_disk(vm)  # raises, naming the disks looked for
+            return Target(path, kind, vm=vm)
+        image_path = boot.file
+    image = open_image(image_path, parent=parent)
     try:
         if family == "windows":
-            return Target(path, kind, image, require_windows_guest(image, volume=volume))
+            guest = require_windows_guest(image, volume=volume)
+            return Target(path, kind, image, guest, vm=vm)
         try:
-            return Target(path, kind, image, guest_in_image(image, volume=volume))
+            return Target(path, kind, image, guest_in_image(image, volume=volume), vm=vm)
         except GuestNotFound as exc:
             if require_guest:
                 raise
-            return Target(path, kind, image, problem=exc)
+            return Target(path, kind, image, problem=exc, vm=vm)
     except BaseException:
         image.close()
         raise
+
+
+def open_vm_target(path: str) -> VmFolder:
+    """The VM of a config file, or of the one config in a VM folder."""
+    from offline_ic.host.vmfolder import find_configs, open_vm
+
+    if not os.path.isdir(path):
+        return open_vm(path)
+    configs = find_configs(path)
+    if len(configs) != 1:
+        names = ", ".join(os.path.relpath(c, path) for c in configs) or "none"
+        raise InputError(
+            f"{path}: holds {len(configs)} VM configurations ({names}); name one of them"
+        )
+    return open_vm(configs[0])
 
 
 def open_windows_guest(
@@ -183,7 +253,9 @@ def _guest_in_directory(root: str, family: str | None) -> WindowsGuest | LinuxGu
     if family == "windows":
         raise NotFoundError(reason)
     raise GuestNotFound(
-        f"{root}: neither a Linux root (etc/os-release) nor a Windows root ({reason})", reason
+        f"{root}: no VM configuration (.vmcx or .xml, here or under Virtual Machines/), and "
+        f"neither a Linux root (etc/os-release) nor a Windows root ({reason})",
+        reason,
     )
 
 

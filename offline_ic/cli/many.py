@@ -74,10 +74,14 @@ def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def collect_targets(images: tuple[str, ...], from_file: str | None) -> list[str]:
-    """IMAGE arguments, then the ``--from`` list; at least one target (else a usage error)."""
+    """IMAGE arguments, then the ``--from`` list; at least one target (else a usage error).
+    A VM folder holding several VM configurations is one target per configuration."""
+    from offline_ic.target import expand_target
+
     targets = list(images)
     if from_file is not None:
         targets += read_target_list(from_file)
+    targets = [one for target in targets for one in expand_target(target)]
     if not targets:
         raise click.UsageError("no IMAGE given (name one or more, or use --from FILE)")
     return targets

@@ -42,6 +42,9 @@ def render_services(doc: dict[str, Any]) -> None:
         click.echo(f"\n{title}:")
         for row in rows:
             click.echo(f"  {row['name']:<20} {row['ic']:<32} {start_text(row)}")
+    if doc.get("host_vs_guest"):
+        click.echo("\nHost vs guest:")
+        render_host_vs_guest(doc["host_vs_guest"])
 
 
 def render_servicing(doc: dict[str, Any]) -> None:
@@ -80,32 +83,96 @@ def render_host(host: dict[str, Any]) -> None:
 
 
 def render_inspect(doc: dict[str, Any]) -> None:
-    """The ``inspect`` document for people: image and volumes, then the guest's facts."""
-    if doc.get("target_type") == "vmcx":
-        render_host(doc["host"])
-        return
+    """The ``inspect`` document for people: image and volumes, the guest's facts, the host
+    side, the forensic facts and the timeline."""
     click.echo(f"Target: {doc['image']}")
+    if doc.get("vm"):
+        _render_vm(doc["vm"])
     _render_image_chain(doc.get("image_info"))
     _render_volumes(doc)
     for problem in doc.get("errors", {}).values():
         click.echo(f"Note: {problem}")
     os_info = doc.get("os")
-    if not os_info:
-        return
-    if os_info["family"] == "linux":
+    if os_info and os_info["family"] == "linux":
         _render_linux(doc, os_info)
-        return
-    _render_windows(doc, os_info)
+    elif os_info:
+        _render_windows(doc, os_info)
     if doc.get("host"):
         click.echo("")
         render_host(doc["host"])
     if doc.get("host_vs_guest"):
         click.echo("\nHost vs guest:")
-        for row in doc["host_vs_guest"]:
-            verdict = "works" if row["works"] else "DOES NOT WORK"
-            click.echo(
-                f"  {row['service']:<20} host {row['host']:<14} guest {row['guest']:<22} {verdict}"
+        render_host_vs_guest(doc["host_vs_guest"])
+    _render_forensics(doc)
+
+
+def _render_vm(vm: dict[str, Any]) -> None:
+    click.echo(f"VM folder: {vm['root']}, config {vm['config']}")
+    for disk in vm["disks"]:
+        where = disk["file"] or "MISSING in the folder"
+        how = f" (by {disk['matched_by']})" if disk["matched_by"] else ""
+        click.echo(f"  {disk['type']} {disk['config_path']} -> {where}{how}")
+    click.echo(f"  boots from: {vm['boot_disk'] or 'no disk found'}")
+
+
+def render_host_vs_guest(rows: list[dict[str, Any]]) -> None:
+    """Per integration service: offered / enabled on the host / Start in the guest / works."""
+
+    def word(value: bool | None) -> str:
+        return "-" if value is None else ("yes" if value else "no")
+
+    click.echo(f"  {'service':<20} {'offered':<8} {'host on':<8} {'guest':<24} works")
+    for row in rows:
+        verdict = "yes" if row["works"] else "NO"
+        click.echo(
+            f"  {row['service']:<20} {word(row.get('offered')):<8} "
+            f"{word(row.get('enabled_on_host')):<8} {row['guest']:<24} {verdict}"
+        )
+
+
+def _render_forensics(doc: dict[str, Any]) -> None:
+    facts = doc.get("forensics") or {}
+    for field, label in (
+        ("computer_name", "Computer name"),
+        ("hostname", "Hostname"),
+        ("os_build", "OS build"),
+        ("install_date", "Installed"),
+        ("last_logged_on_user", "Last logged-on user"),
+        ("shutdown_time", "Last shutdown"),
+    ):
+        if facts.get(field):
+            click.echo(f"{label}: {facts[field]}")
+    wtmp = facts.get("wtmp") or {}
+    for field, label in (
+        ("last_boot", "Last boot (wtmp)"),
+        ("last_shutdown", "Last shutdown (wtmp)"),
+    ):
+        if wtmp.get(field):
+            click.echo(f"{label}: {wtmp[field]['time']}, kernel {wtmp[field]['kernel']}")
+    for disk in facts.get("disk_chain") or []:
+        guids = ""
+        if disk.get("data_write_guid"):
+            guids = (
+                f", FileWriteGuid {disk['file_write_guid']}, DataWriteGuid "
+                f"{disk['data_write_guid']}, LogGuid {disk['log_guid']}"
             )
+        pending = ", log PENDING" if disk.get("log_pending") else ""
+        click.echo(
+            f"Disk file: {disk['path']}: {disk['size']} bytes, modified {disk['mtime']}"
+            f"{guids}{pending}"
+        )
+    if doc.get("timeline"):
+        click.echo("\nTimeline (UTC):")
+        for event in doc["timeline"]:
+            click.echo(f"  {event['time']}  {event['event']}")
+    evidence = doc.get("evidence")
+    if evidence:
+        click.echo(
+            f"\nEvidence ({evidence['tool']} {evidence['tool_version']}, {evidence['utc_time']},"
+            f" opened read-only: {evidence['opened_read_only']}):"
+        )
+        for row in evidence["files"]:
+            click.echo(f"  {row['sha256']}  {row['path']} ({row['role']}, {row['size']} bytes)")
 
 
 def _render_image_chain(info: dict[str, Any] | None) -> None:

@@ -387,8 +387,29 @@ def apply(images: tuple[str, ...], from_file: str | None, change_file: str, **op
     "--vmcx",
     type=click.Path(dir_okay=False),
     default=None,
-    metavar="VM.vmcx",
-    help="The VM's Hyper-V configuration: show what the host offers and compare.",
+    metavar="CONFIG",
+    help="The VM's Hyper-V configuration (.vmcx, or a 2012 R2 .xml): show what the host "
+    "offers and compare.",
+)
+@click.option(
+    "--evidence",
+    is_flag=True,
+    help="Add the sha256 of every file read (disk chain, config), the tool version, the "
+    "command line and the UTC time to the report.",
+)
+@click.option(
+    "--hash-only-read",
+    is_flag=True,
+    help="With --evidence: hash only the byte ranges of the disk files that were read "
+    "(listed in the report), for disks too large to hash whole.",
+)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE",
+    help="Also write the report as one self-contained HTML page (implies --evidence).",
 )
 @parent_option
 @volume_option
@@ -398,31 +419,107 @@ def inspect(
     images: tuple[str, ...],
     from_file: str | None,
     vmcx: str | None,
+    evidence: bool,
+    hash_only_read: bool,
+    html_file: str | None,
     parent: str | None,
     volume: int | None,
     as_json: bool,
     **fleet: Any,
 ) -> None:
-    """Read-only overview: image format and chain, volumes, OS, hive state, services, KVP.
+    """Read-only overview: image format and chain, volumes, OS, hive state, services, KVP,
+    and the forensic facts (key last-write times, last shutdown, computer name, timeline).
 
-    IMAGE may also be a .vmcx (host side only). With --vmcx, each integration service
-    is shown as the host has it (offered, enabled) beside the guest's start type: it
-    works only when both sides have it on.
+    IMAGE may also be a stopped VM: its configuration (.vmcx, or the Hyper-V 2012 R2 .xml)
+    or its folder (the config directly or under "Virtual Machines/", disks found in the
+    folder). Then, as with --vmcx, each integration service is shown as the host has it
+    (offered, enabled) beside the guest's start type: it works only when all three are on.
+    A folder with several VMs is one target per VM.
 
     \b
     Examples:
       offline-ic inspect win10.vhdx --json
+      offline-ic inspect /cases/4711/web-01/ --evidence --html web-01.html
       offline-ic inspect win10.vhdx --vmcx "Virtual Machines/<id>.vmcx"
       offline-ic inspect --from evidence.txt --json --jobs 2 > inventory.ndjson
     """
+    import sys
+
+    targets = collect_targets(images, from_file)
+    if html_file is not None and len(targets) != 1:
+        raise click.UsageError("--html writes one page: give a single target with it")
+    fleet_opts = FleetOptions.pop(fleet)
+    options: dict[str, Any] = {
+        "parent": parent,
+        "volume": volume,
+        "vmcx": vmcx,
+        "evidence": evidence or html_file is not None or hash_only_read,
+        "hash_only_read": hash_only_read,
+        "command_line": tuple(
+            _command_line(images, from_file, vmcx, evidence, html_file, hash_only_read)
+        ),
+    }
+    in_process = len(targets) == 1 and fleet_opts.dask_address is None
+    if options["evidence"] and in_process and sys.stderr.isatty():
+        options["progress"] = hash_progress
     run_targets(
         "inspect",
-        collect_targets(images, from_file),
-        {"parent": parent, "volume": volume, "vmcx": vmcx},
+        targets,
+        options,
         as_json=as_json,
         render=render_inspect,
-        fleet_options=FleetOptions.pop(fleet),
+        fleet_options=fleet_opts,
+        after_one=(lambda doc, _s: _write_html(doc, html_file)) if html_file else None,
     )
+
+
+def hash_progress(done: int, total: int) -> None:
+    """``hashing  45%  1.2/2.6 GiB`` on one stderr line while --evidence hashes (a terminal)."""
+    percent = 100 * done // total if total else 100
+    end = "\n" if done >= total else ""
+    click.echo(
+        f"\rhashing {percent:3d}%  {done / 2**30:.1f}/{total / 2**30:.1f} GiB{end}",
+        err=True,
+        nl=False,
+    )
+
+
+def _command_line(
+    images: tuple[str, ...],
+    from_file: str | None,
+    vmcx: str | None,
+    evidence: bool,
+    html_file: str | None,
+    hash_only_read: bool = False,
+) -> list[str]:
+    """The command line for the evidence record: this process's own when it is the CLI,
+    else (called in-process) the same command rebuilt from its parsed arguments."""
+    import os
+    import sys
+
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "offline-ic" or argv0.endswith(
+        os.path.join("offline_ic", "__main__.py")
+    ):
+        return ["offline-ic", *sys.argv[1:]]
+    line = ["offline-ic", "inspect", *images]
+    for flag, value in (("--from", from_file), ("--vmcx", vmcx), ("--html", html_file)):
+        if value is not None:
+            line += [flag, value]
+    return (
+        line
+        + (["--evidence"] if evidence else [])
+        + (["--hash-only-read"] if hash_only_read else [])
+    )
+
+
+def _write_html(doc: dict[str, Any], path: str | None) -> None:
+    from offline_ic.workflows.html_report import render_html
+
+    assert path is not None
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(render_html(doc))
+    click.echo(f"offline-ic: HTML report written to {path}", err=True)
 
 
 def _service_starts(pairs: list[tuple[str, str]]) -> tuple[dict[str, int], bool]:

@@ -1,6 +1,8 @@
 """What the Hyper-V host offers a VM, from its configuration file (``.vmcx``).
 
 The .vmcx is Hyper-V's binary configuration store; dissect.hypervisor parses it into a tree.
+The 2012 R2 XML config (``xmlconfig.py``) is the same tree in XML; ``config_from_tree``
+reads the facts of both.
 Each integration service is a VMBus device in ``configuration/manifest`` (offered to the
 guest); its section ``configuration/_<device guid>_`` has ``Enabled = False`` when the host
 has turned it off (Guest Service Interface is off by default). An integration service
@@ -43,6 +45,19 @@ class HostComponent:
         }
 
 
+@dataclass(frozen=True)
+class Drive:
+    """One drive of a controller: where in the config (``_<controller guid>_/controller0/
+    drive0``), its type (VHD or ISO) and the Windows path the host had."""
+
+    location: str
+    type: str
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "type": self.type, "path": self.path}
+
+
 @dataclass
 class HostConfig:
     path: str
@@ -52,6 +67,8 @@ class HostConfig:
     version: str | None
     components: list[HostComponent]
     disks: list[str] = field(default_factory=list)
+    drives: list[Drive] = field(default_factory=list)
+    format: str = "vmcx"
 
     def component(self, service: str) -> HostComponent | None:
         return next((c for c in self.components if c.service == service), None)
@@ -64,7 +81,9 @@ class HostConfig:
             "generation": self.generation,
             "version": self.version,
             "components": [c.to_dict() for c in self.components],
+            "format": self.format,
             "disks": self.disks,
+            "drives": [d.to_dict() for d in self.drives],
         }
 
 
@@ -86,9 +105,17 @@ def read_vmcx(path: str) -> HostConfig:
         raise CorruptImageError(
             f"{path}: not a readable Hyper-V configuration file ({exc})"
         ) from None
+    return config_from_tree(path, tree, "vmcx")
+
+
+def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
+    """The facts of a configuration tree; the .vmcx store and the 2012 R2 XML share one
+    tree shape (``configuration/properties``, ``manifest``, ``_<device guid>_`` sections),
+    so both formats go through here and cannot drift apart."""
     config = tree.get("configuration")
     if not isinstance(config, dict):
-        raise CorruptImageError(f"{path}: no 'configuration' in this Hyper-V store")
+        raise CorruptImageError(f"{path}: no 'configuration' in this Hyper-V {fmt} file")
+    config = {k.lower() if k.startswith("_") else k: v for k, v in config.items()}
     props: dict[str, Any] = _table(config, "properties")
     manifest: dict[str, Any] = _table(config, "manifest")
     offered = {}
@@ -108,15 +135,24 @@ def read_vmcx(path: str) -> HostConfig:
             )
         )
     version = props.get("version")
+    subtype = props.get("subtype")
+    drives = _drives(config)
     return HostConfig(
         path=path,
-        name=props.get("name"),
-        vm_id=props.get("global_id"),
-        generation={0: 1, 1: 2}.get(props.get("subtype", -1)),
+        name=_text(props.get("name")),
+        vm_id=_text(props.get("global_id")),
+        generation={0: 1, 1: 2}.get(subtype) if isinstance(subtype, int) else None,
         version=f"{version >> 8}.{version & 0xFF}" if isinstance(version, int) else None,
         components=components,
-        disks=sorted(_disk_paths(config)),
+        disks=sorted({d.path for d in drives}),
+        drives=drives,
+        format=fmt,
     )
+
+
+def _text(value: Any) -> str | None:
+    """A string property, or None when a damaged or foreign config has something else."""
+    return value if isinstance(value, str) else None
 
 
 def _table(node: dict[str, Any], name: str) -> dict[str, Any]:
@@ -125,15 +161,17 @@ def _table(node: dict[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _disk_paths(node: Any, depth: int = 0) -> set[str]:
-    """Virtual disk paths attached to the VM's controllers (bounded walk of the tree)."""
-    found: set[str] = set()
+def _drives(node: Any, where: str = "", depth: int = 0) -> list[Drive]:
+    """Virtual disks and ISOs attached to the VM's controllers, in the store's order
+    (bounded walk of the tree)."""
+    found: list[Drive] = []
     if depth > 12 or not isinstance(node, dict):
         return found
-    if node.get("type") in ("VHD", "ISO") and node.get("pathname"):
-        found.add(str(node["pathname"]))
-    for value in node.values():
-        found |= _disk_paths(value, depth + 1)
+    kind = str(node.get("type", "")).upper()
+    if kind in ("VHD", "ISO") and node.get("pathname"):
+        found.append(Drive(where, kind, str(node["pathname"])))
+    for key, value in node.items():
+        found.extend(_drives(value, f"{where}/{key}" if where else key, depth + 1))
     return found
 
 
@@ -161,6 +199,9 @@ def compare(host: HostConfig, guest_services: list[dict[str, Any]]) -> list[dict
             {
                 "service": row["name"],
                 "ic": row["ic"],
+                "offered": component.offered if component is not None else None,
+                "enabled_on_host": component.enabled if component is not None else None,
+                "guest_start": row["start"] if row["present"] else None,
                 "host": host_text,
                 "guest": guest_text,
                 "works": bool(host_on and guest_on),

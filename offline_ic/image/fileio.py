@@ -44,18 +44,48 @@ def open_image_file(path: str, writable: bool) -> FileIO:
         if writable:
             raise SafetyRefusal(f"{path}: the image file is read-only; nothing written") from None
         raise
-    return FileIO(fd, path)
+    return FileIO(fd, path, record_reads=not writable)
+
+
+class ReadLog:
+    """The byte ranges read from a file (for evidence that hashes only what was read)."""
+
+    COMPACT_AT = 1 << 16
+
+    def __init__(self) -> None:
+        self._ranges: list[tuple[int, int]] = []
+
+    def add(self, start: int, end: int) -> None:
+        if end > start:
+            self._ranges.append((start, end))
+            if len(self._ranges) >= self.COMPACT_AT:
+                self._ranges = self.merged()
+
+    def merged(self) -> list[tuple[int, int]]:
+        """The ranges sorted, overlapping and adjacent ones joined."""
+        out: list[tuple[int, int]] = []
+        for start, end in sorted(self._ranges):
+            if out and start <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], end))
+            else:
+                out.append((start, end))
+        return out
 
 
 class FileIO:
-    """Positional I/O on an open file descriptor; ``flush`` means durable (fsync)."""
+    """Positional I/O on an open file descriptor; ``flush`` means durable (fsync).
+    A read-only open keeps a ``ReadLog`` of the ranges read (``reads``)."""
 
-    def __init__(self, fd: int, path: str):
+    def __init__(self, fd: int, path: str, *, record_reads: bool = False):
         self.fd = fd
         self.path = path
+        self.reads: ReadLog | None = ReadLog() if record_reads else None
 
     def pread(self, length: int, offset: int) -> bytes:
-        return os.pread(self.fd, length, offset)
+        data = os.pread(self.fd, length, offset)
+        if self.reads is not None:
+            self.reads.add(offset, offset + len(data))
+        return data
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         view = memoryview(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from offline_ic.errors import InputError, NotFoundError, OfflineICError
@@ -11,8 +12,9 @@ from offline_ic.guest.windows.catalog import resolve_service
 from offline_ic.guest.windows.guest import HiveFileGuest, NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
 from offline_ic.guest.windows.services import read_services
+from offline_ic.host.vmcx import compare
 from offline_ic.registry import Hive
-from offline_ic.target import VMCX, Target, open_target, open_windows_guest
+from offline_ic.target import HIVE_FILE, VM, Target, open_target
 from offline_ic.volumes import list_volumes
 
 
@@ -35,20 +37,26 @@ def services_list(
 ) -> dict[str, Any]:
     """The ``services list --json`` document."""
     wanted = {resolve_service(n).name for n in only}
-    guest = open_windows_guest(target, parent=parent, volume=volume)
-    try:
+    with open_target(target, parent=parent, volume=volume, family="windows") as opened:
+        guest = opened.guest
+        assert isinstance(guest, WindowsGuest)  # family="windows" returns nothing else
         system = guest.hive("SYSTEM")
         report = read_services(system).to_dict()
+        if opened.vm is not None:  # a VM: the host side beside the guest's
+            report["host_vs_guest"] = compare(opened.vm.host, report["services"])
+            report["vm"] = opened.vm.to_dict()
         if wanted:
             report["services"] = [s for s in report["services"] if s["name"] in wanted]
+            if "host_vs_guest" in report:
+                report["host_vs_guest"] = [
+                    r for r in report["host_vs_guest"] if r["service"] in wanted
+                ]
         doc = {"image": target, **report}
         doc["hive_sequence"] = [system.sequence1, system.sequence2]
         doc["hive_recovered"] = system.recovered
         if system.is_dirty and not system.recovered:
             doc["hive_recovery_problem"] = guest.recovery_problems.get("SYSTEM")
         return doc
-    finally:
-        guest.close()
 
 
 def kvp_get(
@@ -60,7 +68,7 @@ def kvp_get(
     with open_target(target, parent=parent, volume=volume) as opened:
         guest = opened.guest
         if guest is None:
-            raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx) holds no KVP pools")
+            raise InputError(f"{target}: a Hyper-V VM configuration holds no KVP pools")
         if isinstance(guest, WindowsGuest):
             return _windows_kvp(guest, pool)
         pools = read_kvp_pools(guest)
@@ -96,26 +104,85 @@ def windows_version(software: Hive) -> dict[str, Any]:
 
 
 def inspect_target(
-    target: str, *, parent: str | None = None, volume: int | None = None, vmcx: str | None = None
+    target: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    vmcx: str | None = None,
+    evidence: bool = False,
+    command_line: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    hash_only_read: bool = False,
 ) -> dict[str, Any]:
     """Everything offline-ic can tell about a target, read-only; parts that fail say why.
 
     An image without a guest still gets its image facts and volumes (forensics needs them);
-    only a target that cannot be opened at all is an error. A ``.vmcx`` target (or ``vmcx``
-    beside an image) adds the host side: what Hyper-V offers the VM, compared with the guest.
+    only a target that cannot be opened at all is an error. A VM (a config file or a VM
+    folder), or ``vmcx`` beside an image, adds the host side: what Hyper-V offers the VM,
+    compared with the guest. ``forensics`` and ``timeline`` always come; ``evidence``
+    hashes every file read (sha256) after the inspection, with ``hash_only_read`` only the
+    byte ranges of the disk files that were read.
     """
-    from offline_ic.host.vmcx import compare, read_vmcx
+    from offline_ic.host.vmfolder import read_config
+    from offline_ic.workflows import forensics as fx
 
+    host = read_config(vmcx) if vmcx else None
     with open_target(target, parent=parent, volume=volume, require_guest=False) as opened:
-        if opened.kind == VMCX:
-            return {"image": target, "target_type": "vmcx", "host": read_vmcx(target).to_dict()}
-        host = read_vmcx(vmcx) if vmcx else None
-        doc = _inspect_opened(opened)
+        if opened.vm is not None and host is None:  # an explicit --vmcx wins
+            host = opened.vm.host
+        if opened.image is None and opened.guest is None:  # a VM none of whose disks is here
+            doc: dict[str, Any] = {"image": target, "target_type": VM, "errors": {}}
+        else:
+            doc = _inspect_opened(opened)
+        if opened.vm is not None:
+            doc["target_type"] = VM
+            doc["vm"] = opened.vm.to_dict()
+            missing = doc["vm"]["missing"]
+            if missing:
+                doc["errors"]["missing_disks"] = "not in the VM folder: " + "; ".join(missing)
+        doc["forensics"] = _forensics(opened, doc)
+        read_only = fx.opened_read_only(opened.image)
+        ranges = fx.read_ranges(opened.image) if hash_only_read else None
     if host is not None:
         doc["host"] = host.to_dict()
         if doc.get("services"):
             doc["host_vs_guest"] = compare(host, doc["services"]["services"])
+    doc["timeline"] = fx.timeline(doc)
+    if evidence:
+        files = [("disk", d["path"]) for d in doc["forensics"].get("disk_chain", [])]
+        if host is not None:
+            files.append(("config", host.path))
+        if opened.kind == HIVE_FILE:
+            files.append(("hive", target))
+        doc["evidence"] = fx.evidence(
+            files,
+            read_only=read_only,
+            command_line=command_line,
+            progress=progress,
+            only_read=ranges,
+        )
     return doc
+
+
+def _forensics(opened: Target, doc: dict[str, Any]) -> dict[str, Any]:
+    """The forensic facts of an opened target (see workflows/forensics.py)."""
+    from offline_ic.workflows import forensics as fx
+
+    out: dict[str, Any] = {}
+    if opened.image is not None:
+        out["disk_chain"] = fx.disk_chain(doc.get("image_info"))
+    guest = opened.guest
+    try:
+        if isinstance(guest, WindowsGuest):
+            hives = doc.get("hives") or {}
+            system = guest.hive("SYSTEM") if hives.get("SYSTEM") else None
+            software = guest.hive("SOFTWARE") if hives.get("SOFTWARE") else None
+            out.update(fx.windows_facts(system, software))
+        elif isinstance(guest, LinuxGuest):
+            out.update(fx.linux_facts(guest.fs))
+    except OfflineICError as exc:
+        doc["errors"]["forensics"] = str(exc)
+    return out
 
 
 def _inspect_opened(opened: Target) -> dict[str, Any]:

@@ -212,6 +212,15 @@ class GuestFS:
         except Exception as exc:
             raise GuestPathError(path, f"cannot stat ({exc})") from exc
 
+    def mtime(self, path: str) -> float | None:
+        """Modification time (POSIX seconds) of ``path``; None when the file system has none."""
+        canon, entry = self._entry(path)
+        try:
+            value = entry.stat().st_mtime
+        except Exception as exc:
+            raise GuestPathError(path, f"cannot stat ({exc})") from exc
+        return float(value) if value is not None else None
+
     def read_bytes(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """At most ``limit`` bytes of the file at ``path`` (bounded: files are untrusted)."""
         with self.open(path) as fh:

@@ -551,6 +551,7 @@ class VhdxReader(DiskImage):
             "creator": self.creator,
             "data_write_guid": str(self.header.data_write_guid),
             "file_write_guid": str(self.header.file_write_guid),
+            "log_guid": str(self.header.log_guid),
             "log": (
                 "empty"
                 if self.header.log_guid.int == 0
