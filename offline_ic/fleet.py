@@ -166,31 +166,16 @@ def run_local(tasks: Iterable[Task]) -> Iterator[Outcome]:
 
 
 def run_pool(tasks: Iterable[Task], jobs: int) -> Iterator[Outcome]:
-    """A pool of ``jobs`` worker processes, each taking batch after batch.
-
-    The first task runs here, before the pool starts: it imports everything the command
-    needs, and workers forked afterwards inherit those modules instead of each importing
-    them again (a few hundred ms per worker, the whole gain of a small fleet).
-    """
-    import multiprocessing
+    """A pool of ``jobs`` worker processes, each importing once and taking batch after batch."""
     from concurrent.futures import ProcessPoolExecutor
 
-    total = _total(tasks)
-    remaining = iter(tasks)
-    first = next(remaining, None)
-    if first is None:
-        return
-    yield run_task(first)
-    # fork (where the OS has it) so that the workers start with the parent's imports
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork") if "fork" in methods else None
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
         yield from in_order(
-            remaining,
+            tasks,
             lambda batch: pool.submit(run_batch, batch),
             lambda future: future.result(),
             jobs * WINDOW_PER_WORKER,
-            batch_size(None if total is None else total - 1, jobs),
+            batch_size(_total(tasks), jobs),
         )
 
 
