@@ -4,6 +4,28 @@ Every layer raises one of these for anything the user can cause (bad path, corru
 image, dirty volume); anything else is a bug and is allowed to show a traceback.
 """
 
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+# What third-party parsers (dissect.*, regipy, decompressors) raise on bytes they cannot make
+# sense of; inside ``parsing`` these become our Corrupt...Error. Our own bugs raise the same
+# types elsewhere, so the boundary wraps only calls into those parsers, and
+# OFFLINE_IC_DEBUG=1 lets the original traceback through.
+PARSER_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    ValueError,
+    struct.error,
+    IndexError,
+    KeyError,
+    NotImplementedError,
+    OverflowError,
+    AttributeError,
+    TypeError,
+    RecursionError,
+)
+
 
 class OfflineICError(Exception):
     """Base class: a message for the user and the exit code it maps to."""
@@ -37,6 +59,13 @@ class NotFoundError(InputError):
     kind = "not_found"
 
 
+class WriteFailure(InputError):
+    """A write the file system refused (full disk, I/O error); the message says what the
+    file holds afterwards, as read back (exit 2)."""
+
+    kind = "write_failed"
+
+
 class SafetyRefusal(OfflineICError):
     """Refused to write because writing would not be safe; nothing was written (exit 3)."""
 
@@ -49,3 +78,22 @@ class CheckFailed(OfflineICError):
 
     exit_code = 1
     kind = "check_failed"
+
+
+@contextmanager
+def parsing(
+    what: str,
+    error: type[InputError] = CorruptImageError,
+    extra: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """The error boundary around a third-party parser reading untrusted bytes: what it raises
+    becomes ``error`` naming ``what`` (the file and structure), one line, exit 2."""
+    try:
+        yield
+    except OfflineICError:
+        raise
+    except (*PARSER_ERRORS, *extra) as exc:
+        if os.environ.get("OFFLINE_IC_DEBUG"):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise error(f"{what}: {type(exc).__name__}{': ' + detail if detail else ''}") from exc

@@ -6,11 +6,12 @@ hands out streams over our own image layer, so dissect parses the bytes we serve
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
-from offline_ic.errors import SafetyRefusal
+from offline_ic.errors import CorruptImageError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageStream
 
 # MBR partition types that are containers or placeholders, not volumes.
@@ -173,13 +174,19 @@ def list_volumes(image: DiskImage) -> list[Volume]:
     except Exception:  # no (recognisable) partition table: dissect raises its own errors here
         partitions, scheme = [], "none"
 
-    for part in partitions:
+    for index, part in enumerate(partitions, 1):
         ptype = part.type
         if isinstance(ptype, int) and ptype in _MBR_SKIP_TYPES:
             continue
         offset, size = _partition_geometry(part, sector_size)
-        if size <= 0 or offset + size > image.size:
+        if size <= 0 or offset >= image.size:  # an entry wholly outside: not this disk's
             continue
+        if offset + size > image.size:  # starts inside, ends outside: the image was cut
+            raise CorruptImageError(
+                f"{os.path.basename(image.path)}: partition {index} ({_type_label(part)}) ends "
+                f"at byte {offset + size}, past the end of the image ({image.size} bytes): "
+                "truncated?"
+            )
         volumes.append(
             Volume(
                 number=len(volumes) + 1,

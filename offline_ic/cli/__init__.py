@@ -40,8 +40,18 @@ def _os_error_line(exc: OSError) -> str:
     where = f"{exc.filename}: " if exc.filename else ""
     reason = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
-        reason = "no space left on device (nothing was changed)"
+        # no claim about the files here: only the write path, which reads back, may make one
+        reason = "no space left on device"
     return f"{where}{reason}"
+
+
+def _click_error_line(exc: click.ClickException) -> str:
+    """click's usage errors as one line, the --help hint on the same line."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"{message} (see '{ctx.command_path} --help')"
+    return message
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("offline-ic: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"offline-ic: error: {_click_error_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:
         click.echo(f"offline-ic: error: {_os_error_line(exc)}", err=True)

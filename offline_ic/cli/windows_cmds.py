@@ -78,6 +78,19 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
     return out
 
 
+def _unique(pairs: list[tuple[str, str]], what: str) -> dict[str, str]:
+    """Assignments as a dict; one name given two different values is a usage error."""
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if out.get(name, value) != value:
+            raise click.BadParameter(
+                f"{name} is given twice with different values ({out[name]!r}, {value!r})",
+                param_hint=what,
+            )
+        out[name] = value
+    return out
+
+
 def split_images(
     args: tuple[str, ...], what: str, from_file: str | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -300,7 +313,7 @@ def kvp_set(arguments: tuple[str, ...], from_file: str | None, pool: str, **opts
       offline-ic kvp set golden.vhdx --pool guest BuildPipeline=packer-2026.11
     """
     images, pairs = split_images(arguments, "KEY=VALUE", from_file)
-    values = dict(_parse_assignments(pairs, "KEY=VALUE"))
+    values = _unique(_parse_assignments(pairs, "KEY=VALUE"), "KEY")
     fleet = FleetOptions.pop(opts)
     _run_servicing(
         "kvp set",
@@ -523,22 +536,31 @@ def _write_html(doc: dict[str, Any], path: str | None) -> None:
 
 
 def _service_starts(pairs: list[tuple[str, str]]) -> tuple[dict[str, int], bool]:
-    """NAME=START pairs as {registry name: Start}, later ones winning; and whether 'all' was
-    named (then services the guest lacks are skipped, not an error)."""
+    """NAME=START pairs as {registry name: Start}; a service named wins over 'all', and one
+    service given two different START values is a usage error. Also whether 'all' was named
+    (then services the guest lacks are skipped, not an error)."""
     from offline_ic.errors import InputError
     from offline_ic.guest.windows.catalog import ALL_SERVICES, parse_start, resolve_services
 
-    wanted: dict[str, int] = {}
-    every = False
+    named: dict[str, int] = {}
+    every: dict[str, int] = {}
+    saw_all = False
     for name, start_text in pairs:
         try:
             start = parse_start(start_text)
         except InputError as exc:
             raise click.BadParameter(f"{name}: {exc}", param_hint="START") from None
-        every = every or name.strip().lower() == ALL_SERVICES
+        is_all = name.strip().lower() == ALL_SERVICES
+        saw_all = saw_all or is_all
+        table = every if is_all else named
         for spec in resolve_services(name):
-            wanted[spec.name] = start
-    return wanted, every
+            if table.get(spec.name, start) != start:
+                raise click.BadParameter(
+                    f"{spec.name} is given two different START values ({name}={start_text})",
+                    param_hint="NAME=START",
+                )
+            table[spec.name] = start
+    return {**every, **named}, saw_all
 
 
 def register(group: click.Group) -> None:

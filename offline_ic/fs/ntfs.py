@@ -6,11 +6,12 @@ whether writing them is safe; the read path needs only ``open``. Both start here
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
-from offline_ic.errors import CorruptImageError, NotFoundError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, NotFoundError, SafetyRefusal, parsing
 
 # $VOLUME_INFORMATION flags (the volume's "dirty" bit makes chkdsk run at next boot).
 VOLUME_IS_DIRTY = 0x0001
@@ -47,10 +48,10 @@ class NtfsVolume:
         from dissect.ntfs.exceptions import Error as NtfsError
 
         self.name = name
-        try:
+        with parsing(f"{name}: not a readable NTFS volume", extra=(NtfsError,)):
+            self.size = fh.seek(0, io.SEEK_END)
+            fh.seek(0)
             self._fs = NTFS(fh)
-        except (NtfsError, EOFError, ValueError, struct.error) as exc:
-            raise CorruptImageError(f"{name}: not a readable NTFS volume ({exc})") from exc
 
     @property
     def cluster_size(self) -> int:
@@ -59,12 +60,11 @@ class NtfsVolume:
     def _record(self, path: str):
         from dissect.ntfs.exceptions import Error as NtfsError
 
-        try:
-            return self._fs.mft.get(path.replace("\\", "/").strip("/"))
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"{self.name}: {path} not found") from exc
-        except (NtfsError, EOFError, ValueError, struct.error) as exc:
-            raise CorruptImageError(f"{self.name}: cannot read {path} ({exc})") from exc
+        with parsing(f"{self.name}: cannot read the MFT record of {path}", extra=(NtfsError,)):
+            try:
+                return self._fs.mft.get(path.replace("\\", "/").strip("/"))
+            except FileNotFoundError as exc:  # dissect's is an NtfsError too: test it first
+                raise NotFoundError(f"{self.name}: {path} not found") from exc
 
     def exists(self, path: str) -> bool:
         """True when ``path`` (case-insensitive, / or \\ separated) names a file or directory."""
@@ -76,10 +76,21 @@ class NtfsVolume:
 
     def open(self, path: str) -> BinaryIO:
         """A seekable read-only stream of the file's unnamed $DATA."""
+        from dissect.ntfs.exceptions import Error as NtfsError
+
         record = self._record(path)
-        if record.is_dir():
-            raise NotFoundError(f"{self.name}: {path} is a directory")
-        return record.open()
+        what = f"{self.name}: cannot read {path} (its MFT record or data runs)"
+        with parsing(what, extra=(NtfsError,)):
+            if record.is_dir():
+                raise NotFoundError(f"{self.name}: {path} is a directory")
+            size = record.size()
+            if size > self.size:  # a damaged size would have us read zeros for ever
+                raise CorruptImageError(
+                    f"{self.name}: {path} claims {size} bytes, more than the volume holds "
+                    f"({self.size}): damaged MFT record"
+                )
+            inner = record.open()
+        return cast(BinaryIO, GuardedStream(inner, what, (NtfsError,)))
 
     def read_head(self, path: str, length: int) -> bytes:
         """The first ``length`` bytes of a file (fewer if it is shorter)."""
@@ -88,9 +99,15 @@ class NtfsVolume:
 
     def file_info(self, path: str) -> NtfsFileInfo:
         """Residency, compression/encryption/sparse flags and data runs of ``path``."""
-        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+        from dissect.ntfs.exceptions import Error as NtfsError
 
         record = self._record(path)
+        with parsing(f"{self.name}: cannot read the data runs of {path}", extra=(NtfsError,)):
+            return self._file_info(path, record)
+
+    def _file_info(self, path: str, record: Any) -> NtfsFileInfo:
+        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+
         data_attrs = [a for a in record.attributes[ATTRIBUTE_TYPE_CODE.DATA] if not a.name]
         if not data_attrs:
             raise NotFoundError(f"{self.name}: {path} has no data stream")
@@ -113,10 +130,12 @@ class NtfsVolume:
     def is_dirty(self) -> bool:
         """The $Volume dirty flag (set while mounted, and after an unclean shutdown)."""
         from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+        from dissect.ntfs.exceptions import Error as NtfsError
 
         record = self._record("$Volume")
-        for attr in record.attributes[ATTRIBUTE_TYPE_CODE.VOLUME_INFORMATION]:
-            data = attr.data()
+        with parsing(f"{self.name}: cannot read $Volume", extra=(NtfsError,)):
+            datas = [a.data() for a in record.attributes[ATTRIBUTE_TYPE_CODE.VOLUME_INFORMATION]]
+        for data in datas:
             if len(data) >= 12:
                 (flags,) = struct.unpack_from("<H", data, 10)
                 return bool(flags & VOLUME_IS_DIRTY)
@@ -134,6 +153,43 @@ class NtfsVolume:
         except NotFoundError:
             return None
         return head.decode("ascii") if head in HIBERNATION_SIGNATURES else None
+
+
+class GuardedStream(io.RawIOBase):
+    """A parser's file object whose reads and seeks raise our CorruptImageError, not the
+    parser's IndexError/struct.error: a file's data runs are read lazily, long after open."""
+
+    def __init__(self, inner: Any, what: str, extra: tuple[type[BaseException], ...] = ()):
+        self._inner = inner
+        self._what = what
+        self._extra = extra
+        self.size = getattr(inner, "size", None)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        with parsing(self._what, extra=self._extra):
+            return self._inner.read(-1 if n is None else n)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        with parsing(self._what, extra=self._extra):
+            return self._inner.seek(pos, whence)
+
+    def tell(self) -> int:
+        with parsing(self._what, extra=self._extra):
+            return self._inner.tell()
 
 
 def map_file_writes(

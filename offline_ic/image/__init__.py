@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo, ImageStream, WriteSession
 from offline_ic.image.detect import detect_format
 from offline_ic.image.raw import RawImage
@@ -18,6 +18,7 @@ __all__ = [
     "ImageStream",
     "RawImage",
     "WriteSession",
+    "check_writable",
     "detect_format",
     "open_image",
 ]
@@ -49,6 +50,35 @@ def open_image(
 
         return VhdImage(path, parent=parent, writable=writable, force=force)
     return RawImage(path, writable=writable)
+
+
+def check_writable(path: str, *, parent: str | None = None, force: bool = False) -> None:
+    """What a writable open would refuse, checked without opening for writing (``--dry-run``):
+    a read-only file, another writer's lock, a VHDX that other disks use as their parent."""
+    from offline_ic.image.fileio import refuse_readonly_file
+    from offline_ic.image.lock import lock_file
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        refuse_readonly_file(fd, path)
+        if not os.access(path, os.W_OK):
+            raise SafetyRefusal(f"{path}: the image file is not writable by this user")
+        lock_file(fd, path)  # released when fd closes: only a probe
+    finally:
+        os.close(fd)
+    if detect_format(path) == "vhdx" and not force:
+        from offline_ic.image.vhdx import VhdxReader
+        from offline_ic.image.vhdx.writer import find_children
+
+        with VhdxReader(path, parent=parent) as img:
+            children = find_children(img)
+        if children:
+            names = ", ".join(os.path.basename(c) for c in children)
+            raise SafetyRefusal(
+                f"{os.path.basename(path)}: is the parent of {names}; writing it would break "
+                "their parent linkage (write into a new child with --output CHILD.avhdx, "
+                "or --force)"
+            )
 
 
 # A file named like a VHD/VHDX whose signature is missing is far more likely a damaged or

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from offline_ic.errors import InputError, SafetyRefusal
+from offline_ic.errors import InputError, SafetyRefusal, WriteFailure
 from offline_ic.image.crc32c import crc32c
 from offline_ic.image.fileio import FileIO, fsync_dir
 from offline_ic.layout import Layout
@@ -37,7 +37,7 @@ RANGE = Layout("JournalRange", [("offset", "Q"), ("length", "I")])
 TAIL = Layout("JournalTail", [("checksum", "I"), ("trailer", "4s")])
 
 
-class JournalWriteFailed(InputError):
+class JournalWriteFailed(WriteFailure):
     """A journaled write failed; the message says whether the image is unchanged."""
 
 

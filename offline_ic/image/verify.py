@@ -335,6 +335,19 @@ def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> str | None
         lv.close()
 
 
+def independent_reads(img: DiskImage, spans: list[tuple[int, int]]) -> tuple[str, list[bytes]]:
+    """The bytes of ``spans`` (offset, length) of the virtual disk as a reader we did not
+    write sees them: the file itself for raw images, else libvhdi (ImportError if absent)."""
+    if img.format == "raw":
+        with open(img.path, "rb") as fh:
+            return "raw file", [os.pread(fh.fileno(), n, off) for off, n in spans]
+    lv = _libvhdi(img)
+    try:
+        return "libvhdi", [lv.read_buffer_at_offset(n, off) if n else b"" for off, n in spans]
+    finally:
+        lv.close()
+
+
 def _compare_written(
     img: DiskImage, ranges: list[tuple[int, bytes]], reader: str, read_at: Any
 ) -> str:

@@ -47,13 +47,15 @@ def encode_value(vtype: int, data: object) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     if vtype in (RegType.SZ, RegType.EXPAND_SZ) and isinstance(data, str):
-        return (data + "\x00").encode("utf-16-le", "surrogatepass")
+        if "\x00" in data:  # every reader stops at the first NUL: it would read back cut
+            raise InputError("a REG_SZ/REG_EXPAND_SZ string may not contain a NUL character")
+        return _utf16(data + "\x00")
     if vtype == RegType.LINK and isinstance(data, str):
-        return data.encode("utf-16-le", "surrogatepass")
+        return _utf16(data)
     if vtype == RegType.MULTI_SZ and isinstance(data, (list, tuple)):
         if any("\x00" in s or s == "" for s in data):
             raise InputError("REG_MULTI_SZ strings must be non-empty and contain no NUL")
-        return "".join(s + "\x00" for s in data).encode("utf-16-le", "surrogatepass") + b"\0\0"
+        return _utf16("".join(s + "\x00" for s in data)) + b"\0\0"
     if vtype in (RegType.DWORD, RegType.DWORD_BIG_ENDIAN) and isinstance(data, int):
         if not 0 <= data <= 0xFFFFFFFF:
             raise InputError(f"DWORD value {data} out of range 0..4294967295")
@@ -63,6 +65,17 @@ def encode_value(vtype: int, data: object) -> bytes:
             raise InputError(f"QWORD value {data} out of range")
         return data.to_bytes(8, "little")
     raise InputError(f"cannot store {type(data).__name__} as type {vtype}")
+
+
+def _utf16(text: str) -> bytes:
+    """UTF-16LE of text that is valid Unicode; a lone surrogate (e.g. from bytes that were
+    not UTF-8 on the command line) would be stored, then read back differently: refused."""
+    try:
+        return text.encode("utf-16-le")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"the string is not valid Unicode text (a lone surrogate at character {exc.start})"
+        ) from None
 
 
 def _encode_name(name: str) -> tuple[bytes, bool]:

@@ -15,7 +15,6 @@ will be after that rollback (``journal.open_view``), as raw image reads do.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from pathlib import Path
 
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image.fileio import FileIO, fsync_dir, open_image_file
-from offline_ic.image.journal import JournalWriteFailed, journal_path, open_view
+from offline_ic.image.journal import journal_path, open_view
 from offline_ic.image.raw import RawImage
+from offline_ic.image.settle import settle, settled_error
 from offline_ic.registry.editor import CommitResult, HiveEditor
 from offline_ic.registry.hive import Hive
 from offline_ic.registry.recovery import RecoveryResult, recover_bytes
@@ -151,37 +151,40 @@ def _open_editor(path: Path, original: bytes) -> HiveEditor:
     )
 
 
-def _failure_reason(exc: JournalWriteFailed) -> str:
-    cause = exc.__context__
-    if isinstance(cause, OSError):
-        if cause.errno == errno.ENOSPC:
-            return "no space left on device"
-        return cause.strerror or str(cause)
-    return str(exc)
-
-
 def _write_commit(
-    image: RawImage, path: Path, commit: CommitResult, recovered: bool
+    image: RawImage, path: Path, commit: CommitResult, recovered: bool, original: bytes
 ) -> WriteResult:
-    """Write exactly the committed pages and the new length, in one journaled transaction."""
+    """Write exactly the committed pages and the new length, in one journaled transaction.
+
+    Any failure once the transaction began is settled by ``image.settle``: the hive is
+    closed, its original bytes put back, and the message says what the file then holds.
+    """
     try:
         image.write_ranges(commit.pages, new_size=commit.file_length)
-    except JournalWriteFailed as exc:
-        reason = _failure_reason(exc)
-        jp = pending_journal(path)
-        if jp is not None:
-            raise SafetyRefusal(
-                f"{path}: write failed ({reason}) and the rollback failed too; "
-                f"run 'offline-ic hive recover {path}' to restore it from {jp.name}"
-            ) from exc
-        raise JournalWriteFailed(f"{path}: write failed ({reason}); the hive is unchanged") from exc
-    return WriteResult(
-        [off // PAGE for off, _d in commit.pages],
-        commit.bytes_written,
-        commit.old_file_length,
-        commit.file_length,
-        recovered,
+    except (Exception, KeyboardInterrupt) as exc:
+        failure = exc
+    else:
+        return WriteResult(
+            [off // PAGE for off, _d in commit.pages],
+            commit.bytes_written,
+            commit.old_file_length,
+            commit.file_length,
+            recovered,
+        )
+    image.close()  # releases the lock: settle opens the file again
+    old = [(off, original[off : off + len(buf)]) for off, buf in commit.pages]
+    found = settle(
+        str(path),
+        None,
+        old,
+        commit.pages,
+        old_size=len(original),
+        new_size=commit.file_length,
     )
+    error = settled_error(failure, str(path), found, command="hive recover")
+    if error is failure:
+        raise failure
+    raise error from failure
 
 
 def edit_hive_file(
@@ -203,7 +206,7 @@ def edit_hive_file(
             return WriteResult([], 0, len(original), len(original), False), commit
         if not allow_grow and commit.file_length > len(original):
             raise SafetyRefusal(f"{path}: the edit needs the file to grow; not allowed here")
-        return _write_commit(image, path, commit, editor.recovered), commit
+        return _write_commit(image, path, commit, editor.recovered, original), commit
 
 
 def _journal_complete(path: Path) -> bool:
@@ -246,7 +249,7 @@ def recover_hive_file(path: Path, output: Path | None = None) -> tuple[str, Writ
             return f"{path}: hive is clean, nothing to recover", None
         # like Windows writing the recovered hive: sequence numbers + 1, timestamp unchanged
         commit = editor.commit(touch_timestamp=False)
-        result = _write_commit(image, path, commit, True)
+        result = _write_commit(image, path, commit, True, original)
     what = f"recovered from {'+'.join(find_used(editor))}"
     return f"{path}: {what}; wrote {len(commit.pages)} pages in place", result
 

@@ -606,7 +606,7 @@ def _make_source(source: HiveSource, name: str | None) -> tuple[Source, str]:
             raise NotFoundError(f"{path}: no such file") from exc
         return BufferSource(mm), label
     label = name or getattr(source, "name", None) or "hive"
-    return FileSource(source), str(label)
+    return FileSource(source, name=str(label)), str(label)
 
 
 def _read_all(source: HiveSource) -> bytes:

@@ -38,8 +38,9 @@ class BufferSource:
 class FileSource:
     """A seekable binary file read in 4 KiB pages on demand and cached (bounded by its size)."""
 
-    def __init__(self, fobj: BinaryIO, size: int | None = None) -> None:
+    def __init__(self, fobj: BinaryIO, size: int | None = None, name: str = "hive") -> None:
         self.fobj = fobj
+        self.name = name
         if size is None:
             pos = fobj.tell()
             end = fobj.seek(0, os.SEEK_END)
@@ -72,9 +73,18 @@ class FileSource:
             return b""
         first, last = offset // PAGE, (end - 1) // PAGE
         self._load(first, last)
-        if first == last:
-            base = first * PAGE
-            return self.pages[first][offset - base : end - base]
-        chunk = b"".join(self.pages[p] for p in range(first, last + 1))
         base = first * PAGE
-        return chunk[offset - base : end - base]
+        if first == last:
+            out = self.pages[first][offset - base : end - base]
+        else:
+            out = b"".join(self.pages[p] for p in range(first, last + 1))[
+                offset - base : end - base
+            ]
+        if len(out) != end - offset:  # the file says it is longer than its data reads
+            from offline_ic.errors import CorruptHiveError
+
+            raise CorruptHiveError(
+                f"{self.name}: short read at offset {offset + len(out)} of {self.size} bytes "
+                "(the file's data ends early: damaged data runs?)"
+            )
+        return out

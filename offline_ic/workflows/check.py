@@ -7,7 +7,7 @@ from offline_ic.checks.model import CheckResult
 from offline_ic.checks.policy import Policy
 from offline_ic.checks.profiles import Profile
 from offline_ic.checks.report import Report
-from offline_ic.errors import InputError
+from offline_ic.errors import CorruptImageError, InputError
 from offline_ic.guest.linux.checks import linux_checks
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.windows.checks import check_windows_guest
@@ -57,9 +57,23 @@ def run_checks_on_target(
 def check_guest(name: str, guest: WindowsGuest | LinuxGuest) -> Report:
     """The report (no policy yet) of an opened guest of either family."""
     if isinstance(guest, WindowsGuest):
-        return Report(name, "windows", None, None, check_windows_guest(guest))
+        return Report(name, "windows", None, None, once_per_id(check_windows_guest(guest)))
     lr = linux_checks(guest)
-    return Report(name, "linux", lr.distro, lr.kernel, lr.results)
+    return Report(name, "linux", lr.distro, lr.kernel, once_per_id(lr.results))
+
+
+_RANK = {"pass": 0, "warn": 1, "fail": 2}
+
+
+def once_per_id(results: list[CheckResult]) -> list[CheckResult]:
+    """Each check id once (policies and JUnit name checks by id): where one was reported
+    twice, the worse result stays, in the first one's place."""
+    out: dict[str, CheckResult] = {}
+    for result in results:
+        before = out.get(result.id)
+        if before is None or _RANK[result.status] > _RANK[before.status]:
+            out[result.id] = result
+    return list(out.values())
 
 
 def windows_checks(image: DiskImage, volume: int | None = None) -> list[CheckResult]:
@@ -72,6 +86,8 @@ def _image_report(image: DiskImage, volume: int | None, name: str) -> Report:
         guest = guest_in_image(image, volume=volume)
     except GuestNotFound as exc:
         return _no_guest_report(name, image, exc)
+    except CorruptImageError as exc:  # e.g. a partition cut off by a truncated image
+        return Report(name, None, None, None, [CheckResult("os.detect", "fail", str(exc))])
     return check_guest(name, guest)
 
 

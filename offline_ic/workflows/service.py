@@ -71,8 +71,11 @@ def apply_changes(
 ) -> ServicingReport:
     """Plan and (unless ``dry_run``) write the changes ``build`` asks for, verified."""
     _require_image(target)
-    if not dry_run:
-        _refuse_unmappable(target, parent=parent, volume=volume)
+    _refuse_unmappable(target, parent=parent, volume=volume)
+    if dry_run and output is None:  # every refusal the real run makes, nothing opened writable
+        from offline_ic.image import check_writable
+
+        check_writable(target, parent=parent, force=force)
     write_path = target
     if output is not None and not dry_run:
         write_path = _make_child(target, output)
@@ -152,6 +155,7 @@ def _apply(
     from offline_ic.target import require_windows_guest
 
     report = ServicingReport(target, write_path, dry_run, [], child=child)
+    failure: BaseException
     with open_image(write_path, parent=parent, writable=not dry_run, force=force) as image:
         guest = require_windows_guest(image, volume=volume, note=_WINDOWS_ONLY)
         # before anything is planned (a dry run says so too): a volume we cannot map
@@ -166,16 +170,60 @@ def _apply(
             writes += hive_writes
             undo += hive_undo
         report.bytes_written = sum(len(d) for _, d in writes)
+        if writes:
+            _require_independent_reader(image)
         if dry_run or not writes:
             return report
-        _require_independent_reader(image)
-        image.write_ranges(writes)
         try:
-            report.verified_by = _verify(image, guest, writes, report.changes, volume)
-        except OfflineICError as exc:
-            image.write_ranges(undo)
-            raise SafetyRefusal(f"{exc}; the original bytes were written back") from exc
-    return report
+            image.write_ranges(writes)
+            report.verified_by = _verify_or_refuse(image, guest, writes, report.changes, volume)
+        except (Exception, KeyboardInterrupt) as exc:  # after the first byte: settle below
+            failure = exc
+        else:
+            return report
+    # the writable image (and its lock) is closed: undo, then say what a reader sees
+    error = _settle(target, write_path, parent, writes, undo, failure, child)
+    if error is failure:  # a bug of ours: its own traceback, with the state as a note
+        raise failure
+    raise error from failure
+
+
+def _settle(
+    target: str,
+    write_path: str,
+    parent: str | None,
+    writes: list[tuple[int, bytes]],
+    undo: list[tuple[int, bytes]],
+    failure: BaseException,
+    child: str | None,
+) -> BaseException:
+    """The error for a write that failed after it began, stating only what was read back."""
+    from offline_ic.image.settle import failure_text, settle, settled_error
+
+    if child is not None:  # the parent was only read; apply_changes removes the child
+        text = f"{failure_text(failure)}; {os.path.basename(target)} is unchanged"
+        if isinstance(failure, OfflineICError | OSError):
+            return SafetyRefusal(f"{text} (only read; the new child {child} is removed)")
+        failure.add_note(f"offline-ic: {text}")
+        return failure
+    found = settle(write_path, parent, undo, writes)
+    return settled_error(failure, write_path, found)
+
+
+def _verify_or_refuse(
+    image,
+    guest: NtfsWindowsGuest,
+    writes: list[tuple[int, bytes]],
+    changes: list[ValueChange],
+    volume: int | None,
+) -> list[str]:
+    """``_verify``; a read-back that disagrees (or cannot be made) is a refusal (exit 3)."""
+    try:
+        return _verify(image, guest, writes, changes, volume)
+    except SafetyRefusal:
+        raise
+    except OfflineICError as exc:
+        raise SafetyRefusal(str(exc)) from exc
 
 
 def _require_independent_reader(image) -> None:
@@ -286,7 +334,12 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
             try:
                 key = hive.get_key("\\" + change.key)
                 value = next(
-                    (v for v in key.iter_values() if v.name.lower() == change.name.lower()), None
+                    (
+                        v
+                        for v in key.iter_values(trim_values=False)
+                        if v.name.lower() == change.name.lower()
+                    ),
+                    None,
                 )
             except (RegistryKeyNotFoundException, RegistryValueNotFoundException):
                 value = None

@@ -65,7 +65,16 @@ def _guard(res: list[CheckResult], cid: str, fn, *args):  # noqa: ANN001, ANN202
     try:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001 - reported, not swallowed
-        _r(res, cid, "fail", f"could not be checked: {type(exc).__name__}: {exc}")
+        # a check id appears once: a result this group already gave under ``cid`` (a pass
+        # before the damage was reached) is replaced by the failure, in its place
+        detail = f"could not be checked: {type(exc).__name__}: {exc}"
+        earlier = [i for i, r in enumerate(res) if r.id == cid]
+        if earlier:
+            res[earlier[0]] = CheckResult(cid, "fail", detail)
+            for i in reversed(earlier[1:]):
+                del res[i]
+        else:
+            _r(res, cid, "fail", detail)
         return None
 
 

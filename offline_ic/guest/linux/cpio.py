@@ -22,6 +22,12 @@ from typing import Any, BinaryIO, cast
 CHUNK = 1 << 20
 MAX_NAME = 4096
 MAX_KEEP = 1 << 20  # largest file content handed to a caller who asked for it
+# A few MB of gzip can inflate to GiBs (a bomb takes a minute to stream); real initramfs
+# images inflate to well under this. OFFLINE_IC_MAX_INITRAMFS_MIB changes it.
+MAX_INFLATED = 512 << 20
+# LZMA-alone headers name their own dictionary size: without a limit a crafted one asks for
+# GiBs of memory before the first byte (xz's own default limit for decoding is similar)
+LZMA_MEMLIMIT = 256 << 20
 NEWC_MAGICS = (b"070701", b"070702")
 _HEADER_LEN = 110
 
@@ -147,8 +153,8 @@ def _decompressor_reader(kind: str, read: Callable[[int], bytes]) -> Callable[[i
         return _zstd_reader(read)
     factories: dict[str, Callable[[], Any]] = {
         "gzip": lambda: zlib.decompressobj(wbits=31),
-        "xz": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ),
-        "lzma": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE),
+        "xz": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT),
+        "lzma": lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT),
         "bzip2": lambda: bz2.BZ2Decompressor(),
     }
     return _StreamDecompressor(kind, factories[kind], read).read
@@ -374,10 +380,35 @@ def _parse_header(raw: bytes) -> tuple[int, int, int, int]:
     return fields[1], fields[6], fields[11], fields[12]
 
 
+def max_inflated() -> int:
+    """The cap on decompressed initramfs bytes: MAX_INFLATED or $OFFLINE_IC_MAX_INITRAMFS_MIB."""
+    import os
+
+    text = os.environ.get("OFFLINE_IC_MAX_INITRAMFS_MIB", "")
+    return int(text) << 20 if text.isdigit() and int(text) > 0 else MAX_INFLATED
+
+
+def _capped(read: Callable[[int], bytes], budget: list[int], cap: int) -> Callable[[int], bytes]:
+    """``read`` that fails once all segments together inflated more than ``cap`` bytes."""
+
+    def capped(n: int) -> bytes:
+        out = read(n)
+        budget[0] -= len(out)
+        if budget[0] < 0:
+            raise InitramfsError(
+                f"inflates to more than {cap >> 20} MiB, the cap (a decompression bomb? set "
+                "OFFLINE_IC_MAX_INITRAMFS_MIB to allow more); not read further"
+            )
+        return out
+
+    return capped
+
+
 def iter_initramfs(
     fh: BinaryIO,
     keep: Callable[[str, int], bool] | None = None,
     max_segments: int = 16,
+    cap: int | None = None,
 ) -> Iterator[CpioEntry]:
     """Yield every member of every archive in ``fh``, in order.
 
@@ -386,6 +417,8 @@ def iter_initramfs(
     yielding what came before it.
     """
     src = _Reader(lambda n: fh.read(n))
+    cap = max_inflated() if cap is None else cap
+    budget = [cap]
     compression = "none"
     archive = 0
     segments = 0
@@ -412,7 +445,7 @@ def iter_initramfs(
         segments += 1
         if segments > max_segments:
             raise InitramfsError("too many nested compressed segments")
-        src = _Reader(_decompressor_reader(kind, src.rest()))
+        src = _Reader(_capped(_decompressor_reader(kind, src.rest()), budget, cap))
         compression = kind
 
 

@@ -88,22 +88,23 @@ def _system_key(system: Hive | None, key: str) -> str:
     return key
 
 
-def load_change_file(path: str) -> ChangeFile:
-    """Parse and validate ``path``; any mistake is one InputError naming the file and the entry."""
+def _read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(doc) - {"services", "kvp", "registry"}
-    if unknown:
-        raise InputError(
-            f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
-            "expected [services], [kvp.set.POOL], [kvp.delete], [registry.HIVE.KEY]"
-        )
-    result = ChangeFile()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a change file") from None
+
+
+def _read_services(doc: dict, path: str, result: ChangeFile) -> None:
+    """[services]: a named service wins over ``all``; one named twice differently is an error."""
+    named: set[str] = set()
     for name, start in _table(doc, "services", path).items():
         try:
             value = parse_start(start)
@@ -113,9 +114,27 @@ def load_change_file(path: str) -> ChangeFile:
             result.every_service = True
             for spec in resolve_services(name):
                 result.starts.setdefault(spec.name, value)  # a named service wins over all
-        else:
-            (spec,) = resolve_services(name)
-            result.starts[spec.name] = value
+            continue
+        (spec,) = resolve_services(name)
+        if spec.name in named and result.starts[spec.name] != value:
+            raise InputError(
+                f"{path}: services.{name}: {spec.name} is given two different start types"
+            )
+        named.add(spec.name)
+        result.starts[spec.name] = value
+
+
+def load_change_file(path: str) -> ChangeFile:
+    """Parse and validate ``path``; any mistake is one InputError naming the file and the entry."""
+    doc = _read_toml(path)
+    unknown = set(doc) - {"services", "kvp", "registry"}
+    if unknown:
+        raise InputError(
+            f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
+            "expected [services], [kvp.set.POOL], [kvp.delete], [registry.HIVE.KEY]"
+        )
+    result = ChangeFile()
+    _read_services(doc, path, result)
     kvp = _table(doc, "kvp", path)
     unknown = set(kvp) - {"set", "delete"}
     if unknown:
@@ -130,6 +149,11 @@ def load_change_file(path: str) -> ChangeFile:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InputError(f"{path}: kvp.delete.{pool} must be a list of value names")
         result.kvp_delete[pool.lower()] = list(names)
+    for pool in set(result.kvp_set) | set(result.kvp_delete):
+        try:  # the Data Exchange limits and text rules, before any image is opened
+            kvp_changes(pool, result.kvp_set.get(pool, {}), result.kvp_delete.get(pool, []))
+        except InputError as exc:
+            raise InputError(f"{path}: kvp.{pool}: {exc}") from None
     result.registry = _registry_entries(_table(doc, "registry", path), path)
     return result
 

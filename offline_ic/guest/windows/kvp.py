@@ -51,9 +51,58 @@ def read_all_pools(software: Hive) -> dict[str, dict[str, str]]:
     return {pool: read_pool(software, pool) for pool in KVP_POOLS}
 
 
+# Hyper-V's Data Exchange buffers (the wire format in Linux include/linux/hyperv.h): a key
+# of at most 512 bytes and a value of at most 2,048 bytes, UTF-16 with the terminating NUL
+KEY_BYTES = 512
+VALUE_BYTES = 2048
+
+
+def _utf16_size(text: str, what: str) -> int:
+    """Bytes of ``text`` in UTF-16 with its NUL; text that cannot be stored is an InputError."""
+    if "\x00" in text:
+        raise InputError(f"{what}: contains a NUL character, which ends a KVP string")
+    try:
+        return len(text.encode("utf-16-le")) + 2
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what}: not valid Unicode text (a lone surrogate at character {exc.start})"
+        ) from None
+
+
+def check_kvp_item(name: str, value: str | None = None) -> None:
+    """Refuse, before anything is written, a KVP key or value the host could not exchange."""
+    label = f"KVP key {name[:40]!r}{'...' if len(name) > 40 else ''}"
+    if not name:
+        raise InputError("a KVP key may not be empty")
+    size = _utf16_size(name, label)
+    if size > KEY_BYTES:
+        raise InputError(
+            f"{label}: {len(name)} characters ({size} bytes in UTF-16 with the NUL); the "
+            f"limit is {KEY_BYTES} bytes ({KEY_BYTES // 2 - 1} characters)"
+        )
+    if value is None:
+        return
+    size = _utf16_size(value, f"{label}: the value")
+    if size > VALUE_BYTES:
+        raise InputError(
+            f"{label}: the value is {len(value)} characters ({size} bytes in UTF-16 with the "
+            f"NUL); the limit is {VALUE_BYTES} bytes ({VALUE_BYTES // 2 - 1} characters)"
+        )
+
+
 def kvp_changes(pool: str, set_values: dict[str, str], delete: list[str]) -> list[ValueChange]:
-    """Changes that set (REG_SZ, creating the pool key if needed) and delete KVP values."""
+    """Changes that set (REG_SZ, creating the pool key if needed) and delete KVP values.
+
+    Keys and values are checked against the Data Exchange limits first (InputError)."""
     key = pool_key_path(pool)
+    seen: dict[str, str | None] = {}  # registry names are case-insensitive
+    for name, value in [*set_values.items(), *((n, None) for n in delete)]:
+        check_kvp_item(name, value)
+        if name.lower() in seen and seen[name.lower()] != value:
+            raise InputError(
+                f"KVP key {name!r} is given twice with different values (or set and deleted)"
+            )
+        seen[name.lower()] = value
     changes = [
         ValueChange("SOFTWARE", key, name, RegType.SZ, value, create_key=True)
         for name, value in set_values.items()

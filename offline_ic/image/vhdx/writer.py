@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
 
-from offline_ic.errors import InputError, OfflineICError, SafetyRefusal
+from offline_ic.errors import InputError, OfflineICError, SafetyRefusal, WriteFailure
 from offline_ic.image.base import WriteSession
 from offline_ic.image.lock import lock_file
 from offline_ic.image.vhdx import structures as S
@@ -35,7 +35,7 @@ MAX_DESCRIPTORS = 126
 MAX_CHILD_SCAN = 5000
 
 
-class WriteFailed(InputError):
+class WriteFailed(WriteFailure):
     """The file system refused a write (full disk, size limit, I/O error); one line, exit 2."""
 
 

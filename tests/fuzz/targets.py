@@ -1,0 +1,312 @@
+"""Fuzz targets: one per parser of untrusted bytes, shared by the suite and ``scripts/fuzz``.
+
+Each target has a seed (real bytes from ``testdata/``, built deterministically at run time:
+the committed test data is the seed corpus; ``tests/fuzz/corpus/`` holds the mutations that
+once crashed, replayed by the suite), "hot" byte ranges where the structures live (mutations
+are drawn there most of the time: a cheap structure-aware strategy, atheris does not install
+on this Python), and a ``run(data, workdir)`` that must end in the expected errors only.
+Anything else (a traceback) is a crash.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from offline_ic.errors import OfflineICError
+
+REPO = Path(__file__).resolve().parents[2]
+TESTDATA = REPO / "testdata"
+CORPUS = Path(__file__).resolve().parent / "corpus"
+KiB, MiB = 1 << 10, 1 << 20
+
+
+@dataclass
+class Target:
+    name: str
+    seed: Callable[[], bytes]
+    run: Callable[[bytes, Path], None]
+    hot: list[tuple[int, int]]  # [start, end) ranges of the seed holding its structures
+    expected: tuple[type[BaseException], ...] = (OfflineICError,)
+
+
+def _unpacked(rel: str) -> bytes:
+    path = TESTDATA / rel
+    if rel.endswith(".gz"):
+        return gzip.decompress(path.read_bytes())
+    if rel.endswith(".xz"):
+        return lzma.decompress(path.read_bytes())
+    return path.read_bytes()
+
+
+_CACHE: dict[str, bytes] = {}
+
+
+def _cached(key: str, make: Callable[[], bytes]) -> Callable[[], bytes]:
+    def get() -> bytes:
+        if key not in _CACHE:
+            _CACHE[key] = make()
+        return _CACHE[key]
+
+    return get
+
+
+def _write(workdir: Path, name: str, data: bytes) -> str:
+    path = workdir / name
+    path.write_bytes(data)
+    return str(path)
+
+
+# --- image layer -------------------------------------------------------------------------
+
+
+def _read_image(path: str) -> None:
+    from offline_ic.image import open_image
+    from offline_ic.volumes import list_volumes
+
+    with open_image(path) as img:
+        img.info().to_dict()
+        for off in (0, img.size // 2, max(0, img.size - 65536)):
+            img.read(off, min(65536, img.size - off))
+        list_volumes(img)
+
+
+def run_vhdx(data: bytes, workdir: Path) -> None:
+    _read_image(_write(workdir, "fuzz.vhdx", data))
+
+
+def run_vhd(data: bytes, workdir: Path) -> None:
+    _read_image(_write(workdir, "fuzz.vhd", data))
+
+
+def _mbr_seed() -> bytes:
+    """A 4 MiB raw disk: MBR with two partitions, the second holding an ext2-like superblock."""
+    disk = bytearray(4 * MiB)
+    entries = [(0x83, 2048, 2048), (0x07, 4096, 4096)]
+    for i, (kind, start, count) in enumerate(entries):
+        struct.pack_into("<B3xB3xII", disk, 446 + 16 * i, 0, kind, start, count)
+    disk[510:512] = b"\x55\xaa"
+    return bytes(disk)
+
+
+def _gpt_seed() -> bytes:
+    """The GPT disk of the Windows test image (first and last 64 KiB are its tables)."""
+    return _unpacked_raw_head("windows/win10-gpt-dynamic.vhdx.xz")[: 64 * KiB]
+
+
+def _unpacked_raw_head(rel: str) -> bytes:
+    """The first 4 MiB of the virtual disk of a test image, read through our reader."""
+    import tempfile
+
+    from offline_ic.image import open_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(rel).name.removesuffix(".xz")
+        path.write_bytes(_unpacked(rel))
+        with open_image(str(path)) as img:
+            head = bytearray(img.read(0, 4 * MiB))
+    return bytes(head)
+
+
+def run_volumes(data: bytes, workdir: Path) -> None:
+    path = _write(workdir, "fuzz.raw", data)
+    os.truncate(path, max(len(data), DISK_SIZE))  # the rest of the disk: sparse zeros
+    _read_image(path)
+
+
+DISK_SIZE = 64 * MiB  # the Windows test disk the GPT seed comes from
+
+
+# --- NTFS: the hive lookup ----------------------------------------------------------------
+
+NTFS_DISK = "windows/win10-dirty-mbr.raw.xz"
+NTFS_OFFSET = 2048 * 512
+
+
+def _ntfs_volume() -> bytes:
+    return _unpacked(NTFS_DISK)[NTFS_OFFSET:]
+
+
+def _system_record_offset(volume: bytes) -> tuple[int, int]:
+    """Offset and size of the SYSTEM hive's MFT record in the volume (found by dissect)."""
+    from dissect.ntfs import NTFS
+    from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+
+    fs = NTFS(io.BytesIO(volume))
+    rec = fs.mft.get("Windows/System32/config/SYSTEM")
+    (lcn, _n), *_ = fs.mft.get(0).attributes[ATTRIBUTE_TYPE_CODE.DATA][0].dataruns()
+    (per,) = struct.unpack_from("<b", volume, 0x40)
+    size = 1 << -per if per < 0 else per * fs.cluster_size
+    return lcn * fs.cluster_size + rec.segment * size, size
+
+
+def _record(volume: bytes) -> bytes:
+    off, size = struct.unpack("<QQ", _cached("ntfs-record", lambda: b"")())
+    return volume[off : off + size]
+
+
+def run_ntfs_hive(data: bytes, workdir: Path) -> None:
+    from offline_ic.fs.ntfs import NtfsVolume
+    from offline_ic.registry import Hive
+
+    volume = _cached("ntfs-volume", _ntfs_volume)()
+    off, size = struct.unpack("<QQ", _CACHE["ntfs-record"])
+    buf = bytearray(volume)
+    buf[off : off + size] = data[:size].ljust(size, b"\0")
+    ntfs = NtfsVolume(io.BytesIO(bytes(buf)), "fuzz NTFS")
+    path = "Windows/System32/config/SYSTEM"
+    ntfs.file_info(path)
+    with ntfs.open(path) as fh:
+        hive = Hive.open(fh, name="SYSTEM")
+        hive.find_key(r"ControlSet001\Services\vmicvss")
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+def run_regf(data: bytes, workdir: Path) -> None:
+    from offline_ic.registry import Hive
+
+    hive = Hive.open(data, name="fuzz")
+    for n, key in enumerate(hive.walk()):
+        for value in key.values():
+            _ = value.data
+        if n > 2000:
+            break
+
+
+def _log_seed() -> bytes:
+    return _unpacked("hives/regipy_SYSTEM_B.LOG1.xz")
+
+
+def run_regf_log(data: bytes, workdir: Path) -> None:
+    from offline_ic.registry.recovery import recover_bytes
+
+    primary = _cached("system-b", lambda: _unpacked("hives/regipy_SYSTEM_B.xz"))()
+    log2 = _cached("system-b-log2", lambda: _unpacked("hives/regipy_SYSTEM_B.LOG2.xz"))()
+    recover_bytes(primary, data, log2, name="fuzz")
+
+
+# --- Linux initramfs, Hyper-V vmcx --------------------------------------------------------
+
+
+def _cpio_seed() -> bytes:
+    """A gzip initramfs (newc) with a few files, made here: header fields are the target."""
+
+    def member(name: str, body: bytes, mode: int = 0o100644) -> bytes:
+        fields = [0, mode, 0, 0, 1, 0, len(body), 0, 0, 0, 0, len(name) + 1, 0]
+        head = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+        head += b"\0" * ((4 - len(head) % 4) % 4)
+        return head + body + b"\0" * ((4 - len(body) % 4) % 4)
+
+    archive = b"".join(
+        [
+            member("etc", b"", 0o40755),
+            member("etc/modprobe.d/x.conf", b"blacklist hv_utils\n"),
+            member("usr/lib/modules/6.1.0/kernel/drivers/hv/hv_vmbus.ko", b"\0" * 64),
+            member("TRAILER!!!", b""),
+        ]
+    )
+    early = member("kernel/x86/microcode/GenuineIntel.bin", b"\x01" * 32) + member(
+        "TRAILER!!!", b""
+    )
+    return early + gzip.compress(archive, mtime=0)
+
+
+def run_cpio(data: bytes, workdir: Path) -> None:
+    from offline_ic.guest.linux.cpio import iter_initramfs
+
+    for _entry in iter_initramfs(io.BytesIO(data), keep=lambda n, s: True, cap=64 * MiB):
+        pass
+
+
+def _vmcx_seed() -> bytes:
+    path = REPO.parent / "shared" / "testdata-real" / "vmcx" / "test.vmcx"
+    return path.read_bytes() if path.exists() else b""
+
+
+def run_vmcx(data: bytes, workdir: Path) -> None:
+    from offline_ic.host.vmcx import read_vmcx
+
+    read_vmcx(_write(workdir, "fuzz.vmcx", data))
+
+
+def _initramfs_error() -> tuple[type[BaseException], ...]:
+    from offline_ic.guest.linux.cpio import InitramfsError
+
+    return (InitramfsError, OfflineICError)
+
+
+def targets() -> dict[str, Target]:
+    """Every target by name (the seeds are built lazily, once per process)."""
+    _CACHE.setdefault("ntfs-record", b"")
+
+    def ntfs_seed() -> bytes:
+        volume = _cached("ntfs-volume", _ntfs_volume)()
+        if not _CACHE["ntfs-record"]:
+            _CACHE["ntfs-record"] = struct.pack("<QQ", *_system_record_offset(volume))
+        return _record(volume)
+
+    return {
+        "vhdx": Target(
+            "vhdx",
+            _cached("vhdx", lambda: _unpacked("images/q-dirtylog.vhdx.gz")),
+            run_vhdx,
+            [(0, 320 * KiB), (1 * MiB, 1 * MiB + 64 * KiB), (2 * MiB, 2 * MiB + 64 * KiB)],
+        ),
+        "vhd": Target(
+            "vhd",
+            _cached("vhd", lambda: _vhd_seed()),
+            run_vhd,
+            [(0, 4 * KiB)],
+        ),
+        "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 32 * KiB)]),
+        "mbr": Target("mbr", _cached("mbr", _mbr_seed), run_volumes, [(0, 512)]),
+        "ntfs_hive": Target("ntfs_hive", ntfs_seed, run_ntfs_hive, [(0, 1024)]),
+        "regf": Target(
+            "regf",
+            _cached("regf", lambda: _unpacked("hives/regipy_SAM.xz")),
+            run_regf,
+            [(0, 512), (4096, 12 * KiB)],
+        ),
+        "regf_log": Target("regf_log", _cached("log", _log_seed), run_regf_log, [(0, 8 * KiB)]),
+        "cpio": Target(
+            "cpio", _cached("cpio", _cpio_seed), run_cpio, [(0, 400)], _initramfs_error()
+        ),
+        "vmcx": Target("vmcx", _cached("vmcx", _vmcx_seed), run_vmcx, [(0, 64 * KiB)]),
+    }
+
+
+def _vhd_seed() -> bytes:
+    """q-dyn.vhd (qemu-made dynamic VHD): footer copy, dynamic header and BAT up front."""
+    return _unpacked("images/q-dyn.vhd.gz")
+
+
+def mutate(seed: bytes, patches: list[tuple[int, bytes]]) -> bytes:
+    """``seed`` with each (offset, bytes) written over it (clipped to its end); an offset
+    past the end truncates the input there instead (short files are inputs too)."""
+    buf = bytearray(seed)
+    for off, chunk in patches:
+        if off >= len(buf):
+            del buf[max(0, off % max(1, len(buf))) :]
+            continue
+        buf[off : off + len(chunk)] = chunk[: len(buf) - off]
+    return bytes(buf)
+
+
+def run_case(target: Target, data: bytes, workdir: Path) -> BaseException | None:
+    """Run one input; returns the unexpected exception (a crash) or None."""
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        target.run(data, workdir)
+    except target.expected:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a crash is what we look for
+        return exc
+    return None
