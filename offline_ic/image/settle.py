@@ -120,6 +120,54 @@ def _apply(old: list[tuple[int, bytes]], new: list[tuple[int, bytes]]) -> list[b
     return out
 
 
+@dataclass
+class Outside:
+    """What a VHDX holds besides the virtual disk's data, hashed before a write, so that a
+    write undone through the VHDX log can say exactly which of these differ afterwards."""
+
+    spans: dict[str, tuple[int, int]]  # structure -> (file offset, length)
+    digests: dict[str, bytes]
+
+    @classmethod
+    def of(cls, image: object) -> Outside | None:
+        """The structures of an open VHDX (None for other formats, whose undo journal puts
+        every byte back) and their digests as the file holds them now."""
+        from offline_ic.image.vhdx import VhdxReader
+        from offline_ic.image.vhdx import structures as S
+
+        if not isinstance(image, VhdxReader):
+            return None
+        spans = {
+            "file identifier": (0, S.HEADER_OFFSETS[0]),
+            "header 1": (S.HEADER_OFFSETS[0], S.HEADER_SIZE),
+            "header 2": (S.HEADER_OFFSETS[1], S.HEADER_SIZE),
+            "region table 1": (S.REGION_TABLE_OFFSETS[0], S.REGION_TABLE_SIZE),
+            "region table 2": (S.REGION_TABLE_OFFSETS[1], S.REGION_TABLE_SIZE),
+            "log": (image.header.log_offset, image.header.log_length),
+            "BAT": (image.bat_region.file_offset, image.bat_region.length),
+            "metadata": (image.metadata_region.file_offset, image.metadata_region.length),
+        }
+        return cls(spans, _digests(image.path, spans))
+
+    def changed(self, path: str) -> list[str]:
+        """The structures (and "file size") whose bytes differ now from when hashed."""
+        now = _digests(path, self.spans)
+        return [name for name, digest in self.digests.items() if now.get(name) != digest]
+
+
+def _digests(path: str, spans: dict[str, tuple[int, int]]) -> dict[str, bytes]:
+    import hashlib
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = {"file size": str(os.fstat(fd).st_size).encode()}
+        for name, (offset, length) in spans.items():
+            out[name] = hashlib.sha256(os.pread(fd, length, offset)).digest()
+    finally:
+        os.close(fd)
+    return out
+
+
 def settle(
     path: str,
     parent: str | None,
@@ -128,19 +176,26 @@ def settle(
     *,
     old_size: int | None = None,
     new_size: int | None = None,
+    outside: Outside | None = None,
 ) -> Settled:
     """Undo a failed write of ``new`` over ``old`` (original bytes at the same offsets), then
-    report what an independent reader sees. The caller has closed its writable image."""
+    report what an independent reader sees. The caller has closed its writable image.
+    ``outside`` (VHDX) names what differs besides the virtual disk."""
     wrote, problem = _restore(path, parent, old, old_size)
     found = observe(path, parent, old, new, old_size=old_size, new_size=new_size)
     found.restored = wrote
     if found.state == INTERRUPTED and problem:
         found.detail = f"{found.detail}; undoing failed: {problem}"
-    elif found.state == UNCHANGED and _format(path) == "vhdx":
+    elif found.state == UNCHANGED and outside is not None:
+        changed = outside.changed(path)
         found.detail = (
-            " (its virtual disk; VHDX metadata outside it, the header sequence, "
-            "FileWriteGuid/DataWriteGuid and log region, may differ)"
+            f" (its virtual disk; the VHDX {', '.join(changed)} differ: the write was undone "
+            "through the VHDX log, which renews the headers)"
+            if changed
+            else " (the file is byte-identical)"
         )
+    elif found.state == UNCHANGED and _format(path) == "vhdx":
+        found.detail = " (its virtual disk; VHDX structures outside it were not compared)"
     return found
 
 
@@ -191,6 +246,7 @@ __all__ = [
     "COMMITTED",
     "INTERRUPTED",
     "UNCHANGED",
+    "Outside",
     "Settled",
     "WriteInterrupted",
     "settle",

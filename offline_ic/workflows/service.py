@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyRefusal
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
@@ -23,6 +23,9 @@ from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import CONFIG_DIR, NtfsWindowsGuest
 from offline_ic.registry import Hive
 from offline_ic.registry.editor import HiveEditor
+
+if TYPE_CHECKING:
+    from offline_ic.image.settle import Outside
 
 
 @dataclass
@@ -174,6 +177,9 @@ def _apply(
             _require_independent_reader(image)
         if dry_run or not writes:
             return report
+        from offline_ic.image.settle import Outside
+
+        outside = Outside.of(image)  # to say exactly what differs if the write is undone
         try:
             image.write_ranges(writes)
             report.verified_by = _verify_or_refuse(image, guest, writes, report.changes, volume)
@@ -182,7 +188,7 @@ def _apply(
         else:
             return report
     # the writable image (and its lock) is closed: undo, then say what a reader sees
-    error = _settle(target, write_path, parent, writes, undo, failure, child)
+    error = _settle(target, write_path, parent, writes, undo, failure, child, outside)
     if error is failure:  # a bug of ours: its own traceback, with the state as a note
         raise failure
     raise error from failure
@@ -196,6 +202,7 @@ def _settle(
     undo: list[tuple[int, bytes]],
     failure: BaseException,
     child: str | None,
+    outside: Outside | None,
 ) -> BaseException:
     """The error for a write that failed after it began, stating only what was read back."""
     from offline_ic.image.settle import failure_text, settle, settled_error
@@ -206,7 +213,7 @@ def _settle(
             return SafetyRefusal(f"{text} (only read; the new child {child} is removed)")
         failure.add_note(f"offline-ic: {text}")
         return failure
-    found = settle(write_path, parent, undo, writes)
+    found = settle(write_path, parent, undo, writes, outside=outside)
     return settled_error(failure, write_path, found)
 
 

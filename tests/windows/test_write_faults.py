@@ -131,6 +131,8 @@ def _check_claim(fmt, path, code, err, old_file, old, new, cli):
         assert _virtual(path, fmt) == old, line
         if fmt != "vhdx":  # journaled formats: the very same file
             assert path.read_bytes() == old_file, line
+        else:  # the message names exactly the VHDX structures that differ
+            _check_named_structures(path, old_file, line)
         return "unchanged"
     if "holds the new data" in line:
         assert code == 3 and not _pending(path, fmt) and _virtual(path, fmt) == new, line
@@ -143,6 +145,26 @@ def _check_claim(fmt, path, code, err, old_file, old, new, cli):
     assert rcode == 0, rerr
     assert _virtual(path, fmt) in (old, new)
     return "interrupted"
+
+
+def _check_named_structures(path: Path, old_file: bytes, line: str) -> None:
+    from offline_ic.image.settle import Outside
+    from offline_ic.image.vhdx import VhdxReader
+
+    with VhdxReader(str(path), open_parent=False) as img:
+        outside = Outside.of(img)
+    assert outside is not None
+    spans = outside.spans
+    now = path.read_bytes()
+    if "(the file is byte-identical)" in line:
+        assert now == old_file, line
+        return
+    named = line.split("the VHDX ", 1)[1].split(" differ", 1)[0].split(", ")
+    assert named and set(named) <= {*spans, "file size"}, line
+    for name, (offset, length) in spans.items():
+        same = now[offset : offset + length] == old_file[offset : offset + length]
+        assert same == (name not in named), f"{name}: {line}"
+    assert (len(now) == len(old_file)) == ("file size" not in named), line
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
