@@ -21,6 +21,9 @@ from offline_ic.image import open_image
 from offline_ic.image.journal import pending
 from offline_ic.image.raw import RawImage
 
+# Structures larger than this are not hashed before a write (a 64 TiB disk's BAT can be
+# 512 MiB): the message then says they were not compared.
+MAX_HASHED_SPAN = 16 << 20
 UNCHANGED = "unchanged"
 COMMITTED = "committed"
 INTERRUPTED = "interrupted"
@@ -127,6 +130,7 @@ class Outside:
 
     spans: dict[str, tuple[int, int]]  # structure -> (file offset, length)
     digests: dict[str, bytes]
+    too_large: list[str]  # structures not hashed (a huge BAT): said "not compared"
 
     @classmethod
     def of(cls, image: object) -> Outside | None:
@@ -147,7 +151,9 @@ class Outside:
             "BAT": (image.bat_region.file_offset, image.bat_region.length),
             "metadata": (image.metadata_region.file_offset, image.metadata_region.length),
         }
-        return cls(spans, _digests(image.path, spans))
+        large = [name for name, (_o, length) in spans.items() if length > MAX_HASHED_SPAN]
+        kept = {name: span for name, span in spans.items() if name not in large}
+        return cls(kept, _digests(image.path, kept), large)
 
     def changed(self, path: str) -> list[str]:
         """The structures (and "file size") whose bytes differ now from when hashed."""
@@ -188,11 +194,16 @@ def settle(
         found.detail = f"{found.detail}; undoing failed: {problem}"
     elif found.state == UNCHANGED and outside is not None:
         changed = outside.changed(path)
+        unknown = f"; not compared: {', '.join(outside.too_large)}" if outside.too_large else ""
         found.detail = (
             f" (its virtual disk; the VHDX {', '.join(changed)} differ: the write was undone "
-            "through the VHDX log, which renews the headers)"
+            f"through the VHDX log, which renews the headers{unknown})"
             if changed
-            else " (the file is byte-identical)"
+            else (
+                f" (the VHDX structures compared are byte-identical{unknown})"
+                if unknown
+                else " (the file is byte-identical)"
+            )
         )
     elif found.state == UNCHANGED and _format(path) == "vhdx":
         found.detail = " (its virtual disk; VHDX structures outside it were not compared)"
