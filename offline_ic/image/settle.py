@@ -199,11 +199,7 @@ def settle(
             f" (its virtual disk; the VHDX {', '.join(changed)} differ: the write was undone "
             f"through the VHDX log, which renews the headers{unknown})"
             if changed
-            else (
-                f" (the VHDX structures compared are byte-identical{unknown})"
-                if unknown
-                else " (the file is byte-identical)"
-            )
+            else f" (and every VHDX structure outside it is byte-identical{unknown})"
         )
     elif found.state == UNCHANGED and _format(path) == "vhdx":
         found.detail = " (its virtual disk; VHDX structures outside it were not compared)"
