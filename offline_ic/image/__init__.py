@@ -9,7 +9,7 @@ import os
 
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo, ImageStream, WriteSession
-from offline_ic.image.detect import detect_format
+from offline_ic.image.detect import compressed_kind, detect_format
 from offline_ic.image.raw import RawImage
 
 __all__ = [
@@ -41,6 +41,13 @@ def open_image(
         raise InputError(f"{path}: empty file, not a disk image")
     fmt = detect_format(path)
     _check_name_matches_format(path, fmt)
+    if fmt == "raw":
+        kind = compressed_kind(path)
+        if kind is not None:
+            raise InputError(
+                f"{os.path.basename(path)}: compressed ({kind}), not a disk image; "
+                "decompress it first"
+            )
     if fmt == "vhdx":
         from offline_ic.image.vhdx import VhdxImage
 

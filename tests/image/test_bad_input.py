@@ -244,3 +244,19 @@ def test_damaged_log_entry_with_valid_crc(tmp_path_factory, pokes):
         _read_all(path)
     except OfflineICError as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("name", ["q-dyn-2m.vhdx.gz", "q-fixed.vhd.gz"])
+@pytest.mark.parametrize("compress", ["gzip", "xz", "bzip2"])
+def test_a_compressed_image_is_named_as_such_not_read_as_raw(tmp_path, name, compress):
+    """`verify disk.vhdx.gz` once reported "ok": the gzip bytes were read as a raw disk."""
+    import bz2
+    import gzip
+    import lzma
+
+    src = fresh_copy(IMAGES / name, tmp_path)
+    packer = {"gzip": gzip.compress, "xz": lzma.compress, "bzip2": bz2.compress}[compress]
+    packed = tmp_path / f"{src.name}.{compress}"
+    packed.write_bytes(packer(src.read_bytes()))
+    with pytest.raises(InputError, match=rf"compressed \({compress}\), not a disk image"):
+        open_image(str(packed))
