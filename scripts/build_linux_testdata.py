@@ -331,7 +331,7 @@ def unpack_parts(dest: Path, parts: Path = PARTS) -> Path:
     return base
 
 
-def _write(root: Path, rel: str, text: str | bytes, mode: int = 0o644) -> None:
+def write_file(root: Path, rel: str, text: str | bytes, mode: int = 0o644) -> None:
     p = root / rel.lstrip("/")
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.is_symlink() or p.exists():
@@ -340,7 +340,7 @@ def _write(root: Path, rel: str, text: str | bytes, mode: int = 0o644) -> None:
     p.chmod(mode)
 
 
-def _link(root: Path, rel: str, target: str) -> None:
+def make_link(root: Path, rel: str, target: str) -> None:
     p = root / rel.lstrip("/")
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.is_symlink() or p.exists():
@@ -348,7 +348,7 @@ def _link(root: Path, rel: str, target: str) -> None:
     os.symlink(target, p)
 
 
-def _rm(root: Path, rel: str) -> None:
+def remove_path(root: Path, rel: str) -> None:
     p = root / rel.lstrip("/")
     if p.is_symlink() or p.is_file():
         p.unlink()
@@ -420,25 +420,25 @@ def debian_tree(
     initrd = initrd or {K61: "initrd-good.img", K612: "initrd-612.img"}
     for k in (K61, K612):
         if k not in kernels:
-            _rm(root, f"/usr/lib/modules/{k}")
-            _rm(root, f"/boot/vmlinuz-{k}")
-            _rm(root, f"/boot/config-{k}")
-            _rm(root, f"/boot/System.map-{k}")
+            remove_path(root, f"/usr/lib/modules/{k}")
+            remove_path(root, f"/boot/vmlinuz-{k}")
+            remove_path(root, f"/boot/config-{k}")
+            remove_path(root, f"/boot/System.map-{k}")
         else:
             src = base / "initrd" / initrd[k]
             shutil.copyfile(src, root / "boot" / f"initrd.img-{k}")
     entries = [(f"Debian GNU/Linux, with Linux {k}", k, "quiet") for k in kernels]
-    _write(root, "/boot/grub/grub.cfg", grub_cfg(entries, ROOT_UUID))
-    _write(
+    write_file(root, "/boot/grub/grub.cfg", grub_cfg(entries, ROOT_UUID))
+    write_file(
         root,
         "/etc/default/grub",
         "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null`\n"
         'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n',
     )
-    _write(root, "/etc/fstab", f"# /etc/fstab\nUUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n")
+    write_file(root, "/etc/fstab", f"# /etc/fstab\nUUID={ROOT_UUID} / ext4 errors=remount-ro 0 1\n")
     pools = {0: KVP_EXTERNAL, 1: {}, 2: {"OSName": "Debian GNU/Linux"}, 3: KVP_PARAMETERS, 4: {}}
     for index, records in pools.items():
-        _write(root, f"/var/lib/hyperv/.kvp_pool_{index}", kvp_pool(records))
+        write_file(root, f"/var/lib/hyperv/.kvp_pool_{index}", kvp_pool(records))
     return root
 
 
@@ -455,22 +455,22 @@ def to_ubuntu(root: Path, base: Path) -> None:
     """Ubuntu: the real linux-cloud-tools-common (wrappers, units, udev rules) + per-kernel
     tools in /usr/lib/linux-tools/<kver> (Debian's binaries of the same upstream tools stand
     in for linux-cloud-tools-<kver>), units enabled by wants symlinks as its postinst does."""
-    _write(
+    write_file(
         root,
         "/usr/lib/os-release",
         'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n'
         "ID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=jammy\n",
     )
-    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    remove_path(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     for d in ("kvp", "vss", "fcopy"):
-        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+        remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
         per_kernel = root / f"usr/lib/linux-tools/{K61}/hv_{d}_daemon"
         per_kernel.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(root / f"usr/sbin/hv_{d}_daemon", per_kernel)
     shutil.copytree(base / "ubuntu-lctc", root, symlinks=True, dirs_exist_ok=True)
     for d in ("kvp", "vss", "fcopy"):
         unit = f"hv-{d}-daemon.service"
-        _link(
+        make_link(
             root,
             f"/etc/systemd/system/multi-user.target.wants/{unit}",
             f"/lib/systemd/system/{unit}",
@@ -479,13 +479,13 @@ def to_ubuntu(root: Path, base: Path) -> None:
 
 def to_suse(root: Path, kernel: str) -> None:
     """SUSE: hyper-v package: binaries in /usr/lib/hyper-v/bin, hv_*_daemon units, udev rule."""
-    _write(
+    write_file(
         root,
         "/usr/lib/os-release",
         'NAME="SLES"\nVERSION="15-SP6"\nVERSION_ID="15.6"\nPRETTY_NAME="SUSE Linux '
         'Enterprise Server 15 SP6"\nID="sles"\nID_LIKE="suse"\n',
     )
-    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    remove_path(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     uio = kernel == K612
     rules = []
     for d in ("kvp", "vss", "fcopy"):
@@ -498,8 +498,8 @@ def to_suse(root: Path, kernel: str) -> None:
         else:  # Debian's 6.12 package has no file-copy daemon: reuse kvp's bytes as a stand-in
             shutil.copyfile(root / "usr/lib/hyper-v/bin/hv_kvp_daemon", dst)
             dst.chmod(0o755)
-        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
-        _write(
+        remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+        write_file(
             root,
             f"/usr/lib/systemd/system/{name}.service",
             f"[Unit]\nDescription=Hyper-V {d} daemon\nConditionVirtualization=microsoft\n\n"
@@ -512,31 +512,31 @@ def to_suse(root: Path, kernel: str) -> None:
             else f'KERNEL=="vmbus/hv_{d}"'
         )
         rules.append(f'{dev}, TAG+="systemd", ENV{{SYSTEMD_WANTS}}+="{name}.service"')
-    _write(root, "/usr/lib/udev/rules.d/hyper-v.rules", "\n".join(rules) + "\n")
+    write_file(root, "/usr/lib/udev/rules.d/hyper-v.rules", "\n".join(rules) + "\n")
 
 
 def to_rhel(root: Path) -> None:
     """RHEL-like: hyperv-daemons as hypervkvpd/vssd/fcopyd, started by 70-hyperv-*.rules only."""
-    _write(
+    write_file(
         root,
         "/usr/lib/os-release",
         'NAME="AlmaLinux"\nVERSION="9.4 (Seafoam Ocelot)"\nID="almalinux"\n'
         'ID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'
         'PRETTY_NAME="AlmaLinux 9.4 (Seafoam Ocelot)"\n',
     )
-    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    remove_path(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     names = {"kvp": "hypervkvpd", "vss": "hypervvssd", "fcopy": "hypervfcopyd"}
     for d, name in names.items():
         shutil.move(root / f"usr/sbin/hv_{d}_daemon", root / f"usr/sbin/{name}")
-        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
-        _write(
+        remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+        write_file(
             root,
             f"/usr/lib/systemd/system/{name}.service",
             f"[Unit]\nDescription=Hyper-V {d.upper()} daemon\n"
             f"BindsTo=sys-devices-virtual-misc-vmbus\\x21hv_{d}.device\n\n"
             f"[Service]\nType=simple\nExecStart=/usr/sbin/{name} -n\n",
         )
-        _write(
+        write_file(
             root,
             f"/usr/lib/udev/rules.d/70-hv_{d}.rules",
             f'ACTION=="add", KERNEL=="vmbus/hv_{d}", TAG+="systemd", '
@@ -546,38 +546,38 @@ def to_rhel(root: Path) -> None:
 
 def to_arch(root: Path) -> None:
     """Arch: /boot files named after pkgbase, package hyperv (kvp, vss), enabled by hand."""
-    _write(
+    write_file(
         root,
         "/usr/lib/os-release",
         'NAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\nID=arch\nBUILD_ID=rolling\n',
     )
-    _write(root, f"/usr/lib/modules/{K61}/pkgbase", "linux\n")
+    write_file(root, f"/usr/lib/modules/{K61}/pkgbase", "linux\n")
     os.rename(root / f"boot/vmlinuz-{K61}", root / "boot/vmlinuz-linux")
     os.rename(root / f"boot/initrd.img-{K61}", root / "boot/initramfs-linux.img")
-    _rm(root, f"/boot/config-{K61}")
-    _write(
+    remove_path(root, f"/boot/config-{K61}")
+    write_file(
         root,
         "/boot/grub/grub.cfg",
         grub_cfg([("Arch Linux", "linux", "rw")], ROOT_UUID).replace(
             "initrd.img-linux", "initramfs-linux.img"
         ),
     )
-    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+    remove_path(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     for d in ("kvp", "vss", "fcopy"):
-        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+        remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
         if d == "fcopy":
-            _rm(root, "/usr/sbin/hv_fcopy_daemon")
+            remove_path(root, "/usr/sbin/hv_fcopy_daemon")
             continue
         (root / "usr/bin").mkdir(parents=True, exist_ok=True)
         shutil.move(root / f"usr/sbin/hv_{d}_daemon", root / f"usr/bin/hv_{d}_daemon")
-        _write(
+        write_file(
             root,
             f"/usr/lib/systemd/system/hv_{d}_daemon.service",
             f"[Unit]\nDescription=Hyper-V {d.upper()} Protocol Daemon\n"
             f"ConditionVirtualization=microsoft\n\n[Service]\n"
             f"ExecStart=/usr/bin/hv_{d}_daemon -n\n\n[Install]\nWantedBy=multi-user.target\n",
         )
-    _link(
+    make_link(
         root,
         "/etc/systemd/system/multi-user.target.wants/hv_kvp_daemon.service",
         "/usr/lib/systemd/system/hv_kvp_daemon.service",
@@ -611,11 +611,11 @@ def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img"
     """
     root = debian_tree(base, work)
     to_rhel(root)
-    _rm(root, f"/boot/initrd.img-{K61}")
+    remove_path(root, f"/boot/initrd.img-{K61}")
     shutil.copyfile(base / "initrd" / dracut, root / f"boot/initramfs-{K61}.img")
-    _rm(root, "/boot/grub")
-    _rm(root, "/etc/default/grub")
-    _write(
+    remove_path(root, "/boot/grub")
+    remove_path(root, "/etc/default/grub")
+    write_file(
         root,
         "/etc/default/grub",
         "GRUB_DEFAULT=saved\nGRUB_ENABLE_BLSCFG=true\n"
@@ -623,7 +623,7 @@ def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img"
         'rd.lvm.lv=almalinux/root"\n',
     )
     mid = "0123456789abcdef0123456789abcdef"
-    _write(
+    write_file(
         root,
         f"/boot/loader/entries/{mid}-{K61}.conf",
         f"title AlmaLinux ({K61}) 9.4\nversion {K61}\nlinux /vmlinuz-{K61}\n"
@@ -631,12 +631,12 @@ def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img"
         f"options root=/dev/mapper/almalinux-root ro rd.lvm.lv=almalinux/root\n"
         f"grub_users $grub_users\ngrub_arg --unrestricted\ngrub_class almalinux\n",
     )
-    _write(
+    write_file(
         root,
         "/boot/grub2/grubenv",
         (f"# GRUB Environment Block\nsaved_entry={mid}-{K61}\n").ljust(1024, "#"),
     )
-    _write(
+    write_file(
         root,
         "/etc/fstab",
         "/dev/mapper/almalinux-root /                       xfs     defaults        0 0\n"
@@ -672,15 +672,17 @@ def case_debian_two_kernels(base: Path, work: Path, out: Path) -> Path:
 def case_blacklisted(base: Path, work: Path, out: Path) -> Path:
     """hv_utils blacklisted in /etc/modprobe.d (and so in the real initramfs made with it)."""
     root = debian_tree(base, work, initrd={K61: "initrd-blacklist.img"})
-    _write(root, "/etc/modprobe.d/zz-test-blacklist.conf", "blacklist hv_utils\n")
+    write_file(root, "/etc/modprobe.d/zz-test-blacklist.conf", "blacklist hv_utils\n")
     return single_ext4_disk(root, out)
 
 
 def case_masked_blacklist(base: Path, work: Path, out: Path) -> Path:
     """/usr/lib blacklists hv_utils, but /etc masks that file (same name, /dev/null)."""
     root = debian_tree(base, work)
-    _write(root, "/usr/lib/modprobe.d/hyperv-off.conf", "# vendor\ninstall hv_utils /bin/false\n")
-    _link(root, "/etc/modprobe.d/hyperv-off.conf", "/dev/null")
+    write_file(
+        root, "/usr/lib/modprobe.d/hyperv-off.conf", "# vendor\ninstall hv_utils /bin/false\n"
+    )
+    make_link(root, "/etc/modprobe.d/hyperv-off.conf", "/dev/null")
     return single_ext4_disk(root, out)
 
 
@@ -691,7 +693,7 @@ def case_cmdline_blacklist(base: Path, work: Path, out: Path) -> Path:
         .read_text()
         .replace("ro quiet", "ro quiet modprobe.blacklist=hv_netvsc,hv_balloon", 1)
     )
-    _write(root, "/boot/grub/grub.cfg", text)
+    write_file(root, "/boot/grub/grub.cfg", text)
     return single_ext4_disk(root, out)
 
 
@@ -703,17 +705,17 @@ def case_no_storvsc(base: Path, work: Path, out: Path) -> Path:
 def case_daemons_missing(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
     for d in ("kvp", "vss", "fcopy"):
-        _rm(root, f"/usr/sbin/hv_{d}_daemon")
-        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
-    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+        remove_path(root, f"/usr/sbin/hv_{d}_daemon")
+        remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+    remove_path(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     return single_ext4_disk(root, out)
 
 
 def case_daemons_masked(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
     for d in ("kvp", "vss"):
-        _link(root, f"/etc/systemd/system/hv-{d}-daemon.service", "/dev/null")
-    _link(root, "/etc/udev/rules.d/60-hyperv-daemons.rules", "/dev/null")  # fcopy: not started
+        make_link(root, f"/etc/systemd/system/hv-{d}-daemon.service", "/dev/null")
+    make_link(root, "/etc/udev/rules.d/60-hyperv-daemons.rules", "/dev/null")  # fcopy: not started
     return single_ext4_disk(root, out)
 
 
@@ -721,9 +723,9 @@ def case_debian_612_trixie_daemons(base: Path, work: Path, out: Path) -> Path:
     """Kernel 6.12 with Debian 13's hyperv-daemons 6.12 (kvp, vss; no file-copy daemon)."""
     root = debian_tree(base, work, kernels=(K612,))
     for d in ("kvp", "vss", "fcopy"):
-        _rm(root, f"/usr/sbin/hv_{d}_daemon")
-        _rm(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
-    _rm(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
+        remove_path(root, f"/usr/sbin/hv_{d}_daemon")
+        remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+    remove_path(root, "/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
     shutil.copytree(base / "hvd612", root, symlinks=True, dirs_exist_ok=True)
     return single_ext4_disk(root, out)
 
@@ -732,7 +734,7 @@ def case_debian_split_usr(base: Path, work: Path, out: Path) -> Path:
     """/usr on its own volume (fstab LABEL=), /boot on another (fstab UUID=), MBR disk:
     /etc/os-release and /lib -> usr/lib cross onto the /usr volume."""
     root = debian_tree(base, work)
-    _write(
+    write_file(
         root,
         "/etc/fstab",
         f"UUID={ROOT_UUID} / ext4 defaults 0 1\n"
@@ -767,7 +769,7 @@ def case_ubuntu_no_cloud_tools(base: Path, work: Path, out: Path) -> Path:
     """linux-cloud-tools-common without linux-cloud-tools-<kver>: the wrappers exec nothing."""
     root = debian_tree(base, work)
     to_ubuntu(root, base)
-    _rm(root, "/usr/lib/linux-tools")
+    remove_path(root, "/usr/lib/linux-tools")
     return single_ext4_disk(root, out)
 
 
@@ -776,7 +778,7 @@ def case_suse_612(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work, kernels=(K612,))
     to_suse(root, K612)
     os.rename(root / f"boot/initrd.img-{K612}", root / f"boot/initrd-{K612}")
-    _rm(root, "/boot/grub")
+    remove_path(root, "/boot/grub")
     return single_ext4_disk(root, out)
 
 
@@ -796,7 +798,7 @@ def case_rhel_rd_blacklist(base: Path, work: Path, out: Path) -> Path:
 
 def case_garbage_initramfs(base: Path, work: Path, out: Path) -> Path:
     root = debian_tree(base, work)
-    _write(root, f"/boot/initrd.img-{K61}", b"this is not an initramfs\n" * 100)
+    write_file(root, f"/boot/initrd.img-{K61}", b"this is not an initramfs\n" * 100)
     return single_ext4_disk(root, out)
 
 
@@ -811,10 +813,10 @@ def case_truncated_initramfs(base: Path, work: Path, out: Path) -> Path:
 def case_symlink_loop(base: Path, work: Path, out: Path) -> Path:
     """os-release loops, modprobe.d and a unit point outside the guest root."""
     root = debian_tree(base, work)
-    _link(root, "/etc/os-release", "/etc/os-release.d/loop")
-    _link(root, "/etc/os-release.d/loop", "../os-release")
-    _link(root, "/etc/modprobe.d/escape.conf", "../../../../../../etc/passwd")
-    _link(root, "/etc/systemd/system/hv-kvp-daemon.service", "/../../../../root/outside")
+    make_link(root, "/etc/os-release", "/etc/os-release.d/loop")
+    make_link(root, "/etc/os-release.d/loop", "../os-release")
+    make_link(root, "/etc/modprobe.d/escape.conf", "../../../../../../etc/passwd")
+    make_link(root, "/etc/systemd/system/hv-kvp-daemon.service", "/../../../../root/outside")
     return single_ext4_disk(root, out)
 
 
@@ -822,7 +824,7 @@ def case_no_os(base: Path, work: Path, out: Path) -> Path:
     data = work / "data"
     if data.exists():
         shutil.rmtree(data)
-    _write(data, "/hello.txt", "just data\n")
+    write_file(data, "/hello.txt", "just data\n")
     fs = work / "data.fs"
     mkfs_ext4(data, fs, 16, "data", str(uuid.uuid4()))
     make_disk(out, [("linux", fs)])

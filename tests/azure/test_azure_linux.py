@@ -18,6 +18,7 @@ from tests.helpers import script_module
 
 K61 = "6.1.0-56-cloud-amd64"
 WANTS = "/etc/systemd/system/multi-user.target.wants"
+TREE = script_module("build_linux_testdata")  # its file-tree helpers edit the roots
 
 
 @pytest.fixture(scope="module")
@@ -30,45 +31,23 @@ def parts(builder, tmp_path_factory):
     return builder.unpack_parts(tmp_path_factory.mktemp("azure-parts"))
 
 
-def put(root: Path, rel: str, data: str | bytes, mode: int = 0o644) -> None:
-    p = root / rel.lstrip("/")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.is_symlink() or p.exists():
-        p.unlink()
-    p.write_bytes(data if isinstance(data, bytes) else data.encode())
-    p.chmod(mode)
-
-
-def link(root: Path, rel: str, target: str) -> None:
-    p = root / rel.lstrip("/")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.unlink(missing_ok=True)
-    p.symlink_to(target)
-
-
-def rm(root: Path, rel: str) -> None:
-    p = root / rel.lstrip("/")
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink()
-
-
 def azure_ready(builder, base: Path, work: Path) -> Path:
     """A Debian 12 root that meets every Azure item."""
     root = builder.debian_tree(base, work)
     cfg = (root / "boot/grub/grub.cfg").read_text()
     cfg = cfg.replace("ro quiet", "ro quiet console=ttyS0 earlyprintk=ttyS0 rootdelay=300")
-    put(root, "/boot/grub/grub.cfg", cfg)
-    put(root, "/usr/sbin/waagent", "#!/usr/bin/python3\n", 0o755)
+    TREE.write_file(root, "/boot/grub/grub.cfg", cfg)
+    TREE.write_file(root, "/usr/sbin/waagent", "#!/usr/bin/python3\n", 0o755)
     unit = "[Unit]\nDescription=Azure Linux Agent\n[Service]\nExecStart=/usr/sbin/waagent -daemon\n"
     unit += "[Install]\nWantedBy=multi-user.target\n"
-    put(root, "/lib/systemd/system/walinuxagent.service", unit)
-    link(root, f"{WANTS}/walinuxagent.service", "/lib/systemd/system/walinuxagent.service")
+    TREE.write_file(root, "/lib/systemd/system/walinuxagent.service", unit)
+    TREE.make_link(
+        root, f"{WANTS}/walinuxagent.service", "/lib/systemd/system/walinuxagent.service"
+    )
     # The trimmed parts keep only the Hyper-V modules; udf and vfat are =m in the real
     # config, so their files stand in here (the check looks for the module files by name).
     for rel in ("fs/udf/udf.ko", "fs/fat/vfat.ko"):
-        put(root, f"/usr/lib/modules/{K61}/kernel/{rel}", b"\x7fELF")
+        TREE.write_file(root, f"/usr/lib/modules/{K61}/kernel/{rel}", b"\x7fELF")
     return root
 
 
@@ -104,7 +83,7 @@ def test_linux_root_ready_for_azure(cli, builder, parts, tmp_path):
 
 
 def _break(base: Path, root: Path, what: str) -> None:
-    w = put
+    w = TREE.write_file
     if what == "initramfs":  # real mkinitramfs output without hv_storvsc
         shutil.copyfile(base / "initrd" / "initrd-nostorvsc.img", root / f"boot/initrd.img-{K61}")
     elif what == "console":
@@ -113,18 +92,20 @@ def _break(base: Path, root: Path, what: str) -> None:
         w(root, "/boot/grub/grub.cfg", cfg)
         w(root, "/etc/default/grub", 'GRUB_CMDLINE_LINUX="console=ttyS0"\n')
     elif what == "agent":
-        rm(root, f"{WANTS}/walinuxagent.service")
+        TREE.remove_path(root, f"{WANTS}/walinuxagent.service")
     elif what == "cloud-init-no-azure":
-        rm(root, "/usr/sbin/waagent")
+        TREE.remove_path(root, "/usr/sbin/waagent")
         w(root, "/usr/bin/cloud-init", "#!/usr/bin/python3\n", 0o755)
         w(root, "/lib/systemd/system/cloud-init.service", "[Install]\nWantedBy=multi-user.target\n")
-        link(root, f"{WANTS}/cloud-init.service", "/lib/systemd/system/cloud-init.service")
+        TREE.make_link(
+            root, f"{WANTS}/cloud-init.service", "/lib/systemd/system/cloud-init.service"
+        )
         w(root, "/etc/cloud/cloud.cfg.d/90_dpkg.cfg", "datasource_list: [ NoCloud, None ]\n")
     elif what == "swap":
         fstab = (root / "etc/fstab").read_text() + "/swapfile none swap sw 0 0\n"
         w(root, "/etc/fstab", fstab)
     elif what == "udf":
-        rm(root, f"/usr/lib/modules/{K61}/kernel/fs/udf")
+        TREE.remove_path(root, f"/usr/lib/modules/{K61}/kernel/fs/udf")
     elif what == "mac":
         w(
             root,
