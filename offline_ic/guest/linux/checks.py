@@ -20,6 +20,7 @@ from offline_ic.guest.linux.blacklist import (
 from offline_ic.guest.linux.daemons import (
     FCOPY_UIO_FROM,
     SystemdView,
+    binaries_for,
     fcopy_role,
     inspect_daemon,
 )
@@ -325,16 +326,17 @@ def _daemon_checks(out: list[CheckResult], guest: LinuxGuest, kver: str | None) 
         cid = f"linux.daemon.{role}"
         want = DAEMON_NAMES[real_role]
         st = inspect_daemon(gfs, real_role, guest.family, view, kver)
-        if real_role == "fcopy_uio" and st.layout is None:
+        if real_role == "fcopy_uio" and (st.layout is None or st.binary is None):
             old = inspect_daemon(gfs, "fcopy", guest.family, view, kver)
-            if old.layout is not None:
+            if old.layout is not None and (st.layout is None or old.binary is not None):
                 out.append(
                     CheckResult(
                         cid,
                         "warn",
                         f"kernel {kver} (>= {FCOPY_UIO_FROM[0]}.{FCOPY_UIO_FROM[1]}) needs {want}, "
                         f"but only the old {DAEMON_NAMES['fcopy']} is installed "
-                        f"({old.unit_path or old.binary})",
+                        # the unit name is shared by both daemons (RHEL family): name the binary
+                        f"({(old.binary if st.layout else None) or old.unit_path or old.binary})",
                     )
                 )
                 continue
@@ -355,8 +357,8 @@ def _daemon_checks(out: list[CheckResult], guest: LinuxGuest, kver: str | None) 
                 CheckResult(
                     cid,
                     "warn",
-                    f"{lay.unit} present ({st.unit_path}) but binary {' or '.join(lay.binaries)} "
-                    f"missing (package {lay.package})",
+                    f"{lay.unit} present ({st.unit_path}) but binary "
+                    f"{' or '.join(binaries_for(real_role, lay.unit))} missing (package {lay.package})",
                 )
             )
             continue
@@ -373,20 +375,30 @@ def _daemon_checks(out: list[CheckResult], guest: LinuxGuest, kver: str | None) 
             out.append(CheckResult(cid, "warn", f"{lay.unit} masked: {st.masked_by}"))
             continue
         if not st.started_by:
+            dead = (
+                f"; udev rule {', '.join(st.dead_rules)} matches vmbus/hv_fcopy, which kernels "
+                f"from {FCOPY_UIO_FROM[0]}.{FCOPY_UIO_FROM[1]} no longer create (enable the "
+                f"unit: systemctl enable {lay.unit})"
+                if st.dead_rules
+                else ""
+            )
             out.append(
                 CheckResult(
                     cid,
                     "warn",
                     f"{lay.unit} ({st.unit_path}) not enabled: no wants symlink and no udev "
-                    f"SYSTEMD_WANTS rule starts it",
+                    f"SYSTEMD_WANTS rule starts it{dead}",
                 )
             )
             continue
         if st.notes:
             out.append(CheckResult(cid, "warn", f"{lay.unit}: {'; '.join(st.notes)}"))
             continue
+        made = f" ({lay.packaging})" if lay.packaging else ""
         out.append(
-            CheckResult(cid, "pass", f"{st.binary}, {st.unit_path}, started by {st.started_by[0]}")
+            CheckResult(
+                cid, "pass", f"{st.binary}{made}, {st.unit_path}, started by {st.started_by[0]}"
+            )
         )
 
 

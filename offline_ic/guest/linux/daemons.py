@@ -5,7 +5,9 @@ expected family's layout first, then the others (derivatives and hand-built imag
 them). systemd starts a unit when a ``*.wants/`` or ``*.requires/`` symlink names it, or
 when a udev rule adds it to ``SYSTEMD_WANTS`` (how the daemons start when the VMBus device
 appears); a unit is masked when ``/etc`` or ``/run`` holds it as a link to ``/dev/null``
-(or as an empty file). The file-copy daemon became ``hv_fcopy_uio_daemon`` in kernel 6.10.
+(or as an empty file). The file-copy daemon became ``hv_fcopy_uio_daemon`` in kernel 6.10,
+and the ``vmbus/hv_fcopy`` device that older udev rules match went away with it: such a rule
+starts nothing on those kernels (docs/linux-daemons.md has the packaging facts).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ UDEV_DIRS = (
     "/lib/udev/rules.d",
 )
 FCOPY_UIO_FROM = (6, 10)
+# the misc device of the pre-6.10 file-copy channel; a udev rule matching it is dead from 6.10
+_OLD_FCOPY_DEVICE = re.compile(r'KERNEL\s*==\s*"vmbus/hv_fcopy"')
 
 
 @dataclass(frozen=True)
@@ -42,17 +46,29 @@ class Layout:
     binaries: tuple[str, ...]
     unit: str
     package: str
+    packaging: str = ""  # which releases ship it, for messages ("" = the family's only one)
 
 
 def _deb(name: str, unit: str, family: str, package: str) -> Layout:
     return Layout(family, (f"/usr/sbin/{name}",), unit, package)
 
 
+# Red Hat family: one unit name, two binary names (Fedora hyperv-daemons.spec, Azure Linux
+# SPECS/hyperv-daemons/hyperv-daemons.spec; revisions in testdata/linux/hyperv-daemons/).
+_RH_OLD = "RHEL 8/9, Azure Linux 2/3"
+_RH_NEW = "Fedora 37+, RHEL 10"
+
+
+def _rh(binary: str, unit: str, packaging: str) -> Layout:
+    return Layout("rhel", (f"/usr/sbin/{binary}",), unit, "hyperv-daemons", packaging)
+
+
 LAYOUTS: dict[str, list[Layout]] = {
     "kvp": [
         _deb("hv_kvp_daemon", "hv-kvp-daemon.service", "debian", "hyperv-daemons"),
         _deb("hv_kvp_daemon", "hv-kvp-daemon.service", "ubuntu", "linux-cloud-tools-common"),
-        Layout("rhel", ("/usr/sbin/hypervkvpd",), "hypervkvpd.service", "hyperv-daemons"),
+        _rh("hypervkvpd", "hypervkvpd.service", _RH_OLD),
+        _rh("hv_kvp_daemon", "hypervkvpd.service", _RH_NEW),
         Layout(
             "suse",
             ("/usr/lib/hyper-v/bin/hv_kvp_daemon", "/usr/sbin/hv_kvp_daemon"),
@@ -64,7 +80,8 @@ LAYOUTS: dict[str, list[Layout]] = {
     "vss": [
         _deb("hv_vss_daemon", "hv-vss-daemon.service", "debian", "hyperv-daemons"),
         _deb("hv_vss_daemon", "hv-vss-daemon.service", "ubuntu", "linux-cloud-tools-common"),
-        Layout("rhel", ("/usr/sbin/hypervvssd",), "hypervvssd.service", "hyperv-daemons"),
+        _rh("hypervvssd", "hypervvssd.service", _RH_OLD),
+        _rh("hv_vss_daemon", "hypervvssd.service", _RH_NEW),
         Layout(
             "suse",
             ("/usr/lib/hyper-v/bin/hv_vss_daemon", "/usr/sbin/hv_vss_daemon"),
@@ -76,7 +93,9 @@ LAYOUTS: dict[str, list[Layout]] = {
     "fcopy": [
         _deb("hv_fcopy_daemon", "hv-fcopy-daemon.service", "debian", "hyperv-daemons"),
         _deb("hv_fcopy_daemon", "hv-fcopy-daemon.service", "ubuntu", "linux-cloud-tools-common"),
-        Layout("rhel", ("/usr/sbin/hypervfcopyd",), "hypervfcopyd.service", "hyperv-daemons"),
+        _rh("hypervfcopyd", "hypervfcopyd.service", _RH_OLD),
+        # Fedora 37-40 (tools 5.19-6.9) installed upstream's `make install` names
+        _rh("hv_fcopy_daemon", "hypervfcopyd.service", "Fedora 37-40"),
         Layout(
             "suse",
             ("/usr/lib/hyper-v/bin/hv_fcopy_daemon", "/usr/sbin/hv_fcopy_daemon"),
@@ -93,8 +112,8 @@ LAYOUTS: dict[str, list[Layout]] = {
             "ubuntu",
             "linux-cloud-tools-common",
         ),
-        # Fedora/RHEL kept the name hypervfcopyd for the UIO daemon.
-        Layout("rhel", ("/usr/sbin/hypervfcopyd",), "hypervfcopyd.service", "hyperv-daemons"),
+        # Fedora 41+ / RHEL 10 ship the UIO daemon under its upstream name in hypervfcopyd
+        _rh("hv_fcopy_uio_daemon", "hypervfcopyd.service", _RH_NEW),
         Layout(
             "suse",
             ("/usr/lib/hyper-v/bin/hv_fcopy_uio_daemon", "/usr/sbin/hv_fcopy_uio_daemon"),
@@ -117,6 +136,8 @@ class DaemonState:
     masked_by: str | None = None
     started_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # udev rules naming the unit that never fire (vmbus/hv_fcopy, gone from kernel 6.10)
+    dead_rules: list[str] = field(default_factory=list)
 
 
 class SystemdView:
@@ -131,6 +152,7 @@ class SystemdView:
                     for name in gfs.listdir(f"{d}/{sub}"):
                         self.wants.setdefault(name, []).append(f"{d}/{sub}/{name}")
         self.udev_wants: dict[str, list[str]] = {}
+        self.udev_lines: dict[str, str] = {}  # "path:line" -> the rule's text
         for path in self._udev_files():
             try:
                 if gfs.is_symlink(path) and gfs.readlink(path) == "/dev/null":
@@ -144,6 +166,7 @@ class SystemdView:
                 for m in re.finditer(r'SYSTEMD_WANTS\}\s*\+?=\s*"([^"]*)"', line):
                     for unit in m.group(1).split():
                         self.udev_wants.setdefault(unit, []).append(f"{path}:{no}")
+                        self.udev_lines[f"{path}:{no}"] = line
 
     def _udev_files(self) -> list[str]:
         chosen: dict[str, str] = {}
@@ -175,11 +198,18 @@ class SystemdView:
 
 
 def _find_layout(gfs: GuestFS, role: str, family: str, view: SystemdView) -> Layout | None:
+    """The packaging on the guest: one whose unit AND binary exist wins over the os-release
+    family (a Fedora tree named ``debian`` still has Fedora's layout), then the family's, then
+    any with one of the two (so a half-installed daemon is reported, not missed)."""
     layouts = sorted(LAYOUTS[role], key=lambda lay: lay.family != family)
-    for lay in layouts:
-        if view.unit_file(lay.unit) or any(gfs.exists(b) for b in lay.binaries):
-            return lay
-    return None
+    found = [
+        (lay, view.unit_file(lay.unit) is not None, any(gfs.exists(b) for b in lay.binaries))
+        for lay in layouts
+    ]
+    complete = next((lay for lay, unit, binary in found if unit and binary), None)
+    if complete is not None:
+        return complete
+    return next((lay for lay, unit, binary in found if unit or binary), None)
 
 
 def inspect_daemon(
@@ -197,7 +227,11 @@ def inspect_daemon(
         state.notes.append(f"{state.unit_path} is a dangling link (-> {target})")
     state.masked_by = view.masked(lay.unit)
     state.started_by = [f"wants symlink {p}" for p in view.wants.get(lay.unit, [])]
-    state.started_by += [f"udev rule {p}" for p in view.udev_wants.get(lay.unit, [])]
+    for where in view.udev_wants.get(lay.unit, []):
+        if role == "fcopy_uio" and _OLD_FCOPY_DEVICE.search(view.udev_lines.get(where, "")):
+            state.dead_rules.append(where)
+        else:
+            state.started_by.append(f"udev rule {where}")
     if lay.family == "ubuntu" and state.binary and kernel_version:
         per_kernel = f"/usr/lib/linux-tools/{kernel_version}/{lay.binaries[0].rsplit('/', 1)[1]}"
         if not gfs.exists(per_kernel):
@@ -205,6 +239,15 @@ def inspect_daemon(
                 f"{per_kernel} missing (install linux-cloud-tools for {kernel_version})"
             )
     return state
+
+
+def binaries_for(role: str, unit: str) -> list[str]:
+    """Every binary a known packaging of ``role`` starts from ``unit`` (for "missing" messages)."""
+    out: list[str] = []
+    for lay in LAYOUTS[role]:
+        if lay.unit == unit:
+            out += [b for b in lay.binaries if b not in out]
+    return out
 
 
 def fcopy_role(kernel_version: str | None) -> str:
