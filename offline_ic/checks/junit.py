@@ -1,7 +1,9 @@
 """JUnit XML for CI systems: one testsuite per image, one testcase per check.
 
 A fail is a ``<failure>``, a warn passes with the reason in ``<system-out>`` (CI tools show
-warnings nowhere else), so the XML verdict equals ``offline-ic check``'s exit code.
+warnings nowhere else), so the XML verdict equals ``offline-ic check``'s exit code. A check a
+policy skipped and one not checkable offline (``info``) are ``<skipped>``, counted in the
+suite's ``skipped``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def junit_xml_many(suites_in: list[Suite]) -> bytes:
         tests=str(sum(len(r.checks) for r in reports) + sum(1 for s in suites_in if s.error)),
         failures=str(sum(r.counts()["fail"] for r in reports)),
         errors=str(sum(1 for s in suites_in if s.error)),
+        skipped=str(sum(r.counts()["skip"] + r.counts()["info"] for r in reports)),
         time=f"{sum(s.elapsed for s in suites_in):.3f}",
     )
     for entry in suites_in:
@@ -69,7 +72,7 @@ def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
         tests=str(len(report.checks)),
         failures=str(n["fail"]),
         errors="0",
-        skipped="0",
+        skipped=str(n["skip"] + n["info"]),
         time=f"{elapsed:.3f}",
     )
     props = ET.SubElement(suite, "properties")
@@ -84,7 +87,7 @@ def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
         elif c.status == "warn":
             out = ET.SubElement(case, "system-out")
             out.text = f"WARN: {c.detail}"
-        elif c.status == "info":  # a profile item that cannot be checked offline
+        elif c.status in ("info", "skip"):  # not checkable offline / skipped by a policy
             ET.SubElement(case, "skipped", message=c.detail)
 
 

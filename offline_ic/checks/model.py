@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Status = Literal["pass", "warn", "fail", "info"]  # info: not checkable offline (profiles)
+# info: not checkable offline, or not applicable (a service this Windows release lacks);
+# skip: left out by a policy's ``skip`` (still reported, so a gate shows what it did not check)
+Status = Literal["pass", "warn", "fail", "info", "skip"]
+STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "info", "skip")
 
 
 @dataclass(frozen=True)

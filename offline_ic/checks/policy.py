@@ -5,9 +5,13 @@ A policy is TOML (read with ``tomllib``)::
     [checks]
     fail = ["linux.daemon.*"]          # a warn of these checks becomes a fail
     warn = ["linux.module.hv_netvsc"]  # a fail of these checks becomes a warn
-    skip = ["linux.kernel.others"]     # these checks are left out of the report
+    skip = ["linux.kernel.others"]     # these checks are reported as skipped
 
 Patterns are shell-style (``fnmatch``) over check ids; ``skip`` wins over ``fail``/``warn``.
+A skipped check stays in the report with status ``skip`` (a gate shows what it left out).
+The only top-level table is ``[checks]``: a top-level ``fail = [...]`` is a mistake that
+would otherwise change nothing, so it is an input error. ``unmatched`` lists patterns that
+name no known check id (a typo such as ``linux.deamon.*``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from offline_ic.checks.model import CheckResult
 from offline_ic.errors import InputError, NotFoundError
 
 _KNOWN_KEYS = {"fail", "warn", "skip"}
+_ACTIONS = ("fail", "warn", "skip")
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,18 @@ class Policy:
         return next((p for p in patterns if fnmatchcase(cid, p)), None)
 
     def apply(self, results: list[CheckResult]) -> list[CheckResult]:
-        """Results with skips removed and statuses changed as the policy says."""
+        """Results with skips marked ``skip`` and statuses changed as the policy says."""
         out = []
         for r in results:
-            if self._matches(self.skip, r.id):
+            pat = self._matches(self.skip, r.id)
+            if pat:
+                out.append(
+                    replace(
+                        r,
+                        status="skip",
+                        detail=f"[policy {self.source}: skip {pat}] was {r.status}: {r.detail}",
+                    )
+                )
                 continue
             pat = self._matches(self.fail, r.id)
             if r.status == "warn" and pat:
@@ -59,6 +72,15 @@ class Policy:
             out.append(r)
         return out
 
+    def unmatched(self, known_ids: list[str]) -> list[tuple[str, str]]:
+        """(action, pattern) of every pattern that matches none of ``known_ids``."""
+        return [
+            (action, pat)
+            for action in _ACTIONS
+            for pat in getattr(self, action)
+            if not any(fnmatchcase(cid, pat) for cid in known_ids)
+        ]
+
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """A Policy from TOML text; InputError (one line) when it is malformed."""
@@ -66,6 +88,13 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{source}: not valid TOML: {exc}") from exc
+    for key in sorted(set(doc) - {"checks"}):
+        where = (
+            f"'{key} = [...]' belongs under the [checks] table"
+            if key in _KNOWN_KEYS
+            else "a policy has only a [checks] table with fail, warn, skip"
+        )
+        raise InputError(f"{source}: unknown top-level key '{key}': {where}")
     checks = doc.get("checks", {})
     if not isinstance(checks, dict):
         raise InputError(f"{source}: [checks] must be a table")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.checks.model import CheckResult
+from offline_ic.checks.model import STATUSES, CheckResult
 
 
 @dataclass
@@ -23,7 +23,8 @@ class Report:
         return "fail" if any(c.status == "fail" for c in self.checks) else "pass"
 
     def counts(self) -> dict[str, int]:
-        out = {"pass": 0, "warn": 0, "fail": 0}
+        """Checks per status, every status present (``check --json`` prints it)."""
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for c in self.checks:
             out[c.status] = out.get(c.status, 0) + 1
         return out
@@ -35,6 +36,7 @@ class Report:
             "distro": self.distro,
             "kernel": self.kernel,
             "result": self.result,
+            "counts": self.counts(),
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -57,6 +59,7 @@ class Report:
             lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {c.detail}")
         n = self.counts()
         info = f", {n['info']} not checked" if n.get("info") else ""
+        info += f", {n['skip']} skipped" if n.get("skip") else ""
         lines.append(
             f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, {n['fail']} fail{info})"
         )

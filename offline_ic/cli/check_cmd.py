@@ -27,6 +27,12 @@ from offline_ic.cli.many import (
     help="TOML policy: [checks] fail/warn/skip = [id patterns].",
 )
 @click.option(
+    "--strict-policy",
+    is_flag=True,
+    default=False,
+    help="A --policy pattern that matches no known check id is an error (exit 2), not a warning.",
+)
+@click.option(
     "--profile",
     "profile",
     type=click.Choice(["default", "azure"]),
@@ -55,6 +61,7 @@ def check(
     images: tuple[str, ...],
     from_file: str | None,
     policy_path: str | None,
+    strict_policy: bool,
     profile: str,
     as_json: bool,
     junit_path: str | None,
@@ -80,9 +87,16 @@ def check(
     from offline_ic.checks.junit import Suite, write_junit_many
     from offline_ic.checks.policy import load_policy
     from offline_ic.checks.report import Report
+    from offline_ic.errors import InputError
     from offline_ic.fleet import Outcome
+    from offline_ic.workflows.check import policy_warnings
 
-    load_policy(policy_path)  # a bad policy is one error before any image is opened
+    # a bad policy is one error before any image is opened
+    warnings = policy_warnings(load_policy(policy_path))
+    if warnings and strict_policy:
+        raise InputError(f"{warnings[0]} (--strict-policy)")
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     suites: list[Suite] = []
 
     def collect(outcome: Outcome) -> None:

@@ -62,7 +62,7 @@ def check_guest(name: str, guest: WindowsGuest | LinuxGuest) -> Report:
     return Report(name, "linux", lr.distro, lr.kernel, once_per_id(lr.results))
 
 
-_RANK = {"pass": 0, "warn": 1, "fail": 2}
+_RANK = {"skip": -1, "info": 0, "pass": 0, "warn": 1, "fail": 2}
 
 
 def once_per_id(results: list[CheckResult]) -> list[CheckResult]:
@@ -116,3 +116,48 @@ def _volume_summary(image: DiskImage) -> str:
     if locked:
         text += f"; volume {', '.join(locked)} is encrypted and cannot be read offline"
     return text
+
+
+def known_check_ids() -> list[str]:
+    """Every check id ``check`` can report (any guest, host and profile), so that a policy
+    pattern matching none of them is reported as the typo it probably is. A new check id
+    must be listed here: tests/test_policy_gate.py fails on an id a real run gives that is not."""
+    from offline_ic.checks.profiles import PROFILES
+    from offline_ic.guest.linux.checks import BOOT_DRIVERS, INFO_MODULES, REQUIRED_MODULES
+    from offline_ic.guest.windows.catalog import DRIVERS, INTEGRATION_SERVICES
+
+    ids = ["os.detect", "host.config"]
+    ids += [
+        "linux.guest",
+        "linux.os.release",
+        "linux.fs.mounts",
+        "linux.kernel.default",
+        "linux.kernel.others",
+        "linux.module.hyperv_video",
+        "linux.initramfs.present",
+        "linux.blacklist",
+        "linux.daemon",
+    ]
+    ids += [f"linux.module.{m}" for m in REQUIRED_MODULES + INFO_MODULES]
+    ids += [f"linux.initramfs.{m}" for m in BOOT_DRIVERS]
+    ids += [f"linux.blacklist.{m}" for m in REQUIRED_MODULES]
+    ids += [f"linux.daemon.{role}" for role in ("kvp", "vss", "fcopy")]
+    ids += [
+        "windows.hive.system",
+        "windows.fast_startup",
+        "windows.hibernation",
+        "windows.ntfs.dirty",
+    ]
+    ids += [f"windows.ic.{spec.name}" for spec in INTEGRATION_SERVICES]
+    ids += [f"windows.driver.{spec.name.lower()}" for spec in DRIVERS]
+    for profile in PROFILES.values():
+        ids += [spec.id for spec in profile.checks]
+    return ids
+
+
+def policy_warnings(policy: Policy) -> list[str]:
+    """One line per policy pattern that matches no known check id."""
+    return [
+        f"policy {policy.source}: {action} pattern '{pattern}' matches no known check id"
+        for action, pattern in policy.unmatched(known_check_ids())
+    ]

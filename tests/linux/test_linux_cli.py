@@ -56,7 +56,15 @@ def test_policy_turns_daemon_warnings_into_failures(linux_images, tmp_path):
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     by_id = {c["id"]: c for c in doc["checks"]}
-    assert "linux.daemon.vss" not in by_id
+    assert by_id["linux.daemon.vss"]["status"] == "skip"
+    assert by_id["linux.daemon.vss"]["detail"].startswith(
+        "[policy p.toml: skip linux.daemon.vss] was warn: "
+    )
+    assert doc["counts"]["skip"] == 1
+    assert doc["counts"] == {
+        s: sum(c["status"] == s for c in doc["checks"])
+        for s in ("pass", "warn", "fail", "info", "skip")
+    }
     assert by_id["linux.daemon.kvp"]["status"] == "fail"
     assert "[policy p.toml: warn is fail for linux.daemon.*]" in by_id["linux.daemon.kvp"]["detail"]
     assert doc["result"] == "fail"
@@ -129,7 +137,9 @@ def test_policy_rules():
     assert [(r.id, r.status) for r in out] == [
         ("linux.daemon.kvp", "fail"),
         ("linux.module.hv_netvsc", "warn"),
+        ("linux.kernel.others", "skip"),
     ]
+    assert out[2].detail == "[policy p.toml: skip linux.kernel.*] was warn: old kernel"
     assert Policy().apply(results) == results
     with pytest.raises(InputError, match="unknown key"):
         parse_policy("[checks]\nfails = []\n")
