@@ -83,8 +83,10 @@ def check(
     volume: int | None = None,
     policy: str | None = None,
     profile: str | None = None,
+    vmcx: str | None = None,
 ) -> dict[str, Any]:
     """``check --json``: the pre-boot checks; ``"result"`` is ``"fail"`` when one failed.
+    ``vmcx`` (the VM's .vmcx or 2012 R2 .xml) checks the guest against the host's config.
 
     ``policy`` is the path of a TOML policy file (``[checks] fail/warn/skip``), applied
     after ``profile`` (``default`` or ``azure``: extra checks with their severities).
@@ -99,6 +101,7 @@ def check(
         parent=parent,
         policy=load_policy(policy),
         profile=get_profile(profile),
+        vmcx=vmcx,
     )
     return report.to_dict()
 

@@ -41,6 +41,15 @@ from offline_ic.cli.many import (
     help="Extra checks: azure = Azure's upload requirements (docs/azure.md); --policy "
     "applies after it.",
 )
+@click.option(
+    "--vmcx",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="CONFIG",
+    help="The VM's Hyper-V configuration (.vmcx, or a 2012 R2 .xml): a service the host "
+    "enables must be enabled in the guest; the generation and boot disk decide storvsc. "
+    "A VM folder or config as IMAGE uses its own.",
+)
 @json_option
 @click.option(
     "--junit",
@@ -63,6 +72,7 @@ def check(
     policy_path: str | None,
     strict_policy: bool,
     profile: str,
+    vmcx: str | None,
     as_json: bool,
     junit_path: str | None,
     volume: int | None,
@@ -83,6 +93,7 @@ def check(
       offline-ic check debian12.vhdx
       offline-ic check golden/*.vhdx --policy gate.toml --junit results.xml --jobs 0
       offline-ic check --profile azure golden.vhd
+      offline-ic check win.vhdx --vmcx "Virtual Machines/<id>.vmcx"
     """
     from offline_ic.checks.junit import Suite, write_junit_many
     from offline_ic.checks.policy import load_policy
@@ -115,7 +126,13 @@ def check(
         run_targets(
             "check",
             collect_targets(images, from_file),
-            {"volume": volume, "parent": parent, "policy": policy_path, "profile": profile},
+            {
+                "volume": volume,
+                "parent": parent,
+                "policy": policy_path,
+                "profile": profile,
+                "vmcx": vmcx,
+            },
             as_json=as_json,
             render=lambda doc: click.echo(Report.from_dict(doc).to_text()),
             fleet_options=FleetOptions.pop(fleet),

@@ -26,6 +26,12 @@ IC_DEVICES = {
     "6c09bb55-d683-4da0-8931-c9bf705f6480": "vmicguestinterface",
     "6c5addb9-a11a-4e8e-84cb-e6208201db63": "vmicrdv",
 }
+# Storage controllers by device class (manifest ``device``); a drive's section is named after
+# its controller's ``instance``. Generation 1 boots from IDE, generation 2 from SCSI.
+CONTROLLER_BUS = {
+    "83f8638b-8dca-4152-9eda-2ca8b33039b4": "ide",  # Microsoft Emulated IDE Controller
+    "d422512d-2bf2-4752-809d-7b82b5fcb1b4": "scsi",  # Synthetic SCSI Controller
+}
 VMCX_SIGNATURE = b"\x14\x20\x28\x01"  # first bytes of a Hyper-V storage header (0x01282014)
 
 
@@ -53,9 +59,10 @@ class Drive:
     location: str
     type: str
     path: str
+    bus: str | None = None  # "ide" | "scsi" (from the controller's manifest entry) | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"location": self.location, "type": self.type, "path": self.path}
+        return {"location": self.location, "type": self.type, "path": self.path, "bus": self.bus}
 
 
 @dataclass
@@ -72,6 +79,16 @@ class HostConfig:
 
     def component(self, service: str) -> HostComponent | None:
         return next((c for c in self.components if c.service == service), None)
+
+    @property
+    def boot_drive(self) -> Drive | None:
+        """The virtual disk the VM boots from: generation 1's first IDE disk (its BIOS boots
+        IDE, never SCSI), else the first disk in the config."""
+        disks = [d for d in self.drives if d.type == "VHD"]
+        if self.generation == 1:
+            ide = [d for d in disks if d.bus == "ide"]
+            return ide[0] if ide else None
+        return disks[0] if disks else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,9 +136,15 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
     props: dict[str, Any] = _table(config, "properties")
     manifest: dict[str, Any] = _table(config, "manifest")
     offered = {}
+    buses: dict[str, str] = {}  # controller instance -> bus
     for entry in manifest.values():
-        if isinstance(entry, dict) and str(entry.get("device", "")).lower() in IC_DEVICES:
-            offered[str(entry["device"]).lower()] = str(entry.get("name", ""))
+        if not isinstance(entry, dict):
+            continue
+        device = str(entry.get("device", "")).lower()
+        if device in IC_DEVICES:
+            offered[device] = str(entry.get("name", ""))
+        elif device in CONTROLLER_BUS:
+            buses[str(entry.get("instance", device)).lower()] = CONTROLLER_BUS[device]
     components = []
     for device, service in IC_DEVICES.items():
         section = config.get(f"_{device}_")
@@ -136,7 +159,10 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
         )
     version = props.get("version")
     subtype = props.get("subtype")
-    drives = _drives(config)
+    drives = [
+        Drive(d.location, d.type, d.path, buses.get(d.location.split("/", 1)[0].strip("_")))
+        for d in _drives(config)
+    ]
     return HostConfig(
         path=path,
         name=_text(props.get("name")),

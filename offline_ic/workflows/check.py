@@ -12,6 +12,7 @@ from offline_ic.guest.linux.checks import linux_checks
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.windows.checks import check_windows_guest
 from offline_ic.guest.windows.guest import WindowsGuest
+from offline_ic.host.vmcx import HostConfig
 from offline_ic.image.base import DiskImage
 from offline_ic.target import GuestNotFound, guest_in_image, open_target, windows_guest_in_image
 from offline_ic.volumes import list_volumes
@@ -33,13 +34,21 @@ def run_checks_on_target(
     parent: str | None = None,
     policy: Policy | None = None,
     profile: Profile | None = None,
+    vmcx: str | None = None,
 ) -> Report:
     """``run_checks`` for whatever the user named: a disk image, a mounted guest root
-    (Linux or Windows directory) or a bare Windows hive file. A ``profile`` adds its
-    checks after the default ones; the policy is applied last, to all of them."""
+    (Linux or Windows directory), a bare Windows hive file or a stopped VM (config or VM
+    folder). The VM's config (``vmcx``, else the VM target's own) makes the checks host-
+    and generation-aware. A ``profile`` adds its checks after the default ones; the policy
+    is applied last, to all of them."""
+    from offline_ic.host.vmfolder import read_config
+
+    host = read_config(vmcx) if vmcx else None  # a bad config: one error, nothing opened
     with open_target(target, parent=parent, volume=volume, require_guest=False) as opened:
+        if host is None and opened.vm is not None:
+            host = opened.vm.host
         if opened.guest is not None:
-            report = check_guest(target, opened.guest)
+            report = check_guest(target, opened.guest, host)
             if profile is not None and profile.checks:
                 from offline_ic.workflows.azure import profile_results
 
@@ -54,12 +63,68 @@ def run_checks_on_target(
     return _with_policy(report, policy)
 
 
-def check_guest(name: str, guest: WindowsGuest | LinuxGuest) -> Report:
-    """The report (no policy yet) of an opened guest of either family."""
+def check_guest(
+    name: str, guest: WindowsGuest | LinuxGuest, host: HostConfig | None = None
+) -> Report:
+    """The report (no policy yet) of an opened guest of either family; with ``host`` (the
+    VM's config) a ``host.config`` check comes first and the service checks compare."""
+    head = [host_check(host)] if host is not None else []
     if isinstance(guest, WindowsGuest):
-        return Report(name, "windows", None, None, once_per_id(check_windows_guest(guest)))
+        results = check_windows_guest(guest, host)
+        return Report(name, "windows", None, None, head + once_per_id(results))
     lr = linux_checks(guest)
-    return Report(name, "linux", lr.distro, lr.kernel, once_per_id(lr.results))
+    results = once_per_id(lr.results)
+    if host is not None:
+        results = linux_against_host(results, host)
+    return Report(name, "linux", lr.distro, lr.kernel, head + results)
+
+
+def host_check(host: HostConfig) -> CheckResult:
+    """``host.config``: what the checks were told about the VM (the facts they use)."""
+    boot = host.boot_drive
+    where = f"{boot.path} on {boot.bus or 'an unknown controller'}" if boot else "none found"
+    on = [c.service for c in host.components if c.enabled]
+    facts = (
+        f"{host.path}: generation {host.generation or '?'}, configuration version "
+        f"{host.version or '?'}, boot disk {where}; host enables {', '.join(on) or 'nothing'}"
+    )
+    if host.generation is None:
+        return CheckResult("host.config", "warn", f"{facts} (generation unknown: not used)")
+    return CheckResult("host.config", "pass", facts)
+
+
+# Linux daemon <- the host's integration component it serves (VMBus device class in vmcx.py)
+DAEMON_COMPONENTS = {
+    "linux.daemon.kvp": "vmickvpexchange",
+    "linux.daemon.vss": "vmicvss",
+    "linux.daemon.fcopy": "vmicguestinterface",
+}
+
+
+def linux_against_host(results: list[CheckResult], host: HostConfig) -> list[CheckResult]:
+    """Daemon results as the host's config has the component: a daemon problem is a fail
+    when the host enables its component, and no problem when the host has it off (Guest
+    Service Interface is off by default); a daemon ready for a component the host has off
+    is a warn (it will sit idle)."""
+    out = []
+    for r in results:
+        component = host.component(DAEMON_COMPONENTS.get(r.id, ""))
+        if component is None:
+            out.append(r)
+            continue
+        state = (
+            "enabled" if component.enabled else ("disabled" if component.offered else "not offered")
+        )
+        how = f"host config {host.path}: {component.service} {state}"
+        if component.enabled and r.status == "warn":
+            out.append(CheckResult(r.id, "fail", f"{r.detail} [{how}]"))
+        elif not component.enabled and r.status == "warn":
+            out.append(CheckResult(r.id, "pass", f"not needed ({how}): {r.detail}"))
+        elif not component.enabled and r.status == "pass":
+            out.append(CheckResult(r.id, "warn", f"ready but idle ({how}): {r.detail}"))
+        else:
+            out.append(CheckResult(r.id, r.status, f"{r.detail} [{how}]"))
+    return out
 
 
 _RANK = {"skip": -1, "info": 0, "pass": 0, "warn": 1, "fail": 2}

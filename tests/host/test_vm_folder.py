@@ -63,12 +63,17 @@ def test_config_under_virtual_machines_or_directly(cli, gen2_folder):
 
 
 def test_check_on_a_vm_folder_checks_its_guest(cli, gen2_folder):
+    """A VM folder is checked against its own config: the same as its disk with --vmcx."""
     disk = gen2_folder / "Virtual Hard Disks" / "Default Generation 2.vhdx"
+    config = gen2_folder / "Virtual Machines" / Path(GEN2_VMCX).name
     code_dir, out_dir, _ = cli("check", gen2_folder, "--json")
-    code_disk, out_disk, _ = cli("check", disk, "--json")
+    code_disk, out_disk, _ = cli("check", disk, "--json", "--vmcx", config)
     assert code_dir == code_disk
     by_dir, by_disk = json.loads(out_dir), json.loads(out_disk)
     assert by_dir["checks"] == by_disk["checks"] and by_dir["os"] == "windows"
+    assert by_dir["checks"][0]["id"] == "host.config"
+    _, out_plain, _ = cli("check", disk, "--json")
+    assert "host.config" not in {c["id"] for c in json.loads(out_plain)["checks"]}
 
 
 def test_xml_config_relative_path_and_avhdx_chain(cli, tmp_path, win10_disk, host_builder):

@@ -148,3 +148,38 @@ def test_renamed_fcopy_daemon_on_a_610_kernel_is_the_old_one(tmp_path):
         "needs hv_fcopy_uio_daemon, but only the old hv_fcopy_daemon is installed "
         "(/usr/sbin/hypervfcopyd)"
     )
+
+
+HOST = Path(__file__).resolve().parents[2] / "testdata" / "host"
+
+
+def test_host_config_decides_whether_a_daemon_problem_matters(tmp_path):
+    """Guest Service Interface is off by default on the host: Fedora 41's not-enabled UIO
+    file-copy daemon is then not needed; a host that enables it makes the same state a fail.
+    A host that enables KVP turns a missing kvp daemon into a fail too."""
+    root = B.daemon_tree(tmp_path / "f41", "fedora41")
+    default = HOST / "2012r2-gen2-defaults.xml"  # GSI disabled
+    gsi_on = HOST / "2012r2-heartbeat-off-gsi-on.xml"
+
+    def run(config: Path) -> dict[str, tuple[str, str]]:
+        report = run_checks_on_target(str(root), vmcx=str(config))
+        assert report.checks[0].id == "host.config"
+        return {c.id: (c.status, c.detail) for c in report.checks}
+
+    got = run(default)
+    assert got["linux.daemon.fcopy"][0] == "pass"
+    assert got["linux.daemon.fcopy"][1].startswith(
+        f"not needed (host config {default}: vmicguestinterface disabled): hypervfcopyd.service"
+    )
+    assert got["linux.daemon.kvp"][0] == "pass"
+    assert got["linux.daemon.kvp"][1].endswith(f"[host config {default}: vmickvpexchange enabled]")
+    got = run(gsi_on)
+    assert got["linux.daemon.fcopy"][0] == "fail"
+    assert got["linux.daemon.fcopy"][1].endswith(
+        f"[host config {gsi_on}: vmicguestinterface enabled]"
+    )
+    B.remove_path(root, "/usr/sbin/hv_kvp_daemon")
+    B.remove_path(root, "/usr/lib/systemd/system/hypervkvpd.service")
+    B.remove_path(root, "/usr/lib/udev/rules.d/70-hypervkvp.rules")
+    assert daemons(root)["linux.daemon.kvp"][0] == "warn"
+    assert run(default)["linux.daemon.kvp"][0] == "fail"
