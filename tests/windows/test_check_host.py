@@ -143,3 +143,26 @@ def test_cli_check_vmcx_json_and_bad_config(cli, win10_dynamic, tmp_path):
     assert "not a readable Hyper-V configuration file" in err
     code, _, err = cli("check", win10_dynamic, "--vmcx", tmp_path / "missing.vmcx")
     assert code == 2 and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("path", "name"), [(GEN1, "Emulated IDE"), (GEN2, "Synthetic SCSI")])
+def test_boot_drive_bus_matches_the_controller_dissect_names(path, name):
+    """The bus of the boot drive is the controller whose manifest entry (read here straight
+    from dissect.hypervisor's tree) owns the drive's section."""
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    from offline_ic.host.vmfolder import read_config
+
+    config = read_config(str(real_data(path)))
+    boot = config.boot_drive
+    with open(real_data(path), "rb") as fh:
+        tree = HyperVFile(fh).as_dict()["configuration"]
+    instance = boot.location.split("/", 1)[0].strip("_").lower()
+    owner = next(
+        v["name"]
+        for v in tree["manifest"].values()
+        if isinstance(v, dict) and str(v.get("instance", "")).lower() == instance
+    )
+    assert name in owner
+    assert boot.bus == ("ide" if "IDE" in owner else "scsi")
+    assert boot.to_dict()["bus"] == boot.bus
