@@ -434,6 +434,10 @@ def apply(
 ) -> None:
     """Apply a change file (services and KVP values) to each IMAGE in one transaction.
 
+    [services] writes the control set Windows boots next (Select\\Default; --control-set
+    N or all to choose); CurrentControlSet in a [registry.system."..."] key always means
+    that set. --check writes nothing and exits 1 unless the image already is as asked.
+
     \b
     CHANGES.toml:
       [services]              # NAME = START, the words of `services set`
@@ -448,6 +452,7 @@ def apply(
     Example:
       offline-ic apply golden.vhdx --file changes.toml --output serviced.avhdx
       offline-ic apply --from golden-images.txt --file changes.toml --json --jobs 2
+      offline-ic apply --from golden-images.txt --file policy.toml --check --json
     """
     from offline_ic.guest.windows.changefile import load_change_file
 

@@ -204,6 +204,18 @@ def test_unequal_sets_warn_in_check(cli, two_sets, win10_dynamic):
     assert result["status"] == "pass"
 
 
+def test_inspect_services_boot_set_forensics_last_boot_set(cli, two_sets):
+    """inspect: services from the set that boots next; the forensic facts (computer name,
+    key times) from the set the last boot ran with, where the running guest wrote them."""
+    code, doc, err = run(cli, "inspect", two_sets)
+    assert code == 0, err
+    assert doc["services"]["control_set"] == "ControlSet002"
+    assert doc["services"]["select"]["current_is_default"] is False
+    facts = doc["forensics"]
+    assert facts["computer_name"] == "DESKTOP-PM6C56D"  # ControlSet002 has no Control key
+    assert "SYSTEM\\ControlSet001\\Services\\vmicheartbeat" in facts["key_last_written"]
+
+
 def test_set_writes_only_the_set_that_boots_next(cli, two_sets, tmp_path):
     code, doc, err = run(cli, "services", "set", two_sets, "heartbeat=manual", "vss=disabled")
     assert code == 0, err

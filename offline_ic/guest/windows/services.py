@@ -153,8 +153,18 @@ def boot_control_set(system: Hive) -> str:
     return read_select(system).boots
 
 
-# The old name (callers: changefile, checks, forensics, azure, and reg get/set): same function.
+# The old name (callers: checks, azure, and reg get/set): the same function.
 current_control_set = boot_control_set
+
+
+def last_boot_control_set(system: Hive) -> str:
+    """``ControlSet00N`` the *last* boot ran with (``Select\\Current``; the boot set when a
+    hive has no Current): where a running Windows wrote its facts (ShutdownTime, ...), which
+    forensics reports. Not what ``CurrentControlSet`` means offline (``boot_control_set``)."""
+    sets = read_select(system)
+    if sets.current is None or system.find_key(control_set_name(sets.current)) is None:
+        return sets.boots
+    return control_set_name(sets.current)
 
 
 def resolve_current_control_set(system: Hive, path: str) -> str:
