@@ -124,6 +124,7 @@ def _servicing(
     force: bool,
     report_skipped: bool,
     check: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one write through the servicing workflow; ``build(guest)`` gives (changes, names
     of services skipped because the guest lacks them). ``check``: compliance mode (the
@@ -147,10 +148,18 @@ def _servicing(
         force=force,
         check=check,
     )
-    report = {**servicing.to_dict(), **servicing.compliance()}
+    report = {**servicing.to_dict(), **servicing.compliance(), **(extra or {})}
     if report_skipped:
         report["skipped_not_installed"] = skipped
     return report
+
+
+def _note_control_set(system: Any, control_set: str | int | None, extra: dict[str, Any]) -> None:
+    """``control_set_note`` of a write: the set written is not the one the last boot used."""
+    from offline_ic.guest.windows.services import read_select
+
+    if control_set is None:
+        extra["control_set_note"] = read_select(system).note()
 
 
 def services_set(
@@ -177,15 +186,19 @@ def services_set(
     from offline_ic.guest.windows.services import start_changes
 
     wanted = dict(starts)
+    extra: dict[str, Any] = {}
+
+    def build(guest: Any) -> tuple[list[Any], list[str]]:
+        system = guest.hive("SYSTEM")
+        _note_control_set(system, control_set, extra)
+        return start_changes(
+            system, wanted, skip_missing, some_missing_ok=every, control_set=control_set
+        )
+
     return _servicing(
         image,
-        lambda guest: start_changes(
-            guest.hive("SYSTEM"),
-            wanted,
-            skip_missing,
-            some_missing_ok=every,
-            control_set=control_set,
-        ),
+        build,
+        extra=extra,
         parent=parent,
         volume=volume,
         output=output,
@@ -246,17 +259,18 @@ def apply(
     from offline_ic.guest.windows.changefile import load_change_file
 
     wanted = load_change_file(change_file)
+    extra: dict[str, Any] = {}
 
     def build(guest: Any) -> tuple[list[Any], list[str]]:
-        return wanted.changes(
-            guest.hive("SYSTEM") if wanted.needs_system else None,
-            control_set=control_set,
-            skip_missing=skip_missing,
-        )
+        system = guest.hive("SYSTEM") if wanted.needs_system else None
+        if system is not None:
+            _note_control_set(system, control_set, extra)
+        return wanted.changes(system, control_set=control_set, skip_missing=skip_missing)
 
     return _servicing(
         image,
         build,
+        extra=extra,
         parent=parent,
         volume=volume,
         output=output,

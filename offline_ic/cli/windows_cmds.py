@@ -186,6 +186,8 @@ def _run_servicing(
 
 
 def _warn_skipped(report: dict[str, Any]) -> None:
+    if report.get("control_set_note"):
+        warn(report["control_set_note"])
     skipped = report.get("skipped_not_installed")
     if skipped:
         warn(f"not installed in this guest, left alone: {', '.join(skipped)}")

@@ -226,6 +226,9 @@ def test_set_writes_only_the_set_that_boots_next(cli, two_sets, tmp_path):
     assert start_in(two_sets, 2, "vmicheartbeat", tmp_path) == "3"
     assert start_in(two_sets, 2, "vmicvss", tmp_path) == "4"
     assert start_in(two_sets, 1, "vmicvss", tmp_path) == "3"  # the last boot's set: untouched
+    assert "the next boot uses ControlSet002" in doc["control_set_note"]
+    code, out, err = cli("services", "set", two_sets, "vss=disabled")
+    assert code == 0 and "warning: Select\\Current=1 but Select\\Default=2" in err
 
 
 def test_set_control_set_1_and_all(cli, two_sets, tmp_path):
@@ -307,6 +310,7 @@ def test_services_check_exit_0_1_and_nothing_written(cli, win10, tmp_path):
     code, doc, err = run(cli, "services", "set", win10, "heartbeat=manual", "--check")
     assert code == 0, err
     assert doc["complies"] is True and doc["differences"] == []
+    assert doc["control_set_note"] is None  # Current = Default
     code, doc, err = run(
         cli, "services", "set", win10, "time-sync=manual", "VSS=disabled", "heartbeat=3", "--check"
     )
@@ -414,3 +418,14 @@ def test_nothing_to_write_makes_no_child(cli, win10, tmp_path):
     assert code == 0, err
     assert child.exists() and doc["child"] == str(child)
     assert sha256(win10) == digest
+
+
+def test_check_over_a_fleet_is_the_worst_exit_code(cli, win10, tmp_path):
+    other = tmp_path / "other.vhdx"
+    shutil.copyfile(win10, other)
+    code, _, err = cli("services", "set", other, "vss=disabled")
+    assert code == 0, err
+    code, out, err = cli("services", "set", win10, other, "vss=disabled", "--check", "--json")
+    assert code == 1, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(d["image"], d["complies"]) for d in lines] == [(str(win10), False), (str(other), True)]
