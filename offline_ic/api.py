@@ -25,11 +25,13 @@ def services_list(
     parent: str | None = None,
     volume: int | None = None,
     services: Sequence[str] = (),
+    control_set: str | int | None = None,
 ) -> dict[str, Any]:
-    """``services list --json``: the integration services and drivers with their Start."""
+    """``services list --json``: the integration services and drivers with their Start, from
+    the control set that boots next (``control_set``: N or ``"all"`` to choose)."""
     from offline_ic.workflows.read import services_list as run
 
-    return run(image, parent=parent, volume=volume, only=tuple(services))
+    return run(image, parent=parent, volume=volume, only=tuple(services), control_set=control_set)
 
 
 def kvp_get(
@@ -124,24 +126,43 @@ def _servicing(
     dry_run: bool,
     force: bool,
     report_skipped: bool,
+    check: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one write through the servicing workflow; ``build(guest)`` gives (changes, names
-    of services skipped because the guest lacks them)."""
+    of services skipped because the guest lacks them). ``check``: compliance mode (the
+    document gets ``complies`` and ``differences``; nothing is written)."""
     from offline_ic.workflows.service import apply_changes
 
     skipped: list[str] = []
 
     def changes(guest: Any) -> list[Any]:
         found, missing = build(guest)
-        skipped.extend(missing)
+        skipped[:] = missing  # a plan made before the child is made builds twice
         return found
 
-    report = apply_changes(
-        image, changes, parent=parent, volume=volume, output=output, dry_run=dry_run, force=force
-    ).to_dict()
+    servicing = apply_changes(
+        image,
+        changes,
+        parent=parent,
+        volume=volume,
+        output=output,
+        dry_run=dry_run,
+        force=force,
+        check=check,
+    )
+    report = {**servicing.to_dict(), **servicing.compliance(), **(extra or {})}
     if report_skipped:
         report["skipped_not_installed"] = skipped
     return report
+
+
+def _note_control_set(system: Any, control_set: str | int | None, extra: dict[str, Any]) -> None:
+    """``control_set_note`` of a write: the set written is not the one the last boot used."""
+    from offline_ic.guest.windows.services import read_select
+
+    if control_set is None:
+        extra["control_set_note"] = read_select(system).note()
 
 
 def services_set(
@@ -149,29 +170,45 @@ def services_set(
     starts: Mapping[str, int],
     *,
     skip_missing: bool = False,
+    every: bool = False,
+    control_set: str | int | None = None,
     parent: str | None = None,
     volume: int | None = None,
     output: str | None = None,
     dry_run: bool = False,
     force: bool = False,
+    check: bool = False,
 ) -> dict[str, Any]:
     """``services set --json``: set Start (registry service name -> 0..4) in the SYSTEM hive.
 
-    ``skip_missing`` leaves services the guest does not have alone (``all=`` does that);
-    otherwise naming one is an error.
+    ``skip_missing`` (``--skip-missing``) leaves services the guest does not have alone;
+    ``every`` (``all=`` was named) leaves them alone as long as the guest has at least one;
+    otherwise naming a missing one is an error (exit 2). ``control_set``: None = the set
+    that boots next (``Select\\Default``), N, or ``"all"``. ``check``: compliance mode.
     """
     from offline_ic.guest.windows.services import start_changes
 
     wanted = dict(starts)
+    extra: dict[str, Any] = {}
+
+    def build(guest: Any) -> tuple[list[Any], list[str]]:
+        system = guest.hive("SYSTEM")
+        _note_control_set(system, control_set, extra)
+        return start_changes(
+            system, wanted, skip_missing, some_missing_ok=every, control_set=control_set
+        )
+
     return _servicing(
         image,
-        lambda guest: start_changes(guest.hive("SYSTEM"), wanted, skip_missing=skip_missing),
+        build,
+        extra=extra,
         parent=parent,
         volume=volume,
         output=output,
         dry_run=dry_run,
         force=force,
         report_skipped=True,
+        check=check,
     )
 
 
@@ -186,8 +223,10 @@ def kvp_set(
     output: str | None = None,
     dry_run: bool = False,
     force: bool = False,
+    check: bool = False,
 ) -> dict[str, Any]:
-    """``kvp set``/``kvp delete --json``: set (REG_SZ) and delete values of one KVP pool."""
+    """``kvp set``/``kvp delete --json``: set (REG_SZ) and delete values of one KVP pool
+    (SOFTWARE: no control set). ``check``: compliance mode."""
     from offline_ic.guest.windows.kvp import kvp_changes
 
     changes = kvp_changes(pool.lower(), dict(values), list(delete))
@@ -200,6 +239,7 @@ def kvp_set(
         dry_run=dry_run,
         force=force,
         report_skipped=False,
+        check=check,
     )
 
 
@@ -207,29 +247,40 @@ def apply(
     image: str,
     change_file: str,
     *,
+    control_set: str | int | None = None,
+    skip_missing: bool = False,
     parent: str | None = None,
     volume: int | None = None,
     output: str | None = None,
     dry_run: bool = False,
     force: bool = False,
+    check: bool = False,
 ) -> dict[str, Any]:
-    """``apply --json``: the services and KVP values of a TOML change file, one transaction."""
+    """``apply --json``: the services and KVP values of a TOML change file, one transaction.
+    ``control_set`` and ``skip_missing`` apply to its [services] table (as in
+    ``services_set``); ``check``: compliance mode."""
     from offline_ic.guest.windows.changefile import load_change_file
 
     wanted = load_change_file(change_file)
+    extra: dict[str, Any] = {}
 
     def build(guest: Any) -> tuple[list[Any], list[str]]:
-        return wanted.changes(guest.hive("SYSTEM") if wanted.needs_system else None)
+        system = guest.hive("SYSTEM") if wanted.needs_system else None
+        if system is not None:
+            _note_control_set(system, control_set, extra)
+        return wanted.changes(system, control_set=control_set, skip_missing=skip_missing)
 
     return _servicing(
         image,
         build,
+        extra=extra,
         parent=parent,
         volume=volume,
         output=output,
         dry_run=dry_run,
         force=force,
         report_skipped=True,
+        check=check,
     )
 
 
@@ -246,6 +297,11 @@ def _no_code(doc: dict[str, Any]) -> int:
     return 0
 
 
+def _servicing_code(doc: dict[str, Any]) -> int:
+    """A write is 0; ``--check`` is 1 when the image does not already comply."""
+    return 1 if doc.get("complies") is False else 0
+
+
 # command name -> (function, exit code of a document that ran)
 COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], int]]] = {
     "services list": (services_list, _no_code),
@@ -253,9 +309,9 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "inspect": (inspect, _no_code),
     "check": (check, _check_code),
     "verify": (verify, _verify_code),
-    "services set": (services_set, _no_code),
-    "kvp set": (kvp_set, _no_code),
-    "apply": (apply, _no_code),
+    "services set": (services_set, _servicing_code),
+    "kvp set": (kvp_set, _servicing_code),
+    "apply": (apply, _servicing_code),
 }
 
 

@@ -48,7 +48,7 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     if opened.note:
         warn(opened.note)
     h = Hive.open(opened.data, name=str(hive))
-    k = h.open_key(key)
+    k = h.open_key(_get_path(h, key))
     state = {"state": opened.state, "sequence1": opened.sequence1, "sequence2": opened.sequence2}
     if name is not None:
         vname = "" if name == "@" else name
@@ -78,6 +78,40 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
         click.echo(format_reg_value(v))
     for s in k.subkeys():
         click.echo(f"[\\{s.path}]")
+
+
+def _get_path(hive, key: str) -> str:
+    """KEY of ``hive get`` as a path below the root: a leading ``HKLM\\NAME\\`` (or
+    ``HKEY_LOCAL_MACHINE\\NAME\\``) naming this hive is dropped, and ``CurrentControlSet``
+    in a SYSTEM hive is the set Windows boots next (services.boot_control_set)."""
+    from offline_ic.errors import InputError
+    from offline_ic.guest.windows.services import resolve_current_control_set
+
+    parts = [p for p in key.split("\\") if p]
+    if parts and parts[0].upper() in ("HKLM", "HKEY_LOCAL_MACHINE"):
+        roots = _hive_root_names(hive)
+        root = roots[0]
+        if len(parts) < 2 or parts[1].upper() not in roots:
+            named = f"{parts[0]}\\{parts[1]} is not this hive" if len(parts) > 1 else "no hive"
+            raise InputError(
+                f"{key!r}: {named}; this one is {parts[0]}\\{root} (or give the path below "
+                "its root)"
+            )
+        parts = parts[2:]
+    path = "\\".join(parts)
+    if parts and parts[0].lower() == "currentcontrolset" and hive.find_key("Select") is not None:
+        path = resolve_current_control_set(hive, path)
+    return path
+
+
+def _hive_root_names(hive) -> list[str]:
+    """SYSTEM, SOFTWARE, SAM, ...: the last part of the name the hive records for itself
+    (``\\SystemRoot\\System32\\Config\\SYSTEM``), and the file's own name."""
+    from pathlib import PureWindowsPath
+
+    recorded = PureWindowsPath(hive.embedded_file_name).name.upper()
+    names = [recorded] if recorded else []
+    return names + [Path(hive.name).name.upper()]
 
 
 @hive_group.command("set")

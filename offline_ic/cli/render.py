@@ -35,19 +35,41 @@ def start_text(entry: dict[str, Any]) -> str:
 
 def render_services(doc: dict[str, Any]) -> None:
     click.echo(f"{doc['image']}: {doc['control_set']}, SYSTEM hive {doc['hive_state']}")
-    for title, rows in (
-        ("Integration services", doc["services"]),
-        ("Hyper-V drivers", doc["drivers"]),
-    ):
-        click.echo(f"\n{title}:")
-        for row in rows:
-            click.echo(f"  {row['name']:<20} {row['ic']:<32} {start_text(row)}")
+    select = doc.get("select")
+    if select:
+        click.echo(
+            f"Select: Current={select['current']} Default={select['default']} "
+            f"LastKnownGood={select['last_known_good']} Failed={select['failed']}; "
+            f"next boot uses {select['boots']}"
+        )
+    if doc.get("control_set_note"):
+        click.echo(f"Note: {doc['control_set_note']}")
+    sets = doc.get("control_sets") or {doc["control_set"]: doc}
+    for name, tables in sets.items():
+        if len(sets) > 1:
+            click.echo(f"\n== {name}")
+        _render_service_tables(tables)
     if doc.get("host_vs_guest"):
         click.echo("\nHost vs guest:")
         render_host_vs_guest(doc["host_vs_guest"])
 
 
+def _render_service_tables(doc: dict[str, Any]) -> None:
+    """Key, PowerShell name (Get-VMIntegrationService; '-' when the host has none), name, Start."""
+    for title, rows in (
+        ("Integration services", doc["services"]),
+        ("Hyper-V drivers", doc["drivers"]),
+    ):
+        click.echo(f"\n{title} (key, PowerShell name, name, start):")
+        for row in rows:
+            powershell = row.get("powershell_name") or "-"
+            click.echo(f"  {row['name']:<20} {powershell:<24} {row['ic']:<30} {start_text(row)}")
+
+
 def render_servicing(doc: dict[str, Any]) -> None:
+    if doc.get("check"):
+        _render_compliance(doc)
+        return
     for change in doc["changes"]:
         before = change["before"] if change["present_before"] else "(absent)"
         after = "(deleted)" if change["action"] == "delete" else change["after"]
@@ -61,12 +83,32 @@ def render_servicing(doc: dict[str, Any]) -> None:
             f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written"
         )
     elif not doc["bytes_written"]:
-        click.echo("nothing to write: every value is already as asked")
+        asked = "every value is already as asked" if doc["changes"] else "no value to change"
+        click.echo(f"nothing to write: {asked}")
+        for note in doc.get("notes", ()):
+            click.echo(f"  ({note})")
     else:
         where = f"new child {doc['child']}" if doc["child"] else doc["written_to"]
         click.echo(
             f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
             f"transaction; read back with {' and '.join(doc['verified_by'])}"
+        )
+
+
+def _render_compliance(doc: dict[str, Any]) -> None:
+    """``--check``: each value that differs from what is asked, then the verdict."""
+    for diff in doc["differences"]:
+        before = "(absent)" if diff["before"] is None else diff["before"]
+        after = "(deleted)" if diff["action"] == "delete" else diff["after"]
+        click.echo(f"  {diff['hive']}\\{diff['key']}\\{diff['name']}: {before}, asked {after}")
+    if doc["complies"]:
+        click.echo(
+            f"complies: all {len(doc['changes'])} value(s) already as asked; nothing written"
+        )
+    else:
+        click.echo(
+            f"does not comply: {len(doc['differences'])} of {len(doc['changes'])} value(s) "
+            "differ; nothing written"
         )
 
 

@@ -36,6 +36,35 @@ volume_option = click.option(
 image_argument = click.argument("image", metavar="IMAGE", type=click.Path(path_type=str))
 
 
+def _control_set_value(_ctx: click.Context, _param: click.Parameter, value: str | None):
+    """``N`` (an int) or ``"all"``; anything else is a usage error before an image opens."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    if text.isdigit() and 1 <= int(text) <= 999:
+        return int(text)
+    raise click.BadParameter(f"{value!r}: give a control set number (1, 2, ...) or 'all'")
+
+
+control_set_option = click.option(
+    "--control-set",
+    "control_set",
+    default=None,
+    metavar="N|all",
+    callback=_control_set_value,
+    help="Read/write ControlSet00N, or every ControlSet00N present ('all'), instead of the "
+    "set Windows boots next (Select\\Default).",
+)
+skip_missing_option = click.option(
+    "--skip-missing",
+    is_flag=True,
+    help="Leave integration services the guest does not have alone, even if that is all of "
+    "them (without it, a missing named service, or all=... on a guest with none, is exit 2).",
+)
+
+
 def write_options(func):
     """The options every writing command shares (applied bottom-up)."""
     for option in reversed(
@@ -44,6 +73,13 @@ def write_options(func):
                 "--dry-run",
                 is_flag=True,
                 help="Show what would change and how many bytes would be written; write nothing.",
+            ),
+            click.option(
+                "--check",
+                is_flag=True,
+                help="Compliance mode: write nothing (read-only, no child made), list the "
+                "values that differ; exit 0 when the image already is as asked, 1 when not, "
+                "3 when the write would be refused.",
             ),
             click.option(
                 "--output",
@@ -119,6 +155,7 @@ def _run_servicing(
     options: dict[str, Any],
     *,
     dry_run: bool,
+    check: bool,
     output: str | None,
     force: bool,
     parent: str | None,
@@ -135,6 +172,7 @@ def _run_servicing(
         {
             **options,
             "dry_run": dry_run,
+            "check": check,
             "output": output,
             "force": force,
             "parent": parent,
@@ -148,6 +186,8 @@ def _run_servicing(
 
 
 def _warn_skipped(report: dict[str, Any]) -> None:
+    if report.get("control_set_note"):
+        warn(report["control_set_note"])
     skipped = report.get("skipped_not_installed")
     if skipped:
         warn(f"not installed in this guest, left alone: {', '.join(skipped)}")
@@ -165,8 +205,9 @@ def services() -> None:
     "only",
     multiple=True,
     metavar="NAME",
-    help="Show only this integration service (repeatable; registry or friendly name).",
+    help="Show only this integration service (repeatable; registry, PowerShell or friendly name).",
 )
+@control_set_option
 @parent_option
 @volume_option
 @json_option
@@ -175,6 +216,7 @@ def services_list(
     images: tuple[str, ...],
     from_file: str | None,
     only: tuple[str, ...],
+    control_set: str | int | None,
     parent: str | None,
     volume: int | None,
     as_json: bool,
@@ -184,7 +226,10 @@ def services_list(
 
     Start 3 (manual) is the normal, enabled state: the services are trigger-started when
     the VMBus channel appears. 4 means disabled. The boot drivers vmbus, storvsc and
-    storflt must be 0 (boot). With several IMAGEs (or --from), --json prints one JSON
+    storflt must be 0 (boot). The control set shown is the one Windows boots next
+    (Select\\Default); when Select\\Current (the last boot's) differs, a note says so.
+    Each service shows its registry key, its PowerShell name (Get-VMIntegrationService;
+    '-' for the two the host does not list) and its name. With several IMAGEs (or --from), --json prints one JSON
     object per line (NDJSON) and the exit code is the worst image's.
 
     \b
@@ -200,7 +245,7 @@ def services_list(
     run_targets(
         "services list",
         collect_targets(images, from_file),
-        {"parent": parent, "volume": volume, "services": only},
+        {"parent": parent, "volume": volume, "services": only, "control_set": control_set},
         as_json=as_json,
         render=render_services,
         notice=warn_dirty,
@@ -212,15 +257,25 @@ def services_list(
     "set", epilog=f"START: {START_HELP}. Service names: {service_names_help()}, or 'all'."
 )
 @click.argument("arguments", nargs=-1, required=True, metavar="IMAGE... NAME=START...")
+@control_set_option
+@skip_missing_option
 @write_options
 @fleet_options
-def services_set(arguments: tuple[str, ...], from_file: str | None, **opts: Any) -> None:
+def services_set(
+    arguments: tuple[str, ...],
+    from_file: str | None,
+    control_set: str | int | None,
+    skip_missing: bool,
+    **opts: Any,
+) -> None:
     """Set the start type of integration services in the guest's SYSTEM hive.
 
     START is manual (3, the normal enabled state: started when the host offers the
-    service), automatic (2) or disabled (4). NAME=all sets all eight. The current
-    control set (Select\\Current) is changed, in place, in one crash-safe transaction,
-    and read back through libvhdi and regipy. Several IMAGEs each get the same change,
+    service), automatic (2) or disabled (4). NAME=all sets all eight (those the guest
+    has). The control set Windows boots next (Select\\Default; --control-set N or all to
+    choose) is changed, in place, in one crash-safe transaction, and read back through
+    libvhdi and regipy. --check writes nothing and exits 1 unless the image already is as
+    asked. Several IMAGEs each get the same change,
     independently (one image's refusal does not stop the others).
 
     \b
@@ -228,6 +283,7 @@ def services_set(arguments: tuple[str, ...], from_file: str | None, **opts: Any)
       offline-ic services set win10.vhdx time-sync=manual heartbeat=manual
       offline-ic services set win10.vhdx all=manual --output serviced.avhdx
       offline-ic services set win10.vhdx vss=disabled --dry-run --json
+      offline-ic services set win10.vhdx "Key-Value Pair Exchange=manual" --check
       offline-ic services set --from golden.txt all=manual --json
     """
     images, pairs = split_images(arguments, "NAME=START", from_file)
@@ -236,7 +292,12 @@ def services_set(arguments: tuple[str, ...], from_file: str | None, **opts: Any)
     _run_servicing(
         "services set",
         collect_targets(images, from_file),
-        {"starts": wanted, "skip_missing": every},
+        {
+            "starts": wanted,
+            "every": every,
+            "skip_missing": skip_missing,
+            "control_set": control_set,
+        },
         fleet=fleet,
         **opts,
     )
@@ -361,10 +422,23 @@ def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> No
     metavar="CHANGES.toml",
     help="What to change (see below).",
 )
+@control_set_option
+@skip_missing_option
 @write_options
 @fleet_options
-def apply(images: tuple[str, ...], from_file: str | None, change_file: str, **opts: Any) -> None:
+def apply(
+    images: tuple[str, ...],
+    from_file: str | None,
+    change_file: str,
+    control_set: str | int | None,
+    skip_missing: bool,
+    **opts: Any,
+) -> None:
     """Apply a change file (services and KVP values) to each IMAGE in one transaction.
+
+    [services] writes the control set Windows boots next (Select\\Default; --control-set
+    N or all to choose); CurrentControlSet in a [registry.system."..."] key always means
+    that set. --check writes nothing and exits 1 unless the image already is as asked.
 
     \b
     CHANGES.toml:
@@ -380,6 +454,7 @@ def apply(images: tuple[str, ...], from_file: str | None, change_file: str, **op
     Example:
       offline-ic apply golden.vhdx --file changes.toml --output serviced.avhdx
       offline-ic apply --from golden-images.txt --file changes.toml --json --jobs 2
+      offline-ic apply --from golden-images.txt --file policy.toml --check --json
     """
     from offline_ic.guest.windows.changefile import load_change_file
 
@@ -388,7 +463,7 @@ def apply(images: tuple[str, ...], from_file: str | None, change_file: str, **op
     _run_servicing(
         "apply",
         collect_targets(images, from_file),
-        {"change_file": change_file},
+        {"change_file": change_file, "control_set": control_set, "skip_missing": skip_missing},
         fleet=fleet,
         **opts,
     )

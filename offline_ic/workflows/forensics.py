@@ -21,7 +21,7 @@ from typing import Any
 from offline_ic.errors import OfflineICError
 from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES
 from offline_ic.guest.windows.kvp import KVP_POOLS
-from offline_ic.guest.windows.services import current_control_set
+from offline_ic.guest.windows.services import last_boot_control_set
 from offline_ic.image import DiskImage
 from offline_ic.registry import Hive, Key
 from offline_ic.registry.hive import filetime_to_datetime
@@ -56,7 +56,7 @@ def windows_facts(system: Hive | None, software: Hive | None) -> dict[str, Any]:
     if system is not None:
         times["SYSTEM\\Select"] = _key_time(system, "Select")
         try:
-            cs = current_control_set(system)
+            cs = last_boot_control_set(system)  # where the running guest wrote
         except OfflineICError as exc:
             out["system_problem"] = str(exc)
         else:

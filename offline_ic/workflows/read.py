@@ -11,7 +11,7 @@ from offline_ic.guest.linux.kvp import read_kvp_pools
 from offline_ic.guest.windows.catalog import resolve_service
 from offline_ic.guest.windows.guest import HiveFileGuest, NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
-from offline_ic.guest.windows.services import read_services
+from offline_ic.guest.windows.services import read_services, select_control_sets
 from offline_ic.host.vmcx import compare
 from offline_ic.registry import Hive
 from offline_ic.target import HIVE_FILE, VM, Target, open_target
@@ -33,24 +33,40 @@ def hive_facts(guest: WindowsGuest, name: str) -> dict[str, Any]:
 
 
 def services_list(
-    target: str, *, parent: str | None = None, volume: int | None = None, only: tuple[str, ...] = ()
+    target: str,
+    *,
+    parent: str | None = None,
+    volume: int | None = None,
+    only: tuple[str, ...] = (),
+    control_set: str | int | None = None,
 ) -> dict[str, Any]:
-    """The ``services list --json`` document."""
+    """The ``services list --json`` document: the set that boots next, or ``control_set``
+    (N; ``"all"``: the first set on top and every set under ``control_sets``)."""
     wanted = {resolve_service(n).name for n in only}
     with open_target(target, parent=parent, volume=volume, family="windows") as opened:
         guest = opened.guest
         assert isinstance(guest, WindowsGuest)  # family="windows" returns nothing else
         system = guest.hive("SYSTEM")
-        report = read_services(system).to_dict()
+        sets = select_control_sets(system, control_set)
+        reports = [read_services(system, cs).to_dict() for cs in sets]
+        # on top: the set that boots next when it is among them (``all``), else the one chosen
+        boots = reports[0]["select"]["boots"]
+        report = next((r for r in reports if r["control_set"] == boots), reports[0])
         if opened.vm is not None:  # a VM: the host side beside the guest's
             report["host_vs_guest"] = compare(opened.vm.host, report["services"])
             report["vm"] = opened.vm.to_dict()
         if wanted:
-            report["services"] = [s for s in report["services"] if s["name"] in wanted]
+            for each in reports:
+                each["services"] = [s for s in each["services"] if s["name"] in wanted]
             if "host_vs_guest" in report:
                 report["host_vs_guest"] = [
                     r for r in report["host_vs_guest"] if r["service"] in wanted
                 ]
+        if len(sets) > 1 or control_set is not None:
+            report["control_sets"] = {
+                r["control_set"]: {"services": r["services"], "drivers": r["drivers"]}
+                for r in reports
+            }
         doc = {"image": target, **report}
         doc["hive_sequence"] = [system.sequence1, system.sequence2]
         doc["hive_recovered"] = system.recovered

@@ -39,6 +39,28 @@ class ServicingReport:
     recovered: list[str] = field(default_factory=list)  # hives recovered from their logs
     verified_by: list[str] = field(default_factory=list)
     child: str | None = None
+    check: bool = False  # compliance mode (``--check``): planned like a dry run
+    notes: list[str] = field(default_factory=list)
+
+    def differences(self) -> list[ValueChange]:
+        """The planned changes that would change a value (the rest are already as asked)."""
+        return [c for c in self.changes if c.to_dict()["changed"]]
+
+    def compliance(self) -> dict[str, Any]:
+        """What ``--check`` adds to the document: whether the image already is as asked,
+        and each value that is not (hive, key, name, before, after)."""
+        if not self.check:
+            return {"notes": self.notes} if self.notes else {}
+        differences = [c.to_dict() for c in self.differences()]
+        return {
+            "check": True,
+            "complies": not differences,
+            "differences": [
+                {k: d[k] for k in ("hive", "key", "name", "action", "before", "after")}
+                for d in differences
+            ],
+            **({"notes": self.notes} if self.notes else {}),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,31 +93,56 @@ def apply_changes(
     output: str | None = None,
     dry_run: bool = False,
     force: bool = False,
+    check: bool = False,
 ) -> ServicingReport:
-    """Plan and (unless ``dry_run``) write the changes ``build`` asks for, verified."""
+    """Plan and (unless ``dry_run`` or ``check``) write the changes ``build`` asks for, verified.
+
+    ``check`` is compliance mode: exactly a dry run (image opened read-only, no child made,
+    the same refusals), and the report says whether the image already is as asked
+    (``ServicingReport.compliance``). With ``output``, the plan is made read-only on
+    ``target`` first: nothing to write makes no child.
+    """
     _require_image(target)
     _refuse_unmappable(target, parent=parent, volume=volume)
-    if dry_run and output is None:  # every refusal the real run makes, nothing opened writable
+    read_only = dry_run or check
+    if read_only and output is None:  # every refusal the real run makes, nothing opened writable
         from offline_ic.image import check_writable
 
         check_writable(target, parent=parent, force=force)
-    write_path = target
-    if output is not None and not dry_run:
-        write_path = _make_child(target, output)
+    if read_only or output is None:
+        report = _apply(
+            target,
+            target,
+            build,
+            parent=parent,
+            volume=volume,
+            dry_run=read_only,
+            force=force,
+            child=output,
+        )
+        report.check = check
+        return report
+    plan = _apply(
+        target, target, build, parent=parent, volume=volume, dry_run=True, force=force, child=None
+    )
+    if not plan.bytes_written:  # nothing to write: no child is made
+        plan.dry_run = False
+        plan.notes.append(f"{output} was not made: there is nothing to write")
+        return plan
+    write_path = _make_child(target, output)
     try:
         return _apply(
             target,
             write_path,
             build,
-            parent=None if output and not dry_run else parent,
+            parent=None,
             volume=volume,
-            dry_run=dry_run,
+            dry_run=False,
             force=force,
             child=output,
         )
     except BaseException:
-        if write_path != target:  # the child is ours: leave nothing half-made behind
-            os.unlink(write_path)
+        os.unlink(write_path)  # the child is ours: leave nothing half-made behind
         raise
 
 

@@ -48,6 +48,7 @@ def test_win10_dynamic_vhdx_services(cli, win10_dynamic):
     assert services["vmictimesync"] == {
         "name": "vmictimesync",
         "ic": "Time synchronization",
+        "powershell_name": "Time Synchronization",
         "display_name": "Hyper-V Time Synchronization Service",
         "present": True,
         "start": 4,
@@ -111,23 +112,37 @@ def test_windows7_vhd_has_no_integration_services(cli, win7_vhd, unpacked):
         assert row["start"] == hivexget_start(hive, "ControlSet001", row["name"]), row
 
 
-def test_control_set_follows_select_current(cli, tmp_path, system_win10):
-    """With Select\\Current = 2 the services come from ControlSet002 (a copy made by hivex)."""
+def test_control_set_follows_select_default(cli, tmp_path, system_win10):
+    """Select\\Default names the set that boots next; Select\\Current (the last boot's) does
+    not choose it. ControlSet002 is made by hivex; hivexget reads both sets' values."""
     hive = tmp_path / "SYSTEM"
     shutil.copyfile(system_win10, hive)
+    cs2 = "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002"
     hivex_merge(
         hive,
         '[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n"Current"=dword:00000002\n\n'
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002]\n\n"
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services]\n\n"
-        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services\\vmicheartbeat]\n"
+        f"{cs2}]\n\n{cs2}\\Services]\n\n{cs2}\\Services\\vmicheartbeat]\n"
         '"Start"=dword:00000002\n',
+        "HKEY_LOCAL_MACHINE\\SYSTEM",
+    )
+    doc, _ = services_json(cli, hive)  # Current=2, Default=1: ControlSet001 boots next
+    assert doc["control_set"] == "ControlSet001"
+    assert doc["select"]["current"] == 2 and doc["select"]["default"] == 1
+    assert doc["select"]["current_is_default"] is False
+    assert "Select\\Current=2 but Select\\Default=1" in doc["control_set_note"]
+    want = hivexget_start(hive, "ControlSet001", "vmicheartbeat")
+    assert by_name(doc["services"])["vmicheartbeat"]["start"] == want == 3
+    hivex_merge(
+        hive,
+        '[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n"Default"=dword:00000002\n',
         "HKEY_LOCAL_MACHINE\\SYSTEM",
     )
     doc, _ = services_json(cli, hive)
     assert doc["control_set"] == "ControlSet002"
+    assert doc["select"]["current_is_default"] is True and doc["control_set_note"] is None
     services = by_name(doc["services"])
     assert services["vmicheartbeat"]["start"] == 2
+    assert hivexget_start(hive, "ControlSet002", "vmicheartbeat") == 2
     assert services["vmicheartbeat"]["start_type"] == "automatic"
     assert services["vmicvss"]["present"] is False
 

@@ -171,7 +171,7 @@ def test_output_child_leaves_parent_untouched(cli, win10_copy, tmp_path):
 def test_failed_output_leaves_no_child(cli, win10_copy, tmp_path):
     child = tmp_path / "c.avhdx"
     code, _, err = cli("services", "set", win10_copy, "rdv=manual", "--output", child)
-    assert code == 2 and "vmicrdv is not installed" in err
+    assert code == 2 and "not installed in this guest: vmicrdv" in err
     assert not child.exists()
 
 

@@ -37,12 +37,27 @@ class ServiceSpec:
     """One service key under ``ControlSetNNN\\Services`` that offline-ic knows."""
 
     name: str  # registry key name, e.g. "vmicheartbeat"
-    ic: str  # integration-service (or driver) name as Hyper-V shows it
-    display_name: str
+    ic: str  # the seed's label (the documentation table), e.g. "Data Exchange"
+    display_name: str  # the guest's service display name
     default_start: int
     aliases: tuple[str, ...] = ()
+    # the host's Get-VMIntegrationService name; None: the host has no entry for it
+    powershell_name: str | None = None
 
 
+# The one table of integration services: registry key, the seed's label, the guest's display
+# name, and the host's Get-VMIntegrationService name (what users type in PowerShell:
+# Guest Service Interface, Heartbeat, Key-Value Pair Exchange, Shutdown, Time
+# Synchronization, VSS; learn.microsoft.com/powershell/module/hyper-v/get-vmintegrationservice
+# examples use "Shutdown,VSS"). vmicrdv and vmicvmsession have no PowerShell name, on purpose:
+# the host lists six components (the Msvm_*ComponentSettingData classes VSS, Shutdown,
+# TimeSync, Heartbeat, GuestServiceInterface, KvpExchange); Msvm_RdvComponentSettingData is
+# registered in CIM but not exposed by the Hyper-V cmdlets (gist.github.com/PlagueHO/
+# 2281e18279d78aceb7db283681ebd95b), and PowerShell Direct is no integration component of the
+# host at all (it needs only the guest's vmicvmsession service). Inventing a name for them
+# would let a typo match; they answer to their own labels and aliases instead.
+# The "Microsoft:<VM id>\\<GUID>" strings are the Id of a host's component object (one per
+# VM), not a name anyone types: not accepted.
 INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         "vmicshutdown",
@@ -50,6 +65,7 @@ INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
         "Hyper-V Guest Shutdown Service",
         3,
         ("shutdown", "operating-system-shutdown"),
+        powershell_name="Shutdown",
     ),
     ServiceSpec(
         "vmictimesync",
@@ -57,6 +73,7 @@ INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
         "Hyper-V Time Synchronization Service",
         3,
         ("time-sync", "timesync", "time-synchronization"),
+        powershell_name="Time Synchronization",
     ),
     ServiceSpec(
         "vmickvpexchange",
@@ -64,14 +81,23 @@ INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
         "Hyper-V Data Exchange Service",
         3,
         ("kvp", "data-exchange", "kvp-exchange"),
+        powershell_name="Key-Value Pair Exchange",
     ),
-    ServiceSpec("vmicheartbeat", "Heartbeat", "Hyper-V Heartbeat Service", 3, ("heartbeat",)),
+    ServiceSpec(
+        "vmicheartbeat",
+        "Heartbeat",
+        "Hyper-V Heartbeat Service",
+        3,
+        ("heartbeat",),
+        powershell_name="Heartbeat",
+    ),
     ServiceSpec(
         "vmicvss",
         "Backup (volume snapshot)",
         "Hyper-V Volume Shadow Copy Requestor",
         3,
-        ("vss", "backup", "volume-snapshot"),
+        ("vss", "backup", "volume-snapshot", "Backup (volume shadow copy)"),
+        powershell_name="VSS",
     ),
     ServiceSpec(
         "vmicguestinterface",
@@ -79,6 +105,7 @@ INTEGRATION_SERVICES: tuple[ServiceSpec, ...] = (
         "Hyper-V Guest Service Interface",
         3,
         ("guest-services", "guest-service-interface", "guest-interface"),
+        powershell_name="Guest Service Interface",
     ),
     ServiceSpec(
         "vmicrdv",
@@ -112,19 +139,32 @@ DRIVERS: tuple[ServiceSpec, ...] = (
 
 
 def _normalise(name: str) -> str:
-    return re.sub(r"[\s_]+", "-", name.strip().lower())
+    """Case, blanks and punctuation ignored, and a leading "Hyper-V" and trailing "Service"
+    dropped: "Hyper-V Time Synchronization Service" = "time synchronization" = "TimeSynchronization"."""
+    text = re.sub(r"[^0-9a-z]+", "", name.lower())
+    text = text.removeprefix("microsofthyperv").removeprefix("hyperv")
+    stripped = text.removesuffix("service")
+    return stripped or text
+
+
+def _spellings(spec: ServiceSpec) -> tuple[str, ...]:
+    names = (spec.name, spec.ic, spec.display_name, *spec.aliases)
+    return names + ((spec.powershell_name,) if spec.powershell_name else ())
 
 
 _BY_NAME: dict[str, ServiceSpec] = {}
 for _spec in INTEGRATION_SERVICES:
-    for _alias in (_spec.name, _spec.ic, *_spec.aliases):
-        _BY_NAME[_normalise(_alias)] = _spec
+    for _alias in _spellings(_spec):
+        _other = _BY_NAME.setdefault(_normalise(_alias), _spec)
+        assert _other is _spec, f"{_alias!r} names both {_other.name} and {_spec.name}"
 
 
 def resolve_service(name: str) -> ServiceSpec:
-    """The integration service a user means by ``name`` (registry name or friendly name).
+    """The integration service a user means by ``name``: registry name, PowerShell name
+    (Get-VMIntegrationService), display name, the seed's label or an alias.
 
-    Case-insensitive; spaces and underscores count as hyphens ("Time sync" = "time-sync").
+    Case, blanks and punctuation do not count ("Time sync" = "time-sync" = "TimeSync"), nor
+    a leading "Hyper-V" or a trailing "Service" ("Hyper-V Heartbeat Service" = "Heartbeat").
     """
     spec = _BY_NAME.get(_normalise(name))
     if spec is None:
@@ -155,7 +195,11 @@ def parse_start(value: object) -> int:
 
 def service_names_help() -> str:
     """One line listing the names users may type, for errors and --help."""
-    return ", ".join(f"{s.aliases[0]} ({s.name})" for s in INTEGRATION_SERVICES)
+    names = ", ".join(f"{s.aliases[0]} ({s.name})" for s in INTEGRATION_SERVICES)
+    powershell = ", ".join(
+        f"'{s.powershell_name}'" for s in INTEGRATION_SERVICES if s.powershell_name
+    )
+    return f"{names}; or the PowerShell names {powershell}"
 
 
 def start_type_name(start: int | None) -> str | None:

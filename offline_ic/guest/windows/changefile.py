@@ -13,8 +13,10 @@ parameters = ["HostName", "PhysicalHostName"]
 [registry.system."CurrentControlSet\\Control\\TimeZoneInformation"]
 RealTimeIsUniversal = 1 # integer: REG_DWORD; string: REG_SZ (key created when missing)
 
-``CurrentControlSet`` stands for the control set Windows boots (``Select\\Current``), as in
-Windows itself; ``profiles/azure-windows.toml`` is a shipped example (Azure's checklist).
+``CurrentControlSet`` stands for the control set Windows boots next (``Select\\Default``,
+``services.boot_control_set``), as in Windows itself; ``apply --control-set`` chooses the
+sets the [services] table writes, not what CurrentControlSet means.
+``profiles/azure-windows.toml`` is a shipped example (Azure's checklist).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from offline_ic.errors import InputError, NotFoundError
 from offline_ic.guest.windows.catalog import ALL_SERVICES, parse_start, resolve_services
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.kvp import KVP_POOLS, kvp_changes
-from offline_ic.guest.windows.services import current_control_set, start_changes
+from offline_ic.guest.windows.services import resolve_current_control_set, start_changes
 from offline_ic.registry import Hive
 
 
@@ -45,14 +47,27 @@ class ChangeFile:
         """Whether resolving the changes reads the SYSTEM hive (services, SYSTEM values)."""
         return bool(self.starts) or any(h == "SYSTEM" for h, *_ in self.registry)
 
-    def changes(self, system: Hive | None) -> tuple[list[ValueChange], list[str]]:
-        """All value changes, and services skipped because the guest lacks them."""
+    def changes(
+        self,
+        system: Hive | None,
+        *,
+        control_set: str | int | None = None,
+        skip_missing: bool = False,
+    ) -> tuple[list[ValueChange], list[str]]:
+        """All value changes, and services skipped because the guest lacks them
+        (``control_set`` and ``skip_missing`` as in ``services.start_changes``)."""
         out: list[ValueChange] = []
         skipped: list[str] = []
         if self.starts:
             if system is None:
                 raise NotFoundError("the change file sets services, but there is no SYSTEM hive")
-            out, skipped = start_changes(system, self.starts, skip_missing=self.every_service)
+            out, skipped = start_changes(
+                system,
+                self.starts,
+                skip_missing,
+                some_missing_ok=self.every_service,
+                control_set=control_set,
+            )
         for pool in sorted(set(self.kvp_set) | set(self.kvp_delete)):
             out += kvp_changes(pool, self.kvp_set.get(pool, {}), self.kvp_delete.get(pool, []))
         out += self._registry_changes(system)
@@ -73,10 +88,7 @@ def _system_key(system: Hive | None, key: str) -> str:
     only a Start value would be a broken service)."""
     if system is None:
         raise NotFoundError("the change file sets SYSTEM values, but there is no SYSTEM hive")
-    head, _, rest = key.partition("\\")
-    if head.lower() == "currentcontrolset":
-        cs = current_control_set(system)
-        key = f"{cs}\\{rest}" if rest else cs
+    key = resolve_current_control_set(system, key)
     parts = key.split("\\")
     if len(parts) >= 3 and parts[1].lower() == "services":
         service = "\\".join(parts[:3])

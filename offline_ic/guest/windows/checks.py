@@ -13,7 +13,12 @@ from offline_ic.checks.model import CheckResult
 from offline_ic.errors import NotFoundError, OfflineICError
 from offline_ic.guest.windows.catalog import BOOT_CRITICAL_DRIVERS, DRIVERS, INTEGRATION_SERVICES
 from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
-from offline_ic.guest.windows.services import ServiceState, current_control_set, service_state
+from offline_ic.guest.windows.services import (
+    ServiceState,
+    current_control_set,
+    read_select,
+    service_state,
+)
 from offline_ic.host.vmcx import HostConfig
 from offline_ic.registry import Hive
 
@@ -63,6 +68,7 @@ def check_windows_guest(guest: WindowsGuest, host: HostConfig | None = None) -> 
         control_set = current_control_set(system)
     except OfflineICError as exc:
         return [*results, CheckResult("windows.hive.system", "fail", str(exc))]
+    results.append(control_set_check(system))
     where = f"SYSTEM\\{control_set}\\Services"
     for spec in INTEGRATION_SERVICES:
         results.append(_ic_check(service_state(system, control_set, spec), where, ctx))
@@ -72,6 +78,22 @@ def check_windows_guest(guest: WindowsGuest, host: HostConfig | None = None) -> 
     if isinstance(guest, NtfsWindowsGuest):
         results.extend(_volume_checks(guest))
     return results
+
+
+def control_set_check(system: Hive) -> CheckResult:
+    """``windows.control_set``: warn when Select\\Current (the last boot's set) differs from
+    Select\\Default (the next boot's): what a running VM showed is not what boots next."""
+    sets = read_select(system)
+    facts = (
+        f"SYSTEM\\Select Current={sets.current} Default={sets.default} "
+        f"LastKnownGood={sets.last_known_good} Failed={sets.failed}"
+    )
+    note = sets.note()
+    if note is not None:
+        return CheckResult("windows.control_set", "warn", f"{note} ({facts})")
+    return CheckResult(
+        "windows.control_set", "pass", f"the next boot uses {sets.boots}, as the last did ({facts})"
+    )
 
 
 def _hive_state(guest: WindowsGuest, system: Hive) -> CheckResult:
