@@ -20,6 +20,7 @@ from offline_ic.cli.render import (
     render_kvp,
     render_services,
     render_servicing,
+    replay_lines,
     warn_dirty,
 )
 from offline_ic.guest.windows.catalog import START_HELP, service_names_help
@@ -203,7 +204,7 @@ def services_list(
         {"parent": parent, "volume": volume, "services": only},
         as_json=as_json,
         render=render_services,
-        notice=warn_dirty,
+        notice=warn_dirty if as_json else lambda doc: warn_dirty(doc, recovered_too=False),
         fleet_options=FleetOptions.pop(fleet),
     )
 
@@ -291,6 +292,7 @@ def kvp_get(
 
 
 def _render_kvp_doc(doc: dict[str, Any]) -> None:
+    replay_lines(doc)
     render_kvp(doc["pools"] if "pools" in doc else {doc["pool"]: doc["values"]}, heading="")
 
 
