@@ -30,6 +30,12 @@ def cli() -> None:
     \b
     Exit codes: 0 success/pass, 1 check failed, 2 usage or input error,
                 3 refused for safety (nothing written).
+
+    \b
+    Examples:
+      offline-ic services list win10.vhdx
+      offline-ic check golden/*.vhdx --json
+      offline-ic services set win10.vhdx all=manual --output serviced.avhdx
     """
 
 
