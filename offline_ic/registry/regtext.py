@@ -18,28 +18,28 @@ def _split_commas(text: str) -> list[str]:
     """Split on commas outside double quotes; strip quotes and \\-escapes inside them."""
     out: list[str] = []
     cur: list[str] = []
-    quoted = False
+    in_quote = False
     i = 0
     while i < len(text):
         c = text[i]
-        if quoted:
+        if in_quote:
             if c == "\\" and i + 1 < len(text):
                 cur.append(text[i + 1])
                 i += 2
                 continue
             if c == '"':
-                quoted = False
+                in_quote = False
             else:
                 cur.append(c)
         elif c == '"':
-            quoted = True
+            in_quote = True
         elif c == ",":
             out.append("".join(cur))
             cur = []
         else:
             cur.append(c)
         i += 1
-    if quoted:
+    if in_quote:
         raise InputError(f"unterminated quote in {quoted(text)}")
     out.append("".join(cur))
     return out

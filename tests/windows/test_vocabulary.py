@@ -73,10 +73,15 @@ def test_services_set_and_apply_agree(cli, image, tmp_path, typed, start):
         "apply", image, "--file", change_file, "--dry-run", "--json"
     )
     if start is None:
-        assert code_cli == 2 and code_file == 2 and out_cli == out_file == ""
+        assert code_cli == 2 and code_file == 2
         message = f"start type {typed!r}: use {START_HELP}"
         assert message in " ".join(err_cli.split())  # click wraps its error lines
         assert message in err_file and "services.time-sync" in err_file
+        # --json: the same error as an object on stdout (a usage error / a bad change file)
+        assert json.loads(out_cli)["error"]["code"] == json.loads(out_file)["error"]["code"] == 2
+        assert json.loads(out_cli)["error"]["kind"] == "usage"
+        assert json.loads(out_file)["error"]["kind"] == "input"
+        assert message in json.loads(out_file)["error"]["message"]
         return
     assert code_cli == 0, err_cli
     assert code_file == 0, err_file
