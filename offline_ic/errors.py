@@ -27,6 +27,14 @@ PARSER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def quoted(text: object) -> str:
+    """A registry path, value name or typed word in a message: in single quotes, each
+    backslash as the user writes it ('Nope\\Key', not repr's 'Nope\\\\Key'); characters that
+    do not print (NUL, controls) are escaped as repr would."""
+    body = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return f"'{body}'" if "'" not in body else f'"{body}"'
+
+
 class OfflineICError(Exception):
     """Base class: a message for the user and the exit code it maps to."""
 

@@ -14,7 +14,8 @@ import click
 
 from offline_ic import __version__
 from offline_ic.cli import check_cmd, convert_cmd, hive_cmds, image_cmds, windows_cmds
-from offline_ic.errors import OfflineICError
+from offline_ic.cli.common import emit_json
+from offline_ic.errors import CheckFailed, OfflineICError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +30,12 @@ def cli() -> None:
     \b
     Exit codes: 0 success/pass, 1 check failed, 2 usage or input error,
                 3 refused for safety (nothing written).
+
+    \b
+    Examples:
+      offline-ic services list win10.vhdx
+      offline-ic check golden/*.vhdx --json
+      offline-ic services set win10.vhdx all=manual --output serviced.avhdx
     """
 
 
@@ -54,22 +61,38 @@ def _click_error_line(exc: click.ClickException) -> str:
     return message
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON (``--json`` before any ``--``)."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in words
+
+
+def _fail(line: str, code: int, kind: str, as_json: bool) -> None:
+    """The one stderr line; with --json also the error object on stdout (the shape of a
+    many-target run's error records, without their ``image``); then exit ``code``."""
+    if as_json:
+        emit_json({"error": {"code": code, "kind": kind, "message": line}})
+    click.echo(f"offline-ic: error: {line}", err=True)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the group and turn errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
     try:
-        cli.main(args=argv, prog_name="offline-ic", standalone_mode=False)
+        cli.main(args=args, prog_name="offline-ic", standalone_mode=False)
+    except CheckFailed as exc:  # the report is already printed (its JSON says what failed)
+        _fail(str(exc), exc.exit_code, exc.kind, as_json=False)
     except OfflineICError as exc:
-        click.echo(f"offline-ic: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, exc.kind, as_json)
     except click.exceptions.Abort:
         click.echo("offline-ic: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"offline-ic: error: {_click_error_line(exc)}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(_click_error_line(exc), exc.exit_code, "usage", as_json)
     except OSError as exc:
-        click.echo(f"offline-ic: error: {_os_error_line(exc)}", err=True)
-        sys.exit(2)
+        _fail(_os_error_line(exc), 2, "os_error", as_json)
     except KeyboardInterrupt:
         click.echo("offline-ic: interrupted", err=True)
         sys.exit(130)

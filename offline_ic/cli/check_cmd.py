@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from offline_ic.cli.common import json_option, parent_option
+from offline_ic.cli.common import json_option, parent_option, volume_option
 from offline_ic.cli.many import (
     FleetOptions,
     collect_targets,
@@ -58,12 +58,7 @@ from offline_ic.cli.many import (
     default=None,
     help="Also write the results as JUnit XML to this file (one <testsuite> per image).",
 )
-@click.option(
-    "--volume",
-    type=int,
-    default=None,
-    help="Volume number holding the guest's root (see `inspect`).",
-)
+@volume_option
 @parent_option
 @fleet_options
 def check(

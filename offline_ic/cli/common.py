@@ -33,3 +33,10 @@ parent_option = click.option(
     help="Parent disk of a differencing VHDX/AVHDX (default: found through the parent locator).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+volume_option = click.option(
+    "--volume",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Use volume N (1-based, as `inspect` lists them) when several volumes hold a guest.",
+)

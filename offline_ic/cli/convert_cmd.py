@@ -91,7 +91,8 @@ def register(group: click.Group) -> None:
         finally:
             bar.clear()
         if as_json:
-            emit_json(result.to_dict())
+            # "image" (the target given) and "written_to" in the words of every command
+            emit_json({"image": src, **result.to_dict(), "written_to": dst})
             return
         click.echo(
             f"{dst}: {to}, {result.virtual_size} bytes virtual "

@@ -29,6 +29,11 @@ def hive_group() -> None:
     KEY is a path below the hive root: 'ControlSet001\\Services\\vmicvss'
     ('' or '\\' for the root). Names are case-insensitive.
     A dirty hive is recovered from HIVE.LOG1/HIVE.LOG2 beside it before use.
+
+    \b
+    Examples:
+      offline-ic hive get SYSTEM 'Select' Current
+      offline-ic hive check SYSTEM
     """
 
 
@@ -38,8 +43,14 @@ def hive_group() -> None:
 @click.argument("name", required=False)
 @json_option
 def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
-    """Show a key (subkeys and values) or one value NAME ('@' or '' = default value)."""
-    from offline_ic.errors import NotFoundError
+    """Show a key (subkeys and values) or one value NAME ('@' or '' = default value).
+
+    \b
+    Examples:
+      offline-ic hive get SYSTEM 'ControlSet001\\Services\\vmicvss' Start
+      offline-ic hive get SYSTEM 'ControlSet001\\Services\\vmicvss' --json
+    """
+    from offline_ic.errors import NotFoundError, quoted
     from offline_ic.registry import Hive
     from offline_ic.registry.files import load_hive
     from offline_ic.registry.regtext import format_reg_value, value_json, value_text
@@ -54,15 +65,24 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
         vname = "" if name == "@" else name
         v = k.value(vname)
         if v is None:
-            raise NotFoundError(f"{hive}: key {k.path!r} has no value {name!r}")
+            raise NotFoundError(f"{hive}: key {quoted(k.path)} has no value {quoted(name)}")
         if as_json:
-            emit_json({"hive": str(hive), **state, "key": k.path, "value": value_json(v)})
+            emit_json(
+                {
+                    "image": str(hive),
+                    "hive": str(hive),
+                    **state,
+                    "key": k.path,
+                    "value": value_json(v),
+                }
+            )
         else:
             click.echo(value_text(v))
         return
     if as_json:
         emit_json(
             {
+                "image": str(hive),
                 "hive": str(hive),
                 **state,
                 "key": k.path,
@@ -134,6 +154,11 @@ def hive_set(hive: Path, key: str, name: str, value: str, create: bool, as_json:
     hex(7):…        multi:one,two,"three,four"   REG_MULTI_SZ
     hex(N):…                  any type N, bytes as given
     text  or  "text"          REG_SZ
+
+    \b
+    Examples:
+      offline-ic hive set SYSTEM 'ControlSet001\\Services\\vmicvss' Start dword:3
+      offline-ic hive set SOFTWARE 'Some\\Key' Paths 'multi:C:\\one,C:\\two' --create
     """
     from offline_ic.registry.files import edit_hive_file
     from offline_ic.registry.regtext import parse_reg_value
@@ -156,7 +181,13 @@ def hive_set(hive: Path, key: str, name: str, value: str, create: bool, as_json:
 @click.argument("name", required=False)
 @json_option
 def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
-    """Delete value NAME of KEY, or KEY itself when it is empty (no subkeys, no values)."""
+    """Delete value NAME of KEY, or KEY itself when it is empty (no subkeys, no values).
+
+    \b
+    Examples:
+      offline-ic hive delete SOFTWARE 'Some\\Key' Paths
+      offline-ic hive delete SOFTWARE 'Some\\Key'
+    """
     from offline_ic.registry.files import edit_hive_file
 
     def edit(editor: HiveEditor) -> None:
@@ -169,18 +200,28 @@ def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     _report(hive, result, as_json)
 
 
+def _write_doc(hive: Path, result: WriteResult | None, **extra: object) -> dict[str, object]:
+    """A hive write in the words every write reports (``changed``, ``pages_written``,
+    ``bytes_written``, ``verified``: no reader of ours re-reads a bare hive file after the
+    write, so False). ``result`` None: nothing written in place."""
+    pages = len(result.pages) if result else 0
+    return {
+        "image": str(hive),
+        "hive": str(hive),
+        **extra,
+        "changed": pages > 0,
+        "pages_written": pages,
+        "bytes_written": result.bytes_written if result else 0,
+        "old_length": result.old_length if result else None,
+        "new_length": result.new_length if result else None,
+        "recovered_from_logs": bool(result and result.recovered),
+        "verified": False,
+    }
+
+
 def _report(hive: Path, result: WriteResult, as_json: bool) -> None:
     if as_json:
-        emit_json(
-            {
-                "hive": str(hive),
-                "pages_written": len(result.pages),
-                "bytes_written": result.bytes_written,
-                "old_length": result.old_length,
-                "new_length": result.new_length,
-                "recovered_from_logs": result.recovered,
-            }
-        )
+        emit_json(_write_doc(hive, result))
         return
     extra = " (dirty hive recovered from its logs first)" if result.recovered else ""
     grew = (
@@ -194,22 +235,49 @@ def _report(hive: Path, result: WriteResult, as_json: bool) -> None:
 @hive_group.command("recover")
 @HIVE_ARG
 @click.option(
-    "--output",
-    "output",
+    "--to",
+    "to",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the recovered hive here instead of in place.",
+    metavar="FILE",
+    help="Write the recovered hive to FILE (a new file) instead of in place.",
 )
-def hive_recover(hive: Path, output: Path | None) -> None:
-    """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --output FILE).
+@click.option(
+    "--output",
+    "old_output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    hidden=True,  # the old name of --to (elsewhere --output means a new differencing child)
+)
+@json_option
+def hive_recover(hive: Path, to: Path | None, old_output: Path | None, as_json: bool) -> None:
+    """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --to FILE).
 
     Also rolls back a write of ours that was interrupted (HIVE.offline-ic-journal).
     Refuses (exit 3) when the logs cannot bring the hive to a consistent state.
+
+    \b
+    Examples:
+      offline-ic hive recover SYSTEM
+      offline-ic hive recover SYSTEM --to SYSTEM.recovered --json
     """
     from offline_ic.registry.files import recover_hive_file
 
-    line, _result = recover_hive_file(hive, output)
-    click.echo(line)
+    if to is not None and old_output is not None and to != old_output:
+        raise click.UsageError("--to and --output (its old name) name different files")
+    target = to if to is not None else old_output
+    line, result = recover_hive_file(hive, target)
+    if not as_json:
+        click.echo(line)
+        return
+    doc = _write_doc(hive, result, done=line.removeprefix(f"{hive}: "))
+    if target is not None:  # a new file: HIVE itself is unchanged
+        size = target.stat().st_size
+        doc |= {"written_to": str(target), "pages_written": -(-size // 4096)}
+        doc |= {"bytes_written": size, "recovered_from_logs": "recovered" in line}
+    elif result is not None:
+        doc["written_to"] = str(hive)
+    emit_json(doc)
 
 
 @hive_group.command("check")
@@ -219,6 +287,11 @@ def hive_check(hive: Path, as_json: bool) -> None:
     """Validate a hive: checksum, hbins and cells, references, sorted lists, counts.
 
     Exit 0 when no problem is found, 1 otherwise.
+
+    \b
+    Examples:
+      offline-ic hive check SYSTEM
+      offline-ic hive check SYSTEM --json
     """
     from offline_ic.errors import CheckFailed
     from offline_ic.registry.check import check_hive
@@ -226,7 +299,7 @@ def hive_check(hive: Path, as_json: bool) -> None:
 
     report = check_hive(read_hive_file(hive), str(hive))
     if as_json:
-        emit_json(report.as_dict())
+        emit_json({"image": str(hive), **report.as_dict()})
     else:
         status = "ok" if report.ok else f"{len(report.problems)} problem(s)"
         click.echo(

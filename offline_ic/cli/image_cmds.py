@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from offline_ic.cli.common import json_option, parent_option
+from offline_ic.cli.common import emit_json, json_option, parent_option
 from offline_ic.cli.many import (
     FleetOptions,
     collect_targets,
@@ -36,15 +36,36 @@ def register(group: click.Group) -> None:
     @group.command("snapshot")
     @click.argument("parent", type=click.Path(dir_okay=False))
     @click.argument("child", type=click.Path(dir_okay=False))
-    def snapshot(parent: str, child: str) -> None:
+    @json_option
+    def snapshot(parent: str, child: str, as_json: bool) -> None:
         """Create CHILD (.avhdx), a differencing VHDX over the VHDX PARENT.
 
         Later writes can go into CHILD and leave PARENT untouched.
+
+        \b
+        Example:
+          offline-ic snapshot golden.vhdx golden-serviced.avhdx
         """
+        import os
+
         from offline_ic.image.vhdx.create import create_child
 
         create_child(parent, child)
-        click.echo(f"created {child} (differencing, parent {parent})")
+        if not as_json:
+            click.echo(f"created {child} (differencing, parent {parent})")
+            return
+        size = os.path.getsize(child)
+        emit_json(
+            {
+                "image": parent,
+                "child": child,
+                "written_to": child,
+                "changed": False,  # PARENT is only read; CHILD is a new file
+                "pages_written": -(-size // 4096),
+                "bytes_written": size,
+                "verified": False,
+            }
+        )
 
     @group.command("verify")
     @images_argument
@@ -84,8 +105,27 @@ def register(group: click.Group) -> None:
     @group.command("recover")
     @click.argument("image", type=click.Path(dir_okay=False))
     @parent_option
-    def recover(image: str, parent: str | None) -> None:
-        """Finish or undo an interrupted write: replay a pending VHDX log, roll back a journal."""
+    @json_option
+    def recover(image: str, parent: str | None, as_json: bool) -> None:
+        """Finish or undo an interrupted write: replay a pending VHDX log, roll back a journal.
+
+        \b
+        Examples:
+          offline-ic recover golden.vhdx
+          offline-ic recover golden.raw --json
+        """
         from offline_ic.image.verify import recover_image
 
-        click.echo(f"{image}: {recover_image(image, parent=parent)}")
+        done = recover_image(image, parent=parent)
+        if not as_json:
+            click.echo(f"{image}: {done}")
+            return
+        emit_json(
+            {
+                "image": image,
+                "done": done,
+                "changed": done != "nothing to recover",
+                "written_to": image if done != "nothing to recover" else None,
+                "verified": False,
+            }
+        )

@@ -10,16 +10,36 @@ import click
 from offline_ic.cli.common import warn
 
 
-def warn_dirty(doc: dict[str, Any]) -> None:
+def replay_lines(doc: dict[str, Any]) -> None:
+    """What a read replayed in memory (hives from their logs, pending VHDX logs), in the
+    text output: the JSON's ``recovered_from_logs`` and ``vhdx_logs_pending``."""
+    for pending in doc.get("vhdx_logs_pending") or []:
+        click.echo(
+            f"pending VHDX log replayed in memory ({pending['entries']} entries) to read "
+            f"{pending['path']}; the file is unchanged (`offline-ic recover` applies it)"
+        )
+    logs = doc.get("recovered_logs") or {}
+    for name in doc.get("recovered_from_logs") or []:
+        used = "+".join(logs.get(name) or ["LOG1", "LOG2"])
+        click.echo(
+            f"{name} hive was dirty: recovered in memory from {used}, as Windows will see it "
+            "at boot; the files are unchanged"
+        )
+
+
+def warn_dirty(doc: dict[str, Any], *, recovered_too: bool = True) -> None:
+    """A dirty SYSTEM hive on stderr. ``recovered_too=False`` (text output, where
+    ``replay_lines`` already says it) warns only when the logs could not be used."""
     if doc.get("hive_state") != "dirty":
         return
     s1, s2 = doc.get("hive_sequence", (None, None))
     head = f"SYSTEM hive is dirty (sequence numbers {s1}/{s2})"
     if doc.get("hive_recovered"):
-        warn(
-            f"{head}: shown as recovered in memory from its .LOG1/.LOG2, as Windows will see "
-            "it at boot; the files are unchanged"
-        )
+        if recovered_too:
+            warn(
+                f"{head}: shown as recovered in memory from its .LOG1/.LOG2, as Windows will "
+                "see it at boot; the files are unchanged"
+            )
     else:
         problem = doc.get("hive_recovery_problem") or "logs not usable"
         warn(f"{head}: values shown are the primary file's, without its last changes ({problem})")
@@ -35,6 +55,7 @@ def start_text(entry: dict[str, Any]) -> str:
 
 def render_services(doc: dict[str, Any]) -> None:
     click.echo(f"{doc['image']}: {doc['control_set']}, SYSTEM hive {doc['hive_state']}")
+    replay_lines(doc)
     select = doc.get("select")
     if select:
         click.echo(
@@ -67,6 +88,16 @@ def _render_service_tables(doc: dict[str, Any]) -> None:
 
 
 def render_servicing(doc: dict[str, Any]) -> None:
+    if doc.get("vhdx_log_replayed") is not None:
+        click.echo(
+            f"pending VHDX log replayed ({doc['vhdx_log_replayed']} entries) and retired "
+            "before the write, as any VHDX reader would"
+        )
+    for name in doc.get("recovered_from_logs") or []:
+        click.echo(
+            f"{name} hive was dirty: recovered in memory from its LOG1/LOG2 first; the "
+            f"recovered state {'would be' if doc['dry_run'] else 'is'} written with the change"
+        )
     if doc.get("check"):
         _render_compliance(doc)
         return
@@ -77,10 +108,10 @@ def render_servicing(doc: dict[str, Any]) -> None:
         click.echo(
             f"  {change['hive']}\\{change['key']}\\{change['name']}: {before} -> {after}{state}"
         )
-    pages = sum(doc["pages"].values())
     if doc["dry_run"]:
         click.echo(
-            f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written"
+            f"dry run: would write {doc['would_write_pages']} page(s), "
+            f"{doc['would_write_bytes']} bytes; nothing written"
         )
     elif not doc["bytes_written"]:
         asked = "every value is already as asked" if doc["changes"] else "no value to change"
@@ -90,8 +121,8 @@ def render_servicing(doc: dict[str, Any]) -> None:
     else:
         where = f"new child {doc['child']}" if doc["child"] else doc["written_to"]
         click.echo(
-            f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
-            f"transaction; read back with {' and '.join(doc['verified_by'])}"
+            f"wrote {doc['pages_written']} page(s), {doc['bytes_written']} bytes, to {where} in "
+            f"one transaction; read back with {' and '.join(doc['verified_by'])}"
         )
 
 
@@ -224,6 +255,12 @@ def _render_image_chain(info: dict[str, Any] | None) -> None:
         block = f", {node['block_size'] // 2**20} MiB blocks" if node.get("block_size") else ""
         kind = " ".join(x for x in (node["format"], node.get("disk_type")) if x)
         click.echo(f"{'  ' * depth}Image: {node['path']}: {kind}, {size_gib:.2f} GiB{block}")
+        if str(node.get("log", "")).startswith("pending"):
+            entries = node["log"].removeprefix("pending (").split(" ")[0]
+            click.echo(
+                f"{'  ' * depth}  pending VHDX log replayed in memory ({entries} entries); the "
+                "file is unchanged (`offline-ic recover` applies it)"
+            )
         node, depth = node.get("parent"), depth + 1
 
 
@@ -268,7 +305,8 @@ def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
             click.echo(f"{name} hive: not found")
             continue
         logs = ", ".join(k for k, v in facts["logs"].items() if v) or "none"
-        recovered = ", recovered in memory from its logs" if facts.get("recovered") else ""
+        used = "+".join(k for k, v in facts["logs"].items() if v)
+        recovered = f", recovered in memory from {used}" if facts.get("recovered") else ""
         click.echo(
             f"{name} hive: {facts['state']} (sequence {facts['sequence1']}/"
             f"{facts['sequence2']}), logs: {logs}{recovered}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from offline_ic.cli.common import json_option, parent_option, warn
+from offline_ic.cli.common import json_option, parent_option, volume_option, warn
 from offline_ic.cli.many import (
     FleetOptions,
     collect_targets,
@@ -20,19 +20,13 @@ from offline_ic.cli.render import (
     render_kvp,
     render_services,
     render_servicing,
+    replay_lines,
     warn_dirty,
 )
 from offline_ic.guest.windows.catalog import START_HELP, service_names_help
 
 POOLS = ("parameters", "external", "guest", "auto", "all")
 
-volume_option = click.option(
-    "--volume",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Use volume N (1-based, as `inspect` lists them) when several hold Windows.",
-)
 image_argument = click.argument("image", metavar="IMAGE", type=click.Path(path_type=str))
 
 
@@ -116,11 +110,13 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
 
 def _unique(pairs: list[tuple[str, str]], what: str) -> dict[str, str]:
     """Assignments as a dict; one name given two different values is a usage error."""
+    from offline_ic.errors import quoted
+
     out: dict[str, str] = {}
     for name, value in pairs:
         if out.get(name, value) != value:
             raise click.BadParameter(
-                f"{name} is given twice with different values ({out[name]!r}, {value!r})",
+                f"{name} is given twice with different values ({quoted(out[name])}, {quoted(value)})",
                 param_hint=what,
             )
         out[name] = value
@@ -195,7 +191,13 @@ def _warn_skipped(report: dict[str, Any]) -> None:
 
 @click.group("services")
 def services() -> None:
-    """Hyper-V integration services of a Windows guest (SYSTEM hive)."""
+    """Hyper-V integration services of a Windows guest (SYSTEM hive).
+
+    \b
+    Examples:
+      offline-ic services list win10.vhdx
+      offline-ic services set win10.vhdx time-sync=manual
+    """
 
 
 @services.command("list", epilog=f"Service names: {service_names_help()}.")
@@ -248,7 +250,7 @@ def services_list(
         {"parent": parent, "volume": volume, "services": only, "control_set": control_set},
         as_json=as_json,
         render=render_services,
-        notice=warn_dirty,
+        notice=warn_dirty if as_json else lambda doc: warn_dirty(doc, recovered_too=False),
         fleet_options=FleetOptions.pop(fleet),
     )
 
@@ -305,7 +307,13 @@ def services_set(
 
 @click.group("kvp")
 def kvp() -> None:
-    """KVP (Data Exchange) values of a guest."""
+    """KVP (Data Exchange) values of a guest.
+
+    \b
+    Examples:
+      offline-ic kvp get win10.vhdx --pool all
+      offline-ic kvp set golden.vhdx --pool guest BuildPipeline=packer-2026.11
+    """
 
 
 @kvp.command("get")
@@ -352,6 +360,7 @@ def kvp_get(
 
 
 def _render_kvp_doc(doc: dict[str, Any]) -> None:
+    replay_lines(doc)
     render_kvp(doc["pools"] if "pools" in doc else {doc["pool"]: doc["values"]}, heading="")
 
 

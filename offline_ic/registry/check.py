@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import offline_ic.registry.structs as S
-from offline_ic.errors import CorruptHiveError
+from offline_ic.errors import CorruptHiveError, quoted
 from offline_ic.registry.hive import Hive, Key, name_hash, name_sort_key, upper_name
 from offline_ic.registry.source import BufferSource
 
@@ -167,14 +167,16 @@ class _Checker:
             rep.keys += 1
             where = key.path or "(root)"
             if parent is not None and key.parent_offset != parent:
-                rep.add(f"key {where!r}: parent field 0x{key.parent_offset:x} != 0x{parent:x}")
+                rep.add(
+                    f"key {quoted(where)}: parent field 0x{key.parent_offset:x} != 0x{parent:x}"
+                )
             if key.security_offset != S.NO_CELL:
                 if self._ref(key.security_offset, "security", shared=True):
                     self.sk_users[key.security_offset] = (
                         self.sk_users.get(key.security_offset, 0) + 1
                     )
             else:
-                rep.add(f"key {where!r} has no security cell")
+                rep.add(f"key {quoted(where)} has no security cell")
             if key.class_offset != S.NO_CELL and key.class_length:
                 self._ref(key.class_offset, "class name")
             self._check_values(key, where)
@@ -196,16 +198,20 @@ class _Checker:
             self.report.values += 1
             up = upper_name(val.name)
             if up in seen:
-                self.report.add(f"key {where!r}: duplicate value name {val.name!r}")
+                self.report.add(f"key {quoted(where)}: duplicate value name {quoted(val.name)}")
             seen.add(up)
             max_name = max(max_name, len(val.name.encode("utf-16-le", "surrogatepass")))
             max_data = max(max_data, val.data_size)
             if not val.is_inline and val.data_size:
                 self._check_data(val, where)
         if key.max_value_name < max_name:
-            self.report.add(f"key {where!r}: max value name {key.max_value_name} < {max_name}")
+            self.report.add(
+                f"key {quoted(where)}: max value name {key.max_value_name} < {max_name}"
+            )
         if key.max_value_data < max_data:
-            self.report.add(f"key {where!r}: max value data {key.max_value_data} < {max_data}")
+            self.report.add(
+                f"key {quoted(where)}: max value data {key.max_value_data} < {max_data}"
+            )
 
     def _value(self, off: int):
         from offline_ic.registry.hive import Value
@@ -230,7 +236,7 @@ class _Checker:
         try:
             _ = val.raw
         except CorruptHiveError as exc:
-            self.report.add(f"key {where!r} value {val.name!r}: {exc}")
+            self.report.add(f"key {quoted(where)} value {quoted(val.name)}: {exc}")
 
     def _check_subkeys(self, key: Key, where: str) -> list[Key]:
         if key.subkey_count == 0:
@@ -254,15 +260,17 @@ class _Checker:
             sub = Key(self.hive, off, key.path)
             subs.append(sub)
             if h is not None and h != name_hash(sub.name):
-                self.report.add(f"key {sub.path!r}: lh hash 0x{h:08x} is wrong")
+                self.report.add(f"key {quoted(sub.path)}: lh hash 0x{h:08x} is wrong")
             skey = name_sort_key(sub.name)
             if prev is not None and not prev < skey:
-                self.report.add(f"key {where!r}: subkey list not sorted at {sub.name!r}")
+                self.report.add(
+                    f"key {quoted(where)}: subkey list not sorted at {quoted(sub.name)}"
+                )
             prev = skey
             max_name = max(max_name, len(sub.name.encode("utf-16-le", "surrogatepass")))
         if key.max_subkey_name & 0xFFFF < max_name:
             self.report.add(
-                f"key {where!r}: max subkey name {key.max_subkey_name & 0xFFFF} < {max_name}"
+                f"key {quoted(where)}: max subkey name {key.max_subkey_name & 0xFFFF} < {max_name}"
             )
         return subs
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import offline_ic.registry.structs as S
-from offline_ic.errors import CorruptHiveError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import CorruptHiveError, InputError, NotFoundError, SafetyRefusal, quoted
 from offline_ic.layout import Layout
 from offline_ic.registry.hive import (
     Hive,
@@ -343,7 +343,7 @@ class HiveEditor:
     def _key(self, path: str) -> Key:
         key = self.hive.find_key(path)
         if key is None:
-            raise NotFoundError(f"{self.name}: no key {path!r}")
+            raise NotFoundError(f"{self.name}: no key {quoted(path)}")
         return key
 
     def _touch(self, key: Key) -> None:
@@ -462,7 +462,7 @@ class HiveEditor:
         vals = [Value(self.hive, off) for off in offsets]
         i = next((j for j, v in enumerate(vals) if upper_name(v.name) == want), None)
         if i is None:
-            raise NotFoundError(f"{self.name}: key {key.path!r} has no value {name!r}")
+            raise NotFoundError(f"{self.name}: key {quoted(key.path)} has no value {quoted(name)}")
         val = vals[i]
         rest = offsets[:i] + offsets[i + 1 :]
         if rest:
@@ -539,11 +539,11 @@ class HiveEditor:
         key = self._key(path)
         if key.subkey_count or key.value_count:
             raise InputError(
-                f"{self.name}: key {key.path!r} is not empty "
+                f"{self.name}: key {quoted(key.path)} is not empty "
                 f"({key.subkey_count} subkeys, {key.value_count} values)"
             )
         if key.flags & (S.KEY_NO_DELETE | S.KEY_HIVE_ENTRY):
-            raise InputError(f"{self.name}: key {key.path!r} is marked not deletable")
+            raise InputError(f"{self.name}: key {quoted(key.path)} is marked not deletable")
         parent = self._key("\\".join(parts[:-1]))
         self._list_remove(parent, key.offset)
         parent = Key(self.hive, parent.offset, None)

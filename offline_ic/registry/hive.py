@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import offline_ic.registry.structs as S
-from offline_ic.errors import CorruptHiveError, NotFoundError
+from offline_ic.errors import CorruptHiveError, NotFoundError, quoted
 from offline_ic.registry.checksum import base_block_checksum
 from offline_ic.registry.source import BufferSource, FileSource, Source
 
@@ -446,7 +446,7 @@ class Hive:
     def open_key(self, path: str) -> Key:
         key = self.find_key(path)
         if key is None:
-            raise NotFoundError(f"{self.name}: no key {path!r}")
+            raise NotFoundError(f"{self.name}: no key {quoted(path)}")
         return key
 
     def walk(self, start: Key | None = None) -> Iterator[Key]:
@@ -458,7 +458,7 @@ class Hive:
             if key.offset in seen:
                 raise self.corrupt(f"key cell 0x{key.offset:x} is reached twice (cycle)")
             if depth > MAX_DEPTH:
-                raise self.corrupt(f"keys nested deeper than {MAX_DEPTH} at {key.path!r}")
+                raise self.corrupt(f"keys nested deeper than {MAX_DEPTH} at {quoted(key.path)}")
             seen.add(key.offset)
             yield key
             for sub in reversed(key.subkeys()):

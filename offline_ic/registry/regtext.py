@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from offline_ic.errors import InputError
+from offline_ic.errors import InputError, quoted
 from offline_ic.registry.hive import RegType, Value, decode_data, type_name
 
 _HEX_TYPE = re.compile(r"^hex(?:\(([0-9a-fA-F]{1,8})\))?:(.*)$", re.S)
@@ -18,29 +18,29 @@ def _split_commas(text: str) -> list[str]:
     """Split on commas outside double quotes; strip quotes and \\-escapes inside them."""
     out: list[str] = []
     cur: list[str] = []
-    quoted = False
+    in_quote = False
     i = 0
     while i < len(text):
         c = text[i]
-        if quoted:
+        if in_quote:
             if c == "\\" and i + 1 < len(text):
                 cur.append(text[i + 1])
                 i += 2
                 continue
             if c == '"':
-                quoted = False
+                in_quote = False
             else:
                 cur.append(c)
         elif c == '"':
-            quoted = True
+            in_quote = True
         elif c == ",":
             out.append("".join(cur))
             cur = []
         else:
             cur.append(c)
         i += 1
-    if quoted:
-        raise InputError(f"unterminated quote in {text!r}")
+    if in_quote:
+        raise InputError(f"unterminated quote in {quoted(text)}")
     out.append("".join(cur))
     return out
 
@@ -52,7 +52,9 @@ def _hex_bytes(body: str) -> bytes:
     try:
         return bytes(int(b, 16) for b in body.split(","))
     except ValueError:
-        raise InputError(f"bad hex bytes {body[:40]!r} (expected e.g. hex:01,ff,00)") from None
+        raise InputError(
+            f"bad hex bytes {quoted(body[:40])} (expected e.g. hex:01,ff,00)"
+        ) from None
 
 
 def _unquote(text: str) -> str:
@@ -95,10 +97,10 @@ def _hex_int(body: str, limit: int, what: str) -> int:
         value = int(body, 16)
     except ValueError:
         raise InputError(
-            f"bad {what} {body!r}: hexadecimal expected, e.g. {what}:00000004"
+            f"bad {what} {quoted(body)}: hexadecimal expected, e.g. {what}:00000004"
         ) from None
     if not 0 <= value <= limit:
-        raise InputError(f"{what} {body!r} out of range")
+        raise InputError(f"{what} {quoted(body)} out of range")
     return value
 
 

@@ -32,6 +32,32 @@ def hive_facts(guest: WindowsGuest, name: str) -> dict[str, Any]:
     }
 
 
+def log_facts(opened: Target, hives: tuple[str, ...]) -> dict[str, Any]:
+    """What was replayed in memory to read ``opened`` (the files are unchanged): the hives
+    recovered from their .LOG1/.LOG2 (``recovered_from_logs``, the word writes use too) and
+    the disks of the chain whose pending VHDX log was replayed (``vhdx_logs_pending``)."""
+    from offline_ic.image.vhdx.image import VhdxReader
+
+    guest = opened.guest
+    recovered = []
+    if isinstance(guest, WindowsGuest):
+        for name in hives:
+            if guest.hive(name).recovered:
+                logs = [ext for ext, present in guest.hive_log_present(name).items() if present]
+                recovered.append({"hive": name, "logs": logs})
+    pending = []
+    node = opened.image
+    while node is not None:
+        if isinstance(node, VhdxReader) and node.header.log_guid.int:
+            pending.append({"path": node.path, "entries": node.overlay.entries})
+        node = node.parent
+    return {
+        "recovered_from_logs": [r["hive"] for r in recovered],
+        "recovered_logs": {r["hive"]: r["logs"] for r in recovered},
+        "vhdx_logs_pending": pending,
+    }
+
+
 def services_list(
     target: str,
     *,
@@ -72,7 +98,7 @@ def services_list(
         doc["hive_recovered"] = system.recovered
         if system.is_dirty and not system.recovered:
             doc["hive_recovery_problem"] = guest.recovery_problems.get("SYSTEM")
-        return doc
+        return doc | log_facts(opened, ("SYSTEM",))
 
 
 def kvp_get(
@@ -86,11 +112,14 @@ def kvp_get(
         if guest is None:
             raise InputError(f"{target}: a Hyper-V VM configuration holds no KVP pools")
         if isinstance(guest, WindowsGuest):
-            return _windows_kvp(guest, pool)
-        pools = read_kvp_pools(guest)
-        if pool == "all":
-            return {"pools": pools}
-        return {"pool": pool, "values": pools.get(pool, {})}
+            doc = _windows_kvp(guest, pool)
+        else:
+            pools = read_kvp_pools(guest)
+            doc = (
+                {"pools": pools} if pool == "all" else {"pool": pool, "values": pools.get(pool, {})}
+            )
+        hives = ("SOFTWARE",) if isinstance(guest, WindowsGuest) else ()
+        return {"image": target, **doc, **log_facts(opened, hives)}
 
 
 def _windows_kvp(guest: WindowsGuest, pool: str) -> dict[str, Any]:

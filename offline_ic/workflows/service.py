@@ -61,22 +61,35 @@ class ServicingReport:
             ],
             **({"notes": self.notes} if self.notes else {}),
         }
+    # VHDX log entries a crash left pending, replayed and retired when the image was opened
+    # for writing (None: no pending log)
+    log_replayed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "image": self.image,
-            "written_to": self.written_to,
+        """The words every write reports: ``changed``, ``pages_written``, ``bytes_written``,
+        ``verified``; a dry run writes nothing (0) and says what it would write under
+        ``would_write_pages``/``would_write_bytes``, with no ``written_to``."""
+        planned_pages = sum(self.pages.values())
+        doc: dict[str, Any] = {"image": self.image}
+        if not self.dry_run:
+            doc["written_to"] = self.written_to
+        doc |= {
             "child": self.child,
             "dry_run": self.dry_run,
             "changes": [c.to_dict() for c in self.changes],
             "pages": self.pages,
-            "bytes_written": self.bytes_written,
-            "recovered_from_logs": self.recovered,
-            "verified_by": self.verified_by,
-            # the same facts in the words every write reports (fleet NDJSON reads these)
             "changed": bool(self.verified_by),
-            "pages_written": 0 if self.dry_run else sum(self.pages.values()),
+            "pages_written": 0 if self.dry_run else planned_pages,
+            "bytes_written": 0 if self.dry_run else self.bytes_written,
+        }
+        if self.dry_run:
+            doc["would_write_pages"] = planned_pages
+            doc["would_write_bytes"] = self.bytes_written
+        return doc | {
+            "recovered_from_logs": self.recovered,
+            "vhdx_log_replayed": self.log_replayed,
             "verified": bool(self.verified_by),
+            "verified_by": self.verified_by,
         }
 
 
@@ -207,6 +220,8 @@ def _apply(
     report = ServicingReport(target, write_path, dry_run, [], child=child)
     failure: BaseException
     with open_image(write_path, parent=parent, writable=not dry_run, force=force) as image:
+        if image.session is not None:  # a writable open replays a pending VHDX log first
+            report.log_replayed = image.session.replayed_entries
         guest = require_windows_guest(image, volume=volume, note=_WINDOWS_ONLY)
         # before anything is planned (a dry run says so too): a volume we cannot map
         if guest.volume is not None:

@@ -52,8 +52,21 @@ def test_ndjson_equals_single_documents_in_order(cli, images):
 
 def test_single_target_error_is_still_one_line(cli, images):
     code, out, err = cli("services", "list", images["corrupt"], "--json")
-    assert code == 2 and out == ""
+    assert code == 2
     assert err.count("\n") == 1 and err.startswith("offline-ic: error: ")
+    # --json: the same error as an object on stdout, the shape of a fleet's error records
+    # (without their "image")
+    record = json.loads(out)
+    assert record == {
+        "error": {
+            "code": 2,
+            "kind": "corrupt_image",
+            "message": err.strip().removeprefix("offline-ic: error: "),
+        }
+    }
+    _code, fleet_out, _ = cli("services", "list", images["win"], images["corrupt"], "--json")
+    fleet_record = _ndjson(fleet_out)[1]
+    assert fleet_record == {"image": images["corrupt"], **record}
 
 
 def test_text_blocks_under_each_name_and_quiet(cli, images):
@@ -77,7 +90,8 @@ def test_from_file_and_stdin_like_lists(cli, images, tmp_path):
     code, out, _ = cli("verify", "--from", str(listing), "--json", "--quiet")
     assert code == 0 and [d["image"] for d in _ndjson(out)] == [images["win"], images["other"]]
     code, out, err = cli("verify", "--from", str(tmp_path / "none.txt"), "--json")
-    assert code == 2 and out == "" and "target list not found" in err
+    assert code == 2 and "target list not found" in err
+    assert json.loads(out)["error"]["kind"] == "input"
 
 
 def test_check_junit_has_one_suite_per_image(cli, images, tmp_path):

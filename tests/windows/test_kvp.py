@@ -19,10 +19,19 @@ PARAMETERS = {
 }
 
 
+NOTHING_REPLAYED = {"recovered_from_logs": [], "recovered_logs": {}, "vhdx_logs_pending": []}
+
+
 def kvp_json(cli, *args):
+    """The document without its "image" (the target given, checked here) and its replay
+    facts (nothing replayed in these clean images, checked here)."""
     code, out, err = cli("kvp", "get", *args, "--json")
     assert code == 0, err
-    return json.loads(out)
+    doc = json.loads(out)
+    assert doc.pop("image") == str(args[0])
+    for key, nothing in NOTHING_REPLAYED.items():
+        assert doc.pop(key) == nothing
+    return doc
 
 
 def test_parameters_is_the_default_pool(cli, win10_dynamic):

@@ -138,7 +138,11 @@ def test_all_eight_dirty_at_most_nine_pages(cli, win10_copy):
 def test_dry_run_writes_nothing(cli, win10_copy):
     digest = sha256(win10_copy)
     doc = run_json(cli, "services", "set", win10_copy, "heartbeat=disabled", "--dry-run")
-    assert doc["dry_run"] is True and doc["bytes_written"] > 0 and doc["verified_by"] == []
+    assert doc["dry_run"] is True and doc["verified_by"] == [] and doc["verified"] is False
+    # a dry run writes nothing and says what it would write under other names
+    assert doc["bytes_written"] == 0 and doc["pages_written"] == 0 and not doc["changed"]
+    assert doc["would_write_bytes"] == 4096 * doc["would_write_pages"] > 0
+    assert "written_to" not in doc
     assert doc["changes"][0]["before"] == 3 and doc["changes"][0]["after"] == 4
     assert sha256(win10_copy) == digest
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from offline_ic.errors import InputError
+from offline_ic.errors import InputError, quoted
 
 # The one vocabulary of start types. START_TYPES names every Start value (renderers, checks);
 # SERVICE_STARTS is what a user may write for an integration service's start type, in
@@ -189,7 +189,7 @@ def parse_start(value: object) -> int:
         text = str(value)
     start = SERVICE_STARTS.get(text) if text is not None else None
     if start is None:
-        raise InputError(f"start type {value!r}: use {START_HELP}")
+        raise InputError(f"start type {quoted(value)}: use {START_HELP}")
     return start
 
 

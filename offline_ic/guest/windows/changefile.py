@@ -24,7 +24,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 
-from offline_ic.errors import InputError, NotFoundError
+from offline_ic.errors import InputError, NotFoundError, quoted
 from offline_ic.guest.windows.catalog import ALL_SERVICES, parse_start, resolve_services
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.kvp import KVP_POOLS, kvp_changes
@@ -181,14 +181,16 @@ def _registry_entries(reg: dict, path: str) -> list[tuple[str, str, str, int | s
             raise InputError(f"{path}: [registry.{hive}]: the hive must be system or software")
         for key, values in _table(reg, hive, path).items():
             if not isinstance(values, dict) or not key.strip("\\"):
-                raise InputError(f"{path}: [registry.{hive}.{key!r}] must be a table of values")
+                raise InputError(
+                    f"{path}: [registry.{hive}.{quoted(key)}] must be a table of values"
+                )
             for name, data in values.items():
                 ok_int = (
                     isinstance(data, int) and not isinstance(data, bool) and 0 <= data < 1 << 32
                 )
                 if not (ok_int or isinstance(data, str)):
                     raise InputError(
-                        f"{path}: registry.{hive}.{key!r}.{name}: a value is an integer "
+                        f"{path}: registry.{hive}.{quoted(key)}.{name}: a value is an integer "
                         "(0..4294967295, REG_DWORD) or a string (REG_SZ)"
                     )
                 out.append((hive.upper(), key.strip("\\"), name, data))

@@ -7,7 +7,7 @@ guest's intrinsic items.
 
 from __future__ import annotations
 
-from offline_ic.errors import InputError
+from offline_ic.errors import InputError, quoted
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.registry import Hive, RegType, Value
 
@@ -71,7 +71,7 @@ def _utf16_size(text: str, what: str) -> int:
 
 def check_kvp_item(name: str, value: str | None = None) -> None:
     """Refuse, before anything is written, a KVP key or value the host could not exchange."""
-    label = f"KVP key {name[:40]!r}{'...' if len(name) > 40 else ''}"
+    label = f"KVP key {quoted(name[:40])}{'...' if len(name) > 40 else ''}"
     if not name:
         raise InputError("a KVP key may not be empty")
     size = _utf16_size(name, label)
@@ -100,7 +100,7 @@ def kvp_changes(pool: str, set_values: dict[str, str], delete: list[str]) -> lis
         check_kvp_item(name, value)
         if name.lower() in seen and seen[name.lower()] != value:
             raise InputError(
-                f"KVP key {name!r} is given twice with different values (or set and deleted)"
+                f"KVP key {quoted(name)} is given twice with different values (or set and deleted)"
             )
         seen[name.lower()] = value
     changes = [
