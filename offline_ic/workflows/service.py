@@ -305,7 +305,7 @@ def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
         return
     key = editor.hive.find_key(change.key)
     if key is None and not change.create_key:
-        raise NotFoundError(f"{label}: key {change.key} does not exist")
+        raise NotFoundError(f"{label}: no key {change.key} (it does not exist; not created)")
     value = key.value(change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None

@@ -118,7 +118,7 @@ def resolve(guest: WindowsGuest, text: str, user: str | None = None) -> RegPath:
         if user is None:
             raise InputError("HKCU needs --user NAME (the profile whose NTUSER.DAT to use)")
         sid, path = profile_of(guest, user)
-        return RegPath(f"HKU\\{sid}", f"HKU\\{sid}", f"{path}/NTUSER.DAT", parsed.rest)
+        return RegPath("HKCU", f"HKU\\{sid}", f"{path}/NTUSER.DAT", parsed.rest)
     word = parsed.hive_word
     if word.lower() == ".default" or word.upper() == LOCAL_SYSTEM_SID:
         root = "HKU\\.DEFAULT" if word.lower() == ".default" else f"HKU\\{LOCAL_SYSTEM_SID}"
