@@ -27,6 +27,8 @@ HEADER_5 = "Windows Registry Editor Version 5.00"
 HEADER_4 = "REGEDIT4"
 # a value bigger than a big-data record can describe (65,535 segments of 16,344 bytes)
 MAX_VALUE_BYTES = 65535 * 16344
+# types whose data is shown decoded (str, list, int); any other type's data stays bytes
+DECODED_TYPES = (RegType.SZ, RegType.EXPAND_SZ, RegType.MULTI_SZ, RegType.DWORD, RegType.QWORD)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ def decoded(vtype: int, raw: bytes) -> object:
     """``decode_data`` when the decoded form encodes back to the same bytes, else ``raw``."""
     from offline_ic.registry.editor import encode_value
 
+    if vtype not in DECODED_TYPES:
+        return raw
     data = decode_data(vtype, raw)
     if isinstance(data, bytes):
         return data

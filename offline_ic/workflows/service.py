@@ -386,7 +386,7 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
                     (
                         v
                         for v in key.iter_values(trim_values=False)
-                        if v.name.lower() == change.name.lower()
+                        if v.name.lower() == (change.name or REGIPY_DEFAULT).lower()
                     ),
                     None,
                 )
@@ -407,8 +407,14 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
                 )
 
 
+REGIPY_DEFAULT = "(default)"  # how regipy names a key's default (unnamed) value
+REGIPY_DECODES = (0, 1, 2, 3, 4, 7, 11)  # NONE SZ EXPAND_SZ BINARY DWORD MULTI_SZ QWORD
+
+
 def _same(regipy_value: object, wanted: object, vtype: int | None = None) -> bool:
     if isinstance(wanted, bytes) and not isinstance(regipy_value, bytes) and vtype is not None:
+        if vtype not in REGIPY_DECODES:  # regipy guesses a text for these: presence only (the
+            return True  # written bytes themselves were compared through libvhdi)
         # bytes kept raw (no clean decoded form): regipy shows them decoded, as we do
         from offline_ic.registry.hive import decode_data
 
