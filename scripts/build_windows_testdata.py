@@ -238,6 +238,124 @@ def build_images(out: Path, work: Path) -> list[Path]:
     return made
 
 
+# --- the every-hive image (built at test time: tests/windows/conftest.py) ----------------
+
+ALICE_SID = "S-1-5-21-1004336348-1177238915-682003330-1001"
+EMPTIED = "[-HKEY_LOCAL_MACHINE\\X\\SAM]\n"  # a copy of the real SAM with its SAM tree removed
+EXTRA_HIVES_REG = {
+    # the real SOFTWARE of the images plus a ProfileList naming alice and LocalSystem
+    "SOFTWARE": f"""
+[HKEY_LOCAL_MACHINE\\X\\Microsoft\\Windows NT\\CurrentVersion\\ProfileList]
+"ProfilesDirectory"=hex(2):25,00,53,00,79,00,73,00,74,00,65,00,6d,00,44,00,72,00,69,00,76,00,65,00,25,00,5c,00,55,00,73,00,65,00,72,00,73,00,00,00
+
+[HKEY_LOCAL_MACHINE\\X\\Microsoft\\Windows NT\\CurrentVersion\\ProfileList\\S-1-5-18]
+"ProfileImagePath"=hex(2):25,00,73,00,79,00,73,00,74,00,65,00,6d,00,72,00,6f,00,6f,00,74,00,25,00,5c,00,73,00,79,00,73,00,74,00,65,00,6d,00,33,00,32,00,5c,00,63,00,6f,00,6e,00,66,00,69,00,67,00,5c,00,73,00,79,00,73,00,74,00,65,00,6d,00,70,00,72,00,6f,00,66,00,69,00,6c,00,65,00,00,00
+
+[HKEY_LOCAL_MACHINE\\X\\Microsoft\\Windows NT\\CurrentVersion\\ProfileList\\{ALICE_SID}]
+"ProfileImagePath"=hex(2):43,00,3a,00,5c,00,55,00,73,00,65,00,72,00,73,00,5c,00,61,00,6c,00,69,00,63,00,65,00,00,00
+"Flags"=dword:00000000
+""",
+    "DEFAULT": EMPTIED
+    + """
+[HKEY_LOCAL_MACHINE\\X\\Control Panel]
+
+[HKEY_LOCAL_MACHINE\\X\\Control Panel\\International]
+"sLanguage"="ENU"
+"LocaleName"="en-US"
+""",
+    "COMPONENTS": EMPTIED
+    + """
+[HKEY_LOCAL_MACHINE\\X\\DerivedData]
+
+[HKEY_LOCAL_MACHINE\\X\\DerivedData\\Components]
+"Count"=dword:00000002
+""",
+    "NTUSER.DAT": EMPTIED
+    + """
+[HKEY_LOCAL_MACHINE\\X\\Environment]
+"TEMP"=hex(2):25,00,55,00,53,00,45,00,52,00,50,00,52,00,4f,00,46,00,49,00,4c,00,45,00,25,00,5c,00,54,00,65,00,6d,00,70,00,00,00
+
+[HKEY_LOCAL_MACHINE\\X\\Software]
+
+[HKEY_LOCAL_MACHINE\\X\\Software\\Contoso]
+"Owner"="alice"
+""",
+    "BCD": EMPTIED
+    + """
+[HKEY_LOCAL_MACHINE\\X\\Description]
+"KeyName"="BCD00000000"
+
+[HKEY_LOCAL_MACHINE\\X\\Objects]
+
+[HKEY_LOCAL_MACHINE\\X\\Objects\\{9dea862c-5cdd-4e70-acc1-f32b344d4795}]
+
+[HKEY_LOCAL_MACHINE\\X\\Objects\\{9dea862c-5cdd-4e70-acc1-f32b344d4795}\\Description]
+"Type"=dword:10100002
+""",
+}
+
+
+def build_every_hive_image(out: Path, work: Path) -> Path:
+    """``win10-allhives.vhdx``: the win10 GPT disk with SAM, SECURITY, DEFAULT, COMPONENTS,
+    Users/alice/NTUSER.DAT (+ ProfileList) on NTFS and a BCD on a FAT EFI partition.
+
+    SAM and SECURITY are the real regipy hives as they are (SECURITY is dirty without logs);
+    DEFAULT, COMPONENTS, NTUSER.DAT and BCD are copies of the real SAM emptied and given the
+    keys above by hivexregedit (see testdata/hives/PROVENANCE.md). Needs root (ntfs-3g),
+    mkfs.fat and mtools.
+    """
+    hives = build_hives(work)
+    made: dict[str, Path] = {}
+    for name, body in EXTRA_HIVES_REG.items():
+        src = hives["SOFTWARE"] if name == "SOFTWARE" else REAL_HIVES / "regipy_SAM.xz"
+        dest = work / f"extra-{name}"
+        if name == "SOFTWARE":
+            shutil.copyfile(src, dest)
+        else:
+            unxz(src, dest)
+        reg = work / f"extra-{name}.reg"
+        reg.write_text("Windows Registry Editor Version 5.00\n" + body, encoding="utf-8")
+        merge_reg(dest, reg, "HKEY_LOCAL_MACHINE\\X")
+        made[name] = dest
+    config = "Windows/System32/config"
+    files = windows_files(
+        hives["SYSTEM-win10"],
+        made["SOFTWARE"],
+        {
+            f"{config}/SAM": unxz(REAL_HIVES / "regipy_SAM.xz", work / "SAM"),
+            f"{config}/SECURITY": unxz(REAL_HIVES / "regipy_SECURITY.xz", work / "SECURITY"),
+            f"{config}/DEFAULT": made["DEFAULT"],
+            f"{config}/COMPONENTS": made["COMPONENTS"],
+            "Users/alice/NTUSER.DAT": made["NTUSER.DAT"],
+        },
+    )
+    ntfs_start, ntfs_sectors = 2048 + 8192 + 32768, 80 * 1024
+    vol = work / "allhives.ntfs"
+    make_ntfs_volume(vol, ntfs_sectors * 512, ntfs_start, files)
+    esp = work / "esp.fat"
+    with open(esp, "wb") as fh:
+        fh.truncate(8192 * 512)
+    run("mkfs.fat", "-F", "12", "-n", "ESP", esp, stdout=subprocess.DEVNULL)
+    for folder in ("::/EFI", "::/EFI/Microsoft", "::/EFI/Microsoft/Boot"):
+        run("mmd", "-i", esp, folder)
+    run("mcopy", "-i", esp, made["BCD"], "::/EFI/Microsoft/Boot/BCD")
+    raw = work / "allhives.raw"
+    make_disk(
+        raw,
+        64 * MiB,
+        "gpt",
+        [
+            (2048, 8192, GPT_EFI, esp),
+            (2048 + 8192, 32768, GPT_MSR, None),
+            (ntfs_start, ntfs_sectors, GPT_BASIC, vol),
+        ],
+    )
+    image = out / "win10-allhives.vhdx"
+    opts = "subformat=dynamic,block_size=2097152"
+    run("qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o", opts, raw, image)
+    return image
+
+
 def compress(paths: list[Path]) -> None:
     for path in paths:
         run("xz", "-9", "-T0", "-f", path)

@@ -13,7 +13,14 @@ import sys
 import click
 
 from offline_ic import __version__
-from offline_ic.cli import check_cmd, convert_cmd, hive_cmds, image_cmds, windows_cmds
+from offline_ic.cli import (
+    check_cmd,
+    convert_cmd,
+    hive_cmds,
+    image_cmds,
+    reg_cmds,
+    windows_cmds,
+)
 from offline_ic.cli.common import emit_json
 from offline_ic.errors import CheckFailed, OfflineICError
 
@@ -39,7 +46,7 @@ def cli() -> None:
     """
 
 
-for _module in (windows_cmds, image_cmds, convert_cmd, hive_cmds, check_cmd):
+for _module in (windows_cmds, image_cmds, convert_cmd, hive_cmds, reg_cmds, check_cmd):
     _module.register(cli)
 
 

@@ -136,15 +136,41 @@ def _hive_root_names(hive) -> list[str]:
 
 @hive_group.command("set")
 @HIVE_ARG
-@KEY_ARG
-@click.argument("name")
-@click.argument("value")
+@click.argument("edit", nargs=-1, metavar="[KEY NAME VALUE]")
+@click.option(
+    "-e",
+    "--set",
+    "more",
+    nargs=3,
+    multiple=True,
+    metavar="KEY NAME VALUE",
+    help="One more value to set (repeatable); all edits are one commit.",
+)
+@click.option(
+    "--merge",
+    "merge_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.reg",
+    help="Apply a .reg file too (keys with their root, e.g. HKEY_LOCAL_MACHINE\\SYSTEM\\…: "
+    "the root and hive name are stripped), in the same commit.",
+)
 @click.option(
     "--create", is_flag=True, help="Create KEY (and missing parents) if it does not exist."
 )
 @json_option
-def hive_set(hive: Path, key: str, name: str, value: str, create: bool, as_json: bool) -> None:
+def hive_set(
+    hive: Path,
+    edit: tuple[str, ...],
+    more: tuple[tuple[str, str, str], ...],
+    merge_file: str | None,
+    create: bool,
+    as_json: bool,
+) -> None:
     """Set value NAME of KEY to VALUE, in .reg words (KEY must exist unless --create).
+
+    Several edits (-e KEY NAME VALUE, repeatable) and a .reg file (--merge) are applied in
+    one commit. A value that already has that data is not written ("(unchanged)").
 
     \b
     dword:4  dword:0000000a   REG_DWORD (hexadecimal, as in .reg files)
@@ -157,22 +183,22 @@ def hive_set(hive: Path, key: str, name: str, value: str, create: bool, as_json:
 
     \b
     Examples:
-      offline-ic hive set SYSTEM 'ControlSet001\\Services\\vmicvss' Start dword:3
-      offline-ic hive set SOFTWARE 'Some\\Key' Paths 'multi:C:\\one,C:\\two' --create
+      offline-ic hive set SYSTEM 'ControlSet001\\Services\\vmicvss' Start dword:4
+      offline-ic hive set SYSTEM -e 'ControlSet001\\Services\\vmicvss' Start dword:4 \\
+                                 -e 'ControlSet001\\Services\\vmicrdv' Start dword:4
+      offline-ic hive set SYSTEM --merge changes.reg
     """
-    from offline_ic.registry.files import edit_hive_file
-    from offline_ic.registry.regtext import parse_reg_value
+    from offline_ic.workflows.reg import edit_hive_file_changes, hive_file_changes, read_reg_file
 
-    vtype, data = parse_reg_value(value)
-    vname = "" if name == "@" else name
-
-    def edit(editor: HiveEditor) -> None:
-        if create:
-            editor.create_key(key)
-        editor.set_value(key, vname, vtype, data)
-
-    result, _commit = edit_hive_file(hive, edit)
-    _report(hive, result, as_json)
+    if len(edit) not in (0, 3):
+        raise click.UsageError("give KEY NAME VALUE (three words), or use -e/--merge")
+    edits = ([tuple(edit)] if edit else []) + [tuple(e) for e in more]
+    if not edits and merge_file is None:
+        raise click.UsageError("nothing to set: give KEY NAME VALUE, -e KEY NAME VALUE or --merge")
+    ops = read_reg_file(merge_file) if merge_file is not None else []
+    changes = hive_file_changes(edits, ops, create)  # type: ignore[arg-type]
+    result, done = edit_hive_file_changes(hive, changes)
+    _report(hive, result, as_json, [c.to_dict() for c in done])
 
 
 @hive_group.command("delete")
@@ -219,9 +245,21 @@ def _write_doc(hive: Path, result: WriteResult | None, **extra: object) -> dict[
     }
 
 
-def _report(hive: Path, result: WriteResult, as_json: bool) -> None:
+def _report(
+    hive: Path, result: WriteResult, as_json: bool, changes: list[dict] | None = None
+) -> None:
     if as_json:
-        emit_json(_write_doc(hive, result))
+        doc = _write_doc(hive, result)
+        if changes is not None:
+            doc["changes"] = changes
+        emit_json(doc)
+        return
+    for change in changes or []:
+        if not change["changed"]:
+            where = change["key"] + ("\\" + (change["name"] or "@") if change["name"] else "")
+            click.echo(f"{hive}: {where} (unchanged)")
+    if not result.pages:
+        click.echo(f"{hive}: nothing written (unchanged)")
         return
     extra = " (dirty hive recovered from its logs first)" if result.recovered else ""
     grew = (

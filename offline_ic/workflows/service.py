@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyRefusal
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
 from offline_ic.guest.windows.changes import ValueChange
-from offline_ic.guest.windows.guest import CONFIG_DIR, NtfsWindowsGuest
+from offline_ic.guest.windows.guest import NtfsWindowsGuest
 from offline_ic.registry import Hive
 from offline_ic.registry.editor import HiveEditor
 
@@ -230,8 +230,8 @@ def _apply(
         report.changes = build(guest)
         writes: list[tuple[int, bytes]] = []
         undo: list[tuple[int, bytes]] = []
-        for hive_name in sorted({c.hive for c in report.changes}):
-            hive_writes, hive_undo = _plan_hive(guest, hive_name, report)
+        for location in sorted({c.location for c in report.changes}):
+            hive_writes, hive_undo = _plan_hive(guest, location, report)
             writes += hive_writes
             undo += hive_undo
         report.bytes_written = sum(len(d) for _, d in writes)
@@ -307,12 +307,15 @@ def _require_independent_reader(image) -> None:
 
 
 def _plan_hive(
-    guest: NtfsWindowsGuest, name: str, report: ServicingReport
+    guest: NtfsWindowsGuest, path: str, report: ServicingReport
 ) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-    """Edit one hive in memory; the disk writes (and their undo: the original bytes) of the
-    pages its commit changed."""
-    path = f"{CONFIG_DIR}/{name}"
-    label = guest.hive_location(name)
+    """Edit one hive (its file ``path`` in the guest) in memory; the disk writes (and their
+    undo: the original bytes) of the pages its commit changed."""
+    mine = [c for c in report.changes if c.location == path]
+    name = mine[0].hive
+    label = _hive_label(guest, path)
+    if not guest.exists(path):
+        raise NotFoundError(f"{label}: no such hive file in the guest")
     info = guest.ntfs.file_info(path)
     original = guest.ntfs.open(path).read()
     logs = [
@@ -323,8 +326,8 @@ def _plan_hive(
     editor = HiveEditor.from_primary(original, *logs, name=label)
     if editor.recovered:
         report.recovered.append(name)
-    for change in (c for c in report.changes if c.hive == name):
-        _apply_change(editor, change, label)
+    for change in mine:
+        apply_change(editor, change, label)
     # commit() hands back exactly the pages that differ from ``original`` (recovery included)
     commit = editor.commit()
     if commit.file_length != len(original):
@@ -344,10 +347,27 @@ def _plan_hive(
     return writes, undo
 
 
-def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
+def _hive_label(guest: NtfsWindowsGuest, path: str) -> str:
+    """Where a hive file is, for messages (as ``hive_location`` words it for config hives)."""
+    return f"{guest.description}: {path}"
+
+
+def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
+    """Make one change in the editor, noting what was there before (``present_before``,
+    ``before``); a value already as asked is left alone (no page changes for it)."""
+    if change.make_key:
+        change.present_before = editor.hive.find_key(change.key) is not None
+        if not change.present_before:
+            editor.create_key(change.key)
+        return
+    if change.delete_key:
+        change.present_before = editor.hive.find_key(change.key) is not None
+        if change.present_before:
+            delete_tree(editor, change.key)
+        return
     key = editor.hive.find_key(change.key)
     if key is None and not change.create_key:
-        raise NotFoundError(f"{label}: key {change.key} does not exist")
+        raise NotFoundError(f"{label}: no key {change.key} (it does not exist; not created)")
     value = key.value(change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None
@@ -357,9 +377,33 @@ def _apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
         return
     if key is None:
         editor.create_key(change.key)
-    if value is not None and value.type == change.type and value.data == change.data:
+    if value is not None and value.type == change.type and _same_data(value, change):
         return  # already as asked: nothing to write
     editor.set_value(change.key, change.name, change.type, change.data)
+
+
+def _same_data(value, change: ValueChange) -> bool:
+    if isinstance(change.data, bytes):
+        return value.raw == change.data
+    return value.data == change.data and not isinstance(value.data, bytes)
+
+
+def delete_tree(editor: HiveEditor, path: str) -> None:
+    """Delete key ``path``, its values and every key below it (deepest first)."""
+    from offline_ic.errors import InputError
+
+    if not path.strip("\\"):
+        raise SafetyRefusal(f"{editor.name}: refusing to delete the root key of a hive")
+    top = editor.hive.open_key(path)
+    order = [k.path for k in editor.hive.walk(top)]
+    for key_path in reversed(order):  # children after their parent in walk order
+        key = editor.hive.open_key(key_path)
+        for value in list(key.values()):
+            editor.delete_value(key_path, value.name)
+        try:
+            editor.delete_key(key_path)
+        except InputError as exc:  # marked not deletable (a hive's mount point)
+            raise SafetyRefusal(str(exc)) from exc
 
 
 def _verify(
@@ -377,15 +421,13 @@ def _verify(
     if reader is None:  # _require_independent_reader made sure this cannot happen
         raise SafetyRefusal(f"{image.path}: the write could not be read back through libvhdi")
     fresh = windows_guest_in_image(image, volume=volume)
-    for hive_name in sorted({c.hive for c in changes}):
-        data = fresh.ntfs.open(f"{CONFIG_DIR}/{hive_name}").read()
-        ours = Hive.open(data, name=fresh.hive_location(hive_name))
+    for location in sorted({c.location for c in changes}):
+        data = fresh.ntfs.open(location).read()
+        ours = Hive.open(data, name=_hive_label(fresh, location))
         if ours.is_dirty:
-            raise SafetyRefusal(
-                f"{fresh.hive_location(hive_name)}: hive reads dirty after the write"
-            )
+            raise SafetyRefusal(f"{_hive_label(fresh, location)}: hive reads dirty after the write")
         _check_with_regipy(
-            data, [c for c in changes if c.hive == hive_name], fresh.hive_location(hive_name)
+            data, [c for c in changes if c.location == location], _hive_label(fresh, location)
         )
     return [reader, "regipy"]
 
@@ -399,34 +441,51 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
         with open(path, "wb") as fh:
             fh.write(data)
         hive = RegistryHive(path)
-        for change in changes:
+        for change in (c for c in changes if c.verify):
             try:
                 key = hive.get_key("\\" + change.key)
                 value = next(
                     (
                         v
                         for v in key.iter_values(trim_values=False)
-                        if v.name.lower() == change.name.lower()
+                        if v.name.lower() == (change.name or REGIPY_DEFAULT).lower()
                     ),
                     None,
                 )
             except (RegistryKeyNotFoundException, RegistryValueNotFoundException):
-                value = None
+                key = value = None
+            if change.delete_key and key is not None or change.make_key and key is None:
+                raise SafetyRefusal(f"{label}: regipy reads key {change.key} wrong")
+            if change.make_key:
+                continue
             if change.is_delete:
                 if value is not None:
                     raise SafetyRefusal(f"{label}: regipy still sees {change.key}\\{change.name}")
                 continue
-            if value is None or not _same(value.value, change.data):
+            if value is None or not _same(value.value, change.data, change.type):
                 raise SafetyRefusal(
                     f"{label}: regipy reads {change.key}\\{change.name} as "
                     f"{None if value is None else value.value!r}, not {change.data!r}"
                 )
 
 
-def _same(regipy_value: object, wanted: object) -> bool:
+REGIPY_DEFAULT = "(default)"  # how regipy names a key's default (unnamed) value
+REGIPY_DECODES = (0, 1, 2, 3, 4, 7, 11)  # NONE SZ EXPAND_SZ BINARY DWORD MULTI_SZ QWORD
+
+
+def _same(regipy_value: object, wanted: object, vtype: int | None = None) -> bool:
+    if isinstance(wanted, bytes) and not isinstance(regipy_value, bytes) and vtype is not None:
+        if vtype not in REGIPY_DECODES:  # regipy guesses a text for these: presence only (the
+            return True  # written bytes themselves were compared through libvhdi)
+        # bytes kept raw (no clean decoded form): regipy shows them decoded, as we do
+        from offline_ic.registry.hive import decode_data
+
+        wanted = decode_data(vtype, wanted)
+        if isinstance(wanted, list) and isinstance(regipy_value, list):
+            return [v for v in regipy_value if v] == wanted
     if isinstance(wanted, str) and isinstance(regipy_value, str):
         return regipy_value.rstrip("\x00") == wanted
     return regipy_value == wanted
 
 
-__all__ = ["ServicingReport", "ValueChange", "apply_changes"]
+__all__ = ["ServicingReport", "ValueChange", "apply_change", "apply_changes", "delete_tree"]

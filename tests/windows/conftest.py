@@ -37,3 +37,20 @@ def system_win10(unpacked):
 @pytest.fixture(scope="session")
 def software_hive(unpacked):
     return unpacked(WIN / "SOFTWARE.xz")
+
+
+@pytest.fixture(scope="session")
+def win10_allhives(tmp_path_factory):
+    """The win10 GPT disk with every hive (SAM, SECURITY, DEFAULT, COMPONENTS, alice's
+    NTUSER.DAT, a BCD on a FAT EFI partition), built once per session (read-only use)."""
+    import shutil
+
+    from tests.helpers import require_fuse, script_module
+
+    require_fuse()
+    missing = [t for t in ("hivexregedit", "mkfs.fat", "mcopy", "qemu-img") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"building the every-hive image needs {', '.join(missing)}")
+    out = tmp_path_factory.mktemp("allhives")
+    work = tmp_path_factory.mktemp("allhives-work")
+    return script_module("build_windows_testdata").build_every_hive_image(out, work)

@@ -1,4 +1,4 @@
-"""A registry value change in a Windows guest: which hive, key and value, and what it was."""
+"""A registry change in a Windows guest: which hive, key and value, and what it was."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from typing import Any
 
 @dataclass
 class ValueChange:
-    """One value to set (``type`` and ``data``) or delete (``type`` None) in a hive."""
+    """One value to set (``type`` and ``data``) or delete (``type`` None) in a hive, or,
+    with ``delete_key``, key ``key`` to delete with everything below it (``name`` unused).
 
-    hive: str  # "SYSTEM" | "SOFTWARE"
+    ``hive`` names the hive in reports ("SYSTEM", "SOFTWARE", "SAM", …, or ``HKU\\<SID>``);
+    ``hive_path`` is its file in the guest when that is not ``Windows/System32/config/<hive>``
+    (a user's NTUSER.DAT, the BCD).
+    """
+
+    hive: str
     key: str
     name: str
     type: int | None = None
@@ -18,20 +24,44 @@ class ValueChange:
     create_key: bool = False  # KVP pools may not exist yet; service keys must
     before: object = None
     present_before: bool = False
+    hive_path: str | None = None
+    delete_key: bool = False
+    make_key: bool = False  # only create ``key`` (a .reg file's [KEY] line without values)
+    verify: bool = True  # False: a later change of the same command undoes or redoes it
+
+    @property
+    def location(self) -> str:
+        """The hive file in the guest (volume-relative path)."""
+        from offline_ic.guest.windows.guest import CONFIG_DIR
+
+        return self.hive_path or f"{CONFIG_DIR}/{self.hive}"
 
     @property
     def is_delete(self) -> bool:
-        return self.type is None
+        return self.type is None and not self.make_key
 
     def to_dict(self) -> dict[str, Any]:
         after = None if self.is_delete else self.data
-        return {
+        action = "delete_key" if self.delete_key else "delete" if self.is_delete else "set"
+        if self.make_key:
+            action = "create_key"
+        doc: dict[str, Any] = {
             "hive": self.hive,
             "key": self.key,
             "name": self.name,
-            "action": "delete" if self.is_delete else "set",
-            "before": self.before if self.present_before else None,
+            "action": action,
+            "before": _jsonable(self.before) if self.present_before else None,
             "present_before": self.present_before,
-            "after": after,
+            "after": _jsonable(after),
             "changed": self.present_before != (not self.is_delete) or self.before != after,
         }
+        if self.make_key or self.delete_key:
+            doc["changed"] = self.present_before != self.make_key
+        if self.hive_path is not None:
+            doc["hive_path"] = self.hive_path
+        return doc
+
+
+def _jsonable(data: object) -> object:
+    """Bytes as hex in JSON (``hex:…`` would be the .reg word); other data as it is."""
+    return data.hex() if isinstance(data, bytes | bytearray) else data

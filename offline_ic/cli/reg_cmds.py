@@ -1,0 +1,288 @@
+"""``offline-ic reg get|export|set|delete|merge``: any hive of a Windows guest, by the paths
+regedit, reg.exe and virt-win-reg use. Thin: parse, call ``workflows.reg``, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from offline_ic.cli.common import emit_json, json_option, parent_option, warn
+from offline_ic.cli.windows_cmds import image_argument, volume_option, write_options
+from offline_ic.guest.windows.regpaths import ROOT_HELP
+
+KEY_HELP = (
+    "KEY is a registry path: "
+    + ROOT_HELP
+    + "; HKEY_LOCAL_MACHINE etc. spelled out work too, case does not matter, and "
+    "CurrentControlSet is the control set Windows boots."
+)
+user_option = click.option(
+    "--user",
+    metavar="NAME",
+    default=None,
+    help="For HKCU: the user (profile folder name or SID) whose NTUSER.DAT to use.",
+)
+key_argument = click.argument("key", metavar="KEY")
+
+
+@click.group("reg", epilog=KEY_HELP)
+def reg_group() -> None:
+    """Read and change any registry hive of a Windows guest image (regedit's paths).
+
+    Reads show a dirty hive as Windows would see it at boot (recovered from its logs in
+    memory). Writes go through the servicing path of `services set`: one crash-safe
+    transaction across every hive named, read back with libvhdi and regipy, --dry-run,
+    --output CHILD.avhdx.
+    """
+
+
+@reg_group.command("get", epilog=KEY_HELP)
+@image_argument
+@key_argument
+@click.argument("value", required=False)
+@click.option("--recursive", is_flag=True, help="Show every key below KEY too.")
+@user_option
+@parent_option
+@volume_option
+@json_option
+def reg_get(
+    image: str,
+    key: str,
+    value: str | None,
+    recursive: bool,
+    user: str | None,
+    parent: str | None,
+    volume: int | None,
+    as_json: bool,
+) -> None:
+    """Print value VALUE of KEY ('@' = default value) as text, or KEY in .reg form.
+
+    \b
+    Examples:
+      offline-ic reg get win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\storvsc' Start
+      offline-ic reg get win10.vhdx 'HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion'
+      offline-ic reg get win10.vhdx 'HKCU\\Software' --user alice --recursive --json
+    """
+    from offline_ic.workflows.reg import reg_get as run
+
+    doc = run(image, key, value, recursive=recursive, user=user, parent=parent, volume=volume)
+    if doc["hive_state"] == "recovered":
+        warn(f"{doc['hive_path']}: hive is dirty; shown as recovered from its logs (in memory)")
+    if as_json:
+        emit_json(doc)
+    elif value is not None:
+        click.echo(_value_text(doc["value"]))
+    else:
+        click.echo(_reg_text(doc), nl=False)
+
+
+def _value_text(value: dict[str, Any]) -> str:
+    """A value's data as hivexget prints it: strings as they are, numbers in decimal."""
+    from offline_ic.registry.regfile import format_data
+
+    data = value["data"]
+    if isinstance(data, list):
+        return "\n".join(data)
+    if isinstance(data, str) and value["type_code"] in (1, 2, 6):
+        return data
+    if isinstance(data, int):
+        return str(data)
+    return format_data(value["type_code"], bytes.fromhex(value["raw_hex"]))
+
+
+def _key_lines(key: dict[str, Any]) -> list[str]:
+    """[KEY] and its values, as a .reg file has them."""
+    from offline_ic.registry.regfile import format_data
+    from offline_ic.workflows.reg import long_root
+
+    lines = [f"[{long_root(key['path'])}]"]
+    for v in key["values"]:
+        name = v["name"].replace("\\", "\\\\").replace('"', '\\"')
+        name = "@" if v["name"] == "" else f'"{name}"'
+        lines.append(f"{name}={format_data(v['type_code'], bytes.fromhex(v['raw_hex']))}")
+    return lines
+
+
+def _reg_text(doc: dict[str, Any]) -> str:
+    """KEY (and with --recursive, all below it) in .reg form; without --recursive the
+    subkeys are listed as [KEY\\SUBKEY] lines."""
+    from offline_ic.workflows.reg import long_root
+
+    out = _key_lines(doc)
+    if "keys" in doc:
+        for key in doc["keys"]:
+            out += ["", *_key_lines(key)]
+    else:
+        out += [f"[{long_root(doc['path'])}\\{s}]" for s in doc["subkeys"]]
+    return "\n".join(out) + "\n"
+
+
+@reg_group.command("export", epilog=KEY_HELP)
+@image_argument
+@key_argument
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.reg",
+    help="Write the .reg file here (default: standard output).",
+)
+@click.option(
+    "--utf16",
+    is_flag=True,
+    help="Write UTF-16LE with a byte-order mark, as regedit does (default UTF-8, what "
+    "hivexregedit reads; string data that is not ASCII is written as hex(1) either way).",
+)
+@user_option
+@parent_option
+@volume_option
+def reg_export(
+    image: str,
+    key: str,
+    output: str | None,
+    utf16: bool,
+    user: str | None,
+    parent: str | None,
+    volume: int | None,
+) -> None:
+    """Write KEY and every key below it as a .reg file (regedit's Export).
+
+    \b
+    Examples:
+      offline-ic reg export win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\storvsc' -o s.reg
+      hivexregedit --merge --prefix 'HKEY_LOCAL_MACHINE\\SYSTEM' SYSTEM s.reg
+    """
+    from offline_ic.workflows.reg import reg_export as run
+
+    text = run(image, key, user=user, parent=parent, volume=volume)
+    if output is None:
+        click.echo(text.replace("\r\n", "\n"), nl=False)
+        return
+    data = b"\xff\xfe" + text.encode("utf-16-le") if utf16 else text.encode("utf-8")
+    with open(output, "wb") as fh:
+        fh.write(data)
+    click.echo(f"offline-ic: wrote {output} ({len(data)} bytes)", err=True)
+
+
+def _render_write(doc: dict[str, Any]) -> None:
+    """Each change as 'PATH "name": before -> after', then what was written."""
+    for change in doc["changes"]:
+        path = change.get("path") or f"{change['hive']}\\{change['key']}"
+        state = "" if change["changed"] else "  (unchanged)"
+        if change["action"] in ("delete_key", "create_key"):
+            what = "deleted with all below it" if change["action"] == "delete_key" else "created"
+            if not change["changed"]:
+                what = "absent" if change["action"] == "delete_key" else "exists"
+            click.echo(f"  [{path}] {what}{state}")
+            continue
+        name = change["name"] or "@"
+        before = repr(change["before"]) if change["present_before"] else "(absent)"
+        after = "(deleted)" if change["action"] == "delete" else repr(change["after"])
+        click.echo(f'  {path} "{name}": {before} -> {after}{state}')
+    pages = sum(doc["pages"].values())
+    if doc["dry_run"]:
+        click.echo(
+            f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written"
+        )
+    elif not doc["bytes_written"]:
+        click.echo("nothing to write: everything is already as asked")
+    else:
+        where = f"new child {doc['child']}" if doc["child"] else doc["written_to"]
+        click.echo(
+            f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
+            f"transaction; read back with {' and '.join(doc['verified_by'])}"
+        )
+
+
+def _emit(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(doc)
+    else:
+        _render_write(doc)
+
+
+def _write_args(opts: dict[str, Any]) -> dict[str, Any]:
+    keys = ("parent", "volume", "output", "dry_run", "force")
+    return {k: opts[k] for k in keys}
+
+
+@reg_group.command("set", epilog=KEY_HELP)
+@image_argument
+@key_argument
+@click.argument("value", metavar="VALUE")
+@click.argument("data", metavar="TYPE:DATA")
+@click.option("--create", is_flag=True, help="Create KEY (and missing parents) if needed.")
+@user_option
+@write_options
+def reg_set(
+    image: str, key: str, value: str, data: str, create: bool, user: str | None, **opts: Any
+) -> None:
+    """Set value VALUE ('@' = default) of KEY; TYPE:DATA in the words of `hive set`.
+
+    \b
+    dword:4  qword:1f  hex:01,ff  hex(N):..  expand:%SystemRoot%\\x  multi:a,b  text
+    Examples:
+      offline-ic reg set win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss' Start dword:4
+      offline-ic reg set win10.vhdx 'HKLM\\SOFTWARE\\Contoso' Build 2026.11 --create --dry-run
+    """
+    from offline_ic.workflows.reg import reg_set as run
+
+    doc = run(image, key, value, data, create=create, user=user, **_write_args(opts))
+    _emit(doc, opts["as_json"])
+
+
+@reg_group.command("delete", epilog=KEY_HELP)
+@image_argument
+@key_argument
+@click.argument("value", required=False)
+@click.option("--recursive", is_flag=True, help="Delete KEY with all its values and subkeys.")
+@user_option
+@write_options
+def reg_delete(
+    image: str, key: str, value: str | None, recursive: bool, user: str | None, **opts: Any
+) -> None:
+    """Delete value VALUE of KEY, or KEY itself (an empty key, or anything with --recursive).
+
+    Refused (exit 3): HKLM\\SYSTEM\\Select and the root key of a hive.
+
+    \b
+    Examples:
+      offline-ic reg delete win10.vhdx 'HKLM\\SOFTWARE\\Microsoft\\Virtual Machine\\Guest\\Parameters' HostName
+      offline-ic reg delete win10.vhdx 'HKLM\\SOFTWARE\\Contoso' --recursive --output child.avhdx
+    """
+    from offline_ic.workflows.reg import reg_delete as run
+
+    doc = run(image, key, value, recursive=recursive, user=user, **_write_args(opts))
+    _emit(doc, opts["as_json"])
+
+
+@reg_group.command("merge", epilog=KEY_HELP)
+@image_argument
+@click.argument("reg_file", metavar="FILE.reg", type=click.Path(dir_okay=False))
+@user_option
+@write_options
+def reg_merge(image: str, reg_file: str, user: str | None, **opts: Any) -> None:
+    """Apply a .reg file (regedit's import) in ONE transaction across all the hives it names.
+
+    regedit syntax: [KEY], [-KEY] (delete with all below it), "name"=-, dword:, qword:,
+    hex:, hex(N):, @ (default value), lines continued with a trailing backslash; UTF-16LE
+    (with BOM, as regedit writes) or UTF-8. A syntax error names the line and column and
+    nothing is opened.
+
+    \b
+    Examples:
+      offline-ic reg merge win10.vhdx changes.reg --dry-run
+      offline-ic reg merge win10.vhdx changes.reg --user alice --output serviced.avhdx
+    """
+    from offline_ic.workflows.reg import reg_merge as run
+
+    doc = run(image, reg_file, user=user, **_write_args(opts))
+    _emit(doc, opts["as_json"])
+
+
+def register(group: click.Group) -> None:
+    """Add ``reg`` to the main group."""
+    group.add_command(reg_group)

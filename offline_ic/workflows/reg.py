@@ -1,0 +1,391 @@
+"""``offline-ic reg``: read and change any hive of a Windows guest by its registry path.
+
+Reads open the guest read-only and show the hive as Windows would see it at boot (a dirty
+hive recovered from its logs in memory). Every write is a list of ``ValueChange`` handed to
+the servicing path (``workflows.service.apply_changes``): the same refusals, lock, single
+transaction across all hives named, read-back and ``--dry-run``/``--output``. A ``.reg`` file
+is parsed completely before the image is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
+from offline_ic.guest.windows.changes import ValueChange
+from offline_ic.guest.windows.guest import WindowsGuest
+from offline_ic.guest.windows.regpaths import (
+    RegPath,
+    open_hive,
+    parse_path,
+    resolve,
+    resolve_control_set,
+)
+from offline_ic.registry import Hive, Key
+from offline_ic.registry.regfile import (
+    MAX_VALUE_BYTES,
+    RegOp,
+    decode_reg_bytes,
+    decoded,
+    export_key,
+    parse_reg_file,
+)
+from offline_ic.registry.regtext import value_json
+
+LONG_ROOTS = {"HKLM": "HKEY_LOCAL_MACHINE", "HKU": "HKEY_USERS", "HKCU": "HKEY_CURRENT_USER"}
+
+
+def long_root(root: str) -> str:
+    """``HKLM\\SYSTEM`` -> ``HKEY_LOCAL_MACHINE\\SYSTEM`` (how regedit writes .reg files)."""
+    top, sep, rest = root.partition("\\")
+    return LONG_ROOTS.get(top, top) + sep + rest
+
+
+def _open_guest(target: str, parent: str | None, volume: int | None):
+    from offline_ic.target import open_target
+
+    return open_target(target, parent=parent, volume=volume, family="windows")
+
+
+def _hive_state(hive: Hive) -> str:
+    return "recovered" if hive.recovered else ("dirty" if hive.is_dirty else "clean")
+
+
+def _key_doc(key: Key, where: RegPath) -> dict[str, Any]:
+    return {
+        "path": where.full(key.path),
+        "last_written": key.last_written.isoformat(),
+        "class_name": key.class_name,
+        "subkeys": [s.name for s in key.subkeys()],
+        "values": [value_json(v) for v in key.values()],
+    }
+
+
+def _find(hive: Hive, where: RegPath) -> Key:
+    key = hive.find_key(where.key)
+    if key is None:
+        raise NotFoundError(f"{where.full()}: no such key ({hive.name})")
+    return key
+
+
+def reg_get(
+    target: str,
+    key: str,
+    value: str | None = None,
+    *,
+    recursive: bool = False,
+    user: str | None = None,
+    parent: str | None = None,
+    volume: int | None = None,
+) -> dict[str, Any]:
+    """The ``reg get --json`` document: one value, or a key (with ``recursive``: every key
+    below it too, in ``keys``)."""
+    parse_path(key)  # an unknown root is a usage error before anything is opened
+    with _open_guest(target, parent, volume) as opened:
+        guest = opened.guest
+        assert isinstance(guest, WindowsGuest)
+        where = resolve(guest, key, user)
+        hive = open_hive(guest, where)
+        found = _find(hive, where)
+        doc: dict[str, Any] = {
+            "image": target,
+            "path": where.full(),
+            "root": long_root(where.root),
+            "hive": where.hive,
+            "hive_path": where.hive_path,
+            "key": found.path,
+            "hive_state": _hive_state(hive),
+        }
+        if value is not None:
+            name = "" if value == "@" else value
+            val = found.value(name)
+            if val is None:
+                raise NotFoundError(f"{where.full()}: no value {value!r}")
+            doc["value"] = value_json(val)
+            return doc
+        doc.update(_key_doc(found, where))
+        if recursive:
+            doc["keys"] = [_key_doc(k, where) for k in hive.walk(found)][1:]
+        return doc
+
+
+def reg_export(
+    target: str,
+    key: str,
+    *,
+    recursive: bool = True,
+    user: str | None = None,
+    parent: str | None = None,
+    volume: int | None = None,
+) -> str:
+    """The key (and what is below it) as a .reg document (regedit's "Export")."""
+    parse_path(key)
+    with _open_guest(target, parent, volume) as opened:
+        guest = opened.guest
+        assert isinstance(guest, WindowsGuest)
+        where = resolve(guest, key, user)
+        hive = open_hive(guest, where)
+        found = _find(hive, where)
+        return export_key(hive, found, long_root(where.root), recursive=recursive)
+
+
+# --- writes ---------------------------------------------------------------------------------
+
+
+def _refuse_select(parsed_top: str, hive_word: str, rest: str, text: str) -> None:
+    head = rest.split("\\", 1)[0].lower()
+    if parsed_top == "HKLM" and hive_word.upper() == "SYSTEM" and head == "select":
+        raise SafetyRefusal(
+            f"{text}: HKLM\\SYSTEM\\Select chooses the control set Windows boots; "
+            "offline-ic does not change it (nothing written)"
+        )
+
+
+def precheck(ops: Sequence[RegOp]) -> None:
+    """Refusals that need no guest: unknown roots (exit 2), Select, a hive's root (exit 3)."""
+    for op in ops:
+        parsed = parse_path(op.key)
+        _refuse_select(parsed.top, parsed.hive_word, parsed.rest, op.key)
+        if op.kind == "delete_key" and not parsed.rest:
+            raise SafetyRefusal(f"{op.key}: refusing to delete the root key of a hive")
+        if op.kind == "set" and len(op.raw) > MAX_VALUE_BYTES:
+            raise InputError(f"{op.key}\\{op.name}: value too large for the registry")
+
+
+def _change(where: RegPath, op: RegOp, create: bool) -> ValueChange:
+    path = None if where.config_hive else where.hive_path
+    if op.kind == "key":
+        return ValueChange(where.hive, where.key, "", make_key=True, hive_path=path)
+    if op.kind == "delete_key":
+        return ValueChange(where.hive, where.key, "", delete_key=True, hive_path=path)
+    if op.kind == "delete_value":
+        return ValueChange(where.hive, where.key, op.name, hive_path=path)
+    data = decoded(op.type or 0, op.raw)
+    return ValueChange(
+        where.hive, where.key, op.name, op.type, data, create_key=create, hive_path=path
+    )
+
+
+def mark_superseded(changes: list[ValueChange]) -> None:
+    """``verify = False`` on a change a later one of the same write undoes or redoes (a value
+    set twice, set then its key deleted, a key deleted then made again): the read-back
+    checks the final state."""
+    later_values: set[tuple[str, str, str]] = set()
+    later_deleted: set[tuple[str, str]] = set()
+    later_keys: set[tuple[str, str]] = set()  # keys touched later, with their ancestors
+    for change in reversed(changes):
+        loc, key = change.location.lower(), change.key.lower()
+        ancestors = _ancestors(key)
+        is_value = not change.delete_key and not change.make_key
+        change.verify = not (
+            any((loc, a) in later_deleted for a in ancestors)
+            or (change.delete_key and (loc, key) in later_keys)
+            or (is_value and (loc, key, change.name.lower()) in later_values)
+        )
+        if change.delete_key:
+            later_deleted.add((loc, key))
+        elif not change.make_key:
+            later_values.add((loc, key, change.name.lower()))
+        later_keys.update((loc, a) for a in ancestors)
+
+
+def _ancestors(key: str) -> list[str]:
+    """``a\\b\\c`` -> [a, a\\b, a\\b\\c]."""
+    parts = [p for p in key.split("\\") if p]
+    return ["\\".join(parts[: i + 1]) for i in range(len(parts))] or [""]
+
+
+def build_changes(
+    guest: WindowsGuest,
+    ops: Sequence[RegOp],
+    *,
+    user: str | None = None,
+    create: bool = True,
+    must_exist: bool = False,
+    recursive: bool = True,
+    roots: dict[str, str] | None = None,
+) -> list[ValueChange]:
+    """Resolve each operation's path against the guest; the changes in order.
+
+    ``must_exist`` (``reg delete``): a missing key or value is an error; ``recursive``
+    False: a key with subkeys or values is not deleted.
+    """
+    resolved: dict[str, RegPath] = {}
+    changes: list[ValueChange] = []
+    for op in ops:
+        where = resolved.get(op.key.lower())
+        if where is None:
+            where = resolved[op.key.lower()] = resolve(guest, op.key, user)
+            if roots is not None:
+                roots[where.hive] = where.root
+        if not where.writable:
+            raise SafetyRefusal(
+                f"{where.full()}: the BCD store is on the EFI system partition (FAT); "
+                "offline-ic writes NTFS only (read it with reg get)"
+            )
+        _refuse_select("HKLM", where.hive if where.config_hive else "", where.key, op.key)
+        if op.kind == "delete_key" and not where.key:
+            raise SafetyRefusal(f"{op.key}: refusing to delete the root key of a hive")
+        if must_exist or not recursive:
+            _check_delete(guest, where, op, must_exist, recursive)
+        changes.append(_change(where, op, create))
+    mark_superseded(changes)
+    return changes
+
+
+def _check_delete(guest: WindowsGuest, where: RegPath, op: RegOp, must: bool, rec: bool) -> None:
+    key = open_hive(guest, where).find_key(where.key)
+    if key is None:
+        if must:
+            raise NotFoundError(f"{where.full()}: no such key")
+        return
+    if op.kind == "delete_value" and must and key.value(op.name) is None:
+        raise NotFoundError(f"{where.full()}: no value {op.name or '@'!r}")
+    if op.kind == "delete_key" and not rec and (key.subkey_count or key.value_count):
+        raise InputError(
+            f"{where.full()}: key has {key.subkey_count} subkeys and {key.value_count} "
+            "values; add --recursive to delete it with everything below it"
+        )
+
+
+def _servicing(
+    target: str, ops: Sequence[RegOp], write: dict[str, Any], **build: Any
+) -> dict[str, Any]:
+    """Resolve and apply ``ops`` through the servicing path; each change's JSON also gets
+    its full registry ``path``."""
+    from offline_ic.workflows.service import apply_changes
+
+    roots: dict[str, str] = {}
+    report = apply_changes(
+        target, lambda guest: build_changes(guest, ops, roots=roots, **build), **write
+    )
+    doc = report.to_dict()
+    for change, out in zip(report.changes, doc["changes"], strict=True):
+        root = roots.get(change.hive, change.hive)
+        out["path"] = root + ("\\" + change.key if change.key else "")
+    return doc
+
+
+def _write_options(options: dict[str, Any]) -> dict[str, Any]:
+    keys = ("parent", "volume", "output", "dry_run", "force")
+    return {k: options.get(k, None if k in ("parent", "volume", "output") else False) for k in keys}
+
+
+def value_op(key: str, name: str, word: str) -> RegOp:
+    """``reg set``'s VALUE and TYPE:DATA as one operation (the ``hive set`` words)."""
+    from offline_ic.registry.editor import encode_value
+    from offline_ic.registry.regtext import parse_reg_value
+
+    vtype, data = parse_reg_value(word)
+    raw = encode_value(vtype, data)
+    if len(raw) > MAX_VALUE_BYTES:
+        raise InputError(f"{key}\\{name}: value too large for the registry ({len(raw)} bytes)")
+    return RegOp("set", key, "" if name == "@" else name, vtype, raw)
+
+
+def reg_set(
+    target: str,
+    key: str,
+    name: str,
+    data: str,
+    *,
+    create: bool = False,
+    user: str | None = None,
+    **write: Any,
+) -> dict[str, Any]:
+    """``reg set --json``: one value, in the words of ``hive set`` (``dword:4``, …)."""
+    ops = [value_op(key, name, data)]
+    precheck(ops)
+    return _servicing(target, ops, _write_options(write), user=user, create=create)
+
+
+def reg_delete(
+    target: str,
+    key: str,
+    name: str | None = None,
+    *,
+    recursive: bool = False,
+    user: str | None = None,
+    **write: Any,
+) -> dict[str, Any]:
+    """``reg delete --json``: a value, or a key (with ``recursive``: and all below it)."""
+    op = (
+        RegOp("delete_value", key, "" if name == "@" else name)
+        if name is not None
+        else RegOp("delete_key", key)
+    )
+    precheck([op])
+    return _servicing(
+        target, [op], _write_options(write), user=user, must_exist=True, recursive=recursive
+    )
+
+
+def read_reg_file(path: str | Path) -> list[RegOp]:
+    """Parse a .reg file (UTF-16LE/UTF-8); errors name the file, line and column (exit 2)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a .reg file") from None
+    return parse_reg_file(decode_reg_bytes(data, str(path)), str(path))
+
+
+def reg_merge(
+    target: str, reg_file: str, *, user: str | None = None, **write: Any
+) -> dict[str, Any]:
+    """``reg merge --json``: every operation of a .reg file, in ONE transaction across all
+    the hives it names (regedit's import: keys are created as needed)."""
+    ops = read_reg_file(reg_file)
+    precheck(ops)
+    doc = _servicing(target, ops, _write_options(write), user=user)
+    doc["reg_file"] = reg_file
+    return doc
+
+
+# --- bare hive files (hive set) -------------------------------------------------------------
+
+
+def hive_key(op_key: str) -> str:
+    """A .reg file's key for a bare hive: the root and hive words stripped
+    (``HKEY_LOCAL_MACHINE\\SYSTEM\\Select`` -> ``Select``; ``HKCU\\Software`` -> ``Software``)."""
+    return parse_path(op_key).rest
+
+
+def hive_file_changes(
+    edits: Sequence[tuple[str, str, str]], merge_ops: Sequence[RegOp], create: bool
+) -> list[ValueChange]:
+    """``hive set``'s KEY NAME VALUE edits and --merge operations as changes (in order)."""
+    changes = []
+    for key, name, word in edits:
+        op = value_op(key, name, word)
+        changes.append(
+            ValueChange("HIVE", key.strip("\\"), op.name, op.type, op.data, create_key=create)
+        )
+    for op in merge_ops:
+        parsed = parse_path(op.key)
+        _refuse_select(parsed.top, parsed.hive_word, parsed.rest, op.key)
+        if op.kind == "delete_key" and not parsed.rest:
+            raise SafetyRefusal(f"{op.key}: refusing to delete the root key of a hive")
+        where = RegPath(parsed.top, "HIVE", "", parsed.rest)
+        changes.append(_change(where, op, True))
+    return changes
+
+
+def edit_hive_file_changes(path: Path, changes: list[ValueChange]):
+    """Apply the changes to a bare hive file in one commit; ``CurrentControlSet`` is the
+    hive's current control set when it is a SYSTEM hive. Returns (WriteResult, changes)."""
+    from offline_ic.registry.editor import HiveEditor
+    from offline_ic.registry.files import edit_hive_file
+    from offline_ic.workflows.service import apply_change
+
+    def edit(editor: HiveEditor) -> None:
+        for change in changes:
+            if change.key.lower().split("\\", 1)[0] == "currentcontrolset":
+                change.key = resolve_control_set(editor.hive, change.key)
+            apply_change(editor, change, str(path))
+
+    result, _commit = edit_hive_file(path, edit)
+    return result, changes

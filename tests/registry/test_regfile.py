@@ -1,0 +1,204 @@
+""".reg files: our parser against hivexregedit's (the same file merged by both must give the
+same hive content), errors with line and column, and exports that hivexregedit re-imports
+into the same content. Hives are real (regipy's SYSTEM and SAM, MIT)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from offline_ic.errors import InputError
+from offline_ic.registry import Hive, HiveEditor, RegType
+from offline_ic.registry.regfile import (
+    RegSyntaxError,
+    decode_reg_bytes,
+    export_key,
+    parse_reg_file,
+)
+
+needs_hivex = pytest.mark.skipif(
+    shutil.which("hivexregedit") is None, reason="needs hivexregedit (libwin-hivex-perl)"
+)
+PREFIX = "HKEY_LOCAL_MACHINE\\SOFTWARE"
+
+# every type, escapes, continuation lines, a comment, a default value, deletions
+REG = r"""Windows Registry Editor Version 5.00
+
+; a comment
+[HKEY_LOCAL_MACHINE\SOFTWARE\Contoso]
+@="the default"
+"Str"="quote \" and backslash \\ inside"
+"Dword"=dword:0000002a
+"Bin"=hex:de,ad,be,ef,00,01,02,03,04,05,06,07,08,09,0a,0b,0c,0d,0e,0f,10,11,12,\
+  13,14,15
+"Expand"=hex(2):25,00,53,00,79,00,73,00,74,00,65,00,6d,00,52,00,6f,00,6f,00,74,\
+  00,25,00,00,00
+"Multi"=hex(7):61,00,00,00,62,00,00,00,00,00
+"Qword"=hex(b):00,00,00,00,01,00,00,00
+"None"=hex(0):
+"Gone"="x"
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Contoso\Sub]
+"Odd"=hex(1):41,00,42
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Contoso\Doomed]
+"v"=dword:00000001
+
+[-HKEY_LOCAL_MACHINE\SOFTWARE\Contoso\Doomed]
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Contoso]
+"Gone"=-
+"""
+
+
+def apply_ours(hive: Path, text: str) -> None:
+    """Apply the parsed operations with our editor (the prefix stripped as hivexregedit does)."""
+    editor = HiveEditor(hive.read_bytes())
+    for op in parse_reg_file(text):
+        key = op.key[len(PREFIX) :].strip("\\")
+        if op.kind == "key":
+            editor.create_key(key)
+        elif op.kind == "delete_key":
+            from offline_ic.workflows.service import delete_tree
+
+            if editor.hive.find_key(key) is not None:
+                delete_tree(editor, key)
+        elif op.kind == "delete_value":
+            if editor.hive.open_key(key).value(op.name) is not None:
+                editor.delete_value(key, op.name)
+        else:
+            assert op.type is not None
+            editor.set_value(key, op.name, op.type, op.raw)
+    editor.commit()
+    hive.write_bytes(bytes(editor.buf))
+
+
+def hivex_export(hive: Path, key: str) -> str:
+    proc = subprocess.run(
+        ["hivexregedit", "--export", str(hive), key], capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
+
+@pytest.fixture
+def sam(hive_copy):
+    return hive_copy("sam", "SOFTWARE")
+
+
+@needs_hivex
+def test_our_parse_gives_what_hivexregedit_merges(sam, tmp_path):
+    theirs = tmp_path / "theirs"
+    shutil.copyfile(sam, theirs)
+    reg = tmp_path / "in.reg"
+    reg.write_text(REG, encoding="utf-8")
+    subprocess.run(
+        ["hivexregedit", "--merge", "--prefix", PREFIX, str(theirs), str(reg)], check=True
+    )
+    apply_ours(sam, REG)
+    for key in ("\\Contoso", "\\Contoso\\Sub"):
+        assert hivex_export(sam, key) == hivex_export(theirs, key)
+    hive = Hive.open(sam)
+    assert hive.find_key("Contoso\\Doomed") is None
+    contoso = hive.open_key("Contoso")
+    assert contoso.value("Gone") is None
+    assert contoso.value("Str").data == 'quote " and backslash \\ inside'
+    assert contoso.value("").data == "the default"
+    assert contoso.value("Bin").raw == bytes.fromhex("deadbeef") + bytes(range(22))
+    assert contoso.value("Expand").data == "%SystemRoot%"
+    assert contoso.value("Multi").data == ["a", "b"]
+    assert contoso.value("Qword").data == 1 << 32
+    assert hive.open_key("Contoso\\Sub").value("Odd").raw == b"A\x00B"
+
+
+def test_utf16_with_bom_and_utf8_with_bom_parse_alike():
+    text = REG.replace("the default", "Grüße")
+    as_utf16 = decode_reg_bytes(b"\xff\xfe" + text.replace("\n", "\r\n").encode("utf-16-le"))
+    as_utf8 = decode_reg_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    ops16, ops8 = parse_reg_file(as_utf16), parse_reg_file(as_utf8)
+    assert ops16 == ops8
+    default = next(op for op in ops8 if op.kind == "set" and op.name == "")
+    assert default.raw == "Grüße\x00".encode("utf-16-le")
+    assert [op.kind for op in ops8].count("delete_key") == 1
+    assert [op.kind for op in ops8].count("delete_value") == 1
+
+
+def test_shorthand_words_and_regedit4_header():
+    ops = parse_reg_file(
+        'REGEDIT4\n[HKLM\\SOFTWARE\\X]\n"q"=qword:1f\n"e"=expand:"%a%"\n"m"=multi:"x","y"\n'
+    )
+    sets = {op.name: op for op in ops if op.kind == "set"}
+    assert (sets["q"].type, sets["q"].data) == (RegType.QWORD, 0x1F)
+    assert (sets["e"].type, sets["e"].data) == (RegType.EXPAND_SZ, "%a%")
+    assert (sets["m"].type, sets["m"].data) == (RegType.MULTI_SZ, ["x", "y"])
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "words"),
+    [
+        ("[HKLM\\SOFTWARE\\X]\n", 1, 1, "header"),
+        ('Windows Registry Editor Version 5.00\n"a"=dword:1\n', 2, 1, "before the first"),
+        ("Windows Registry Editor Version 5.00\n[HKLM\\SOFTWARE\\X\n", 2, 17, "must end"),
+        ('Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a"=dword:zz\n', 3, 5, "dword"),
+        (
+            'Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a"=hex:01,\\\n  02,g1\n',
+            4,
+            6,
+            "hex byte",
+        ),
+        ('Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a"="open\n', 3, 5, "unterminated"),
+        ('Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a" dword:1\n', 3, 5, "'='"),
+        ('Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a"=bare\n', 3, 5, "quoted"),
+        ('Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a"=hex(zz):00\n', 3, 9, "type"),
+        ("Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\nname=1\n", 3, 1, "expected"),
+        ('Windows Registry Editor Version 5.00\n[HKLM\\S\\X]\n"a"="x" junk\n', 3, 8, "after"),
+    ],
+)
+def test_syntax_errors_name_line_and_column(text, line, column, words):
+    with pytest.raises(RegSyntaxError) as info:
+        parse_reg_file(text, "bad.reg")
+    message = str(info.value)
+    assert f"bad.reg: line {line}, column {column}:" in message, message
+    assert words in message
+    assert isinstance(info.value, InputError)  # exit 2
+
+
+def test_bytes_that_are_not_text_name_the_line():
+    with pytest.raises(RegSyntaxError, match="line 2"):
+        decode_reg_bytes(b"Windows Registry Editor Version 5.00\n\xff\xfe\xfd\n", "x.reg")
+
+
+@needs_hivex
+def test_export_reimported_by_hivexregedit_gives_the_same_content(hive_copy, tmp_path):
+    system = hive_copy("win10_1709", "SYSTEM")
+    key = "ControlSet001\\Services\\Tcpip"
+    hive = Hive.open(system)
+    text = export_key(hive, hive.open_key(key), "HKEY_LOCAL_MACHINE\\SYSTEM")
+    assert text.startswith("Windows Registry Editor Version 5.00\r\n")
+    reg = tmp_path / "tcpip.reg"
+    reg.write_bytes(text.encode("utf-8"))
+    # our parser reads back exactly what the hive holds
+    values = {
+        (op.key, op.name): (op.type, op.raw) for op in parse_reg_file(text) if op.kind == "set"
+    }
+    for k in hive.walk(hive.open_key(key)):
+        for v in k.values():
+            assert values[("HKEY_LOCAL_MACHINE\\SYSTEM\\" + k.path, v.name)] == (v.type, v.raw)
+    # into a copy with the key deleted, hivexregedit's import restores the same content
+    copy = tmp_path / "SYSTEM.copy"
+    shutil.copyfile(system, copy)
+    delete = tmp_path / "delete.reg"
+    delete.write_text(
+        f"Windows Registry Editor Version 5.00\n\n[-HKEY_LOCAL_MACHINE\\SYSTEM\\{key}]\n"
+    )
+    prefix = "HKEY_LOCAL_MACHINE\\SYSTEM"
+    for f in (delete, reg):
+        subprocess.run(
+            ["hivexregedit", "--merge", "--prefix", prefix, str(copy), str(f)], check=True
+        )
+    assert Hive.open(copy).find_key(key) is not None
+    original = hivex_export(system, "\\" + key)
+    assert original.count("\n[") > 3  # subkeys, not only the one key
+    assert hivex_export(copy, "\\" + key) == original
