@@ -12,7 +12,6 @@ differencing child and leaves the parent untouched.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,6 @@ from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyR
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import CONFIG_DIR, NtfsWindowsGuest
-from offline_ic.registry import Hive
 from offline_ic.registry.editor import HiveEditor
 
 if TYPE_CHECKING:
@@ -307,64 +305,78 @@ def _verify(
     changes: list[ValueChange],
     volume: int | None,
 ) -> list[str]:
-    """Read the written ranges and values back through readers we did not write."""
-    from offline_ic.image.verify import check_written
-    from offline_ic.target import windows_guest_in_image
+    """Read the write back through readers we did not write, in memory: the written ranges
+    and each changed hive's bytes through libvhdi (or the raw file), at the disk ranges of
+    the hive's NTFS data runs (the runs were not written); then our structural check of what
+    the write touched, and regipy for every changed key and value."""
+    from offline_ic.image.verify import check_written, open_independent
 
-    reader = check_written(image, writes)
+    reader = open_independent(image)
     if reader is None:  # _require_independent_reader made sure this cannot happen
         raise SafetyRefusal(f"{image.path}: the write could not be read back through libvhdi")
-    fresh = windows_guest_in_image(image, volume=volume)
-    for hive_name in sorted({c.hive for c in changes}):
-        data = fresh.ntfs.open(f"{CONFIG_DIR}/{hive_name}").read()
-        ours = Hive.open(data, name=fresh.hive_location(hive_name))
-        if ours.is_dirty:
-            raise SafetyRefusal(
-                f"{fresh.hive_location(hive_name)}: hive reads dirty after the write"
-            )
-        _check_with_regipy(
-            data, [c for c in changes if c.hive == hive_name], fresh.hive_location(hive_name)
-        )
-    return [reader, "regipy"]
+    with reader:
+        check_written(image, writes, reader)
+        for hive_name in sorted({c.hive for c in changes}):
+            label = guest.hive_location(hive_name)
+            data, touched = _read_back(reader, guest, _hive_path(hive_name), writes)
+            _check_read_back(data, touched, [c for c in changes if c.hive == hive_name], label)
+    return [reader.name, "regipy"]
+
+
+def _hive_path(hive: str) -> str:
+    """A hive's path in the guest: a name under the config directory, or a path as given."""
+    return hive if "/" in hive else f"{CONFIG_DIR}/{hive}"
+
+
+def _read_back(
+    reader, guest: NtfsWindowsGuest, path: str, writes: list[tuple[int, bytes]]
+) -> tuple[bytes, list[int]]:
+    """The hive file's bytes as ``reader`` sees the disk, read at the disk ranges of its data
+    runs (not through our NTFS or image reader), and the file offsets ``writes`` touched."""
+    from offline_ic.errors import CorruptImageError
+    from offline_ic.fs.ntfs import file_extents
+
+    info = guest.ntfs.file_info(path)
+    if guest.volume is None:
+        raise SafetyRefusal(f"{path}: the volume holding the hive is not known")
+    parts: list[bytes] = []
+    touched: list[int] = []
+    pos = 0
+    for volume_offset, n in file_extents(info, guest.ntfs.cluster_size):
+        disk = guest.volume.to_disk(volume_offset, n)
+        part = reader.read(disk, n)
+        if len(part) != n:
+            raise CorruptImageError(f"{path}: {reader.name} reads {len(part)} of {n} bytes")
+        parts.append(part)
+        touched += [pos + off - disk for off, buf in writes if disk <= off < disk + n]
+        touched += [pos for off, buf in writes if off < disk < off + len(buf)]
+        pos += n
+    return b"".join(parts), touched
+
+
+def _check_read_back(
+    data: bytes, touched: list[int], changes: list[ValueChange], label: str
+) -> None:
+    from offline_ic.registry.check import check_touched
+
+    report = check_touched(data, label, touched)
+    if not report.ok:
+        raise SafetyRefusal(f"{label}: read back after the write: {report.problems[0]}")
+    _check_with_regipy(data, changes, label)
 
 
 def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> None:
-    from regipy.exceptions import RegistryKeyNotFoundException, RegistryValueNotFoundException
-    from regipy.registry import RegistryHive
+    """regipy, on ``data`` in memory, must see every change (see ``registry.crosscheck``)."""
+    from offline_ic.registry.crosscheck import Expected, regipy_check
 
-    with tempfile.TemporaryDirectory(prefix="offline-ic-verify-") as tmp:
-        path = os.path.join(tmp, "hive")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        hive = RegistryHive(path)
-        for change in changes:
-            try:
-                key = hive.get_key("\\" + change.key)
-                value = next(
-                    (
-                        v
-                        for v in key.iter_values(trim_values=False)
-                        if v.name.lower() == change.name.lower()
-                    ),
-                    None,
-                )
-            except (RegistryKeyNotFoundException, RegistryValueNotFoundException):
-                value = None
-            if change.is_delete:
-                if value is not None:
-                    raise SafetyRefusal(f"{label}: regipy still sees {change.key}\\{change.name}")
-                continue
-            if value is None or not _same(value.value, change.data):
-                raise SafetyRefusal(
-                    f"{label}: regipy reads {change.key}\\{change.name} as "
-                    f"{None if value is None else value.value!r}, not {change.data!r}"
-                )
-
-
-def _same(regipy_value: object, wanted: object) -> bool:
-    if isinstance(wanted, str) and isinstance(regipy_value, str):
-        return regipy_value.rstrip("\x00") == wanted
-    return regipy_value == wanted
+    regipy_check(
+        data,
+        label,
+        [
+            Expected(c.key, c.name, present=not c.is_delete, data=None if c.is_delete else c.data)
+            for c in changes
+        ],
+    )
 
 
 __all__ = ["ServicingReport", "ValueChange", "apply_changes"]
