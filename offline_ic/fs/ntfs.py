@@ -243,6 +243,22 @@ def _locate(info: NtfsFileInfo, cluster_size: int, file_offset: int) -> tuple[in
     raise CorruptImageError(f"{info.path}: data runs end before offset {file_offset}")
 
 
+def file_extents(info: NtfsFileInfo, cluster_size: int) -> list[tuple[int, int]]:
+    """The whole content of a plain non-resident file as (volume offset, length) extents,
+    in file order, through its data runs: for reading the file back through another
+    reader of the disk (the read-back after a write) without parsing NTFS again."""
+    if info.resident or info.compressed or info.encrypted or info.sparse:
+        raise SafetyRefusal(f"{info.path}: not a plain non-resident file; not read by its runs")
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while pos < info.size:
+        volume_offset, room = _locate(info, cluster_size, pos)
+        n = min(room, info.size - pos)
+        out.append((volume_offset, n))
+        pos += n
+    return out
+
+
 def check_volume_writable(volume: NtfsVolume) -> None:
     """Refuse to write a volume Windows would not see consistently at next boot."""
     signature = volume.hibernation_signature()

@@ -8,6 +8,7 @@ retires a pending VHDX log or rolls back a leftover undo journal, and says what 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -314,38 +315,71 @@ def recover_image(path: str, parent: str | None = None) -> str:
     return "nothing to recover"
 
 
-def check_written(img: DiskImage, ranges: list[tuple[int, bytes]]) -> str | None:
-    """Read the just-written ranges back through a reader we did not write; they must equal
-    what was meant. Returns that reader's name ("libvhdi", or "raw file" for raw images, whose
-    bytes are the file's), None when libvhdi is not installed (nothing checked); raises
-    CorruptImageError on a difference. Later ranges win where ranges overlap.
-    """
+class IndependentReader:
+    """The virtual disk as a reader we did not write sees it: the file itself for raw
+    images (their bytes are the disk's), else libvhdi. Counts what it reads."""
+
+    def __init__(self, name: str, read_at: Callable[[int, int], bytes], close: Callable) -> None:
+        self.name = name
+        self._read_at = read_at
+        self._close = close
+        self.bytes_read = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at disk ``offset`` (short only past the disk's end)."""
+        data = self._read_at(length, offset) if length else b""
+        self.bytes_read += len(data)
+        return data
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> IndependentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_independent(img: DiskImage) -> IndependentReader | None:
+    """An ``IndependentReader`` of ``img``; None when libvhdi is not installed."""
     if img.format == "raw":
-        with open(img.path, "rb") as fh:
-            return _compare_written(
-                img, ranges, "raw file", lambda n, off: os.pread(fh.fileno(), n, off)
-            )
+        fd = os.open(img.path, os.O_RDONLY)
+        return IndependentReader(
+            "raw file", lambda n, off: os.pread(fd, n, off), lambda: os.close(fd)
+        )
     try:
         lv = _libvhdi(img)
     except ImportError:
         return None
-    try:
-        return _compare_written(img, ranges, "libvhdi", lv.read_buffer_at_offset)
-    finally:
-        lv.close()
+    return IndependentReader("libvhdi", lv.read_buffer_at_offset, lv.close)
+
+
+def check_written(
+    img: DiskImage, ranges: list[tuple[int, bytes]], reader: IndependentReader | None = None
+) -> str | None:
+    """Read the just-written ranges back through a reader we did not write (``reader``, or
+    one opened here); they must equal what was meant. Returns that reader's name
+    ("libvhdi", or "raw file" for raw images, whose bytes are the file's), None when libvhdi
+    is not installed (nothing checked); raises CorruptImageError on a difference. Later
+    ranges win where ranges overlap.
+    """
+    if reader is not None:
+        return _compare_written(img, ranges, reader.name, lambda n, off: reader.read(off, n))
+    with open_independent(img) or contextlib.nullcontext() as own:
+        if own is None:
+            return None
+        return _compare_written(img, ranges, own.name, lambda n, off: own.read(off, n))
 
 
 def independent_reads(img: DiskImage, spans: list[tuple[int, int]]) -> tuple[str, list[bytes]]:
     """The bytes of ``spans`` (offset, length) of the virtual disk as a reader we did not
     write sees them: the file itself for raw images, else libvhdi (ImportError if absent)."""
-    if img.format == "raw":
-        with open(img.path, "rb") as fh:
-            return "raw file", [os.pread(fh.fileno(), n, off) for off, n in spans]
-    lv = _libvhdi(img)
-    try:
-        return "libvhdi", [lv.read_buffer_at_offset(n, off) if n else b"" for off, n in spans]
-    finally:
-        lv.close()
+    reader = open_independent(img)
+    if reader is None:
+        raise ImportError("pyvhdi")
+    with reader:
+        return reader.name, [reader.read(off, n) for off, n in spans]
 
 
 def _compare_written(

@@ -104,37 +104,14 @@ class _Checker:
 
     def _scan_bins(self) -> bool:
         rep = self.report
-        total = self.hive.hbins_size
         off = 0
-        while off < total:
-            base = S.BASE_BLOCK_SIZE + off
-            hbin = S.HBIN.parse(self.data, base)
-            sig, hoff, hsize = hbin.signature, hbin.offset, hbin.size
-            if sig != b"hbin":
-                rep.add(f"no hbin signature at hive bins offset 0x{off:x}")
-                return False
-            if hoff != off:
-                rep.add(f"hbin at 0x{off:x} says its offset is 0x{hoff:x}")
-            if hsize < S.HBIN_ALIGN or hsize % S.HBIN_ALIGN or off + hsize > total:
-                rep.add(f"hbin at 0x{off:x} has bad size 0x{hsize:x}")
+        while off < self.hive.hbins_size:
+            end = _hbin_end(self.data, off, self.hive.hbins_size, rep)
+            if end is None:
                 return False
             rep.hbins += 1
-            cell = off + S.HBIN_HEADER_SIZE
-            end = off + hsize
-            while cell < end:
-                size = S.I32.unpack_from(self.data, S.BASE_BLOCK_SIZE + cell)[0]
-                length = abs(size)
-                if length < 8 or length % 8 or cell + length > end:
-                    rep.add(
-                        f"cell 0x{cell:x} has bad size {size}: cells of hbin 0x{off:x} "
-                        "do not add up to its size"
-                    )
-                    return False
-                if size < 0:
-                    self.alloc[cell] = length
-                else:
-                    rep.free_cells += 1
-                cell += length
+            if not _scan_cells(self.data, off, end, rep, self.alloc):
+                return False
             off = end
         return True
 
@@ -301,3 +278,77 @@ class _Checker:
 def check_hive(data: bytes, name: str = "hive") -> CheckReport:
     """Check a whole hive held in memory; a report, never an exception for damage."""
     return _Checker(bytes(data), name).run()
+
+
+def _hbin_end(data: bytes, off: int, total: int, rep: CheckReport) -> int | None:
+    """The end of the hbin at hive bins offset ``off`` (None, and a problem, if broken)."""
+    hbin = S.HBIN.parse(data, S.BASE_BLOCK_SIZE + off)
+    sig, hoff, hsize = hbin.signature, hbin.offset, hbin.size
+    if sig != b"hbin":
+        rep.add(f"no hbin signature at hive bins offset 0x{off:x}")
+        return None
+    if hoff != off:
+        rep.add(f"hbin at 0x{off:x} says its offset is 0x{hoff:x}")
+    if hsize < S.HBIN_ALIGN or hsize % S.HBIN_ALIGN or off + hsize > total:
+        rep.add(f"hbin at 0x{off:x} has bad size 0x{hsize:x}")
+        return None
+    return off + hsize
+
+
+def _scan_cells(data: bytes, off: int, end: int, rep: CheckReport, alloc: dict[int, int]) -> bool:
+    """Walk the cells of the hbin ``[off, end)``: their sizes must add up to its size."""
+    cell = off + S.HBIN_HEADER_SIZE
+    while cell < end:
+        size = S.I32.unpack_from(data, S.BASE_BLOCK_SIZE + cell)[0]
+        length = abs(size)
+        if length < 8 or length % 8 or cell + length > end:
+            rep.add(
+                f"cell 0x{cell:x} has bad size {size}: cells of hbin 0x{off:x} "
+                "do not add up to its size"
+            )
+            return False
+        if size < 0:
+            alloc[cell] = length
+        else:
+            rep.free_cells += 1
+        cell += length
+    return True
+
+
+def check_touched(data: bytes, name: str, offsets: list[int]) -> CheckReport:
+    """The structural check limited to what a write touched, for the read-back of every write.
+
+    Why not ``check_hive``: it walks every key and takes 1.7 s on an 11 MB SYSTEM hive. Here:
+    the base block (checksum, clean, type, bins size within the file), every hbin header
+    (signature, offset, size: one jump per hbin), and the cell chains of the hbins holding
+    a byte at one of the file ``offsets`` (the written pages). The keys and values changed
+    are then read by regipy (``crosscheck``), which follows their cells.
+    """
+    rep = CheckReport(name)
+    try:
+        hive = Hive(BufferSource(data), name, allow_bad_checksum=True)
+    except CorruptHiveError as exc:
+        rep.add(str(exc))
+        return rep
+    rep.sequence1, rep.sequence2 = hive.sequence1, hive.sequence2
+    if not hive.checksum_ok:
+        rep.add("base block checksum is wrong")
+    if hive.is_dirty:
+        rep.add(f"hive is dirty: sequence numbers {hive.sequence1} != {hive.sequence2}")
+    if hive.hive_type != 0 or hive.file_format != 1:
+        rep.add(f"base block type {hive.hive_type} / format {hive.file_format} (expected 0 / 1)")
+    touched = sorted({o - S.BASE_BLOCK_SIZE for o in offsets if o >= S.BASE_BLOCK_SIZE})
+    alloc: dict[int, int] = {}
+    off, i = 0, 0
+    while off < hive.hbins_size:
+        end = _hbin_end(data, off, hive.hbins_size, rep)
+        if end is None:
+            break
+        rep.hbins += 1
+        while i < len(touched) and touched[i] < off:
+            i += 1
+        if i < len(touched) and touched[i] < end and not _scan_cells(data, off, end, rep, alloc):
+            break
+        off = end
+    rep.allocated_cells = len(alloc)
+    return rep

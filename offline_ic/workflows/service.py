@@ -12,7 +12,6 @@ differencing child and leaves the parent untouched.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyR
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import NtfsWindowsGuest
-from offline_ic.registry import Hive
+from offline_ic.registry.crosscheck import ANY_DATA, Expected, regipy_check
 from offline_ic.registry.editor import HiveEditor
 
 if TYPE_CHECKING:
@@ -61,6 +60,7 @@ class ServicingReport:
             ],
             **({"notes": self.notes} if self.notes else {}),
         }
+
     # VHDX log entries a crash left pending, replayed and retired when the image was opened
     # for writing (None: no pending log)
     log_replayed: int | None = None
@@ -413,79 +413,90 @@ def _verify(
     changes: list[ValueChange],
     volume: int | None,
 ) -> list[str]:
-    """Read the written ranges and values back through readers we did not write."""
-    from offline_ic.image.verify import check_written
-    from offline_ic.target import windows_guest_in_image
+    """Read the write back through readers we did not write, in memory: the written ranges
+    and each changed hive's bytes through libvhdi (or the raw file), at the disk ranges of
+    the hive's NTFS data runs (the runs were not written); then our structural check of what
+    the write touched, and regipy for every changed key and value."""
+    from offline_ic.image.verify import check_written, open_independent
 
-    reader = check_written(image, writes)
+    reader = open_independent(image)
     if reader is None:  # _require_independent_reader made sure this cannot happen
         raise SafetyRefusal(f"{image.path}: the write could not be read back through libvhdi")
-    fresh = windows_guest_in_image(image, volume=volume)
-    for location in sorted({c.location for c in changes}):
-        data = fresh.ntfs.open(location).read()
-        ours = Hive.open(data, name=_hive_label(fresh, location))
-        if ours.is_dirty:
-            raise SafetyRefusal(f"{_hive_label(fresh, location)}: hive reads dirty after the write")
-        _check_with_regipy(
-            data, [c for c in changes if c.location == location], _hive_label(fresh, location)
-        )
-    return [reader, "regipy"]
+    with reader:
+        check_written(image, writes, reader)
+        for location in sorted({c.location for c in changes}):
+            label = _hive_label(guest, location)
+            data, touched = _read_back(reader, guest, location, writes)
+            _check_read_back(data, touched, [c for c in changes if c.location == location], label)
+    return [reader.name, "regipy"]
+
+
+def _read_back(
+    reader, guest: NtfsWindowsGuest, path: str, writes: list[tuple[int, bytes]]
+) -> tuple[bytes, list[int]]:
+    """The hive file's bytes as ``reader`` sees the disk, read at the disk ranges of its data
+    runs (not through our NTFS or image reader), and the file offsets ``writes`` touched."""
+    from offline_ic.errors import CorruptImageError
+    from offline_ic.fs.ntfs import file_extents
+
+    info = guest.ntfs.file_info(path)
+    if guest.volume is None:
+        raise SafetyRefusal(f"{path}: the volume holding the hive is not known")
+    parts: list[bytes] = []
+    touched: list[int] = []
+    pos = 0
+    for volume_offset, n in file_extents(info, guest.ntfs.cluster_size):
+        disk = guest.volume.to_disk(volume_offset, n)
+        part = reader.read(disk, n)
+        if len(part) != n:
+            raise CorruptImageError(f"{path}: {reader.name} reads {len(part)} of {n} bytes")
+        parts.append(part)
+        touched += [pos + off - disk for off, buf in writes if disk <= off < disk + n]
+        touched += [pos for off, buf in writes if off < disk < off + len(buf)]
+        pos += n
+    return b"".join(parts), touched
+
+
+def _check_read_back(
+    data: bytes, touched: list[int], changes: list[ValueChange], label: str
+) -> None:
+    from offline_ic.registry.check import check_touched
+
+    report = check_touched(data, label, touched)
+    if not report.ok:
+        raise SafetyRefusal(f"{label}: read back after the write: {report.problems[0]}")
+    _check_with_regipy(data, changes, label)
 
 
 def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> None:
-    from regipy.exceptions import RegistryKeyNotFoundException, RegistryValueNotFoundException
-    from regipy.registry import RegistryHive
+    """regipy, on ``data`` in memory, must see every change (see ``registry.crosscheck``)."""
 
-    with tempfile.TemporaryDirectory(prefix="offline-ic-verify-") as tmp:
-        path = os.path.join(tmp, "hive")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        hive = RegistryHive(path)
-        for change in (c for c in changes if c.verify):
-            try:
-                key = hive.get_key("\\" + change.key)
-                value = next(
-                    (
-                        v
-                        for v in key.iter_values(trim_values=False)
-                        if v.name.lower() == (change.name or REGIPY_DEFAULT).lower()
-                    ),
-                    None,
-                )
-            except (RegistryKeyNotFoundException, RegistryValueNotFoundException):
-                key = value = None
-            if change.delete_key and key is not None or change.make_key and key is None:
-                raise SafetyRefusal(f"{label}: regipy reads key {change.key} wrong")
-            if change.make_key:
-                continue
-            if change.is_delete:
-                if value is not None:
-                    raise SafetyRefusal(f"{label}: regipy still sees {change.key}\\{change.name}")
-                continue
-            if value is None or not _same(value.value, change.data, change.type):
-                raise SafetyRefusal(
-                    f"{label}: regipy reads {change.key}\\{change.name} as "
-                    f"{None if value is None else value.value!r}, not {change.data!r}"
-                )
+    regipy_check(data, label, _expectations(changes))
 
 
-REGIPY_DEFAULT = "(default)"  # how regipy names a key's default (unnamed) value
+def _expectations(changes: list[ValueChange]) -> list[Expected]:
+    """What regipy must see for each change the write is judged by (``verify``): keys made
+    or deleted, values deleted, values set (as regipy decodes them)."""
+    from offline_ic.registry.hive import decode_data
+
+    out: list[Expected] = []
+    for c in (c for c in changes if c.verify):
+        if c.delete_key or c.make_key:
+            out.append(Expected(c.key, None, present=c.make_key))
+        elif c.is_delete:
+            out.append(Expected(c.key, c.name, present=False))
+        elif isinstance(c.data, bytes) and c.type is not None and c.type not in REGIPY_DECODES:
+            # regipy guesses a text for these types: presence only (the written bytes
+            # themselves were compared through libvhdi)
+            out.append(Expected(c.key, c.name, present=True, data=ANY_DATA))
+        elif isinstance(c.data, bytes) and c.type is not None:
+            out.append(Expected(c.key, c.name, present=True, data=decode_data(c.type, c.data)))
+        else:
+            out.append(Expected(c.key, c.name, present=True, data=c.data))
+    return out
+
+
 REGIPY_DECODES = (0, 1, 2, 3, 4, 7, 11)  # NONE SZ EXPAND_SZ BINARY DWORD MULTI_SZ QWORD
-
-
-def _same(regipy_value: object, wanted: object, vtype: int | None = None) -> bool:
-    if isinstance(wanted, bytes) and not isinstance(regipy_value, bytes) and vtype is not None:
-        if vtype not in REGIPY_DECODES:  # regipy guesses a text for these: presence only (the
-            return True  # written bytes themselves were compared through libvhdi)
-        # bytes kept raw (no clean decoded form): regipy shows them decoded, as we do
-        from offline_ic.registry.hive import decode_data
-
-        wanted = decode_data(vtype, wanted)
-        if isinstance(wanted, list) and isinstance(regipy_value, list):
-            return [v for v in regipy_value if v] == wanted
-    if isinstance(wanted, str) and isinstance(regipy_value, str):
-        return regipy_value.rstrip("\x00") == wanted
-    return regipy_value == wanted
 
 
 __all__ = ["ServicingReport", "ValueChange", "apply_change", "apply_changes", "delete_tree"]

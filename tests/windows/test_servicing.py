@@ -324,7 +324,7 @@ def test_failed_read_back_puts_the_original_bytes_back(cli, win10_copy, win10_dy
     import offline_ic.image.verify as verify
     from offline_ic.errors import CorruptImageError
 
-    def disagree(image, ranges):
+    def disagree(image, ranges, *_reader):
         raise CorruptImageError(f"{image.path}: libvhdi reads different bytes (simulated)")
 
     monkeypatch.setattr(verify, "check_written", disagree)

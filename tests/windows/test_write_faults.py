@@ -202,19 +202,20 @@ def test_every_write_and_fsync_fails_and_the_message_is_true(
     assert seen.get("unchanged", 0) > 0, seen
 
 
-def test_full_tmpdir_for_the_read_back_is_not_reported_as_nothing_changed(
+def test_failing_read_back_is_not_reported_as_nothing_changed(
     originals, tmp_path, monkeypatch, cli
 ):
-    """The issue's case: the regipy read-back cannot write its temporary file."""
-    import tempfile
+    """The issue's case (then: the regipy read-back could not write its temporary file; it
+    writes none now): an I/O error while the hive is read back after the write."""
+    import offline_ic.fs.ntfs as ntfs
 
     path = _copy(originals["raw"], tmp_path / "img")
     before = path.read_bytes()
 
-    def full(*_a, **_k):
-        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/offline-ic-verify-x")
+    def failing(*_a, **_k):
+        raise OSError(errno.EIO, "Input/output error", str(path))
 
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", full)
+    monkeypatch.setattr(ntfs, "file_extents", failing)
     code, _out, err = cli("services", "set", path, "vss=disabled")
     assert code == 2 and err.count("\n") == 1
     assert "nothing was changed" not in err
