@@ -20,7 +20,7 @@ from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyR
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import NtfsWindowsGuest
-from offline_ic.registry.crosscheck import ANY_DATA, Expected, regipy_check
+from offline_ic.registry.crosscheck import ANY_DATA, Expected
 from offline_ic.registry.editor import HiveEditor
 
 if TYPE_CHECKING:
@@ -470,8 +470,9 @@ def _check_read_back(
 
 def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> None:
     """regipy, on ``data`` in memory, must see every change (see ``registry.crosscheck``)."""
+    from offline_ic.registry import crosscheck
 
-    regipy_check(data, label, _expectations(changes))
+    crosscheck.regipy_check(data, label, _expectations(changes))
 
 
 def _expectations(changes: list[ValueChange]) -> list[Expected]:

@@ -125,7 +125,7 @@ JSON_COMMANDS = {
     "recover": lambda t: ["recover", t["copy"]],
     "convert": lambda t: ["convert", t["win"], t["converted"]],
     "hive get": lambda t: ["hive", "get", t["hive"], "Select", "Current"],
-    "hive set": lambda t: ["hive", "set", t["hive"], "Select", "Current", "dword:1"],
+    "hive set": lambda t: ["hive", "set", t["hive"], "Select", "Current", "dword:2"],
     "hive delete": lambda t: ["hive", "delete", t["hive"], "Select", "Nothing"],
     "hive recover": lambda t: ["hive", "recover", t["hive"]],
     "hive check": lambda t: ["hive", "check", t["hive"]],
