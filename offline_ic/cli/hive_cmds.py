@@ -184,8 +184,7 @@ def hive_set(
     \b
     Examples:
       offline-ic hive set SYSTEM 'ControlSet001\\Services\\vmicvss' Start dword:4
-      offline-ic hive set SYSTEM -e 'ControlSet001\\Services\\vmicvss' Start dword:4 \\
-                                 -e 'ControlSet001\\Services\\vmicrdv' Start dword:4
+      offline-ic hive set SYSTEM -e 'ControlSet001\\Services\\vmicrdv' Start dword:4 -e ...
       offline-ic hive set SYSTEM --merge changes.reg
     """
     from offline_ic.workflows.reg import edit_hive_file_changes, hive_file_changes, read_reg_file

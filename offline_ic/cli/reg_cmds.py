@@ -34,6 +34,10 @@ def reg_group() -> None:
     memory). Writes go through the servicing path of `services set`: one crash-safe
     transaction across every hive named, read back with libvhdi and regipy, --dry-run,
     --output CHILD.avhdx.
+
+    \b
+    Example:
+      offline-ic reg get win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\storvsc' Start
     """
 
 
@@ -153,7 +157,6 @@ def reg_export(
     \b
     Examples:
       offline-ic reg export win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\storvsc' -o s.reg
-      hivexregedit --merge --prefix 'HKEY_LOCAL_MACHINE\\SYSTEM' SYSTEM s.reg
     """
     from offline_ic.workflows.reg import reg_export as run
 

@@ -209,6 +209,7 @@ def known_check_ids() -> list[str]:
     ids += [f"linux.daemon.{role}" for role in ("kvp", "vss", "fcopy")]
     ids += [
         "windows.hive.system",
+        "windows.control_set",
         "windows.fast_startup",
         "windows.hibernation",
         "windows.ntfs.dirty",

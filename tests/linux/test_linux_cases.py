@@ -231,7 +231,8 @@ EXPECTED: dict[str, tuple[str, str | None, dict[str, tuple[str, str]]]] = {
             **BOOT_DRIVERS_OK,
             "linux.daemon.kvp": (
                 "pass",
-                "/usr/sbin/hypervkvpd, /usr/lib/systemd/system/hypervkvpd.service, started by "
+                "/usr/sbin/hypervkvpd (RHEL 8/9, Azure Linux 2/3), "
+                "/usr/lib/systemd/system/hypervkvpd.service, started by "
                 "udev rule /usr/lib/udev/rules.d/70-hv_kvp.rules:1",
             ),
             "linux.daemon.fcopy": ("pass", "hypervfcopyd.service"),

@@ -27,7 +27,7 @@ def test_json_report_of_a_good_image(linux_images):
     proc = run_cli("check", img, "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert list(doc) == ["image", "os", "distro", "kernel", "result", "checks"]
+    assert list(doc) == ["image", "os", "distro", "kernel", "result", "counts", "checks"]
     assert doc["image"] == img and doc["os"] == "linux"
     assert doc["distro"] == "Debian GNU/Linux 12 (bookworm)" and doc["kernel"] == K61
     assert doc["result"] == "pass"
@@ -110,7 +110,7 @@ def test_windows_fallback_is_called_when_no_linux_root(linux_images, monkeypatch
         calls.append(volume)
         return found
 
-    def fake_checks(guest):
+    def fake_checks(guest, host=None):
         assert guest is found
         return [CheckResult("windows.service.vmickvpexchange", "fail", "Start=4 (disabled)")]
 
