@@ -22,16 +22,10 @@ GiB = 1 << 30
 REAL_SYSTEM = REPO.parent / "shared" / "testdata-real" / "hives" / "dissect_SYSTEM_win10_19041.gz"
 # Windows 10 1709 SOFTWARE with the KVP keys and CurrentVersion (libguestfs inspection reads it)
 SOFTWARE = REPO / "testdata" / "windows" / "SOFTWARE.xz"
-VMIC = [
-    "vmicshutdown",
-    "vmictimesync",
-    "vmickvpexchange",
-    "vmicheartbeat",
-    "vmicvss",
-    "vmicguestinterface",
-    "vmicrdv",
-    "vmicvmsession",
-]
+sys.path.insert(0, str(REPO))
+from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES  # noqa: E402
+
+VMIC = [spec.name for spec in INTEGRATION_SERVICES]  # the eight vmic* keys, catalog order
 KVP_VALUES = {f"BenchKey{i}": f"bench-value-{i}" for i in range(5)}
 KVP_KEY = r"Microsoft\Virtual Machine\Guest"
 
