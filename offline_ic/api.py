@@ -284,6 +284,51 @@ def apply(
     )
 
 
+# ------------------------------------------------------------------- any registry value
+def reg_get(
+    image: str,
+    key: str,
+    value: str | None = None,
+    *,
+    recursive: bool = False,
+    user: str | None = None,
+    parent: str | None = None,
+    volume: int | None = None,
+) -> dict[str, Any]:
+    """``reg get --json``: one value of KEY (a regedit path, ``HKLM\\SYSTEM\\…``), or the key
+    with its values and subkeys (``recursive``: every key below it too)."""
+    from offline_ic.workflows.reg import reg_get as run
+
+    return run(image, key, value, recursive=recursive, user=user, parent=parent, volume=volume)
+
+
+def reg_set(
+    image: str, key: str, value: str, data: str, *, create: bool = False, **write: Any
+) -> dict[str, Any]:
+    """``reg set --json``: one value, data in the words of ``hive set`` (``dword:4``);
+    ``write``: user, parent, volume, output, dry_run, force, check (compliance mode)."""
+    from offline_ic.workflows.reg import reg_set as run
+
+    return run(image, key, value, data, create=create, **write)
+
+
+def reg_delete(
+    image: str, key: str, value: str | None = None, *, recursive: bool = False, **write: Any
+) -> dict[str, Any]:
+    """``reg delete --json``: a value, or a key (``recursive``: with all below it)."""
+    from offline_ic.workflows.reg import reg_delete as run
+
+    return run(image, key, value, recursive=recursive, **write)
+
+
+def reg_merge(image: str, reg_file: str, **write: Any) -> dict[str, Any]:
+    """``reg merge --json``: a .reg file in one transaction across the hives it names;
+    with ``check=True``: nothing written, ``complies`` says whether it already is so."""
+    from offline_ic.workflows.reg import reg_merge as run
+
+    return run(image, reg_file, **write)
+
+
 # ------------------------------------------------------------------------ fleet dispatch
 def _check_code(doc: dict[str, Any]) -> int:
     return 1 if doc.get("result") == "fail" else 0
@@ -297,7 +342,7 @@ def _no_code(doc: dict[str, Any]) -> int:
     return 0
 
 
-def _servicing_code(doc: dict[str, Any]) -> int:
+def servicing_exit_code(doc: dict[str, Any]) -> int:
     """A write is 0; ``--check`` is 1 when the image does not already comply."""
     return 1 if doc.get("complies") is False else 0
 
@@ -309,9 +354,13 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "inspect": (inspect, _no_code),
     "check": (check, _check_code),
     "verify": (verify, _verify_code),
-    "services set": (services_set, _servicing_code),
-    "kvp set": (kvp_set, _servicing_code),
-    "apply": (apply, _servicing_code),
+    "services set": (services_set, servicing_exit_code),
+    "kvp set": (kvp_set, servicing_exit_code),
+    "apply": (apply, servicing_exit_code),
+    "reg get": (reg_get, _no_code),
+    "reg set": (reg_set, servicing_exit_code),
+    "reg delete": (reg_delete, servicing_exit_code),
+    "reg merge": (reg_merge, servicing_exit_code),
 }
 
 

@@ -3,6 +3,7 @@ regedit, reg.exe and virt-win-reg use. Thin: parse, call ``workflows.reg``, rend
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -200,16 +201,47 @@ def _render_write(doc: dict[str, Any]) -> None:
         )
 
 
+def _render_compliance(doc: dict[str, Any]) -> None:
+    """``--check``: each value or key that differs from what is asked, then the verdict."""
+    for diff in doc["differences"]:
+        if diff["action"] in ("delete_key", "create_key"):
+            found, asked = (
+                ("exists", "deleted") if diff["action"] == "delete_key" else ("absent", "created")
+            )
+            click.echo(f"  [{diff['path']}] {found}, asked {asked}")
+            continue
+        before = "(absent)" if diff["before"] is None else repr(diff["before"])
+        after = "(deleted)" if diff["action"] == "delete" else repr(diff["after"])
+        click.echo(f'  {diff["path"]} "{diff["name"] or "@"}": {before}, asked {after}')
+    total = len(doc["changes"])
+    if doc["complies"]:
+        click.echo(f"complies: all {total} change(s) already as asked; nothing written")
+    else:
+        click.echo(
+            f"does not comply: {len(doc['differences'])} of {total} change(s) differ; "
+            "nothing written"
+        )
+
+
 def _emit(doc: dict[str, Any], as_json: bool) -> None:
+    """Print the write's document; ``--check`` exits 1 when the image does not comply."""
+    from offline_ic.api import servicing_exit_code
+
     if as_json:
         emit_json(doc)
+    elif doc.get("check"):
+        _render_compliance(doc)
     else:
         _render_write(doc)
+    code = servicing_exit_code(doc)
+    if code:
+        sys.exit(code)
 
 
 def _write_args(opts: dict[str, Any]) -> dict[str, Any]:
-    keys = ("parent", "volume", "output", "dry_run", "force")
-    return {k: opts[k] for k in keys}
+    from offline_ic.workflows.reg import WRITE_OPTIONS
+
+    return {k: opts[k] for k in WRITE_OPTIONS}
 
 
 @reg_group.command("set", epilog=KEY_HELP)

@@ -261,16 +261,27 @@ def _servicing(
     report = apply_changes(
         target, lambda guest: build_changes(guest, ops, roots=roots, **build), **write
     )
-    doc = report.to_dict()
+    doc = {**report.to_dict(), **report.compliance()}
     for change, out in zip(report.changes, doc["changes"], strict=True):
-        root = roots.get(change.hive, change.hive)
-        out["path"] = root + ("\\" + change.key if change.key else "")
+        out["path"] = _full_path(roots, change.hive, change.key)
+    for diff in doc.get("differences", ()):
+        diff["path"] = _full_path(roots, diff["hive"], diff["key"])
     return doc
 
 
+def _full_path(roots: dict[str, str], hive: str, key: str) -> str:
+    """A change's key as the user named it: root (``HKLM\\SYSTEM``) and path in the hive."""
+    root = roots.get(hive, hive)
+    return root + ("\\" + key if key else "")
+
+
+WRITE_OPTIONS = ("parent", "volume", "output", "dry_run", "force", "check")
+
+
 def _write_options(options: dict[str, Any]) -> dict[str, Any]:
-    keys = ("parent", "volume", "output", "dry_run", "force")
-    return {k: options.get(k, None if k in ("parent", "volume", "output") else False) for k in keys}
+    """The servicing options of a write (``check`` = compliance mode: nothing is written)."""
+    unset = {"parent": None, "volume": None, "output": None}
+    return {k: options.get(k, unset.get(k, False)) for k in WRITE_OPTIONS}
 
 
 def value_op(key: str, name: str, word: str) -> RegOp:

@@ -372,12 +372,14 @@ def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     change.present_before = value is not None
     change.before = value.data if value is not None else None
     if change.type is None:  # a delete (``change.is_delete``)
+        change.as_asked = value is None
         if value is not None:
             editor.delete_value(change.key, change.name)
         return
     if key is None:
         editor.create_key(change.key)
-    if value is not None and value.type == change.type and _same_data(value, change):
+    change.as_asked = value is not None and value.type == change.type and _same_data(value, change)
+    if change.as_asked:
         return  # already as asked: nothing to write
     editor.set_value(change.key, change.name, change.type, change.data)
 

@@ -288,6 +288,8 @@ def test_merge_of_20_values_in_four_hives_reads_back_with_hivexget(cli, image, t
     digest = sha256(image)
     again = run_json(cli, "reg", "merge", image, reg)
     assert again["pages_written"] == 0 and not again["changed"] and sha256(image) == digest
+    # each change says so too, decided on type and bytes (hex(5) "Be" included)
+    assert [c for c in again["changes"] if c["changed"]] == []
 
 
 def test_merge_dry_run_prints_the_diff_and_writes_nothing(cli, image, tmp_path):
@@ -300,6 +302,52 @@ def test_merge_dry_run_prints_the_diff_and_writes_nothing(cli, image, tmp_path):
     assert "\"HostName\": 'HV-HOST-07.corp.example.com' -> (deleted)" in out
     assert f"[HKU\\{ALICE}\\Software\\Contoso] deleted with all below it" in out
     assert "dry run: would write" in out and sha256(image) == digest
+
+
+def test_check_is_compliance_mode_for_set_delete_and_merge(cli, image, tmp_path):
+    """--check writes nothing (not even a child), exits 1 while the image differs and 0 once
+    it complies; the differences name the full path; a refused change is still exit 3."""
+    from offline_ic import api
+
+    reg = tmp_path / "changes.reg"
+    reg.write_text(MERGE, encoding="utf-8")
+    digest = sha256(image)
+    child = tmp_path / "child.avhdx"
+    code, out, err = cli("reg", "merge", image, reg, "--check", "--json", "--output", child)
+    doc = json.loads(out)
+    assert code == 1, err
+    assert doc["check"] and doc["complies"] is False and doc["bytes_written"] == 0
+    assert not child.exists() and sha256(image) == digest
+    paths = {(d["path"], d["name"], d["action"]) for d in doc["differences"]}
+    assert ("HKLM\\SOFTWARE\\Contoso\\Build", "Count", "set") in paths
+    assert (f"HKU\\{ALICE}\\Software\\Contoso", "", "delete_key") in paths
+    # the same verdict through the Python API (what --jobs and Dask workers call)
+    _doc, api_code = api.run_command("reg merge", str(image), reg_file=str(reg), check=True)
+    assert api_code == 1 and sha256(image) == digest
+
+    key = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss"
+    code, out, _ = cli("reg", "set", image, key, "Start", "dword:4", "--check")
+    assert code == 1 and '"Start": 3, asked 4' in out and "does not comply" in out
+    code, out, _ = cli("reg", "set", image, key, "Start", "dword:3", "--check")
+    assert code == 0 and out.startswith("complies:")
+    code, out, _ = cli("reg", "delete", image, key, "Start", "--check")
+    assert code == 1 and "asked (deleted)" in out
+    assert sha256(image) == digest
+
+    # after the real merge the image complies
+    assert run_json(cli, "reg", "merge", image, reg)["verified"]
+    code, out, err = cli("reg", "merge", image, reg, "--check")
+    assert code == 0 and "complies: all" in out, out + err
+
+    select = tmp_path / "select.reg"
+    select.write_text(
+        "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SYSTEM\\Select]\n"
+        '"Default"=dword:00000002\n',
+        encoding="utf-8",
+    )
+    after = sha256(image)
+    code, _o, err = cli("reg", "merge", image, select, "--check")
+    assert code == 3 and "Select" in err and sha256(image) == after
 
 
 # --- set, delete, export ----------------------------------------------------------------

@@ -28,6 +28,9 @@ class ValueChange:
     delete_key: bool = False
     make_key: bool = False  # only create ``key`` (a .reg file's [KEY] line without values)
     verify: bool = True  # False: a later change of the same command undoes or redoes it
+    # set when the change is planned: the hive already is as asked (same type and bytes, or
+    # absent for a delete); None before that
+    as_asked: bool | None = None
 
     @property
     def location(self) -> str:
@@ -57,6 +60,8 @@ class ValueChange:
         }
         if self.make_key or self.delete_key:
             doc["changed"] = self.present_before != self.make_key
+        if self.as_asked is not None:  # decided on the hive's bytes, type included
+            doc["changed"] = not self.as_asked
         if self.hive_path is not None:
             doc["hive_path"] = self.hive_path
         return doc
