@@ -378,11 +378,12 @@ def _wrap(prefix: str, data: str, width: int = 80) -> str:
     if not data.startswith("hex") or len(prefix) + len(data) <= width:
         return prefix + data
     lines: list[str] = []
-    cur = prefix
     head, _, body = data.partition(":")
-    cur += head + ":"
-    for i, byte in enumerate(body.split(",")):
-        piece = byte + ("," if i < body.count(",") else "")
+    cur = prefix + head + ":"
+    words = body.split(",")
+    last = len(words) - 1
+    for i, byte in enumerate(words):
+        piece = byte + ("," if i < last else "")
         if len(cur) + len(piece) > width - 1:
             lines.append(cur + "\\")
             cur = "  "
