@@ -171,68 +171,40 @@ def reg_export(
     click.echo(f"offline-ic: wrote {output} ({len(data)} bytes)", err=True)
 
 
-def _render_write(doc: dict[str, Any]) -> None:
-    """Each change as 'PATH "name": before -> after', then what was written."""
-    for change in doc["changes"]:
-        path = change.get("path") or f"{change['hive']}\\{change['key']}"
-        state = "" if change["changed"] else "  (unchanged)"
-        if change["action"] in ("delete_key", "create_key"):
-            what = "deleted with all below it" if change["action"] == "delete_key" else "created"
-            if not change["changed"]:
-                what = "absent" if change["action"] == "delete_key" else "exists"
-            click.echo(f"  [{path}] {what}{state}")
-            continue
-        name = change["name"] or "@"
-        before = repr(change["before"]) if change["present_before"] else "(absent)"
-        after = "(deleted)" if change["action"] == "delete" else repr(change["after"])
-        click.echo(f'  {path} "{name}": {before} -> {after}{state}')
-    pages = sum(doc["pages"].values())
-    if doc["dry_run"]:
-        click.echo(
-            f"dry run: would write {pages} page(s), {doc['bytes_written']} bytes; nothing written"
-        )
-    elif not doc["bytes_written"]:
-        click.echo("nothing to write: everything is already as asked")
-    else:
-        where = f"new child {doc['child']}" if doc["child"] else doc["written_to"]
-        click.echo(
-            f"wrote {pages} page(s), {doc['bytes_written']} bytes, to {where} in one "
-            f"transaction; read back with {' and '.join(doc['verified_by'])}"
-        )
+def _change_line(change: dict[str, Any]) -> str:
+    """'PATH "name": before -> after', or '[KEY] created|deleted …', as the user named it."""
+    path = change.get("path") or f"{change['hive']}\\{change['key']}"
+    state = "" if change["changed"] else "  (unchanged)"
+    if change["action"] in ("delete_key", "create_key"):
+        what = "deleted with all below it" if change["action"] == "delete_key" else "created"
+        if not change["changed"]:
+            what = "absent" if change["action"] == "delete_key" else "exists"
+        return f"  [{path}] {what}{state}"
+    before = repr(change["before"]) if change["present_before"] else "(absent)"
+    after = "(deleted)" if change["action"] == "delete" else repr(change["after"])
+    return f'  {path} "{change["name"] or "@"}": {before} -> {after}{state}'
 
 
-def _render_compliance(doc: dict[str, Any]) -> None:
-    """``--check``: each value or key that differs from what is asked, then the verdict."""
-    for diff in doc["differences"]:
-        if diff["action"] in ("delete_key", "create_key"):
-            found, asked = (
-                ("exists", "deleted") if diff["action"] == "delete_key" else ("absent", "created")
-            )
-            click.echo(f"  [{diff['path']}] {found}, asked {asked}")
-            continue
-        before = "(absent)" if diff["before"] is None else repr(diff["before"])
-        after = "(deleted)" if diff["action"] == "delete" else repr(diff["after"])
-        click.echo(f'  {diff["path"]} "{diff["name"] or "@"}": {before}, asked {after}')
-    total = len(doc["changes"])
-    if doc["complies"]:
-        click.echo(f"complies: all {total} change(s) already as asked; nothing written")
-    else:
-        click.echo(
-            f"does not comply: {len(doc['differences'])} of {total} change(s) differ; "
-            "nothing written"
-        )
+def _difference_line(diff: dict[str, Any]) -> str:
+    """``--check``: a value or key that is not as asked."""
+    if diff["action"] in ("delete_key", "create_key"):
+        deleting = diff["action"] == "delete_key"
+        found, asked = ("exists", "deleted") if deleting else ("absent", "created")
+        return f"  [{diff['path']}] {found}, asked {asked}"
+    before = "(absent)" if diff["before"] is None else repr(diff["before"])
+    after = "(deleted)" if diff["action"] == "delete" else repr(diff["after"])
+    return f'  {diff["path"]} "{diff["name"] or "@"}": {before}, asked {after}'
 
 
 def _emit(doc: dict[str, Any], as_json: bool) -> None:
     """Print the write's document; ``--check`` exits 1 when the image does not comply."""
     from offline_ic.api import servicing_exit_code
+    from offline_ic.cli.render import render_servicing
 
     if as_json:
         emit_json(doc)
-    elif doc.get("check"):
-        _render_compliance(doc)
     else:
-        _render_write(doc)
+        render_servicing(doc, _change_line, _difference_line, unit="change(s)")
     code = servicing_exit_code(doc)
     if code:
         sys.exit(code)

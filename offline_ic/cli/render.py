@@ -3,6 +3,7 @@ people)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -87,7 +88,28 @@ def _render_service_tables(doc: dict[str, Any]) -> None:
             click.echo(f"  {row['name']:<20} {powershell:<24} {row['ic']:<30} {start_text(row)}")
 
 
-def render_servicing(doc: dict[str, Any]) -> None:
+def _value_change_line(change: dict[str, Any]) -> str:
+    before = change["before"] if change["present_before"] else "(absent)"
+    after = "(deleted)" if change["action"] == "delete" else change["after"]
+    state = "" if change["changed"] else "  (unchanged)"
+    return f"  {change['hive']}\\{change['key']}\\{change['name']}: {before} -> {after}{state}"
+
+
+def _value_difference_line(diff: dict[str, Any]) -> str:
+    before = "(absent)" if diff["before"] is None else diff["before"]
+    after = "(deleted)" if diff["action"] == "delete" else diff["after"]
+    return f"  {diff['hive']}\\{diff['key']}\\{diff['name']}: {before}, asked {after}"
+
+
+def render_servicing(
+    doc: dict[str, Any],
+    change_line: Callable[[dict[str, Any]], str] = _value_change_line,
+    difference_line: Callable[[dict[str, Any]], str] = _value_difference_line,
+    unit: str = "value(s)",
+) -> None:
+    """A write's text: what was replayed or recovered first, then with ``--check`` each
+    difference and the verdict, else each change and what was written. ``reg`` passes its
+    own line formats (full registry paths, keys as well as values)."""
     if doc.get("vhdx_log_replayed") is not None:
         click.echo(
             f"pending VHDX log replayed ({doc['vhdx_log_replayed']} entries) and retired "
@@ -99,22 +121,19 @@ def render_servicing(doc: dict[str, Any]) -> None:
             f"recovered state {'would be' if doc['dry_run'] else 'is'} written with the change"
         )
     if doc.get("check"):
-        _render_compliance(doc)
+        for diff in doc["differences"]:
+            click.echo(difference_line(diff))
+        _render_verdict(doc, unit)
         return
     for change in doc["changes"]:
-        before = change["before"] if change["present_before"] else "(absent)"
-        after = "(deleted)" if change["action"] == "delete" else change["after"]
-        state = "" if change["changed"] else "  (unchanged)"
-        click.echo(
-            f"  {change['hive']}\\{change['key']}\\{change['name']}: {before} -> {after}{state}"
-        )
+        click.echo(change_line(change))
     if doc["dry_run"]:
         click.echo(
             f"dry run: would write {doc['would_write_pages']} page(s), "
             f"{doc['would_write_bytes']} bytes; nothing written"
         )
     elif not doc["bytes_written"]:
-        asked = "every value is already as asked" if doc["changes"] else "no value to change"
+        asked = f"every {unit[:-3]} is already as asked" if doc["changes"] else "no value to change"
         click.echo(f"nothing to write: {asked}")
         for note in doc.get("notes", ()):
             click.echo(f"  ({note})")
@@ -126,19 +145,13 @@ def render_servicing(doc: dict[str, Any]) -> None:
         )
 
 
-def _render_compliance(doc: dict[str, Any]) -> None:
-    """``--check``: each value that differs from what is asked, then the verdict."""
-    for diff in doc["differences"]:
-        before = "(absent)" if diff["before"] is None else diff["before"]
-        after = "(deleted)" if diff["action"] == "delete" else diff["after"]
-        click.echo(f"  {diff['hive']}\\{diff['key']}\\{diff['name']}: {before}, asked {after}")
+def _render_verdict(doc: dict[str, Any], unit: str) -> None:
+    """``--check``'s last line: complies, or how many of the asked changes differ."""
     if doc["complies"]:
-        click.echo(
-            f"complies: all {len(doc['changes'])} value(s) already as asked; nothing written"
-        )
+        click.echo(f"complies: all {len(doc['changes'])} {unit} already as asked; nothing written")
     else:
         click.echo(
-            f"does not comply: {len(doc['differences'])} of {len(doc['changes'])} value(s) "
+            f"does not comply: {len(doc['differences'])} of {len(doc['changes'])} {unit} "
             "differ; nothing written"
         )
 

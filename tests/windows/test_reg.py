@@ -350,6 +350,25 @@ def test_check_is_compliance_mode_for_set_delete_and_merge(cli, image, tmp_path)
     assert code == 3 and "Select" in err and sha256(image) == after
 
 
+def test_write_text_says_what_was_recovered_and_when_no_child_was_made(
+    cli, win10_dirty_raw, image, tmp_path
+):
+    """reg's text output shares the servicing words: a dirty hive recovered from its logs
+    is named before the changes; nothing to write makes no child and says so."""
+    key = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss"
+    code, out, err = cli("reg", "set", win10_dirty_raw, key, "Start", "dword:4", "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("SYSTEM hive was dirty: recovered in memory from its LOG1/LOG2")
+    assert lines[1] == '  HKLM\\SYSTEM\\ControlSet001\\Services\\vmicvss "Start": 3 -> 4'
+    assert lines[2].startswith("dry run: would write ")
+    child = tmp_path / "child.avhdx"
+    code, out, err = cli("reg", "set", image, key, "Start", "dword:3", "--output", child)
+    assert code == 0, err
+    assert "nothing to write: every change is already as asked" in out
+    assert f"({child} was not made: there is nothing to write)" in out and not child.exists()
+
+
 # --- set, delete, export ----------------------------------------------------------------
 
 
