@@ -239,3 +239,27 @@ def test_export_of_a_whole_real_hive_matches_hivexregedits_export(tmp_path, cli)
     assert our_values.keys() == their_values.keys()
     differing = [k for k, v in our_values.items() if their_values[k] != v]
     assert differing == []
+
+
+def test_a_key_exported_and_merged_back_changes_nothing_and_keeps_slashes(tmp_path, cli):
+    """'/' is a character of key names ("Standard TCP/IP Port", "I/O System"), not a
+    separator: the export of a real key with such subkeys, merged back into the same hive,
+    finds every key and value already there and writes nothing."""
+    from tests.helpers import real_data, unpack
+
+    hive = unpack(real_data("hives/dissect_SYSTEM_win10_19041.gz"), tmp_path)
+    before = hive.read_bytes()
+    key = "HKLM\\SYSTEM\\ControlSet001\\Control\\Print\\Monitors"
+    code, out, err = cli("reg", "get", hive, key + "\\Standard TCP/IP Port", "Driver")
+    assert (code, out) == (0, "tcpmon.dll\n"), err
+    exported = tmp_path / "monitors.reg"
+    code, _out, err = cli("reg", "export", hive, key, "-o", exported)
+    assert code == 0, err
+    assert (
+        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control\\Print\\Monitors\\Standard TCP/IP Port]"
+        in (exported.read_text(encoding="utf-8"))
+    )
+    code, out, err = cli("hive", "set", hive, "--merge", exported)
+    assert code == 0, err
+    assert out.strip().endswith("nothing written (unchanged)")
+    assert hive.read_bytes() == before

@@ -69,7 +69,7 @@ class ParsedPath:
 
 def parse_path(text: str) -> ParsedPath:
     """Split a registry path into root, hive and rest; an unknown root is an InputError."""
-    parts = [p for p in text.replace("/", "\\").split("\\") if p]
+    parts = [p for p in text.split("\\") if p]  # "/" is a character of key names (TCP/IP)
     if not parts or parts[0].lower() not in ROOTS:
         raise InputError(f"unknown registry root in '{text}'; known: {ROOT_HELP}")
     top = ROOTS[parts[0].lower()]
