@@ -15,6 +15,7 @@ import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import offline_ic.registry.structs as S
 from offline_ic.errors import CorruptHiveError, InputError, NotFoundError, SafetyRefusal, quoted
@@ -100,6 +101,9 @@ def _ri_bytes(leaves: list[int]) -> bytes:
     return head + b"".join(S.RI_ENTRY.pack(offset=o) for o in leaves)
 
 
+_UNSEEN: Any = object()  # a path not looked up yet (None is a key found absent)
+
+
 @dataclass
 class CommitResult:
     """What ``commit()`` changed: the 4 KiB pages to write and the file's new length."""
@@ -148,6 +152,12 @@ class HiveEditor:
         self._free_end: dict[int, int] = {}  # end offset -> free cell offset
         self._hbin_starts: list[int] = []
         self._hbin_ends: list[int] = []
+        # lookups of the edited state (``find_key``/``find_value``), valid until the next write
+        self._writes = 0
+        self._lookups_at = 0
+        self._keys: dict[str, Key | None] = {}  # "\\UPPER\\PATH" -> key (None: absent)
+        self._values: dict[int, dict[str, Value]] = {}
+        self._subkeys: dict[int, dict[str, Key]] = {}
 
     @classmethod
     def from_primary(
@@ -199,6 +209,7 @@ class HiveEditor:
         end = file_off + len(data)
         if end > len(self.buf):
             raise CorruptHiveError(f"{self.name}: internal write past the end of the hive")
+        self._writes += 1
         orig = self._orig_pages
         for page in range(file_off // PAGE, (end - 1) // PAGE + 1):
             if page not in orig:
@@ -337,6 +348,53 @@ class HiveEditor:
         cell = self.alloc(len(data))
         self._wcell(cell, 0, data)
         return cell
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def _fresh_lookups(self) -> None:
+        """Forget remembered keys and values once anything was written since."""
+        if self._lookups_at != self._writes:
+            self._keys.clear()
+            self._values.clear()
+            self._subkeys.clear()
+            self._lookups_at = self._writes
+
+    def find_key(self, path: str) -> Key | None:
+        """``hive.find_key`` on the edited state, remembering each key (and each ancestor)
+        until the next write: a .reg merge looks up the same and neighbouring keys over and
+        over, and most of a merge of data already there writes nothing."""
+        self._fresh_lookups()
+        key = self.hive.root
+        token = ""
+        for part in (p for p in path.split("\\") if p):
+            token += "\\" + upper_name(part)
+            found = self._keys.get(token, _UNSEEN)
+            if found is _UNSEEN:
+                found = self._keys[token] = self._children(key).get(upper_name(part))
+            if found is None:
+                return None
+            key = found
+        return key
+
+    def _children(self, key: Key) -> dict[str, Key]:
+        """The subkeys of ``key`` by upper-cased name, read once until the next write."""
+        found = self._subkeys.get(key.offset)
+        if found is None:
+            found = self._subkeys[key.offset] = {}
+            for sub in key.subkeys():
+                found.setdefault(upper_name(sub.name), sub)
+        return found
+
+    def find_value(self, key: Key, name: str) -> Value | None:
+        """``key.value(name)`` on the edited state, with the key's values read once until
+        the next write (the lazy reader reads the list from the start for each name)."""
+        self._fresh_lookups()
+        by_name = self._values.get(key.offset)
+        if by_name is None:
+            by_name = self._values[key.offset] = {}
+            for value in key.values():
+                by_name.setdefault(upper_name(value.name), value)
+        return by_name.get(upper_name(name))
 
     # --- values ----------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ The file may be UTF-16LE with a BOM (what regedit writes), UTF-8 (with or withou
 
 from __future__ import annotations
 
+import bisect
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
@@ -99,19 +101,20 @@ def decode_reg_bytes(data: bytes, source: str = "<reg>") -> str:
 
 @dataclass
 class _Logical:
-    """One logical line (continuations joined) and where each of its characters came from."""
+    """One logical line (continuations joined) and where its pieces came from."""
 
     text: str
-    where: list[tuple[int, int]]  # (line, column), 1-based, per character of ``text``
+    # (index in ``text`` where a physical line's piece starts, its line, its column), 1-based
+    pieces: list[tuple[int, int, int]]
     line: int
 
     def at(self, index: int) -> tuple[int, int]:
-        if not self.where:
+        """(line, column) of character ``index`` of ``text``, for error messages."""
+        if not self.pieces:
             return self.line, 1
-        if index >= len(self.where):
-            line, col = self.where[-1]
-            return line, col + 1 + index - len(self.where)
-        return self.where[index]
+        piece = bisect.bisect_right(self.pieces, index, key=lambda p: p[0]) - 1
+        start, line, col = self.pieces[max(piece, 0)]
+        return line, col + index - start
 
 
 def _logical_lines(text: str) -> Iterator[_Logical]:
@@ -121,7 +124,8 @@ def _logical_lines(text: str) -> Iterator[_Logical]:
     while i < len(lines):
         start = i
         buf: list[str] = []
-        where: list[tuple[int, int]] = []
+        pieces: list[tuple[int, int, int]] = []
+        length = 0
         first = True
         while True:
             raw = lines[i]
@@ -131,12 +135,13 @@ def _logical_lines(text: str) -> Iterator[_Logical]:
             if cont:
                 body = body.rstrip(" \t")[:-1]
             buf.append(body)
-            where += [(i + 1, lead + c + 1) for c in range(len(body))]
+            pieces.append((length, i + 1, lead + 1))
+            length += len(body)
             i += 1
             first = False
             if not cont or i >= len(lines):
                 break
-        yield _Logical("".join(buf), where, start + 1)
+        yield _Logical("".join(buf), pieces, start + 1)
 
 
 def _continues(body: str) -> bool:
@@ -144,6 +149,8 @@ def _continues(body: str) -> bool:
     stripped = body.rstrip(" \t")
     if not stripped.endswith("\\") or stripped.lstrip().startswith(("[", ";")):
         return False
+    if '"' not in stripped:  # hex data: nothing quoted
+        return True
     quoted = False
     i = 0
     while i < len(stripped) - 1:
@@ -310,6 +317,10 @@ def _unescape(body: str) -> str:
     return "".join(out)
 
 
+_HEX_BYTES = re.compile(r"\s*[0-9a-fA-F]{2}(?:\s*,\s*[0-9a-fA-F]{2})*\s*,?\s*")
+_HEX_SEPARATORS = re.compile(r"[\s,]")
+
+
 def _parse_hex(logical: _Logical, start: int, rhs: str, source: str) -> tuple[int, bytes]:
     colon = rhs.find(":")
     head = rhs[:colon] if colon >= 0 else rhs
@@ -329,6 +340,8 @@ def _parse_hex(logical: _Logical, start: int, rhs: str, source: str) -> tuple[in
     body = rhs[colon + 1 :]
     if not body.strip():
         return vtype, b""
+    if _HEX_BYTES.fullmatch(body):  # the usual two-digit bytes: no per-byte work
+        return vtype, bytes.fromhex(_HEX_SEPARATORS.sub("", body))
     offset = 0
     for part in body.split(","):
         word = part.strip()

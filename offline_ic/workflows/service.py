@@ -356,19 +356,19 @@ def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     """Make one change in the editor, noting what was there before (``present_before``,
     ``before``); a value already as asked is left alone (no page changes for it)."""
     if change.make_key:
-        change.present_before = editor.hive.find_key(change.key) is not None
+        change.present_before = editor.find_key(change.key) is not None
         if not change.present_before:
             editor.create_key(change.key)
         return
     if change.delete_key:
-        change.present_before = editor.hive.find_key(change.key) is not None
+        change.present_before = editor.find_key(change.key) is not None
         if change.present_before:
             delete_tree(editor, change.key)
         return
-    key = editor.hive.find_key(change.key)
+    key = editor.find_key(change.key)
     if key is None and not change.create_key:
         raise NotFoundError(f"{label}: no key {change.key} (it does not exist; not created)")
-    value = key.value(change.name) if key is not None else None
+    value = editor.find_value(key, change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None
     if change.type is None:  # a delete (``change.is_delete``)

@@ -263,3 +263,60 @@ def test_a_key_exported_and_merged_back_changes_nothing_and_keeps_slashes(tmp_pa
     assert code == 0, err
     assert out.strip().endswith("nothing written (unchanged)")
     assert hive.read_bytes() == before
+
+
+CHURN = r"""Windows Registry Editor Version 5.00
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn]
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn\A]
+"One"=dword:00000001
+"Two"="two"
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn\A\Deep]
+"X"=hex:01,02
+
+[-HKEY_LOCAL_MACHINE\SOFTWARE\Churn\A]
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn\A]
+"One"=dword:00000002
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn\B]
+"V"="first"
+"V"=-
+"W"="kept"
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn\B]
+"V"="second"
+"W"=dword:00000007
+
+[HKEY_LOCAL_MACHINE\SOFTWARE\Churn\a\deep]
+"Y"=dword:00000003
+"""
+
+
+@needs_hivex
+def test_a_merge_that_deletes_and_remakes_what_it_just_wrote_ends_as_hivexregedits(
+    sam, tmp_path, cli
+):
+    """Keys and values written, deleted and made again in one merge (the editor remembers
+    lookups only until its next write): the result is what hivexregedit makes of the same
+    file, key for key."""
+    theirs = tmp_path / "theirs"
+    shutil.copyfile(sam, theirs)
+    reg = tmp_path / "churn.reg"
+    reg.write_text(CHURN, encoding="utf-8")
+    subprocess.run(
+        ["hivexregedit", "--merge", "--prefix", PREFIX, str(theirs), str(reg)], check=True
+    )
+    code, _out, err = cli("hive", "set", sam, "--merge", reg)
+    assert code == 0, err
+    for key in ("\\Churn", "\\Churn\\A", "\\Churn\\A\\Deep", "\\Churn\\B"):
+        assert hivex_export(sam, key) == hivex_export(theirs, key), key
+    hive = Hive.open(sam)
+    assert hive.open_key("Churn\\A").value("Two") is None
+    assert hive.open_key("Churn\\A").value("One").data == 2
+    assert hive.open_key("Churn\\A\\Deep").value("X") is None
+    assert hive.open_key("Churn\\A\\Deep").value("Y").data == 3
+    assert hive.open_key("Churn\\B").value("V").data == "second"
+    assert hive.open_key("Churn\\B").value("W").data == 7
