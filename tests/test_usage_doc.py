@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, TESTDATA, unpack
+from tests.helpers import REPO, TESTDATA, real_data, script_module, unpack
 
 USAGE = REPO / "docs" / "usage.md"
 NOT_RUN = "<!-- not run -->"
@@ -57,6 +57,11 @@ IMAGES = {
     "VM.xml": "host/2012r2-heartbeat-off-gsi-on.xml",
 }
 BROKEN = "broken.vhdx"  # the first MiB of win10.vhdx: a VHDX whose BAT points past its end
+# the real .vmcx of a Hyper-V host (../shared, not in the repo), as a file and as a VM folder
+VMCX = "993F7B33-6057-4D1E-A1FE-A1A1D77BE974.vmcx"
+VM_FOLDER = "Default Generation 2"
+# name -> case of scripts/build_linux_testdata.py (built once per session, when a block needs it)
+LINUX = {"debian12.raw": "debian-blacklisted"}
 
 
 @dataclass
@@ -164,8 +169,8 @@ def _slug(text: str) -> str:
 
 
 def line_pattern(expected: str) -> re.Pattern[str]:
-    """``...`` is any text; everything else literal; trailing spaces do not matter."""
-    parts = [re.escape(p) for p in expected.rstrip().split("...")]
+    """``...`` (or ``…``) is any text; everything else literal; trailing spaces do not matter."""
+    parts = [re.escape(p) for p in expected.rstrip().replace("…", "...").split("...")]
     return re.compile(".*".join(parts) + r"\s*")
 
 
@@ -174,7 +179,7 @@ def match_output(expected: list[str], actual: str) -> str | None:
     real = actual.splitlines()
     pos = 0
     for want in expected:
-        if not want.strip() or want.strip() == "...":
+        if not want.strip() or want.strip() in ("...", "…"):
             continue
         pattern = line_pattern(want)
         while pos < len(real) and not pattern.fullmatch(real[pos]):
@@ -203,7 +208,11 @@ def run_in_process(argv: list[str]) -> tuple[int, str]:
 def image_cache(tmp_path_factory) -> dict[str, Path]:
     """Each test file decompressed once per session (never written: blocks get copies)."""
     cache = tmp_path_factory.mktemp("usage-images")
-    return {name: unpack(TESTDATA / src, cache) for name, src in IMAGES.items()}
+    images = {name: unpack(TESTDATA / src, cache) for name, src in IMAGES.items()}
+    if any(_names_in(b.text, name) for b in RUN for name in LINUX):
+        built = script_module("build_linux_testdata").build(cache / "linux", list(LINUX.values()))
+        images.update({name: built[case] for name, case in LINUX.items() if case in built})
+    return images
 
 
 def _names_in(text: str, name: str) -> bool:
@@ -220,6 +229,21 @@ def prepare(block: Block, cache: dict[str, Path], where: Path) -> None:
             (where / BROKEN).write_bytes(fh.read(1 << 20))
     for name, text in block.files.items():
         (where / name).write_text(text, encoding="utf-8")
+    for name in LINUX:
+        if _names_in(block.text, name) and name not in cache:
+            pytest.skip(f"{name}: scripts/build_linux_testdata.py could not build it here")
+    if VMCX in block.text or VM_FOLDER in block.text:
+        vmcx = real_data(f"vmcx/{VMCX}")  # skips, saying why, without ../shared
+        shutil.copyfile(vmcx, _mkdir(where / "Virtual Machines") / VMCX)
+        folder = where / VM_FOLDER
+        shutil.copyfile(vmcx, _mkdir(folder / "Virtual Machines") / VMCX)
+        disk = _mkdir(folder / "Virtual Hard Disks") / f"{VM_FOLDER}.vhdx"
+        shutil.copyfile(cache["win10.vhdx"], disk)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.mark.parametrize("block", RUN, ids=[_slug(b.id) for b in RUN])
@@ -250,6 +274,7 @@ def test_matcher_rejects_what_differs() -> None:
     assert match_output(["c: 3", "a: 1"], out) is not None
     assert match_output(["b: 3"], out) is not None
     assert match_output(["...: 2"], out) is None
+    assert match_output(["b…"], out) is None
 
 
 def test_parser_reads_exit_codes_and_files(tmp_path) -> None:
