@@ -52,6 +52,7 @@ IMAGES = {
     "fixed.vhdx": "windows/win10-gpt-fixed.vhdx.xz",
     "win7.vhd": "windows/win7-mbr.vhd.xz",
     "dirty.raw": "windows/win10-dirty-mbr.raw.xz",
+    "dirtylog.vhdx": "images/q-dirtylog.vhdx.gz",  # a VHDX with a pending log entry
     "SYSTEM": "windows/SYSTEM-win10.xz",
     "SOFTWARE": "windows/SOFTWARE.xz",
     "VM.xml": "host/2012r2-heartbeat-off-gsi-on.xml",
