@@ -116,8 +116,9 @@ def apply_changes(
     ``target`` first: nothing to write makes no child.
     """
     _require_image(target)
-    _refuse_unmappable(target, parent=parent, volume=volume)
     read_only = dry_run or check
+    if not read_only and output is None and _open_writes_first(target):
+        _refuse_unmappable(target, parent=parent, volume=volume)
     if read_only and output is None:  # every refusal the real run makes, nothing opened writable
         from offline_ic.image import check_writable
 
@@ -174,9 +175,31 @@ def _require_image(target: str) -> None:
         raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx); give the disk image")
 
 
+def _open_writes_first(target: str) -> bool:
+    """Would opening ``target`` writable change it before anything is checked: replay a
+    pending VHDX log, or roll back an undo journal left by an interrupted write?
+
+    Only then is the image opened a second time, read-only, to refuse an unmappable volume
+    first (``_refuse_unmappable``). Otherwise the writable open changes nothing, and
+    ``_apply`` makes the same refusal before the first byte; a dry run, ``--check`` and
+    ``--output`` plan on a read-only open of ``target`` before anything is made.
+    """
+    from offline_ic.image import detect_format, journal
+
+    if journal.pending(target):
+        return True
+    if detect_format(target) != "vhdx":
+        return False
+    from offline_ic.image.vhdx import VhdxReader
+
+    with VhdxReader(target, open_parent=False) as image:  # headers only, no parent chain
+        return bool(image.header.log_guid.int)
+
+
 def _refuse_unmappable(target: str, *, parent: str | None, volume: int | None) -> None:
-    """Before the image is opened writable (which may replay a pending log) or a child is
-    made: refuse a Windows volume whose bytes cannot be mapped onto the disk (LVM)."""
+    """Before the image is opened writable when that open would replay a pending log or roll
+    back a journal (``_open_writes_first``): refuse a Windows volume whose bytes cannot be
+    mapped onto the disk (LVM)."""
     from offline_ic.image import open_image
     from offline_ic.target import require_windows_guest
     from offline_ic.volumes import list_volumes
