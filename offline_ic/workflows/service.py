@@ -495,10 +495,10 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
     """regipy, on ``data`` in memory, must see every change (see ``registry.crosscheck``)."""
     from offline_ic.registry import crosscheck
 
-    crosscheck.regipy_check(data, label, _expectations(changes))
+    crosscheck.regipy_check(data, label, expectations(changes))
 
 
-def _expectations(changes: list[ValueChange]) -> list[Expected]:
+def expectations(changes: list[ValueChange]) -> list[Expected]:
     """What regipy must see for each change the write is judged by (``verify``): keys made
     or deleted, values deleted, values set (as regipy decodes them)."""
     from offline_ic.registry.hive import decode_data
