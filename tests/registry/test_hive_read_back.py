@@ -130,3 +130,31 @@ def test_regipy_disagrees(cli, hive, monkeypatch):
     monkeypatch.setattr(crosscheck, "same_value", lambda seen, wanted: False)
     code, out, err = cli("hive", "set", hive, KEY.format("vmicvss"), "Start", "dword:4")
     _refused_unchanged(code, out, err, hive, before)
+
+
+def test_regipy_lookup_searches_sorted_lists_and_lists_absent_keys(hive_cache, monkeypatch):
+    """A key that is there is found by binary search of its parent's lf/lh list through
+    regipy's records (no listing of the 700 services); one that is not there is only ever
+    declared absent after the whole list was read."""
+    from regipy.registry import NKRecord
+
+    from offline_ic.registry.crosscheck import _Lookup
+
+    data = hive_cache("win10").read_bytes()
+    full = _Lookup(data)
+    wanted = [KEY.format(svc) for svc in VMIC] + [r"ControlSet001\Control\Session Manager"]
+    names = {path: full.key(path, search=False).name for path in wanted}
+    listed = []
+    real = NKRecord.iter_subkeys
+
+    def spy(self):
+        listed.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(NKRecord, "iter_subkeys", spy)
+    fast = _Lookup(data)
+    assert {path: fast.key(path).name for path in wanted} == names
+    assert listed == []
+    assert fast.key(r"ControlSet001\Services\NoSuchService") is None
+    assert listed == ["Services"]
+    assert fast.key(r"ControlSet001\Services\vmicvss\Nope", search=False) is None
