@@ -61,6 +61,7 @@ class _Lookup:
         offset = REGF_HEADER_SIZE + header.root_key_offset + 6  # cell size + "nk"
         self.root = NKRecord(Cell(offset=offset, cell_type="nk", size=0), self._stream)
         self._children: dict[str, dict[str, Any]] = {}
+        self._lists: dict[int, Any] = {}  # lf/lh list offset -> regipy's parsed elements
 
     def key(self, path: str, *, search: bool = True) -> Any | None:
         """regipy's record of ``path`` (\\ separated, from the hive root), or None.
@@ -95,10 +96,13 @@ class _Lookup:
         if not node.subkey_count:
             return None
         stream = self._stream
-        stream.seek(REGF_HEADER_SIZE + 4 + node.header.subkeys_list_offset)
-        if stream.read(2) not in (b"lf", b"lh"):
-            return None
-        elements = LF_LH_SK_ELEMENT.parse_stream(stream).elements
+        where = REGF_HEADER_SIZE + 4 + node.header.subkeys_list_offset
+        elements = self._lists.get(where)
+        if elements is None:  # each list is parsed once, whatever the number of lookups
+            stream.seek(where)
+            if stream.read(2) not in (b"lf", b"lh"):
+                return None
+            elements = self._lists[where] = LF_LH_SK_ELEMENT.parse_stream(stream).elements
         lo, hi = 0, len(elements)
         while lo < hi:
             mid = (lo + hi) // 2
