@@ -162,7 +162,11 @@ def apply_changes(
 
 def _require_image(target: str) -> None:
     """Only a disk image is written; other kinds of TARGET are refused before opening."""
+    from offline_ic.image import detect_format
     from offline_ic.target import DIRECTORY, HIVE_FILE, VMCX, target_kind
+
+    if os.path.isfile(target) and detect_format(target) != "raw":
+        return  # a VHDX/VHD signature: an image (no need to look for VM configs or hives)
 
     kind = target_kind(target)
     if kind == DIRECTORY:
