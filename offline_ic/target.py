@@ -93,9 +93,9 @@ def target_kind(path: str) -> TargetKind:
 
 def expand_target(path: str) -> list[str]:
     """A VM folder holding several VM configs is one target per config; else ``[path]``."""
-    from offline_ic.host.vmfolder import find_configs
-
     if os.path.isdir(path) and not _is_guest_root(path):
+        from offline_ic.host.vmfolder import find_configs  # only for a folder
+
         configs = find_configs(path)
         if len(configs) > 1:
             return configs

@@ -30,11 +30,15 @@ KVP_VALUES = {f"BenchKey{i}": f"bench-value-{i}" for i in range(5)}
 KVP_KEY = r"Microsoft\Virtual Machine\Guest"
 
 
-def bytecode_condition() -> str:
+def bytecode_condition(env: dict[str, str] | None = None) -> str:
     """What the timings include: compiling our modules each run, or a bytecode cache."""
-    if os.environ.get("PYTHONPYCACHEPREFIX"):
-        return f"bytecode cache in PYTHONPYCACHEPREFIX={os.environ['PYTHONPYCACHEPREFIX']}"
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+    env = os.environ if env is None else env
+    if env.get("PYTHONPYCACHEPREFIX") and env.get("PYTHONDONTWRITEBYTECODE"):
+        # the prefix hides every __pycache__ and nothing is written into it: no cache at all
+        return "no bytecode cache at all (PYTHONPYCACHEPREFIX with PYTHONDONTWRITEBYTECODE=1)"
+    if env.get("PYTHONPYCACHEPREFIX"):
+        return f"bytecode cache in PYTHONPYCACHEPREFIX={env['PYTHONPYCACHEPREFIX']}"
+    if env.get("PYTHONDONTWRITEBYTECODE"):
         return "no bytecode cache for offline_ic (PYTHONDONTWRITEBYTECODE=1; site-packages cached)"
     return "bytecode cache in __pycache__ (written on first run)"
 
@@ -118,17 +122,19 @@ def _kvp(value: str, variant: int) -> str:
     return value.upper() if variant % 2 else value
 
 
-def reg_file(path: Path, *, guest: bool, variant: int = 0) -> Path:
+def reg_file(path: Path, *, guest: bool, variant: int = 0, kvp: bool | None = None) -> Path:
     """The same changes as a .reg file: 8 Start values (4 / 3 by ``variant``); with
-    ``guest`` keys are HKEY_LOCAL_MACHINE\\SYSTEM\\… and the 5 KVP values are added (for
-    virt-win-reg on the image), else keys are relative to a bare SYSTEM hive's root (for
-    hivexregedit --merge and `hive set --merge`)."""
+    ``guest`` keys are HKEY_LOCAL_MACHINE\\SYSTEM\\… and the 5 KVP values are added unless
+    ``kvp`` is False (virt-win-reg on the image; without KVP: `hive set --merge` on a bare
+    SYSTEM hive, and hivexregedit --merge --prefix 'HKEY_LOCAL_MACHINE\\SYSTEM'), else keys
+    are relative to a bare SYSTEM hive's root (hivexregedit --merge without --prefix)."""
+    kvp = guest if kvp is None else kvp
     start = (4, 3)[variant % 2]
     root = "HKEY_LOCAL_MACHINE\\SYSTEM\\" if guest else "\\"
     lines = ["Windows Registry Editor Version 5.00", ""]
     for svc in VMIC:
         lines += [f"[{root}ControlSet001\\Services\\{svc}]", f'"Start"=dword:{start:08x}', ""]
-    if guest:
+    if kvp:
         lines.append(f"[HKEY_LOCAL_MACHINE\\SOFTWARE\\{KVP_KEY}]")
         lines += [f'"{k}"="{_kvp(v, variant)}"' for k, v in KVP_VALUES.items()]
         lines.append("")
@@ -161,6 +167,23 @@ def missing_command(r: subprocess.CompletedProcess) -> bool:
 
 def virt_win_reg_env() -> dict[str, str]:
     return {**os.environ, "LIBGUESTFS_BACKEND": "direct"}
+
+
+def bytecode_envs(cache_dir: Path) -> list[tuple[str, dict[str, str]]]:
+    """The two conditions our whole-process timings are given in: no bytecode cache for
+    offline_ic (PYTHONDONTWRITEBYTECODE=1, as this machine sets it), and a bytecode cache
+    (PYTHONPYCACHEPREFIX=``cache_dir``, written by a first untimed run)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPYCACHEPREFIX",)}
+    base["PYTHONPATH"] = str(REPO)
+    none = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
+    cached = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cached["PYTHONPYCACHEPREFIX"] = str(cache_dir)
+    return [("no bytecode cache", none), (f"bytecode cache in {cache_dir}", cached)]
+
+
+def diff_pages(old: bytes, new: bytes) -> list[int]:
+    """Offsets of the 4 KiB pages of ``new`` that differ from ``old`` (or lie past its end)."""
+    return [o for o in range(0, len(new), 4096) if new[o : o + 4096] != old[o : o + 4096]]
 
 
 def fmt(xs: list[float]) -> str:

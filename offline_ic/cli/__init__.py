@@ -8,24 +8,62 @@ imports happen inside the commands so that ``--help`` and small jobs start fast.
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
 
 import click
 
 from offline_ic import __version__
-from offline_ic.cli import (
-    check_cmd,
-    convert_cmd,
-    hive_cmds,
-    image_cmds,
-    reg_cmds,
-    windows_cmds,
-)
 from offline_ic.cli.common import emit_json
 from offline_ic.errors import CheckFailed, OfflineICError
 
+# Each top-level command -> the module that registers it (``register(group)``). A module is
+# imported when one of its commands runs, or when the commands are listed (--help), so a
+# command does not pay for importing the others (tests/cli/test_lazy_commands.py keeps this
+# table equal to what the modules register).
+COMMAND_MODULES = {
+    "services": "windows_cmds",
+    "kvp": "windows_cmds",
+    "apply": "windows_cmds",
+    "inspect": "windows_cmds",
+    "snapshot": "image_cmds",
+    "verify": "image_cmds",
+    "recover": "image_cmds",
+    "convert": "convert_cmd",
+    "hive": "hive_cmds",
+    "reg": "reg_cmds",
+    "check": "check_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A click group whose commands are registered by their modules on first use."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def _load(self, module: str) -> None:
+        if module not in self._loaded:
+            self._loaded.add(module)
+            importlib.import_module(f"offline_ic.cli.{module}").register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module is not None:
+            self._load(module)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in dict.fromkeys(COMMAND_MODULES.values()):
+            self._load(module)
+        return super().list_commands(ctx)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="offline-ic")
 def cli() -> None:
     """Inspect and service the Hyper-V integration services of a stopped VM's disk.
@@ -44,10 +82,6 @@ def cli() -> None:
       offline-ic check golden/*.vhdx --json
       offline-ic services set win10.vhdx all=manual --output serviced.avhdx
     """
-
-
-for _module in (windows_cmds, image_cmds, convert_cmd, hive_cmds, reg_cmds, check_cmd):
-    _module.register(cli)
 
 
 def _os_error_line(exc: OSError) -> str:

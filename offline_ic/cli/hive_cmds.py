@@ -213,22 +213,28 @@ def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
       offline-ic hive delete SOFTWARE 'Some\\Key' Paths
       offline-ic hive delete SOFTWARE 'Some\\Key'
     """
+    from offline_ic.registry.crosscheck import Expected
     from offline_ic.registry.files import edit_hive_file
 
+    value = None if name is None else ("" if name == "@" else name)
+
     def edit(editor: HiveEditor) -> None:
-        if name is None:
+        if value is None:
             editor.delete_key(key)
         else:
-            editor.delete_value(key, "" if name == "@" else name)
+            editor.delete_value(key, value)
 
-    result, _commit = edit_hive_file(hive, edit)
+    # read back after the commit: regipy must no longer see the key or value
+    gone = [Expected(key.strip("\\"), value, present=False)]
+    result, _commit = edit_hive_file(hive, edit, expect=lambda: gone)
     _report(hive, result, as_json)
 
 
 def _write_doc(hive: Path, result: WriteResult | None, **extra: object) -> dict[str, object]:
     """A hive write in the words every write reports (``changed``, ``pages_written``,
-    ``bytes_written``, ``verified``: no reader of ours re-reads a bare hive file after the
-    write, so False). ``result`` None: nothing written in place."""
+    ``bytes_written``, ``verified``: True when the written file was read back with plain
+    reads and checked by regipy, ``files.read_back``). ``result`` None: nothing written in
+    place."""
     pages = len(result.pages) if result else 0
     return {
         "image": str(hive),
@@ -240,7 +246,7 @@ def _write_doc(hive: Path, result: WriteResult | None, **extra: object) -> dict[
         "old_length": result.old_length if result else None,
         "new_length": result.new_length if result else None,
         "recovered_from_logs": bool(result and result.recovered),
-        "verified": False,
+        "verified": bool(result and result.verified_by),
     }
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image.fileio import FileIO, fsync_dir, open_image_file
@@ -30,7 +31,13 @@ from offline_ic.registry.hive import Hive
 from offline_ic.registry.recovery import RecoveryResult, recover_bytes
 from offline_ic.registry.source import BufferSource
 
+if TYPE_CHECKING:
+    from offline_ic.registry.crosscheck import Expected
+
 PAGE = 4096
+# who checks a bare hive write (``WriteResult.verified_by``): the file read back with plain
+# reads, our structural check of what the write touched, and regipy's parsers
+READ_BACK_BY = ["raw file", "regipy"]
 
 
 def find_logs(path: Path) -> tuple[Path | None, Path | None]:
@@ -124,6 +131,7 @@ class WriteResult:
     old_length: int
     new_length: int
     recovered: bool
+    verified_by: list[str] = field(default_factory=list)  # empty: nothing was read back
 
 
 def _refuse_interrupted(path: Path) -> None:
@@ -151,16 +159,27 @@ def _open_editor(path: Path, original: bytes) -> HiveEditor:
     )
 
 
-def _write_commit(
-    image: RawImage, path: Path, commit: CommitResult, recovered: bool, original: bytes
-) -> WriteResult:
-    """Write exactly the committed pages and the new length, in one journaled transaction.
+ExpectFn = Callable[[], Iterable["Expected"]]
 
-    Any failure once the transaction began is settled by ``image.settle``: the hive is
-    closed, its original bytes put back, and the message says what the file then holds.
+
+def _write_commit(
+    image: RawImage,
+    path: Path,
+    commit: CommitResult,
+    recovered: bool,
+    original: bytes,
+    expect: ExpectFn | None = None,
+) -> WriteResult:
+    """Write exactly the committed pages and the new length, in one journaled transaction;
+    with ``expect``, read the file back and check it (``read_back``) while still locked.
+
+    Any failure once the transaction began (a read-back that disagrees too) is settled by
+    ``image.settle``: the hive is closed, its original bytes and length put back, and the
+    message says what the file then holds (read back: "unchanged").
     """
     try:
         image.write_ranges(commit.pages, new_size=commit.file_length)
+        verified_by = read_back(path, commit, expect()) if expect is not None else []
     except (Exception, KeyboardInterrupt) as exc:
         failure = exc
     else:
@@ -170,6 +189,7 @@ def _write_commit(
             commit.old_file_length,
             commit.file_length,
             recovered,
+            verified_by,
         )
     image.close()  # releases the lock: settle opens the file again
     old = [(off, original[off : off + len(buf)]) for off, buf in commit.pages]
@@ -187,13 +207,56 @@ def _write_commit(
     raise error from failure
 
 
+def read_back(path: Path, commit: CommitResult, expected: Iterable[Expected]) -> list[str]:
+    """Check a committed write by reading the file back, not through our hive reader.
+
+    The whole file is read with plain ``os.pread`` (no image layer, no journal view): its
+    length and every written page must be what was written; then our structural check of
+    the hbins the write touched (``check_touched``, cheap) and regipy's record parsers over
+    those bytes in memory must see every expected key and value (``crosscheck``). Any
+    disagreement is a ``SafetyRefusal``; returns who checked (``READ_BACK_BY``).
+    """
+    from offline_ic.registry.check import check_touched
+    from offline_ic.registry.crosscheck import regipy_check
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    label = str(path)
+    if len(data) != commit.file_length:
+        raise SafetyRefusal(
+            f"{label}: read back after the write: {len(data)} bytes, not {commit.file_length}"
+        )
+    for off, buf in commit.pages:
+        if data[off : off + len(buf)] != buf:
+            raise SafetyRefusal(
+                f"{label}: read back after the write: the page at {off} differs from "
+                "what was written"
+            )
+    report = check_touched(data, label, [off for off, _buf in commit.pages])
+    if not report.ok:
+        raise SafetyRefusal(f"{label}: read back after the write: {report.problems[0]}")
+    regipy_check(data, label, expected)
+    return list(READ_BACK_BY)
+
+
 def edit_hive_file(
-    path: Path, edit: Callable[[HiveEditor], None], *, allow_grow: bool = True
+    path: Path,
+    edit: Callable[[HiveEditor], None],
+    *,
+    allow_grow: bool = True,
+    expect: ExpectFn | None = None,
 ) -> tuple[WriteResult, CommitResult]:
     """Apply ``edit`` to a bare hive file in place, recovering a dirty hive first.
 
     The file is opened as a writable raw image (exclusive lock); only the pages
     ``commit()`` returns are written, with the new length, through its undo journal.
+    ``expect`` (called after ``edit``) gives what regipy must see once the write is read
+    back (``read_back``); a read-back that disagrees puts the original file back and
+    refuses (exit 3, "unchanged").
     """
     path = Path(path)
     _refuse_interrupted(path)
@@ -206,7 +269,8 @@ def edit_hive_file(
             return WriteResult([], 0, len(original), len(original), False), commit
         if not allow_grow and commit.file_length > len(original):
             raise SafetyRefusal(f"{path}: the edit needs the file to grow; not allowed here")
-        return _write_commit(image, path, commit, editor.recovered, original), commit
+        result = _write_commit(image, path, commit, editor.recovered, original, expect)
+        return result, commit
 
 
 def _journal_complete(path: Path) -> bool:

@@ -390,13 +390,15 @@ def edit_hive_file_changes(path: Path, changes: list[ValueChange]):
     hive's current control set when it is a SYSTEM hive. Returns (WriteResult, changes)."""
     from offline_ic.registry.editor import HiveEditor
     from offline_ic.registry.files import edit_hive_file
-    from offline_ic.workflows.service import apply_change
+    from offline_ic.workflows.service import apply_change, expectations
 
     def edit(editor: HiveEditor) -> None:
         for change in changes:
             if change.key.lower().split("\\", 1)[0] == "currentcontrolset":
                 change.key = resolve_control_set(editor.hive, change.key)
             apply_change(editor, change, str(path))
+        mark_superseded(changes)  # the read-back checks the final state
 
-    result, _commit = edit_hive_file(path, edit)
+    # read back after the commit: regipy must see every change (keys resolved by ``edit``)
+    result, _commit = edit_hive_file(path, edit, expect=lambda: expectations(changes))
     return result, changes

@@ -116,8 +116,9 @@ def apply_changes(
     ``target`` first: nothing to write makes no child.
     """
     _require_image(target)
-    _refuse_unmappable(target, parent=parent, volume=volume)
     read_only = dry_run or check
+    if not read_only and output is None and _open_writes_first(target):
+        _refuse_unmappable(target, parent=parent, volume=volume)
     if read_only and output is None:  # every refusal the real run makes, nothing opened writable
         from offline_ic.image import check_writable
 
@@ -161,7 +162,11 @@ def apply_changes(
 
 def _require_image(target: str) -> None:
     """Only a disk image is written; other kinds of TARGET are refused before opening."""
+    from offline_ic.image import detect_format
     from offline_ic.target import DIRECTORY, HIVE_FILE, VMCX, target_kind
+
+    if os.path.isfile(target) and detect_format(target) != "raw":
+        return  # a VHDX/VHD signature: an image (no need to look for VM configs or hives)
 
     kind = target_kind(target)
     if kind == DIRECTORY:
@@ -174,9 +179,31 @@ def _require_image(target: str) -> None:
         raise InputError(f"{target}: a Hyper-V VM configuration (.vmcx); give the disk image")
 
 
+def _open_writes_first(target: str) -> bool:
+    """Would opening ``target`` writable change it before anything is checked: replay a
+    pending VHDX log, or roll back an undo journal left by an interrupted write?
+
+    Only then is the image opened a second time, read-only, to refuse an unmappable volume
+    first (``_refuse_unmappable``). Otherwise the writable open changes nothing, and
+    ``_apply`` makes the same refusal before the first byte; a dry run, ``--check`` and
+    ``--output`` plan on a read-only open of ``target`` before anything is made.
+    """
+    from offline_ic.image import detect_format, journal
+
+    if journal.pending(target):
+        return True
+    if detect_format(target) != "vhdx":
+        return False
+    from offline_ic.image.vhdx import VhdxReader
+
+    with VhdxReader(target, open_parent=False) as image:  # headers only, no parent chain
+        return bool(image.header.log_guid.int)
+
+
 def _refuse_unmappable(target: str, *, parent: str | None, volume: int | None) -> None:
-    """Before the image is opened writable (which may replay a pending log) or a child is
-    made: refuse a Windows volume whose bytes cannot be mapped onto the disk (LVM)."""
+    """Before the image is opened writable when that open would replay a pending log or roll
+    back a journal (``_open_writes_first``): refuse a Windows volume whose bytes cannot be
+    mapped onto the disk (LVM)."""
     from offline_ic.image import open_image
     from offline_ic.target import require_windows_guest
     from offline_ic.volumes import list_volumes
@@ -474,10 +501,10 @@ def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> N
     """regipy, on ``data`` in memory, must see every change (see ``registry.crosscheck``)."""
     from offline_ic.registry import crosscheck
 
-    crosscheck.regipy_check(data, label, _expectations(changes))
+    crosscheck.regipy_check(data, label, expectations(changes))
 
 
-def _expectations(changes: list[ValueChange]) -> list[Expected]:
+def expectations(changes: list[ValueChange]) -> list[Expected]:
     """What regipy must see for each change the write is judged by (``verify``): keys made
     or deleted, values deleted, values set (as regipy decodes them)."""
     from offline_ic.registry.hive import decode_data

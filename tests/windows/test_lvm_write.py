@@ -53,30 +53,45 @@ def test_lvm_hosted_windows_is_read(cli, lvm_windows_disk):
 
 
 def test_write_into_lvm_volume_is_refused_and_nothing_written(cli, lvm_windows_disk, monkeypatch):
-    import offline_ic.image
     from offline_ic.image.raw import RawImage
 
     calls = []
     real = RawImage.write_ranges
-    real_open = offline_ic.image.open_image
 
     def spy(self, ranges):
         calls.append(list(ranges))
         return real(self, ranges)
 
-    def open_spy(path, **kw):
-        if kw.get("writable"):
-            calls.append(("opened writable", path))
-        return real_open(path, **kw)
-
     monkeypatch.setattr(RawImage, "write_ranges", spy)
-    monkeypatch.setattr(offline_ic.image, "open_image", open_spy)
     digest = sha256(lvm_windows_disk)
     code, out, err = cli("services", "set", str(lvm_windows_disk), "time-sync=manual")
     assert code == 3 and out == ""
     assert "(vgwin/windows) is an LVM logical volume" in err
     assert "nothing written" in err and err.count("\n") == 1
     assert calls == []
+    assert sha256(lvm_windows_disk) == digest
+
+
+def test_refused_before_a_writable_open_that_would_roll_back(cli, lvm_windows_disk, monkeypatch):
+    """A journal left beside the image would be rolled back (here: removed, it is torn) by
+    the writable open: the LVM refusal comes first, from a read-only open."""
+    import offline_ic.image
+
+    opened = []
+    real_open = offline_ic.image.open_image
+
+    def open_spy(path, **kw):
+        opened.append(bool(kw.get("writable")))
+        return real_open(path, **kw)
+
+    monkeypatch.setattr(offline_ic.image, "open_image", open_spy)
+    journal = Path(f"{lvm_windows_disk}.offline-ic-journal")
+    journal.write_bytes(b"OICJRNL1 torn")
+    digest = sha256(lvm_windows_disk)
+    code, out, err = cli("services", "set", str(lvm_windows_disk), "time-sync=manual")
+    assert code == 3 and "is an LVM logical volume" in err
+    assert opened == [False]
+    assert journal.read_bytes() == b"OICJRNL1 torn"
     assert sha256(lvm_windows_disk) == digest
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+import click
 import pytest
 
 from offline_ic.errors import InputError
@@ -247,7 +248,7 @@ def test_volume_is_one_option_everywhere(cli, image):
     ):
         command = group
         for name in path:
-            command = command.commands[name]
+            command = command.get_command(click.Context(command), name)
         (param,) = [p for p in command.params if p.name == "volume"]
         found[path] = (type(param.type), param.type.min, param.metavar, param.help)
     assert len(set(found.values())) == 1, found
