@@ -158,6 +158,7 @@ class HiveEditor:
         self._keys: dict[str, Key | None] = {}  # "\\UPPER\\PATH" -> key (None: absent)
         self._values: dict[int, dict[str, Value]] = {}
         self._subkeys: dict[int, dict[str, Key]] = {}
+        self._misses: dict[int, int] = {}  # key offset -> lookups below it not in _keys
 
     @classmethod
     def from_primary(
@@ -357,6 +358,7 @@ class HiveEditor:
             self._keys.clear()
             self._values.clear()
             self._subkeys.clear()
+            self._misses.clear()
             self._lookups_at = self._writes
 
     def find_key(self, path: str) -> Key | None:
@@ -370,20 +372,25 @@ class HiveEditor:
             token += "\\" + upper_name(part)
             found = self._keys.get(token, _UNSEEN)
             if found is _UNSEEN:
-                found = self._keys[token] = self._children(key).get(upper_name(part))
+                found = self._keys[token] = self._child(key, part)
             if found is None:
                 return None
             key = found
         return key
 
-    def _children(self, key: Key) -> dict[str, Key]:
-        """The subkeys of ``key`` by upper-cased name, read once until the next write."""
-        found = self._subkeys.get(key.offset)
-        if found is None:
-            found = self._subkeys[key.offset] = {}
+    def _child(self, key: Key, name: str) -> Key | None:
+        """Subkey ``name`` of ``key``. The first few lookups below a key use its lh hashes
+        (no other subkey is read: 8 Start values under 700 services); from the ninth on,
+        every subkey is read once into a map by name, valid until the next write."""
+        children = self._subkeys.get(key.offset)
+        if children is None:
+            misses = self._misses[key.offset] = self._misses.get(key.offset, 0) + 1
+            if misses <= 8:
+                return key.subkey(name)
+            children = self._subkeys[key.offset] = {}
             for sub in key.subkeys():
-                found.setdefault(upper_name(sub.name), sub)
-        return found
+                children.setdefault(upper_name(sub.name), sub)
+        return children.get(upper_name(name))
 
     def find_value(self, key: Key, name: str) -> Value | None:
         """``key.value(name)`` on the edited state, with the key's values read once until
