@@ -270,8 +270,10 @@ def _report(
     grew = (
         f", file grew to {result.new_length} bytes" if result.new_length > result.old_length else ""
     )
+    checked = f"; read back with {' and '.join(result.verified_by)}" if result.verified_by else ""
     click.echo(
         f"{hive}: wrote {len(result.pages)} pages ({result.bytes_written} bytes){grew}{extra}"
+        f"{checked}"
     )
 
 
