@@ -88,15 +88,22 @@ def sam(hive_copy):
     return hive_copy("sam", "SOFTWARE")
 
 
-@needs_hivex
-def test_our_parse_gives_what_hivexregedit_merges(sam, tmp_path):
+def hivex_merged_copy(hive: Path, text: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of ``hive`` that hivexregedit merged ``text`` (a whole .reg file) into, and
+    the .reg file written for it."""
     theirs = tmp_path / "theirs"
-    shutil.copyfile(sam, theirs)
+    shutil.copyfile(hive, theirs)
     reg = tmp_path / "in.reg"
-    reg.write_text(REG, encoding="utf-8")
+    reg.write_text(text, encoding="utf-8")
     subprocess.run(
         ["hivexregedit", "--merge", "--prefix", PREFIX, str(theirs), str(reg)], check=True
     )
+    return theirs, reg
+
+
+@needs_hivex
+def test_our_parse_gives_what_hivexregedit_merges(sam, tmp_path):
+    theirs, _reg = hivex_merged_copy(sam, REG, tmp_path)
     apply_ours(sam, REG)
     for key in ("\\Contoso", "\\Contoso\\Sub"):
         assert hivex_export(sam, key) == hivex_export(theirs, key)
@@ -302,13 +309,7 @@ def test_a_merge_that_deletes_and_remakes_what_it_just_wrote_ends_as_hivexregedi
     """Keys and values written, deleted and made again in one merge (the editor remembers
     lookups only until its next write): the result is what hivexregedit makes of the same
     file, key for key."""
-    theirs = tmp_path / "theirs"
-    shutil.copyfile(sam, theirs)
-    reg = tmp_path / "churn.reg"
-    reg.write_text(CHURN, encoding="utf-8")
-    subprocess.run(
-        ["hivexregedit", "--merge", "--prefix", PREFIX, str(theirs), str(reg)], check=True
-    )
+    theirs, reg = hivex_merged_copy(sam, CHURN, tmp_path)
     code, _out, err = cli("hive", "set", sam, "--merge", reg)
     assert code == 0, err
     for key in ("\\Churn", "\\Churn\\A", "\\Churn\\A\\Deep", "\\Churn\\B"):
