@@ -67,6 +67,11 @@ class NotFoundError(InputError):
     kind = "not_found"
 
 
+class MissingKeyError(NotFoundError):
+    """A write names a value under a registry key that does not exist and is not to be
+    created (exit 2); ``reg set`` adds how to create it."""
+
+
 class WriteFailure(InputError):
     """A write the file system refused (full disk, I/O error); the message says what the
     file holds afterwards, as read back (exit 2)."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import InputError, MissingKeyError, NotFoundError, SafetyRefusal
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import WindowsGuest
 from offline_ic.guest.windows.regpaths import (
@@ -309,7 +309,10 @@ def reg_set(
     """``reg set --json``: one value, in the words of ``hive set`` (``dword:4``, …)."""
     ops = [value_op(key, name, data)]
     precheck(ops)
-    return _servicing(target, ops, _write_options(write), user=user, create=create)
+    try:
+        return _servicing(target, ops, _write_options(write), user=user, create=create)
+    except MissingKeyError as exc:
+        raise MissingKeyError(f"{exc}; add --create to make it") from None
 
 
 def reg_delete(

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from offline_ic.errors import InputError, NotFoundError, OfflineICError, SafetyRefusal
+from offline_ic.errors import (
+    InputError,
+    MissingKeyError,
+    NotFoundError,
+    OfflineICError,
+    SafetyRefusal,
+)
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import NtfsWindowsGuest
@@ -394,7 +400,7 @@ def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
         return
     key = editor.find_key(change.key)
     if key is None and not change.create_key:
-        raise NotFoundError(f"{label}: no key {change.key} (it does not exist; not created)")
+        raise MissingKeyError(f"{label}: no key {change.key} (it does not exist; not created)")
     value = editor.find_value(key, change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None

@@ -469,7 +469,10 @@ def test_bad_input_is_exit_2_and_writes_nothing(cli, image, tmp_path, monkeypatc
         (("reg", "merge", image, bad), "bad.reg: line 5, column 11"),
         (("reg", "get", image, "HKXX\\SOFTWARE"), "unknown registry root"),
         (("reg", "set", image, "HKLM\\NOPE\\X", "v", "1"), "unknown hive HKLM\\NOPE"),
-        (("reg", "set", image, "HKLM\\SOFTWARE\\No\\Such", "v", "dword:1"), "no key"),
+        (
+            ("reg", "set", image, "HKLM\\SOFTWARE\\No\\Such", "v", "dword:1"),
+            "no key No\\Such (it does not exist; not created); add --create to make it",
+        ),
         (("reg", "set", image, "HKLM\\SOFTWARE\\Microsoft", "v", "dword:xyz"), "bad dword"),
         (("reg", "set", image, "HKCU\\Software", "v", "1", "--user", "bob"), "no profile"),
         (("reg", "get", image, "HKCU\\Software"), "--user"),
