@@ -151,7 +151,7 @@ def _servicing(
         force=force,
         check=check,
     )
-    report = {**servicing.to_dict(), **servicing.compliance(), **(extra or {})}
+    report = {**servicing.to_dict(), **(extra or {})}
     if report_skipped:
         report["skipped_not_installed"] = skipped
     return report

@@ -204,7 +204,7 @@ def _emit(doc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(doc)
     else:
-        render_servicing(doc, _change_line, _difference_line, unit="change(s)")
+        render_servicing(doc, _change_line, _difference_line, unit="change")
     code = servicing_exit_code(doc)
     if code:
         sys.exit(code)

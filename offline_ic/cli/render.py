@@ -105,7 +105,7 @@ def render_servicing(
     doc: dict[str, Any],
     change_line: Callable[[dict[str, Any]], str] = _value_change_line,
     difference_line: Callable[[dict[str, Any]], str] = _value_difference_line,
-    unit: str = "value(s)",
+    unit: str = "value",
 ) -> None:
     """A write's text: what was replayed or recovered first, then with ``--check`` each
     difference and the verdict, else each change and what was written. ``reg`` passes its
@@ -133,7 +133,7 @@ def render_servicing(
             f"{doc['would_write_bytes']} bytes; nothing written"
         )
     elif not doc["bytes_written"]:
-        asked = f"every {unit[:-3]} is already as asked" if doc["changes"] else "no value to change"
+        asked = f"every {unit} is already as asked" if doc["changes"] else "no value to change"
         click.echo(f"nothing to write: {asked}")
         for note in doc.get("notes", ()):
             click.echo(f"  ({note})")
@@ -148,10 +148,12 @@ def render_servicing(
 def _render_verdict(doc: dict[str, Any], unit: str) -> None:
     """``--check``'s last line: complies, or how many of the asked changes differ."""
     if doc["complies"]:
-        click.echo(f"complies: all {len(doc['changes'])} {unit} already as asked; nothing written")
+        click.echo(
+            f"complies: all {len(doc['changes'])} {unit}(s) already as asked; nothing written"
+        )
     else:
         click.echo(
-            f"does not comply: {len(doc['differences'])} of {len(doc['changes'])} {unit} "
+            f"does not comply: {len(doc['differences'])} of {len(doc['changes'])} {unit}(s) "
             "differ; nothing written"
         )
 

@@ -9,7 +9,8 @@ is parsed completely before the image is opened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,22 @@ def _open_guest(target: str, parent: str | None, volume: int | None):
     return open_target(target, parent=parent, volume=volume, family="windows")
 
 
+@contextmanager
+def _located(
+    target: str, key: str, user: str | None, parent: str | None, volume: int | None
+) -> Iterator[tuple[RegPath, Hive, Key]]:
+    """Registry path ``key`` in the guest of ``target``, opened read-only: where it is, its
+    hive and the key (NotFoundError if there is none). An unknown root is a usage error
+    before anything is opened."""
+    parse_path(key)
+    with _open_guest(target, parent, volume) as opened:
+        guest = opened.guest
+        assert isinstance(guest, WindowsGuest)
+        where = resolve(guest, key, user)
+        hive = open_hive(guest, where)
+        yield where, hive, _find(hive, where)
+
+
 def _hive_state(hive: Hive) -> str:
     return "recovered" if hive.recovered else ("dirty" if hive.is_dirty else "clean")
 
@@ -82,13 +99,7 @@ def reg_get(
 ) -> dict[str, Any]:
     """The ``reg get --json`` document: one value, or a key (with ``recursive``: every key
     below it too, in ``keys``)."""
-    parse_path(key)  # an unknown root is a usage error before anything is opened
-    with _open_guest(target, parent, volume) as opened:
-        guest = opened.guest
-        assert isinstance(guest, WindowsGuest)
-        where = resolve(guest, key, user)
-        hive = open_hive(guest, where)
-        found = _find(hive, where)
+    with _located(target, key, user, parent, volume) as (where, hive, found):
         doc: dict[str, Any] = {
             "image": target,
             "path": where.full(),
@@ -121,13 +132,7 @@ def reg_export(
     volume: int | None = None,
 ) -> str:
     """The key (and what is below it) as a .reg document (regedit's "Export")."""
-    parse_path(key)
-    with _open_guest(target, parent, volume) as opened:
-        guest = opened.guest
-        assert isinstance(guest, WindowsGuest)
-        where = resolve(guest, key, user)
-        hive = open_hive(guest, where)
-        found = _find(hive, where)
+    with _located(target, key, user, parent, volume) as (where, hive, found):
         return export_key(hive, found, long_root(where.root), recursive=recursive)
 
 
@@ -261,7 +266,7 @@ def _servicing(
     report = apply_changes(
         target, lambda guest: build_changes(guest, ops, roots=roots, **build), **write
     )
-    doc = {**report.to_dict(), **report.compliance()}
+    doc = report.to_dict()
     for change, out in zip(report.changes, doc["changes"], strict=True):
         out["path"] = _full_path(roots, change.hive, change.key)
     for diff in doc.get("differences", ()):

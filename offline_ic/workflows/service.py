@@ -51,7 +51,7 @@ class ServicingReport:
         """The planned changes that would change a value (the rest are already as asked)."""
         return [c for c in self.changes if c.to_dict()["changed"]]
 
-    def compliance(self) -> dict[str, Any]:
+    def _compliance(self) -> dict[str, Any]:
         """What ``--check`` adds to the document: whether the image already is as asked,
         and each value that is not (hive, key, name, before, after)."""
         if not self.check:
@@ -74,7 +74,8 @@ class ServicingReport:
     def to_dict(self) -> dict[str, Any]:
         """The words every write reports: ``changed``, ``pages_written``, ``bytes_written``,
         ``verified``; a dry run writes nothing (0) and says what it would write under
-        ``would_write_pages``/``would_write_bytes``, with no ``written_to``."""
+        ``would_write_pages``/``would_write_bytes``, with no ``written_to``; ``--check``
+        adds ``check``, ``complies`` and ``differences``."""
         planned_pages = sum(self.pages.values())
         doc: dict[str, Any] = {"image": self.image}
         if not self.dry_run:
@@ -96,6 +97,7 @@ class ServicingReport:
             "vhdx_log_replayed": self.log_replayed,
             "verified": bool(self.verified_by),
             "verified_by": self.verified_by,
+            **self._compliance(),
         }
 
 
@@ -118,7 +120,7 @@ def apply_changes(
 
     ``check`` is compliance mode: exactly a dry run (image opened read-only, no child made,
     the same refusals), and the report says whether the image already is as asked
-    (``ServicingReport.compliance``). With ``output``, the plan is made read-only on
+    (in ``ServicingReport.to_dict``). With ``output``, the plan is made read-only on
     ``target`` first: nothing to write makes no child.
     """
     _require_image(target)
