@@ -89,6 +89,17 @@ def hivex_merge(hive: Path, reg_body: str, prefix: str) -> None:
         Path(reg.name).unlink()
 
 
+def hivex_reimport(hive: Path, prefix: str, key: str, reg_file: Path) -> None:
+    """Replace ``key`` of ``hive`` by what ``reg_file`` (a whole .reg file, e.g. our export)
+    holds, with hivexregedit: the key is deleted first, then the file merged."""
+    import subprocess
+
+    hivex_merge(hive, f"[-{prefix}\\{key}]\n", prefix)
+    subprocess.run(
+        ["hivexregedit", "--merge", "--prefix", prefix, str(hive), str(reg_file)], check=True
+    )
+
+
 _FUSE_OK: bool | None = None
 
 

@@ -18,6 +18,7 @@ from offline_ic.registry.regfile import (
     export_key,
     parse_reg_file,
 )
+from tests.helpers import hivex_reimport
 
 needs_hivex = pytest.mark.skipif(
     shutil.which("hivexregedit") is None, reason="needs hivexregedit (libwin-hivex-perl)"
@@ -196,15 +197,7 @@ def test_export_reimported_by_hivexregedit_gives_the_same_content(hive_copy, tmp
     # into a copy with the key deleted, hivexregedit's import restores the same content
     copy = tmp_path / "SYSTEM.copy"
     shutil.copyfile(system, copy)
-    delete = tmp_path / "delete.reg"
-    delete.write_text(
-        f"Windows Registry Editor Version 5.00\n\n[-HKEY_LOCAL_MACHINE\\SYSTEM\\{key}]\n"
-    )
-    prefix = "HKEY_LOCAL_MACHINE\\SYSTEM"
-    for f in (delete, reg):
-        subprocess.run(
-            ["hivexregedit", "--merge", "--prefix", prefix, str(copy), str(f)], check=True
-        )
+    hivex_reimport(copy, "HKEY_LOCAL_MACHINE\\SYSTEM", key, reg)
     assert Hive.open(copy).find_key(key) is not None
     original = hivex_export(system, "\\" + key)
     assert original.count("\n[") > 3  # subkeys, not only the one key

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import require_fuse
+from tests.helpers import hivex_reimport, require_fuse
 
 MiB = 1024 * 1024
 NTFS = (43008 * 512, 80 * 1024 * 512)  # the Windows volume of the GPT images
@@ -402,15 +402,7 @@ def test_export_imported_by_hivexregedit_gives_the_same_hive_content(cli, image,
     copy = tmp_path / "SYSTEM.copy"
     shutil.copyfile(system, copy)
     inner = "ControlSet001\\Services\\Tcpip"
-    drop = tmp_path / "drop.reg"
-    drop.write_text(
-        f"Windows Registry Editor Version 5.00\n\n[-HKEY_LOCAL_MACHINE\\SYSTEM\\{inner}]\n"
-    )
-    prefix = "HKEY_LOCAL_MACHINE\\SYSTEM"
-    for f in (drop, out):
-        subprocess.run(
-            ["hivexregedit", "--merge", "--prefix", prefix, str(copy), str(f)], check=True
-        )
+    hivex_reimport(copy, "HKEY_LOCAL_MACHINE\\SYSTEM", inner, out)
 
     def dump(hive: Path) -> str:
         return subprocess.run(
