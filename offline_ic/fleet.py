@@ -246,12 +246,11 @@ def read_target_list(path: str) -> list[str]:
     if path == "-":
         text = sys.stdin.read()
     else:
+        from offline_ic.inputs import read_operator_file
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            raise InputError(f"{path}: target list not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_operator_file(path, "target list").decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise InputError(f"{path}: cannot read the target list: {exc}") from None
     out = []
     for line in text.splitlines():

@@ -40,6 +40,7 @@ from offline_ic.guest.windows.guest import (
     WindowsGuest,
 )
 from offline_ic.image import DiskImage, open_image
+from offline_ic.inputs import open_readonly, require_regular
 from offline_ic.volumes import Volume, list_volumes
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class GuestNotFound(NotFoundError):
 
 def is_hive_file(path: str) -> bool:
     """A regf file starts with 'regf'."""
-    with open(path, "rb") as fh:
+    with open_readonly(path, check=False) as fh:
         return fh.read(4) == b"regf"
 
 
@@ -82,6 +83,7 @@ def target_kind(path: str) -> TargetKind:
         if not _is_guest_root(path) and find_configs(path):
             return VM
         return DIRECTORY
+    require_regular(path, NOT_A_TARGET.removeprefix("not a "))  # before any open: a FIFO blocks
     if config_format(path) is not None:
         return VM
     if is_hive_file(path):
@@ -110,7 +112,7 @@ def _is_guest_root(path: str) -> bool:
 
 def _looks_like_markup(path: str) -> bool:
     """XML or other markup at the start (any BOM): never a disk image's first sector."""
-    with open(path, "rb") as fh:
+    with open_readonly(path, check=False) as fh:
         head = fh.read(64)
     for bom, encoding in (
         (b"\xff\xfe", "utf-16-le"),

@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from offline_ic.checks.model import CheckResult
-from offline_ic.errors import InputError, NotFoundError
+from offline_ic.errors import InputError
 
 _KNOWN_KEYS = {"fail", "warn", "skip"}
 _ACTIONS = ("fail", "warn", "skip")
@@ -119,11 +119,11 @@ def load_policy(path: str | None) -> Policy:
     """The policy in file ``path``, or the default (no changes) when ``path`` is None."""
     if path is None:
         return Policy()
-    p = Path(path)
-    if not p.is_file():
-        raise NotFoundError(f"{path}: policy file not found")
+    from offline_ic.inputs import read_operator_file
+
+    data = read_operator_file(path, "policy file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise InputError(f"{path}: cannot read policy: {exc}") from exc
-    return parse_policy(text, p.name)
+    return parse_policy(text, Path(path).name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offline_ic.errors import CorruptImageError, NotFoundError
+from offline_ic.inputs import open_readonly
 
 # VMBus device class of each integration component -> the guest service it talks to.
 IC_DEVICES = {
@@ -105,7 +106,7 @@ class HostConfig:
 
 
 def is_vmcx(path: str) -> bool:
-    with open(path, "rb") as fh:
+    with open_readonly(path, "VM configuration") as fh:
         return fh.read(4) == VMCX_SIGNATURE
 
 
@@ -114,7 +115,7 @@ def read_vmcx(path: str) -> HostConfig:
     from dissect.hypervisor.descriptor.hyperv import HyperVFile
 
     try:
-        with open(path, "rb") as fh:
+        with open_readonly(path, "VM configuration") as fh:
             tree = HyperVFile(fh).as_dict()
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.errors import NotFoundError
+from offline_ic.errors import InputError, NotFoundError
 from offline_ic.host.vmcx import HostConfig, is_vmcx, read_vmcx
 from offline_ic.host.xmlconfig import is_xml_config, read_xml_config
 
@@ -30,7 +30,7 @@ def config_format(path: str) -> str | None:
         if is_vmcx(path):
             return "vmcx"
         return "xml" if is_xml_config(path) else None
-    except OSError:
+    except (OSError, InputError):  # unreadable, or not a regular file: not a config
         return None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from offline_ic.errors import CorruptImageError, NotFoundError
 from offline_ic.host.vmcx import HostConfig, config_from_tree
+from offline_ic.inputs import open_readonly
 
 MAX_XML_BYTES = 16 << 20  # real configs are tens of KiB
 _SNIFF_BYTES = 4096
@@ -42,7 +43,7 @@ def _decode(raw: bytes) -> str:
 
 def is_xml_config(path: str) -> bool:
     """Does ``path`` start like a Hyper-V VM configuration XML document?"""
-    with open(path, "rb") as fh:
+    with open_readonly(path, "VM configuration") as fh:
         head = fh.read(_SNIFF_BYTES)
     if len(head) % 2 and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         head = head[:-1]
@@ -52,7 +53,7 @@ def is_xml_config(path: str) -> bool:
 def read_xml_config(path: str) -> HostConfig:
     """Parse a 2012/2012 R2 VM configuration; anything else is one clear error."""
     try:
-        with open(path, "rb") as fh:
+        with open_readonly(path, "VM configuration") as fh:
             raw = fh.read(MAX_XML_BYTES + 1)
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None

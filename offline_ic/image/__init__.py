@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo, ImageStream, WriteSession
 from offline_ic.image.detect import compressed_kind, detect_format
 from offline_ic.image.raw import RawImage
+from offline_ic.inputs import require_regular
 
 __all__ = [
     "DiskImage",
@@ -33,11 +34,7 @@ def open_image(
     the image, replays a pending VHDX log or rolls back a leftover undo journal; ``force``
     allows writing a VHDX that other disks use as their parent.
     """
-    if not os.path.exists(path):
-        raise NotFoundError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a directory, not a disk image")
-    if os.path.getsize(path) == 0:
+    if require_regular(path).st_size == 0:
         raise InputError(f"{path}: empty file, not a disk image")
     fmt = detect_format(path)
     _check_name_matches_format(path, fmt)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from offline_ic.inputs import open_readonly
+
 # Compressed files are not disks: a raw disk starts with a boot sector, never with these
 # (offset 0). Seen in practice: `offline-ic verify disk.vhdx.gz` read the gzip as a raw disk.
 COMPRESSED_MAGICS = {
@@ -23,14 +25,14 @@ COMPRESSED_MAGICS = {
 
 def compressed_kind(path: str) -> str | None:
     """The compression format a file starts with (gzip, xz, ...), or None."""
-    with open(path, "rb") as fh:
+    with open_readonly(path) as fh:
         head = fh.read(8)
     return next((kind for magic, kind in COMPRESSED_MAGICS.items() if head.startswith(magic)), None)
 
 
 def detect_format(path: str) -> str:
     """'vhdx', 'vhd' or 'raw', from the signatures (VHDX file identifier, VHD footer cookie)."""
-    with open(path, "rb") as fh:
+    with open_readonly(path) as fh:
         head = fh.read(8)
         if head == b"vhdxfile":
             return "vhdx"

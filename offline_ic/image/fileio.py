@@ -11,6 +11,7 @@ import os
 import stat
 
 from offline_ic.errors import NotFoundError, SafetyRefusal
+from offline_ic.inputs import open_fd, require_regular
 
 
 def fsync_dir(path: str) -> None:
@@ -35,9 +36,12 @@ def refuse_readonly_file(fd: int, path: str) -> None:
 
 def open_image_file(path: str, writable: bool) -> FileIO:
     """Open an image file for positional I/O; a writable open of a file we may not write is a
-    safety refusal (nothing is written), a missing file is NotFoundError."""
+    safety refusal (nothing is written), a missing file is NotFoundError, a FIFO, socket or
+    device is InputError before any open. A read-only open keeps the access time
+    (``inputs.open_fd``)."""
+    require_regular(path)
     try:
-        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        fd = os.open(path, os.O_RDWR) if writable else open_fd(path)
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None
     except PermissionError:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, NotFoundError
+from offline_ic.errors import CorruptImageError
 from offline_ic.image import detect_format, open_image
 from offline_ic.image.base import DiskImage
 from offline_ic.image.journal import pending
@@ -22,6 +22,7 @@ from offline_ic.image.vhd import VhdReader
 from offline_ic.image.vhd.structures import UNALLOCATED
 from offline_ic.image.vhdx import VhdxReader
 from offline_ic.image.vhdx import structures as S
+from offline_ic.inputs import open_fd, open_readonly, require_regular
 
 COMPARE_CHUNK = 8 << 20
 
@@ -55,7 +56,9 @@ def _libvhdi(img: DiskImage) -> Any:
     import pyvhdi
 
     f = pyvhdi.file()
-    f.open(img.path)
+    # through our file object, so that the O_NOATIME open (inputs.open_fd) is the one used;
+    # libvhdi closes it with ``f.close()``
+    f.open_file_object(open_readonly(img.path, check=False))
     if img.parent is not None:
         f.set_parent(_libvhdi(img.parent))
     return f
@@ -283,8 +286,7 @@ def _verify_vhd(img: VhdReader, rep: VerifyReport) -> None:
 
 def verify_image(path: str, parent: str | None = None) -> VerifyReport:
     """Check ``path`` structurally and against libvhdi; never raises for a damaged image."""
-    if not os.path.isfile(path):
-        raise NotFoundError(f"{path}: no such file")
+    require_regular(path)
     rep = VerifyReport(image=path, format=detect_format(path))
     try:
         with open_image(path, parent=parent) as img:
@@ -303,8 +305,7 @@ def verify_image(path: str, parent: str | None = None) -> VerifyReport:
 
 def recover_image(path: str, parent: str | None = None) -> str:
     """Replay a pending VHDX log / roll back an undo journal; returns what was done."""
-    if not os.path.isfile(path):
-        raise NotFoundError(f"{path}: no such file")
+    require_regular(path)
     with open_image(path, parent=parent, writable=True, force=True) as img:
         session = img.session
     assert session is not None  # every writable open starts a session
@@ -344,7 +345,7 @@ class IndependentReader:
 def open_independent(img: DiskImage) -> IndependentReader | None:
     """An ``IndependentReader`` of ``img``; None when libvhdi is not installed."""
     if img.format == "raw":
-        fd = os.open(img.path, os.O_RDONLY)
+        fd = open_fd(img.path)
         return IndependentReader(
             "raw file", lambda n, off: os.pread(fd, n, off), lambda: os.close(fd)
         )

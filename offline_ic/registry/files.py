@@ -26,6 +26,7 @@ from offline_ic.image.fileio import FileIO, fsync_dir, open_image_file
 from offline_ic.image.journal import journal_path, open_view
 from offline_ic.image.raw import RawImage
 from offline_ic.image.settle import settle, settled_error
+from offline_ic.inputs import open_readonly
 from offline_ic.registry.editor import CommitResult, HiveEditor
 from offline_ic.registry.hive import Hive
 from offline_ic.registry.recovery import RecoveryResult, recover_bytes
@@ -105,8 +106,8 @@ def load_hive(path: Path, *, require_recovery: bool) -> OpenedHive:
             )
         res = recover_bytes(
             data,
-            log1.read_bytes() if log1 else None,
-            log2.read_bytes() if log2 else None,
+            _read_log(log1),
+            _read_log(log2),
             name=str(path),
         )
     except SafetyRefusal as exc:
@@ -153,10 +154,18 @@ def _open_editor(path: Path, original: bytes) -> HiveEditor:
     log1, log2 = find_logs(path)
     return HiveEditor.from_primary(
         original,
-        log1.read_bytes() if log1 else None,
-        log2.read_bytes() if log2 else None,
+        _read_log(log1),
+        _read_log(log2),
         name=str(path),
     )
+
+
+def _read_log(log: Path | None) -> bytes | None:
+    """A .LOG1/.LOG2 file's bytes (a FIFO or device is refused, the access time is kept)."""
+    if log is None:
+        return None
+    with open_readonly(str(log), "hive log") as fh:
+        return fh.read()
 
 
 ExpectFn = Callable[[], Iterable["Expected"]]

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import offline_ic.registry.structs as S
 from offline_ic.errors import CorruptHiveError, NotFoundError, quoted
+from offline_ic.inputs import open_readonly
 from offline_ic.registry.checksum import base_block_checksum
 from offline_ic.registry.source import BufferSource, FileSource, Source
 
@@ -597,7 +598,7 @@ def _make_source(source: HiveSource, name: str | None) -> tuple[Source, str]:
         path = Path(source)
         label = name or str(path)
         try:
-            with open(path, "rb") as fobj:
+            with open_readonly(str(path), "registry hive") as fobj:
                 size = os.fstat(fobj.fileno()).st_size
                 if size == 0:
                     return BufferSource(b""), label
@@ -614,7 +615,8 @@ def _read_all(source: HiveSource) -> bytes:
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
         try:
-            return Path(source).read_bytes()
+            with open_readonly(str(source), "registry hive") as fobj:
+                return fobj.read()
         except FileNotFoundError as exc:
             raise NotFoundError(f"{source}: no such file") from exc
     source.seek(0)

@@ -23,6 +23,7 @@ from offline_ic.guest.windows.catalog import INTEGRATION_SERVICES
 from offline_ic.guest.windows.kvp import KVP_POOLS
 from offline_ic.guest.windows.services import last_boot_control_set
 from offline_ic.image import DiskImage
+from offline_ic.inputs import open_readonly
 from offline_ic.registry import Hive, Key
 from offline_ic.registry.hive import filetime_to_datetime
 
@@ -202,7 +203,7 @@ def read_ranges(image: DiskImage | None) -> dict[str, list[tuple[int, int]]]:
 def sha256_ranges(path: str, ranges: list[tuple[int, int]], step: Callable[[int], None]) -> str:
     """sha256 over the bytes of ``ranges`` of ``path``, in file order, concatenated."""
     digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
+    with open_readonly(path, check=False) as fh:
         for start, end in ranges:
             fh.seek(start)
             left = end - start
@@ -217,7 +218,7 @@ def sha256_file(path: str, step: Callable[[int], None] | None = None) -> str:
     """Streaming sha256 (1 MiB reads; the file is opened read-only); ``step(n)`` after
     each chunk of ``n`` bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
+    with open_readonly(path, check=False) as fh:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
             if step is not None:

@@ -343,12 +343,9 @@ def reg_delete(
 
 def read_reg_file(path: str | Path) -> list[RegOp]:
     """Parse a .reg file (UTF-16LE/UTF-8); errors name the file, line and column (exit 2)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a .reg file") from None
+    from offline_ic.inputs import read_operator_file
+
+    data = read_operator_file(str(path), ".reg file")
     return parse_reg_file(decode_reg_bytes(data, str(path)), str(path))
 
 

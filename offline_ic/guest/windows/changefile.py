@@ -101,17 +101,15 @@ def _system_key(system: Hive | None, key: str) -> str:
 
 
 def _read_toml(path: str) -> dict:
+    from offline_ic.inputs import read_operator_file
+
+    data = read_operator_file(path, "change file")
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
+        return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a change file") from None
 
 
 def _read_services(doc: dict, path: str, result: ChangeFile) -> None:

@@ -11,11 +11,12 @@ import os
 import sys
 import uuid
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
 from offline_ic.image.detect import detect_format
 from offline_ic.image.fileio import fsync_dir
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.image import VhdxReader
+from offline_ic.inputs import require_regular
 
 LOG_OFFSET = 1 * S.MiB
 LOG_LENGTH = 1 * S.MiB
@@ -162,8 +163,7 @@ def create_child(parent_path: str, child_path: str, *, size: int | None = None) 
     disk does: sectors past the parent's end read as zeros until written. A smaller child
     would hide the parent's tail, which nothing needs, so it is refused.
     """
-    if not os.path.isfile(parent_path):
-        raise NotFoundError(f"{parent_path}: no such file")
+    require_regular(parent_path)
     if detect_format(parent_path) != "vhdx":
         raise InputError(f"{parent_path}: a differencing VHDX needs a VHDX parent")
     with VhdxReader(parent_path) as par:

@@ -1,0 +1,156 @@
+"""How the tool opens the files it reads: looked at (``stat``) before opened, never blocking.
+
+Two kinds of input:
+
+* **images, hives and configs** (targets and the files a target leads to): ``require_regular``
+  before the first open, so a FIFO, socket or device is exit 2 naming what it is instead of
+  an open that waits forever for a writer or a read of an endless ``/dev/zero``; the files
+  under ``/proc``, ``/sys`` and ``/dev`` are never taken for disks. ``open_readonly`` opens
+  them with ``O_NOATIME`` where the kernel allows it (the caller owns the file, or is root),
+  so inspecting evidence does not change its access time.
+* **operator files** (``--from`` lists, change files, policies, ``.reg`` files): read whole
+  by ``read_operator_file``, refused (exit 2, one line naming the limit) when they are not
+  regular files or are larger than the cap of their kind.
+
+Every file read here is remembered (device + inode, ``seen_inputs``) so that an output of
+the same run can be refused when it is one of them (``offline_ic/outputs.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from offline_ic.errors import InputError, NotFoundError
+
+MiB = 1 << 20
+
+# Operator files are small text; each cap is far above any real one (a whole 100 MB SOFTWARE
+# hive exported as UTF-16 .reg text is about 250 MiB) and far below what would exhaust memory.
+CAPS = {
+    "target list": 64 * MiB,
+    "change file": 16 * MiB,
+    "policy file": 16 * MiB,
+    ".reg file": 512 * MiB,
+}
+
+# Kernel file systems: their files are not disks, hives or configs (``/proc/self/mem`` is a
+# regular file of size 0 whose reads fail; ``/sys`` files change under the reader).
+_KERNEL_TREES = ("/proc", "/sys", "/dev")
+
+_seen: set[tuple[int, int]] = set()
+
+
+def kind_of(mode: int) -> str | None:
+    """'a FIFO', 'a socket', ... for a file that is neither regular nor a directory."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return "not a regular file"  # pragma: no cover - doors, whiteouts, ...
+
+
+def note_input(st: os.stat_result) -> None:
+    """Remember a file this process read from (for the output rule)."""
+    _seen.add((st.st_dev, st.st_ino))
+
+
+def seen_inputs() -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of every file read through this module in this process."""
+    return frozenset(_seen)
+
+
+def in_kernel_tree(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real == top or real.startswith(top + "/") for top in _KERNEL_TREES)
+
+
+def require_regular(
+    path: str, what: str = "disk image", *, missing: str = "no such file", kernel_ok: bool = False
+) -> os.stat_result:
+    """``stat`` of ``path``, which must be a regular file (and, unless ``kernel_ok``, not a
+    file of /proc, /sys or /dev).
+
+    NotFoundError (``missing``) when nothing is there; InputError (exit 2) naming what it is
+    otherwise. ``stat`` never blocks, unlike an ``open`` of a FIFO.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: {missing}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: is a directory, not a {what}")
+    kind = kind_of(st.st_mode)
+    if kind is not None:
+        raise InputError(f"{path}: {kind}, not a {what}")
+    if not kernel_ok and in_kernel_tree(path):
+        raise InputError(f"{path}: a kernel file (/proc, /sys, /dev), not a {what}")
+    return st
+
+
+def open_fd(path: str) -> int:
+    """A read-only descriptor of a file already checked by ``require_regular``.
+
+    ``O_NOATIME`` keeps the access time as it was; the kernel allows it only to the file's
+    owner (or root), so on EPERM the open is repeated without it (the access time may then
+    change: the caller does not own the evidence). ``O_NONBLOCK`` makes a file swapped for a
+    FIFO after the ``stat`` fail below instead of blocking the open.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    noatime = getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags | noatime)
+    except PermissionError:
+        if not noatime:
+            raise
+        fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        kind = kind_of(st.st_mode)
+        if kind is not None:
+            raise InputError(f"{path}: {kind}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        note_input(st)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_readonly(path: str, what: str = "disk image", *, check: bool = True):  # noqa: ANN201
+    """A buffered binary file object of ``path`` (see ``open_fd``), after ``require_regular``."""
+    if check:
+        require_regular(path, what)
+    return os.fdopen(open_fd(path), "rb")
+
+
+def read_operator_file(path: str, what: str) -> bytes:
+    """The whole of an operator file (``what`` is a key of ``CAPS``), or exit 2 in one line:
+    not there, not a regular file, or larger than the cap of its kind (named)."""
+    cap = CAPS[what]
+    st = require_regular(path, what, missing=f"{what} not found", kernel_ok=True)
+    if st.st_size > cap:
+        raise InputError(
+            f"{path}: {st.st_size} bytes, larger than the {_mib(cap)} limit of a {what}"
+        )
+    try:
+        with os.fdopen(open_fd(path), "rb") as fh:
+            data = fh.read(cap + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    if len(data) > cap:  # grew since the stat
+        raise InputError(f"{path}: larger than the {_mib(cap)} limit of a {what}")
+    return data
+
+
+def _mib(n: int) -> str:
+    return f"{n // MiB} MiB"
