@@ -38,7 +38,7 @@ CAPS = {
 # regular file of size 0 whose reads fail; ``/sys`` files change under the reader).
 _KERNEL_TREES = ("/proc", "/sys", "/dev")
 
-_seen: set[tuple[int, int]] = set()
+_seen: dict[tuple[int, int], str] = {}
 
 
 def kind_of(mode: int) -> str | None:
@@ -56,14 +56,31 @@ def kind_of(mode: int) -> str | None:
     return "not a regular file"  # pragma: no cover - doors, whiteouts, ...
 
 
-def note_input(st: os.stat_result) -> None:
+def note_input(path: str, st: os.stat_result) -> None:
     """Remember a file this process read from (for the output rule)."""
-    _seen.add((st.st_dev, st.st_ino))
+    _seen[(st.st_dev, st.st_ino)] = os.path.abspath(path)
+
+
+def forget_inputs() -> None:
+    """Start a new command: the files read by the previous one are not its inputs."""
+    _seen.clear()
 
 
 def seen_inputs() -> frozenset[tuple[int, int]]:
-    """(st_dev, st_ino) of every file read through this module in this process."""
-    return frozenset(_seen)
+    """(st_dev, st_ino) of every file read through this module in this process (since
+    ``forget_inputs``) whose name still leads to it: an inode number freed by a deleted file
+    and given to a new one is not taken for the input."""
+    alive = set()
+    for ident, path in list(_seen.items()):
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == ident:
+            alive.add(ident)
+        else:
+            del _seen[ident]
+    return frozenset(alive)
 
 
 def in_kernel_tree(path: str) -> bool:
@@ -119,7 +136,7 @@ def open_fd(path: str) -> int:
             raise InputError(f"{path}: {kind}, not a regular file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
-        note_input(st)
+        note_input(path, st)
     except BaseException:
         os.close(fd)
         raise

@@ -9,6 +9,7 @@ suite's ``skipped``.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from offline_ic.checks.report import Report
@@ -91,13 +92,24 @@ def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
             ET.SubElement(case, "skipped", message=c.detail)
 
 
-def write_junit(report: Report, path: str, elapsed: float = 0.0) -> None:
-    """Write the JUnit XML of ``report`` to ``path``."""
-    with open(path, "wb") as fh:
-        fh.write(junit_xml(report, elapsed))
+def write_junit(
+    report: Report,
+    path: str,
+    elapsed: float = 0.0,
+    inputs: Iterable[str | None] = (),
+    *,
+    force: bool = False,
+) -> None:
+    """Write the JUnit XML of ``report`` to ``path`` (the output rule: ``outputs.write_new``)."""
+    from offline_ic.outputs import write_new
+
+    write_new(path, junit_xml(report, elapsed), inputs, force=force)
 
 
-def write_junit_many(suites: list[Suite], path: str) -> None:
-    """Write one JUnit XML file holding a test suite per image."""
-    with open(path, "wb") as fh:
-        fh.write(junit_xml_many(suites))
+def write_junit_many(
+    suites: list[Suite], path: str, inputs: Iterable[str | None] = (), *, force: bool = False
+) -> None:
+    """Write one JUnit XML file holding a test suite per image (``outputs.write_new``)."""
+    from offline_ic.outputs import write_new
+
+    write_new(path, junit_xml_many(suites), inputs, force=force)

@@ -58,6 +58,7 @@ from offline_ic.cli.many import (
     default=None,
     help="Also write the results as JUnit XML to this file (one <testsuite> per image).",
 )
+@click.option("--force", is_flag=True, help="Replace the --junit FILE if it exists.")
 @volume_option
 @parent_option
 @fleet_options
@@ -70,6 +71,7 @@ def check(
     vmcx: str | None,
     as_json: bool,
     junit_path: str | None,
+    force: bool,
     volume: int | None,
     parent: str | None,
     **fleet: Any,
@@ -95,7 +97,13 @@ def check(
     from offline_ic.checks.report import Report
     from offline_ic.errors import InputError
     from offline_ic.fleet import Outcome
+    from offline_ic.outputs import check_output
     from offline_ic.workflows.check import policy_warnings
+
+    targets = collect_targets(images, from_file)
+    inputs = [*targets, from_file, policy_path, vmcx, parent]
+    if junit_path:
+        check_output(junit_path, inputs, force=force)  # before any image is opened
 
     # a bad policy is one error before any image is opened
     warnings = policy_warnings(load_policy(policy_path))
@@ -120,7 +128,7 @@ def check(
     try:
         run_targets(
             "check",
-            collect_targets(images, from_file),
+            targets,
             {
                 "volume": volume,
                 "parent": parent,
@@ -136,7 +144,7 @@ def check(
         )
     finally:
         if junit_path and suites:
-            write_junit_many(suites, junit_path)
+            write_junit_many(suites, junit_path, inputs, force=force)
 
 
 def register(group: click.Group) -> None:

@@ -294,8 +294,11 @@ def _report(
     default=None,
     hidden=True,  # the old name of --to (elsewhere --output means a new differencing child)
 )
+@click.option("--force", is_flag=True, help="Replace the --to FILE if it exists.")
 @json_option
-def hive_recover(hive: Path, to: Path | None, old_output: Path | None, as_json: bool) -> None:
+def hive_recover(
+    hive: Path, to: Path | None, old_output: Path | None, force: bool, as_json: bool
+) -> None:
     """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --to FILE).
 
     Also rolls back a write of ours that was interrupted (HIVE.offline-ic-journal).
@@ -311,7 +314,7 @@ def hive_recover(hive: Path, to: Path | None, old_output: Path | None, as_json: 
     if to is not None and old_output is not None and to != old_output:
         raise click.UsageError("--to and --output (its old name) name different files")
     target = to if to is not None else old_output
-    line, result = recover_hive_file(hive, target)
+    line, result = recover_hive_file(hive, target, force=force)
     if not as_json:
         click.echo(line)
         return

@@ -135,6 +135,7 @@ def _reg_text(doc: dict[str, Any]) -> str:
     metavar="FILE.reg",
     help="Write the .reg file here (default: standard output).",
 )
+@click.option("--force", is_flag=True, help="Replace the -o FILE if it exists.")
 @click.option(
     "--utf16",
     is_flag=True,
@@ -148,6 +149,7 @@ def reg_export(
     image: str,
     key: str,
     output: str | None,
+    force: bool,
     utf16: bool,
     user: str | None,
     parent: str | None,
@@ -159,15 +161,17 @@ def reg_export(
     Examples:
       offline-ic reg export win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\storvsc' -o s.reg
     """
+    from offline_ic.outputs import check_output, write_new
     from offline_ic.workflows.reg import reg_export as run
 
+    if output is not None:
+        check_output(output, [image, parent], force=force)  # before anything is read
     text = run(image, key, user=user, parent=parent, volume=volume)
     if output is None:
         click.echo(text.replace("\r\n", "\n"), nl=False)
         return
     data = b"\xff\xfe" + text.encode("utf-16-le") if utf16 else text.encode("utf-8")
-    with open(output, "wb") as fh:
-        fh.write(data)
+    write_new(output, data, [image, parent], force=force)
     click.echo(f"offline-ic: wrote {output} ({len(data)} bytes)", err=True)
 
 

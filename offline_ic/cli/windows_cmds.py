@@ -508,6 +508,7 @@ def apply(
     metavar="FILE",
     help="Also write the report as one self-contained HTML page (implies --evidence).",
 )
+@click.option("--force", is_flag=True, help="Replace the --html FILE if it exists.")
 @parent_option
 @volume_option
 @json_option
@@ -519,6 +520,7 @@ def inspect(
     evidence: bool,
     hash_only_read: bool,
     html_file: str | None,
+    force: bool,
     parent: str | None,
     volume: int | None,
     as_json: bool,
@@ -545,6 +547,11 @@ def inspect(
     targets = collect_targets(images, from_file)
     if html_file is not None and len(targets) != 1:
         raise click.UsageError("--html writes one page: give a single target with it")
+    inputs = [*targets, from_file, vmcx, parent]
+    if html_file is not None:
+        from offline_ic.outputs import check_output
+
+        check_output(html_file, inputs, force=force)  # before anything is read
     fleet_opts = FleetOptions.pop(fleet)
     options: dict[str, Any] = {
         "parent": parent,
@@ -566,7 +573,9 @@ def inspect(
         as_json=as_json,
         render=render_inspect,
         fleet_options=fleet_opts,
-        after_one=(lambda doc, _s: _write_html(doc, html_file)) if html_file else None,
+        after_one=(lambda doc, _s: _write_html(doc, html_file, inputs, force))
+        if html_file
+        else None,
     )
 
 
@@ -610,12 +619,15 @@ def _command_line(
     )
 
 
-def _write_html(doc: dict[str, Any], path: str | None) -> None:
+def _write_html(
+    doc: dict[str, Any], path: str | None, inputs: list[str | None], force: bool
+) -> None:
+    from offline_ic.outputs import write_new
     from offline_ic.workflows.html_report import render_html
 
     assert path is not None
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(render_html(doc))
+    chain = [f.get("path") for f in doc.get("evidence", {}).get("files", [])]
+    write_new(path, render_html(doc).encode("utf-8"), [*inputs, *chain], force=force)
     click.echo(f"offline-ic: HTML report written to {path}", err=True)
 
 

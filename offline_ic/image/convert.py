@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from offline_ic.errors import InputError, OfflineICError
+from offline_ic.errors import InputError, OfflineICError, SafetyRefusal
 from offline_ic.image.base import DiskImage
 from offline_ic.image.fileio import FileIO, fsync_dir
+from offline_ic.outputs import check_output
 
 MiB = 1 << 20
 CHUNK = 4 * MiB  # read/write unit; divides every VHDX block size we create
@@ -330,15 +331,9 @@ def _needed_bytes(to: str, extents: list[tuple[int, int]], size: int) -> int:
     return sum(n for _, n in extents) + 512
 
 
-def _check_destination(src: str, dst: str, force: bool) -> str:
+def _check_destination(src: str, dst: str, force: bool, parent: str | None) -> str:
     tmp = f"{dst}.offline-ic-tmp"
-    if os.path.isdir(dst):
-        raise InputError(f"{dst}: is a directory")
-    if os.path.exists(dst):
-        if os.path.samefile(src, dst):
-            raise InputError(f"{dst}: is the source; convert into a new file")
-        if not force:
-            raise InputError(f"{dst}: already exists (use --force to replace it)")
+    check_output(dst, [src, parent], force=force)
     for leftover in (tmp, f"{tmp}.offline-ic-tmp"):
         if os.path.exists(leftover):
             if not force:
@@ -368,7 +363,7 @@ def convert(
     if to not in TARGETS:
         raise InputError(f"--to {to}: must be one of {', '.join(TARGETS)}")
     t0 = time.monotonic()
-    tmp = _check_destination(src, dst, force)
+    tmp = _check_destination(src, dst, force, parent)
     with open_image(src, parent=parent) as img:
         info = img.info()
         if align is None:
@@ -398,12 +393,15 @@ def convert(
             written, skipped = _copy(img, sink, extents, progress)
             sink.finish()
             sink.close()
+            check_output(dst, [src, parent], force=force)  # every chain member is read now
             os.replace(tmp, dst)
         except BaseException as exc:
             sink.close()
             _remove(tmp)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise InputError(f"{dst}: no space left on device; partial output removed") from exc
+            if isinstance(exc, SafetyRefusal):  # the output rule, checked again: as it says
+                raise
             if isinstance(exc, OfflineICError | OSError):
                 raise InputError(f"{src}: {_reason(exc)}; partial output {dst} removed") from exc
             raise

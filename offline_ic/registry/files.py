@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
-from offline_ic.image.fileio import FileIO, fsync_dir, open_image_file
+from offline_ic.image.fileio import open_image_file
 from offline_ic.image.journal import journal_path, open_view
 from offline_ic.image.raw import RawImage
 from offline_ic.image.settle import settle, settled_error
@@ -299,18 +299,24 @@ def _roll_back(path: Path, jp: Path) -> str:
     return f"{path}: removed an incomplete undo journal {jp.name} (the hive was not touched)"
 
 
-def recover_hive_file(path: Path, output: Path | None = None) -> tuple[str, WriteResult | None]:
+def recover_hive_file(
+    path: Path, output: Path | None = None, *, force: bool = False
+) -> tuple[str, WriteResult | None]:
     """Roll back an interrupted write, or replay the logs into the hive (in place or to
-    ``output``). Returns a one-line summary and what was written."""
+    ``output``, a new file: ``force`` replaces an existing one). Returns a one-line summary
+    and what was written."""
     path = Path(path)
     if output is not None:
+        from offline_ic.outputs import check_output
+
+        check_output(str(output), [str(path)], force=force)  # before anything is read
         original = read_hive_file(path)  # a pending journal: the rolled-back view
         editor = _open_editor(path, original)
         if not editor.recovered:
-            write_new_file(Path(output), original)
+            write_new_file(Path(output), original, path, force)
             return f"{path}: hive is clean, copied -> {output}", None
         editor.commit(touch_timestamp=False)
-        write_new_file(Path(output), editor.buf)
+        write_new_file(Path(output), editor.buf, path, force)
         return f"{path}: recovered from {'+'.join(find_used(editor))} -> {output}", None
     jp = pending_journal(path)
     if jp is not None:
@@ -331,13 +337,9 @@ def find_used(editor: HiveEditor) -> list[str]:
     return editor.recovery_logs or ["logs"]
 
 
-def write_new_file(path: Path, data: bytes | bytearray) -> None:
-    """Create (or replace) a file with ``data``, durably: the bytes and the directory entry."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    io = FileIO(fd, str(path))
-    try:
-        io.pwrite(bytes(data), 0)
-        io.flush()
-    finally:
-        io.close()
-    fsync_dir(str(path))
+def write_new_file(path: Path, data: bytes | bytearray, source: Path, force: bool) -> None:
+    """Write ``data`` as a new file (``outputs.write_new``: never over ``source``, its logs
+    or any file read; an existing file only with ``force``; temporary file and rename)."""
+    from offline_ic.outputs import write_new
+
+    write_new(str(path), bytes(data), [str(source)], force=force)

@@ -227,13 +227,13 @@ def _refuse_unmappable(target: str, *, parent: str | None, volume: int | None) -
 def _make_child(parent: str, child: str) -> str:
     from offline_ic.image import detect_format
     from offline_ic.image.vhdx.create import create_child
+    from offline_ic.outputs import check_output
 
     if detect_format(parent) != "vhdx":
         raise InputError(
             f"{parent}: --output needs a VHDX/AVHDX parent (differencing children are VHDX)"
         )
-    if os.path.exists(child):
-        raise SafetyRefusal(f"{child}: already exists; not overwritten")
+    check_output(child, [parent], can_force=False)  # also a symlink, dangling or not
     create_child(parent, child)
     return child
 

@@ -199,7 +199,7 @@ def test_destination_exists_needs_force(cli, tmp_path):
     dst = tmp_path / "x.vhd"
     dst.write_bytes(b"keep me")
     code, _, err = cli("convert", src, dst)
-    assert code == 2 and "already exists" in err and "--force" in err
+    assert code == 3 and "already exists" in err and "--force" in err
     assert dst.read_bytes() == b"keep me"
     assert cli("convert", src, dst, "--force")[0] == 0
     assert dst.stat().st_size == 6 * MiB + 512
@@ -208,7 +208,7 @@ def test_destination_exists_needs_force(cli, tmp_path):
 def test_source_as_destination_refused(cli, tmp_path):
     src = _odd_raw(tmp_path)
     code, _, err = cli("convert", src, src, "--force", "--to", "raw")
-    assert code == 2 and "is the source" in err
+    assert code == 3 and "an output never replaces an input" in err
 
 
 def test_no_free_space_refused_before_writing(cli, tmp_path, monkeypatch):

@@ -91,7 +91,7 @@ def test_from_file_and_stdin_like_lists(cli, images, tmp_path):
     assert code == 0 and [d["image"] for d in _ndjson(out)] == [images["win"], images["other"]]
     code, out, err = cli("verify", "--from", str(tmp_path / "none.txt"), "--json")
     assert code == 2 and "target list not found" in err
-    assert json.loads(out)["error"]["kind"] == "input"
+    assert json.loads(out)["error"]["kind"] == "not_found"  # a NotFoundError, exit 2
 
 
 def test_check_junit_has_one_suite_per_image(cli, images, tmp_path):

@@ -11,12 +11,13 @@ import os
 import sys
 import uuid
 
-from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError
 from offline_ic.image.detect import detect_format
 from offline_ic.image.fileio import fsync_dir
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.image import VhdxReader
 from offline_ic.inputs import require_regular
+from offline_ic.outputs import check_output
 
 LOG_OFFSET = 1 * S.MiB
 LOG_LENGTH = 1 * S.MiB
@@ -80,8 +81,7 @@ def create_vhdx(
     parent_locator: dict[str, str] | None = None,
 ) -> None:
     """Write a new, empty VHDX at ``path`` (refuses to overwrite an existing file)."""
-    if os.path.exists(path):
-        raise SafetyRefusal(f"{path}: already exists; not overwritten")
+    check_output(path, can_force=False)  # also a symlink, dangling or not
     bs = block_size
     if bs < S.MiB or bs > 256 * S.MiB or bs & (bs - 1):
         raise InputError(f"{path}: block size must be a power of two between 1 and 256 MiB")
