@@ -81,28 +81,31 @@ def json_text(doc: Any, *, indent: int | None = None) -> str:
     return _JSON_UNSAFE.sub(_json_escape, text)
 
 
+def _refuse(what: str, name: str, path: str, problem: str) -> InputError:
+    # raw names: the message is escaped once, where it is printed (cli, JSON)
+    return InputError(
+        f"{what} '{name}' under '{path}' {problem}, which a .reg file cannot express; "
+        "not exported (`reg get --json` shows it exactly)"
+    )
+
+
 def _reg_name(name: str, what: str, path: str) -> str:
     bad = _REG_UNSAFE.search(name)
     if bad is None:
         return name
-    raise InputError(
-        f"{what} {terminal(name)!r} under {terminal(path)!r} holds {_escape_char(bad)!r}, "
-        "which a .reg file cannot express; not exported (see it with `reg get --json`)"
-    )
+    raise _refuse(what, name, path, f"holds U+{ord(bad.group()):04X}")
 
 
 def reg_key_name(name: str, path: str) -> str:
     """A key name for a ``[...]`` line of a ``.reg`` file, or ``InputError`` (exit 2) naming
     the key. A ``.reg`` key line has no escapes: a line break would start a new line (a
     section the guest chose), a backslash a new key level, and a lone surrogate has no
-    UTF-8/UTF-16 form. A ``]`` needs nothing: regedit, hivexregedit and our parser all end
-    the path at the line's last ``]``."""
+    UTF-8/UTF-16 form. A ``]`` needs nothing: hivexregedit and our parser both end the path
+    at the line's last ``]`` (tests/registry/test_hostile_names.py)."""
+    _reg_name(name, "key name", path)
     if "\\" in name or name == "":
-        raise InputError(
-            f"key name {terminal(name)!r} under {terminal(path)!r} is empty or holds a "
-            "backslash, which a .reg file cannot express; not exported"
-        )
-    return _reg_name(name, "key name", path)
+        raise _refuse("key name", name, path, "is empty or holds a backslash")
+    return name
 
 
 def reg_value_name(name: str, path: str) -> str:

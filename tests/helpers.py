@@ -57,6 +57,22 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def run_bytes(*args: object) -> tuple[int, bytes, bytes]:
+    """Run ``offline-ic ARGS`` in its own process; returns (exit code, stdout, stderr) as
+    the bytes written, as a terminal or a CI job gets them (what an encoding error or a
+    raw control character would show in)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "offline_ic", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def script_module(name: str):
     """Import ``scripts/<name>.py`` (the test-data builders) as a module."""
     import importlib.util

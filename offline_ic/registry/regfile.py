@@ -420,7 +420,7 @@ def export_key(hive: Hive, key: Key, root: str, *, recursive: bool = True) -> st
     for k in keys:
         path = root + ("\\" + k.path if k.path else "")
         if k is not key or k.path:
-            reg_key_name(k.name, path)
+            reg_key_name(k.name, path[: len(path) - len(k.name) - 1])
         out.append(f"[{path}]")
         for v in k.values():
             reg_value_name(v.name, path)
