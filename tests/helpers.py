@@ -73,6 +73,18 @@ def run_bytes(*args: object) -> tuple[int, bytes, bytes]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def assert_inert(text: bytes, lines: int | None = None) -> str:
+    """``text`` is valid UTF-8 holding no control character but newlines, no C1, no
+    U+2028/2029; with ``lines``, exactly that many lines."""
+    decoded = text.decode("utf-8")  # strict: a lone surrogate would fail here
+    bad = [c for c in decoded if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
+    bad += [c for c in decoded if c in "\u2028\u2029"]
+    assert bad == [], bad
+    if lines is not None:
+        assert decoded.count("\n") == lines, decoded
+    return decoded
+
+
 def script_module(name: str):
     """Import ``scripts/<name>.py`` (the test-data builders) as a module."""
     import importlib.util

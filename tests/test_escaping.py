@@ -27,24 +27,12 @@ from offline_ic.escaping import (
     terminal_doc,
     xml_text,
 )
-from tests.helpers import run_bytes
+from tests.helpers import assert_inert, run_bytes
 
 ESC_TITLE = "\x1b]0;pwned\x07"
 CLEAR = "\x1b[2J"
 # everything a guest string can hold that a terminal, a line splitter or XML acts on
 HOSTILE = f"A{CLEAR}{ESC_TITLE}\n  PASS  linux.x  all good\r\x85\u2028\u2029\x01\ufffe\udc80]]>B"
-
-
-def assert_inert(text: bytes, lines: int | None = None) -> str:
-    """``text`` is valid UTF-8 holding no control character but newlines, no C1, no
-    U+2028/2029; with ``lines``, exactly that many lines."""
-    decoded = text.decode("utf-8")  # strict: a lone surrogate would fail here
-    bad = [c for c in decoded if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
-    bad += [c for c in decoded if c in "\u2028\u2029"]
-    assert bad == [], bad
-    if lines is not None:
-        assert decoded.count("\n") == lines, decoded
-    return decoded
 
 
 # --- the functions --------------------------------------------------------------------------
