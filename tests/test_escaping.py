@@ -168,3 +168,17 @@ def test_junit_is_well_formed_and_names_each_image(hostile_root, tmp_path):
     if shutil.which("xmllint"):
         lint = subprocess.run(["xmllint", "--noout", str(junit)], capture_output=True)
         assert lint.returncode == 0, lint.stderr
+
+
+def test_warnings_and_error_lines_stay_one_line(capsys, cli, unpacked):
+    from offline_ic.cli.common import warn
+    from tests.helpers import TESTDATA
+
+    warn(f"not installed in this guest, left alone: vmic{CLEAR}\nx")
+    assert capsys.readouterr().err == (
+        "offline-ic: warning: not installed in this guest, left alone: vmic\\x1b[2J\\x0ax\n"
+    )
+    hive = unpacked(TESTDATA / "hives" / "SYSTEM_win10_1709_clean.xz")
+    code, out, err = cli("hive", "get", hive, f"Select\\nope{ESC_TITLE}\n[x]")
+    assert code == 2 and out == ""
+    assert_inert(err.encode(), lines=1)  # errors.quoted() escaped it, terminal() kept it inert
