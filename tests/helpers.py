@@ -57,6 +57,34 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def run_bytes(*args: object) -> tuple[int, bytes, bytes]:
+    """Run ``offline-ic ARGS`` in its own process; returns (exit code, stdout, stderr) as
+    the bytes written, as a terminal or a CI job gets them (what an encoding error or a
+    raw control character would show in)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "offline_ic", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_inert(text: bytes, lines: int | None = None) -> str:
+    """``text`` is valid UTF-8 holding no control character but newlines, no C1, no
+    U+2028/2029; with ``lines``, exactly that many lines."""
+    decoded = text.decode("utf-8")  # strict: a lone surrogate would fail here
+    bad = [c for c in decoded if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
+    bad += [c for c in decoded if c in "\u2028\u2029"]
+    assert bad == [], bad
+    if lines is not None:
+        assert decoded.count("\n") == lines, decoded
+    return decoded
+
+
 def script_module(name: str):
     """Import ``scripts/<name>.py`` (the test-data builders) as a module."""
     import importlib.util

@@ -1,5 +1,10 @@
 """JUnit XML for CI systems: one testsuite per image, one testcase per check.
 
+Every text and attribute value passes through ``escaping.xml_text``, so a guest string
+(a distro name, a blacklist line, a file name) cannot make the document ill-formed: one
+hostile image must not make a fleet's JUnit file unparsable. A test case's ``classname``
+is ``IMAGE.GROUP`` (``debian12.vhdx.linux.module``) so CI dashboards keep images apart.
+
 A fail is a ``<failure>``, a warn passes with the reason in ``<system-out>`` (CI tools show
 warnings nowhere else), so the XML verdict equals ``offline-ic check``'s exit code. A check a
 policy skipped and one not checkable offline (``info``) are ``<skipped>``, counted in the
@@ -13,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from offline_ic.checks.report import Report
+from offline_ic.escaping import xml_text
 
 
 @dataclass
@@ -57,11 +63,18 @@ def junit_xml_many(suites_in: list[Suite]) -> bytes:
 
 def _error_suite(suites: ET.Element, image: str, message: str) -> None:
     suite = ET.SubElement(
-        suites, "testsuite", name=image, tests="1", failures="0", errors="1", skipped="0"
+        suites, "testsuite", name=xml_text(image), tests="1", failures="0", errors="1", skipped="0"
     )
-    case = ET.SubElement(suite, "testcase", classname="offline-ic", name="open", time="0")
-    error = ET.SubElement(case, "error", message=message, type="error")
-    error.text = message
+    case = ET.SubElement(suite, "testcase", classname=classname(image, "offline-ic"), name="open")
+    case.set("time", "0")
+    error = ET.SubElement(case, "error", message=xml_text(message), type="error")
+    error.text = xml_text(message)
+
+
+def classname(image: str, group: str) -> str:
+    """A test case's ``classname``: the image, then the check's group, so two images'
+    ``linux.module`` cases stay two rows on a CI dashboard."""
+    return xml_text(f"{image}.{group}")
 
 
 def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
@@ -69,7 +82,7 @@ def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
     suite = ET.SubElement(
         suites,
         "testsuite",
-        name=report.image,
+        name=xml_text(report.image),
         tests=str(len(report.checks)),
         failures=str(n["fail"]),
         errors="0",
@@ -78,18 +91,22 @@ def _suite(suites: ET.Element, report: Report, elapsed: float) -> None:
     )
     props = ET.SubElement(suite, "properties")
     for key in ("os", "distro", "kernel"):
-        ET.SubElement(props, "property", name=key, value=str(getattr(report, key) or ""))
+        ET.SubElement(props, "property", name=key, value=xml_text(getattr(report, key)))
     for c in report.checks:
-        classname = c.id.rsplit(".", 1)[0] if "." in c.id else c.id
-        case = ET.SubElement(suite, "testcase", classname=classname, name=c.id, time="0")
+        group = c.id.rsplit(".", 1)[0] if "." in c.id else c.id
+        case = ET.SubElement(
+            suite, "testcase", classname=classname(report.image, group), name=xml_text(c.id)
+        )
+        case.set("time", "0")
+        detail = xml_text(c.detail)
         if c.status == "fail":
-            fail = ET.SubElement(case, "failure", message=c.detail, type="fail")
-            fail.text = c.detail
+            fail = ET.SubElement(case, "failure", message=detail, type="fail")
+            fail.text = detail
         elif c.status == "warn":
             out = ET.SubElement(case, "system-out")
-            out.text = f"WARN: {c.detail}"
+            out.text = f"WARN: {detail}"
         elif c.status in ("info", "skip"):  # not checkable offline / skipped by a policy
-            ET.SubElement(case, "skipped", message=c.detail)
+            ET.SubElement(case, "skipped", message=detail)
 
 
 def write_junit(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from offline_ic.checks.model import STATUSES, CheckResult
+from offline_ic.escaping import terminal
 
 
 @dataclass
@@ -47,16 +48,18 @@ class Report:
         return cls(doc["image"], doc.get("os"), doc.get("distro"), doc.get("kernel"), checks)
 
     def to_text(self) -> str:
-        """Human-readable report: one line per check, then the verdict."""
-        head = f"{self.image}: {self.os or 'no OS found'}"
+        """Human-readable report: one line per check, then the verdict. Every string is
+        passed through ``escaping.terminal``: a distro name or a blacklist line holding a
+        newline cannot forge a ``PASS`` line or the verdict."""
+        head = f"{terminal(self.image)}: {self.os or 'no OS found'}"
         if self.distro:
-            head += f", {self.distro}"
+            head += f", {terminal(self.distro)}"
         if self.kernel:
-            head += f", kernel {self.kernel}"
+            head += f", kernel {terminal(self.kernel)}"
         lines = [head]
         width = max((len(c.id) for c in self.checks), default=0)
         for c in self.checks:
-            lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {c.detail}")
+            lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {terminal(c.detail)}")
         n = self.counts()
         info = f", {n['info']} not checked" if n.get("info") else ""
         info += f", {n['skip']} skipped" if n.get("skip") else ""

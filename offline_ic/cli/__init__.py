@@ -16,6 +16,7 @@ import click
 from offline_ic import __version__
 from offline_ic.cli.common import emit_json
 from offline_ic.errors import CheckFailed, OfflineICError
+from offline_ic.escaping import terminal
 
 # Each top-level command -> the module that registers it (``register(group)``). A module is
 # imported when one of its commands runs, or when the commands are listed (--help), so a
@@ -113,7 +114,7 @@ def _fail(line: str, code: int, kind: str, as_json: bool) -> None:
     many-target run's error records, without their ``image``); then exit ``code``."""
     if as_json:
         emit_json({"error": {"code": code, "kind": kind, "message": line}})
-    click.echo(f"offline-ic: error: {line}", err=True)
+    click.echo(f"offline-ic: error: {terminal(line)}", err=True)
     sys.exit(code)
 
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
+from offline_ic.escaping import json_text, terminal
+
 
 def emit_json(obj: Any) -> None:
-    """Print one JSON document on stdout (stable key order as built, UTF-8)."""
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    """Print one JSON document on stdout (stable key order as built, valid UTF-8:
+    ``escaping.json_text``)."""
+    click.echo(json_text(obj, indent=2))
 
 
 def warn(message: str) -> None:
-    """One line on stderr for something the user should know but that is not an error."""
-    click.echo(f"offline-ic: warning: {message}", err=True)
+    """One line on stderr for something the user should know but that is not an error
+    (``message`` is escaped here: pass guest names raw)."""
+    click.echo(f"offline-ic: warning: {terminal(message)}", err=True)
 
 
 def progress(message: str) -> None:

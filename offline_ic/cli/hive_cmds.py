@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING
 import click
 
 from offline_ic.cli.common import emit_json, json_option, warn
+from offline_ic.escaping import terminal
 
 if TYPE_CHECKING:
     from offline_ic.registry.editor import HiveEditor
     from offline_ic.registry.files import WriteResult
+    from offline_ic.registry.hive import Value
 
 HIVE_ARG = click.argument("hive", type=click.Path(dir_okay=False, path_type=Path))
 KEY_ARG = click.argument("key")
@@ -53,7 +55,7 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     from offline_ic.errors import NotFoundError, quoted
     from offline_ic.registry import Hive
     from offline_ic.registry.files import load_hive
-    from offline_ic.registry.regtext import format_reg_value, value_json, value_text
+    from offline_ic.registry.regtext import format_reg_value, value_json
 
     opened = load_hive(hive, require_recovery=False)
     if opened.note:
@@ -77,7 +79,7 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
                 }
             )
         else:
-            click.echo(value_text(v))
+            click.echo(_value_lines(v))
         return
     if as_json:
         emit_json(
@@ -93,11 +95,24 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
             }
         )
         return
-    click.echo(f"[\\{k.path}]")
+    # .reg-shaped text for people: the names' backslashes and quotes are escaped by the .reg
+    # quoting, everything that could add a line or a terminal command by ``terminal``
+    click.echo(f"[\\{terminal(k.path)}]")
     for v in k.values():
-        click.echo(format_reg_value(v))
+        click.echo(terminal(format_reg_value(v), backslashes=False))
     for s in k.subkeys():
-        click.echo(f"[\\{s.path}]")
+        click.echo(f"[\\{terminal(s.path)}]")
+
+
+def _value_lines(value: Value) -> str:
+    """A value's data as ``hive get`` prints it (``regtext.value_text``), escaped for the
+    terminal; a REG_MULTI_SZ keeps one string per line."""
+    from offline_ic.registry.regtext import value_text
+
+    data = value.data
+    if isinstance(data, list):
+        return "\n".join(terminal(item) for item in data)
+    return terminal(value_text(value))
 
 
 def _get_path(hive, key: str) -> str:

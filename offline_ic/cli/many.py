@@ -8,7 +8,6 @@ One target keeps the one-document output (pretty JSON, one error line) it always
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import click
 
 from offline_ic.cli.common import emit_json
+from offline_ic.escaping import json_text, terminal
 from offline_ic.fleet import Outcome, Task, read_target_list, summary_line, worst_code
 
 Renderer = Callable[[dict[str, Any]], None]
@@ -181,11 +181,11 @@ def _print_outcome(
         doc = outcome.document
         if "image" not in doc:
             doc = {"image": outcome.target, **doc}
-        click.echo(json.dumps(doc, ensure_ascii=False, default=str))
+        click.echo(json_text(doc))
         return
-    click.echo(f"== {outcome.target}")
+    click.echo(f"== {terminal(outcome.target)}")
     if error is not None:
-        click.echo(f"error: {error['message']}")
+        click.echo(f"error: {terminal(error['message'])}")
     else:
         render(outcome.document)
     click.echo("")

@@ -10,6 +10,7 @@ import click
 
 from offline_ic.cli.common import emit_json, json_option, parent_option, warn
 from offline_ic.cli.windows_cmds import image_argument, volume_option, write_options
+from offline_ic.escaping import terminal
 from offline_ic.guest.windows.regpaths import ROOT_HELP
 
 KEY_HELP = (
@@ -88,9 +89,9 @@ def _value_text(value: dict[str, Any]) -> str:
 
     data = value["data"]
     if isinstance(data, list):
-        return "\n".join(data)
+        return "\n".join(terminal(item) for item in data)
     if isinstance(data, str) and value["type_code"] in (1, 2, 6):
-        return data
+        return terminal(data)
     if isinstance(data, int):
         return str(data)
     return format_data(value["type_code"], bytes.fromhex(value["raw_hex"]))
@@ -120,7 +121,9 @@ def _reg_text(doc: dict[str, Any]) -> str:
             out += ["", *_key_lines(key)]
     else:
         out += [f"[{long_root(doc['path'])}\\{s}]" for s in doc["subkeys"]]
-    return "\n".join(out) + "\n"
+    # text for people: each line escaped on its own (a key name cannot add a line); the
+    # quoted names' backslashes are already escaped by the .reg quoting
+    return "\n".join(terminal(line, backslashes=False) for line in out) + "\n"
 
 
 @reg_group.command("export", epilog=KEY_HELP)

@@ -1,5 +1,9 @@
 """Text rendering of the Windows and inspect documents (the JSON is the data; this is for
-people)."""
+people).
+
+Every public ``render_*`` function first passes its document through
+``escaping.terminal_doc`` (once: the private helpers take the escaped copy), so no guest
+string can add a line or a terminal command to the text."""
 
 from __future__ import annotations
 
@@ -9,11 +13,16 @@ from typing import Any
 import click
 
 from offline_ic.cli.common import warn
+from offline_ic.escaping import terminal_doc
 
 
 def replay_lines(doc: dict[str, Any]) -> None:
     """What a read replayed in memory (hives from their logs, pending VHDX logs), in the
     text output: the JSON's ``recovered_from_logs`` and ``vhdx_logs_pending``."""
+    _replay_lines(terminal_doc(doc))
+
+
+def _replay_lines(doc: dict[str, Any]) -> None:
     for pending in doc.get("vhdx_logs_pending") or []:
         click.echo(
             f"pending VHDX log replayed in memory ({pending['entries']} entries) to read "
@@ -55,8 +64,13 @@ def start_text(entry: dict[str, Any]) -> str:
 
 
 def render_services(doc: dict[str, Any]) -> None:
+    """``services list``: the control sets, then each set's services and drivers."""
+    _services(terminal_doc(doc))
+
+
+def _services(doc: dict[str, Any]) -> None:
     click.echo(f"{doc['image']}: {doc['control_set']}, SYSTEM hive {doc['hive_state']}")
-    replay_lines(doc)
+    _replay_lines(doc)
     select = doc.get("select")
     if select:
         click.echo(
@@ -73,7 +87,7 @@ def render_services(doc: dict[str, Any]) -> None:
         _render_service_tables(tables)
     if doc.get("host_vs_guest"):
         click.echo("\nHost vs guest:")
-        render_host_vs_guest(doc["host_vs_guest"])
+        _host_vs_guest(doc["host_vs_guest"])
 
 
 def _render_service_tables(doc: dict[str, Any]) -> None:
@@ -110,6 +124,7 @@ def render_servicing(
     """A write's text: what was replayed or recovered first, then with ``--check`` each
     difference and the verdict, else each change and what was written. ``reg`` passes its
     own line formats (full registry paths, keys as well as values)."""
+    doc = terminal_doc(doc)
     if doc.get("vhdx_log_replayed") is not None:
         click.echo(
             f"pending VHDX log replayed ({doc['vhdx_log_replayed']} entries) and retired "
@@ -159,6 +174,11 @@ def _render_verdict(doc: dict[str, Any], unit: str) -> None:
 
 
 def render_host(host: dict[str, Any]) -> None:
+    """A VM's host configuration: name, generation, integration components, disks."""
+    _host(terminal_doc(host))
+
+
+def _host(host: dict[str, Any]) -> None:
     click.echo(
         f"Host config: {host['path']}: VM '{host['name']}' ({host['vm_id']}), "
         f"generation {host['generation']}, configuration version {host['version']}"
@@ -173,6 +193,7 @@ def render_host(host: dict[str, Any]) -> None:
 def render_inspect(doc: dict[str, Any]) -> None:
     """The ``inspect`` document for people: image and volumes, the guest's facts, the host
     side, the forensic facts and the timeline."""
+    doc = terminal_doc(doc)
     click.echo(f"Target: {doc['image']}")
     if doc.get("vm"):
         _render_vm(doc["vm"])
@@ -187,10 +208,10 @@ def render_inspect(doc: dict[str, Any]) -> None:
         _render_windows(doc, os_info)
     if doc.get("host"):
         click.echo("")
-        render_host(doc["host"])
+        _host(doc["host"])
     if doc.get("host_vs_guest"):
         click.echo("\nHost vs guest:")
-        render_host_vs_guest(doc["host_vs_guest"])
+        _host_vs_guest(doc["host_vs_guest"])
     _render_forensics(doc)
 
 
@@ -205,7 +226,10 @@ def _render_vm(vm: dict[str, Any]) -> None:
 
 def render_host_vs_guest(rows: list[dict[str, Any]]) -> None:
     """Per integration service: offered / enabled on the host / Start in the guest / works."""
+    _host_vs_guest(terminal_doc(rows))
 
+
+def _host_vs_guest(rows: list[dict[str, Any]]) -> None:
     def word(value: bool | None) -> str:
         return "-" if value is None else ("yes" if value else "no")
 
@@ -304,7 +328,7 @@ def _render_linux(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
         f"{os_info['default_kernel'] or 'unknown'} ({os_info['default_kernel_reason']})"
     )
     click.echo("")
-    render_kvp(doc.get("kvp") or {})
+    _kvp(doc.get("kvp") or {})
 
 
 def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
@@ -330,14 +354,18 @@ def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
             click.echo(f"  not recovered: {facts['recovery_problem']}")
     if doc.get("services"):
         click.echo("")
-        render_services({"image": doc["image"], **doc["services"]})
+        _services({"image": doc["image"], **doc["services"]})
     if doc.get("kvp") is not None:
         click.echo("")
-        render_kvp(doc["kvp"])
+        _kvp(doc["kvp"])
 
 
 def render_kvp(pools: dict[str, dict[str, str]], heading: str = "KVP ") -> None:
     """Each pool as ``[name]`` then ``  KEY = value`` lines (``heading`` before the brackets)."""
+    _kvp(terminal_doc(pools), heading)
+
+
+def _kvp(pools: dict[str, dict[str, str]], heading: str = "KVP ") -> None:
     for name, values in pools.items():
         click.echo(f"{heading}[{name}]" + ("" if values else " (empty)"))
         for key, value in values.items():

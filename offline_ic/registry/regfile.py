@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from offline_ic.errors import InputError
+from offline_ic.escaping import reg_key_name, reg_value_name
 from offline_ic.registry.hive import Hive, Key, RegType, Value, decode_data
 from offline_ic.registry.regtext import parse_reg_value
 
@@ -409,14 +410,21 @@ def export_key(hive: Hive, key: Key, root: str, *, recursive: bool = True) -> st
     """``key`` (and, with ``recursive``, every key below it) as a .reg document.
 
     ``root`` is the registry path of the hive's root (``HKEY_LOCAL_MACHINE\\SYSTEM``); keys are
-    written as ``[root\\path]``. Lines end in CRLF, as regedit writes them.
+    written as ``[root\\path]``. Lines end in CRLF, as regedit writes them. A key or value
+    name that a .reg line cannot carry (a line break, NUL, lone surrogate; a backslash in a
+    key name) is an ``InputError`` naming it (``escaping.reg_key_name``): the export is
+    all or nothing, never a file with a section the guest chose.
     """
     out = [HEADER_5, ""]
     keys = hive.walk(key) if recursive else iter([key])
     for k in keys:
         path = root + ("\\" + k.path if k.path else "")
+        if k is not key or k.path:
+            reg_key_name(k.name, path[: len(path) - len(k.name) - 1])
         out.append(f"[{path}]")
-        out += [format_value_line(v) for v in k.values()]
+        for v in k.values():
+            reg_value_name(v.name, path)
+            out.append(format_value_line(v))
         out.append("")
     return "\r\n".join("\r\n".join(line.split("\n")) for line in out) + "\r\n"
 

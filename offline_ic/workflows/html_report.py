@@ -1,14 +1,20 @@
 """The ``inspect`` document as one self-contained HTML page a responder can attach to a case.
 
 One file, no external assets (inline CSS, no scripts, no fonts, no images), so it renders
-the same in any browser without network. Every value from the image is escaped: the page
-shows untrusted text (KVP values, computer names), never runs it.
+the same in any browser without network. Every value from the image goes through
+``escaping.html_text`` (control characters shown as ``\x1b``, then ``<>&"'``), and a
+Content-Security-Policy forbids scripts and every load: the page shows untrusted text (KVP
+values, computer names), never runs it, even if an escape were missed.
 """
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
+
+from offline_ic.escaping import html_text
+
+# no scripts, no loads of any kind, no forms; only the inline style sheet
+CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -22,13 +28,12 @@ th{background:#eee}td.mono,code{font-family:monospace;word-break:break-all}
 
 
 def _cell(value: Any, css: str = "") -> str:
-    text = "" if value is None else str(value)
     cls = f' class="{css}"' if css else ""
-    return f"<td{cls}>{escape(text)}</td>"
+    return f"<td{cls}>{html_text(value)}</td>"
 
 
 def _table(headers: list[str], rows: list[str], table_id: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    head = "".join(f"<th>{html_text(h)}</th>" for h in headers)
     body = "".join(f"<tr>{row}</tr>" for row in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -131,16 +136,16 @@ def _evidence(doc: dict[str, Any]) -> str:
         for f in ev["files"]
     ]
     meta = (
-        f"<p>{escape(ev['tool'])} {escape(ev['tool_version'])}, {escape(ev['utc_time'])}; "
-        f"command: <code>{escape(' '.join(ev['command_line']))}</code>; opened read-only: "
-        f"<b>{escape(str(ev['opened_read_only']))}</b></p>"
+        f"<p>{html_text(ev['tool'])} {html_text(ev['tool_version'])}, {html_text(ev['utc_time'])}; "
+        f"command: <code>{html_text(' '.join(ev['command_line']))}</code>; opened read-only: "
+        f"<b>{html_text(str(ev['opened_read_only']))}</b></p>"
     )
     return meta + _table(["Role", "File", "Bytes", "Hashed", "sha256"], rows, "evidence")
 
 
 def _notes(doc: dict[str, Any]) -> str:
     errors = doc.get("errors") or {}
-    return "".join(f'<p class="note">{escape(str(v))}</p>' for v in errors.values())
+    return "".join(f'<p class="note">{html_text(str(v))}</p>' for v in errors.values())
 
 
 def render_html(doc: dict[str, Any]) -> str:
@@ -154,9 +159,10 @@ def render_html(doc: dict[str, Any]) -> str:
         ("Disk chain", _disks(doc)),
         ("Evidence", _evidence(doc)),
     ]
-    body = "".join(f"<h2>{escape(name)}</h2>{html}" for name, html in sections)
+    body = "".join(f"<h2>{html_text(name)}</h2>{html}" for name, html in sections)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
-        f"<body><h1>{escape(title)}</h1>{body}</body></html>\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{html_text(title)}</title><style>{_CSS}</style></head>"
+        f"<body><h1>{html_text(title)}</h1>{body}</body></html>\n"
     )

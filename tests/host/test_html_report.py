@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,9 @@ class Page(HTMLParser):
             self._cell.append(data)
 
 
+SECTIONS = {"summary", "host-vs-guest", "timeline", "kvp", "disk-chain", "evidence"}
+
+
 def parse(text: str) -> Page:
     page = Page()
     page.feed(text)
@@ -67,14 +71,7 @@ def report(cli, gen2_folder):
 def test_page_is_self_contained_with_all_sections(report):
     page = parse(report.read_text(encoding="utf-8"))
     assert page.loads == [] and "script" not in page.tags and "link" not in page.tags
-    assert set(page.tables) == {
-        "summary",
-        "host-vs-guest",
-        "timeline",
-        "kvp",
-        "disk-chain",
-        "evidence",
-    }
+    assert set(page.tables) == SECTIONS
     rows = {r[0]: r for r in page.tables["host-vs-guest"][1:]}
     assert len(rows) == 8
     assert rows["vmicguestinterface"][2:] == ["yes", "no", "Start=3 (manual)", "no"]
@@ -104,32 +101,43 @@ def test_untrusted_text_is_escaped():
     ]
 
 
-def _chromium() -> str | None:
-    return next(
+def chromium(profile: Path) -> list[str]:
+    """The headless Chromium command line (skips the test, saying why, when absent)."""
+    browser = next(
         (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
     )
+    if browser is None:
+        pytest.skip(
+            "chromium not installed (Debian package chromium, scripts/debian-packages.txt); "
+            "the parser test ran"
+        )
+    return [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
+
+
+def browser_dom(page: Path, profile: Path) -> Page:
+    """The DOM after headless Chromium parsed ``page`` (``--dump-dom``), parsed again."""
+    dom = subprocess.run(
+        [*chromium(profile), "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return parse(dom.stdout)
 
 
 def test_renders_in_headless_chromium(report, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("chromium not installed (Debian package chromium); the parser test ran")
-    base = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        f"--user-data-dir={tmp_path / 'p'}",
-    ]
-    dom = subprocess.run(
-        [*base, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    page = parse(dom.stdout)  # the DOM after the browser parsed and laid it out
+    page = browser_dom(report, tmp_path / "p")
+    assert set(page.tables) >= SECTIONS and "script" not in page.tags
     assert len(page.tables["host-vs-guest"]) == 9
     shot = tmp_path / "report.png"
     subprocess.run(
-        [*base, f"--screenshot={shot}", "--window-size=1280,2000", report.as_uri()],
+        [
+            *chromium(tmp_path / "p"),
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            report.as_uri(),
+        ],
         capture_output=True,
         timeout=120,
         check=True,
