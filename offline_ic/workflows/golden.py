@@ -1,0 +1,51 @@
+"""The ``golden`` profile: will this image deploy and come up as a clean, generalized VM?
+
+Windows: setup (sysprep) state and pending reboots (``guest/windows/golden.py``). The
+findings get the profile's severities here; a policy's ``[params]`` for
+``golden.windows.setup.image_state`` (``accept = [...]``) names the image states a gate takes.
+"""
+
+from __future__ import annotations
+
+from offline_ic.checks.model import CheckResult
+from offline_ic.checks.policy import Policy
+from offline_ic.checks.profiles import Finding, Profile
+from offline_ic.errors import InputError
+from offline_ic.guest.linux.guest import LinuxGuest
+from offline_ic.guest.windows.golden import GENERALIZED, IMAGE_STATES, golden_windows_findings
+from offline_ic.guest.windows.guest import WindowsGuest
+from offline_ic.host.vmcx import HostConfig
+from offline_ic.image.base import DiskImage
+
+STATE_CHECK = "golden.windows.setup.image_state"
+
+
+def accepted_image_states(policy: Policy | None) -> tuple[str, ...]:
+    """The image states a gate accepts: the policy's ``accept`` list, else the generalized one."""
+    value = policy.param(STATE_CHECK, "accept") if policy is not None else None
+    if value is None:
+        return (GENERALIZED,)
+    states = (value,) if isinstance(value, str) else value
+    if not isinstance(states, tuple) or not all(isinstance(s, str) for s in states):
+        raise InputError(f'policy: [params."{STATE_CHECK}"] accept must be a list of states')
+    unknown = [s for s in states if s not in IMAGE_STATES]
+    if unknown:
+        raise InputError(
+            f'policy: [params."{STATE_CHECK}"] accept: unknown state {unknown[0]} '
+            f"(known: {', '.join(IMAGE_STATES)})"
+        )
+    return states
+
+
+def golden_results(
+    profile: Profile,
+    image: DiskImage | None,
+    guest: WindowsGuest | LinuxGuest,
+    host: HostConfig | None,
+    policy: Policy | None,
+) -> list[CheckResult]:
+    """The ``golden`` profile's results for an opened guest."""
+    findings: list[Finding] = []
+    if isinstance(guest, WindowsGuest):
+        findings += golden_windows_findings(guest, accepted_image_states(policy))
+    return profile.resolve(findings)
