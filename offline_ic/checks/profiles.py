@@ -122,6 +122,7 @@ AZURE_CHECKS: tuple[CheckSpec, ...] = (
 _SYSPREP = "Microsoft Learn: Windows Setup states (ImageState, State.ini)"
 _PENDING = "Microsoft Learn: Determine if a reboot is pending (servicing)"
 _SYSPREP_OPS = "virt-sysprep(1) operation"
+_BCD = "Microsoft BCD WMI enumerations (BcdLibrary/BcdBootMgr/BcdOSLoaderElementTypes)"
 
 GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
     _c("golden.windows.setup.image_state", "warn", _SYSPREP),
@@ -130,6 +131,14 @@ GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
     _c("golden.windows.pending.cbs", "fail", _PENDING),
     _c("golden.windows.pending.windows_update", "fail", _PENDING),
     _c("golden.windows.pending.pending_xml", "fail", _PENDING),
+    _c("golden.windows.bcd.store", "warn", _BCD),
+    _c("golden.windows.bcd.device", "fail", _BCD),
+    _c("golden.windows.bcd.path", "warn", _BCD),
+    _c("golden.windows.bcd.testsigning", "fail", _BCD),
+    _c("golden.windows.bcd.nointegritychecks", "fail", _BCD),
+    _c("golden.windows.bcd.bootstatuspolicy", "info", _BCD),
+    _c("golden.windows.bcd.recoveryenabled", "info", _BCD),
+    _c("golden.windows.bcd.hypervisorlaunchtype", "info", _BCD),
 )
 
 PROFILES: dict[str, Profile] = {

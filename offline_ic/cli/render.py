@@ -185,6 +185,7 @@ def render_inspect(doc: dict[str, Any]) -> None:
         _render_linux(doc, os_info)
     elif os_info:
         _render_windows(doc, os_info)
+        _render_bcd(doc.get("bcd"))
     if doc.get("host"):
         click.echo("")
         render_host(doc["host"])
@@ -334,6 +335,18 @@ def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
     if doc.get("kvp") is not None:
         click.echo("")
         render_kvp(doc["kvp"])
+
+
+def _render_bcd(bcd: dict[str, Any] | None) -> None:
+    """The default boot entry, laid out like ``bcdedit /enum {default}``."""
+    if bcd is None:
+        return
+    if bcd["default"] is None:
+        click.echo(f"\nBoot configuration (BCD): not read: {bcd['error']}")
+        return
+    click.echo(f"\nBoot configuration (BCD): {bcd['store']}, default entry:")
+    for name, value in bcd["default"].items():
+        click.echo(f"  {name:<24}{value}")
 
 
 def render_kvp(pools: dict[str, dict[str, str]], heading: str = "KVP ") -> None:

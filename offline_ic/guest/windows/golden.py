@@ -12,6 +12,14 @@ from collections.abc import Sequence
 
 from offline_ic.checks.profiles import Finding
 from offline_ic.errors import OfflineICError
+from offline_ic.guest.windows.bcd import (
+    BcdDevice,
+    BcdStore,
+    DiskIds,
+    guest_store,
+    names_volume,
+    shown,
+)
 from offline_ic.guest.windows.guest import WindowsGuest
 from offline_ic.guest.windows.services import current_control_set
 from offline_ic.registry import Hive
@@ -66,6 +74,7 @@ def golden_windows_findings(
     return [
         *setup_state_findings(guest, system, software, software_why, accepted_states),
         *pending_findings(guest, system, cs, system_why, software, software_why),
+        *bcd_findings(guest),
     ]
 
 
@@ -259,3 +268,108 @@ def rename_sources(raw: bytes) -> list[str]:
     while parts and parts[-1] == "":
         parts.pop()
     return [p for p in parts[0::2] if p]
+
+
+BCD_IDS = (
+    "golden.windows.bcd.device",
+    "golden.windows.bcd.path",
+    "golden.windows.bcd.testsigning",
+    "golden.windows.bcd.nointegritychecks",
+    "golden.windows.bcd.bootstatuspolicy",
+    "golden.windows.bcd.recoveryenabled",
+    "golden.windows.bcd.hypervisorlaunchtype",
+)
+
+
+def bcd_findings(guest: WindowsGuest) -> list[Finding]:
+    """The boot manager's default entry: does it boot this Windows, and safely?"""
+    store, ids, volume, why = guest_store(guest)
+    if store is None:
+        return [Finding("golden.windows.bcd.store", None, why)] + [
+            Finding(cid, None, "no BCD store read") for cid in BCD_IDS
+        ]
+    entry = store.default
+    e = entry.elements
+    desc = f" ({e['description']})" if "description" in e else ""
+    out = [
+        Finding(
+            "golden.windows.bcd.store", True, f"{store.where}: default entry {entry.guid}{desc}"
+        ),
+        _device_finding(store, ids, volume),
+    ]
+    path = e.get("path")
+    uefi = ids is not None and ids.style == "gpt"
+    loader = "winload.efi" if uefi else "winload.exe"
+    out.append(
+        Finding(
+            "golden.windows.bcd.path",
+            None if path is None or ids is None else str(path).lower().endswith(loader),
+            f"path {path or 'absent'}"
+            + (
+                ""
+                if ids is None
+                else f" ({'GPT: UEFI' if uefi else 'MBR: BIOS'} boot loads {loader})"
+            ),
+        )
+    )
+    for name, meaning in (
+        ("testsigning", "test-signed drivers load"),
+        ("nointegritychecks", "driver signatures are not checked"),
+    ):
+        on = e.get(name) is True
+        out.append(
+            Finding(
+                f"golden.windows.bcd.{name}",
+                not on,
+                f"{name} {'Yes: ' + meaning if on else 'No' if name in e else 'not set (No)'}",
+            )
+        )
+    for name in ("bootstatuspolicy", "recoveryenabled", "hypervisorlaunchtype"):
+        out.append(
+            Finding(
+                f"golden.windows.bcd.{name}",
+                True,
+                f"{name} {shown(name, e[name]) if name in e else 'not set'}",
+            )
+        )
+    return out
+
+
+def _device_finding(store: BcdStore, ids: DiskIds | None, volume: object) -> Finding:
+    """device and osdevice of the default entry against the Windows volume of this disk."""
+    from offline_ic.volumes import Volume
+
+    cid = "golden.windows.bcd.device"
+    devices = {
+        n: d
+        for n in ("device", "osdevice")
+        if isinstance(d := store.default.elements.get(n), BcdDevice)
+    }
+    if not devices:
+        return Finding(cid, None, "the default entry has no device or osdevice")
+    shown_all = "; ".join(f"{n} {d}" for n, d in devices.items())
+    if ids is None or not isinstance(volume, Volume):
+        return Finding(cid, None, f"{shown_all} (no partition table to compare with)")
+    partitions = {n: d for n, d in devices.items() if d.style is not None}
+    if not partitions:
+        return Finding(cid, None, f"{shown_all}: found by the boot manager at boot, not checked")
+    wrong = [n for n, d in partitions.items() if not names_volume(d, ids, volume)]
+    where = f"the Windows volume {volume.number} at byte {volume.offset}"
+    if wrong:
+        return Finding(
+            cid,
+            False,
+            f"{shown_all}: {' and '.join(wrong)} not {where} of this disk "
+            f"({_disk_text(ids, volume)}): the entry does not boot this Windows",
+        )
+    return Finding(cid, True, f"{shown_all}: {where} of this disk")
+
+
+def _disk_text(ids: DiskIds, volume: object) -> str:
+    from offline_ic.volumes import Volume
+
+    part = ids.partitions.get(volume.offset) if isinstance(volume, Volume) else None
+    if ids.style == "gpt":
+        return f"GPT disk {{{ids.disk}}}, partition {{{part}}}"
+    disk = ids.disk if isinstance(ids.disk, int) else 0
+    return f"MBR disk 0x{disk:08x}"
