@@ -122,9 +122,18 @@ AZURE_CHECKS: tuple[CheckSpec, ...] = (
 _SYSPREP = "Microsoft Learn: Windows Setup states (ImageState, State.ini)"
 _PENDING = "Microsoft Learn: Determine if a reboot is pending (servicing)"
 _SYSPREP_OPS = "virt-sysprep(1) operation"
+_GEN = "Microsoft Learn: Should I create a generation 1 or 2 virtual machine in Hyper-V?"
+_SECURE_BOOT = "Set-VMFirmware -SecureBootTemplate; Linux Secure Boot on Hyper-V"
 _BCD = "Microsoft BCD WMI enumerations (BcdLibrary/BcdBootMgr/BcdOSLoaderElementTypes)"
 
 GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
+    _c("golden.host.generation", "fail", _GEN),
+    _c("golden.host.secure_boot", "fail", _SECURE_BOOT),
+    _c(
+        "golden.disk.encryption",
+        "fail",
+        "BitLocker/LUKS: an encrypted volume is not readable offline",
+    ),
     _c("golden.windows.setup.image_state", "warn", _SYSPREP),
     _c("golden.windows.setup.sources_agree", "warn", _SYSPREP),
     _c("golden.windows.pending.file_rename", "warn", _PENDING),

@@ -76,6 +76,9 @@ class HostConfig:
     disks: list[str] = field(default_factory=list)
     drives: list[Drive] = field(default_factory=list)
     format: str = "vmcx"
+    # the firmware section (generation 2): None when the config has none
+    secure_boot_enabled: bool | None = None
+    secure_boot_template_id: str | None = None
 
     def component(self, service: str) -> HostComponent | None:
         return next((c for c in self.components if c.service == service), None)
@@ -163,6 +166,8 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
         Drive(d.location, d.type, d.path, buses.get(d.location.split("/", 1)[0].strip("_")))
         for d in _drives(config)
     ]
+    firmware = _firmware_section(config)
+    template = firmware.get("secure_boot_template_id") if firmware else None
     return HostConfig(
         path=path,
         name=_text(props.get("name")),
@@ -173,7 +178,20 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
         disks=sorted({d.path for d in drives}),
         drives=drives,
         format=fmt,
+        secure_boot_enabled=(
+            firmware.get("secure_boot_enabled") is True if firmware is not None else None
+        ),
+        secure_boot_template_id=template.lower() if isinstance(template, str) else None,
     )
+
+
+def _firmware_section(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The device section holding the UEFI settings (``secure_boot_enabled``,
+    ``secure_boot_template_id``; ``_ac6b8dc1-3257-4a70-b1b2-a9c9215659ad_`` in real configs)."""
+    for key, value in config.items():
+        if key.startswith("_") and isinstance(value, dict) and "secure_boot_enabled" in value:
+            return value
+    return None
 
 
 def _text(value: Any) -> str | None:

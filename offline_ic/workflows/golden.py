@@ -1,6 +1,8 @@
 """The ``golden`` profile: will this image deploy and come up as a clean, generalized VM?
 
-Windows: setup (sysprep) state and pending reboots (``guest/windows/golden.py``). The
+The host's config against the disk (``host/bootfit.py``: generation, Secure Boot template,
+encryption); Windows: setup (sysprep) state, pending reboots and the BCD store
+(``guest/windows/golden.py``). The
 findings get the profile's severities here; a policy's ``[params]`` for
 ``golden.windows.setup.image_state`` (``accept = [...]``) names the image states a gate takes.
 """
@@ -14,8 +16,10 @@ from offline_ic.errors import InputError
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.windows.golden import GENERALIZED, IMAGE_STATES, golden_windows_findings
 from offline_ic.guest.windows.guest import WindowsGuest
+from offline_ic.host.bootfit import encryption_finding, generation_finding, secure_boot_finding
 from offline_ic.host.vmcx import HostConfig
 from offline_ic.image.base import DiskImage
+from offline_ic.volumes import list_volumes
 
 STATE_CHECK = "golden.windows.setup.image_state"
 
@@ -46,6 +50,14 @@ def golden_results(
 ) -> list[CheckResult]:
     """The ``golden`` profile's results for an opened guest."""
     findings: list[Finding] = []
+    family = "windows" if isinstance(guest, WindowsGuest) else "linux"
+    volumes = list_volumes(image) if image is not None else None
+    style = volumes[0].scheme if volumes and volumes[0].scheme != "none" else None
+    findings += [
+        generation_finding(host, style, family, volumes or []),
+        secure_boot_finding(host, family),
+        encryption_finding(volumes),
+    ]
     if isinstance(guest, WindowsGuest):
         findings += golden_windows_findings(guest, accepted_image_states(policy))
     return profile.resolve(findings)
