@@ -148,6 +148,14 @@ GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
     _c("golden.windows.bcd.bootstatuspolicy", "info", _BCD),
     _c("golden.windows.bcd.recoveryenabled", "info", _BCD),
     _c("golden.windows.bcd.hypervisorlaunchtype", "info", _BCD),
+    _c("golden.linux.machine_id", "warn", f"{_SYSPREP_OPS} machine-id"),
+    _c("golden.linux.ssh_hostkeys", "warn", f"{_SYSPREP_OPS} ssh-hostkeys"),
+    _c("golden.linux.cloud_init", "warn", "cloud-init clean"),
+    _c("golden.linux.waagent", "warn", "waagent -deprovision"),
+    _c("golden.linux.dhcp_leases", "warn", f"{_SYSPREP_OPS} dhcp-client-state"),
+    _c("golden.linux.net_rules", "warn", f"{_SYSPREP_OPS} udev-persistent-net, net-hwaddr"),
+    _c("golden.linux.shell_history", "warn", f"{_SYSPREP_OPS} bash-history"),
+    _c("golden.linux.logfiles", "warn", f"{_SYSPREP_OPS} logfiles"),
 )
 
 PROFILES: dict[str, Profile] = {

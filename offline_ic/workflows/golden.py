@@ -2,7 +2,7 @@
 
 The host's config against the disk (``host/bootfit.py``: generation, Secure Boot template,
 encryption); Windows: setup (sysprep) state, pending reboots and the BCD store
-(``guest/windows/golden.py``). The
+(``guest/windows/golden.py``); Linux: generalization (``guest/linux/generalization.py``). The
 findings get the profile's severities here; a policy's ``[params]`` for
 ``golden.windows.setup.image_state`` (``accept = [...]``) names the image states a gate takes.
 """
@@ -13,6 +13,7 @@ from offline_ic.checks.model import CheckResult
 from offline_ic.checks.policy import Policy
 from offline_ic.checks.profiles import Finding, Profile
 from offline_ic.errors import InputError
+from offline_ic.guest.linux.generalization import LOG_LIMIT_MIB, generalization_findings
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.windows.golden import GENERALIZED, IMAGE_STATES, golden_windows_findings
 from offline_ic.guest.windows.guest import WindowsGuest
@@ -22,6 +23,7 @@ from offline_ic.image.base import DiskImage
 from offline_ic.volumes import list_volumes
 
 STATE_CHECK = "golden.windows.setup.image_state"
+LOG_CHECK = "golden.linux.logfiles"
 
 
 def accepted_image_states(policy: Policy | None) -> tuple[str, ...]:
@@ -60,4 +62,16 @@ def golden_results(
     ]
     if isinstance(guest, WindowsGuest):
         findings += golden_windows_findings(guest, accepted_image_states(policy))
+    else:
+        findings += generalization_findings(guest.fs, log_limit_mib(policy))
     return profile.resolve(findings)
+
+
+def log_limit_mib(policy: Policy | None) -> int:
+    """``[params."golden.linux.logfiles"] max_mib``: a larger log file is reported."""
+    value = policy.param(LOG_CHECK, "max_mib") if policy is not None else None
+    if value is None:
+        return LOG_LIMIT_MIB
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InputError(f'policy: [params."{LOG_CHECK}"] max_mib must be a whole number >= 0')
+    return value
