@@ -148,6 +148,7 @@ GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
     _c("golden.windows.bcd.bootstatuspolicy", "info", _BCD),
     _c("golden.windows.bcd.recoveryenabled", "info", _BCD),
     _c("golden.windows.bcd.hypervisorlaunchtype", "info", _BCD),
+    _c("golden.windows.ic_version", "info", "Manage Hyper-V Integration Services"),
     _c("golden.linux.machine_id", "warn", f"{_SYSPREP_OPS} machine-id"),
     _c("golden.linux.ssh_hostkeys", "warn", f"{_SYSPREP_OPS} ssh-hostkeys"),
     _c("golden.linux.cloud_init", "warn", "cloud-init clean"),

@@ -329,6 +329,8 @@ def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
         )
         if facts.get("recovery_problem"):
             click.echo(f"  not recovered: {facts['recovery_problem']}")
+    if doc.get("integration_components"):
+        click.echo(f"Integration components: {doc['integration_components']['detail']}")
     if doc.get("services"):
         click.echo("")
         render_services({"image": doc["image"], **doc["services"]})

@@ -300,9 +300,17 @@ def _inspect_windows(guest: WindowsGuest, doc: dict[str, Any]) -> None:
     doc["services"] = None
     doc["kvp"] = None
     if doc["hives"]["SOFTWARE"]:
+        from offline_ic.guest.windows.golden import ic_version
+
         software = guest.hive("SOFTWARE")
         doc["os"] = windows_version(software)
         doc["kvp"] = read_all_pools(software)
+        ics = ic_version(software)
+        doc["integration_components"] = {
+            "version": ics.version,
+            "by_windows_update": ics.by_windows_update,
+            "detail": ics.describe(),
+        }
     if doc["hives"]["SYSTEM"]:
         try:
             doc["services"] = read_services(guest.hive("SYSTEM")).to_dict()

@@ -177,3 +177,27 @@ def test_bare_system_hive_says_what_it_could_not_read(cli, tmp_path):
     assert checks["golden.windows.pending.cbs"]["status"] == "info"
     assert checks["golden.windows.pending.pending_xml"]["status"] == "info"
     assert checks["golden.windows.pending.file_rename"]["status"] == "warn"
+
+
+def test_ic_version_before_and_from_build_10240(cli, tmp_path, unpacked):
+    image = unpacked(WIN / "win10-gpt-dynamic.vhdx.xz")
+    _, checks = _golden(cli, image)
+    ic = checks["golden.windows.ic_version"]
+    assert ic["status"] == "info"
+    assert ic["detail"].startswith(
+        "build 16299: the integration components are delivered by Windows Update"
+    )
+    old = (
+        f'[{SW}\\Microsoft\\Windows NT\\CurrentVersion]\n"CurrentBuild"="9600"\n\n'
+        f'[{SW}\\Microsoft\\Virtual Machine\\Auto]\n"IntegrationServicesVersion"="6.3.9600.18080"\n'
+    )
+    root = _root(tmp_path, old)
+    _, checks = _golden(cli, root)
+    ic = checks["golden.windows.ic_version"]
+    assert ic["status"] == "info"
+    assert ic["detail"].startswith(
+        "build 9600 (before Windows 10 / Server 2016): integration components 6.3.9600.18080"
+    )
+    code, out, _ = cli("inspect", root)
+    assert code == 0
+    assert f"Integration components: {ic['detail']}" in out.splitlines()

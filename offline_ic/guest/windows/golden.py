@@ -9,6 +9,7 @@ both are read and the detail says which were found and whether they agree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from offline_ic.checks.profiles import Finding
 from offline_ic.errors import OfflineICError
@@ -75,6 +76,7 @@ def golden_windows_findings(
         *setup_state_findings(guest, system, software, software_why, accepted_states),
         *pending_findings(guest, system, cs, system_why, software, software_why),
         *bcd_findings(guest),
+        ic_version_finding(software, software_why),
     ]
 
 
@@ -373,3 +375,58 @@ def _disk_text(ids: DiskIds, volume: object) -> str:
         return f"GPT disk {{{ids.disk}}}, partition {{{part}}}"
     disk = ids.disk if isinstance(ids.disk, int) else 0
     return f"MBR disk 0x{disk:08x}"
+
+
+IC_KEY = "Microsoft\\Virtual Machine\\Auto"
+CURRENT_VERSION = "Microsoft\\Windows NT\\CurrentVersion"
+FIRST_WU_BUILD = 10240  # Windows 10 / Server 2016: integration components by Windows Update
+
+
+@dataclass(frozen=True)
+class IcVersion:
+    """The guest's build and the integration components version it last reported."""
+
+    build: int | None
+    version: str | None
+
+    @property
+    def by_windows_update(self) -> bool | None:
+        return None if self.build is None else self.build >= FIRST_WU_BUILD
+
+    def describe(self) -> str:
+        reported = (
+            f"SOFTWARE\\{IC_KEY} IntegrationServicesVersion={self.version}"
+            if self.version
+            else f"no IntegrationServicesVersion under SOFTWARE\\{IC_KEY}"
+        )
+        if self.build is None:
+            return f"Windows build unknown; {reported}"
+        if self.by_windows_update:
+            return (
+                f"build {self.build}: the integration components are delivered by Windows "
+                f"Update (their version is deprecated from build {FIRST_WU_BUILD} on); {reported}"
+            )
+        return (
+            f"build {self.build} (before Windows 10 / Server 2016): integration components "
+            f"{self.version or 'version not recorded'} ({reported}); update them from the host"
+        )
+
+
+def ic_version(software: Hive) -> IcVersion:
+    build_value = _value(software, CURRENT_VERSION, "CurrentBuild")
+    if build_value is None:
+        build_value = _value(software, CURRENT_VERSION, "CurrentBuildNumber")
+    try:
+        build = int(str(build_value)) if build_value is not None else None
+    except ValueError:
+        build = None
+    version = _value(software, IC_KEY, "IntegrationServicesVersion")
+    return IcVersion(build, version if isinstance(version, str) else None)
+
+
+def ic_version_finding(software: Hive | None, software_why: str) -> Finding:
+    """``golden.windows.ic_version`` (info): the IC version where it still means something."""
+    cid = "golden.windows.ic_version"
+    if software is None:
+        return Finding(cid, None, f"SOFTWARE hive not readable: {software_why}")
+    return Finding(cid, True, ic_version(software).describe())
