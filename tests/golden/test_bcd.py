@@ -185,3 +185,20 @@ def test_azure_bcd_item_is_checked_from_the_store(cli, bcd_disks):
     ready += element_reg(DEFAULT, "16000009", "hex(3)", b"\x00")
     c = azure_bcd(bcd_disks.disk(bcd_disks.good_bcd(ready)))
     assert c["status"] == "pass", c
+
+
+def test_damaged_fat_and_malformed_elements_are_not_checkable(cli, bcd_disks):
+    short = element_reg(DEFAULT, "250000e0", "hex(3)", b"\x01")  # an integer of one byte
+    _, checks = _golden(cli, bcd_disks.disk(bcd_disks.good_bcd(short)))
+    store = checks["golden.windows.bcd.store"]
+    assert store["status"] == "info" and "integer element 250000e0 of 1 bytes" in store["detail"]
+    disk = bcd_disks.disk(bcd_disks.good_bcd())
+    with open(disk, "r+b") as fh:  # keep the FAT boot sector, wipe the FATs and root folder
+        fh.seek(bcd_disks.esp["start"] * 512 + 512)
+        fh.write(b"\xa5" * (64 << 10))
+    code, checks = _golden(cli, disk)
+    store = checks["golden.windows.bcd.store"]
+    assert store["status"] == "info" and store["detail"].startswith(
+        "not checked: volume 1 (EFI system):"
+    ), store
+    assert checks["golden.windows.pending.file_rename"]["status"] == "warn"
