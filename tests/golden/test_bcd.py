@@ -202,3 +202,14 @@ def test_damaged_fat_and_malformed_elements_are_not_checkable(cli, bcd_disks):
         "not checked: volume 1 (EFI system):"
     ), store
     assert checks["golden.windows.pending.file_rename"]["status"] == "warn"
+
+
+def test_html_report_shows_the_default_entry(cli, bcd_disks, tmp_path):
+    disk = bcd_disks.disk(bcd_disks.good_bcd())
+    page = tmp_path / "r.html"
+    code, _, err = cli("inspect", disk, "--html", page)
+    assert code == 0, err
+    html = page.read_text()
+    assert '<table id="bcd">' in html
+    assert '<td>path</td><td class="mono">\\Windows\\system32\\winload.efi</td>' in html
+    assert "Integration components: build 16299" in html

@@ -122,3 +122,21 @@ def test_bitlocker_volume_is_reported_as_encrypted(cli, unpacked, tmp_path):
     enc = checks["golden.disk.encryption"]
     assert enc["status"] == "fail" and code == 1
     assert enc["detail"].startswith("volume 2 is BitLocker-encrypted (-FVE-FS- boot sector)")
+
+
+def test_bitlocker_windows_volume_is_named_by_check_and_writes(cli, unpacked, tmp_path):
+    """The Windows volume itself with BitLocker's OEM id: every command says so in one line
+    (a write exits 2, nothing found to write)."""
+    win = unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz")
+    raw = tmp_path / "locked.raw"
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "raw", win, raw], check=True)
+    with open(raw, "r+b") as fh:
+        fh.seek(43008 * 512 + 3)
+        fh.write(b"-FVE-FS-")
+    before = raw.read_bytes()
+    code, out, err = cli("services", "set", raw, "vmicheartbeat=disabled")
+    assert code == 2 and "volume 3 is BitLocker-encrypted" in err
+    assert len(err.strip().splitlines()) == 1
+    assert raw.read_bytes() == before
+    code, out, err = cli("check", "--profile", "golden", raw)
+    assert code == 1 and "volume 3 is encrypted and cannot be read offline" in out
