@@ -129,6 +129,7 @@ _BCD = "Microsoft BCD WMI enumerations (BcdLibrary/BcdBootMgr/BcdOSLoaderElement
 GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
     _c("golden.host.generation", "fail", _GEN),
     _c("golden.host.secure_boot", "fail", _SECURE_BOOT),
+    _c("golden.host.vtpm", "warn", "Msvm_TPMSettingData (KeyProtector); Get-VMSecurity"),
     _c(
         "golden.disk.encryption",
         "fail",

@@ -7,6 +7,8 @@
   ``MicrosoftWindows`` trusts the Windows production CA only, so a Linux shim (signed by
   the Microsoft UEFI CA) does not start; ``MicrosoftUEFICertificateAuthority`` trusts the
   UEFI CA, not Windows' boot manager.
+* vTPM: a VM whose config stores TPM settings (a key protector) can only be started where
+  its guardian is: moving the VM (or its disk with the config) needs it.
 * Encryption: a BitLocker volume (``-FVE-FS-`` boot sector) cannot be read or serviced
   offline.
 
@@ -109,3 +111,27 @@ def encryption_finding(volumes: list[Volume] | None) -> Finding:
         )
         return Finding(cid, False, f"{shown}: it cannot be read, checked or serviced offline")
     return Finding(cid, True, f"no encrypted volume among {len(volumes)}")
+
+
+def vtpm_finding(host: HostConfig | None) -> Finding:
+    """``golden.host.vtpm``: TPM settings stored in the config (a key protector) warn; the
+    device alone in the manifest says nothing offline about whether the TPM is on."""
+    cid = "golden.host.vtpm"
+    if host is None:
+        return Finding(cid, None, NO_CONFIG)
+    if host.tpm_settings:
+        return Finding(
+            cid,
+            False,
+            f"{host.path}: the Virtual TPM device's section holds {', '.join(host.tpm_settings)}"
+            ": the VM's TPM is bound to a key protector; starting it elsewhere needs its "
+            "guardian (Get-VMSecurity, Get-HgsGuardian)",
+        )
+    if host.tpm_offered:
+        return Finding(
+            cid,
+            None,
+            f"{host.path}: the manifest offers a Virtual TPM device, its section holds no "
+            "settings; whether the TPM is on is not in the config (Get-VMSecurity)",
+        )
+    return Finding(cid, True, f"{host.path}: no Virtual TPM device")

@@ -17,7 +17,12 @@ from offline_ic.guest.linux.generalization import LOG_LIMIT_MIB, generalization_
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.windows.golden import GENERALIZED, IMAGE_STATES, golden_windows_findings
 from offline_ic.guest.windows.guest import WindowsGuest
-from offline_ic.host.bootfit import encryption_finding, generation_finding, secure_boot_finding
+from offline_ic.host.bootfit import (
+    encryption_finding,
+    generation_finding,
+    secure_boot_finding,
+    vtpm_finding,
+)
 from offline_ic.host.vmcx import HostConfig
 from offline_ic.image.base import DiskImage
 from offline_ic.volumes import list_volumes
@@ -58,6 +63,7 @@ def golden_results(
     findings += [
         generation_finding(host, style, family, volumes or []),
         secure_boot_finding(host, family),
+        vtpm_finding(host),
         encryption_finding(volumes),
     ]
     if isinstance(guest, WindowsGuest):

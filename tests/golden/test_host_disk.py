@@ -140,3 +140,30 @@ def test_bitlocker_windows_volume_is_named_by_check_and_writes(cli, unpacked, tm
     assert raw.read_bytes() == before
     code, out, err = cli("check", "--profile", "golden", raw)
     assert code == 1 and "volume 3 is encrypted and cannot be read offline" in out
+
+
+def test_vtpm_settings_in_the_config_warn(cli, unpacked, tmp_path):
+    """The real generation 2 config offers a Virtual TPM device with an empty section (not
+    checkable offline); the generation 1 one has none (pass); an XML config whose TPM
+    section holds settings warns. (The names of those settings in a real config with a
+    vTPM are not known here: the warn rests on the section not being empty.)"""
+    win = unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz")
+    _, checks = _golden(cli, win, "--vmcx", real_data(GEN2_VMCX))
+    c = checks["golden.host.vtpm"]
+    assert c["status"] == "info" and "offers a Virtual TPM device" in c["detail"]
+    _, checks = _golden(cli, win, "--vmcx", real_data(GEN1_VMCX))
+    assert checks["golden.host.vtpm"]["detail"].endswith("no Virtual TPM device")
+    tpm = "736E6AA9-A3F8-49C0-9550-A963214D259A"
+    xml = (TESTDATA / "host" / "2012r2-gen2-defaults.xml").read_text()
+    xml = xml.replace(
+        "<manifest>",
+        f'<_{tpm}_><KeyProtector type="bytes">AAEC</KeyProtector>'
+        f'<VDEVVersion type="integer">256</VDEVVersion></_{tpm}_>\n<manifest>'
+        f'<vdev099><device type="string">{tpm}</device>'
+        '<name type="string">Microsoft Virtual TPM Device</name></vdev099>',
+    )
+    config = tmp_path / "tpm.xml"
+    config.write_text(xml)
+    _, checks = _golden(cli, win, "--vmcx", config)
+    c = checks["golden.host.vtpm"]
+    assert c["status"] == "warn" and "section holds KeyProtector" in c["detail"]
