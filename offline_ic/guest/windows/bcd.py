@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from offline_ic.errors import PARSER_ERRORS, OfflineICError
+from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
 from offline_ic.image.base import DiskImage
 from offline_ic.registry import Hive
 from offline_ic.volumes import Volume, list_volumes
@@ -299,11 +300,13 @@ def _fat_file(stream: BinaryIO, parts: tuple[str, ...]) -> bytes:
         raise BcdError(f"FAT unreadable ({name}: {exc})") from None
 
 
-def guest_store(guest: object) -> tuple[BcdStore | None, DiskIds | None, Volume | None, str]:
+def guest_store(
+    guest: WindowsGuest,
+) -> tuple[BcdStore | None, DiskIds | None, Volume | None, str]:
     """(store, the disk's ids, the Windows volume, why not) for a Windows guest on a disk
     image; a mounted directory or a bare hive has no disk to look on."""
-    image = getattr(guest, "image", None)
-    volume = getattr(guest, "volume", None)
+    image = guest.image if isinstance(guest, NtfsWindowsGuest) else None
+    volume = guest.volume if isinstance(guest, NtfsWindowsGuest) else None
     if image is None:
         return None, None, None, "the target is not a disk image (no boot partition to read)"
     try:

@@ -24,6 +24,7 @@ from offline_ic.guest.windows.bcd import (
 from offline_ic.guest.windows.guest import WindowsGuest
 from offline_ic.guest.windows.services import current_control_set
 from offline_ic.registry import Hive
+from offline_ic.volumes import Volume
 
 GENERALIZED = "IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE"
 IMAGE_STATES = (
@@ -337,10 +338,8 @@ def bcd_findings(guest: WindowsGuest) -> list[Finding]:
     return out
 
 
-def _device_finding(store: BcdStore, ids: DiskIds | None, volume: object) -> Finding:
+def _device_finding(store: BcdStore, ids: DiskIds | None, volume: Volume | None) -> Finding:
     """device and osdevice of the default entry against the Windows volume of this disk."""
-    from offline_ic.volumes import Volume
-
     cid = "golden.windows.bcd.device"
     devices = {
         n: d
@@ -350,7 +349,7 @@ def _device_finding(store: BcdStore, ids: DiskIds | None, volume: object) -> Fin
     if not devices:
         return Finding(cid, None, "the default entry has no device or osdevice")
     shown_all = "; ".join(f"{n} {d}" for n, d in devices.items())
-    if ids is None or not isinstance(volume, Volume):
+    if ids is None or volume is None:
         return Finding(cid, None, f"{shown_all} (no partition table to compare with)")
     partitions = {n: d for n, d in devices.items() if d.style is not None}
     if not partitions:
@@ -367,10 +366,8 @@ def _device_finding(store: BcdStore, ids: DiskIds | None, volume: object) -> Fin
     return Finding(cid, True, f"{shown_all}: {where} of this disk")
 
 
-def _disk_text(ids: DiskIds, volume: object) -> str:
-    from offline_ic.volumes import Volume
-
-    part = ids.partitions.get(volume.offset) if isinstance(volume, Volume) else None
+def _disk_text(ids: DiskIds, volume: Volume) -> str:
+    part = ids.partitions.get(volume.offset)
     if ids.style == "gpt":
         return f"GPT disk {{{ids.disk}}}, partition {{{part}}}"
     disk = ids.disk if isinstance(ids.disk, int) else 0
