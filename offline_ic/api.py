@@ -84,17 +84,18 @@ def check(
     parent: str | None = None,
     volume: int | None = None,
     policy: str | None = None,
-    profile: str | None = None,
+    profile: str | Sequence[str] | None = None,
     vmcx: str | None = None,
 ) -> dict[str, Any]:
     """``check --json``: the pre-boot checks; ``"result"`` is ``"fail"`` when one failed.
     ``vmcx`` (the VM's .vmcx or 2012 R2 .xml) checks the guest against the host's config.
 
     ``policy`` is the path of a TOML policy file (``[checks] fail/warn/skip``), applied
-    after ``profile`` (``default`` or ``azure``: extra checks with their severities).
+    after ``profile`` (``default``, ``azure``, ``golden`` or a list of them: extra checks
+    with their severities).
     """
     from offline_ic.checks.policy import load_policy
-    from offline_ic.checks.profiles import get_profile
+    from offline_ic.checks.profiles import get_profiles
     from offline_ic.workflows.check import run_checks_on_target
 
     report = run_checks_on_target(
@@ -102,7 +103,7 @@ def check(
         volume=volume,
         parent=parent,
         policy=load_policy(policy),
-        profile=get_profile(profile),
+        profile=get_profiles(profile),
         vmcx=vmcx,
     )
     return report.to_dict()

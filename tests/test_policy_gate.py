@@ -137,7 +137,7 @@ def test_cli_policy_warning_strict_and_top_level(tmp_path):
 
 def test_every_id_a_real_run_reports_is_known(tmp_path):
     """The catalogue behind the unmatched-pattern warning covers what checks really report
-    (a real Windows hive, a Linux guest root, the azure profile on both)."""
+    (a real Windows hive, a Linux guest root, the azure and golden profiles on both)."""
     from offline_ic.checks.profiles import get_profile
     from offline_ic.workflows.check import run_checks_on_target
 
@@ -147,7 +147,7 @@ def test_every_id_a_real_run_reports_is_known(tmp_path):
     known = set(known_check_ids())
     seen = set()
     for target in (_system_hive(tmp_path), str(linux)):
-        for profile in (None, get_profile("azure")):
+        for profile in (None, get_profile("azure"), get_profile("golden")):
             report = run_checks_on_target(target, profile=profile)
             seen |= {c.id for c in report.checks}
     assert seen - known == set()

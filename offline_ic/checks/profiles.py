@@ -8,13 +8,15 @@ in one table per profile, so that ``docs/azure.md``, the runner and the tests ag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from offline_ic.checks.model import CheckResult
 from offline_ic.errors import InputError
 
-Severity = Literal["fail", "warn"]
+# info: the check only reports a fact (a version, where something comes from); never fails
+Severity = Literal["fail", "warn", "info"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class Profile:
         for f in findings:
             if f.ok is None:
                 out.append(CheckResult(f.id, "info", f"not checked: {f.detail}"))
+            elif self.spec(f.id).severity == "info":
+                out.append(CheckResult(f.id, "info", f.detail))
             elif f.ok:
                 out.append(CheckResult(f.id, "pass", f.detail))
             else:
@@ -115,10 +119,68 @@ AZURE_CHECKS: tuple[CheckSpec, ...] = (
     _c("azure.linux.network.mac", "warn", f"{_PREP_LNX} — General Linux system requirements"),
 )
 
+_SYSPREP = "Microsoft Learn: Windows Setup states (ImageState, State.ini)"
+_PENDING = "Microsoft Learn: Determine if a reboot is pending (servicing)"
+_SYSPREP_OPS = "virt-sysprep(1) operation"
+_GEN = "Microsoft Learn: Should I create a generation 1 or 2 virtual machine in Hyper-V?"
+_SECURE_BOOT = "Set-VMFirmware -SecureBootTemplate; Linux Secure Boot on Hyper-V"
+_BCD = "Microsoft BCD WMI enumerations (BcdLibrary/BcdBootMgr/BcdOSLoaderElementTypes)"
+
+GOLDEN_CHECKS: tuple[CheckSpec, ...] = (
+    _c("golden.host.generation", "fail", _GEN),
+    _c("golden.host.secure_boot", "fail", _SECURE_BOOT),
+    _c("golden.host.vtpm", "warn", "Msvm_TPMSettingData (KeyProtector); Get-VMSecurity"),
+    _c(
+        "golden.disk.encryption",
+        "fail",
+        "BitLocker/LUKS: an encrypted volume is not readable offline",
+    ),
+    _c("golden.windows.setup.image_state", "warn", _SYSPREP),
+    _c("golden.windows.setup.sources_agree", "warn", _SYSPREP),
+    _c("golden.windows.pending.file_rename", "warn", _PENDING),
+    _c("golden.windows.pending.cbs", "fail", _PENDING),
+    _c("golden.windows.pending.windows_update", "fail", _PENDING),
+    _c("golden.windows.pending.pending_xml", "fail", _PENDING),
+    _c("golden.windows.bcd.store", "warn", _BCD),
+    _c("golden.windows.bcd.device", "fail", _BCD),
+    _c("golden.windows.bcd.path", "warn", _BCD),
+    _c("golden.windows.bcd.testsigning", "fail", _BCD),
+    _c("golden.windows.bcd.nointegritychecks", "fail", _BCD),
+    _c("golden.windows.bcd.bootstatuspolicy", "info", _BCD),
+    _c("golden.windows.bcd.recoveryenabled", "info", _BCD),
+    _c("golden.windows.bcd.hypervisorlaunchtype", "info", _BCD),
+    _c("golden.windows.ic_version", "info", "Manage Hyper-V Integration Services"),
+    _c("golden.linux.machine_id", "warn", f"{_SYSPREP_OPS} machine-id"),
+    _c("golden.linux.ssh_hostkeys", "warn", f"{_SYSPREP_OPS} ssh-hostkeys"),
+    _c("golden.linux.cloud_init", "warn", "cloud-init clean"),
+    _c("golden.linux.waagent", "warn", "waagent -deprovision"),
+    _c("golden.linux.dhcp_leases", "warn", f"{_SYSPREP_OPS} dhcp-client-state"),
+    _c("golden.linux.net_rules", "warn", f"{_SYSPREP_OPS} udev-persistent-net, net-hwaddr"),
+    _c("golden.linux.shell_history", "warn", f"{_SYSPREP_OPS} bash-history"),
+    _c("golden.linux.logfiles", "warn", f"{_SYSPREP_OPS} logfiles"),
+)
+
 PROFILES: dict[str, Profile] = {
     "default": Profile("default", "the Hyper-V checks only"),
     "azure": Profile("azure", "the Hyper-V checks plus Azure's upload checklists", AZURE_CHECKS),
+    "golden": Profile(
+        "golden",
+        "the Hyper-V checks plus golden-image gates (generalized, no pending reboot, boots)",
+        GOLDEN_CHECKS,
+    ),
 }
+
+
+def get_profiles(names: str | Sequence[str] | None) -> list[Profile]:
+    """The profiles named (each once, in the order given; ``default`` adds nothing)."""
+    if names is None or isinstance(names, str):
+        names = [] if names is None else [names]
+    out: list[Profile] = []
+    for name in names:
+        profile = get_profile(name)
+        if profile.checks and profile not in out:
+            out.append(profile)
+    return out
 
 
 def get_profile(name: str | None) -> Profile:

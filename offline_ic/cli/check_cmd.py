@@ -34,12 +34,12 @@ from offline_ic.cli.many import (
 )
 @click.option(
     "--profile",
-    "profile",
-    type=click.Choice(["default", "azure"]),
-    default="default",
-    show_default=True,
-    help="Extra checks: azure = Azure's upload requirements (docs/azure.md); --policy "
-    "applies after it.",
+    "profiles",
+    type=click.Choice(["default", "azure", "golden"]),
+    multiple=True,
+    help="Extra checks, repeatable (--profile golden --profile azure): azure = Azure's "
+    "upload requirements (docs/azure.md), golden = generalized, no pending reboot, boots "
+    "(docs/golden.md); --policy applies after them.",
 )
 @click.option(
     "--vmcx",
@@ -67,7 +67,7 @@ def check(
     from_file: str | None,
     policy_path: str | None,
     strict_policy: bool,
-    profile: str,
+    profiles: tuple[str, ...],
     vmcx: str | None,
     as_json: bool,
     junit_path: str | None,
@@ -90,6 +90,7 @@ def check(
       offline-ic check debian12.vhdx
       offline-ic check golden/*.vhdx --policy gate.toml --junit results.xml --jobs 0
       offline-ic check --profile azure golden.vhd
+      offline-ic check --profile golden --profile azure golden.vhdx
       offline-ic check win.vhdx --vmcx "Virtual Machines/<id>.vmcx"
     """
     from offline_ic.checks.junit import Suite, write_junit_many
@@ -133,7 +134,7 @@ def check(
                 "volume": volume,
                 "parent": parent,
                 "policy": policy_path,
-                "profile": profile,
+                "profile": tuple(profiles) or None,
                 "vmcx": vmcx,
             },
             as_json=as_json,

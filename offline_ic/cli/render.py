@@ -206,6 +206,7 @@ def render_inspect(doc: dict[str, Any]) -> None:
         _render_linux(doc, os_info)
     elif os_info:
         _render_windows(doc, os_info)
+        _render_bcd(doc.get("bcd"))
     if doc.get("host"):
         click.echo("")
         _host(doc["host"])
@@ -352,12 +353,26 @@ def _render_windows(doc: dict[str, Any], os_info: dict[str, Any]) -> None:
         )
         if facts.get("recovery_problem"):
             click.echo(f"  not recovered: {facts['recovery_problem']}")
+    if doc.get("integration_components"):
+        click.echo(f"Integration components: {doc['integration_components']['detail']}")
     if doc.get("services"):
         click.echo("")
         _services({"image": doc["image"], **doc["services"]})
     if doc.get("kvp") is not None:
         click.echo("")
         _kvp(doc["kvp"])
+
+
+def _render_bcd(bcd: dict[str, Any] | None) -> None:
+    """The default boot entry, laid out like ``bcdedit /enum {default}``."""
+    if bcd is None:
+        return
+    if bcd["default"] is None:
+        click.echo(f"\nBoot configuration (BCD): not read: {bcd['error']}")
+        return
+    click.echo(f"\nBoot configuration (BCD): {bcd['store']}, default entry:")
+    for name, value in bcd["default"].items():
+        click.echo(f"  {name:<24}{value}")
 
 
 def render_kvp(pools: dict[str, dict[str, str]], heading: str = "KVP ") -> None:

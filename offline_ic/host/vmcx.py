@@ -33,6 +33,7 @@ CONTROLLER_BUS = {
     "83f8638b-8dca-4152-9eda-2ca8b33039b4": "ide",  # Microsoft Emulated IDE Controller
     "d422512d-2bf2-4752-809d-7b82b5fcb1b4": "scsi",  # Synthetic SCSI Controller
 }
+TPM_DEVICE = "736e6aa9-a3f8-49c0-9550-a963214d259a"  # "Microsoft Virtual TPM Device"
 VMCX_SIGNATURE = b"\x14\x20\x28\x01"  # first bytes of a Hyper-V storage header (0x01282014)
 
 
@@ -77,6 +78,12 @@ class HostConfig:
     disks: list[str] = field(default_factory=list)
     drives: list[Drive] = field(default_factory=list)
     format: str = "vmcx"
+    # the firmware section (generation 2): None when the config has none
+    secure_boot_enabled: bool | None = None
+    secure_boot_template_id: str | None = None
+    # the manifest offers a "Microsoft Virtual TPM Device"; the keys its section holds
+    tpm_offered: bool = False
+    tpm_settings: tuple[str, ...] = ()
 
     def component(self, service: str) -> HostComponent | None:
         return next((c for c in self.components if c.service == service), None)
@@ -164,6 +171,18 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
         Drive(d.location, d.type, d.path, buses.get(d.location.split("/", 1)[0].strip("_")))
         for d in _drives(config)
     ]
+    tpm_offered = any(
+        isinstance(e, dict) and str(e.get("device", "")).lower() == TPM_DEVICE
+        for e in manifest.values()
+    )
+    tpm_section = config.get(f"_{TPM_DEVICE}_")
+    tpm_settings = (
+        tuple(sorted(k for k in tpm_section if k != "VDEVVersion"))
+        if isinstance(tpm_section, dict)
+        else ()
+    )
+    firmware = _firmware_section(config)
+    template = firmware.get("secure_boot_template_id") if firmware else None
     return HostConfig(
         path=path,
         name=_text(props.get("name")),
@@ -174,7 +193,22 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
         disks=sorted({d.path for d in drives}),
         drives=drives,
         format=fmt,
+        secure_boot_enabled=(
+            firmware.get("secure_boot_enabled") is True if firmware is not None else None
+        ),
+        secure_boot_template_id=template.lower() if isinstance(template, str) else None,
+        tpm_offered=tpm_offered,
+        tpm_settings=tpm_settings,
     )
+
+
+def _firmware_section(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The device section holding the UEFI settings (``secure_boot_enabled``,
+    ``secure_boot_template_id``; ``_ac6b8dc1-3257-4a70-b1b2-a9c9215659ad_`` in real configs)."""
+    for key, value in config.items():
+        if key.startswith("_") and isinstance(value, dict) and "secure_boot_enabled" in value:
+            return value
+    return None
 
 
 def _text(value: Any) -> str | None:

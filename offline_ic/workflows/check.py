@@ -3,6 +3,8 @@ the policy once. Bad input that still names an image gives a failing ``os.detect
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from offline_ic.checks.model import CheckResult
 from offline_ic.checks.policy import Policy
 from offline_ic.checks.profiles import Profile
@@ -33,14 +35,14 @@ def run_checks_on_target(
     volume: int | None = None,
     parent: str | None = None,
     policy: Policy | None = None,
-    profile: Profile | None = None,
+    profile: Profile | Sequence[Profile] | None = None,
     vmcx: str | None = None,
 ) -> Report:
     """``run_checks`` for whatever the user named: a disk image, a mounted guest root
     (Linux or Windows directory), a bare Windows hive file or a stopped VM (config or VM
     folder). The VM's config (``vmcx``, else the VM target's own) makes the checks host-
-    and generation-aware. A ``profile`` adds its checks after the default ones; the policy
-    is applied last, to all of them."""
+    and generation-aware. Each ``profile`` (one or several) adds its checks after the
+    default ones, in the order given; the policy is applied last, to all of them."""
     from offline_ic.host.vmfolder import read_config
 
     host = read_config(vmcx) if vmcx else None  # a bad config: one error, nothing opened
@@ -49,10 +51,10 @@ def run_checks_on_target(
             host = opened.vm.host
         if opened.guest is not None:
             report = check_guest(target, opened.guest, host)
-            if profile is not None and profile.checks:
-                from offline_ic.workflows.azure import profile_results
-
-                report.checks += profile_results(profile, opened.image, opened.guest, target)
+            for one in _profiles(profile):
+                report.checks += _profile_results(
+                    one, opened.image, opened.guest, target, host, policy
+                )
         elif opened.image is not None and opened.problem is not None:
             report = _no_guest_report(target, opened.image, opened.problem)
         else:  # a .vmcx: the host side only
@@ -61,6 +63,31 @@ def run_checks_on_target(
                 "see `offline-ic inspect`"
             )
     return _with_policy(report, policy)
+
+
+def _profiles(profile: Profile | Sequence[Profile] | None) -> list[Profile]:
+    if profile is None:
+        return []
+    listed = [profile] if isinstance(profile, Profile) else list(profile)
+    return [p for p in listed if p.checks]
+
+
+def _profile_results(
+    profile: Profile,
+    image: DiskImage | None,
+    guest: WindowsGuest | LinuxGuest,
+    target: str,
+    host: HostConfig | None,
+    policy: Policy | None,
+) -> list[CheckResult]:
+    """The extra results of one profile: each profile has its own workflow module."""
+    if profile.name == "golden":
+        from offline_ic.workflows.golden import golden_results
+
+        return golden_results(profile, image, guest, host, policy)
+    from offline_ic.workflows.azure import profile_results
+
+    return profile_results(profile, image, guest, target)
 
 
 def check_guest(

@@ -148,6 +148,22 @@ def _notes(doc: dict[str, Any]) -> str:
     return "".join(f'<p class="note">{html_text(str(v))}</p>' for v in errors.values())
 
 
+def _boot(doc: dict[str, Any]) -> str:
+    """The BCD default entry (as bcdedit lists it) and the integration components line."""
+    out = ""
+    ics = doc.get("integration_components")
+    if ics:
+        out += f"<p>Integration components: {escape(ics['detail'])}</p>"
+    bcd = doc.get("bcd")
+    if not bcd:
+        return out or "<p>No boot configuration read.</p>"
+    if bcd["default"] is None:
+        return out + f'<p class="note">BCD not read: {escape(bcd["error"])}</p>'
+    rows = [_cell(name) + _cell(value, "mono") for name, value in bcd["default"].items()]
+    out += f"<p>BCD store: {escape(bcd['store'])}, default entry:</p>"
+    return out + _table(["Element", "Value"], rows, "bcd")
+
+
 def render_html(doc: dict[str, Any]) -> str:
     """The page for one ``inspect`` document."""
     title = f"offline-ic report: {doc.get('image')}"
@@ -156,6 +172,7 @@ def render_html(doc: dict[str, Any]) -> str:
         ("Integration services: host vs guest", _host_vs_guest(doc)),
         ("Timeline", _timeline(doc)),
         ("KVP values", _kvp(doc)),
+        ("Boot configuration", _boot(doc)),
         ("Disk chain", _disks(doc)),
         ("Evidence", _evidence(doc)),
     ]

@@ -254,7 +254,19 @@ def _inspect_opened(opened: Target) -> dict[str, Any]:
                 "hibernation": guest.ntfs.hibernation_signature(),
             }
         _inspect_windows(guest, doc)
+        if opened.image is not None:
+            doc["bcd"] = bcd_facts(guest)
     return doc
+
+
+def bcd_facts(guest: WindowsGuest) -> dict[str, Any]:
+    """The boot manager's default entry, as ``bcdedit /enum {default}`` lists it."""
+    from offline_ic.guest.windows.bcd import guest_store
+
+    store, _, _, why = guest_store(guest)
+    if store is None:
+        return {"store": None, "error": why, "default": None}
+    return {"store": store.where, "error": None, "default": dict(store.default.bcdedit())}
 
 
 def _inspect_linux(guest: LinuxGuest, doc: dict[str, Any]) -> None:
@@ -288,9 +300,17 @@ def _inspect_windows(guest: WindowsGuest, doc: dict[str, Any]) -> None:
     doc["services"] = None
     doc["kvp"] = None
     if doc["hives"]["SOFTWARE"]:
+        from offline_ic.guest.windows.golden import ic_version
+
         software = guest.hive("SOFTWARE")
         doc["os"] = windows_version(software)
         doc["kvp"] = read_all_pools(software)
+        ics = ic_version(software)
+        doc["integration_components"] = {
+            "version": ics.version,
+            "by_windows_update": ics.by_windows_update,
+            "detail": ics.describe(),
+        }
     if doc["hives"]["SYSTEM"]:
         try:
             doc["services"] = read_services(guest.hive("SYSTEM")).to_dict()

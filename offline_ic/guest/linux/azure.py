@@ -223,6 +223,21 @@ _MAC_RULES = (
 
 
 def _mac_pinned(gfs: GuestFS) -> Finding:
+    hits = mac_pinned_files(gfs)
+    if hits:
+        return Finding(
+            "azure.linux.network.mac",
+            False,
+            f"network configuration pinned to a MAC address: {', '.join(hits)} (the NIC gets a "
+            "new MAC on Azure and would stay unconfigured)",
+        )
+    return Finding(
+        "azure.linux.network.mac", True, "no network configuration pinned to a MAC address"
+    )
+
+
+def mac_pinned_files(gfs: GuestFS) -> list[str]:
+    """Network configuration (file:line) that names a NIC by its MAC address."""
     hits = []
     for d, ext, pattern in _MAC_RULES:
         for name in sorted(gfs.listdir(d)):
@@ -236,13 +251,4 @@ def _mac_pinned(gfs: GuestFS) -> Finding:
     udev = "/etc/udev/rules.d/70-persistent-net.rules"
     if gfs.is_file(udev) and "ATTR{address}" in (gfs.try_text(udev) or ""):
         hits.append(udev)
-    if hits:
-        return Finding(
-            "azure.linux.network.mac",
-            False,
-            f"network configuration pinned to a MAC address: {', '.join(hits)} (the NIC gets a "
-            "new MAC on Azure and would stay unconfigured)",
-        )
-    return Finding(
-        "azure.linux.network.mac", True, "no network configuration pinned to a MAC address"
-    )
+    return hits

@@ -2,15 +2,17 @@
 
 Each function returns findings (ok / problem / not checkable); the severities are in
 ``checks/profiles.py`` (profile ``azure``) and the sources in ``docs/azure.md``. Values are
-read from the control set Windows boots (``Select\\Current``). Items that need the running
-system (firewall rules as Windows evaluates them, the BCD store, chkdsk) are reported as
-not checked, with the reason, so a green report never claims more than was looked at.
+read from the control set Windows boots (``Select\\Current``); the bcdedit items from the
+BCD store on the disk (``guest/windows/bcd.py``). Items that need the running system
+(firewall rules as Windows evaluates them, chkdsk) are reported as not checked, with the
+reason, so a green report never claims more than was looked at.
 """
 
 from __future__ import annotations
 
 from offline_ic.checks.profiles import Finding
 from offline_ic.errors import OfflineICError
+from offline_ic.guest.windows.bcd import guest_store, shown
 from offline_ic.guest.windows.catalog import BOOT_CRITICAL_DRIVERS
 from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.services import current_control_set
@@ -73,6 +75,7 @@ def azure_windows_findings(guest: WindowsGuest) -> list[Finding]:
         _hibernation(system, cs, guest),
         _dhcp(system, cs),
         _agent(system, cs),
+        _bcd(guest),
     ]
     out += _not_checked()
     return out
@@ -256,6 +259,31 @@ def _agent(system: Hive, cs: str) -> Finding:
     )
 
 
+def _bcd(guest: WindowsGuest) -> Finding:
+    """The checklist's bcdedit settings of the default entry: bootstatuspolicy
+    IgnoreAllFailures and recoveryenabled Off (integrityservices is not read)."""
+    store, _, _, why = guest_store(guest)
+    if store is None:
+        return Finding("azure.windows.bcd", None, f"BCD store: {why}")
+    e = store.default.elements
+    policy = e.get("bootstatuspolicy")
+    recovery = e.get("recoveryenabled")
+    bad = []
+    if policy != 1:
+        bad.append("bootstatuspolicy IgnoreAllFailures")
+    if recovery is not False:
+        bad.append("recoveryenabled No")
+    shown_policy = shown("bootstatuspolicy", policy) if policy is not None else "not set"
+    shown_recovery = shown("recoveryenabled", recovery) if recovery is not None else "not set"
+    detail = (
+        f"{store.where}: default entry {store.default.guid}: bootstatuspolicy {shown_policy}, "
+        f"recoveryenabled {shown_recovery}"
+    )
+    if bad:
+        detail += f" (want {', '.join(bad)}: the VM must not stop at a recovery screen)"
+    return Finding("azure.windows.bcd", not bad, detail)
+
+
 def _not_checked() -> list[Finding]:
     return [
         Finding(
@@ -263,12 +291,6 @@ def _not_checked() -> list[Finding]:
             None,
             "the effective firewall rules (RDP, WinRM, ICMP) merge local rules, group policy "
             "and profiles at run time; check with Get-NetFirewallRule in the running VM",
-        ),
-        Finding(
-            "azure.windows.bcd",
-            None,
-            "the boot configuration (bootstatuspolicy, recoveryenabled, integrityservices) is "
-            "in the BCD store on the system/EFI partition, not in SYSTEM or SOFTWARE",
         ),
         Finding(
             "azure.windows.disk_health",
