@@ -75,6 +75,7 @@ def is_hive_file(path: str) -> bool:
 
 def target_kind(path: str) -> TargetKind:
     """The kind of ``path`` (see the module docstring); NotFoundError when nothing is there."""
+    from offline_ic.host.vmcx import STATE_FILE, is_state_file
     from offline_ic.host.vmfolder import config_format, find_configs
 
     if not os.path.exists(path):
@@ -86,6 +87,8 @@ def target_kind(path: str) -> TargetKind:
     require_regular(path, NOT_A_TARGET.removeprefix("not a "))  # before any open: a FIFO blocks
     if config_format(path) is not None:
         return VM
+    if is_state_file(path):
+        raise InputError(f"{path}: {STATE_FILE}; give the VM's .vmcx, its folder or its disk")
     if is_hive_file(path):
         return HIVE_FILE
     if _looks_like_markup(path) or os.path.splitext(path)[1].lower() in (".xml", ".vmcx"):

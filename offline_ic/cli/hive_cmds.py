@@ -173,6 +173,11 @@ def _hive_root_names(hive) -> list[str]:
 @click.option(
     "--create", is_flag=True, help="Create KEY (and missing parents) if it does not exist."
 )
+@click.option(
+    "--change-type",
+    is_flag=True,
+    help="Allow VALUE's type to differ from the existing value's (refused otherwise, exit 3).",
+)
 @json_option
 def hive_set(
     hive: Path,
@@ -180,21 +185,28 @@ def hive_set(
     more: tuple[tuple[str, str, str], ...],
     merge_file: str | None,
     create: bool,
+    change_type: bool,
     as_json: bool,
 ) -> None:
-    """Set value NAME of KEY to VALUE, in .reg words (KEY must exist unless --create).
+    """Set value NAME of KEY to VALUE (KEY must exist unless --create).
 
     Several edits (-e KEY NAME VALUE, repeatable) and a .reg file (--merge) are applied in
     one commit. A value that already has that data is not written ("(unchanged)").
+    VALUE without a type takes the type of the value it replaces (REG_SZ for a new value);
+    a type that differs from the existing value's needs --change-type.
 
     \b
-    dword:4  dword:0000000a   REG_DWORD (hexadecimal, as in .reg files)
-    qword:1f                  REG_QWORD (hexadecimal)
+    .reg words (numbers HEXADECIMAL, as regedit exports them):
+    dword:4  dword:0000000a   REG_DWORD
+    qword:1f                  REG_QWORD
     hex:01,02,ff              REG_BINARY
     hex(2):25,00,…  expand:%SystemRoot%\\x   REG_EXPAND_SZ
     hex(7):…        multi:one,two,"three,four"   REG_MULTI_SZ
     hex(N):…                  any type N, bytes as given
-    text  or  "text"          REG_SZ
+    "text"                    REG_SZ
+    reg.exe words (numbers DECIMAL, or 0x hexadecimal):
+    REG_DWORD:10  'REG_DWORD 10'  REG_DWORD:0x0a  REG_SZ:text  'REG_MULTI_SZ a\\0b'
+    bare: 10, text            the existing value's type
 
     \b
     Examples:
@@ -210,7 +222,7 @@ def hive_set(
     if not edits and merge_file is None:
         raise click.UsageError("nothing to set: give KEY NAME VALUE, -e KEY NAME VALUE or --merge")
     ops = read_reg_file(merge_file) if merge_file is not None else []
-    changes = hive_file_changes(edits, ops, create)  # type: ignore[arg-type]
+    changes = hive_file_changes(edits, ops, create, change_type=change_type)  # type: ignore[arg-type]
     result, done = edit_hive_file_changes(hive, changes)
     _report(hive, result, as_json, [c.to_dict() for c in done])
 

@@ -223,28 +223,77 @@ def _write_args(opts: dict[str, Any]) -> dict[str, Any]:
     return {k: opts[k] for k in WRITE_OPTIONS}
 
 
-@reg_group.command("set", epilog=KEY_HELP)
+DATA_HELP = """\b
+DATA, in reg.exe words (numbers DECIMAL, or 0x hexadecimal):
+  REG_DWORD:10  'REG_DWORD 10'  -t REG_DWORD -d 0x0a   REG_QWORD:…  REG_SZ:text
+  REG_EXPAND_SZ:%SystemRoot%\\x  'REG_MULTI_SZ a\\0b'  REG_BINARY:01ff00
+or in .reg words (numbers HEXADECIMAL, as regedit exports them):
+  dword:0000000a  qword:1f  hex:01,ff  hex(N):…  expand:…  multi:a,b  "text"
+or bare (10, text): the type of the value it replaces (REG_SZ for a new value).
+A type that differs from the existing value's needs --change-type."""
+type_option = click.option(
+    "-t",
+    "--type",
+    "type_word",
+    metavar="REG_TYPE",
+    default=None,
+    help="The value's type (REG_DWORD, REG_SZ, …); DATA is then in reg.exe words.",
+)
+change_type_option = click.option(
+    "--change-type",
+    is_flag=True,
+    help="Allow DATA's type to differ from the existing value's (refused otherwise, exit 3).",
+)
+
+
+@reg_group.command("set", epilog=DATA_HELP + "\n\n" + KEY_HELP)
 @image_argument
 @key_argument
 @click.argument("value", metavar="VALUE")
-@click.argument("data", metavar="TYPE:DATA")
+@click.argument("data", metavar="DATA", required=False)
+@click.option("-d", "--data", "data_option", metavar="DATA", default=None, help="DATA (reg.exe).")
+@type_option
+@change_type_option
 @click.option("--create", is_flag=True, help="Create KEY (and missing parents) if needed.")
 @user_option
 @write_options
 def reg_set(
-    image: str, key: str, value: str, data: str, create: bool, user: str | None, **opts: Any
+    image: str,
+    key: str,
+    value: str,
+    data: str | None,
+    data_option: str | None,
+    type_word: str | None,
+    change_type: bool,
+    create: bool,
+    user: str | None,
+    **opts: Any,
 ) -> None:
-    """Set value VALUE ('@' = default) of KEY; TYPE:DATA in the words of `hive set`.
+    """Set value VALUE ('@' = default) of KEY to DATA (see below: reg.exe or .reg words).
 
     \b
-    dword:4  qword:1f  hex:01,ff  hex(N):..  expand:%SystemRoot%\\x  multi:a,b  text
     Examples:
+      offline-ic reg set win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss' Start 4
       offline-ic reg set win10.vhdx 'HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss' Start dword:4
       offline-ic reg set win10.vhdx 'HKLM\\SOFTWARE\\Contoso' Build 2026.11 --create --dry-run
     """
     from offline_ic.workflows.reg import reg_set as run
 
-    doc = run(image, key, value, data, create=create, user=user, **_write_args(opts))
+    if (data is None) == (data_option is None):
+        raise click.UsageError("give DATA once: as the last argument or with -d/--data")
+    word = data if data is not None else data_option
+    assert word is not None
+    doc = run(
+        image,
+        key,
+        value,
+        word,
+        create=create,
+        user=user,
+        type_word=type_word,
+        change_type=change_type,
+        **_write_args(opts),
+    )
     _emit(doc, opts["as_json"])
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, NotFoundError
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError
 from offline_ic.inputs import open_readonly
 
 # VMBus device class of each integration component -> the guest service it talks to.
@@ -35,6 +35,12 @@ CONTROLLER_BUS = {
 }
 TPM_DEVICE = "736e6aa9-a3f8-49c0-9550-a963214d259a"  # "Microsoft Virtual TPM Device"
 VMCX_SIGNATURE = b"\x14\x20\x28\x01"  # first bytes of a Hyper-V storage header (0x01282014)
+# .vmrs (runtime state) and .vmgs (guest state) use the same storage container and
+# signature as .vmcx; told apart by content: only a configuration lists its devices.
+STATE_FILE = (
+    "a Hyper-V runtime or guest state file (.vmrs/.vmgs: the container of a .vmcx, "
+    "but no VM configuration in it)"
+)
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,35 @@ class HostConfig:
         }
 
 
-def is_vmcx(path: str) -> bool:
+def has_vmcx_signature(path: str) -> bool:
+    """The Hyper-V storage signature: a .vmcx, .vmrs or .vmgs."""
     with open_readonly(path, "VM configuration") as fh:
         return fh.read(4) == VMCX_SIGNATURE
+
+
+def is_vmcx(path: str) -> bool:
+    """A Hyper-V storage file holding a VM configuration (not runtime or guest state)."""
+    return has_vmcx_signature(path) and not is_state_file(path)
+
+
+def is_state_file(path: str) -> bool:
+    """A Hyper-V storage file without ``configuration/manifest``: runtime or guest state.
+
+    Only the key names are read (a .vmrs of a saved VM holds its memory). A store that
+    dissect cannot parse is not called state: ``read_vmcx`` then says it is damaged.
+    """
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    if not has_vmcx_signature(path):
+        return False
+    try:
+        with open_readonly(path, "VM configuration") as fh:
+            store = HyperVFile(fh)
+            keys = set(store.keys())
+            config = store["configuration"] if "configuration" in keys else None
+            return config is None or "manifest" not in set(config.keys())
+    except Exception:  # noqa: BLE001 - a damaged store: read_vmcx names the problem
+        return False
 
 
 def read_vmcx(path: str) -> HostConfig:
@@ -130,6 +162,9 @@ def read_vmcx(path: str) -> HostConfig:
         raise CorruptImageError(
             f"{path}: not a readable Hyper-V configuration file ({exc})"
         ) from None
+    config = tree.get("configuration")
+    if not isinstance(config, dict) or "manifest" not in config:
+        raise InputError(f"{path}: {STATE_FILE}; give the VM's .vmcx, its folder or its disk")
     return config_from_tree(path, tree, "vmcx")
 
 

@@ -9,7 +9,7 @@ import os
 
 from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo, ImageStream, WriteSession
-from offline_ic.image.detect import compressed_kind, detect_format
+from offline_ic.image.detect import compressed_kind, detect_format, foreign_format
 from offline_ic.image.raw import RawImage
 from offline_ic.inputs import require_regular
 
@@ -22,6 +22,7 @@ __all__ = [
     "check_writable",
     "detect_format",
     "open_image",
+    "refuse_foreign_format",
 ]
 
 
@@ -45,6 +46,7 @@ def open_image(
                 f"{os.path.basename(path)}: compressed ({kind}), not a disk image; "
                 "decompress it first"
             )
+        refuse_foreign_format(path)
     if fmt == "vhdx":
         from offline_ic.image.vhdx import VhdxImage
 
@@ -54,6 +56,25 @@ def open_image(
 
         return VhdImage(path, parent=parent, writable=writable, force=force)
     return RawImage(path, writable=writable)
+
+
+def refuse_foreign_format(path: str) -> None:
+    """InputError (exit 2) for a file in a format we do not read (QCOW2, VMDK, VDI, ...):
+    read as a raw disk it would give a wrong size and wrong content, silently."""
+    what = foreign_format(path)
+    if what is None:
+        return
+    name = os.path.basename(path)
+    if "Hyper-V" in what:
+        raise InputError(
+            f"{name}: {what}, not a disk image; give the VM's folder, its .vmcx or its "
+            "virtual hard disk"
+        )
+    stem = os.path.splitext(name)[0] or name
+    raise InputError(
+        f"{name}: {what}, a format offline-ic does not read; convert it first, e.g. "
+        f"`qemu-img convert -O vhdx {name} {stem}.vhdx`"
+    )
 
 
 def check_writable(path: str, *, parent: str | None = None, force: bool = False) -> None:

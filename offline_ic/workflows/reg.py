@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from offline_ic.guest.windows.regpaths import (
     resolve,
     resolve_control_set,
 )
-from offline_ic.registry import Hive, Key
+from offline_ic.registry import Hive, Key, RegType
 from offline_ic.registry.regfile import (
     MAX_VALUE_BYTES,
     RegOp,
@@ -33,7 +34,7 @@ from offline_ic.registry.regfile import (
     export_key,
     parse_reg_file,
 )
-from offline_ic.registry.regtext import value_json
+from offline_ic.registry.regtext import ValueSpec, value_json
 
 LONG_ROOTS = {"HKLM": "HKEY_LOCAL_MACHINE", "HKU": "HKEY_USERS", "HKCU": "HKEY_CURRENT_USER"}
 
@@ -168,9 +169,12 @@ def _change(where: RegPath, op: RegOp, create: bool) -> ValueChange:
     if op.kind == "delete_value":
         return ValueChange(where.hive, where.key, op.name, hive_path=path)
     data = decoded(op.type or 0, op.raw)
-    return ValueChange(
+    change = ValueChange(
         where.hive, where.key, op.name, op.type, data, create_key=create, hive_path=path
     )
+    if isinstance(op, ValueSetOp):
+        change.spec, change.change_type = op.spec, op.change_type
+    return change
 
 
 def mark_superseded(changes: list[ValueChange]) -> None:
@@ -289,16 +293,30 @@ def _write_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options.get(k, unset.get(k, False)) for k in WRITE_OPTIONS}
 
 
-def value_op(key: str, name: str, word: str) -> RegOp:
-    """``reg set``'s VALUE and TYPE:DATA as one operation (the ``hive set`` words)."""
-    from offline_ic.registry.editor import encode_value
-    from offline_ic.registry.regtext import parse_reg_value
+@dataclass(frozen=True)
+class ValueSetOp(RegOp):
+    """``reg set``/``hive set``'s one value: the data as the user gave it (``spec``), typed
+    against the value it replaces when the change is planned (``regtext.resolve_spec``)."""
 
-    vtype, data = parse_reg_value(word)
-    raw = encode_value(vtype, data)
+    spec: ValueSpec | None = None
+    change_type: bool = False
+
+
+def value_op(
+    key: str, name: str, word: str, *, type_word: str | None = None, change_type: bool = False
+) -> ValueSetOp:
+    """``reg set``'s VALUE and DATA (``hive set``'s NAME VALUE) as one operation; explicit
+    data is parsed now (bad data is exit 2 before anything is opened)."""
+    from offline_ic.registry.editor import encode_value
+    from offline_ic.registry.regtext import parse_value_spec, spec_data
+
+    spec = parse_value_spec(word, type_word)
+    vtype = int(spec.type if spec.type is not None else RegType.SZ)  # SZ: the longest guess
+    raw = encode_value(vtype, spec_data(spec, vtype))
     if len(raw) > MAX_VALUE_BYTES:
         raise InputError(f"{key}\\{name}: value too large for the registry ({len(raw)} bytes)")
-    return RegOp("set", key, "" if name == "@" else name, vtype, raw)
+    name = "" if name == "@" else name
+    return ValueSetOp("set", key, name, vtype, raw, spec=spec, change_type=change_type)
 
 
 def reg_set(
@@ -309,10 +327,13 @@ def reg_set(
     *,
     create: bool = False,
     user: str | None = None,
+    type_word: str | None = None,
+    change_type: bool = False,
     **write: Any,
 ) -> dict[str, Any]:
-    """``reg set --json``: one value, in the words of ``hive set`` (``dword:4``, …)."""
-    ops = [value_op(key, name, data)]
+    """``reg set --json``: one value, in the words of ``hive set`` (``dword:4``, …) or of
+    reg.exe (``REG_DWORD 10``, or ``type_word`` with bare data)."""
+    ops = [value_op(key, name, data, type_word=type_word, change_type=change_type)]
     precheck(ops)
     try:
         return _servicing(target, ops, _write_options(write), user=user, create=create)
@@ -371,14 +392,27 @@ def hive_key(op_key: str) -> str:
 
 
 def hive_file_changes(
-    edits: Sequence[tuple[str, str, str]], merge_ops: Sequence[RegOp], create: bool
+    edits: Sequence[tuple[str, str, str]],
+    merge_ops: Sequence[RegOp],
+    create: bool,
+    *,
+    change_type: bool = False,
 ) -> list[ValueChange]:
     """``hive set``'s KEY NAME VALUE edits and --merge operations as changes (in order)."""
     changes = []
     for key, name, word in edits:
-        op = value_op(key, name, word)
+        edit = value_op(key, name, word, change_type=change_type)
         changes.append(
-            ValueChange("HIVE", key.strip("\\"), op.name, op.type, op.data, create_key=create)
+            ValueChange(
+                "HIVE",
+                key.strip("\\"),
+                edit.name,
+                edit.type,
+                edit.data,
+                create_key=create,
+                spec=edit.spec,
+                change_type=change_type,
+            )
         )
     for op in merge_ops:
         parsed = parse_path(op.key)

@@ -406,6 +406,14 @@ def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     value = editor.find_value(key, change.name) if key is not None else None
     change.present_before = value is not None
     change.before = value.data if value is not None else None
+    if change.spec is not None:  # reg set / hive set: typed against the value it replaces
+        from offline_ic.registry.regtext import resolve_spec
+
+        where = f"{label}: {change.key}\\{change.name or '@'}"
+        existing = value.type if value is not None else None
+        change.type, change.data = resolve_spec(
+            change.spec, existing, change_type=change.change_type, where=where
+        )
     if change.type is None:  # a delete (``change.is_delete``)
         change.as_asked = value is None
         if value is not None:

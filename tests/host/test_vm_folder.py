@@ -142,3 +142,40 @@ def test_folder_without_config_or_disk_is_exit_2(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     code, out, err = cli("inspect", tmp_path / "empty")
     assert code == 2 and out == "" and "no VM configuration" in err
+
+
+def _state_file_from(config: Path, dest: Path) -> Path:
+    """A runtime-state file as Hyper-V 2016+ leaves beside a .vmcx: the same storage
+    container without a ``manifest`` (what tells a configuration apart; dissect.hypervisor's
+    real .vmrs has only properties/version and metrics). Made from a real .vmcx by
+    renaming its manifest key, so the container around it is Hyper-V's own."""
+    data = config.read_bytes()
+    assert data.count(b"manifest") >= 1
+    dest.write_bytes(data.replace(b"manifest", b"manifesx"))
+    return dest
+
+
+def test_vmrs_beside_the_vmcx_is_not_a_second_vm(cli, gen2_folder):
+    """`<GUID>.vmcx` + `<GUID>.vmrs` in Virtual Machines/ is ONE VM: `check` gives its
+    verdict (exit 1 here: the guest has a check that fails), not exit 2 for a second
+    'VM None'."""
+    machines = gen2_folder / "Virtual Machines"
+    config = machines / Path(GEN2_VMCX).name
+    _state_file_from(config, config.with_suffix(".vmrs"))
+    code, out, err = cli("check", gen2_folder, "--json")
+    doc = json.loads(out)  # one document, not NDJSON of two targets
+    assert code == 1 and doc["checks"][0]["id"] == "host.config", err
+    code, out, err = cli("inspect", gen2_folder, "--json")
+    assert code == 0 and json.loads(out)["host"]["name"] == "Default Generation 2", err
+
+
+def test_a_vmrs_named_as_target_is_exit_2_saying_what_it_is(cli, tmp_path):
+    state = _state_file_from(real_data(GEN1_VMCX), tmp_path / "1234.vmrs")
+    for command in (("inspect",), ("check",)):
+        code, out, err = cli(*command, state)
+        assert code == 2 and "VM 'None'" not in out, (command, out, err)
+        assert "runtime or guest state file" in err
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(bytes(1 << 20))
+    code, _, err = cli("check", disk, "--vmcx", state)
+    assert code == 2 and "runtime or guest state file" in err

@@ -103,3 +103,18 @@ def test_directory_guest(tmp_path, system_win10):
     results = by_id(check_windows_guest(DirectoryWindowsGuest(str(tmp_path))))
     assert results["windows.ic.vmictimesync"].status == "fail"
     assert results["windows.hive.system"].status == "pass"
+
+
+def test_a_string_storvsc_start_is_named_as_a_wrong_type(tmp_path, system_win10):
+    """A REG_SZ "0" is no start type to Windows: `check` says so instead of "has no Start
+    value". The hive is changed by hivexregedit (not by us)."""
+    from tests.helpers import hivex_merge
+
+    hive = tmp_path / "SYSTEM"
+    shutil.copyfile(system_win10, hive)
+    body = '[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\storvsc]\n"Start"="0"\n'
+    hivex_merge(hive, body, "HKEY_LOCAL_MACHINE\\SYSTEM")
+    result = by_id(check_windows_guest(HiveFileGuest(str(hive))))["windows.driver.storvsc"]
+    assert result.status == "fail"
+    assert "storvsc Start is REG_SZ '0', not a REG_DWORD" in result.detail
+    assert "will not boot" in result.detail and "no Start value" not in result.detail

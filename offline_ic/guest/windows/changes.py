@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from offline_ic.registry.regtext import ValueSpec
 
 
 @dataclass
@@ -31,6 +34,10 @@ class ValueChange:
     # set when the change is planned: the hive already is as asked (same type and bytes, or
     # absent for a delete); None before that
     as_asked: bool | None = None
+    # ``reg set``/``hive set`` data as the user gave it: the type and data are decided
+    # against the value it replaces when the change is planned (``regtext.resolve_spec``)
+    spec: ValueSpec | None = None
+    change_type: bool = False  # an explicit type may differ from the existing value's
 
     @property
     def location(self) -> str:

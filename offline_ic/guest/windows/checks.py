@@ -123,6 +123,11 @@ def _hive_state(guest: WindowsGuest, system: Hive) -> CheckResult:
 def _describe(state: ServiceState, where: str) -> str:
     if not state.present:
         return f"{where}\\{state.spec.name} does not exist"
+    if state.start_wrong_type is not None:
+        return (
+            f"{where}\\{state.spec.name} Start is {state.start_wrong_type}, not a REG_DWORD "
+            "(Windows does not read it as a start type)"
+        )
     if state.start is None:
         return f"{where}\\{state.spec.name} has no Start value"
     return f"{where}\\{state.spec.name} Start={state.start} ({state.start_type or 'unknown'})"
@@ -225,6 +230,10 @@ def _driver_check(state: ServiceState, where: str, ctx: CheckContext | None = No
             )
         if host is not None and host.generation == 2:
             evidence += f" (generation 2 VM boots from SCSI: {host.path})"
+        if state.start_wrong_type is not None:
+            return CheckResult(
+                check_id, "fail", f"{evidence}: the VM will not boot (INACCESSIBLE_BOOT_DEVICE)"
+            )
         return CheckResult(
             check_id,
             "fail",

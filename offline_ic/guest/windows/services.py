@@ -30,6 +30,9 @@ class ServiceState:
     spec: ServiceSpec
     present: bool
     start: int | None
+    # a Start value that is not a REG_DWORD, as "REG_SZ '0'" (Windows ignores it: for a
+    # boot driver that is a VM that does not boot); None when Start is a DWORD or absent
+    start_wrong_type: str | None = None
 
     @property
     def start_type(self) -> str | None:
@@ -207,8 +210,14 @@ def service_state(system: Hive, control_set: str, spec: ServiceSpec) -> ServiceS
     if key is None:
         return ServiceState(spec, present=False, start=None)
     start = key.value("Start")
-    value = start.data if start is not None and isinstance(start.data, int) else None
-    return ServiceState(spec, present=True, start=value)
+    if start is None:
+        return ServiceState(spec, present=True, start=None)
+    data = start.data
+    if start.type == RegType.DWORD and isinstance(data, int):
+        return ServiceState(spec, present=True, start=data)
+    shown = data if isinstance(data, str | int) else start.raw.hex(",")
+    wrong = f"{start.type_name} {shown!r}"
+    return ServiceState(spec, present=True, start=None, start_wrong_type=wrong)
 
 
 def read_services(system: Hive, control_set: str | None = None) -> ServicesReport:
