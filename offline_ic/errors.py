@@ -110,3 +110,12 @@ def parsing(
             raise
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise error(f"{what}: {type(exc).__name__}{': ' + detail if detail else ''}") from exc
+
+
+def toml_number_error(exc: ValueError) -> str:
+    """The message for a ValueError tomllib lets out (not a TOMLDecodeError): Python refuses
+    to convert an integer of more than 4300 digits; any other is named as it is."""
+    text = str(exc)
+    if "digits" in text:
+        return "an integer in the file is too long (more than 4300 digits)"
+    return f"not valid TOML ({text.splitlines()[0] if text else type(exc).__name__})"

@@ -152,3 +152,12 @@ def test_every_id_a_real_run_reports_is_known(tmp_path):
             seen |= {c.id for c in report.checks}
     assert seen - known == set()
     assert {"windows.ic.vmicheartbeat", "linux.daemon.fcopy", "azure.linux.swap"} <= seen
+
+
+def test_policy_integer_of_5000_digits_is_exit_2(tmp_path):
+    """A TOML integer beyond Python's 4300-digit limit: was a ValueError traceback, exit 1."""
+    policy = tmp_path / "gate.toml"
+    policy.write_text("[checks]\nfail = " + "1" * 5000 + "\n")
+    proc = run_cli("check", _system_hive(tmp_path), "--policy", str(policy))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and "more than 4300 digits" in proc.stderr

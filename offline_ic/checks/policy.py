@@ -27,7 +27,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from offline_ic.checks.model import CheckResult
-from offline_ic.errors import InputError
+from offline_ic.errors import InputError, toml_number_error
 
 _KNOWN_KEYS = {"fail", "warn", "skip"}
 _ACTIONS = ("fail", "warn", "skip")
@@ -104,6 +104,8 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{source}: not valid TOML: {exc}") from exc
+    except ValueError as exc:  # tomllib's int() of an integer of more than 4300 digits
+        raise InputError(f"{source}: {toml_number_error(exc)}") from None
     for key in sorted(set(doc) - {"checks", "params"}):
         where = (
             f"'{key} = [...]' belongs under the [checks] table"

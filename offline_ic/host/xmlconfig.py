@@ -25,11 +25,54 @@ from offline_ic.inputs import open_readonly
 
 MAX_XML_BYTES = 16 << 20  # real configs are tens of KiB
 _SNIFF_BYTES = 4096
-_ROOT = re.compile(
-    r"^\s*(<\?xml[^>]*\?>)?\s*(<!--.*?-->\s*)*(<!DOCTYPE[^\[>]*(\[.*?\])?\s*>\s*)?"
-    r"<configuration[\s>]",
-    re.S,
-)
+_XML_SPACE = " \t\r\n"
+
+
+def _starts_like_config(text: str) -> bool:
+    """Does ``text`` begin with an optional declaration, comments and DOCTYPE, then a
+    ``<configuration`` start tag? One forward scan (every step a ``find`` from where the
+    previous one ended): linear in the prefix, whatever it holds (a backtracking regular
+    expression took exponential time on a run of ``<!---->``)."""
+    pos = _skip_space(text, 0)
+    if text.startswith("<?xml", pos):
+        end = text.find(">", pos)
+        if end < 0 or text[end - 1] != "?":
+            return False
+        pos = _skip_space(text, end + 1)
+    while text.startswith("<!--", pos):
+        end = text.find("-->", pos + 4)
+        if end < 0:
+            return False
+        pos = _skip_space(text, end + 3)
+    if text.startswith("<!DOCTYPE", pos):
+        pos = _doctype_end(text, pos + len("<!DOCTYPE"))
+        if pos < 0:
+            return False
+        pos = _skip_space(text, pos)
+    tag = "<configuration"
+    return text.startswith(tag, pos) and text[pos + len(tag) : pos + len(tag) + 1] in (
+        tuple(_XML_SPACE) + (">",)
+    )
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _XML_SPACE:
+        pos += 1
+    return pos
+
+
+def _doctype_end(text: str, pos: int) -> int:
+    """Index after the ``>`` closing a DOCTYPE whose name part starts at ``pos`` (an internal
+    subset ``[...]`` may hold ``>``), or -1. The DOCTYPE is refused later; the sniffer only
+    has to see the document is meant as a configuration."""
+    while pos < len(text) and text[pos] not in "[>":
+        pos += 1
+    if pos < len(text) and text[pos] == "[":
+        close = text.find("]", pos + 1)
+        if close < 0:
+            return -1
+        pos = _skip_space(text, close + 1)
+    return pos + 1 if pos < len(text) and text[pos] == ">" else -1
 
 
 def _decode(raw: bytes) -> str:
@@ -47,7 +90,7 @@ def is_xml_config(path: str) -> bool:
         head = fh.read(_SNIFF_BYTES)
     if len(head) % 2 and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         head = head[:-1]
-    return bool(_ROOT.match(_decode(head)))
+    return _starts_like_config(_decode(head))
 
 
 def read_xml_config(path: str) -> HostConfig:

@@ -34,6 +34,49 @@ class Target:
     run: Callable[[bytes, Path], None]
     hot: list[tuple[int, int]]  # [start, end) ranges of the seed holding its structures
     expected: tuple[type[BaseException], ...] = (OfflineICError,)
+    splice: bool = False  # coverage-guided input = the hot ranges only (a large seed)
+    # (file name, reader of a path, disk size): a spliced image the campaign writes in place
+    on_file: tuple[str, Callable[[str], None], int] | None = None
+
+    def build(self, data: bytes) -> bytes:
+        """The file a coverage-guided input stands for: the input itself, or (``splice``)
+        the seed with its hot ranges overwritten by the input, in order (a short input
+        leaves the rest of the seed as it is; the file keeps the seed's length)."""
+        if not self.splice:
+            return data
+        buf = bytearray(self.seed())
+        pos = 0
+        for a, b in self.hot:
+            chunk = data[pos : pos + (b - a)]
+            buf[a : a + len(chunk)] = chunk
+            pos += b - a
+        return bytes(buf)
+
+    def run_input(self, data: bytes, workdir: Path) -> None:
+        """``run(build(data))``; a spliced image (``on_file``) is the same file, written
+        faster: the seed once, then only its hot ranges (an image of tens of MiB)."""
+        if self.on_file is None:
+            self.run(self.build(data), workdir)
+            return
+        name, read, disk_size = self.on_file
+        seed = self.seed()
+        path = workdir / name
+        if not path.exists() or path.stat().st_size != max(len(seed), disk_size):
+            path.write_bytes(seed)
+            os.truncate(path, max(len(seed), disk_size))
+        pos = 0
+        with open(path, "r+b") as fh:
+            for a, b in self.hot:
+                chunk = data[pos : pos + (b - a)]
+                fh.seek(a)
+                fh.write(chunk + seed[a + len(chunk) : b])
+                pos += b - a
+        read(str(path))
+
+    def hot_bytes(self) -> bytes:
+        """The starting input of a coverage-guided run (what ``build`` turns into the seed)."""
+        seed = self.seed()
+        return b"".join(seed[a:b] for a, b in self.hot) if self.splice else seed
 
 
 def _unpacked(rel: str) -> bytes:
@@ -193,6 +236,92 @@ def run_regf_log(data: bytes, workdir: Path) -> None:
     recover_bytes(primary, data, log2, name="fuzz")
 
 
+# --- operator inputs: .reg files, change files, policies, --from lists -------------------
+
+_REG_SEED = (
+    "Windows Registry Editor Version 5.00\r\n\r\n"
+    "[HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\vmicvss]\r\n"
+    '"Start"=dword:00000003\r\n'
+    '"DisplayName"="Hyper-V \\"Volume\\" Shadow Copy"\r\n'
+    '"Tags"=hex(7):41,00,00,00,42,00,00,00,00,00\r\n'
+    '"Path"=hex(2):25,00,53,00,00,00\r\n'
+    '"Blob"=hex:00,01,02,03,\\\r\n  04,05\r\n'
+    '"Big"=hex(b):01,00,00,00,00,00,00,00\r\n'
+    '"Old"=-\r\n'
+    '@="default"\r\n\r\n'
+    "[-HKEY_LOCAL_MACHINE\\SOFTWARE\\Gone]\r\n"
+    "[HKEY_USERS\\.DEFAULT\\Software\\X]\r\n"
+    '"A"=hex(0):\r\n'
+)
+
+
+def run_reg(data: bytes, workdir: Path) -> None:
+    from offline_ic.registry.regfile import decode_reg_bytes, parse_reg_file
+    from offline_ic.workflows.reg import hive_file_changes, precheck
+
+    ops = parse_reg_file(decode_reg_bytes(data, "fuzz.reg"), "fuzz.reg")
+    precheck(ops)
+    hive_file_changes([], [op for op in ops if "\\" in op.key], True)
+
+
+_CHANGE_SEED = b"""[services]
+all = "manual"
+time-sync = "disabled"
+vmicvss = 3
+
+[kvp.set.guest]
+BuildPipeline = "packer-2026.11"
+
+[kvp.delete]
+parameters = ["HostName"]
+
+[registry.SYSTEM."CurrentControlSet\\\\Control"]
+WaitToKillServiceTimeout = "5000"
+Number = 12
+"""
+
+
+def run_changefile(data: bytes, workdir: Path) -> None:
+    from offline_ic.guest.windows.changefile import load_change_file
+
+    load_change_file(_write(workdir, "changes.toml", data))
+
+
+_POLICY_SEED = b"""[checks]
+fail = ["windows.fast_startup"]
+warn = ["linux.daemon.*"]
+skip = "windows.ic.vmicrdv"
+"""
+
+
+def run_policy(data: bytes, workdir: Path) -> None:
+    from offline_ic.checks.policy import load_policy
+
+    load_policy(_write(workdir, "gate.toml", data)).unmatched(["windows.fast_startup"])
+
+
+_FROM_SEED = b"# fleet\nimages/a.vhdx\n\n  images/b c.vhdx\r\n-\n#x\n/vm/folder\n"
+
+
+def run_fromlist(data: bytes, workdir: Path) -> None:
+    from offline_ic.fleet import read_target_list
+
+    for line in read_target_list(_write(workdir, "targets.txt", data)):
+        assert "\n" not in line, line
+
+
+def _xml_seed() -> bytes:
+    return (TESTDATA / "host" / "2012r2-gen2-defaults.xml").read_bytes()
+
+
+def run_xmlconfig(data: bytes, workdir: Path) -> None:
+    from offline_ic.host.xmlconfig import is_xml_config, read_xml_config
+
+    path = _write(workdir, "vm.xml", data)
+    if is_xml_config(path):
+        read_xml_config(path).to_dict()
+
+
 # --- Linux initramfs, Hyper-V vmcx --------------------------------------------------------
 
 
@@ -259,27 +388,46 @@ def targets() -> dict[str, Target]:
             _cached("vhdx", lambda: _unpacked("images/q-dirtylog.vhdx.gz")),
             run_vhdx,
             [(0, 320 * KiB), (1 * MiB, 1 * MiB + 64 * KiB), (2 * MiB, 2 * MiB + 64 * KiB)],
+            splice=True,
+            on_file=("fuzz.vhdx", _read_image, 0),
         ),
         "vhd": Target(
             "vhd",
             _cached("vhd", lambda: _vhd_seed()),
             run_vhd,
             [(0, 4 * KiB)],
+            splice=True,
+            on_file=("fuzz.vhd", _read_image, 0),
         ),
         "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 32 * KiB)]),
-        "mbr": Target("mbr", _cached("mbr", _mbr_seed), run_volumes, [(0, 512)]),
+        "mbr": Target(
+            "mbr",
+            _cached("mbr", _mbr_seed),
+            run_volumes,
+            [(0, 512)],
+            splice=True,
+            on_file=("fuzz.raw", _read_image, DISK_SIZE),
+        ),
         "ntfs_hive": Target("ntfs_hive", ntfs_seed, run_ntfs_hive, [(0, 1024)]),
         "regf": Target(
             "regf",
             _cached("regf", lambda: _unpacked("hives/regipy_SAM.xz")),
             run_regf,
             [(0, 512), (4096, 12 * KiB)],
+            splice=True,
         ),
-        "regf_log": Target("regf_log", _cached("log", _log_seed), run_regf_log, [(0, 8 * KiB)]),
+        "regf_log": Target(
+            "regf_log", _cached("log", _log_seed), run_regf_log, [(0, 8 * KiB)], splice=True
+        ),
         "cpio": Target(
             "cpio", _cached("cpio", _cpio_seed), run_cpio, [(0, 400)], _initramfs_error()
         ),
-        "vmcx": Target("vmcx", _cached("vmcx", _vmcx_seed), run_vmcx, [(0, 64 * KiB)]),
+        "vmcx": Target("vmcx", _cached("vmcx", _vmcx_seed), run_vmcx, [(0, 64 * KiB)], splice=True),
+        "reg": Target("reg", lambda: _REG_SEED.encode("utf-16"), run_reg, [(0, 1 * KiB)]),
+        "changefile": Target("changefile", lambda: _CHANGE_SEED, run_changefile, [(0, KiB)]),
+        "policy": Target("policy", lambda: _POLICY_SEED, run_policy, [(0, 256)]),
+        "fromlist": Target("fromlist", lambda: _FROM_SEED, run_fromlist, [(0, 64)]),
+        "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
     }
 
 
@@ -310,3 +458,22 @@ def run_case(target: Target, data: bytes, workdir: Path) -> BaseException | None
     except Exception as exc:  # noqa: BLE001 - a crash is what we look for
         return exc
     return None
+
+
+def diff_patches(seed: bytes, data: bytes) -> list[tuple[int, bytes]]:
+    """(offset, bytes) runs where ``data`` (as long as ``seed``) differs from it; runs less
+    than 8 bytes apart are joined (a short, readable reproducer)."""
+    patches: list[tuple[int, bytes]] = []
+    i, n = 0, len(seed)
+    while i < n:
+        if seed[i] == data[i]:
+            i += 1
+            continue
+        start = end = i
+        while i < n and i - end < 8:
+            if seed[i] != data[i]:
+                end = i + 1
+            i += 1
+        patches.append((start, data[start:end]))
+        i = end
+    return patches

@@ -154,3 +154,44 @@ def test_foreign_shapes_do_not_crash(tmp_path):
     deep.write_text("<configuration>" + "<a>" * 100 + "</a>" * 100 + "</configuration>")
     with pytest.raises(CorruptImageError, match="deep.xml: .*deeper than 32"):
         read_config(str(deep))
+
+
+def test_sniffer_is_linear_on_a_run_of_empty_comments(tmp_path, cli):
+    """585 ``<!---->`` then zeros: the old regular expression backtracked exponentially (20
+    repetitions took 44 s, 22 never ended); the scan answers at once, and the file is one
+    line, exit 2."""
+    import time
+
+    from offline_ic.host.xmlconfig import is_xml_config
+
+    path = tmp_path / "comments.xml"
+    path.write_bytes(b"<!---->" * 585 + b"\0" * 4096)
+    start = time.monotonic()
+    assert not is_xml_config(str(path))
+    assert time.monotonic() - start < 1.0
+    code, out, err = cli("inspect", path)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "head, expected",
+    [
+        (b"<configuration>", True),
+        (b'\r\n <?xml version="1.0"?>\n<!-- a -->\n<!---->\t<configuration ver="1">', True),
+        (b"<!DOCTYPE configuration [<!ENTITY a '>'>]>\n<configuration>", True),
+        (b"<!DOCTYPE configuration>\n<configuration\n>", True),
+        (b"<configurations>", False),
+        (b"<!-- unterminated <configuration>", False),
+        (b'<?xml version="1.0">', False),
+        (b"<!DOCTYPE configuration [<configuration>", False),
+        (b"text <configuration>", False),
+        ("<!---->" * 30 + "<configuration>", True),
+    ],
+)
+def test_sniffer_reads_declaration_comments_doctype(tmp_path, head, expected):
+    from offline_ic.host.xmlconfig import is_xml_config
+
+    path = tmp_path / "x.xml"
+    data = head.encode("utf-16") if isinstance(head, str) else head
+    path.write_bytes(data)
+    assert is_xml_config(str(path)) is expected

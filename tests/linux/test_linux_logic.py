@@ -410,3 +410,61 @@ def test_rd_driver_blacklist_only_counts_with_dracut(parts_dir, initrd, status):
     assert "/etc/default/grub:1: rd.driver.blacklist=hv_storvsc" in got.detail
     if status == "warn":
         assert "made by initramfs-tools, which ignores rd.* options" in got.detail
+
+
+# --- hostile guest text: linear parsing, no int() of thousands of digits (issue 20) -----------
+
+
+def test_version_numbers_of_5000_digits_sort_without_int():
+    """Python's int() refuses more than 4300 digits (a ValueError traceback in ``check``);
+    versions are compared as numbers without converting them."""
+    huge = "1" * 5000
+    assert sorted(["9.0", f"{huge}.0", "10.0", "010.1"], key=version_key) == [
+        "9.0",
+        "10.0",
+        "010.1",
+        f"{huge}.0",
+    ]
+    assert kernel_release(f"{huge}.1") == (0, 0) and kernel_release("6.10") == (6, 10)
+
+
+def test_grub_cfg_long_lines_parse_in_linear_time():
+    """A 256 KiB menuentry line without its "{" and a 256 KiB kernel path of "vmlinuz-"
+    repeated: the old patterns backtracked quadratically (minutes); now milliseconds."""
+    import time
+
+    long_title = "menuentry " + "a" * (256 << 10) + "\n"
+    long_path = "linux /boot/" + "vmlinuz-" * (32 << 10) + "6.1.0-9-amd64 ro\n"
+    cfg = GRUB_CFG.replace("\tlinux\t/boot/vmlinuz-6.1.0-10-amd64 root=UUID=u ro quiet\n", "", 1)
+    cfg = long_title + cfg.replace("{\n", "{\n" + long_path, 1)
+    gfs = two_kernels({"/boot/grub/grub.cfg": cfg, "/boot/grub/grubenv": "saved_entry=9" * 500})
+    start = time.monotonic()
+    choice = choose_default(gfs, find_kernels(gfs))
+    assert time.monotonic() - start < 2.0
+    assert choice.entry is not None and choice.entry.version == "vmlinuz-" * 32767 + (
+        "6.1.0-9-amd64"
+    )
+
+
+def test_azure_config_files_of_blank_lines_scan_in_linear_time():
+    """``^\\s*key`` with re.MULTILINE ran over every following blank line from each line
+    start: 512 KiB of newlines took minutes; the key on the line after them is found at
+    once and its line number is its own."""
+    import time
+
+    from offline_ic.guest.linux.azure import _datasource, _mac_pinned
+
+    blank = "\n" * (512 << 10)
+    gfs = guest_fs(
+        {
+            "/etc/cloud/cloud.cfg": blank + "datasource_list: [ Azure ]\n",
+            "/etc/cloud/cloud.cfg.d/99.cfg": blank + "apt: {}\n",
+            "/etc/netplan/50.yaml": blank + "      macaddress: 00:15:5d:00:00:01\n",
+            "/etc/systemd/network/10.network": blank + "[Match]\n",
+        }
+    )
+    start = time.monotonic()
+    source, mac = _datasource(gfs), _mac_pinned(gfs)
+    assert time.monotonic() - start < 2.0
+    assert source.ok and source.detail.endswith("datasource_list: [ Azure ]")
+    assert not mac.ok and f"/etc/netplan/50.yaml:{(512 << 10) + 1}" in mac.detail

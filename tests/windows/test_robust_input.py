@@ -293,3 +293,29 @@ def test_a_check_id_appears_once():
         CheckResult("a", "fail", "x"),
     ]
     assert [(r.id, r.status) for r in once_per_id(mixed)] == [("a", "fail"), ("b", "warn")]
+
+
+def test_change_file_integer_of_5000_digits_is_exit_2(cli, vhdx, tmp_path):
+    """tomllib's int() refuses more than 4300 digits with a ValueError: was a traceback,
+    exit 1 (which means "check failed")."""
+    before = sha(vhdx)
+    bad = tmp_path / "changes.toml"
+    bad.write_text("[services]\nvmicvss = " + "9" * 5000 + "\n")
+    code, out, err = cli("apply", vhdx, "--file", bad)
+    assert code == 2 and out == "" and "more than 4300 digits" in one_line(err), err
+    assert str(bad) in err and sha(vhdx) == before
+
+
+@pytest.mark.parametrize("text", ["1" * 5000, "1²", "19041"])
+def test_windows_build_of_hostile_text_is_no_traceback(text):
+    """CurrentBuildNumber is guest text: 5,000 digits or a "²" (a digit to str.isdigit,
+    not to int) were a ValueError traceback in ``check``; now the build is unknown."""
+    from types import SimpleNamespace
+
+    from offline_ic.guest.windows.checks import windows_build
+
+    value = SimpleNamespace(data=text)
+    key = SimpleNamespace(value=lambda name: value if name == "CurrentBuildNumber" else None)
+    hive = SimpleNamespace(find_key=lambda path: key)
+    guest = SimpleNamespace(hive=lambda name: hive)
+    assert windows_build(guest) == (19041 if text == "19041" else None)

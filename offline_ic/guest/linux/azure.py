@@ -24,7 +24,9 @@ CLOUD_INIT_BINARIES = ("/usr/bin/cloud-init", "/usr/local/bin/cloud-init")
 CLOUD_INIT_UNITS = ("cloud-init.service", "cloud-init-main.service")
 CLOUD_CFG = "/etc/cloud/cloud.cfg"
 CLOUD_CFG_DIR = "/etc/cloud/cloud.cfg.d"
-_DATASOURCE_LIST = re.compile(r"^\s*datasource_list\s*:\s*(.*)$", re.MULTILINE)
+# ``[ \t]*``, not ``\s*``: with re.MULTILINE a leading ``\s*`` runs over the following blank
+# lines from every line start (quadratic on a file of newlines).
+_DATASOURCE_LIST = re.compile(r"^[ \t]*datasource_list\s*:\s*(.*)$", re.MULTILINE)
 
 
 def azure_linux_findings(guest: LinuxGuest) -> list[Finding]:
@@ -210,15 +212,15 @@ def _swap(gfs: GuestFS) -> Finding:
 
 
 _MAC_RULES = (
-    ("/etc/netplan", ".yaml", re.compile(r"^\s*macaddress\s*:", re.MULTILINE)),
+    ("/etc/netplan", ".yaml", re.compile(r"^[ \t]*macaddress\s*:", re.MULTILINE)),
     (
         "/etc/NetworkManager/system-connections",
         "",
-        re.compile(r"^\s*mac-address\s*=", re.MULTILINE),
+        re.compile(r"^[ \t]*mac-address\s*=", re.MULTILINE),
     ),
-    ("/etc/sysconfig/network-scripts", "", re.compile(r"^\s*HWADDR\s*=", re.MULTILINE)),
-    ("/etc/sysconfig/network", "", re.compile(r"^\s*LLADDR\s*=", re.MULTILINE)),
-    ("/etc/systemd/network", ".network", re.compile(r"^\s*MACAddress\s*=", re.MULTILINE)),
+    ("/etc/sysconfig/network-scripts", "", re.compile(r"^[ \t]*HWADDR\s*=", re.MULTILINE)),
+    ("/etc/sysconfig/network", "", re.compile(r"^[ \t]*LLADDR\s*=", re.MULTILINE)),
+    ("/etc/systemd/network", ".network", re.compile(r"^[ \t]*MACAddress\s*=", re.MULTILINE)),
 )
 
 

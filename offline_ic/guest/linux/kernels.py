@@ -60,16 +60,17 @@ def version_key(version: str) -> tuple:
     key = []
     for part in parts:
         m = re.match(r"(\d+)(.*)", part)
-        if m:
-            key.append((1, int(m.group(1)), m.group(2)))
+        if m:  # compared as numbers without int(): guest text may hold 5,000 digits
+            digits = m.group(1).lstrip("0") or "0"
+            key.append((1, len(digits), digits, m.group(2)))
         else:
-            key.append((0, 0, part))
+            key.append((0, 0, "", part))
     return tuple(key)
 
 
 def kernel_release(version: str) -> tuple[int, int]:
     """(major, minor) of a kernel version string; (0, 0) if it has none."""
-    m = re.match(r"(\d+)\.(\d+)", version)
+    m = re.match(r"(\d{1,9})\.(\d{1,9})(?!\d)", version)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
@@ -230,7 +231,25 @@ def parse_bls(gfs: GuestFS) -> list[BootEntry]:
     return entries
 
 
-_MENUENTRY = re.compile(r"""^\s*(menuentry|submenu)\s+(?:'([^']*)'|"([^"]*)"|(\S+))(.*)\{\s*$""")
+# Matched against a line without its final "{" (see _menu_line): a pattern ending in
+# ``(\S+)(.*)\{\s*$`` backtracked quadratically on a long line with no "{" at its end.
+_MENUENTRY = re.compile(r"""^\s*(menuentry|submenu)\s+(?:'([^']*)'|"([^"]*)"|(\S+))(.*)$""")
+
+
+def _menu_line(line: str) -> re.Match[str] | None:
+    """A ``menuentry``/``submenu`` line that opens its block: groups as ``_MENUENTRY``."""
+    body = line.rstrip()
+    return _MENUENTRY.match(body[:-1]) if body.endswith("{") else None
+
+
+def _kernel_version(image: str) -> str | None:
+    """``6.1.0-9-amd64`` of ``/boot/vmlinuz-6.1.0-9-amd64`` (a scan, not a search with
+    backtracking: the path is guest text of any length)."""
+    base = image.rsplit("/", 1)[-1]
+    at = base.find("vmlinuz-")
+    if at < 0:
+        return None
+    return base[at + len("vmlinuz-") :] or None
 
 
 def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], BootEntry]]]:
@@ -248,7 +267,7 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
         current: BootEntry | None = None
         depth = 0
         for no, line in enumerate(lines, 1):
-            m = _MENUENTRY.match(line)
+            m = _menu_line(line)
             if m:
                 kind = m.group(1)
                 title = m.group(2) or m.group(3) or m.group(4) or ""
@@ -273,8 +292,7 @@ def parse_grub_cfg(gfs: GuestFS) -> tuple[str | None, list[tuple[list[int], Boot
             if current is not None:
                 lm = re.match(r"(linux|linuxefi|linux16)\s+(\S+)\s*(.*)$", stripped)
                 if lm:
-                    vm = re.search(r"vmlinuz-([^\s/]+)$", lm.group(2))
-                    current.version = vm.group(1) if vm else None
+                    current.version = _kernel_version(lm.group(2))
                     current.cmdline = lm.group(3)
                     current.source = f"{path}:{no}"
             if stripped == "}" and stack:
@@ -337,7 +355,7 @@ def _pick(wanted: str | None, menu: list[tuple[list[int], BootEntry]]) -> BootEn
     if wanted is None:
         return None
     wanted = wanted.strip().strip("\"'")
-    if re.fullmatch(r"\d+(>\d+)*", wanted):
+    if re.fullmatch(r"\d{1,9}(>\d{1,9})*", wanted):  # no int() of a 5,000-digit number
         path = [int(x) for x in wanted.split(">")]
         for index, entry in menu:
             if index == path:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 
-from offline_ic.errors import InputError, NotFoundError, quoted
+from offline_ic.errors import InputError, NotFoundError, quoted, toml_number_error
 from offline_ic.guest.windows.catalog import ALL_SERVICES, parse_start, resolve_services
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.kvp import KVP_POOLS, kvp_changes
@@ -110,6 +110,8 @@ def _read_toml(path: str) -> dict:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except ValueError as exc:  # tomllib's int() of an integer of more than 4300 digits
+        raise InputError(f"{path}: {toml_number_error(exc)}") from None
 
 
 def _read_services(doc: dict, path: str, result: ChangeFile) -> None:

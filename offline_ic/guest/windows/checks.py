@@ -48,8 +48,9 @@ def windows_build(guest: WindowsGuest) -> int | None:
         return None
     for name in ("CurrentBuildNumber", "CurrentBuild"):
         value = key.value(name) if key is not None else None
-        if value is not None and str(value.data).strip().isdigit():
-            return int(str(value.data).strip())
+        text = str(value.data).strip() if value is not None else ""
+        if text.isascii() and text.isdigit() and len(text) <= 9:  # "²" is a digit to isdigit
+            return int(text)
     return None
 
 
