@@ -64,7 +64,7 @@ from offline_ic.cli.many import (
 @fleet_options
 def check(
     images: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     policy_path: str | None,
     strict_policy: bool,
     profiles: tuple[str, ...],

@@ -74,7 +74,7 @@ def register(group: click.Group) -> None:
     @fleet_options
     def verify(
         images: tuple[str, ...],
-        from_file: str | None,
+        from_file: tuple[str, ...],
         parent: str | None,
         as_json: bool,
         **fleet: Any,

@@ -18,7 +18,14 @@ import click
 
 from offline_ic.cli.common import emit_json
 from offline_ic.escaping import json_text, terminal
-from offline_ic.fleet import Outcome, Task, read_target_list, summary_line, worst_code
+from offline_ic.fleet import (
+    DEFAULT_TARGET_TIMEOUT,
+    Outcome,
+    Task,
+    read_target_list,
+    summary_line,
+    worst_code,
+)
 
 Renderer = Callable[[dict[str, Any]], None]
 
@@ -27,17 +34,18 @@ images_argument = click.argument("images", nargs=-1, metavar="IMAGE...", type=cl
 
 
 def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--from, --jobs, --dask, --dask-timeout and --quiet (applied bottom-up)."""
+    """--from, --jobs, --dask, --dask-timeout, --target-timeout and --quiet (applied
+    bottom-up)."""
     for option in reversed(
         (
             click.option(
                 "--from",
                 "from_file",
                 type=click.Path(dir_okay=False, allow_dash=True),
-                default=None,
+                multiple=True,
                 metavar="FILE",
-                help="Also read targets from FILE, one path per line (- = stdin; blank lines "
-                "and # comments ignored).",
+                help="Also read targets from FILE, one path per line (- = stdin; empty lines "
+                "and lines starting with # skipped); repeat to add more lists.",
             ),
             click.option(
                 "--jobs",
@@ -65,6 +73,15 @@ def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 help="Give up when the Dask scheduler does not answer within this time.",
             ),
             click.option(
+                "--target-timeout",
+                type=click.FloatRange(min=0),
+                default=DEFAULT_TARGET_TIMEOUT,
+                show_default=True,
+                metavar="SECONDS",
+                help="Stop a target that takes longer (its record says timeout; the others "
+                "go on). 0 = no limit.",
+            ),
+            click.option(
                 "--quiet", "-q", is_flag=True, help="No summary line on stderr for many targets."
             ),
         )
@@ -73,13 +90,13 @@ def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def collect_targets(images: tuple[str, ...], from_file: str | None) -> list[str]:
-    """IMAGE arguments, then the ``--from`` list; at least one target (else a usage error).
-    A VM folder holding several VM configurations is one target per configuration."""
+def collect_targets(images: tuple[str, ...], from_files: tuple[str, ...]) -> list[str]:
+    """IMAGE arguments, then each ``--from`` list in turn; at least one target (else a usage
+    error). A VM folder holding several VM configurations is one target per configuration."""
     from offline_ic.target import expand_target
 
     targets = list(images)
-    if from_file is not None:
+    for from_file in from_files:
         targets += read_target_list(from_file)
     targets = [one for target in targets for one in expand_target(target)]
     if not targets:
@@ -122,6 +139,7 @@ class FleetOptions:
     jobs: int = 1
     dask_address: str | None = None
     dask_timeout: float = 10.0
+    target_timeout: float = DEFAULT_TARGET_TIMEOUT
     quiet: bool = False
 
     @classmethod
@@ -131,6 +149,7 @@ class FleetOptions:
             jobs=kwargs.pop("jobs"),
             dask_address=kwargs.pop("dask_address"),
             dask_timeout=kwargs.pop("dask_timeout"),
+            target_timeout=kwargs.pop("target_timeout"),
             quiet=kwargs.pop("quiet"),
         )
 
@@ -156,7 +175,11 @@ def run_many(
     counts: dict[int, int] = {}
     try:
         for outcome in fleet.run(
-            tasks, jobs=opts.jobs, dask=opts.dask_address, dask_timeout=opts.dask_timeout
+            tasks,
+            jobs=opts.jobs,
+            dask=opts.dask_address,
+            dask_timeout=opts.dask_timeout,
+            target_timeout=opts.target_timeout,
         ):
             progress.step()
             counts[outcome.code] = counts.get(outcome.code, 0) + 1

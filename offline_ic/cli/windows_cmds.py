@@ -124,7 +124,7 @@ def _unique(pairs: list[tuple[str, str]], what: str) -> dict[str, str]:
 
 
 def split_images(
-    args: tuple[str, ...], what: str, from_file: str | None
+    args: tuple[str, ...], what: str, from_file: tuple[str, ...]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``IMAGE... ASSIGNMENT...`` of a writing command: the images come first; an argument
     with ``=`` that is not an existing path starts the assignments. With ``--from`` the
@@ -138,7 +138,7 @@ def split_images(
             rest.append(arg)
         else:
             images.append(arg)
-    if not images and from_file is None:
+    if not images and not from_file:
         raise click.UsageError(f"no IMAGE given before the {what} arguments")
     if not rest:
         raise click.UsageError(f"no {what} given")
@@ -216,7 +216,7 @@ def services() -> None:
 @fleet_options
 def services_list(
     images: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     only: tuple[str, ...],
     control_set: str | int | None,
     parent: str | None,
@@ -265,7 +265,7 @@ def services_list(
 @fleet_options
 def services_set(
     arguments: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     control_set: str | int | None,
     skip_missing: bool,
     **opts: Any,
@@ -332,7 +332,7 @@ def kvp() -> None:
 @fleet_options
 def kvp_get(
     images: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     pool: str,
     parent: str | None,
     volume: int | None,
@@ -375,7 +375,7 @@ def _render_kvp_doc(doc: dict[str, Any]) -> None:
 )
 @write_options
 @fleet_options
-def kvp_set(arguments: tuple[str, ...], from_file: str | None, pool: str, **opts: Any) -> None:
+def kvp_set(arguments: tuple[str, ...], from_file: tuple[str, ...], pool: str, **opts: Any) -> None:
     """Set KVP values (REG_SZ) in the guest's SOFTWARE hive, creating the pool key if needed.
 
     \b
@@ -437,7 +437,7 @@ def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> No
 @fleet_options
 def apply(
     images: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     change_file: str,
     control_set: str | int | None,
     skip_missing: bool,
@@ -515,7 +515,7 @@ def apply(
 @fleet_options
 def inspect(
     images: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     vmcx: str | None,
     evidence: bool,
     hash_only_read: bool,
@@ -592,7 +592,7 @@ def hash_progress(done: int, total: int) -> None:
 
 def _command_line(
     images: tuple[str, ...],
-    from_file: str | None,
+    from_file: tuple[str, ...],
     vmcx: str | None,
     evidence: bool,
     html_file: str | None,
@@ -609,7 +609,8 @@ def _command_line(
     ):
         return ["offline-ic", *sys.argv[1:]]
     line = ["offline-ic", "inspect", *images]
-    for flag, value in (("--from", from_file), ("--vmcx", vmcx), ("--html", html_file)):
+    line += [word for list_file in from_file for word in ("--from", list_file)]
+    for flag, value in (("--vmcx", vmcx), ("--html", html_file)):
         if value is not None:
             line += [flag, value]
     return (

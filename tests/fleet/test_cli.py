@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,9 @@ def images(tmp_path_factory):
 
 
 def _ndjson(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    """One document per line: split at \\n only (a name may hold U+2028, which splitlines
+    would split at)."""
+    return [json.loads(line) for line in out.split("\n") if line.strip()]
 
 
 def test_ndjson_equals_single_documents_in_order(cli, images):
@@ -92,6 +93,18 @@ def test_from_file_and_stdin_like_lists(cli, images, tmp_path):
     code, out, err = cli("verify", "--from", str(tmp_path / "none.txt"), "--json")
     assert code == 2 and "target list not found" in err
     assert json.loads(out)["error"]["kind"] == "not_found"  # a NotFoundError, exit 2
+
+
+def test_repeated_from_lists_add_and_names_keep_their_characters(cli, images, tmp_path):
+    odd = images["dir"] / " odd\u2028name\x85.vhdx"  # a leading blank, U+2028, U+0085
+    if not odd.exists():
+        os.link(images["win"], odd)
+    first, second = tmp_path / "1.txt", tmp_path / "2.txt"
+    first.write_text(f"{images['win']}\n", encoding="utf-8")
+    second.write_text(f"# more\r\n{odd}\r\n{images['other']}\r\n", encoding="utf-8")
+    code, out, err = cli("verify", "--from", str(first), "--from", str(second), "--json")
+    assert [d["image"] for d in _ndjson(out)] == [images["win"], str(odd), images["other"]]
+    assert code == 0 and all(d["ok"] for d in _ndjson(out)), err
 
 
 def test_check_junit_has_one_suite_per_image(cli, images, tmp_path):
@@ -158,68 +171,6 @@ def test_unreachable_scheduler_is_one_line_exit_2(cli, images):
     assert time.monotonic() - start < 30
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def dask_cluster():
-    """`dask scheduler` and `dask worker` as separate processes on 127.0.0.1."""
-    pytest.importorskip("distributed")
-    dask = shutil.which("dask")
-    if dask is None:
-        pytest.skip("dask command line not installed")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [
-        subprocess.Popen(
-            [
-                dask,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--dashboard-address",
-                ":0",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    procs.append(
-        subprocess.Popen(
-            [dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
-    try:
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, timeout="5s") as client:
-                    client.wait_for_workers(2, timeout=60)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield address
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-
-
 def test_cli_on_a_dask_scheduler_and_workers_equals_local(images, dask_cluster):
     args = [
         sys.executable,
@@ -235,7 +186,7 @@ def test_cli_on_a_dask_scheduler_and_workers_equals_local(images, dask_cluster):
     ]
     local = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     remote = subprocess.run(
-        [*args, "--dask", dask_cluster], cwd=REPO, capture_output=True, text=True, timeout=300
+        [*args, "--dask", dask_cluster[0]], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert remote.stdout == local.stdout, remote.stderr
     assert remote.returncode == local.returncode == 2

@@ -69,7 +69,7 @@ def test_batched_pool_equals_local(targets):
     assert list(fleet.run(many, jobs=2)) == list(fleet.run(many))
 
 
-def _fake_result(batch):
+def _fake_result(batch, _tasks):
     if any(task.target == "b" for task in batch):
         raise OSError(5, "worker lost")
     return [fleet.Outcome(task.target, 0, {"image": task.target}) for task in batch]
@@ -83,6 +83,21 @@ def test_a_killed_worker_is_its_targets_errors_not_the_end_of_the_run(size):
     lost = [o.target for o in outcomes if o.error]
     assert lost == (["b"] if size == 1 else ["a", "b"])
     assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "worker lost"}
+
+
+def _engine_gone(batch, tasks):
+    if any(task.target == "c" for task in tasks):
+        raise fleet.EngineLost("not run: the Dask client is closed (scheduler lost)")
+    return [fleet.Outcome(task.target, 0, {"image": task.target}) for task in tasks]
+
+
+def test_a_lost_engine_ends_the_run_with_a_record_for_every_target_left():
+    tasks = [Task("x", t) for t in "abcdefg"]
+    outcomes = list(fleet.in_order(tasks, lambda b: b, _engine_gone, window=2, size=1))
+    assert [o.target for o in outcomes] == list("abcdefg")
+    assert [o.code for o in outcomes] == [0, 0, 2, 2, 2, 2, 2]
+    assert {o.error["kind"] for o in outcomes[2:]} == {"worker_lost"}
+    assert outcomes[6].error["message"] == "g: not run: the Dask client is closed (scheduler lost)"
 
 
 def test_batches_balance_and_stream():
@@ -118,7 +133,7 @@ def test_unreachable_scheduler_is_one_input_error_within_the_timeout():
 
 def test_target_list_file(tmp_path):
     f = tmp_path / "list.txt"
-    f.write_text("# fleet\n/a.vhdx\n\n  /b.vhdx  \n#/c.vhdx\n")
+    f.write_text("# fleet\n/a.vhdx\n\n/b.vhdx\n#/c.vhdx\n")
     assert fleet.read_target_list(str(f)) == ["/a.vhdx", "/b.vhdx"]
     from offline_ic.errors import InputError
 
@@ -140,3 +155,15 @@ def test_progress_line_only_on_a_terminal(capsys):
     assert err.startswith("\r1/4 targets") and "\r2/4 targets" in err and "ETA" in err
     shown.clear()
     assert capsys.readouterr().err.strip() == ""
+
+
+def test_target_list_splits_at_newline_only_and_keeps_every_other_character(tmp_path):
+    names = [" lead.vhdx", "tab\t.vhdx", "nel\x85.vhdx", "ls\u2028.vhdx", "vt\v.vhdx", "ff\f.vhdx"]
+    text = "#comment\r\n" + "".join(f"{n}\r\n" for n in names[:3]) + "\n".join(names[3:])
+    assert fleet.parse_target_list(text) == names
+    assert fleet.parse_target_list("a\n\n#b\n #c\nd") == ["a", " #c", "d"]
+    f = tmp_path / "list.txt"
+    f.write_bytes(text.encode())  # a lone \r in a name is not a line break either
+    assert fleet.read_target_list(str(f)) == names
+    f.write_bytes(b"cr\rin.vhdx\n")
+    assert fleet.read_target_list(str(f)) == ["cr\rin.vhdx"]
