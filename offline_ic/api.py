@@ -218,6 +218,7 @@ def kvp_set(
     *,
     pool: str = "parameters",
     delete: Sequence[str] = (),
+    delete_must_exist: bool = False,
     parent: str | None = None,
     volume: int | None = None,
     output: str | None = None,
@@ -226,13 +227,24 @@ def kvp_set(
     check: bool = False,
 ) -> dict[str, Any]:
     """``kvp set``/``kvp delete --json``: set (REG_SZ) and delete values of one KVP pool
-    (SOFTWARE: no control set). ``check``: compliance mode."""
-    from offline_ic.guest.windows.kvp import kvp_changes
+    (SOFTWARE: no control set). ``check``: compliance mode.
+
+    ``delete_must_exist`` (``kvp delete``): a value to delete that is absent is an error
+    (exit 2), as in ``reg delete``: a command that names what to delete most likely has a
+    typo when it is not there. A change file (``apply``'s [kvp.delete]) states the wanted
+    end state instead, so there absent already complies."""
+    from offline_ic.guest.windows.kvp import kvp_changes, require_present
 
     changes = kvp_changes(pool.lower(), dict(values), list(delete))
+
+    def build(guest: Any) -> tuple[list[Any], list[str]]:
+        if delete_must_exist:
+            require_present(guest.hive("SOFTWARE"), pool.lower(), list(delete))
+        return changes, []
+
     return _servicing(
         image,
-        lambda guest: (changes, []),
+        build,
         parent=parent,
         volume=volume,
         output=output,

@@ -1,0 +1,70 @@
+"""The command-line contract a pipeline relies on (issue 21): exit codes that tell a bad input
+from a failed check, writers that leave the file they were asked for, one meaning per word."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TESTDATA
+
+WIN10 = TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz"
+PARAMETERS = "HKLM\\SOFTWARE\\Microsoft\\Virtual Machine\\Guest\\Parameters"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def win10_copy(unpacked, tmp_path) -> Path:
+    copy = tmp_path / "w.vhdx"
+    shutil.copyfile(unpacked(WIN10), copy)
+    return copy
+
+
+# ------------------------------------------------------------------- kvp delete vs reg delete
+@pytest.mark.parametrize("mode", [(), ("--check",), ("--dry-run",)])
+def test_kvp_delete_of_an_absent_key_is_exit_2_as_reg_delete(cli, win10_copy, mode):
+    digest = sha256(win10_copy)
+    code, out, err = cli("kvp", "delete", win10_copy, "HostName", "NoSuchKey", *mode)
+    assert code == 2 and out == "", (out, err)
+    assert err.startswith("offline-ic: error: KVP pool parameters") and "'NoSuchKey'" in err
+    reg_code, _, reg_err = cli("reg", "delete", win10_copy, PARAMETERS, "NoSuchKey", *mode)
+    assert reg_code == code and "no value 'NoSuchKey'" in reg_err
+    assert sha256(win10_copy) == digest  # HostName, which exists, was not deleted either
+
+
+def test_kvp_delete_of_a_present_key_still_works(cli, win10_copy):
+    code, out, err = cli("kvp", "delete", win10_copy, "HostName", "--json")
+    assert code == 0, err
+    assert [c["present_before"] for c in json.loads(out)["changes"]] == [True]
+    code, out, _ = cli("kvp", "get", win10_copy, "--json")
+    assert "HostName" not in json.loads(out)["values"]
+
+
+def test_apply_kvp_delete_of_an_absent_key_complies(cli, win10_copy, tmp_path):
+    """A change file states the end state: a value already absent is as asked."""
+    changes = tmp_path / "changes.toml"
+    changes.write_text('[kvp.delete]\nparameters = ["NoSuchKey"]\n')
+    code, out, err = cli("apply", win10_copy, "--file", changes, "--check", "--json")
+    assert code == 0 and json.loads(out)["complies"] is True, err
+
+
+# ----------------------------------------------------------------------- empty change file
+@pytest.mark.parametrize(
+    "text", ["", "# only a comment\n", "[services]\n", "[kvp.delete]\nparameters = []\n"]
+)
+@pytest.mark.parametrize("mode", [(), ("--check",)])
+def test_an_empty_change_file_is_exit_2(cli, win10_copy, tmp_path, text, mode):
+    changes = tmp_path / "empty.toml"
+    changes.write_text(text)
+    digest = sha256(win10_copy)
+    code, out, err = cli("apply", win10_copy, "--file", changes, *mode)
+    assert code == 2 and out == ""
+    assert "asks for no change" in err and err.count("\n") == 1
+    assert sha256(win10_copy) == digest
