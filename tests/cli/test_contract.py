@@ -68,3 +68,66 @@ def test_an_empty_change_file_is_exit_2(cli, win10_copy, tmp_path, text, mode):
     assert code == 2 and out == ""
     assert "asks for no change" in err and err.count("\n") == 1
     assert sha256(win10_copy) == digest
+
+
+# ------------------------------------------------------------------------------- convert
+Q_DYN = TESTDATA / "images" / "q-dyn-2m.vhdx.gz"
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("c.raw", "raw"),
+        ("c.IMG", "raw"),
+        ("c.vhd", "vhd-fixed"),
+        ("c.vhdx", "vhdx-dynamic"),
+        ("c.avhdx", "vhdx-dynamic"),
+    ],
+)
+def test_convert_takes_the_format_from_the_extension(cli, unpacked, tmp_path, name, fmt):
+    from offline_ic.image import open_image
+
+    src = unpacked(Q_DYN)
+    dst = tmp_path / name
+    code, out, err = cli("convert", src, dst, "--json")
+    assert code == 0, err
+    assert json.loads(out)["to"] == fmt
+    with open_image(str(src)) as source:
+        size, first = source.size, source.read(0, 1 << 20)
+    if fmt == "raw":  # the bytes of the disk and nothing else: no VHD footer in a .raw
+        assert dst.stat().st_size == size and dst.read_bytes()[: 1 << 20] == first
+        assert b"conectix" not in dst.read_bytes()[-512:]
+    else:
+        with open_image(str(dst)) as written:
+            assert written.info().format == fmt.split("-")[0]
+            assert written.read(0, 1 << 20) == first
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("c.raw", ("--format", "vhd-fixed"), "does not match DST's extension .raw"),
+        ("c.vhd", ("--format", "raw"), "does not match DST's extension .vhd"),
+        ("c.vhdx", ("--to", "vhd-fixed"), "does not match DST's extension .vhdx"),
+        ("c.bin", (), "cannot tell the format from DST's extension (.bin)"),
+        ("noext", (), "cannot tell the format from DST's extension (none)"),
+        ("c.raw", ("--format", "raw", "--to", "vhd-fixed"), "--to (its old name)"),
+    ],
+)
+def test_convert_refuses_a_format_the_name_contradicts(
+    cli, unpacked, tmp_path, name, args, message
+):
+    dst = tmp_path / name
+    code, out, err = cli("convert", unpacked(Q_DYN), dst, *args)
+    assert code == 2 and out == "" and message in err, err
+    assert not dst.exists()
+
+
+def test_convert_format_for_another_extension_and_the_old_option_name(cli, unpacked, tmp_path):
+    src = unpacked(Q_DYN)
+    code, out, err = cli("convert", src, tmp_path / "c.bin", "--format", "raw", "--json")
+    assert code == 0 and json.loads(out)["to"] == "raw", err
+    code, out, err = cli("convert", src, tmp_path / "d.bin", "--to", "raw", "--json")
+    assert code == 0 and json.loads(out)["to"] == "raw", err  # the hidden alias still works
+    code, out, _ = cli("convert", "--help")
+    assert "--format" in out and "--to" not in out
