@@ -66,7 +66,7 @@ def inspect(
     hashes only the byte ranges of the disk files that were read (``--hash-only-read``)."""
     from offline_ic.workflows.read import inspect_target
 
-    return inspect_target(
+    document = inspect_target(
         image,
         parent=parent,
         volume=volume,
@@ -76,6 +76,11 @@ def inspect(
         progress=progress,
         hash_only_read=hash_only_read,
     )
+    if document.get("os", False) is None and "os" in document.get("errors", {}):
+        # the report of what is there stays (image facts, volumes), but a pipeline sees
+        # the same exit code and error object as from every other command
+        document["error"] = no_os_error(document["errors"]["os"])
+    return document
 
 
 def check(
@@ -105,7 +110,21 @@ def check(
         profile=get_profile(profile),
         vmcx=vmcx,
     )
-    return report.to_dict()
+    document = report.to_dict()
+    if report.os is None:
+        detect = [c for c in report.checks if c.id == "os.detect"]
+        if detect:  # bad input, not a failed check: the error object and exit 2
+            document["error"] = no_os_error(f"{image}: {detect[0].detail}")
+    return document
+
+
+def no_os_error(message: str) -> dict[str, Any]:
+    """The error object of a target that is not a disk image with a guest on it ("no OS
+    found"): what ``services list`` raises as an error, ``inspect`` and ``check`` add to
+    their report, so that every command exits 2 with the same ``error`` for it."""
+    from offline_ic.errors import NotFoundError
+
+    return {"code": NotFoundError.exit_code, "kind": NotFoundError.kind, "message": message}
 
 
 def verify(image: str, *, parent: str | None = None) -> dict[str, Any]:
@@ -342,8 +361,21 @@ def reg_merge(image: str, reg_file: str, **write: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ fleet dispatch
+def _error_code(doc: dict[str, Any]) -> int | None:
+    """The exit code of a report that carries an ``error`` object (no OS found), else None."""
+    error = doc.get("error")
+    return int(error["code"]) if isinstance(error, dict) else None
+
+
 def _check_code(doc: dict[str, Any]) -> int:
+    code = _error_code(doc)
+    if code is not None:
+        return code
     return 1 if doc.get("result") == "fail" else 0
+
+
+def _inspect_code(doc: dict[str, Any]) -> int:
+    return _error_code(doc) or 0
 
 
 def _verify_code(doc: dict[str, Any]) -> int:
@@ -363,7 +395,7 @@ def servicing_exit_code(doc: dict[str, Any]) -> int:
 COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], int]]] = {
     "services list": (services_list, _no_code),
     "kvp get": (kvp_get, _no_code),
-    "inspect": (inspect, _no_code),
+    "inspect": (inspect, _inspect_code),
     "check": (check, _check_code),
     "verify": (verify, _verify_code),
     "services set": (services_set, servicing_exit_code),

@@ -131,3 +131,67 @@ def test_convert_format_for_another_extension_and_the_old_option_name(cli, unpac
     assert code == 0 and json.loads(out)["to"] == "raw", err  # the hidden alias still works
     code, out, _ = cli("convert", "--help")
     assert "--format" in out and "--to" not in out
+
+
+# ------------------------------------------------------------------ no OS found is exit 2
+NO_OS_COMMANDS = [
+    ("inspect",),
+    ("check",),
+    ("services", "list"),
+    ("kvp", "get"),
+    ("reg", "get", "{target}", "HKLM\\SYSTEM\\Select"),
+]
+
+
+@pytest.fixture(scope="module")
+def not_a_disk(tmp_path_factory) -> Path:
+    """3 MB of random bytes: no partition table, no file system, no OS."""
+    import random
+
+    path = tmp_path_factory.mktemp("noos") / "random.bin"
+    path.write_bytes(random.Random(21).randbytes(3_000_000))
+    return path
+
+
+@pytest.mark.parametrize("command", NO_OS_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_no_os_found_is_exit_2_for_every_command(cli, not_a_disk, command, as_json):
+    args = [a.format(target=not_a_disk) for a in command]
+    if "{target}" not in command:
+        args.append(str(not_a_disk))
+    code, out, err = cli(*args, *(["--json"] if as_json else []))
+    assert code == 2, (command, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("offline-ic: error: ")
+    assert not_a_disk.name in lines[0] and "no Windows volume" in lines[0]
+    if as_json:
+        error = json.loads(out)["error"]
+        assert error["code"] == 2 and error["kind"] == "not_found"
+        assert lines[0] == f"offline-ic: error: {error['message']}"
+
+
+def test_inspect_still_reports_what_the_file_holds(cli, not_a_disk):
+    """The responder keeps the image facts of a file with no OS: only the exit code and the
+    error object are added."""
+    code, out, _ = cli("inspect", not_a_disk, "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["os"] is None and doc["image_info"]["format"] == "raw"
+    assert [v["filesystem"] for v in doc["volumes"]] == [None]
+
+
+def test_a_fleet_with_a_no_os_target_exits_2(cli, not_a_disk, unpacked):
+    good = unpacked(WIN10)
+    for command in (("inspect",), ("check",), ("services", "list")):
+        code, out, err = cli(*command, not_a_disk, good, "--json")
+        assert code == 2, (command, err)
+        first, second = (json.loads(line) for line in out.splitlines())
+        assert first["image"] == str(not_a_disk) and first["error"]["code"] == 2
+        assert second["image"] == str(good) and "error" not in second
+
+
+def test_inspect_of_a_vm_config_without_its_disks_is_not_an_error(cli):
+    """Host side only: a config whose disks are elsewhere is still a good inspect target."""
+    code, out, err = cli("inspect", TESTDATA / "host" / "2012-gen1.xml", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["target_type"] == "vm" and "error" not in doc and doc["host"]
