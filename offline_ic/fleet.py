@@ -251,14 +251,28 @@ def read_target_list(path: str) -> list[str]:
                 text = fh.read()
         except FileNotFoundError:
             raise InputError(f"{path}: target list not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not a text list of targets{_kind_hint(path)}") from None
+        except OSError as exc:
             raise InputError(f"{path}: cannot read the target list: {exc}") from None
+        if "\0" in text:
+            raise InputError(f"{path} is not a text list of targets{_kind_hint(path)}")
     out = []
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             out.append(line)
     return out
+
+
+def _kind_hint(path: str) -> str:
+    """`` (it looks like a disk image (VHDX): give it as IMAGE, without --from)``, or why not."""
+    from offline_ic.filekind import file_kind
+
+    kind = file_kind(path)
+    if kind is None:
+        return " (it is not UTF-8 text)"
+    return f" (it looks like {kind}: give it as IMAGE, without --from)"
 
 
 def worst_code(codes: Iterable[int]) -> int:

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, warn
+from offline_ic.cli.common import emit_json, json_option, must_be_hive_file, warn
 
 if TYPE_CHECKING:
     from offline_ic.registry.editor import HiveEditor
     from offline_ic.registry.files import WriteResult
 
-HIVE_ARG = click.argument("hive", type=click.Path(dir_okay=False, path_type=Path))
+HIVE_ARG = click.argument(
+    "hive", type=click.Path(dir_okay=False, path_type=Path), callback=must_be_hive_file
+)
 KEY_ARG = click.argument("key")
 
 

@@ -103,7 +103,7 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise click.BadParameter(f"'{pair}' is not {what}", param_hint="ASSIGNMENT")
+            raise click.BadParameter(f"'{pair}' is not {what}", param_hint=what)
         out.append((name, value))
     return out
 
