@@ -66,7 +66,7 @@ def inspect(
     hashes only the byte ranges of the disk files that were read (``--hash-only-read``)."""
     from offline_ic.workflows.read import inspect_target
 
-    return inspect_target(
+    document = inspect_target(
         image,
         parent=parent,
         volume=volume,
@@ -76,6 +76,11 @@ def inspect(
         progress=progress,
         hash_only_read=hash_only_read,
     )
+    if document.get("os", False) is None and "os" in document.get("errors", {}):
+        # the report of what is there stays (image facts, volumes), but a pipeline sees
+        # the same exit code and error object as from every other command
+        document["error"] = no_os_error(document["errors"]["os"])
+    return document
 
 
 def check(
@@ -106,7 +111,21 @@ def check(
         profile=get_profiles(profile),
         vmcx=vmcx,
     )
-    return report.to_dict()
+    document = report.to_dict()
+    if report.os is None:
+        detect = [c for c in report.checks if c.id == "os.detect"]
+        if detect:  # bad input, not a failed check: the error object and exit 2
+            document["error"] = no_os_error(f"{image}: {detect[0].detail}")
+    return document
+
+
+def no_os_error(message: str) -> dict[str, Any]:
+    """The error object of a target that is not a disk image with a guest on it ("no OS
+    found"): what ``services list`` raises as an error, ``inspect`` and ``check`` add to
+    their report, so that every command exits 2 with the same ``error`` for it."""
+    from offline_ic.errors import NotFoundError
+
+    return {"code": NotFoundError.exit_code, "kind": NotFoundError.kind, "message": message}
 
 
 def verify(image: str, *, parent: str | None = None) -> dict[str, Any]:
@@ -219,6 +238,7 @@ def kvp_set(
     *,
     pool: str = "parameters",
     delete: Sequence[str] = (),
+    delete_must_exist: bool = False,
     parent: str | None = None,
     volume: int | None = None,
     output: str | None = None,
@@ -227,13 +247,24 @@ def kvp_set(
     check: bool = False,
 ) -> dict[str, Any]:
     """``kvp set``/``kvp delete --json``: set (REG_SZ) and delete values of one KVP pool
-    (SOFTWARE: no control set). ``check``: compliance mode."""
-    from offline_ic.guest.windows.kvp import kvp_changes
+    (SOFTWARE: no control set). ``check``: compliance mode.
+
+    ``delete_must_exist`` (``kvp delete``): a value to delete that is absent is an error
+    (exit 2), as in ``reg delete``: a command that names what to delete most likely has a
+    typo when it is not there. A change file (``apply``'s [kvp.delete]) states the wanted
+    end state instead, so there absent already complies."""
+    from offline_ic.guest.windows.kvp import kvp_changes, require_present
 
     changes = kvp_changes(pool.lower(), dict(values), list(delete))
+
+    def build(guest: Any) -> tuple[list[Any], list[str]]:
+        if delete_must_exist:
+            require_present(guest.hive("SOFTWARE"), pool.lower(), list(delete))
+        return changes, []
+
     return _servicing(
         image,
-        lambda guest: (changes, []),
+        build,
         parent=parent,
         volume=volume,
         output=output,
@@ -331,8 +362,21 @@ def reg_merge(image: str, reg_file: str, **write: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ fleet dispatch
+def _error_code(doc: dict[str, Any]) -> int | None:
+    """The exit code of a report that carries an ``error`` object (no OS found), else None."""
+    error = doc.get("error")
+    return int(error["code"]) if isinstance(error, dict) else None
+
+
 def _check_code(doc: dict[str, Any]) -> int:
+    code = _error_code(doc)
+    if code is not None:
+        return code
     return 1 if doc.get("result") == "fail" else 0
+
+
+def _inspect_code(doc: dict[str, Any]) -> int:
+    return _error_code(doc) or 0
 
 
 def _verify_code(doc: dict[str, Any]) -> int:
@@ -352,7 +396,7 @@ def servicing_exit_code(doc: dict[str, Any]) -> int:
 COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], int]]] = {
     "services list": (services_list, _no_code),
     "kvp get": (kvp_get, _no_code),
-    "inspect": (inspect, _no_code),
+    "inspect": (inspect, _inspect_code),
     "check": (check, _check_code),
     "verify": (verify, _verify_code),
     "services set": (services_set, servicing_exit_code),

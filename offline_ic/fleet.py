@@ -604,10 +604,13 @@ def read_target_list(path: str) -> list[str]:
     else:
         from offline_ic.inputs import read_operator_file
 
+        data = read_operator_file(path, "target list")
         try:
-            text = read_operator_file(path, "target list").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: cannot read the target list: {exc}") from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not a text list of targets{_kind_hint(path)}") from None
+        if "\0" in text:
+            raise InputError(f"{path} is not a text list of targets{_kind_hint(path)}")
     return parse_target_list(text)
 
 
@@ -622,6 +625,16 @@ def parse_target_list(text: str) -> list[str]:
         if line and not line.startswith("#"):
             out.append(line)
     return out
+
+
+def _kind_hint(path: str) -> str:
+    """`` (it looks like a disk image (VHDX): give it as IMAGE, without --from)``, or why not."""
+    from offline_ic.filekind import file_kind
+
+    kind = file_kind(path)
+    if kind is None:
+        return " (it is not UTF-8 text)"
+    return f" (it looks like {kind}: give it as IMAGE, without --from)"
 
 
 def worst_code(codes: Iterable[int]) -> int:

@@ -91,9 +91,21 @@ def target_kind(path: str) -> TargetKind:
         raise InputError(f"{path}: {STATE_FILE}; give the VM's .vmcx, its folder or its disk")
     if is_hive_file(path):
         return HIVE_FILE
+    _refuse_reg_file(path)
     if _looks_like_markup(path) or os.path.splitext(path)[1].lower() in (".xml", ".vmcx"):
         raise InputError(f"{path}: {NOT_A_TARGET}")
     return IMAGE
+
+
+def _refuse_reg_file(path: str) -> None:
+    """A .reg file given as a TARGET: name the command that takes it (not "no OS found")."""
+    from offline_ic.filekind import REG_FILE, file_kind
+
+    if file_kind(path) == REG_FILE:
+        raise InputError(
+            f"{path} is a .reg file, not a disk image: apply it to one with "
+            f"`offline-ic reg merge IMAGE {path}`"
+        )
 
 
 def expand_target(path: str) -> list[str]:

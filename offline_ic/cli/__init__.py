@@ -60,6 +60,14 @@ class LazyGroup(click.Group):
             self._load(module)
         return super().list_commands(ctx)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in COMMAND_MODULES:
+            # a mistyped command: load every command so that click's "Did you mean" sees them
+            self.list_commands(ctx)
+        return super().resolve_command(ctx, args)
+
 
 @click.group(
     cls=LazyGroup,
@@ -134,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("offline-ic: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # a group without its command: the help as --help lays it out (not flattened into
+        # one error line), on stderr, and the usage exit code
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         _fail(_click_error_line(exc), exc.exit_code, "usage", as_json)
     except OSError as exc:

@@ -43,3 +43,23 @@ volume_option = click.option(
     metavar="N",
     help="Use volume N (1-based, as `inspect` lists them) when several volumes hold a guest.",
 )
+
+
+def must_be_hive_file(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """A HIVE argument that is a disk image or a .reg file: say which command wants it
+    (exit 2) instead of "no 'regf' signature"."""
+    from offline_ic.errors import InputError
+    from offline_ic.filekind import REG_FILE, file_kind, is_disk_image
+
+    kind = file_kind(value)
+    if is_disk_image(kind):
+        raise InputError(
+            f"{value} is {kind}, not a bare hive file: for the hives inside a disk image use "
+            "`offline-ic reg get|set|delete|export IMAGE 'HKLM\\SYSTEM\\...'`"
+        )
+    if kind == REG_FILE:
+        raise InputError(
+            f"{value} is {kind}, not a hive: apply it to a disk image with "
+            f"`offline-ic reg merge IMAGE {value}`"
+        )
+    return value

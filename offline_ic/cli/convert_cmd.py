@@ -30,6 +30,44 @@ class _Bar:
             click.echo("\r" + " " * 60 + "\r", nl=False, err=True)
 
 
+FORMATS = ("vhd-fixed", "raw", "vhdx-dynamic")
+# the format each DST extension names (lower case); another extension needs --format
+FORMAT_OF_EXTENSION = {
+    ".vhd": "vhd-fixed",
+    ".vhdx": "vhdx-dynamic",
+    ".avhdx": "vhdx-dynamic",
+    ".raw": "raw",
+    ".img": "raw",
+}
+
+
+def output_format(dst: str, fmt: str | None, old_to: str | None) -> str:
+    """The format to write: --format (or its old name --to), else DST's extension; a format
+    that contradicts DST's extension is refused (a .raw file holding a VHD footer misleads
+    every tool that trusts the name)."""
+    import os
+
+    if fmt is not None and old_to is not None and fmt != old_to:
+        raise click.UsageError("--format and --to (its old name) name different formats")
+    asked = fmt or old_to
+    extension = os.path.splitext(dst)[1].lower()
+    named = FORMAT_OF_EXTENSION.get(extension)
+    if asked is None:
+        if named is None:
+            raise click.UsageError(
+                f"cannot tell the format from DST's extension ({extension or 'none'}): "
+                f"name the file .vhd, .vhdx, .avhdx, .raw or .img, or give --format "
+                f"{'|'.join(FORMATS)}"
+            )
+        return named
+    if named is not None and named != asked:
+        raise click.UsageError(
+            f"--format {asked} does not match DST's extension {extension} ({named}): "
+            "rename DST or drop --format"
+        )
+    return asked
+
+
 def register(group: click.Group) -> None:
     """Add ``convert`` to ``group``."""
 
@@ -37,12 +75,19 @@ def register(group: click.Group) -> None:
     @click.argument("src", type=click.Path(dir_okay=False))
     @click.argument("dst", type=click.Path(dir_okay=False))
     @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default=None,
+        help="Output format (default: from DST's extension: .vhd vhd-fixed, which Azure "
+        "accepts; .vhdx/.avhdx vhdx-dynamic; .raw/.img raw).",
+    )
+    @click.option(
         "--to",
-        "to",
-        type=click.Choice(["vhd-fixed", "raw", "vhdx-dynamic"]),
-        default="vhd-fixed",
-        show_default=True,
-        help="Output format (vhd-fixed is what Azure accepts).",
+        "old_to",
+        type=click.Choice(FORMATS),
+        default=None,
+        hidden=True,  # its name until 0.x: --to/--output name files elsewhere
     )
     @click.option(
         "--align",
@@ -57,7 +102,8 @@ def register(group: click.Group) -> None:
     def convert_cmd(
         src: str,
         dst: str,
-        to: str,
+        fmt: str | None,
+        old_to: str | None,
         align: str | None,
         force: bool,
         parent: str | None,
@@ -72,10 +118,13 @@ def register(group: click.Group) -> None:
         \b
         Examples:
           offline-ic convert golden.vhdx golden.vhd            # fixed VHD for Azure
-          offline-ic convert child.avhdx flat.raw --to raw
-          offline-ic convert disk.vhd disk.vhdx --to vhdx-dynamic --json
+          offline-ic convert child.avhdx flat.raw
+          offline-ic convert disk.vhd disk.vhdx --json
+          offline-ic convert disk.vhd disk.bin --format raw
         """
         from offline_ic.image.convert import convert, parse_size
+
+        to = output_format(dst, fmt, old_to)
 
         bar = _Bar()
         try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, warn
+from offline_ic.cli.common import emit_json, json_option, must_be_hive_file, warn
 from offline_ic.escaping import terminal
 
 if TYPE_CHECKING:
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from offline_ic.registry.files import WriteResult
     from offline_ic.registry.hive import Value
 
-HIVE_ARG = click.argument("hive", type=click.Path(dir_okay=False, path_type=Path))
+HIVE_ARG = click.argument(
+    "hive", type=click.Path(dir_okay=False, path_type=Path), callback=must_be_hive_file
+)
 KEY_ARG = click.argument("key")
 
 
@@ -307,26 +309,26 @@ def _report(
 @hive_group.command("recover")
 @HIVE_ARG
 @click.option(
-    "--to",
-    "to",
+    "--output",
+    "output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     metavar="FILE",
-    help="Write the recovered hive to FILE (a new file) instead of in place.",
+    help="Write the recovered hive to FILE (a new hive file) instead of in place.",
 )
 @click.option(
-    "--output",
-    "old_output",
+    "--to",
+    "old_to",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    hidden=True,  # the old name of --to (elsewhere --output means a new differencing child)
+    hidden=True,  # its name until 0.x: --output is the written artifact in every command
 )
-@click.option("--force", is_flag=True, help="Replace the --to FILE if it exists.")
+@click.option("--force", is_flag=True, help="Replace the --output FILE if it exists.")
 @json_option
 def hive_recover(
-    hive: Path, to: Path | None, old_output: Path | None, force: bool, as_json: bool
+    hive: Path, output: Path | None, old_to: Path | None, force: bool, as_json: bool
 ) -> None:
-    """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --to FILE).
+    """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --output FILE).
 
     Also rolls back a write of ours that was interrupted (HIVE.offline-ic-journal).
     Refuses (exit 3) when the logs cannot bring the hive to a consistent state.
@@ -334,13 +336,13 @@ def hive_recover(
     \b
     Examples:
       offline-ic hive recover SYSTEM
-      offline-ic hive recover SYSTEM --to SYSTEM.recovered --json
+      offline-ic hive recover SYSTEM --output SYSTEM.recovered --json
     """
     from offline_ic.registry.files import recover_hive_file
 
-    if to is not None and old_output is not None and to != old_output:
-        raise click.UsageError("--to and --output (its old name) name different files")
-    target = to if to is not None else old_output
+    if output is not None and old_to is not None and output != old_to:
+        raise click.UsageError("--output and --to (its old name) name different files")
+    target = output if output is not None else old_to
     line, result = recover_hive_file(hive, target, force=force)
     if not as_json:
         click.echo(line)

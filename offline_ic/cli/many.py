@@ -249,6 +249,8 @@ def run_targets(
             render(document)
         if after_one is not None:
             after_one(document, time.monotonic() - start)
+        if code and isinstance(document.get("error"), dict):  # a report that is also an error
+            click.echo(f"offline-ic: error: {document['error']['message']}", err=True)
     else:
         code = run_many(
             command,

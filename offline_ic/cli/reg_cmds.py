@@ -342,8 +342,26 @@ def reg_merge(image: str, reg_file: str, user: str | None, **opts: Any) -> None:
     """
     from offline_ic.workflows.reg import reg_merge as run
 
+    _refuse_swapped(image, reg_file)
     doc = run(image, reg_file, user=user, **_write_args(opts))
     _emit(doc, opts["as_json"])
+
+
+def _refuse_swapped(image: str, reg_file: str) -> None:
+    """FILE.reg that is a disk image or a hive: say so (and that the arguments are swapped,
+    when IMAGE is the .reg file) before the .reg parser calls it bad text."""
+    from offline_ic.errors import InputError
+    from offline_ic.filekind import REG_FILE, file_kind
+
+    kind = file_kind(reg_file)
+    if kind is None or kind == REG_FILE:
+        return
+    if file_kind(image) == REG_FILE:
+        raise InputError(
+            f"{reg_file} is {kind} and {image} is a .reg file: the arguments are swapped "
+            f"(IMAGE first: `offline-ic reg merge {reg_file} {image}`)"
+        )
+    raise InputError(f"{reg_file} is {kind}, not a .reg file")
 
 
 def register(group: click.Group) -> None:

@@ -103,7 +103,7 @@ def _parse_assignments(pairs: tuple[str, ...], what: str) -> list[tuple[str, str
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise click.BadParameter(f"'{pair}' is not {what}", param_hint="ASSIGNMENT")
+            raise click.BadParameter(f"'{pair}' is not {what}", param_hint=what)
         out.append((name, value))
     return out
 
@@ -406,7 +406,11 @@ def kvp_set(arguments: tuple[str, ...], from_file: tuple[str, ...], pool: str, *
 )
 @write_options
 def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> None:
-    """Delete KVP values from the guest's SOFTWARE hive (absent ones are left as they are).
+    """Delete KVP values from the guest's SOFTWARE hive.
+
+    A KEY the pool does not hold is an error (exit 2, nothing written), as in `reg delete`;
+    to state "absent" as a wanted end state (absent already complies) use `apply` with a
+    [kvp.delete] table.
 
     \b
     Example:
@@ -415,7 +419,7 @@ def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> No
     _run_servicing(
         "kvp set",
         [image],
-        {"values": {}, "delete": list(names), "pool": pool.lower()},
+        {"values": {}, "delete": list(names), "delete_must_exist": True, "pool": pool.lower()},
         fleet=FleetOptions(),
         **opts,
     )

@@ -38,7 +38,7 @@ def disk_findings(image: DiskImage, target: str) -> list[Finding]:
     fixed_vhd = info.format == "vhd" and info.disk_type == "fixed"
     fmt = f"{info.format.upper()} {info.disk_type or ''}".strip()
     stem = os.path.splitext(os.path.basename(target))[0]
-    fix = f"; run: offline-ic convert {target} {stem}-azure.vhd --to vhd-fixed"
+    fix = f"; run: offline-ic convert {target} {stem}-azure.vhd --format vhd-fixed"
     size = image.size
     gen = generation_of(image)
     limit = OS_DISK_LIMIT[gen]

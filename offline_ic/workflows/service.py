@@ -121,7 +121,7 @@ def apply_changes(
     ``check`` is compliance mode: exactly a dry run (image opened read-only, no child made,
     the same refusals), and the report says whether the image already is as asked
     (in ``ServicingReport.to_dict``). With ``output``, the plan is made read-only on
-    ``target`` first: nothing to write makes no child.
+    ``target`` first: nothing to write makes an empty child (and says so in ``notes``).
     """
     _require_image(target)
     read_only = dry_run or check
@@ -147,9 +147,15 @@ def apply_changes(
     plan = _apply(
         target, target, build, parent=parent, volume=volume, dry_run=True, force=force, child=None
     )
-    if not plan.bytes_written:  # nothing to write: no child is made
+    if not plan.bytes_written:  # nothing to write: the child is made all the same, empty,
+        # so that the next step of a pipeline finds the file it was promised
+        _make_child(target, output)
         plan.dry_run = False
-        plan.notes.append(f"{output} was not made: there is nothing to write")
+        plan.child = plan.written_to = output
+        plan.notes.append(
+            f"{output} is an empty differencing child (it reads as {os.path.basename(target)}): "
+            "there is nothing to write"
+        )
         return plan
     write_path = _make_child(target, output)
     try:

@@ -96,13 +96,13 @@ def test_reg_export_over_hive(cli, hive, how):
 
 @pytest.mark.parametrize("how", HOWS)
 def test_hive_recover_to_over_hive(cli, hive, how):
-    _refused(cli, ["hive", "recover", hive, "--to", _names(hive, how)], [hive])
+    _refused(cli, ["hive", "recover", hive, "--output", _names(hive, how)], [hive])
 
 
 def test_hive_recover_to_over_its_log(cli, hive):
     log = hive.parent / f"{hive.name}.LOG1"
     log.write_bytes(b"\0" * 512)
-    _refused(cli, ["hive", "recover", hive, "--to", log], [hive, log])
+    _refused(cli, ["hive", "recover", hive, "--output", log], [hive, log])
 
 
 @pytest.mark.parametrize("how", HOWS)

@@ -90,11 +90,16 @@ def test_input_errors_exit_2_with_one_line(linux_images, tmp_path, args, message
     assert len(lines) == 1 and lines[0].startswith("offline-ic: error: ") and message in lines[0]
 
 
-def test_no_os_is_a_failing_check_not_a_crash(linux_images):
+def test_no_os_is_an_input_error_with_its_report_not_a_crash(linux_images):
+    """No OS found is exit 2 (bad input), as in every command, not 1 (a failed check):
+    the report still says why (os.detect), and the error object names the image."""
     proc = run_cli("check", str(linux_images["bad-no-os"]), "--json")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["os"] is None and doc["checks"][0]["id"] == "os.detect"
+    assert doc["error"]["code"] == 2 and doc["error"]["kind"] == "not_found"
+    assert doc["error"]["message"].startswith(str(linux_images["bad-no-os"]) + ": no Linux root")
+    assert proc.stderr == f"offline-ic: error: {doc['error']['message']}\n"
 
 
 def test_windows_fallback_is_called_when_no_linux_root(linux_images, monkeypatch):
@@ -226,7 +231,7 @@ def test_encrypted_root_is_named_in_the_reason(builder, tmp_path):
     part.write_bytes(b"LUKS\xba\xbe\x00\x02" + b"\0" * (4 << 20))  # a LUKS2 header's magic
     disk = builder.make_disk(tmp_path / "luks.raw", [("linux", part)])
     proc = run_cli("check", str(disk), "--json")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # no OS that can be read: an input error, as in every command
     detail = json.loads(proc.stdout)["checks"][0]["detail"]
     assert "volumes 1:luks; volume 1 is encrypted and cannot be read offline" in detail
 

@@ -403,20 +403,37 @@ def test_windows7_has_none_of_them(cli, tmp_path, win7_vhd):
     assert sha256(image) == digest
 
 
-def test_nothing_to_write_makes_no_child(cli, win10, tmp_path):
+def test_nothing_to_write_makes_an_empty_child(cli, win10, tmp_path):
+    """--output CHILD always leaves CHILD (the next pipeline step opens it), empty and said so."""
+    import pyvhdi
+
     digest = sha256(win10)
     child = tmp_path / "child.avhdx"
     code, doc, err = run(cli, "services", "set", win10, "heartbeat=manual", "--output", child)
     assert code == 0, err
-    assert not child.exists() and doc["child"] is None and doc["bytes_written"] == 0
-    assert doc["notes"] == [f"{child} was not made: there is nothing to write"]
-    code, out, _ = cli("services", "set", win10, "heartbeat=manual", "--output", child)
-    assert "was not made" in out and not child.exists()
+    assert child.exists() and doc["child"] == str(child) and doc["bytes_written"] == 0
+    assert doc["written_to"] == str(child) and doc["changed"] is False
+    note = f"{child} is an empty differencing child (it reads as {win10.name}): there is nothing to write"
+    assert doc["notes"] == [note]
+    assert sha256(win10) == digest
+    # the child reads as its parent, through libvhdi too
+    parent_list = run(cli, "services", "list", win10)[1]["services"]
+    assert run(cli, "services", "list", child)[1]["services"] == parent_list
+    handle = pyvhdi.file()
+    handle.open(str(child))
+    try:
+        assert handle.get_parent_identifier() is not None and handle.get_media_size() > 0
+    finally:
+        handle.close()
+    other = tmp_path / "other.avhdx"
+    code, out, _ = cli("services", "set", win10, "heartbeat=manual", "--output", other)
+    assert "is an empty differencing child" in out and other.exists()
     assert sha256(win10) == digest
     # something to write: the child is made, the parent stays as it was
-    code, doc, err = run(cli, "services", "set", win10, "heartbeat=disabled", "--output", child)
+    written = tmp_path / "written.avhdx"
+    code, doc, err = run(cli, "services", "set", win10, "heartbeat=disabled", "--output", written)
     assert code == 0, err
-    assert child.exists() and doc["child"] == str(child)
+    assert written.exists() and doc["child"] == str(written)
     assert sha256(win10) == digest
 
 

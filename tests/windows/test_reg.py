@@ -354,7 +354,7 @@ def test_write_text_says_what_was_recovered_and_when_no_child_was_made(
     cli, win10_dirty_raw, image, tmp_path
 ):
     """reg's text output shares the servicing words: a dirty hive recovered from its logs
-    is named before the changes; nothing to write makes no child and says so."""
+    is named before the changes; nothing to write makes an empty child and says so."""
     key = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss"
     code, out, err = cli("reg", "set", win10_dirty_raw, key, "Start", "dword:4", "--dry-run")
     assert code == 0, err
@@ -366,7 +366,7 @@ def test_write_text_says_what_was_recovered_and_when_no_child_was_made(
     code, out, err = cli("reg", "set", image, key, "Start", "dword:3", "--output", child)
     assert code == 0, err
     assert "nothing to write: every change is already as asked" in out
-    assert f"({child} was not made: there is nothing to write)" in out and not child.exists()
+    assert f"({child} is an empty differencing child" in out and child.exists()
 
 
 # --- set, delete, export ----------------------------------------------------------------

@@ -257,7 +257,8 @@ def test_volume_is_one_option_everywhere(cli, image):
         assert code == 2 and "0 is not in the range x>=1" in err, (args, err)
 
 
-def test_hive_recover_to_and_its_old_name(cli, tmp_path, unpacked):
+def test_hive_recover_output_and_its_old_name(cli, tmp_path, unpacked):
+    """--output is the written artifact in every command; --to stays as a hidden alias."""
     from tests.helpers import TESTDATA
 
     hives = TESTDATA / "hives"
@@ -265,18 +266,18 @@ def test_hive_recover_to_and_its_old_name(cli, tmp_path, unpacked):
         (tmp_path / name).write_bytes(unpacked(hives / f"{name}.xz").read_bytes())
     hive = tmp_path / "regipy_SYSTEM_B"
     before = hive.read_bytes()
-    code, out, err = cli("hive", "recover", hive, "--to", tmp_path / "new", "--json")
+    code, out, err = cli("hive", "recover", hive, "--output", tmp_path / "new", "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["image"] == str(hive) and doc["written_to"] == str(tmp_path / "new")
     assert doc["recovered_from_logs"] is True and doc["changed"] is False
     assert doc["bytes_written"] == len((tmp_path / "new").read_bytes()) == len(before)
-    code, out, err = cli("hive", "recover", hive, "--output", tmp_path / "old")
+    code, out, err = cli("hive", "recover", hive, "--to", tmp_path / "old")
     assert code == 0 and "recovered from LOG1+LOG2" in out, err
     assert (tmp_path / "old").read_bytes() == (tmp_path / "new").read_bytes() != before
     assert hive.read_bytes() == before  # only read
     code, out, err = cli("hive", "recover", "--help")
-    assert "--to FILE" in out and "--output" not in out
+    assert "--output FILE" in out and "--to" not in out
 
 
 def test_messages_show_registry_paths_as_typed(cli, system_win10):

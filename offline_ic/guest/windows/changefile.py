@@ -43,6 +43,17 @@ class ChangeFile:
     registry: list[tuple[str, str, str, int | str]] = field(default_factory=list)
 
     @property
+    def is_empty(self) -> bool:
+        """Whether the file names nothing to change."""
+        return not (
+            self.starts
+            or self.every_service
+            or any(self.kvp_set.values())
+            or any(self.kvp_delete.values())
+            or self.registry
+        )
+
+    @property
     def needs_system(self) -> bool:
         """Whether resolving the changes reads the SYSTEM hive (services, SYSTEM values)."""
         return bool(self.starts) or any(h == "SYSTEM" for h, *_ in self.registry)
@@ -167,6 +178,11 @@ def load_change_file(path: str) -> ChangeFile:
         except InputError as exc:
             raise InputError(f"{path}: kvp.{pool}: {exc}") from None
     result.registry = _registry_entries(_table(doc, "registry", path), path)
+    if result.is_empty:  # `apply --check` would otherwise "comply" with nothing asked
+        raise InputError(
+            f"{path}: asks for no change (no [services] entry, no KVP value, no registry "
+            "value): nothing to apply or check"
+        )
     return result
 
 

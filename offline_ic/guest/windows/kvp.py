@@ -7,7 +7,7 @@ guest's intrinsic items.
 
 from __future__ import annotations
 
-from offline_ic.errors import InputError, quoted
+from offline_ic.errors import InputError, NotFoundError, quoted
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.registry import Hive, RegType, Value
 
@@ -109,3 +109,11 @@ def kvp_changes(pool: str, set_values: dict[str, str], delete: list[str]) -> lis
     ]
     changes += [ValueChange("SOFTWARE", key, name) for name in delete]
     return changes
+
+
+def require_present(software: Hive, pool: str, names: list[str]) -> None:
+    """NotFoundError (exit 2) naming the first of ``names`` the pool does not hold."""
+    key = software.find_key(pool_key_path(pool))
+    for name in names:
+        if key is None or key.value(name) is None:
+            raise NotFoundError(f"KVP pool {pool} ({pool_key_path(pool)}): no value {quoted(name)}")

@@ -1,0 +1,197 @@
+"""The command-line contract a pipeline relies on (issue 21): exit codes that tell a bad input
+from a failed check, writers that leave the file they were asked for, one meaning per word."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TESTDATA
+
+WIN10 = TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz"
+PARAMETERS = "HKLM\\SOFTWARE\\Microsoft\\Virtual Machine\\Guest\\Parameters"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def win10_copy(unpacked, tmp_path) -> Path:
+    copy = tmp_path / "w.vhdx"
+    shutil.copyfile(unpacked(WIN10), copy)
+    return copy
+
+
+# ------------------------------------------------------------------- kvp delete vs reg delete
+@pytest.mark.parametrize("mode", [(), ("--check",), ("--dry-run",)])
+def test_kvp_delete_of_an_absent_key_is_exit_2_as_reg_delete(cli, win10_copy, mode):
+    digest = sha256(win10_copy)
+    code, out, err = cli("kvp", "delete", win10_copy, "HostName", "NoSuchKey", *mode)
+    assert code == 2 and out == "", (out, err)
+    assert err.startswith("offline-ic: error: KVP pool parameters") and "'NoSuchKey'" in err
+    reg_code, _, reg_err = cli("reg", "delete", win10_copy, PARAMETERS, "NoSuchKey", *mode)
+    assert reg_code == code and "no value 'NoSuchKey'" in reg_err
+    assert sha256(win10_copy) == digest  # HostName, which exists, was not deleted either
+
+
+def test_kvp_delete_of_a_present_key_still_works(cli, win10_copy):
+    code, out, err = cli("kvp", "delete", win10_copy, "HostName", "--json")
+    assert code == 0, err
+    assert [c["present_before"] for c in json.loads(out)["changes"]] == [True]
+    code, out, _ = cli("kvp", "get", win10_copy, "--json")
+    assert "HostName" not in json.loads(out)["values"]
+
+
+def test_apply_kvp_delete_of_an_absent_key_complies(cli, win10_copy, tmp_path):
+    """A change file states the end state: a value already absent is as asked."""
+    changes = tmp_path / "changes.toml"
+    changes.write_text('[kvp.delete]\nparameters = ["NoSuchKey"]\n')
+    code, out, err = cli("apply", win10_copy, "--file", changes, "--check", "--json")
+    assert code == 0 and json.loads(out)["complies"] is True, err
+
+
+# ----------------------------------------------------------------------- empty change file
+@pytest.mark.parametrize(
+    "text", ["", "# only a comment\n", "[services]\n", "[kvp.delete]\nparameters = []\n"]
+)
+@pytest.mark.parametrize("mode", [(), ("--check",)])
+def test_an_empty_change_file_is_exit_2(cli, win10_copy, tmp_path, text, mode):
+    changes = tmp_path / "empty.toml"
+    changes.write_text(text)
+    digest = sha256(win10_copy)
+    code, out, err = cli("apply", win10_copy, "--file", changes, *mode)
+    assert code == 2 and out == ""
+    assert "asks for no change" in err and err.count("\n") == 1
+    assert sha256(win10_copy) == digest
+
+
+# ------------------------------------------------------------------------------- convert
+Q_DYN = TESTDATA / "images" / "q-dyn-2m.vhdx.gz"
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("c.raw", "raw"),
+        ("c.IMG", "raw"),
+        ("c.vhd", "vhd-fixed"),
+        ("c.vhdx", "vhdx-dynamic"),
+        ("c.avhdx", "vhdx-dynamic"),
+    ],
+)
+def test_convert_takes_the_format_from_the_extension(cli, unpacked, tmp_path, name, fmt):
+    from offline_ic.image import open_image
+
+    src = unpacked(Q_DYN)
+    dst = tmp_path / name
+    code, out, err = cli("convert", src, dst, "--json")
+    assert code == 0, err
+    assert json.loads(out)["to"] == fmt
+    with open_image(str(src)) as source:
+        size, first = source.size, source.read(0, 1 << 20)
+    if fmt == "raw":  # the bytes of the disk and nothing else: no VHD footer in a .raw
+        assert dst.stat().st_size == size and dst.read_bytes()[: 1 << 20] == first
+        assert b"conectix" not in dst.read_bytes()[-512:]
+    else:
+        with open_image(str(dst)) as written:
+            assert written.info().format == fmt.split("-")[0]
+            assert written.read(0, 1 << 20) == first
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("c.raw", ("--format", "vhd-fixed"), "does not match DST's extension .raw"),
+        ("c.vhd", ("--format", "raw"), "does not match DST's extension .vhd"),
+        ("c.vhdx", ("--to", "vhd-fixed"), "does not match DST's extension .vhdx"),
+        ("c.bin", (), "cannot tell the format from DST's extension (.bin)"),
+        ("noext", (), "cannot tell the format from DST's extension (none)"),
+        ("c.raw", ("--format", "raw", "--to", "vhd-fixed"), "--to (its old name)"),
+    ],
+)
+def test_convert_refuses_a_format_the_name_contradicts(
+    cli, unpacked, tmp_path, name, args, message
+):
+    dst = tmp_path / name
+    code, out, err = cli("convert", unpacked(Q_DYN), dst, *args)
+    assert code == 2 and out == "" and message in err, err
+    assert not dst.exists()
+
+
+def test_convert_format_for_another_extension_and_the_old_option_name(cli, unpacked, tmp_path):
+    src = unpacked(Q_DYN)
+    code, out, err = cli("convert", src, tmp_path / "c.bin", "--format", "raw", "--json")
+    assert code == 0 and json.loads(out)["to"] == "raw", err
+    code, out, err = cli("convert", src, tmp_path / "d.bin", "--to", "raw", "--json")
+    assert code == 0 and json.loads(out)["to"] == "raw", err  # the hidden alias still works
+    code, out, _ = cli("convert", "--help")
+    assert "--format" in out and "--to" not in out
+
+
+# ------------------------------------------------------------------ no OS found is exit 2
+NO_OS_COMMANDS = [
+    ("inspect",),
+    ("check",),
+    ("services", "list"),
+    ("kvp", "get"),
+    ("reg", "get", "{target}", "HKLM\\SYSTEM\\Select"),
+]
+
+
+@pytest.fixture(scope="module")
+def not_a_disk(tmp_path_factory) -> Path:
+    """3 MB of random bytes: no partition table, no file system, no OS."""
+    import random
+
+    path = tmp_path_factory.mktemp("noos") / "random.bin"
+    path.write_bytes(random.Random(21).randbytes(3_000_000))
+    return path
+
+
+@pytest.mark.parametrize("command", NO_OS_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_no_os_found_is_exit_2_for_every_command(cli, not_a_disk, command, as_json):
+    args = [a.format(target=not_a_disk) for a in command]
+    if "{target}" not in command:
+        args.append(str(not_a_disk))
+    code, out, err = cli(*args, *(["--json"] if as_json else []))
+    assert code == 2, (command, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("offline-ic: error: ")
+    assert not_a_disk.name in lines[0] and "no Windows volume" in lines[0]
+    if as_json:
+        error = json.loads(out)["error"]
+        assert error["code"] == 2 and error["kind"] == "not_found"
+        assert lines[0] == f"offline-ic: error: {error['message']}"
+
+
+def test_inspect_still_reports_what_the_file_holds(cli, not_a_disk):
+    """The responder keeps the image facts of a file with no OS: only the exit code and the
+    error object are added."""
+    code, out, _ = cli("inspect", not_a_disk, "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["os"] is None and doc["image_info"]["format"] == "raw"
+    assert [v["filesystem"] for v in doc["volumes"]] == [None]
+
+
+def test_a_fleet_with_a_no_os_target_exits_2(cli, not_a_disk, unpacked):
+    good = unpacked(WIN10)
+    for command in (("inspect",), ("check",), ("services", "list")):
+        code, out, err = cli(*command, not_a_disk, good, "--json")
+        assert code == 2, (command, err)
+        first, second = (json.loads(line) for line in out.splitlines())
+        assert first["image"] == str(not_a_disk) and first["error"]["code"] == 2
+        assert second["image"] == str(good) and "error" not in second
+
+
+def test_inspect_of_a_vm_config_without_its_disks_is_not_an_error(cli):
+    """Host side only: a config whose disks are elsewhere is still a good inspect target."""
+    code, out, err = cli("inspect", TESTDATA / "host" / "2012-gen1.xml", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["target_type"] == "vm" and "error" not in doc and doc["host"]

@@ -1,0 +1,126 @@
+"""CLI manners (issue 21): help on no arguments, "did you mean" at every level, argument
+names as the user knows them, and a hint when a file is given where another kind is wanted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, TESTDATA
+
+WIN10 = TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz"
+DIRTY_RAW = TESTDATA / "windows" / "win10-dirty-mbr.raw.xz"
+SYSTEM = TESTDATA / "windows" / "SYSTEM-win10.xz"
+REG_TEXT = 'Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Contoso]\r\n"a"="b"\r\n'
+
+
+@pytest.fixture
+def reg_file(tmp_path) -> Path:
+    path = tmp_path / "changes.reg"
+    path.write_bytes(b"\xff\xfe" + REG_TEXT.encode("utf-16-le"))  # as regedit writes it
+    return path
+
+
+# --------------------------------------------------------------------------- no arguments
+@pytest.mark.parametrize("group", [(), ("services",), ("kvp",), ("hive",), ("reg",)], ids=str)
+def test_a_group_without_its_command_prints_the_help_layout(cli, group):
+    code, out, err = cli(*group)
+    _, help_text, _ = cli(*group, "--help")
+    assert code == 2 and out == ""
+    assert err.startswith(f"Usage: offline-ic{''.join(' ' + g for g in group)} [OPTIONS] COMMAND")
+    assert "error:" not in err and "\nCommands:\n" in err
+    assert err.strip() == help_text.strip()  # the layout of --help, not one flattened line
+
+
+# ---------------------------------------------------------------------------- did you mean
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (("servces", "list", "x.vhdx"), "Did you mean 'services'?"),
+        (("inspekt", "x.vhdx"), "Did you mean 'inspect'?"),
+        (("services", "lst", "x.vhdx"), "'list'"),
+        (("reg", "gett"), "Did you mean 'get'?"),
+        (("hive", "gt"), "Did you mean 'get'?"),
+        (("kvp", "gte"), "'get'"),
+    ],
+)
+def test_a_mistyped_command_gets_a_suggestion_at_every_level(args, suggestion):
+    """In a new process: the top level's commands are registered lazily, and an in-process
+    run would see the ones earlier tests loaded."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "offline_ic", *args], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert suggestion in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------ metavar leaks
+@pytest.mark.parametrize(
+    ("command", "bad", "word"),
+    [
+        (("kvp", "set"), "=x", "KEY=VALUE"),
+        (("services", "set"), "=manual", "NAME=START"),
+    ],
+)
+def test_a_bad_assignment_is_named_as_the_usage_line_names_it(cli, unpacked, command, bad, word):
+    code, _, err = cli(*command, unpacked(WIN10), bad)
+    assert code == 2 and "ASSIGNMENT" not in err and f"'{bad}' is not {word}" in err, err
+
+
+# ------------------------------------------------------------------- the wrong kind of file
+def test_a_disk_image_as_the_from_list(cli, unpacked):
+    image = unpacked(WIN10)
+    code, out, err = cli("services", "list", "--from", image)
+    assert code == 2 and out == "" and "codec" not in err
+    assert err == (
+        f"offline-ic: error: {image} is not a text list of targets (it looks like a disk "
+        "image (VHDX): give it as IMAGE, without --from)\n"
+    )
+
+
+@pytest.mark.parametrize("command", [("get", "Select"), ("check",), ("set", "Select", "X", "1")])
+@pytest.mark.parametrize(("image", "kind"), [(WIN10, "VHDX"), (DIRTY_RAW, "raw")])
+def test_a_disk_image_given_to_hive_says_use_reg(cli, unpacked, tmp_path, command, image, kind):
+    disk = tmp_path / Path(image.name).with_suffix("").name
+    shutil.copyfile(unpacked(image), disk)
+    before = disk.stat().st_mtime_ns
+    code, out, err = cli("hive", command[0], disk, *command[1:])
+    assert code == 2 and out == "", err
+    assert f"{disk} is a disk image ({kind}), not a bare hive file" in err
+    assert "`offline-ic reg get|set|delete|export IMAGE" in err
+    assert disk.stat().st_mtime_ns == before
+
+
+def test_a_reg_file_given_to_hive_says_use_reg_merge(cli, reg_file):
+    code, _, err = cli("hive", "get", reg_file, "Select")
+    assert code == 2 and f"offline-ic reg merge IMAGE {reg_file}" in err, err
+
+
+def test_reg_merge_with_swapped_arguments(cli, unpacked, reg_file, tmp_path):
+    image = tmp_path / "w.vhdx"
+    shutil.copyfile(unpacked(WIN10), image)
+    code, out, err = cli("reg", "merge", reg_file, image)
+    assert code == 2 and out == ""
+    assert "the arguments are swapped" in err
+    assert f"`offline-ic reg merge {image} {reg_file}`" in err
+    hive = unpacked(SYSTEM)
+    code, _, err = cli("reg", "merge", image, hive)
+    assert code == 2 and f"{hive} is a registry hive, not a .reg file" in err
+
+
+@pytest.mark.parametrize(
+    "command", [("services", "list"), ("inspect",), ("check",), ("kvp", "get")]
+)
+def test_a_reg_file_given_as_image_says_use_reg_merge(cli, reg_file, command):
+    code, out, err = cli(*command, reg_file, "--json")
+    assert code == 2, err
+    message = json.loads(out)["error"]["message"]
+    assert message == (
+        f"{reg_file} is a .reg file, not a disk image: apply it to one with "
+        f"`offline-ic reg merge IMAGE {reg_file}`"
+    )
