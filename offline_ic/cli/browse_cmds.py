@@ -16,6 +16,7 @@ import click
 from offline_ic.cli.common import emit_json, json_option, parent_option, warn
 
 if TYPE_CHECKING:
+    from offline_ic.volumes import Volume
     from offline_ic.workflows.browse import Listed
 
 PATH_HELP = (
@@ -68,6 +69,55 @@ def _long_line(item: Listed, name: str) -> str:
     return line
 
 
+def _render_volumes(image: str, volumes: list[Volume], as_json: bool) -> None:
+    from offline_ic.workflows.browse import volume_label
+
+    if as_json:
+        emit_json(
+            {
+                "image": image,
+                "volumes": [{**v.to_dict(), "label": volume_label(v)} for v in volumes],
+            }
+        )
+        return
+    for v in volumes:
+        size = f"{v.size / (1 << 20):.0f} MiB"
+        name = f" {_shown(v.name)}" if v.name else ""
+        click.echo(f"{v.number}:  {v.filesystem or '-':<9} {size:>11}  {v.type}{name}")
+
+
+def _render_listing(
+    image: str,
+    path: str,
+    prefix: str,
+    items: list[Listed],
+    *,
+    long: bool,
+    recursive: bool,
+    as_json: bool,
+) -> None:
+    if as_json:
+        emit_json(
+            {
+                "image": image,
+                "path": path,
+                "entries": [
+                    {
+                        **it.to_dict(),
+                        "path": _json_text(prefix + it.path),
+                        "name": _json_text(it.stat.name),
+                        "target": None if it.stat.target is None else _json_text(it.stat.target),
+                    }
+                    for it in items
+                ],
+            }
+        )
+        return
+    for it in items:
+        name = _shown(prefix + it.path if recursive else it.stat.name)
+        click.echo(_long_line(it, name) if long else name)
+
+
 def register(group: click.Group) -> None:
     """Add this module's commands to ``group``."""
 
@@ -96,49 +146,18 @@ def register(group: click.Group) -> None:
           offline-ic ls win10.vhdx 'C:\\Windows\\System32\\config' -l
           offline-ic ls debian.vhdx /etc --recursive --json
         """
-        from offline_ic.workflows.browse import list_path, open_browser, volume_label
+        from offline_ic.workflows.browse import list_path, open_browser
 
         browser = open_browser(image, parent=parent)
         with browser.image:
             if path is None:
-                vols = browser.volumes
-                if as_json:
-                    emit_json(
-                        {
-                            "image": image,
-                            "volumes": [{**v.to_dict(), "label": volume_label(v)} for v in vols],
-                        }
-                    )
-                    return
-                for v in vols:
-                    size = f"{v.size / (1 << 20):.0f} MiB"
-                    name = f" {_shown(v.name)}" if v.name else ""
-                    click.echo(f"{v.number}:  {v.filesystem or '-':<9} {size:>11}  {v.type}{name}")
+                _render_volumes(image, browser.volumes, as_json)
                 return
             tree, inner, prefix = browser.locate(path)
             items = list_path(tree, inner, recursive=recursive, warn=warn)
-            if as_json:
-                emit_json(
-                    {
-                        "image": image,
-                        "path": path,
-                        "entries": [
-                            {
-                                **it.to_dict(),
-                                "path": _json_text(prefix + it.path),
-                                "name": _json_text(it.stat.name),
-                                "target": None
-                                if it.stat.target is None
-                                else _json_text(it.stat.target),
-                            }
-                            for it in items
-                        ],
-                    }
-                )
-                return
-            for it in items:
-                name = _shown(prefix + it.path if recursive else it.stat.name)
-                click.echo(_long_line(it, name) if long else name)
+            _render_listing(
+                image, path, prefix, items, long=long, recursive=recursive, as_json=as_json
+            )
 
     @group.command("cat")
     @click.argument("image", type=click.Path(exists=True))
@@ -237,3 +256,63 @@ def register(group: click.Group) -> None:
                 f"{len(report.refused)} guest name(s) refused (not plain file names); "
                 "the rest was copied"
             )
+
+    @group.command("mount")
+    @click.argument("image", type=click.Path(exists=True))
+    @click.argument("mountpoint", type=click.Path(exists=True, file_okay=False))
+    @click.option(
+        "--volume", type=click.IntRange(min=1), metavar="N", help="Only volume N, as the root."
+    )
+    @click.option("--disk", is_flag=True, help="The virtual disk itself, as the one file disk.raw.")
+    @click.option("--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C unmounts.")
+    @click.option(
+        "--allow-other", is_flag=True, help="Let other users read the mount (FUSE allow_other)."
+    )
+    @parent_option
+    def mount(
+        image: str,
+        mountpoint: str,
+        volume: int | None,
+        disk: bool,
+        foreground: bool,
+        allow_other: bool,
+        parent: str | None,
+    ) -> None:
+        """Mount IMAGE read-only at MOUNTPOINT through FUSE.
+
+        Every volume with a file system as MOUNTPOINT/<n>-<label>/ (n as `ls IMAGE` numbers
+        them), or one volume (--volume N), or the virtual disk as MOUNTPOINT/disk.raw
+        (--disk: for mmls, sfdisk -d, fsck -n, ntfs-3g -o ro). Nothing is written; NTFS
+        streams appear as FILE:STREAM; device files and set-id bits are inert (nodev,
+        nosuid). Unmount with `fusermount3 -u MOUNTPOINT`. Without FUSE, use ls/cat/cp.
+
+        \b
+        Examples:
+          offline-ic mount win10.vhdx /mnt/win10
+          offline-ic mount debian.vhdx /mnt/debian --volume 1 --foreground
+          offline-ic mount child.avhdx /mnt/disk --disk
+        """
+        from offline_ic.workflows.browse import open_browser
+        from offline_ic.workflows.fusefs import mount, require_fuse
+
+        if volume is not None and disk:
+            raise click.UsageError("--volume and --disk exclude each other")
+        require_fuse()
+        browser = open_browser(image, parent=parent)
+        how = "Ctrl-C or " if foreground else ""
+        click.echo(
+            f"mounting {image} read-only at {mountpoint}; unmount with {how}"
+            f"`fusermount3 -u {mountpoint}`"
+        )
+        sys.stdout.flush()
+        with browser.image:
+            mount(
+                browser,
+                mountpoint,
+                volume=volume,
+                disk=disk,
+                foreground=foreground,
+                allow_other=allow_other,
+            )
+        if foreground:
+            click.echo(f"unmounted {mountpoint}")
