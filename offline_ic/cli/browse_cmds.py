@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import stat
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,15 @@ def _shown(text: str) -> str:
 def _json_text(text: str) -> str:
     """A name for JSON output: lone surrogates (undecodable bytes) escaped, the rest as is."""
     return "".join(f"\\u{ord(c):04x}" if 0xD800 <= ord(c) < 0xE000 else c for c in text)
+
+
+def _stdout_writer() -> Callable[[bytes], object]:
+    """Bytes to stdout; a text stream without a byte layer (a caller's StringIO) gets them
+    decoded as UTF-8, undecodable bytes kept as surrogate escapes."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        return buffer.write
+    return lambda data: sys.stdout.write(data.decode("utf-8", "surrogateescape"))
 
 
 def _time(ns: int | None) -> str:
@@ -180,10 +190,9 @@ def register(group: click.Group) -> None:
         browser = open_browser(image, parent=parent)
         with browser.image:
             tree, inner, _prefix = browser.locate(path)
-            out = sys.stdout.buffer
             with tree.open(inner) as src:
-                copy_stream(src, out.write)
-            out.flush()
+                copy_stream(src, _stdout_writer())
+            sys.stdout.flush()
 
     @group.command("cp")
     @click.argument("image", type=click.Path(exists=True))

@@ -161,7 +161,7 @@ class NtfsTree:
             record = self._fs.mft.root
             walked: list[str] = []
             for part in parts:
-                # dissect.ntfs's own path walk follows junctions (a cycle would never end)
+                # dissect.ntfs's own path walk follows links and junctions without a limit
                 if record.is_symlink() or record.is_mount_point():
                     raise NotFoundError(
                         f"{self.name}: /{'/'.join(walked)} is a reparse point "
