@@ -102,7 +102,7 @@ def check(
     from offline_ic.workflows.check import policy_warnings
 
     targets = collect_targets(images, from_file)
-    inputs = [*targets, from_file, policy_path, vmcx, parent]
+    inputs = [*targets, *from_file, policy_path, vmcx, parent]
     if junit_path:
         check_output(junit_path, inputs, force=force)  # before any image is opened
 

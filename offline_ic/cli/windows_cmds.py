@@ -551,7 +551,7 @@ def inspect(
     targets = collect_targets(images, from_file)
     if html_file is not None and len(targets) != 1:
         raise click.UsageError("--html writes one page: give a single target with it")
-    inputs = [*targets, from_file, vmcx, parent]
+    inputs = [*targets, *from_file, vmcx, parent]
     if html_file is not None:
         from offline_ic.outputs import check_output
 

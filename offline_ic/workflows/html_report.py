@@ -153,14 +153,14 @@ def _boot(doc: dict[str, Any]) -> str:
     out = ""
     ics = doc.get("integration_components")
     if ics:
-        out += f"<p>Integration components: {escape(ics['detail'])}</p>"
+        out += f"<p>Integration components: {html_text(ics['detail'])}</p>"
     bcd = doc.get("bcd")
     if not bcd:
         return out or "<p>No boot configuration read.</p>"
     if bcd["default"] is None:
-        return out + f'<p class="note">BCD not read: {escape(bcd["error"])}</p>'
+        return out + f'<p class="note">BCD not read: {html_text(bcd["error"])}</p>'
     rows = [_cell(name) + _cell(value, "mono") for name, value in bcd["default"].items()]
-    out += f"<p>BCD store: {escape(bcd['store'])}, default entry:</p>"
+    out += f"<p>BCD store: {html_text(bcd['store'])}, default entry:</p>"
     return out + _table(["Element", "Value"], rows, "bcd")
 
 

@@ -132,6 +132,11 @@ class GuestFS:
             raise GuestPathError(path, "does not exist") from exc
 
     # -- public API ----------------------------------------------------------------------
+    def lookup(self, path: str, follow_last: bool = True) -> tuple[str, Any]:
+        """(canonical path, dissect entry) of ``path``, resolved as every lookup here: for
+        callers that show the entry itself (``ls``: its own stat, a link not followed)."""
+        return self._entry(path, follow_last=follow_last)
+
     def exists(self, path: str) -> bool:
         """True if ``path`` resolves (following symlinks) to something in the guest."""
         try:

@@ -1,0 +1,297 @@
+"""``ls``, ``cat``, ``cp`` against independent readers: debugfs (ext4), ntfscat (NTFS, on a
+raw extract made by qemu-img), and the host's own view of what ``cp`` wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.browse.conftest import LINUX_OFFSET, debugfs, debugfs_dump, need, ntfscat
+
+SAMPLE_DIRS = ["/", "/etc", "/etc/modprobe.d", "/boot", "/var/lib/hyperv", "/usr/lib"]
+
+
+def _debugfs_ls(image: Path, directory: str) -> dict[str, tuple[int, int, int, int, int]]:
+    """name -> (inode, mode, uid, gid, size) as ``debugfs -R 'ls -l DIR'`` prints them."""
+    out = {}
+    for line in debugfs(image, f"ls -l {directory}").splitlines():
+        m = re.match(
+            r"\s*(\d+)\s+(\d+)\s+\((\d+)\)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\S+\s(.*)$", line
+        )
+        if m and m.group(7) not in (".", ".."):
+            inode, mode, _t, uid, gid, size, name = m.groups()
+            out[name] = (int(inode), int(mode, 8), int(uid), int(gid), int(size))
+    return out
+
+
+@pytest.mark.parametrize("directory", SAMPLE_DIRS)
+def test_ls_long_json_matches_debugfs(cli, debian, directory):
+    code, out, err = cli("ls", debian, directory, "-l", "--json")
+    assert code == 0, err
+    ours = {
+        e["name"]: (
+            e["inode"],
+            int(e["mode"], 8) | _type_bits(e["type"]),
+            e["uid"],
+            e["gid"],
+            e["size"],
+        )
+        for e in json.loads(out)["entries"]
+    }
+    theirs = _debugfs_ls(debian, directory)
+    assert theirs, f"debugfs listed nothing in {directory}"
+    assert ours == theirs
+
+
+def _type_bits(kind: str) -> int:
+    return {
+        "file": stat.S_IFREG,
+        "dir": stat.S_IFDIR,
+        "symlink": stat.S_IFLNK,
+        "chardev": stat.S_IFCHR,
+        "blockdev": stat.S_IFBLK,
+        "fifo": stat.S_IFIFO,
+        "socket": stat.S_IFSOCK,
+    }[kind]
+
+
+def test_ls_recursive_lists_every_path_debugfs_sees(cli, debian):
+    code, out, err = cli("ls", debian, "/etc", "--recursive", "--json")
+    assert code == 0, err
+    ours = {e["path"] for e in json.loads(out)["entries"]}
+    theirs: set[str] = set()
+    todo = ["/etc"]
+    while todo:
+        d = todo.pop()
+        for name, (_i, mode, *_rest) in _debugfs_ls(debian, d).items():
+            theirs.add(f"{d}/{name}")
+            if stat.S_ISDIR(mode):
+                todo.append(f"{d}/{name}")
+    assert len(theirs) > 20
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "guest", ["/etc/fstab", "/etc/hostname", "/usr/lib/os-release", "/var/lib/hyperv/.kvp_pool_3"]
+)
+def test_cat_matches_debugfs_dump(cli, debian, tmp_path, guest):
+    code, out, err = cli("cat", debian, guest)
+    assert code == 0, err
+    assert out.encode() == debugfs_dump(debian, guest, tmp_path / "dumped")
+
+
+def test_cat_of_a_big_file_and_through_a_link(tmp_path, debian):
+    """Bytes through a subprocess (binary stdout); /etc/os-release is a relative symlink."""
+    kernels = [
+        line.split()[-1]
+        for line in debugfs(debian, "ls -l /boot").splitlines()
+        if "initrd.img" in line
+    ]
+    guest = f"/boot/{kernels[0]}"
+    ours = subprocess.run(
+        ["python3", "-m", "offline_ic", "cat", str(debian), guest], capture_output=True, check=True
+    ).stdout
+    assert len(ours) > 500_000  # many blocks, several extents
+    assert ours == debugfs_dump(debian, guest, tmp_path / "initrd")
+    linked = subprocess.run(
+        ["python3", "-m", "offline_ic", "cat", str(debian), "/etc/os-release"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert linked == debugfs_dump(debian, "/usr/lib/os-release", tmp_path / "osr")
+
+
+@pytest.mark.parametrize(
+    "spec", ["C:\\Windows\\System32\\config\\SYSTEM", "3:/windows/system32/config/software"]
+)
+def test_cat_windows_matches_ntfscat(win10, win10_ntfs, spec):
+    out = _cat_bytes(str(win10), spec)
+    path = "/" + spec.split(":", 1)[1].replace("\\", "/").lstrip("/")
+    # ntfscat wants the names as stored (case-sensitive lookup)
+    path = path.replace("windows/system32/config/software", "Windows/System32/config/SOFTWARE")
+    assert out == ntfscat(win10_ntfs, path)
+
+
+def _cat_bytes(*args: str) -> bytes:
+    done = subprocess.run(["python3", "-m", "offline_ic", "cat", *args], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_differencing_chain_reads_the_same(tmp_path, win10, win10_ntfs):
+    child = tmp_path / "child.avhdx"
+    subprocess.run(["python3", "-m", "offline_ic", "snapshot", str(win10), str(child)], check=True)
+    guest = "C:\\Windows\\System32\\config\\SYSTEM"
+    assert _cat_bytes(str(child), guest) == ntfscat(win10_ntfs, "/Windows/System32/config/SYSTEM")
+    listing = subprocess.run(
+        ["python3", "-m", "offline_ic", "ls", str(child), "C:\\", "-R", "--json"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    paths = {e["path"] for e in json.loads(listing)["entries"]}
+    assert "C:/Windows/System32/config/SOFTWARE" in paths
+
+
+def test_ntfs_streams_hard_links_and_junction(cli, ntfs_features, tmp_path):
+    code, out, err = cli("ls", ntfs_features, "1:/", "-R", "--json")
+    assert code == 0, err
+    entries = {e["path"]: e for e in json.loads(out)["entries"]}
+    stream = entries["1:/docs/report.txt:Zone.Identifier"]
+    assert stream["type"] == "stream" and stream["size"] == 26
+    assert entries["1:/docs/report.txt"]["nlink"] == 2
+    assert entries["1:/docs/same.txt"]["inode"] == entries["1:/docs/report.txt"]["inode"]
+    junction = entries["1:/loop"]
+    assert junction["type"] == "reparse" and junction["target"] == "C:\\"
+    assert not any(p.startswith("1:/loop/") for p in entries)  # shown, not followed
+
+    volume = tmp_path / "vol.ntfs"
+    with open(ntfs_features, "rb") as src:
+        src.seek(LINUX_OFFSET)
+        volume.write_bytes(src.read())
+    code, out, err = cli("cat", ntfs_features, "1:\\docs\\report.txt:Zone.Identifier")
+    assert code == 0, err
+    assert out.encode() == ntfscat(volume, "/docs/report.txt", "Zone.Identifier")
+
+    code, out, err = cli("cat", ntfs_features, "1:/loop/Windows")
+    assert code == 2
+    assert "reparse point" in err and "not followed" in err
+
+
+def test_ls_escapes_hostile_names(cli, ntfs_features):
+    code, out, err = cli("ls", ntfs_features, "1:/")
+    assert code == 0, err
+    assert "\x1b" not in out
+    assert out.splitlines() == ["docs", "evil\\x0aname\\x1b[2J", "loop"]
+    code, out, err = cli("ls", ntfs_features, "1:/", "--json")
+    names = [e["name"] for e in json.loads(out)["entries"]]
+    assert "evil\nname\x1b[2J" in names  # JSON escapes it itself; the name is kept exact
+
+
+# -- cp ---------------------------------------------------------------------------------------
+
+
+def _debugfs_mtime(image: Path, guest: str) -> int:
+    text = debugfs(image, f"stat {guest}")
+    m = re.search(r"mtime: 0x([0-9a-f]+):([0-9a-f]+)", text)
+    assert m, text
+    extra = int(m.group(2), 16)
+    return (int(m.group(1), 16) + ((extra & 3) << 32)) * 10**9 + (extra >> 2)
+
+
+def test_cp_recursive_keeps_bytes_modes_mtimes_and_links(cli, debian, tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    code, out, err = cli("cp", debian, "/etc", dest, "--recursive")
+    assert code == 0, err
+    root = dest / "etc"
+    copied = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(copied) > 5
+    for host in copied:
+        guest = "/" + str(host.relative_to(dest))
+        assert host.read_bytes() == debugfs_dump(debian, guest, tmp_path / "d"), guest
+        assert host.stat().st_mtime_ns == _debugfs_mtime(debian, guest), guest
+        mode = _debugfs_ls(debian, os.path.dirname(guest))[host.name][1]
+        assert stat.S_IMODE(host.stat().st_mode) == stat.S_IMODE(mode) | 0o600, guest
+    link = root / "os-release"
+    assert link.is_symlink() and os.readlink(link) == "../usr/lib/os-release"
+
+
+def test_cp_never_writes_outside_dest(cli, linux_built, tmp_path):
+    """bad-symlinks holds links to ../../../../etc/passwd and /../../root/outside."""
+    image = linux_built["bad-symlinks"]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    before = sorted(os.listdir(tmp_path))
+    code, out, err = cli("cp", image, "/etc", dest, "-r")
+    assert code == 0, err
+    escape = dest / "etc" / "modprobe.d" / "escape.conf"
+    assert escape.is_symlink() and os.readlink(escape) == "../../../../../../etc/passwd"
+    assert sorted(os.listdir(tmp_path)) == before
+    # naming the link: followed inside the guest, where /etc/passwd does not exist
+    code, out, err = cli("cp", image, "/etc/modprobe.d/escape.conf", tmp_path / "x")
+    assert code == 2 and not (tmp_path / "x").exists()
+
+
+def test_cp_refuses_to_overwrite_and_never_follows_a_host_link(cli, debian, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "hostname").symlink_to(outside)
+    code, out, err = cli("cp", debian, "/etc/hostname", dest)
+    assert code == 3 and "--force" in err
+    code, out, err = cli("cp", debian, "/etc/hostname", dest, "--force")
+    assert code == 0, err
+    assert outside.read_text() == "keep me"
+    assert not (dest / "hostname").is_symlink()
+    assert (dest / "hostname").read_bytes() == debugfs_dump(debian, "/etc/hostname", tmp_path / "h")
+    assert sorted(os.listdir(dest)) == ["hostname"]  # no temporary file left
+
+
+def test_cp_refuses_a_hostile_name_and_copies_the_rest(cli, debian, tmp_path):
+    """A directory entry renamed to '../xname' in a copy of the real image (same length)."""
+    need("debugfs")
+    image = tmp_path / "hostile.raw"
+    data = bytearray(debian.read_bytes())
+    at = data.find(b"\x08\x01hostname")
+    assert at > 0
+    data[at + 2 : at + 10] = b"../xname"
+    image.write_bytes(bytes(data))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    code, out, err = cli("cp", image, "/etc", dest, "-r")
+    assert code == 3, err
+    assert "../xname" in err
+    assert not (tmp_path / "xname").exists() and not (dest / "xname").exists()
+    assert (dest / "etc" / "fstab").exists()
+
+
+def test_cp_stream_and_hard_link(cli, ntfs_features, tmp_path):
+    code, out, err = cli("cp", ntfs_features, "1:/docs", tmp_path, "-r")
+    assert code == 0, err
+    docs = tmp_path / "docs"
+    assert (docs / "report.txt:Zone.Identifier").read_bytes() == b"[ZoneTransfer]\r\nZoneId=3\r\n"
+    assert (docs / "same.txt").stat().st_ino == (docs / "report.txt").stat().st_ino
+
+
+def test_cat_opens_the_image_read_only_and_creates_nothing(debian, tmp_path):
+    need("strace")
+    image = tmp_path / "ro.raw"
+    os.link(debian, image)  # both under pytest's base temporary directory
+    before = sorted(os.listdir(tmp_path))
+    trace = tmp_path / "trace"
+    subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-e",
+            "trace=openat",
+            "-o",
+            str(trace),
+            "python3",
+            "-m",
+            "offline_ic",
+            "cat",
+            str(image),
+            "/etc/fstab",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    opens = [line for line in trace.read_text().splitlines() if str(image) in line]
+    assert opens and all("O_RDONLY" in line and "O_RDWR" not in line for line in opens), opens
+    assert sorted(os.listdir(tmp_path)) == sorted([*before, "trace"])
+
+
+def test_cp_never_replaces_the_image_it_reads(cli, debian, tmp_path):
+    image = tmp_path / "disk.raw"
+    os.link(debian, image)
+    code, out, err = cli("cp", image, "/etc/hostname", image, "--force")
+    assert code == 3 and "image being read" in err
+    assert image.stat().st_size == debian.stat().st_size and image.stat().st_nlink == 2
