@@ -213,3 +213,26 @@ def test_html_report_shows_the_default_entry(cli, bcd_disks, tmp_path):
     assert '<table id="bcd">' in html
     assert '<td>path</td><td class="mono">\\Windows\\system32\\winload.efi</td>' in html
     assert "Integration components: build 16299" in html
+
+
+def test_mutated_real_store_gives_a_reading_or_bcd_error_only():
+    """Random byte changes of the real store (seeded): every outcome is a reading or the one
+    error the golden checks turn into 'not checked', never another exception."""
+    import random
+
+    from offline_ic.guest.windows.bcd import BcdError
+
+    with lzma.open(TESTDATA / "hives" / "windeploy_BCD-efi.xz") as fh:
+        base = fh.read()
+    rnd = random.Random(23)
+    outcomes = {"read": 0, "error": 0}
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(rnd.randint(1, 40)):
+            data[rnd.randrange(len(data))] = rnd.randrange(256)
+        try:
+            read_store(bytes(data), "mutated")
+            outcomes["read"] += 1
+        except BcdError:
+            outcomes["error"] += 1
+    assert outcomes["read"] and outcomes["error"]
