@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, NotFoundError
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError
 from offline_ic.inputs import open_readonly
 
 # VMBus device class of each integration component -> the guest service it talks to.
@@ -119,6 +119,8 @@ def read_vmcx(path: str) -> HostConfig:
             tree = HyperVFile(fh).as_dict()
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None
+    except InputError:  # a FIFO, device, ...: said as it is
+        raise
     except Exception as exc:  # dissect raises many kinds on a damaged store  # noqa: BLE001
         raise CorruptImageError(
             f"{path}: not a readable Hyper-V configuration file ({exc})"

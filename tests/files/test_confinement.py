@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,21 @@ def test_special_files_are_never_disks(cli, tmp_path):
     os.mkfifo(tmp_path / "disk.vhdx")
     code, _out, err = cli("inspect", tmp_path / "disk.vhdx")
     assert code == 2 and "a FIFO, not a disk image" in err
+
+
+def test_output_child_in_another_folder_is_written(cli, unpacked, tmp_path):
+    """``--output CHILD`` may put the child anywhere: its parent is the image the user named.
+    Reading the child later through its locator needs that folder allowed, as any child."""
+    golden = tmp_path / "golden" / "golden.vhdx"
+    golden.parent.mkdir()
+    shutil.copyfile(unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz"), golden)
+    child = tmp_path / "out" / "serviced.avhdx"
+    child.parent.mkdir()
+    code, _out, err = cli("services", "set", golden, "heartbeat=disabled", "--output", child)
+    assert code == 0, err
+    code, _out, err = cli("services", "list", child)
+    assert code == 3 and "leads outside the child's folder" in err
+    code, out, err = cli("services", "list", child, "--json", "--allow-outside", golden.parent)
+    assert code == 0, err
+    rows = {row["name"]: row for row in json.loads(out)["services"]}
+    assert rows["vmicheartbeat"]["start"] == 4

@@ -82,6 +82,17 @@ def test_operator_file_fifo_is_exit_2_without_blocking(tmp_path, fifo, args, wha
     assert err.count("\n") == 1  # one line
 
 
+@pytest.mark.parametrize("command", ["inspect", "check"])
+def test_fifo_config_is_exit_2_without_blocking(tmp_path, command):
+    config = tmp_path / "vm.vmcx"
+    os.mkfifo(config)
+    hive = tmp_path / "SYSTEM"
+    hive.write_bytes(b"regf" + bytes(4092))
+    code, err = run(command, hive, "--vmcx", config)
+    assert code == 2, err
+    assert f"{config}: a FIFO, not a VM configuration" in err
+
+
 def test_policy_dev_zero_is_a_device_not_missing():
     """Issue 20: ``check --policy /dev/zero`` said "policy file not found" (and before that
     read until MemoryError)."""
