@@ -243,11 +243,14 @@ def read_target_list(path: str) -> list[str]:
     ``#`` comments ignored. A missing file is exit 2 before anything runs."""
     import sys
 
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        from offline_ic.inputs import read_operator_file
+    from offline_ic.inputs import CAPS, read_operator_file
 
+    if path == "-":
+        cap = CAPS["target list"]
+        text = sys.stdin.read(cap + 1)  # characters, at least as many bytes: a bound either way
+        if len(text) > cap:
+            raise InputError(f"-: larger than the {cap >> 20} MiB limit of a target list")
+    else:
         try:
             text = read_operator_file(path, "target list").decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -127,3 +127,18 @@ def test_fifo_config_in_vm_folder_is_skipped_not_blocking(tmp_path):
     os.mkfifo(vm / "Virtual Machines" / "x.vmcx")
     code, err = run("inspect", vm)
     assert code == 2, err
+
+
+def test_target_list_on_stdin_is_bounded():
+    """``--from -`` fed from /dev/zero stops at the cap instead of reading until MemoryError."""
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run(
+            [sys.executable, "-m", "offline_ic", "check", "--from", "-"],
+            cwd=REPO,
+            stdin=zero,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "larger than the 64 MiB limit of a target list" in proc.stderr
