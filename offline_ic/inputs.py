@@ -5,7 +5,8 @@ Two kinds of input:
 * **images, hives and configs** (targets and the files a target leads to): ``require_regular``
   before the first open, so a FIFO, socket or device is exit 2 naming what it is instead of
   an open that waits forever for a writer or a read of an endless ``/dev/zero``; the files
-  under ``/proc``, ``/sys`` and ``/dev`` are never taken for disks. ``open_readonly`` opens
+  under ``/proc`` and ``/sys`` are never taken for disks (a device is told by its mode; a
+  regular file under ``/dev/shm`` is an ordinary file). ``open_readonly`` opens
   them with ``O_NOATIME`` where the kernel allows it (the caller owns the file, or is root),
   so inspecting evidence does not change its access time.
 * **operator files** (``--from`` lists, change files, policies, ``.reg`` files): read whole
@@ -46,7 +47,7 @@ CAPS = {
 
 # Kernel file systems: their files are not disks, hives or configs (``/proc/self/mem`` is a
 # regular file of size 0 whose reads fail; ``/sys`` files change under the reader).
-_KERNEL_TREES = ("/proc", "/sys", "/dev")
+_KERNEL_TREES = ("/proc", "/sys")
 
 _seen: dict[tuple[int, int], str] = {}
 
@@ -119,7 +120,7 @@ def require_regular(
     if kind is not None:
         raise InputError(f"{path}: {kind}, not a {what}")
     if not kernel_ok and in_kernel_tree(path):
-        raise InputError(f"{path}: a kernel file (/proc, /sys, /dev), not a {what}")
+        raise InputError(f"{path}: a kernel file (/proc, /sys), not a {what}")
     return st
 
 

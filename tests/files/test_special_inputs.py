@@ -120,6 +120,18 @@ def test_socket_and_proc_files_are_not_disks(tmp_path):
         require_regular("/proc/self/mem")
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_regular_file_in_dev_shm_is_an_ordinary_file():
+    """Devices are told by their mode, so a RAM-disk image under /dev/shm still opens."""
+    path = f"/dev/shm/offline-ic-test-{os.getpid()}.img"
+    with open(path, "wb") as fh:
+        fh.write(bytes(512))
+    try:
+        assert require_regular(path).st_size == 512
+    finally:
+        os.unlink(path)
+
+
 def test_fifo_config_in_vm_folder_is_skipped_not_blocking(tmp_path):
     """A FIFO named like a config inside a VM folder is not sniffed (an open would block)."""
     vm = tmp_path / "vm"
