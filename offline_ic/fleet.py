@@ -596,14 +596,18 @@ def read_target_list(path: str) -> list[str]:
     A missing file is exit 2 before anything runs."""
     import sys
 
+    from offline_ic.inputs import CAPS, read_operator_file
+
     if path == "-":  # bytes: text-mode stdin would turn a lone \r into a line break
+        cap = CAPS["target list"]
+        raw = sys.stdin.buffer.read(cap + 1)
+        if len(raw) > cap:
+            raise InputError(f"-: larger than the {cap >> 20} MiB limit of a target list")
         try:
-            text = sys.stdin.buffer.read().decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"-: cannot read the target list: {exc}") from None
     else:
-        from offline_ic.inputs import read_operator_file
-
         data = read_operator_file(path, "target list")
         try:
             text = data.decode("utf-8")

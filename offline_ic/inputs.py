@@ -5,12 +5,20 @@ Two kinds of input:
 * **images, hives and configs** (targets and the files a target leads to): ``require_regular``
   before the first open, so a FIFO, socket or device is exit 2 naming what it is instead of
   an open that waits forever for a writer or a read of an endless ``/dev/zero``; the files
-  under ``/proc``, ``/sys`` and ``/dev`` are never taken for disks. ``open_readonly`` opens
+  under ``/proc`` and ``/sys`` are never taken for disks (a device is told by its mode; a
+  regular file under ``/dev/shm`` is an ordinary file). ``open_readonly`` opens
   them with ``O_NOATIME`` where the kernel allows it (the caller owns the file, or is root),
   so inspecting evidence does not change its access time.
 * **operator files** (``--from`` lists, change files, policies, ``.reg`` files): read whole
   by ``read_operator_file``, refused (exit 2, one line naming the limit) when they are not
   regular files or are larger than the cap of their kind.
+
+**Confinement**: the files a target leads to (a VM folder's disks, a differencing disk's
+parents found through its locator) must resolve, after ``realpath``, inside the folder the
+user named or beside the child (``inside``/``refuse_outside``); ``--allow-outside DIR``
+(``allow_outside``, carried to pool workers in ``OFFLINE_IC_ALLOW_OUTSIDE``) and
+``--parent PATH`` name more. The refusal names the path as the target gave it and never
+says whether anything is there.
 
 Every file read here is remembered (device + inode, ``seen_inputs``) so that an output of
 the same run can be refused when it is one of them (``offline_ic/outputs.py``).
@@ -18,10 +26,13 @@ the same run can be refused when it is one of them (``offline_ic/outputs.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 
-from offline_ic.errors import InputError, NotFoundError
+from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
 
 MiB = 1 << 20
 
@@ -36,7 +47,7 @@ CAPS = {
 
 # Kernel file systems: their files are not disks, hives or configs (``/proc/self/mem`` is a
 # regular file of size 0 whose reads fail; ``/sys`` files change under the reader).
-_KERNEL_TREES = ("/proc", "/sys", "/dev")
+_KERNEL_TREES = ("/proc", "/sys")
 
 _seen: dict[tuple[int, int], str] = {}
 
@@ -109,7 +120,7 @@ def require_regular(
     if kind is not None:
         raise InputError(f"{path}: {kind}, not a {what}")
     if not kernel_ok and in_kernel_tree(path):
-        raise InputError(f"{path}: a kernel file (/proc, /sys, /dev), not a {what}")
+        raise InputError(f"{path}: a kernel file (/proc, /sys), not a {what}")
     return st
 
 
@@ -171,3 +182,83 @@ def read_operator_file(path: str, what: str) -> bytes:
 
 def _mib(n: int) -> str:
     return f"{n // MiB} MiB"
+
+
+# ------------------------------------------------------------------------------ confinement
+ALLOW_ENV = "OFFLINE_IC_ALLOW_OUTSIDE"  # os.pathsep-separated folders, set by --allow-outside
+_roots: ContextVar[tuple[str, ...]] = ContextVar("offline_ic_roots", default=())
+
+
+def allow_outside(folders: Iterable[str]) -> None:
+    """``--allow-outside DIR``: also open disks and parents under these folders (kept in the
+    environment, so that pool worker processes inherit it)."""
+    folders = [os.path.realpath(f) for f in folders]
+    if folders:
+        os.environ[ALLOW_ENV] = os.pathsep.join(folders)
+
+
+@contextlib.contextmanager
+def confined_to(folder: str) -> Iterator[None]:
+    """Within this block, ``folder`` (the VM folder the user named) is an allowed root."""
+    token = _roots.set((*_roots.get(), os.path.realpath(folder)))
+    try:
+        yield
+    finally:
+        _roots.reset(token)
+
+
+def allowed_roots(*beside: str) -> list[str]:
+    """The folders files may resolve into: ``beside`` (e.g. the child's directory), the
+    named VM folder, and those of ``--allow-outside``."""
+    env = [r for r in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if r]
+    return [os.path.realpath(r) for r in (*beside, *_roots.get(), *env)]
+
+
+def inside(path: str, roots: Iterable[str]) -> bool:
+    """Does ``path`` resolve (symlinks followed, ``..`` removed) into one of ``roots``?"""
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def split_confined(child: str, candidates: list[str]) -> tuple[list[str], list[str]]:
+    """(``candidates`` that resolve beside ``child`` (its folder, through a symlinked child
+    also the folder of the file it leads to) or into an allowed root, those that do not).
+    Only the names are looked at: nothing outside is opened or even tested for existence."""
+    roots = allowed_roots(
+        os.path.dirname(os.path.abspath(child)), os.path.dirname(os.path.realpath(child))
+    )
+    ok = [c for c in candidates if inside(c, roots)]
+    return ok, [c for c in candidates if c not in ok]
+
+
+def refuse_outside(
+    what: str, paths: list[str], where: str, how: str = "allow its folder with --allow-outside DIR"
+) -> SafetyRefusal:
+    """The refusal (exit 3) for ``paths`` that resolve outside ``where``: it names them as
+    given and says nothing about whether they exist."""
+    names = ", ".join(paths)
+    return SafetyRefusal(f"{what}: {names} leads outside {where}; not opened ({how})")
+
+
+def parent_outside(child_name: str, outside: list[str]) -> SafetyRefusal:
+    """The refusal of a differencing disk's parent locator that names only paths outside."""
+    return refuse_outside(
+        f"{child_name}: parent locator",
+        outside,
+        "the child's folder",
+        "name the parent with --parent PATH, or allow its folder with --allow-outside DIR",
+    )
+
+
+@contextlib.contextmanager
+def command_scope() -> Iterator[None]:
+    """One CLI command: the files it reads and the folders it allows are its own."""
+    forget_inputs()
+    saved = os.environ.get(ALLOW_ENV)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ALLOW_ENV, None)
+        else:
+            os.environ[ALLOW_ENV] = saved

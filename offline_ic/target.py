@@ -40,7 +40,7 @@ from offline_ic.guest.windows.guest import (
     WindowsGuest,
 )
 from offline_ic.image import DiskImage, open_image
-from offline_ic.inputs import open_readonly, require_regular
+from offline_ic.inputs import confined_to, open_readonly, require_regular
 from offline_ic.volumes import Volume, list_volumes
 
 if TYPE_CHECKING:
@@ -212,7 +212,11 @@ def open_target(
                 require_boot_disk(vm)  # raises, naming the disks looked for
             return Target(path, kind, vm=vm)
         image_path = boot.file
-    image = open_image(image_path, parent=parent)
+    if vm is not None:
+        with confined_to(vm.root):  # the chain may lie anywhere in the VM folder
+            image = open_image(image_path, parent=parent)
+    else:
+        image = open_image(image_path, parent=parent)
     try:
         if family == "windows":
             guest = require_windows_guest(image, volume=volume)

@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the group and turn errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)
-    from offline_ic.inputs import forget_inputs
+    from offline_ic.inputs import command_scope
 
-    forget_inputs()  # a new command: outputs are checked against what IT reads
     try:
-        cli.main(args=args, prog_name="offline-ic", standalone_mode=False)
+        with command_scope():  # outputs are checked against what THIS command reads
+            cli.main(args=args, prog_name="offline-ic", standalone_mode=False)
     except CheckFailed as exc:  # the report is already printed (its JSON says what failed)
         _fail(str(exc), exc.exit_code, exc.kind, as_json=False)
     except OfflineICError as exc:

@@ -28,13 +28,39 @@ def progress(message: str) -> None:
         click.echo(message, err=True)
 
 
-parent_option = click.option(
+_parent = click.option(
     "--parent",
     "parent",
     type=click.Path(dir_okay=False),
     default=None,
     help="Parent disk of a differencing VHDX/AVHDX (default: found through the parent locator).",
 )
+
+
+def _allow(_ctx: click.Context, _param: click.Parameter, folders: tuple[str, ...]) -> None:
+    from offline_ic.inputs import allow_outside
+
+    allow_outside(folders)
+
+
+_allow_outside = click.option(
+    "--allow-outside",
+    type=click.Path(file_okay=False),
+    multiple=True,
+    metavar="DIR",
+    expose_value=False,
+    callback=_allow,
+    help="Also open disks and parent disks under DIR (repeatable). By default a VM folder's "
+    "disks and a differencing disk's parents must resolve inside the folder named or beside "
+    "the child.",
+)
+
+
+def parent_option(f: Any) -> Any:
+    """``--parent`` and ``--allow-outside``: where the files of a chain may come from."""
+    return _parent(_allow_outside(f))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 volume_option = click.option(
     "--volume",

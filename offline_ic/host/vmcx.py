@@ -158,6 +158,8 @@ def read_vmcx(path: str) -> HostConfig:
             tree = HyperVFile(fh).as_dict()
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file") from None
+    except InputError:  # a FIFO, device, ...: said as it is
+        raise
     except Exception as exc:  # dissect raises many kinds on a damaged store  # noqa: BLE001
         raise CorruptImageError(
             f"{path}: not a readable Hyper-V configuration file ({exc})"

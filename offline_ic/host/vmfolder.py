@@ -7,6 +7,11 @@ Disks\\x.vhdx`` under the folder), then by file name anywhere in the folder (bou
 both case-insensitive as NTFS is. The disk the VM boots from is the first VHD drive of the
 config that is found; it is the config's *current* disk (an .avhdx after a checkpoint), so
 opening it follows the differencing chain down to the base.
+
+Confinement: every disk must resolve (``realpath``) inside the VM folder, or a folder of
+``--allow-outside``; a folder on the way that leads outside (``Virtual Hard Disks`` as a
+symlink to ``/``) is refused before anything in it is listed, and a disk that is a symlink
+out of the folder is refused naming its name in the folder, never where it leads.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from offline_ic.errors import InputError, NotFoundError
 from offline_ic.host.vmcx import HostConfig, is_vmcx, read_vmcx
 from offline_ic.host.xmlconfig import is_xml_config, read_xml_config
+from offline_ic.inputs import allowed_roots, inside, refuse_outside
 
 CONFIG_DIR = "virtual machines"
 MAX_WALK_ENTRIES = 20_000
@@ -107,8 +113,11 @@ def open_vm(config_path: str) -> VmFolder:
     host = read_config(config_path)
     root = vm_root(config_path)
     disks = []
+    roots = allowed_roots(root)
     for drive in host.drives:
         file, how = locate(root, drive.path)
+        if file is not None and not inside(file, roots):
+            raise refuse_outside(host.path, [file], f"the VM folder {root}")
         disks.append(VmDisk(drive.path, drive.type, drive.location, file, how))
     return VmFolder(root, host, disks)
 
@@ -142,7 +151,10 @@ def locate(root: str, windows_path: str) -> tuple[str | None, str | None]:
 
 def _resolve_ci(root: str, parts: list[str]) -> str | None:
     here = root
+    roots = allowed_roots(root)
     for index, part in enumerate(parts):
+        if index and not inside(here, roots):  # do not even list a folder outside
+            raise refuse_outside(os.path.join(*parts), [here], f"the VM folder {root}")
         last = index == len(parts) - 1
         match = next(
             (

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image.fileio import open_image_file
-from offline_ic.image.journal import journal_path, open_view
+from offline_ic.image.journal import open_view, pending_path
 from offline_ic.image.raw import RawImage
 from offline_ic.image.settle import settle, settled_error
 from offline_ic.inputs import open_readonly
@@ -54,9 +54,10 @@ def find_logs(path: Path) -> tuple[Path | None, Path | None]:
 
 
 def pending_journal(path: Path) -> Path | None:
-    """The undo journal an interrupted write left beside the hive, if there is one."""
-    jp = Path(journal_path(str(path)))
-    return jp if jp.exists() else None
+    """The undo journal an interrupted write left for the hive (through any of its names),
+    if there is one."""
+    jp = pending_path(str(path))
+    return None if jp is None else Path(jp)
 
 
 def read_hive_file(path: Path) -> bytes:

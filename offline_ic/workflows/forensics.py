@@ -260,6 +260,7 @@ def evidence(
         row: dict[str, Any] = {
             "role": role,
             "path": os.path.abspath(path),
+            "resolved_path": os.path.realpath(path),  # symlinks followed: the file hashed
             "size": st.st_size,
             "mtime": posix_iso(st.st_mtime),
         }

@@ -26,6 +26,7 @@ from offline_ic.errors import (
 from offline_ic.fs.ntfs import check_volume_writable, map_file_writes
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import NtfsWindowsGuest
+from offline_ic.inputs import confined_to
 from offline_ic.registry.crosscheck import ANY_DATA, Expected
 from offline_ic.registry.editor import HiveEditor
 
@@ -159,16 +160,18 @@ def apply_changes(
         return plan
     write_path = _make_child(target, output)
     try:
-        return _apply(
-            target,
-            write_path,
-            build,
-            parent=None,
-            volume=volume,
-            dry_run=False,
-            force=force,
-            child=output,
-        )
+        # the child's parent is the image the user named, wherever the child was put
+        with confined_to(os.path.dirname(os.path.realpath(target))):
+            return _apply(
+                target,
+                write_path,
+                build,
+                parent=None,
+                volume=volume,
+                dry_run=False,
+                force=force,
+                child=output,
+            )
     except BaseException:
         os.unlink(write_path)  # the child is ours: leave nothing half-made behind
         raise

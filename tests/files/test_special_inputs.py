@@ -82,6 +82,17 @@ def test_operator_file_fifo_is_exit_2_without_blocking(tmp_path, fifo, args, wha
     assert err.count("\n") == 1  # one line
 
 
+@pytest.mark.parametrize("command", ["inspect", "check"])
+def test_fifo_config_is_exit_2_without_blocking(tmp_path, command):
+    config = tmp_path / "vm.vmcx"
+    os.mkfifo(config)
+    hive = tmp_path / "SYSTEM"
+    hive.write_bytes(b"regf" + bytes(4092))
+    code, err = run(command, hive, "--vmcx", config)
+    assert code == 2, err
+    assert f"{config}: a FIFO, not a VM configuration" in err
+
+
 def test_policy_dev_zero_is_a_device_not_missing():
     """Issue 20: ``check --policy /dev/zero`` said "policy file not found" (and before that
     read until MemoryError)."""
@@ -109,6 +120,18 @@ def test_socket_and_proc_files_are_not_disks(tmp_path):
         require_regular("/proc/self/mem")
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_regular_file_in_dev_shm_is_an_ordinary_file():
+    """Devices are told by their mode, so a RAM-disk image under /dev/shm still opens."""
+    path = f"/dev/shm/offline-ic-test-{os.getpid()}.img"
+    with open(path, "wb") as fh:
+        fh.write(bytes(512))
+    try:
+        assert require_regular(path).st_size == 512
+    finally:
+        os.unlink(path)
+
+
 def test_fifo_config_in_vm_folder_is_skipped_not_blocking(tmp_path):
     """A FIFO named like a config inside a VM folder is not sniffed (an open would block)."""
     vm = tmp_path / "vm"
@@ -116,3 +139,18 @@ def test_fifo_config_in_vm_folder_is_skipped_not_blocking(tmp_path):
     os.mkfifo(vm / "Virtual Machines" / "x.vmcx")
     code, err = run("inspect", vm)
     assert code == 2, err
+
+
+def test_target_list_on_stdin_is_bounded():
+    """``--from -`` fed from /dev/zero stops at the cap instead of reading until MemoryError."""
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run(
+            [sys.executable, "-m", "offline_ic", "check", "--from", "-"],
+            cwd=REPO,
+            stdin=zero,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "larger than the 64 MiB limit of a target list" in proc.stderr

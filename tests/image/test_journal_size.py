@@ -135,9 +135,9 @@ def test_crash_at_every_write_flush_truncate(case, how, tmp_path):
 def test_journal_of_an_unknown_version_is_refused_and_kept(tmp_path):
     path = _make(tmp_path)
     jp = Path(J.journal_path(str(path)))
-    jp.write_bytes(b"OICJRNL2" + bytes(100) + b"END!")
+    jp.write_bytes(b"OICJRNL9" + bytes(100) + b"END!")
     for writable in (False, True):
-        with pytest.raises(SafetyRefusal, match="version '2'"):
+        with pytest.raises(SafetyRefusal, match="version '9'"):
             open_image(str(path), writable=writable)
     with pytest.raises(SafetyRefusal):
         recover_image(str(path))

@@ -38,6 +38,7 @@ from offline_ic.image.vhd.structures import (
     dyn_header_checksum,
     footer_checksum,
 )
+from offline_ic.inputs import parent_outside, split_confined
 
 MAX_CHAIN_DEPTH = 32
 MAX_BAT_BYTES = 64 << 20  # 16M blocks: 32 TiB at 2 MiB; far beyond VHD's 2 TiB limit
@@ -232,7 +233,11 @@ class VhdReader(DiskImage):
     def _open_parent(self, override: str | None) -> None:
         if self._depth >= MAX_CHAIN_DEPTH:
             raise self._corrupt(f"differencing chain deeper than {MAX_CHAIN_DEPTH} disks")
-        cands = self._parent_candidates(override)
+        cands, outside = (
+            ([override], [])
+            if override
+            else split_confined(self.path, self._parent_candidates(None))
+        )
         mismatch = None
         for c in cands:
             if not os.path.isfile(c):
@@ -252,6 +257,8 @@ class VhdReader(DiskImage):
             return
         if mismatch:
             raise CorruptImageError(f"{self.name}: {mismatch}")
+        if outside:
+            raise parent_outside(self.name, outside)
         raise NotFoundError(
             f"{self.name}: parent disk not found (tried {', '.join(cands) or 'nothing'}); "
             "use --parent PATH"

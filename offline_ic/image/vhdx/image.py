@@ -24,6 +24,7 @@ from offline_ic.image.fileio import open_image_file, refuse_readonly_file
 from offline_ic.image.lock import lock_file
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.log import Overlay, read_active_log
+from offline_ic.inputs import parent_outside, split_confined
 
 MAX_CHAIN_DEPTH = 32
 BAT_PAGE_ENTRIES = 8192  # 64 KiB of BAT per cached page
@@ -485,6 +486,11 @@ class VhdxReader(DiskImage):
                 seen.append(c)
         return seen
 
+    def _confined_candidates(self) -> tuple[list[str], list[str]]:
+        """The locator's candidates beside this disk or in an allowed folder, and the rest
+        (refused unless a parent is found among the first: ``inputs.split_confined``)."""
+        return split_confined(self.path, self._locator_candidates())
+
     def parent_linkages(self) -> list[uuid.UUID]:
         """The DataWriteGuids a parent may have (parent_linkage, parent_linkage2)."""
         out = []
@@ -503,7 +509,7 @@ class VhdxReader(DiskImage):
         if self._depth >= MAX_CHAIN_DEPTH:
             raise self._corrupt(f"differencing chain deeper than {MAX_CHAIN_DEPTH} disks")
         links = self.parent_linkages()
-        cands = [override] if override else self._locator_candidates()
+        cands, outside = ([override], []) if override else self._confined_candidates()
         mismatch: str | None = None
         for cand in cands:
             if not os.path.isfile(cand):
@@ -534,6 +540,8 @@ class VhdxReader(DiskImage):
             return
         if mismatch:
             raise CorruptImageError(f"{self.name}: {mismatch}")
+        if outside:
+            raise parent_outside(self.name, outside)
         tried = ", ".join(cands) if cands else "(parent locator has no path)"
         raise NotFoundError(
             f"{self.name}: parent disk not found (tried {tried}); use --parent PATH"
