@@ -106,6 +106,15 @@ def test_check_text_cannot_forge_lines_or_terminal_commands(hostile_linux_root):
         in blacklisted
     )
     assert sum(line.startswith("result:") for line in lines) == 1
+    netvsc = next(line for line in lines if "linux.blacklist.hv_netvsc" in line)
+    assert netvsc.endswith(".conf:2: install hv_netvsc /bin/true \\x1b]0;pwned\\x07")
+
+
+def test_inspect_text_of_a_hostile_linux_guest_is_inert(hostile_linux_root):
+    code, out, _ = run_bytes("inspect", hostile_linux_root)
+    assert code == 0
+    lines = assert_inert(out).splitlines()
+    assert any(line.startswith("OS: Debian\\x1b[2J\\x1b]0;pwned\\x07\\x01 x (") for line in lines)
 
 
 def test_check_json_and_ndjson_are_utf8_and_one_line_per_target(hostile_linux_root):

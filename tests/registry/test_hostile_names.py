@@ -98,6 +98,12 @@ def test_hive_get_value_text_shows_escapes(hostile_hive):
     assert _lines(out) == ["x\\x1b[2J\\x1b]0;pwned\\x07\\x0a  PASS  forged"]
 
 
+def test_reg_get_value_text_shows_escapes(hostile_hive):
+    code, out, _ = run_bytes("reg", "get", hostile_hive, "HKLM\\SYSTEM\\Hostile\\Plain", "Title")
+    assert code == 0
+    assert _lines(out) == ["x\\x1b[2J\\x1b]0;pwned\\x07\\x0a  PASS  forged"]
+
+
 def test_hive_and_reg_get_json_are_utf8_with_the_exact_names(hostile_hive):
     code, out, err = run_bytes("hive", "get", hostile_hive, "Hostile", "--json")
     assert code == 0, err
