@@ -44,9 +44,9 @@ def _table(headers: list[str], rows: list[str], table_id: str) -> str:
 
 def _path_cell(path: Any) -> str:
     """A file name that wraps only after a path separator, never mid-word: each piece up to
-    and including a separator is one unbreakable span."""
+    and including a separator is one unbreakable span, a ``<wbr>`` between them."""
     pieces = re.findall(r"[^/\\]*(?:[/\\]|$)", html_text(path))
-    spans = "".join(f'<span class="seg">{piece}</span>' for piece in pieces if piece)
+    spans = "<wbr>".join(f'<span class="seg">{piece}</span>' for piece in pieces if piece)
     return f'<td class="mono">{spans}</td>'
 
 

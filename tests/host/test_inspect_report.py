@@ -110,4 +110,4 @@ def test_command_line_is_shell_quoted_and_names_wrap_at_separators(cli, gen2_fol
     assert str(gen2_folder) in words  # 'Default Generation 2' stays one word
     assert "opened read-only: <b>yes</b>" in text
     chain = re.search(r'<table id="disk-chain">.*?</table>', text).group(0)
-    assert '<span class="seg">Default Generation 2.vhdx</span>' in chain
+    assert '<wbr><span class="seg">Default Generation 2.vhdx</span>' in chain
