@@ -10,9 +10,11 @@ The outputs are read as bytes from a separate process, as a terminal or a CI job
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -139,14 +141,21 @@ def test_fleet_headers_escape_the_target_name(hostile_linux_root, tmp_path):
 def test_junit_is_well_formed_and_names_each_image(hostile_linux_root, tmp_path):
     second = tmp_path / "second]]>\x01"
     shutil.copytree(hostile_linux_root, second)
+    # a file name that is not UTF-8 (Python sees a lone surrogate, U+DCFF)
+    third = Path(os.fsdecode(bytes(tmp_path) + b"/third\xff"))
+    shutil.copytree(hostile_linux_root, third)
     junit = tmp_path / "results.xml"
-    code, _, _ = run_bytes("check", hostile_linux_root, second, "--junit", junit, "--quiet")
+    code, out, _ = run_bytes(
+        "check", hostile_linux_root, second, third, "--junit", junit, "--json", "--quiet"
+    )
     assert code == 1
+    assert json.loads(assert_inert(out, lines=3).splitlines()[2])["image"] == str(third)
     root = ET.parse(junit).getroot()
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == [
         str(hostile_linux_root),
         f"{tmp_path}/second]]>\\x01",
+        f"{tmp_path}/third\\udcff",
     ]
     for suite in suites:
         names = {c.get("classname") for c in suite.iter("testcase")}
