@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, unpack
+from tests.helpers import CLEAR, ESC_TITLE, run_cli, unpack
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,21 @@ def cli(capsys):
         return run_cli(list(args), capsys)
 
     return _run
+
+
+@pytest.fixture
+def hostile_linux_root(tmp_path: Path) -> Path:
+    """A Linux guest root whose os-release and modprobe.d (a file name, a line) carry
+    hostile text; hv_utils and hv_netvsc are blacklisted there."""
+    root = tmp_path / "guest"
+    (root / "etc" / "modprobe.d").mkdir(parents=True)
+    (root / "lib" / "modules" / "6.1.0-9-amd64" / "kernel" / "drivers" / "hv").mkdir(parents=True)
+    (root / "boot").mkdir()
+    (root / "etc" / "os-release").write_text(
+        f'PRETTY_NAME="Debian{CLEAR}{ESC_TITLE}\x01 x"\nID=debian\n', encoding="utf-8"
+    )
+    evil = root / "etc" / "modprobe.d" / "evil\n  PASS  linux.x  all good\x1b[2J\u2028.conf"
+    evil.write_text(
+        f"blacklist hv_utils\ninstall hv_netvsc /bin/true {ESC_TITLE}\n", encoding="utf-8"
+    )
+    return root

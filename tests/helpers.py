@@ -14,6 +14,9 @@ TESTDATA = REPO / "testdata"
 # Real images and hives made by Windows; some are AGPL and may not be copied into the repo,
 # so tests read them from ../shared and skip (saying why) on a fresh clone without it.
 SHARED_REAL = REPO.parent / "shared" / "testdata-real"
+# guest text a terminal would obey: clear the screen, set the window title
+CLEAR = "\x1b[2J"
+ESC_TITLE = "\x1b]0;pwned\x07"
 
 
 def real_data(relpath: str) -> Path:

@@ -10,6 +10,7 @@ The outputs are read as bytes from a separate process, as a terminal or a CI job
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -27,10 +28,8 @@ from offline_ic.escaping import (
     terminal_doc,
     xml_text,
 )
-from tests.helpers import assert_inert, run_bytes
+from tests.helpers import CLEAR, ESC_TITLE, assert_inert, run_bytes
 
-ESC_TITLE = "\x1b]0;pwned\x07"
-CLEAR = "\x1b[2J"
 # everything a guest string can hold that a terminal, a line splitter or XML acts on
 HOSTILE = f"A{CLEAR}{ESC_TITLE}\n  PASS  linux.x  all good\r\x85\u2028\u2029\x01\ufffe\udc80]]>B"
 
@@ -96,27 +95,12 @@ def test_html_and_xml_text():
 # --- a hostile Linux guest through every output of `check` -----------------------------------
 
 
-@pytest.fixture
-def hostile_root(tmp_path: Path) -> Path:
-    """A Linux guest root whose os-release and modprobe.d carry hostile text."""
-    root = tmp_path / "guest"
-    (root / "etc" / "modprobe.d").mkdir(parents=True)
-    (root / "lib" / "modules" / "6.1.0-9-amd64" / "kernel" / "drivers" / "hv").mkdir(parents=True)
-    (root / "boot").mkdir()
-    (root / "etc" / "os-release").write_text(
-        f'PRETTY_NAME="Debian{CLEAR}{ESC_TITLE}\x01 x"\nID=debian\n', encoding="utf-8"
-    )
-    evil = root / "etc" / "modprobe.d" / "evil\n  PASS  linux.x  all good\x1b[2J\u2028.conf"
-    evil.write_text("blacklist hv_utils\n", encoding="utf-8")
-    return root
-
-
-def test_check_text_cannot_forge_lines_or_terminal_commands(hostile_root):
-    code, out, _ = run_bytes("check", hostile_root)
+def test_check_text_cannot_forge_lines_or_terminal_commands(hostile_linux_root):
+    code, out, _ = run_bytes("check", hostile_linux_root)
     assert code == 1
     text = assert_inert(out)
     lines = text.splitlines()
-    assert lines[0].startswith(f"{hostile_root}: linux, Debian\\x1b[2J\\x1b]0;pwned\\x07")
+    assert lines[0].startswith(f"{hostile_linux_root}: linux, Debian\\x1b[2J\\x1b]0;pwned\\x07")
     assert not any("linux.x" in line and line.lstrip().startswith("PASS") for line in lines)
     blacklisted = next(line for line in lines if "linux.blacklist.hv_utils" in line)
     assert (
@@ -124,36 +108,55 @@ def test_check_text_cannot_forge_lines_or_terminal_commands(hostile_root):
         in blacklisted
     )
     assert sum(line.startswith("result:") for line in lines) == 1
+    netvsc = next(line for line in lines if "linux.blacklist.hv_netvsc" in line)
+    assert netvsc.endswith(".conf:2: install hv_netvsc /bin/true \\x1b]0;pwned\\x07")
 
 
-def test_check_json_and_ndjson_are_utf8_and_one_line_per_target(hostile_root):
-    code, out, _ = run_bytes("check", hostile_root, "--json")
+def test_inspect_text_of_a_hostile_linux_guest_is_inert(hostile_linux_root):
+    code, out, _ = run_bytes("inspect", hostile_linux_root)
+    assert code == 0
+    lines = assert_inert(out).splitlines()
+    assert any(line.startswith("OS: Debian\\x1b[2J\\x1b]0;pwned\\x07\\x01 x (") for line in lines)
+
+
+def test_check_json_and_ndjson_are_utf8_and_one_line_per_target(hostile_linux_root):
+    code, out, _ = run_bytes("check", hostile_linux_root, "--json")
     assert code == 1
     doc = json.loads(assert_inert(out))
     assert doc["distro"] == f"Debian{CLEAR}{ESC_TITLE}\x01 x"  # exact in JSON
-    code, out, err = run_bytes("check", hostile_root, hostile_root, "--json", "--quiet")
+    code, out, err = run_bytes("check", hostile_linux_root, hostile_linux_root, "--json", "--quiet")
     lines = assert_inert(out, lines=2).splitlines()
     assert [json.loads(line)["distro"] for line in lines] == [doc["distro"]] * 2
 
 
-def test_fleet_headers_escape_the_target_name(hostile_root, tmp_path):
+def test_fleet_headers_escape_the_target_name(hostile_linux_root, tmp_path):
     forged = tmp_path / "x\n== forged\x1b[2J"
-    shutil.copytree(hostile_root, forged)
-    code, out, _ = run_bytes("check", hostile_root, forged, "--quiet")
+    shutil.copytree(hostile_linux_root, forged)
+    code, out, _ = run_bytes("check", hostile_linux_root, forged, "--quiet")
     text = assert_inert(out)
     headers = [line for line in text.splitlines() if line.startswith("== ")]
-    assert headers == [f"== {hostile_root}", f"== {tmp_path}/x\\x0a== forged\\x1b[2J"]
+    assert headers == [f"== {hostile_linux_root}", f"== {tmp_path}/x\\x0a== forged\\x1b[2J"]
 
 
-def test_junit_is_well_formed_and_names_each_image(hostile_root, tmp_path):
+def test_junit_is_well_formed_and_names_each_image(hostile_linux_root, tmp_path):
     second = tmp_path / "second]]>\x01"
-    shutil.copytree(hostile_root, second)
+    shutil.copytree(hostile_linux_root, second)
+    # a file name that is not UTF-8 (Python sees a lone surrogate, U+DCFF)
+    third = Path(os.fsdecode(bytes(tmp_path) + b"/third\xff"))
+    shutil.copytree(hostile_linux_root, third)
     junit = tmp_path / "results.xml"
-    code, _, _ = run_bytes("check", hostile_root, second, "--junit", junit, "--quiet")
+    code, out, _ = run_bytes(
+        "check", hostile_linux_root, second, third, "--junit", junit, "--json", "--quiet"
+    )
     assert code == 1
+    assert json.loads(assert_inert(out, lines=3).splitlines()[2])["image"] == str(third)
     root = ET.parse(junit).getroot()
     suites = root.findall("testsuite")
-    assert [s.get("name") for s in suites] == [str(hostile_root), f"{tmp_path}/second]]>\\x01"]
+    assert [s.get("name") for s in suites] == [
+        str(hostile_linux_root),
+        f"{tmp_path}/second]]>\\x01",
+        f"{tmp_path}/third\\udcff",
+    ]
     for suite in suites:
         names = {c.get("classname") for c in suite.iter("testcase")}
         assert all(n.startswith(suite.get("name") + ".linux.") for n in names), names

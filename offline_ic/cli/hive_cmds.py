@@ -291,7 +291,7 @@ def _report(
     for change in changes or []:
         if not change["changed"]:
             where = change["key"] + ("\\" + (change["name"] or "@") if change["name"] else "")
-            click.echo(f"{hive}: {where} (unchanged)")
+            click.echo(terminal(f"{hive}: {where} (unchanged)"))
     if not result.pages:
         click.echo(f"{hive}: nothing written (unchanged)")
         return
@@ -345,7 +345,7 @@ def hive_recover(
     target = output if output is not None else old_to
     line, result = recover_hive_file(hive, target, force=force)
     if not as_json:
-        click.echo(line)
+        click.echo(terminal(line))
         return
     doc = _write_doc(hive, result, done=line.removeprefix(f"{hive}: "))
     if target is not None:  # a new file: HIVE itself is unchanged
@@ -383,10 +383,10 @@ def hive_check(hive: Path, as_json: bool) -> None:
             f"{hive}: {status}: {report.hbins} hbins, {report.keys} keys, {report.values} values, "
             f"{report.allocated_cells} cells in use, {report.free_cells} free"
         )
-        for p in report.problems:
-            click.echo(f"  {p}")
+        for p in report.problems:  # they name keys and values of the hive: escaped
+            click.echo(f"  {terminal(p)}")
         for w in report.warnings:
-            click.echo(f"  warning: {w}")
+            click.echo(f"  warning: {terminal(w)}")
     if not report.ok:
         raise CheckFailed(f"{hive}: hive check found {len(report.problems)} problem(s)")
 

@@ -17,13 +17,14 @@ from offline_ic.cli.many import (
     images_argument,
     run_targets,
 )
+from offline_ic.escaping import terminal
 
 
 def _render_verify(doc: dict[str, Any]) -> None:
-    for n in doc["notes"]:
-        click.echo(f"note: {n}")
+    for n in doc["notes"]:  # notes and problems can quote parent locators of the image
+        click.echo(f"note: {terminal(n)}")
     for p in doc["problems"]:
-        click.echo(f"problem: {p}")
+        click.echo(f"problem: {terminal(p)}")
     click.echo(
         f"{doc['image']}: {'ok' if doc['ok'] else 'PROBLEMS FOUND'} "
         f"({doc['compared_bytes']} bytes cross-checked with libvhdi)"

@@ -14,6 +14,7 @@ import click
 
 from offline_ic.cli.common import warn
 from offline_ic.escaping import terminal_doc
+from offline_ic.guest.windows.catalog import service_start_text
 
 
 def replay_lines(doc: dict[str, Any]) -> None:
@@ -55,14 +56,6 @@ def warn_dirty(doc: dict[str, Any], *, recovered_too: bool = True) -> None:
         warn(f"{head}: values shown are the primary file's, without its last changes ({problem})")
 
 
-def start_text(entry: dict[str, Any]) -> str:
-    if not entry["present"]:
-        return "absent"
-    if entry["start"] is None:
-        return "no Start value"
-    return f"{entry['start']} ({entry['start_type'] or 'unknown'})"
-
-
 def render_services(doc: dict[str, Any]) -> None:
     """``services list``: the control sets, then each set's services and drivers."""
     _services(terminal_doc(doc))
@@ -99,7 +92,9 @@ def _render_service_tables(doc: dict[str, Any]) -> None:
         click.echo(f"\n{title} (key, PowerShell name, name, start):")
         for row in rows:
             powershell = row.get("powershell_name") or "-"
-            click.echo(f"  {row['name']:<20} {powershell:<24} {row['ic']:<30} {start_text(row)}")
+            click.echo(
+                f"  {row['name']:<20} {powershell:<24} {row['ic']:<30} {service_start_text(row)}"
+            )
 
 
 def _value_change_line(change: dict[str, Any]) -> str:
@@ -207,6 +202,8 @@ def render_inspect(doc: dict[str, Any]) -> None:
     elif os_info:
         _render_windows(doc, os_info)
         _render_bcd(doc.get("bcd"))
+    if doc.get("checks"):
+        _render_checks(doc["checks"])
     if doc.get("host"):
         click.echo("")
         _host(doc["host"])
@@ -214,6 +211,21 @@ def render_inspect(doc: dict[str, Any]) -> None:
         click.echo("\nHost vs guest:")
         _host_vs_guest(doc["host_vs_guest"])
     _render_forensics(doc)
+
+
+def _render_checks(checks: dict[str, Any]) -> None:
+    """``inspect``'s check verdicts, as ``offline-ic check`` prints them."""
+    if checks.get("error"):
+        click.echo(f"\nChecks: not run: {checks['error']}")
+        return
+    n = checks["counts"]
+    click.echo(
+        f"\nChecks: {checks['result']} ({n['pass']} pass, {n['warn']} warn, {n['fail']} fail, "
+        f"{n['info']} info):"
+    )
+    width = max((len(c["id"]) for c in checks["checks"]), default=0)
+    for c in checks["checks"]:
+        click.echo(f"  {c['status'].upper():4}  {c['id']:<{width}}  {c['detail']}")
 
 
 def _render_vm(vm: dict[str, Any]) -> None:
@@ -280,12 +292,23 @@ def _render_forensics(doc: dict[str, Any]) -> None:
             click.echo(f"  {event['time']}  {event['event']}")
     evidence = doc.get("evidence")
     if evidence:
+        read_only = {True: "yes", False: "NO", None: "unknown"}[evidence["opened_read_only"]]
         click.echo(
             f"\nEvidence ({evidence['tool']} {evidence['tool_version']}, {evidence['utc_time']},"
-            f" opened read-only: {evidence['opened_read_only']}):"
+            f" opened read-only: {read_only}):"
         )
         for row in evidence["files"]:
-            click.echo(f"  {row['sha256']}  {row['path']} ({row['role']}, {row['size']} bytes)")
+            if "ranges" not in row:
+                click.echo(f"  {row['sha256']}  {row['path']} ({row['role']}, {row['size']} bytes)")
+                continue
+            # a partial hash must never read as a file's hash: say so and list what it covers
+            click.echo(
+                f"  PARTIAL sha256 {row['sha256']} of {row['bytes_hashed']} of the "
+                f"{row['size']} bytes of {row['path']} ({row['role']}): the "
+                f"{len(row['ranges'])} byte ranges read, concatenated in this order "
+                "(start-end, end exclusive):"
+            )
+            click.echo("    " + ", ".join(f"{start}-{end}" for start, end in row["ranges"]))
 
 
 def _render_image_chain(info: dict[str, Any] | None) -> None:
@@ -307,6 +330,8 @@ def _render_image_chain(info: dict[str, Any] | None) -> None:
 def _render_volumes(doc: dict[str, Any]) -> None:
     for vol in doc.get("volumes", []):
         mark = " <- Windows" if vol["number"] == doc.get("windows_volume") else ""
+        if vol.get("encryption"):
+            mark += f" (encrypted: {vol['encryption']})"
         click.echo(
             f"  volume {vol['number']}: {vol['type']}, {vol['size'] / 2**20:.0f} MiB, "
             f"{vol['filesystem'] or 'unrecognised'}{mark}"

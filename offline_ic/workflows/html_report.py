@@ -9,9 +9,12 @@ values, computer names), never runs it, even if an escape were missed.
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 from offline_ic.escaping import html_text
+from offline_ic.guest.windows.catalog import service_start_text
 
 # no scripts, no loads of any kind, no forms; only the inline style sheet
 CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -21,7 +24,8 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0}
 th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#eee}td.mono,code{font-family:monospace;word-break:break-all}
+th{background:#eee}td.mono,code{font-family:monospace}
+td.hash{font-family:monospace;overflow-wrap:anywhere}.seg{white-space:nowrap}
 .yes{background:#d4f7d4}.no{background:#f9d0d0}.na{background:#eee;color:#666}
 .note{color:#8a5a00}
 """
@@ -36,6 +40,14 @@ def _table(headers: list[str], rows: list[str], table_id: str) -> str:
     head = "".join(f"<th>{html_text(h)}</th>" for h in headers)
     body = "".join(f"<tr>{row}</tr>" for row in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _path_cell(path: Any) -> str:
+    """A file name that wraps only after a path separator, never mid-word: each piece up to
+    and including a separator is one unbreakable span, a ``<wbr>`` between them."""
+    pieces = re.findall(r"[^/\\]*(?:[/\\]|$)", html_text(path))
+    spans = "<wbr>".join(f'<span class="seg">{piece}</span>' for piece in pieces if piece)
+    return f'<td class="mono">{spans}</td>'
 
 
 def _yes_no(value: bool | None) -> str:
@@ -71,10 +83,104 @@ def _summary(doc: dict[str, Any]) -> str:
     return _table(["Fact", "Value"], [_cell(k) + _cell(v, "mono") for k, v in rows if v], "summary")
 
 
+_STATUS_CSS = {"pass": "yes", "fail": "no", "warn": "note", "info": "na", "skip": "na"}
+
+
+def _checks(doc: dict[str, Any]) -> str:
+    """The verdicts ``offline-ic check`` gives this guest (no policy)."""
+    checks = doc.get("checks")
+    if not checks:
+        return "<p>No guest found: nothing to check.</p>"
+    if checks.get("error"):
+        return f'<p class="note">Checks not run: {html_text(checks["error"])}</p>'
+    n = checks["counts"]
+    verdict = (
+        f"<p>Result: <b>{html_text(checks['result'])}</b> ({n['pass']} pass, {n['warn']} warn, "
+        f"{n['fail']} fail, {n['info']} info)</p>"
+    )
+    rows = [
+        _cell(c["status"].upper(), _STATUS_CSS.get(c["status"], ""))
+        + _cell(c["id"], "mono")
+        + _cell(c["detail"])
+        for c in checks["checks"]
+    ]
+    return verdict + _table(["Status", "Check", "Detail"], rows, "checks")
+
+
+def _services(doc: dict[str, Any]) -> str:
+    """The guest's integration services and Hyper-V drivers in the control set that boots."""
+    services = doc.get("services")
+    if not services:
+        return "<p>No Windows SYSTEM hive: no services.</p>"
+    rows = [
+        _cell(kind)
+        + _cell(row["name"], "mono")
+        + _cell(row.get("powershell_name"))
+        + _cell(row["ic"])
+        + _yes_no(row["present"])
+        + _cell(service_start_text(row))
+        for kind, key in (("integration service", "services"), ("driver", "drivers"))
+        for row in services[key]
+    ]
+    head = f"<p>Control set {html_text(services['control_set'])}</p>"
+    headers = ["Kind", "Key", "PowerShell name", "Name", "Present", "Start"]
+    return head + _table(headers, rows, "services")
+
+
+def _volumes(doc: dict[str, Any]) -> str:
+    """Partitions with their file system and encryption; NTFS state of the Windows volume."""
+    state = doc.get("volume_state") or {}
+    rows = []
+    for vol in doc.get("volumes") or []:
+        windows = vol["number"] == doc.get("windows_volume")
+        role = "Windows" if windows else ""
+        role = "Linux root" if vol["number"] == doc.get("linux_root_volume") else role
+        ntfs = (
+            ("dirty" if state["dirty"] else "clean")
+            + f", hibernation: {state['hibernation'] or 'none'}"
+            if windows and state
+            else None
+        )
+        rows.append(
+            _cell(vol["number"])
+            + _cell(vol["type"])
+            + _cell(f"{vol['size'] / 2**20:.0f} MiB")
+            + _cell(vol["filesystem"] or "unrecognised")
+            + _cell(vol.get("encryption") or "none")
+            + _cell(role)
+            + _cell(ntfs)
+        )
+    headers = ["Volume", "Type", "Size", "File system", "Encryption", "Guest", "NTFS state"]
+    return _table(headers, rows, "volumes") if rows else "<p>No volumes (not a disk image).</p>"
+
+
+def _hives(doc: dict[str, Any]) -> str:
+    """SYSTEM and SOFTWARE: clean or dirty, sequence numbers, logs, recovery."""
+    rows = []
+    for name, facts in (doc.get("hives") or {}).items():
+        if facts is None:
+            rows.append(_cell(name) + _cell("not found") + _cell(None) * 3)
+            continue
+        logs = ", ".join(k for k, v in facts["logs"].items() if v) or "none"
+        recovered = "recovered in memory from its logs" if facts.get("recovered") else ""
+        rows.append(
+            _cell(name)
+            + _cell(facts["state"], "yes" if facts["state"] == "clean" else "no")
+            + _cell(f"{facts['sequence1']} / {facts['sequence2']}", "mono")
+            + _cell(logs)
+            + _cell(facts.get("recovery_problem") or recovered)
+        )
+    headers = ["Hive", "State", "Sequence 1 / 2", "Logs", "Recovery"]
+    return _table(headers, rows, "hives") if rows else "<p>No Windows hives.</p>"
+
+
 def _host_vs_guest(doc: dict[str, Any]) -> str:
     rows = doc.get("host_vs_guest") or []
     if not rows:
-        return "<p>No host configuration and guest services to compare.</p>"
+        return (
+            "<p>No host configuration to compare with the guest (inspect a VM folder or "
+            "config, or give --vmcx).</p>"
+        )
     out = []
     for row in rows:
         out.append(
@@ -109,7 +215,7 @@ def _disks(doc: dict[str, Any]) -> str:
     rows = []
     for disk in (doc.get("forensics") or {}).get("disk_chain") or []:
         rows.append(
-            _cell(disk["path"], "mono")
+            _path_cell(disk["path"])
             + _cell(disk["format"])
             + _cell(disk["size"])
             + _cell(disk["mtime"], "mono")
@@ -123,22 +229,36 @@ def _disks(doc: dict[str, Any]) -> str:
     return _table(headers, rows, "disk-chain") if rows else "<p>No disk read.</p>"
 
 
+def _hashed(row: dict[str, Any]) -> str:
+    """How a file was hashed: whole, or (a partial hash, labelled so) which ranges."""
+    if "ranges" not in row:
+        return _cell(row.get("hashed"))
+    ranges = ", ".join(f"{start}-{end}" for start, end in row["ranges"])
+    return (
+        f'<td class="no">PARTIAL: {row["bytes_hashed"]} bytes in {len(row["ranges"])} ranges '
+        "read, concatenated in this order (start-end, end exclusive)"
+        f'<details><summary>ranges</summary><code class="ranges">{ranges}</code>'
+        "</details></td>"
+    )
+
+
 def _evidence(doc: dict[str, Any]) -> str:
     ev = doc.get("evidence")
     if not ev:
         return "<p>Not hashed (run with --evidence).</p>"
     rows = [
         _cell(f["role"])
-        + _cell(f["path"], "mono")
+        + _path_cell(f["path"])
         + _cell(f["size"])
-        + _cell(f.get("hashed"))
-        + _cell(f["sha256"], "mono")
+        + _hashed(f)
+        + _cell(f["sha256"], "hash")
         for f in ev["files"]
     ]
+    read_only = {True: "yes", False: "NO", None: "unknown"}[ev["opened_read_only"]]
     meta = (
-        f"<p>{html_text(ev['tool'])} {html_text(ev['tool_version'])}, {html_text(ev['utc_time'])}; "
-        f"command: <code>{html_text(' '.join(ev['command_line']))}</code>; opened read-only: "
-        f"<b>{html_text(str(ev['opened_read_only']))}</b></p>"
+        f"<p>{html_text(ev['tool'])} {html_text(ev['tool_version'])}, "
+        f"{html_text(ev['utc_time'])}; command: <code>{html_text(shlex.join(ev['command_line']))}"
+        f"</code>; opened read-only: <b>{read_only}</b></p>"
     )
     return meta + _table(["Role", "File", "Bytes", "Hashed", "sha256"], rows, "evidence")
 
@@ -169,7 +289,11 @@ def render_html(doc: dict[str, Any]) -> str:
     title = f"offline-ic report: {doc.get('image')}"
     sections = [
         ("Summary", _summary(doc) + _notes(doc)),
+        ("Checks", _checks(doc)),
+        ("Integration services and Hyper-V drivers in the guest", _services(doc)),
         ("Integration services: host vs guest", _host_vs_guest(doc)),
+        ("Volumes", _volumes(doc)),
+        ("Hives", _hives(doc)),
         ("Timeline", _timeline(doc)),
         ("KVP values", _kvp(doc)),
         ("Boot configuration", _boot(doc)),

@@ -12,7 +12,7 @@ from offline_ic.guest.windows.catalog import resolve_service
 from offline_ic.guest.windows.guest import HiveFileGuest, NtfsWindowsGuest, WindowsGuest
 from offline_ic.guest.windows.kvp import KVP_POOLS, pool_key_path, read_all_pools, read_pool
 from offline_ic.guest.windows.services import read_services, select_control_sets
-from offline_ic.host.vmcx import compare
+from offline_ic.host.vmcx import HostConfig, compare
 from offline_ic.registry import Hive
 from offline_ic.target import HIVE_FILE, VM, Target, open_target
 from offline_ic.volumes import list_volumes
@@ -148,6 +148,10 @@ def windows_version(software: Hive) -> dict[str, Any]:
     return out
 
 
+# a volume's file-system signature that says its contents are encrypted
+ENCRYPTED = {"bitlocker": "BitLocker", "luks": "LUKS"}
+
+
 def inspect_target(
     target: str,
     *,
@@ -186,6 +190,8 @@ def inspect_target(
             if missing:
                 doc["errors"]["missing_disks"] = "not in the VM folder: " + "; ".join(missing)
         doc["forensics"] = _forensics(opened, doc)
+        if opened.guest is not None:
+            doc["checks"] = _checks(target, opened, host)
         read_only = fx.opened_read_only(opened.image)
         ranges = fx.read_ranges(opened.image) if hash_only_read else None
     if host is not None:
@@ -207,6 +213,20 @@ def inspect_target(
             only_read=ranges,
         )
     return doc
+
+
+def _checks(target: str, opened: Target, host: HostConfig | None) -> dict[str, Any]:
+    """The verdicts ``offline-ic check`` gives this guest (no policy: the report says what
+    the guest is, a gate's policy is the gate's), so a report never hides a blacklisted
+    hv_utils or a disabled storvsc; a check that cannot run is its error."""
+    from offline_ic.workflows.check import check_guest
+
+    assert opened.guest is not None
+    try:
+        report = check_guest(target, opened.guest, host).to_dict()
+    except OfflineICError as exc:
+        return {"result": None, "counts": {}, "checks": [], "error": str(exc)}
+    return {key: report[key] for key in ("result", "counts", "checks")}
 
 
 def _forensics(opened: Target, doc: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +260,10 @@ def _inspect_opened(opened: Target) -> dict[str, Any]:
     else:
         doc["target_type"] = "image"
         doc["image_info"] = opened.image.info().to_dict()
-        doc["volumes"] = [v.to_dict() for v in list_volumes(opened.image)]
+        doc["volumes"] = [
+            {**v.to_dict(), "encryption": ENCRYPTED.get(v.filesystem or "")}
+            for v in list_volumes(opened.image)
+        ]
     if guest is None:
         doc["os"] = None
         doc["errors"]["os"] = str(opened.problem)

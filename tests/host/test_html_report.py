@@ -50,7 +50,18 @@ class Page(HTMLParser):
             self._cell.append(data)
 
 
-SECTIONS = {"summary", "host-vs-guest", "timeline", "kvp", "disk-chain", "evidence"}
+SECTIONS = {
+    "summary",
+    "checks",
+    "services",
+    "host-vs-guest",
+    "volumes",
+    "hives",
+    "timeline",
+    "kvp",
+    "disk-chain",
+    "evidence",
+}
 
 
 def parse(text: str) -> Page:

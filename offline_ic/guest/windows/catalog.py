@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from offline_ic.errors import InputError, quoted
 
@@ -205,3 +206,13 @@ def service_names_help() -> str:
 def start_type_name(start: int | None) -> str | None:
     """'boot'…'disabled' for a Start value; None when absent or not one of the five."""
     return START_TYPES.get(start) if isinstance(start, int) else None
+
+
+def service_start_text(entry: dict[str, Any]) -> str:
+    """A ``services list`` row's Start in words, for text and HTML alike: ``3 (manual)``,
+    ``absent``, ``no Start value``."""
+    if not entry["present"]:
+        return "absent"
+    if entry["start"] is None:
+        return "no Start value"
+    return f"{entry['start']} ({entry['start_type'] or 'unknown'})"
