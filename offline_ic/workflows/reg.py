@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offline_ic.errors import InputError, MissingKeyError, NotFoundError, SafetyRefusal
+from offline_ic.errors import InputError, MissingKeyError, NotFoundError, SafetyRefusal, quoted
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import WindowsGuest
 from offline_ic.guest.windows.regpaths import (
@@ -149,9 +149,20 @@ def _refuse_select(parsed_top: str, hive_word: str, rest: str, text: str) -> Non
         )
 
 
+def _refuse_nul(op: RegOp) -> None:
+    """A key or value name holding NUL (a .reg file can carry one) is refused (exit 2)
+    before anything is opened; the editor refuses it too."""
+    if "\x00" in op.key or "\x00" in op.name:
+        where = f"line {op.line}: " if op.line else ""
+        name = f"{op.key}\\{op.name}" if "\x00" in op.name else op.key
+        raise InputError(f"{where}{quoted(name)}: a key or value name holding NUL; refused")
+
+
 def precheck(ops: Sequence[RegOp]) -> None:
-    """Refusals that need no guest: unknown roots (exit 2), Select, a hive's root (exit 3)."""
+    """Refusals that need no guest: unknown roots and NUL in names (exit 2), Select, a
+    hive's root (exit 3)."""
     for op in ops:
+        _refuse_nul(op)
         parsed = parse_path(op.key)
         _refuse_select(parsed.top, parsed.hive_word, parsed.rest, op.key)
         if op.kind == "delete_key" and not parsed.rest:
@@ -418,6 +429,7 @@ def hive_file_changes(
             )
         )
     for op in merge_ops:
+        _refuse_nul(op)
         parsed = parse_path(op.key)
         _refuse_select(parsed.top, parsed.hive_word, parsed.rest, op.key)
         if op.kind == "delete_key" and not parsed.rest:
@@ -432,12 +444,14 @@ def edit_hive_file_changes(path: Path, changes: list[ValueChange]):
     hive's current control set when it is a SYSTEM hive. Returns (WriteResult, changes)."""
     from offline_ic.registry.editor import HiveEditor
     from offline_ic.registry.files import edit_hive_file
-    from offline_ic.workflows.service import apply_change, expectations
+    from offline_ic.workflows.service import apply_change, expectations, refuse_boot_structure
 
     def edit(editor: HiveEditor) -> None:
         for change in changes:
             if change.key.lower().split("\\", 1)[0] == "currentcontrolset":
                 change.key = resolve_control_set(editor.hive, change.key)
+            deleting = change.delete_key
+            refuse_boot_structure(editor.hive, change.key, deleting=deleting, label=str(path))
             apply_change(editor, change, str(path))
         mark_superseded(changes)  # the read-back checks the final state
 
