@@ -73,7 +73,9 @@ def reg_get(
 
     doc = run(image, key, value, recursive=recursive, user=user, parent=parent, volume=volume)
     if doc["hive_state"] == "recovered":
-        warn(f"{doc['hive_path']}: hive is dirty; shown as recovered from its logs (in memory)")
+        from offline_ic.workflows.reg import dirty_note
+
+        warn(dirty_note(doc["hive_path"]))
     if as_json:
         emit_json(doc)
     elif value is not None:
@@ -161,7 +163,7 @@ def reg_export(
     """
     from offline_ic.workflows.reg import reg_export as run
 
-    text = run(image, key, user=user, parent=parent, volume=volume)
+    text = run(image, key, user=user, parent=parent, volume=volume, warn=warn)
     if output is None:
         click.echo(text.replace("\r\n", "\n"), nl=False)
         return

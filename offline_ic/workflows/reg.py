@@ -9,7 +9,7 @@ is parsed completely before the image is opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,10 +131,19 @@ def reg_export(
     user: str | None = None,
     parent: str | None = None,
     volume: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> str:
-    """The key (and what is below it) as a .reg document (regedit's "Export")."""
+    """The key (and what is below it) as a .reg document (regedit's "Export"); ``warn``
+    hears that the hive was dirty and is exported as recovered, as ``reg get`` says."""
     with _located(target, key, user, parent, volume) as (where, hive, found):
+        if hive.recovered and warn is not None:
+            warn(dirty_note(where.hive_path))
         return export_key(hive, found, long_root(where.root), recursive=recursive)
+
+
+def dirty_note(hive_path: str) -> str:
+    """The one line a read of a dirty hive prints (stderr)."""
+    return f"{hive_path}: hive is dirty; shown as recovered from its logs (in memory)"
 
 
 # --- writes ---------------------------------------------------------------------------------

@@ -154,3 +154,16 @@ def test_dry_run_and_check_refuse_what_the_write_refuses(cli, image, tmp_path, d
     # the write refuses it the same way (after its read-back, rolled back)
     code, _out, err = cli("reg", "merge", image, reg)
     assert code == 3 and "regipy reads" in err, err
+
+
+def test_reg_export_of_a_dirty_hive_warns_as_reg_get_does(cli, win10_dirty_raw, tmp_path):
+    """The image's SYSTEM is dirty (its .LOG1/.LOG2 hold newer data): both reads say that
+    what they show is the recovered view, in the same one line on stderr."""
+    key = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss"
+    code, _out, get_err = cli("reg", "get", win10_dirty_raw, key, "Start")
+    assert code == 0 and "hive is dirty; shown as recovered" in get_err
+    code, out, err = cli("reg", "export", win10_dirty_raw, key)
+    assert code == 0 and out.startswith("Windows Registry Editor Version 5.00")
+    assert err == get_err
+    code, _out, err = cli("reg", "export", win10_dirty_raw, key, "-o", tmp_path / "x.reg")
+    assert code == 0 and err.startswith(get_err)
