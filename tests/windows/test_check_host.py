@@ -173,3 +173,25 @@ def test_boot_drive_bus_matches_the_controller_dissect_names(path, name):
     assert name in owner
     assert boot.bus == ("ide" if "IDE" in owner else "scsi")
     assert boot.to_dict()["bus"] == boot.bus
+
+
+def test_ide_bus_from_the_controller_section_of_the_real_gen1_tree():
+    """The real generation 1 .vmcx, read by dissect.hypervisor, with its IDE controller's
+    manifest entry taken out (as a 2012 R2 XML config has it): the boot disk is still on
+    IDE, told by the controller section itself."""
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    from offline_ic.host.vmcx import config_from_tree
+
+    with open(real_data(GEN1), "rb") as fh:
+        tree = HyperVFile(fh).as_dict()
+    manifest = tree["configuration"]["manifest"]
+    ide = "83f8638b-8dca-4152-9eda-2ca8b33039b4"
+    dropped = [k for k, v in manifest.items() if isinstance(v, dict) and v.get("device") == ide]
+    assert dropped  # the .vmcx does list it; the XML of 2012 R2 does not
+    for key in dropped:
+        del manifest[key]
+    config = config_from_tree("gen1", tree, "vmcx")
+    assert config.generation == 1
+    assert config.boot_drive is not None and config.boot_drive.bus == "ide"
+    assert config.boot_drive.location.startswith(f"_{ide}_/controller0/")
