@@ -53,11 +53,16 @@ def config_xml(
     disabled: tuple[str, ...] = (GUEST_INTERFACE,),
     enabled: tuple[str, ...] = (),
     encoding: str = "utf-16",
+    controller_in_manifest: bool = True,
 ) -> bytes:
     """One VM configuration: ``disabled`` / ``enabled`` are device GUIDs whose ``Enabled``
-    flag is written False / True (the rest have no flag, which means on)."""
+    flag is written False / True (the rest have no flag, which means on).
+    ``controller_in_manifest`` False: as a real 2012 R2 generation 1 config has it, the
+    manifest lists only the VMBus devices; the emulated IDE controller is only its section
+    ``_<IDE device GUID>_`` (disks on ``controller0``, the DVD drive on ``controller1``)."""
     controller = IDE if generation == 1 else SCSI
     vdevs = [(controller, "Microsoft Emulated IDE Controller" if generation == 1 else "SCSI")]
+    vdevs = vdevs if controller_in_manifest else []
     vdevs += COMPONENTS
     manifest = "".join(
         f"<vdev{i:03d}>{_leaf('device', 'string', guid.upper())}"
@@ -80,8 +85,14 @@ def config_xml(
         f"{_leaf('type', 'string', 'ISO' if path.lower().endswith('.iso') else 'VHD')}</drive{i}>"
         for i, path in enumerate(disks)
     )
+    dvd = ""
+    if not controller_in_manifest:
+        dvd = (
+            f"<controller1><drive0>{_leaf('pathname', 'string', '')}"
+            f"{_leaf('type', 'string', 'ISO')}</drive0></controller1>"
+        )
     sections.append(
-        f"<_{controller.upper()}_><controller0>{drives}</controller0></_{controller.upper()}_>"
+        f"<_{controller.upper()}_><controller0>{drives}</controller0>{dvd}</_{controller.upper()}_>"
     )
     props = (
         _leaf("creation_time", "bytes", "AAAAAAAAAAA=")
@@ -122,6 +133,15 @@ FILES = {
         version=0x500,
         disks=("E:\\VMs\\db-02\\Virtual Hard Disks\\db-02.vhdx", "E:\\ISO\\tools.iso"),
         encoding="utf-8",
+    ),
+    # 2012 R2 generation 1 as Hyper-V writes it: IDE controller not in the manifest.
+    "2012r2-gen1-ide-not-in-manifest.xml": dict(
+        name="app-04",
+        vm_id="3E7A1C95-8B2D-4C6F-A1E0-7D5B9F3C2A84",
+        generation=1,
+        version=0x500,
+        disks=("C:\\Hyper-V\\app-04\\Virtual Hard Disks\\app-04.vhdx",),
+        controller_in_manifest=False,
     ),
     # Windows Server 2012 (configuration version 4.0).
     "2012-gen1.xml": dict(

@@ -244,10 +244,12 @@ def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     """
     from offline_ic.registry.crosscheck import Expected
     from offline_ic.registry.files import edit_hive_file
+    from offline_ic.workflows.service import refuse_boot_structure
 
     value = None if name is None else ("" if name == "@" else name)
 
     def edit(editor: HiveEditor) -> None:
+        refuse_boot_structure(editor.hive, key, deleting=value is None, label=str(hive))
         if value is None:
             editor.delete_key(key)
         else:

@@ -74,7 +74,9 @@ def reg_get(
 
     doc = run(image, key, value, recursive=recursive, user=user, parent=parent, volume=volume)
     if doc["hive_state"] == "recovered":
-        warn(f"{doc['hive_path']}: hive is dirty; shown as recovered from its logs (in memory)")
+        from offline_ic.workflows.reg import dirty_note
+
+        warn(dirty_note(doc["hive_path"]))
     if as_json:
         emit_json(doc)
     elif value is not None:
@@ -169,7 +171,7 @@ def reg_export(
 
     if output is not None:
         check_output(output, [image, parent], force=force)  # before anything is read
-    text = run(image, key, user=user, parent=parent, volume=volume)
+    text = run(image, key, user=user, parent=parent, volume=volume, warn=warn)
     if output is None:
         click.echo(text.replace("\r\n", "\n"), nl=False)
         return

@@ -67,7 +67,7 @@ class Drive:
     location: str
     type: str
     path: str
-    bus: str | None = None  # "ide" | "scsi" (from the controller's manifest entry) | None
+    bus: str | None = None  # "ide" | "scsi" (manifest entry or controller section) | None
 
     def to_dict(self) -> dict[str, Any]:
         return {"location": self.location, "type": self.type, "path": self.path, "bus": self.bus}
@@ -204,10 +204,7 @@ def config_from_tree(path: str, tree: dict[str, Any], fmt: str) -> HostConfig:
         )
     version = props.get("version")
     subtype = props.get("subtype")
-    drives = [
-        Drive(d.location, d.type, d.path, buses.get(d.location.split("/", 1)[0].strip("_")))
-        for d in _drives(config)
-    ]
+    drives = [Drive(d.location, d.type, d.path, _bus(d.location, buses)) for d in _drives(config)]
     tpm_offered = any(
         isinstance(e, dict) and str(e.get("device", "")).lower() == TPM_DEVICE
         for e in manifest.values()
@@ -246,6 +243,15 @@ def _firmware_section(config: dict[str, Any]) -> dict[str, Any] | None:
         if key.startswith("_") and isinstance(value, dict) and "secure_boot_enabled" in value:
             return value
     return None
+
+
+def _bus(location: str, buses: dict[str, str]) -> str | None:
+    """The bus of the controller a drive's section belongs to: by the manifest's instance,
+    else by the section's own GUID when it is a controller's device class. A real 2012 R2
+    generation 1 config lists only VMBus devices in its manifest; its emulated IDE
+    controller is just the section ``_83f8638b-…_`` (``controller0/drive0`` the boot disk)."""
+    section = location.split("/", 1)[0].strip("_").lower()
+    return buses.get(section) or CONTROLLER_BUS.get(section)
 
 
 def _text(value: Any) -> str | None:

@@ -68,6 +68,13 @@ def encode_value(vtype: int, data: object) -> bytes:
     raise InputError(f"cannot store {type(data).__name__} as type {vtype}")
 
 
+def _refuse_nul(name: str, what: str) -> None:
+    """A name holding NUL: regedit, reg.exe and the Win32 API end a name there, so nothing
+    on Windows could name (or remove) what we would write."""
+    if "\x00" in name:
+        raise InputError(f"{what} name {quoted(name)} holds a NUL character; refused")
+
+
 def _utf16(text: str) -> bytes:
     """UTF-16LE of text that is valid Unicode; a lone surrogate (e.g. from bytes that were
     not UTF-8 on the command line) would be stored, then read back differently: refused."""
@@ -457,6 +464,7 @@ class HiveEditor:
             raise InputError("value data too large")
         if len(name) > 16383:
             raise InputError(f"value name longer than 16,383 characters: {name[:40]}…")
+        _refuse_nul(name, "value")
         key = self._key(path)
         val = key.value(name)
         if val is None:
@@ -551,6 +559,7 @@ class HiveEditor:
             if sub is None:
                 if len(part) > 255:
                     raise InputError(f"key name longer than 255 characters: {part[:40]}…")
+                _refuse_nul(part, "key")
                 sub = self._add_subkey(key, part)
             key = sub
         return key

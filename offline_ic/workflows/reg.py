@@ -9,13 +9,13 @@ is parsed completely before the image is opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offline_ic.errors import InputError, MissingKeyError, NotFoundError, SafetyRefusal
+from offline_ic.errors import InputError, MissingKeyError, NotFoundError, SafetyRefusal, quoted
 from offline_ic.guest.windows.changes import ValueChange
 from offline_ic.guest.windows.guest import WindowsGuest
 from offline_ic.guest.windows.regpaths import (
@@ -131,10 +131,19 @@ def reg_export(
     user: str | None = None,
     parent: str | None = None,
     volume: int | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> str:
-    """The key (and what is below it) as a .reg document (regedit's "Export")."""
+    """The key (and what is below it) as a .reg document (regedit's "Export"); ``warn``
+    hears that the hive was dirty and is exported as recovered, as ``reg get`` says."""
     with _located(target, key, user, parent, volume) as (where, hive, found):
+        if hive.recovered and warn is not None:
+            warn(dirty_note(where.hive_path))
         return export_key(hive, found, long_root(where.root), recursive=recursive)
+
+
+def dirty_note(hive_path: str) -> str:
+    """The one line a read of a dirty hive prints (stderr)."""
+    return f"{hive_path}: hive is dirty; shown as recovered from its logs (in memory)"
 
 
 # --- writes ---------------------------------------------------------------------------------
@@ -149,9 +158,20 @@ def _refuse_select(parsed_top: str, hive_word: str, rest: str, text: str) -> Non
         )
 
 
+def _refuse_nul(op: RegOp) -> None:
+    """A key or value name holding NUL (a .reg file can carry one) is refused (exit 2)
+    before anything is opened; the editor refuses it too."""
+    if "\x00" in op.key or "\x00" in op.name:
+        where = f"line {op.line}: " if op.line else ""
+        name = f"{op.key}\\{op.name}" if "\x00" in op.name else op.key
+        raise InputError(f"{where}{quoted(name)}: a key or value name holding NUL; refused")
+
+
 def precheck(ops: Sequence[RegOp]) -> None:
-    """Refusals that need no guest: unknown roots (exit 2), Select, a hive's root (exit 3)."""
+    """Refusals that need no guest: unknown roots and NUL in names (exit 2), Select, a
+    hive's root (exit 3)."""
     for op in ops:
+        _refuse_nul(op)
         parsed = parse_path(op.key)
         _refuse_select(parsed.top, parsed.hive_word, parsed.rest, op.key)
         if op.kind == "delete_key" and not parsed.rest:
@@ -415,6 +435,7 @@ def hive_file_changes(
             )
         )
     for op in merge_ops:
+        _refuse_nul(op)
         parsed = parse_path(op.key)
         _refuse_select(parsed.top, parsed.hive_word, parsed.rest, op.key)
         if op.kind == "delete_key" and not parsed.rest:
@@ -429,12 +450,14 @@ def edit_hive_file_changes(path: Path, changes: list[ValueChange]):
     hive's current control set when it is a SYSTEM hive. Returns (WriteResult, changes)."""
     from offline_ic.registry.editor import HiveEditor
     from offline_ic.registry.files import edit_hive_file
-    from offline_ic.workflows.service import apply_change, expectations
+    from offline_ic.workflows.service import apply_change, expectations, refuse_boot_structure
 
     def edit(editor: HiveEditor) -> None:
         for change in changes:
             if change.key.lower().split("\\", 1)[0] == "currentcontrolset":
                 change.key = resolve_control_set(editor.hive, change.key)
+            deleting = change.delete_key
+            refuse_boot_structure(editor.hive, change.key, deleting=deleting, label=str(path))
             apply_change(editor, change, str(path))
         mark_superseded(changes)  # the read-back checks the final state
 

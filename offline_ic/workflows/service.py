@@ -32,6 +32,7 @@ from offline_ic.registry.editor import HiveEditor
 
 if TYPE_CHECKING:
     from offline_ic.image.settle import Outside
+    from offline_ic.registry import Hive
 
 
 @dataclass
@@ -381,6 +382,8 @@ def _plan_hive(
         )
     pages = commit.pages
     report.pages[name] = len(pages)
+    if report.dry_run and pages:  # the write's read-back checks, on the planned bytes
+        _check_planned(original, pages, mine, label)
     volume = guest.volume
     if volume is None:
         raise SafetyRefusal(f"{label}: the volume holding the hive is not known; nothing written")
@@ -396,9 +399,51 @@ def _hive_label(guest: NtfsWindowsGuest, path: str) -> str:
     return f"{guest.description}: {path}"
 
 
+def refuse_boot_structure(
+    hive: Hive, key: str, *, deleting: bool, label: str, select_values: bool = True
+) -> None:
+    """SafetyRefusal for a change to a SYSTEM hive's boot structure, whichever command asks:
+    deleting ``Select``, deleting (or replacing: delete, then make again) a control set
+    that ``Select`` names, and with ``select_values`` any change under ``Select`` (every command
+    refuses those; the servicing API itself leaves them to its caller). Default is the set
+    the next boot uses, Current the one the last boot used and LastKnownGood the fallback:
+    all three are kept, since a deleted set is a guest that cannot boot, or cannot fall
+    back. ``Failed`` is only a record."""
+    from offline_ic.guest.windows.services import read_select
+
+    if hive.find_key("Select") is None:  # not a SYSTEM hive
+        return
+    parts = [p for p in key.split("\\") if p]
+    head = parts[0].lower() if parts else ""
+    if head == "select" and (select_values or (deleting and len(parts) == 1)):
+        raise SafetyRefusal(
+            f"{label}: Select chooses the control set Windows boots; offline-ic does not "
+            "change it (nothing written)"
+        )
+    if not deleting or len(parts) != 1:
+        return
+    if head == "currentcontrolset":
+        raise SafetyRefusal(f"{label}: refusing to delete CurrentControlSet (nothing written)")
+    try:
+        sets = read_select(hive)
+    except OfflineICError:
+        return  # a damaged Select: nothing names a set (reads say so)
+    named = (("Default", sets.default), ("Current", sets.current))
+    for which, number in (*named, ("LastKnownGood", sets.last_known_good)):
+        if number is not None and head == f"controlset{number:03d}":
+            raise SafetyRefusal(
+                f"{label}: refusing to delete {parts[0]}: Select\\{which} names it, "
+                "and a control set that Select names is what Windows boots or falls back to "
+                "(nothing written)"
+            )
+
+
 def apply_change(editor: HiveEditor, change: ValueChange, label: str) -> None:
     """Make one change in the editor, noting what was there before (``present_before``,
     ``before``); a value already as asked is left alone (no page changes for it)."""
+    refuse_boot_structure(
+        editor.hive, change.key, deleting=change.delete_key, label=label, select_values=False
+    )
     if change.make_key:
         change.present_before = editor.find_key(change.key) is not None
         if not change.present_before:
@@ -520,6 +565,21 @@ def _check_read_back(
     if not report.ok:
         raise SafetyRefusal(f"{label}: read back after the write: {report.problems[0]}")
     _check_with_regipy(data, changes, label)
+
+
+def _check_planned(
+    original: bytes, pages: list[tuple[int, bytes]], changes: list[ValueChange], label: str
+) -> None:
+    """A dry run (and ``--check``) refuses what the real write would refuse after its
+    read-back: the same structural and regipy checks, on the hive as it would be written
+    (odd-length ``hex(7)`` data passed a dry run and was refused by the write)."""
+    planned = bytearray(original)
+    for offset, data in pages:
+        planned[offset : offset + len(data)] = data
+    try:
+        _check_read_back(bytes(planned), [off for off, _ in pages], changes, label)
+    except SafetyRefusal as exc:
+        raise SafetyRefusal(f"{exc} (checked on the planned write; nothing written)") from exc
 
 
 def _check_with_regipy(data: bytes, changes: list[ValueChange], label: str) -> None:

@@ -109,3 +109,35 @@ def test_spec_parser_words():
         parse_value_spec("1", "REG_WORD")
     with pytest.raises(SafetyRefusal):
         resolve_spec(parse_value_spec("REG_SZ:1"), 4, change_type=False, where="x")
+
+
+# --- the safety rules of a bare SYSTEM hive: the same refusals as an image's -----------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["hive", "delete", "{h}", "ControlSet001"], 3, "Select\\Default names it"),
+        (["hive", "delete", "{h}", "CurrentControlSet"], 3, "CurrentControlSet"),
+        (["hive", "delete", "{h}", "Select", "Current"], 3, "Select chooses"),
+        (["hive", "set", "{h}", "Select", "Default", "2"], 3, "Select chooses"),
+        (["hive", "set", "{h}", "--merge", "{reg}"], 3, "ControlSet001"),
+        (["hive", "set", "{h}", "--merge", "{nul}"], 2, "NUL"),
+    ],
+)
+def test_bare_hive_boot_structure_and_nul_names_are_refused(
+    capsys, system, tmp_path, args, code, words
+):
+    reg = tmp_path / "del.reg"
+    reg.write_text(
+        "Windows Registry Editor Version 5.00\n\n[-HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet]\n"
+    )
+    nul = tmp_path / "nul.reg"
+    nul.write_text(
+        'Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SYSTEM\\A\x00B]\n"v"=dword:1\n'
+    )
+    digest = sha256(system)
+    words_in = [a.format(h=system, reg=reg, nul=nul) for a in args]
+    got, _out, err = run(capsys, *words_in)
+    assert got == code and words in err, err
+    assert sha256(system) == digest

@@ -136,6 +136,11 @@ def _describe(state: ServiceState, where: str) -> str:
 
 def _not_shipped(name: str, build: int | None) -> str | None:
     """Why a missing service is expected on this guest (None: it should be there)."""
+    if name == "vmicvmsession" and build is None:  # a bare SYSTEM hive: no SOFTWARE to ask
+        return (
+            "the Windows build is unknown (no SOFTWARE hive), and PowerShell Direct ships "
+            f"only from build {VMSESSION_FROM_BUILD} (Windows 10 / Server 2016) on"
+        )
     if name == "vmicvmsession" and build is not None and build < VMSESSION_FROM_BUILD:
         return (
             f"Windows build {build} predates PowerShell Direct (Windows 10 / Server 2016, "
