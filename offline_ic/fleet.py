@@ -79,15 +79,22 @@ def error_outcome(target: str, exc: BaseException) -> Outcome:
     type so that one bad image cannot hide behind a generic line nor stop the fleet.
     """
     if isinstance(exc, OfflineICError):
+        message = naming(target, str(exc))
         return Outcome(
-            target, exc.exit_code, error_document(target, exc.exit_code, exc.kind, str(exc))
+            target, exc.exit_code, error_document(target, exc.exit_code, exc.kind, message)
         )
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        message = f"{where}{exc.strerror or exc}"
+        message = naming(target, f"{where}{exc.strerror or exc}")
         return Outcome(target, 2, error_document(target, 2, "os_error", message))
-    message = f"internal error: {type(exc).__name__}: {exc}"
+    message = naming(target, f"internal error: {type(exc).__name__}: {exc}")
     return Outcome(target, 2, error_document(target, 2, "internal", message))
+
+
+def naming(target: str, message: str) -> str:
+    """``message`` starting with the target it is about (most of our messages already do),
+    so that an error line on its own, in a log of many, says which image failed."""
+    return message if message.startswith(target) else f"{target}: {message}"
 
 
 class TargetTimeout(BaseException):

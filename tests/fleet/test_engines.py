@@ -82,7 +82,7 @@ def test_a_killed_worker_is_its_targets_errors_not_the_end_of_the_run(size):
     assert [o.target for o in outcomes] == list("abcde")
     lost = [o.target for o in outcomes if o.error]
     assert lost == (["b"] if size == 1 else ["a", "b"])
-    assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "worker lost"}
+    assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "b: worker lost"}
 
 
 def _engine_gone(batch, tasks):
@@ -141,19 +141,25 @@ def test_target_list_file(tmp_path):
         fleet.read_target_list(str(tmp_path / "nope.txt"))
 
 
-def test_progress_line_only_on_a_terminal(capsys):
+def test_progress_line_only_on_a_terminal_and_redrawn_after_a_wipe(capsys):
     from offline_ic.cli.many import Progress
 
     quiet = Progress(3, enabled=False)
+    quiet.show(force=True)
     quiet.step()
-    quiet.clear()
+    quiet.hide()
     assert capsys.readouterr().err == ""
     shown = Progress(4, enabled=True)
-    shown.step()
-    shown.step()
+    shown.show(force=True)
+    shown.step()  # at once after the first draw: left for the next one (rate limit)
+    assert capsys.readouterr().err == "\r0/4 targets  0.0/s  ETA ?"
+    shown.hide()
+    assert capsys.readouterr().err == "\r" + " " * len("0/4 targets  0.0/s  ETA ?") + "\r"
+    shown.step()  # after a wipe: drawn at once
     err = capsys.readouterr().err
-    assert err.startswith("\r1/4 targets") and "\r2/4 targets" in err and "ETA" in err
-    shown.clear()
+    assert err.startswith("\r2/4 targets") and "ETA" in err
+    shown.hide()
+    shown.hide()  # once wiped, nothing more to wipe
     assert capsys.readouterr().err.strip() == ""
 
 
