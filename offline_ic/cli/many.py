@@ -282,8 +282,9 @@ def run_targets(
     One IMAGE argument (no ``--from``, no ``--dask``) runs here: its document printed whole
     (pretty JSON or text), an error as its record (with ``--json``) and one stderr line,
     with its exit code, and ``after_one(document, seconds)`` for what a command adds
-    (JUnit, a failure line). Anything else is a fleet run: one line of NDJSON or one text
-    block per target, in input order, the worst exit code, a summary on stderr.
+    (JUnit, a failure line; ``sink`` sees a failed target's record). Anything else is a
+    fleet run: one line of NDJSON or one text block per target, in input order, the worst
+    exit code, a summary on stderr.
     """
     from offline_ic import fleet
     from offline_ic.api import run_command
@@ -297,10 +298,16 @@ def run_targets(
         try:
             with fleet.time_limit(limit):
                 document, code = run_command(command, target, **options)
-        except fleet.TargetTimeout:
-            _fail_one(fleet.limit_document(target, limit), as_json)
-        except (OfflineICError, OSError) as exc:
-            _fail_one(fleet.error_outcome(target, exc), as_json)
+        except (fleet.TargetTimeout, OfflineICError, OSError) as exc:
+            failed = (
+                fleet.limit_document(target, limit)
+                if isinstance(exc, fleet.TargetTimeout)
+                else fleet.error_outcome(target, exc)
+            )
+            failed.seconds = time.monotonic() - start
+            if sink is not None:  # JUnit: a suite for this target too
+                sink(failed)
+            _fail_one(failed, as_json)
         if "image" not in document:
             document = {"image": target, **document}
         if notice is not None:

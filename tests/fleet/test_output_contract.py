@@ -259,3 +259,14 @@ def test_no_progress_line_when_stderr_is_not_a_terminal(images):
     )
     assert proc.returncode == 0
     assert proc.stderr == "offline-ic: 3 targets: 3 ok\n"
+
+
+def test_junit_has_a_suite_for_a_single_target_that_failed(cli, images, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    junit = tmp_path / "r.xml"
+    code, out, err = cli("check", images["broken"], "--junit", str(junit), "--json")
+    assert code == 2 and json.loads(out)["error"]["kind"] == "corrupt_image"
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == [images["broken"]]
+    assert suites[0].get("errors") == "1"
