@@ -125,7 +125,11 @@ def time_limit(seconds: float) -> Iterator[None]:
     why a pool's supervisor also kills a worker that does not answer in time. Only the main
     thread of a process can take signals: elsewhere (a Dask worker thread) this does nothing.
     """
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+    if (
+        seconds <= 0
+        or not hasattr(signal, "setitimer")  # Windows: only the pool's supervisor limits
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
 
@@ -336,7 +340,9 @@ class _Supervisor:
         self.context = multiprocessing.get_context()
         self.limit = limit
         self.grace = min(TIMEOUT_GRACE, limit)
-        self.size = batch_size(_total(tasks), jobs)
+        total = _total(tasks)
+        jobs = min(jobs, total) if total else jobs  # no idle processes for a short list
+        self.size = batch_size(total, jobs)
         self.window = jobs * WINDOW_PER_WORKER * self.size  # taken, not yet yielded, at most
         self.source = enumerate(tasks)
         self.retry: deque[list[tuple[int, Task]]] = deque()
@@ -370,8 +376,14 @@ class _Supervisor:
         self.done[index] = first
         if worker.batch:
             self.retry.appendleft(list(worker.batch))
+        self.renew(worker)
+
+    def renew(self, worker: _PoolWorker) -> _PoolWorker:
+        """A new worker process in the place of ``worker``, which is killed if it still runs."""
         worker.kill()
-        self.workers[self.workers.index(worker)] = _PoolWorker(self.context, self.limit)
+        new = _PoolWorker(self.context, self.limit)
+        self.workers[self.workers.index(worker)] = new
+        return new
 
     def look_after(self, worker: _PoolWorker) -> None:
         """Take what ``worker`` answered; replace it when it died or overran its target."""
@@ -392,6 +404,8 @@ class _Supervisor:
         while True:
             for worker in self.workers:
                 if not worker.batch:
+                    if not worker.process.is_alive():  # died idle: nothing of ours lost
+                        worker = self.renew(worker)
                     batch = self.next_batch()
                     if batch:
                         worker.give(batch)

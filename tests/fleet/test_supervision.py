@@ -117,6 +117,37 @@ def test_a_killed_pool_worker_is_replaced_and_the_run_reaches_the_last_target(fl
     assert f"offline-ic: {FLEET} targets: {FLEET - 1} ok, 1 error" in err
 
 
+def _idle_child(pid: int, seconds: float) -> int:
+    """A pool worker waiting on its pipe for work."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for child in _children(pid):
+            try:
+                if "unix_stream_read" in Path(f"/proc/{child}/wchan").read_text():
+                    return child
+            except FileNotFoundError:
+                continue
+        time.sleep(0.1)
+    pytest.fail("no worker was idle")
+
+
+def test_a_worker_killed_while_idle_is_replaced_without_a_lost_target(tmp_path):
+    """The first target sleeps; the other worker runs the window of targets after it and
+    then waits, idle: killed then, it has no target of ours, and the run loses none."""
+    image = unpack(TESTDATA / "images" / "q-dyn-1m.vhdx.gz", tmp_path)
+    names = []
+    for name in ["FIRST", *(f"t{i:02d}" for i in range(20))]:
+        os.link(image, tmp_path / f"{name}.vhdx")
+        names.append(str(tmp_path / f"{name}.vhdx"))
+    proc = _cli("verify", *names, "--json", "--jobs", "2", env={"OFFLINE_IC_TEST_SLEEP": "FIRST=8"})
+    time.sleep(1)
+    os.kill(_idle_child(proc.pid, 30), signal.SIGKILL)
+    code, records, err = _finish(proc, 120)
+    assert [r["image"] for r in records] == names
+    assert all(r.get("ok") for r in records), err
+    assert code == 0
+
+
 def test_junit_has_a_suite_for_every_target_after_a_worker_kill(fleet_list, tmp_path):
     listing, names = fleet_list
     junit = tmp_path / "r.xml"
