@@ -477,7 +477,7 @@ def connect_dask(address: str, timeout: float) -> Any:
 DASK_POLL = 0.5  # seconds between looks at the cluster while a result is awaited
 
 
-class _DaskWatch:
+class DaskWatch:
     """Collects Dask results with a timeout: ``result`` waits for a batch in short steps and
     between them looks at the cluster. A client that is closed or has been without its
     scheduler, or a cluster without a worker, for ``patience`` seconds ends the run
@@ -546,9 +546,9 @@ def run_dask(
     tasks: Iterable[Task], client: Any, limit: float = 0.0, patience: float = 10.0
 ) -> Iterator[Outcome]:
     """One Dask task per batch of targets on the cluster behind ``client`` (workers need
-    the same paths: a shared mount), gathered in input order, with a timeout (``_DaskWatch``)."""
+    the same paths: a shared mount), gathered in input order, with a timeout (``DaskWatch``)."""
     workers = max(1, sum(client.nthreads().values()))
-    watch = _DaskWatch(client, limit, patience)
+    watch = DaskWatch(client, limit, patience)
 
     def submit(batch: list[Task]) -> tuple[Any, float]:
         try:

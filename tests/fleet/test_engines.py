@@ -4,6 +4,7 @@ failing target turned into its error record: in process, in a process pool, on D
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -173,3 +174,71 @@ def test_target_list_splits_at_newline_only_and_keeps_every_other_character(tmp_
     assert fleet.read_target_list(str(f)) == names
     f.write_bytes(b"cr\rin.vhdx\n")
     assert fleet.read_target_list(str(f)) == ["cr\rin.vhdx"]
+
+
+class _Client:
+    """A Dask client as DaskWatch sees it: a status, the scheduler's workers, cancel."""
+
+    def __init__(self, status="running", workers=("w1",)):
+        self.status = status
+        self.workers = {w: {} for w in workers}
+        self.cancelled = []
+
+    def scheduler_info(self):
+        return {"workers": self.workers}
+
+    def cancel(self, future):
+        self.cancelled.append(future)
+
+
+class _NeverDone:
+    def result(self, timeout):
+        time.sleep(min(timeout, 0.01))
+        raise TimeoutError
+
+
+class _Lost:
+    def result(self, timeout):
+        from concurrent.futures import CancelledError
+
+        raise CancelledError("lost with its scheduler")
+
+
+def test_dask_batch_over_the_limit_is_timeout_records(monkeypatch):
+    monkeypatch.setattr(fleet, "DASK_POLL", 0.01)
+    client = _Client()
+    watch = fleet.DaskWatch(client, limit=0.1, patience=10)
+    future = _NeverDone()
+    batch = [Task("x", "a"), Task("x", "b")]
+    start = time.monotonic()
+    outcomes = watch.result((future, time.monotonic()), batch)
+    assert 0.2 <= time.monotonic() - start < 5  # 0.1 s per target of the batch
+    assert [o.error["kind"] for o in outcomes] == ["timeout", "timeout"]
+    assert client.cancelled == [future]
+
+
+@pytest.mark.parametrize(
+    ("client", "why"),
+    [
+        (_Client(status="closed"), "the Dask client is closed"),
+        (_Client(status="connecting"), "the Dask scheduler has not answered for 0.2 s"),
+        (_Client(workers=()), "the Dask cluster has had no worker for 0.2 s"),
+    ],
+)
+def test_dask_cluster_gone_ends_the_run_within_the_patience(monkeypatch, client, why):
+    monkeypatch.setattr(fleet, "DASK_POLL", 0.01)
+    watch = fleet.DaskWatch(client, limit=0, patience=0.2)
+    start = time.monotonic()
+    with pytest.raises(fleet.EngineLost, match=why):
+        watch.result((_NeverDone(), time.monotonic()), [Task("x", "a")])
+    assert time.monotonic() - start < 5
+
+
+def test_dask_batch_lost_by_the_cluster_is_worker_lost_records():
+    watch = fleet.DaskWatch(_Client(), limit=0, patience=10)
+    outcomes = watch.result((_Lost(), time.monotonic()), [Task("x", "a")])
+    assert outcomes[0].error == {
+        "code": 2,
+        "kind": "worker_lost",
+        "message": "a: the Dask cluster lost it: CancelledError: lost with its scheduler",
+    }

@@ -270,3 +270,16 @@ def test_junit_has_a_suite_for_a_single_target_that_failed(cli, images, tmp_path
     suites = ET.parse(junit).getroot().findall("testsuite")
     assert [s.get("name") for s in suites] == [images["broken"]]
     assert suites[0].get("errors") == "1"
+
+
+def test_dask_with_one_image_is_ndjson(cli, images, monkeypatch):
+    from offline_ic import fleet
+
+    def engine(tasks, **options):
+        assert options["dask"] == "tcp://127.0.0.1:8786"
+        for task in tasks:
+            yield fleet.run_task(task)
+
+    monkeypatch.setattr(fleet, "run", engine)
+    code, out, err = cli("verify", images["small"], "--json", "--dask", "tcp://127.0.0.1:8786")
+    assert code == 0 and out.count("\n") == 1 and _ndjson(out)[0]["image"] == images["small"]
