@@ -35,6 +35,8 @@ BATCHES_PER_WORKER = 16  # small enough batches that the last ones do not leave 
 # killed (at most the limit itself).
 TIMEOUT_GRACE = 5.0
 DEFAULT_TARGET_TIMEOUT = 600.0
+# Seconds an interrupted run gives its busy pool workers to put a write back before killing.
+STOP_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -267,17 +269,21 @@ def run_local(tasks: Iterable[Task], limit: float = 0.0) -> Iterator[Outcome]:
 
 def _worker_main(conn: Any, limit: float) -> None:
     """A pool worker: take a batch, send each outcome as soon as it is done, until told to
-    stop (None) or the supervisor is gone. Ctrl-C is the supervisor's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
-        try:
-            batch = conn.recv()
-        except (EOFError, OSError):
-            return
-        if batch is None:
-            return
-        for task in batch:
-            conn.send(run_task(task, limit))
+    stop (None) or the supervisor is gone. Ctrl-C (SIGINT, from the terminal or from the
+    supervisor when the run is interrupted) ends it quietly, after a write in progress has
+    put its original bytes back (``workflows/service.py`` settles on any exception)."""
+    try:
+        while True:
+            try:
+                batch = conn.recv()
+            except (EOFError, OSError):
+                return
+            if batch is None:
+                return
+            for task in batch:
+                conn.send(run_task(task, limit))
+    except KeyboardInterrupt:
+        return
 
 
 class _PoolWorker:
@@ -426,10 +432,19 @@ class _Supervisor:
                 self.look_after(worker)
 
     def close(self) -> None:
+        """End every worker: idle ones are told to stop; busy ones (the run was interrupted
+        or abandoned) get SIGINT and up to STOP_GRACE seconds to settle a write in progress,
+        then are killed."""
+        busy = [worker for worker in self.workers if worker.batch]
+        for worker in busy:
+            with suppress(ProcessLookupError, TypeError):  # TypeError: never started
+                os.kill(worker.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in busy:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            worker.kill()
         for worker in self.workers:
-            if worker.batch:
-                worker.kill()
-            else:
+            if not worker.batch:
                 worker.stop()
 
 

@@ -134,6 +134,31 @@ def test_a_worker_killed_while_idle_is_replaced_without_a_lost_target(tmp_path):
     assert code == 0
 
 
+def test_ctrl_c_ends_a_pool_run_quietly_and_leaves_no_worker(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C: exit 130 with one line, no
+    traceback from any worker, every worker gone."""
+    image = unpack(TESTDATA / "images" / "q-dyn-1m.vhdx.gz", tmp_path)
+    names = []
+    for i in range(6):
+        os.link(image, tmp_path / f"t{i}.vhdx")
+        names.append(str(tmp_path / f"t{i}.vhdx"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offline_ic", "verify", *names, "--jobs", "2", "--json"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OFFLINE_IC_TEST_SLEEP": ".vhdx=60"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    workers = _child_waiting_in(proc.pid, "nanosleep", 60), *_children(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, records, err = _finish(proc, 30)
+    assert code == 130 and records == []
+    assert err.strip() == "offline-ic: aborted"  # click turns Ctrl-C into its Abort
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
 def test_junit_has_a_suite_for_every_target_after_a_worker_kill(fleet_list, tmp_path):
     listing, names = fleet_list
     junit = tmp_path / "r.xml"
