@@ -275,6 +275,14 @@ def kvp_set(
     )
 
 
+def kvp_delete(
+    image: str, names: Sequence[str], *, pool: str = "parameters", **write: Any
+) -> dict[str, Any]:
+    """``kvp delete --json``: delete values of one KVP pool; ``write``: parent, volume,
+    output, dry_run, force, check (as ``kvp_set``)."""
+    return kvp_set(image, {}, pool=pool, delete=names, delete_must_exist=True, **write)
+
+
 def apply(
     image: str,
     change_file: str,
@@ -401,6 +409,7 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "verify": (verify, _verify_code),
     "services set": (services_set, servicing_exit_code),
     "kvp set": (kvp_set, servicing_exit_code),
+    "kvp delete": (kvp_delete, servicing_exit_code),
     "apply": (apply, servicing_exit_code),
     "reg get": (reg_get, _no_code),
     "reg set": (reg_set, servicing_exit_code),

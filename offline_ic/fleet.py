@@ -35,6 +35,8 @@ BATCHES_PER_WORKER = 16  # small enough batches that the last ones do not leave 
 # killed (at most the limit itself).
 TIMEOUT_GRACE = 5.0
 DEFAULT_TARGET_TIMEOUT = 600.0
+# Seconds an interrupted run gives its busy pool workers to put a write back before killing.
+STOP_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,22 @@ def error_outcome(target: str, exc: BaseException) -> Outcome:
     type so that one bad image cannot hide behind a generic line nor stop the fleet.
     """
     if isinstance(exc, OfflineICError):
+        message = naming(target, str(exc))
         return Outcome(
-            target, exc.exit_code, error_document(target, exc.exit_code, exc.kind, str(exc))
+            target, exc.exit_code, error_document(target, exc.exit_code, exc.kind, message)
         )
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
-        message = f"{where}{exc.strerror or exc}"
+        message = naming(target, f"{where}{exc.strerror or exc}")
         return Outcome(target, 2, error_document(target, 2, "os_error", message))
-    message = f"internal error: {type(exc).__name__}: {exc}"
+    message = naming(target, f"internal error: {type(exc).__name__}: {exc}")
     return Outcome(target, 2, error_document(target, 2, "internal", message))
+
+
+def naming(target: str, message: str) -> str:
+    """``message`` starting with the target it is about (most of our messages already do),
+    so that an error line on its own, in a log of many, says which image failed."""
+    return message if message.startswith(target) else f"{target}: {message}"
 
 
 class TargetTimeout(BaseException):
@@ -118,7 +127,11 @@ def time_limit(seconds: float) -> Iterator[None]:
     why a pool's supervisor also kills a worker that does not answer in time. Only the main
     thread of a process can take signals: elsewhere (a Dask worker thread) this does nothing.
     """
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+    if (
+        seconds <= 0
+        or not hasattr(signal, "setitimer")  # Windows: only the pool's supervisor limits
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
 
@@ -256,17 +269,21 @@ def run_local(tasks: Iterable[Task], limit: float = 0.0) -> Iterator[Outcome]:
 
 def _worker_main(conn: Any, limit: float) -> None:
     """A pool worker: take a batch, send each outcome as soon as it is done, until told to
-    stop (None) or the supervisor is gone. Ctrl-C is the supervisor's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
-        try:
-            batch = conn.recv()
-        except (EOFError, OSError):
-            return
-        if batch is None:
-            return
-        for task in batch:
-            conn.send(run_task(task, limit))
+    stop (None) or the supervisor is gone. Ctrl-C (SIGINT, from the terminal or from the
+    supervisor when the run is interrupted) ends it quietly, after a write in progress has
+    put its original bytes back (``workflows/service.py`` settles on any exception)."""
+    try:
+        while True:
+            try:
+                batch = conn.recv()
+            except (EOFError, OSError):
+                return
+            if batch is None:
+                return
+            for task in batch:
+                conn.send(run_task(task, limit))
+    except KeyboardInterrupt:
+        return
 
 
 class _PoolWorker:
@@ -329,7 +346,9 @@ class _Supervisor:
         self.context = multiprocessing.get_context()
         self.limit = limit
         self.grace = min(TIMEOUT_GRACE, limit)
-        self.size = batch_size(_total(tasks), jobs)
+        total = _total(tasks)
+        jobs = min(jobs, total) if total else jobs  # no idle processes for a short list
+        self.size = batch_size(total, jobs)
         self.window = jobs * WINDOW_PER_WORKER * self.size  # taken, not yet yielded, at most
         self.source = enumerate(tasks)
         self.retry: deque[list[tuple[int, Task]]] = deque()
@@ -363,8 +382,14 @@ class _Supervisor:
         self.done[index] = first
         if worker.batch:
             self.retry.appendleft(list(worker.batch))
+        self.renew(worker)
+
+    def renew(self, worker: _PoolWorker) -> _PoolWorker:
+        """A new worker process in the place of ``worker``, which is killed if it still runs."""
         worker.kill()
-        self.workers[self.workers.index(worker)] = _PoolWorker(self.context, self.limit)
+        new = _PoolWorker(self.context, self.limit)
+        self.workers[self.workers.index(worker)] = new
+        return new
 
     def look_after(self, worker: _PoolWorker) -> None:
         """Take what ``worker`` answered; replace it when it died or overran its target."""
@@ -385,6 +410,8 @@ class _Supervisor:
         while True:
             for worker in self.workers:
                 if not worker.batch:
+                    if not worker.process.is_alive():  # died idle: nothing of ours lost
+                        worker = self.renew(worker)
                     batch = self.next_batch()
                     if batch:
                         worker.give(batch)
@@ -405,10 +432,19 @@ class _Supervisor:
                 self.look_after(worker)
 
     def close(self) -> None:
+        """End every worker: idle ones are told to stop; busy ones (the run was interrupted
+        or abandoned) get SIGINT and up to STOP_GRACE seconds to settle a write in progress,
+        then are killed."""
+        busy = [worker for worker in self.workers if worker.batch]
+        for worker in busy:
+            with suppress(ProcessLookupError, TypeError):  # TypeError: never started
+                os.kill(worker.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in busy:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            worker.kill()
         for worker in self.workers:
-            if worker.batch:
-                worker.kill()
-            else:
+            if not worker.batch:
                 worker.stop()
 
 
@@ -456,7 +492,7 @@ def connect_dask(address: str, timeout: float) -> Any:
 DASK_POLL = 0.5  # seconds between looks at the cluster while a result is awaited
 
 
-class _DaskWatch:
+class DaskWatch:
     """Collects Dask results with a timeout: ``result`` waits for a batch in short steps and
     between them looks at the cluster. A client that is closed or has been without its
     scheduler, or a cluster without a worker, for ``patience`` seconds ends the run
@@ -525,9 +561,9 @@ def run_dask(
     tasks: Iterable[Task], client: Any, limit: float = 0.0, patience: float = 10.0
 ) -> Iterator[Outcome]:
     """One Dask task per batch of targets on the cluster behind ``client`` (workers need
-    the same paths: a shared mount), gathered in input order, with a timeout (``_DaskWatch``)."""
+    the same paths: a shared mount), gathered in input order, with a timeout (``DaskWatch``)."""
     workers = max(1, sum(client.nthreads().values()))
-    watch = _DaskWatch(client, limit, patience)
+    watch = DaskWatch(client, limit, patience)
 
     def submit(batch: list[Task]) -> tuple[Any, float]:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -16,9 +18,27 @@ def emit_json(obj: Any) -> None:
     click.echo(json_text(obj, indent=2))
 
 
+# The image the warnings being printed are about (innermost last): set by the fleet
+# machinery (cli/many.py) around a target's notices, so that a warning about one image of
+# many names it without every caller passing the name down.
+_ABOUT: list[str] = []
+
+
+@contextmanager
+def about_image(image: str) -> Iterator[None]:
+    """Warnings printed inside name ``image`` (unless they start with it already)."""
+    _ABOUT.append(image)
+    try:
+        yield
+    finally:
+        _ABOUT.pop()
+
+
 def warn(message: str) -> None:
     """One line on stderr for something the user should know but that is not an error
     (``message`` is escaped here: pass guest names raw)."""
+    if _ABOUT and not message.startswith(_ABOUT[-1]):
+        message = f"{_ABOUT[-1]}: {message}"
     click.echo(f"offline-ic: warning: {terminal(message)}", err=True)
 
 

@@ -145,6 +145,32 @@ def split_images(
     return tuple(images), tuple(rest)
 
 
+IMAGE_SUFFIXES = (".vhdx", ".avhdx", ".vhd", ".raw", ".img")
+
+
+def split_image_keys(
+    args: tuple[str, ...], from_file: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``IMAGE... KEY...`` of ``kvp delete``: a KEY has no ``=`` to tell it from an IMAGE, so
+    the first argument is an IMAGE (without ``--from``), and so is each following one that
+    exists or looks like a disk path (a missing image is its own error, not a key)."""
+    import os
+
+    count = 0 if from_file else 1
+    while count < len(args):
+        arg = args[count]
+        looks_like_image = "/" in arg or os.sep in arg or arg.lower().endswith(IMAGE_SUFFIXES)
+        if not (looks_like_image or os.path.exists(arg)):
+            break
+        count += 1
+    images, keys = args[:count], args[count:]
+    if not images and not from_file:
+        raise click.UsageError("no IMAGE given before the KEY arguments")
+    if not keys:
+        raise click.UsageError("no KEY given")
+    return images, keys
+
+
 def _run_servicing(
     command: str,
     targets: list[str],
@@ -395,8 +421,7 @@ def kvp_set(arguments: tuple[str, ...], from_file: tuple[str, ...], pool: str, *
 
 
 @kvp.command("delete")
-@image_argument
-@click.argument("names", nargs=-1, required=True, metavar="KEY...")
+@click.argument("arguments", nargs=-1, required=True, metavar="IMAGE... KEY...")
 @click.option(
     "--pool",
     type=click.Choice(POOLS[:-1], case_sensitive=False),
@@ -405,22 +430,32 @@ def kvp_set(arguments: tuple[str, ...], from_file: tuple[str, ...], pool: str, *
     help="The pool (key) to delete from.",
 )
 @write_options
-def kvp_delete(image: str, names: tuple[str, ...], pool: str, **opts: Any) -> None:
+@fleet_options
+def kvp_delete(
+    arguments: tuple[str, ...], from_file: tuple[str, ...], pool: str, **opts: Any
+) -> None:
     """Delete KVP values from the guest's SOFTWARE hive.
 
     A KEY the pool does not hold is an error (exit 2, nothing written), as in `reg delete`;
     to state "absent" as a wanted end state (absent already complies) use `apply` with a
     [kvp.delete] table.
 
+    The IMAGEs come first (the first argument always is one, unless --from gives them):
+    an argument that is an existing file, or holds a /, or ends in .vhdx, .avhdx, .vhd,
+    .raw or .img, is an IMAGE; the KEYs start at the first that is none of these.
+
     \b
-    Example:
+    Examples:
       offline-ic kvp delete golden.vhdx HostName PhysicalHostName --dry-run
+      offline-ic kvp delete --from golden.txt HostName --json --jobs 2
     """
+    images, names = split_image_keys(arguments, from_file)
+    fleet = FleetOptions.pop(opts)
     _run_servicing(
-        "kvp set",
-        [image],
-        {"values": {}, "delete": list(names), "delete_must_exist": True, "pool": pool.lower()},
-        fleet=FleetOptions(),
+        "kvp delete",
+        collect_targets(images, from_file),
+        {"names": list(names), "pool": pool.lower()},
+        fleet=fleet,
         **opts,
     )
 
@@ -549,7 +584,7 @@ def inspect(
     import sys
 
     targets = collect_targets(images, from_file)
-    if html_file is not None and len(targets) != 1:
+    if html_file is not None and (len(targets) != 1 or targets.listed):
         raise click.UsageError("--html writes one page: give a single target with it")
     inputs = [*targets, *from_file, vmcx, parent]
     if html_file is not None:
@@ -567,7 +602,7 @@ def inspect(
             _command_line(images, from_file, vmcx, evidence, html_file, hash_only_read)
         ),
     }
-    in_process = len(targets) == 1 and fleet_opts.dask_address is None
+    in_process = len(targets) == 1 and not targets.listed and fleet_opts.dask_address is None
     if options["evidence"] and in_process and sys.stderr.isatty():
         options["progress"] = hash_progress
     run_targets(

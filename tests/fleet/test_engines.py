@@ -4,6 +4,7 @@ failing target turned into its error record: in process, in a process pool, on D
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_a_killed_worker_is_its_targets_errors_not_the_end_of_the_run(size):
     assert [o.target for o in outcomes] == list("abcde")
     lost = [o.target for o in outcomes if o.error]
     assert lost == (["b"] if size == 1 else ["a", "b"])
-    assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "worker lost"}
+    assert outcomes[1].error == {"code": 2, "kind": "os_error", "message": "b: worker lost"}
 
 
 def _engine_gone(batch, tasks):
@@ -141,19 +142,25 @@ def test_target_list_file(tmp_path):
         fleet.read_target_list(str(tmp_path / "nope.txt"))
 
 
-def test_progress_line_only_on_a_terminal(capsys):
+def test_progress_line_only_on_a_terminal_and_redrawn_after_a_wipe(capsys):
     from offline_ic.cli.many import Progress
 
     quiet = Progress(3, enabled=False)
+    quiet.show(force=True)
     quiet.step()
-    quiet.clear()
+    quiet.hide()
     assert capsys.readouterr().err == ""
     shown = Progress(4, enabled=True)
-    shown.step()
-    shown.step()
+    shown.show(force=True)
+    shown.step()  # at once after the first draw: left for the next one (rate limit)
+    assert capsys.readouterr().err == "\r0/4 targets  0.0/s  ETA ?"
+    shown.hide()
+    assert capsys.readouterr().err == "\r" + " " * len("0/4 targets  0.0/s  ETA ?") + "\r"
+    shown.step()  # after a wipe: drawn at once
     err = capsys.readouterr().err
-    assert err.startswith("\r1/4 targets") and "\r2/4 targets" in err and "ETA" in err
-    shown.clear()
+    assert err.startswith("\r2/4 targets") and "ETA" in err
+    shown.hide()
+    shown.hide()  # once wiped, nothing more to wipe
     assert capsys.readouterr().err.strip() == ""
 
 
@@ -167,3 +174,71 @@ def test_target_list_splits_at_newline_only_and_keeps_every_other_character(tmp_
     assert fleet.read_target_list(str(f)) == names
     f.write_bytes(b"cr\rin.vhdx\n")
     assert fleet.read_target_list(str(f)) == ["cr\rin.vhdx"]
+
+
+class _Client:
+    """A Dask client as DaskWatch sees it: a status, the scheduler's workers, cancel."""
+
+    def __init__(self, status="running", workers=("w1",)):
+        self.status = status
+        self.workers = {w: {} for w in workers}
+        self.cancelled = []
+
+    def scheduler_info(self):
+        return {"workers": self.workers}
+
+    def cancel(self, future):
+        self.cancelled.append(future)
+
+
+class _NeverDone:
+    def result(self, timeout):
+        time.sleep(min(timeout, 0.01))
+        raise TimeoutError
+
+
+class _Lost:
+    def result(self, timeout):
+        from concurrent.futures import CancelledError
+
+        raise CancelledError("lost with its scheduler")
+
+
+def test_dask_batch_over_the_limit_is_timeout_records(monkeypatch):
+    monkeypatch.setattr(fleet, "DASK_POLL", 0.01)
+    client = _Client()
+    watch = fleet.DaskWatch(client, limit=0.1, patience=10)
+    future = _NeverDone()
+    batch = [Task("x", "a"), Task("x", "b")]
+    start = time.monotonic()
+    outcomes = watch.result((future, time.monotonic()), batch)
+    assert 0.2 <= time.monotonic() - start < 5  # 0.1 s per target of the batch
+    assert [o.error["kind"] for o in outcomes] == ["timeout", "timeout"]
+    assert client.cancelled == [future]
+
+
+@pytest.mark.parametrize(
+    ("client", "why"),
+    [
+        (_Client(status="closed"), "the Dask client is closed"),
+        (_Client(status="connecting"), "the Dask scheduler has not answered for 0.2 s"),
+        (_Client(workers=()), "the Dask cluster has had no worker for 0.2 s"),
+    ],
+)
+def test_dask_cluster_gone_ends_the_run_within_the_patience(monkeypatch, client, why):
+    monkeypatch.setattr(fleet, "DASK_POLL", 0.01)
+    watch = fleet.DaskWatch(client, limit=0, patience=0.2)
+    start = time.monotonic()
+    with pytest.raises(fleet.EngineLost, match=why):
+        watch.result((_NeverDone(), time.monotonic()), [Task("x", "a")])
+    assert time.monotonic() - start < 5
+
+
+def test_dask_batch_lost_by_the_cluster_is_worker_lost_records():
+    watch = fleet.DaskWatch(_Client(), limit=0, patience=10)
+    outcomes = watch.result((_Lost(), time.monotonic()), [Task("x", "a")])
+    assert outcomes[0].error == {
+        "code": 2,
+        "kind": "worker_lost",
+        "message": "a: the Dask cluster lost it: CancelledError: lost with its scheduler",
+    }

@@ -82,19 +82,19 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _sleeping_child(pid: int, seconds: float) -> int:
-    """The pool worker that is asleep in the victim's hook (the others are waiting on their
-    pipe for more work, or working)."""
+def _child_waiting_in(pid: int, where: str, seconds: float) -> int:
+    """A pool worker whose kernel wait channel names ``where``: ``nanosleep`` for one asleep
+    in a test hook, ``unix_stream_read`` for one idle, waiting on its pipe for work."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for child in _children(pid):
             try:
-                if "nanosleep" in Path(f"/proc/{child}/wchan").read_text():
+                if where in Path(f"/proc/{child}/wchan").read_text():
                     return child
             except FileNotFoundError:
                 continue
         time.sleep(0.1)
-    pytest.fail("no worker was asleep in the victim's hook")
+    pytest.fail(f"no worker waiting in {where}")
 
 
 def test_a_killed_pool_worker_is_replaced_and_the_run_reaches_the_last_target(fleet_list):
@@ -104,7 +104,7 @@ def test_a_killed_pool_worker_is_replaced_and_the_run_reaches_the_last_target(fl
         env={"OFFLINE_IC_TEST_SLEEP": "victim=120"},
     )  # fmt: skip
     head = _read_records(proc, 100, 120)  # the 101st, victim, is running now
-    os.kill(_sleeping_child(proc.pid, 60), signal.SIGKILL)
+    os.kill(_child_waiting_in(proc.pid, "nanosleep", 60), signal.SIGKILL)
     code, rest, err = _finish(proc, 120)
     records = [json.loads(line) for line in head] + rest
     assert [r["image"] for r in records] == names
@@ -117,6 +117,48 @@ def test_a_killed_pool_worker_is_replaced_and_the_run_reaches_the_last_target(fl
     assert f"offline-ic: {FLEET} targets: {FLEET - 1} ok, 1 error" in err
 
 
+def test_a_worker_killed_while_idle_is_replaced_without_a_lost_target(tmp_path):
+    """The first target sleeps; the other worker runs the window of targets after it and
+    then waits, idle: killed then, it has no target of ours, and the run loses none."""
+    image = unpack(TESTDATA / "images" / "q-dyn-1m.vhdx.gz", tmp_path)
+    names = []
+    for name in ["FIRST", *(f"t{i:02d}" for i in range(20))]:
+        os.link(image, tmp_path / f"{name}.vhdx")
+        names.append(str(tmp_path / f"{name}.vhdx"))
+    proc = _cli("verify", *names, "--json", "--jobs", "2", env={"OFFLINE_IC_TEST_SLEEP": "FIRST=8"})
+    time.sleep(1)
+    os.kill(_child_waiting_in(proc.pid, "unix_stream_read", 30), signal.SIGKILL)
+    code, records, err = _finish(proc, 120)
+    assert [r["image"] for r in records] == names
+    assert all(r.get("ok") for r in records), err
+    assert code == 0
+
+
+def test_ctrl_c_ends_a_pool_run_quietly_and_leaves_no_worker(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C: exit 130 with one line, no
+    traceback from any worker, every worker gone."""
+    image = unpack(TESTDATA / "images" / "q-dyn-1m.vhdx.gz", tmp_path)
+    names = []
+    for i in range(6):
+        os.link(image, tmp_path / f"t{i}.vhdx")
+        names.append(str(tmp_path / f"t{i}.vhdx"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offline_ic", "verify", *names, "--jobs", "2", "--json"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OFFLINE_IC_TEST_SLEEP": ".vhdx=60"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    workers = _child_waiting_in(proc.pid, "nanosleep", 60), *_children(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, records, err = _finish(proc, 30)
+    assert code == 130 and records == []
+    assert err.strip() == "offline-ic: aborted"  # click turns Ctrl-C into its Abort
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+
+
 def test_junit_has_a_suite_for_every_target_after_a_worker_kill(fleet_list, tmp_path):
     listing, names = fleet_list
     junit = tmp_path / "r.xml"
@@ -125,7 +167,7 @@ def test_junit_has_a_suite_for_every_target_after_a_worker_kill(fleet_list, tmp_
         env={"OFFLINE_IC_TEST_SLEEP": "victim=120"},
     )  # fmt: skip
     _read_records(proc, 100, 120)
-    os.kill(_sleeping_child(proc.pid, 60), signal.SIGKILL)
+    os.kill(_child_waiting_in(proc.pid, "nanosleep", 60), signal.SIGKILL)
     code, _rest, _err = _finish(proc, 180)
     import xml.etree.ElementTree as ET
 

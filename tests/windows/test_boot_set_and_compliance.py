@@ -228,7 +228,7 @@ def test_set_writes_only_the_set_that_boots_next(cli, two_sets, tmp_path):
     assert start_in(two_sets, 1, "vmicvss", tmp_path) == "3"  # the last boot's set: untouched
     assert "the next boot uses ControlSet002" in doc["control_set_note"]
     code, out, err = cli("services", "set", two_sets, "vss=disabled")
-    assert code == 0 and "warning: Select\\Current=1 but Select\\Default=2" in err
+    assert code == 0 and f"warning: {two_sets}: Select\\Current=1 but Select\\Default=2" in err
 
 
 def test_set_control_set_1_and_all(cli, two_sets, tmp_path):

@@ -204,6 +204,10 @@ def test_a_real_write_reports_what_its_dry_run_would_write(cli, targets):
     assert real["pages_written"] == dry["would_write_pages"]
 
 
+FLEET_COMMANDS = ("services list", "kvp get", "inspect", "check", "verify", "services set")
+FLEET_COMMANDS += ("kvp set", "kvp delete", "apply")
+
+
 @pytest.mark.parametrize("command", sorted(JSON_COMMANDS))
 def test_every_json_error_is_an_object_on_stdout_too(cli, targets, tmp_path, command):
     missing = str(tmp_path / "missing.vhdx")
@@ -213,12 +217,16 @@ def test_every_json_error_is_an_object_on_stdout_too(cli, targets, tmp_path, com
     ]
     code, out, err = cli(*args, "--json")
     assert code == 2 and err.count("\n") == 1 and err.startswith("offline-ic: error: ")
+    # a command that takes many targets names the image in its record, as a fleet does
+    image = {"image": missing} if "image" in json.loads(out) else {}
+    assert image or command not in FLEET_COMMANDS
     assert json.loads(out) == {
+        **image,
         "error": {
             "code": 2,
             "kind": json.loads(out)["error"]["kind"],
             "message": err.strip().removeprefix("offline-ic: error: "),
-        }
+        },
     }
     assert json.loads(out)["error"]["kind"] in ("not_found", "os_error", "usage", "input")
     assert "missing.vhdx" in err
