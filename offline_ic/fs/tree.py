@@ -100,9 +100,31 @@ def _ext_rdev(entry: Any) -> tuple[int, int] | None:
     return (new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00)
 
 
+def _inode_stat(entry: Any) -> Any:
+    """The stat fields of a dissect.btrfs / dissect.xfs inode, read without resolving it."""
+    from types import SimpleNamespace
+
+    node = entry.entry
+    return SimpleNamespace(
+        st_mode=node.mode,
+        st_ino=node.inum,
+        st_nlink=node.inode.nlink,
+        st_uid=node.uid,
+        st_gid=node.gid,
+        st_size=node.size,
+        st_mtime_ns=node.mtime_ns,
+        st_atime_ns=node.atime_ns,
+        st_ctime_ns=node.ctime_ns,
+        st_birthtime_ns=getattr(node, "otime_ns", None),
+    )
+
+
 def stat_of_entry(entry: Any, name: str) -> FileStat:
     """A dissect.target filesystem entry (ext, xfs, btrfs, FAT), its final link not followed."""
-    st = entry.lstat()
+    try:
+        st = entry.lstat()
+    except Exception:  # dissect.btrfs's lstat follows a symlink (to count blocks) and fails
+        st = _inode_stat(entry)  # on an absolute one: the inode's own fields instead
     mode = int(st.st_mode)
     kind = _KIND_OF_MODE.get(stat.S_IFMT(mode), FILE)
     target = None

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Protocol
 
-from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import InputError, NotFoundError, SafetyRefusal, parsing
 from offline_ic.fs.tree import DIR, FILE, STREAM, SYMLINK, FileStat, NtfsTree, stat_of_entry
 from offline_ic.image import DiskImage
 from offline_ic.volumes import Volume, list_volumes
@@ -62,7 +62,11 @@ class PosixTree:
 
     def stat(self, path: str) -> FileStat:
         canon, entry = self._lookup(path, follow_last=False)
-        return stat_of_entry(entry, canon.rsplit("/", 1)[-1])
+        return self._stat(entry, canon.rsplit("/", 1)[-1], canon)
+
+    def _stat(self, entry: Any, name: str, canon: str) -> FileStat:
+        with parsing(f"{self.name}: cannot read the inode of {canon}"):
+            return stat_of_entry(entry, name)
 
     def resolve(self, path: str) -> str:
         """The canonical path, links followed inside the guest."""
@@ -78,7 +82,7 @@ class PosixTree:
                 out.append(FileStat(name, UNUSABLE, 0, 0, 0, 0))
                 continue
             child = canon.rstrip("/") + "/" + name
-            out.append(stat_of_entry(self._lookup(child, follow_last=False)[1], name))
+            out.append(self._stat(self._lookup(child, follow_last=False)[1], name, child))
         return out
 
     def open(self, path: str) -> BinaryIO:
@@ -202,8 +206,6 @@ class Browser:
 
 def _open_dissect(vol: Volume, label: str) -> Any:
     from dissect.target.filesystem import open as open_filesystem
-
-    from offline_ic.errors import parsing
 
     with parsing(f"{label}: not a readable {vol.filesystem} file system"):
         return open_filesystem(vol.stream())

@@ -295,3 +295,55 @@ def test_cp_never_replaces_the_image_it_reads(cli, debian, tmp_path):
     code, out, err = cli("cp", image, "/etc/hostname", image, "--force")
     assert code == 3 and "image being read" in err
     assert image.stat().st_size == debian.stat().st_size and image.stat().st_nlink == 2
+
+
+def test_device_files_are_shown_never_read_nor_copied(cli, debian, tmp_path):
+    """Device nodes and a FIFO made by debugfs (old and new device-number encodings)."""
+    image = tmp_path / "dev.raw"
+    image.write_bytes(debian.read_bytes())
+    commands = tmp_path / "mknod.cmd"
+    commands.write_text("cd /etc\nmknod tty9 c 4 9\nmknod nvme b 259 300\nmknod fifo p\n")
+    subprocess.run(
+        ["debugfs", "-w", "-f", str(commands), f"{image}?offset={LINUX_OFFSET}"],
+        capture_output=True,
+        check=True,
+    )
+    code, out, err = cli("ls", image, "/etc", "-l", "--json")
+    assert code == 0, err
+    entries = {e["name"]: e for e in json.loads(out)["entries"]}
+    for name, kind, rdev in (("tty9", "chardev", [4, 9]), ("nvme", "blockdev", [259, 300])):
+        assert entries[name]["type"] == kind and entries[name]["rdev"] == rdev
+        shown = re.search(r"major/minor number: (\d+):(\d+)", debugfs(image, f"stat /etc/{name}"))
+        assert shown and [int(shown.group(1)), int(shown.group(2))] == rdev
+    assert entries["fifo"]["type"] == "fifo"
+    code, out, err = cli("ls", image, "/etc", "-l")
+    assert re.search(r"^c--------- .*\b4, 9 .* tty9$", out, re.M), out
+    code, out, err = cli("cat", image, "/etc/tty9")
+    assert code == 2 and "character device (not read)" in err
+    dest = tmp_path / "out"
+    dest.mkdir()
+    code, out, err = cli("cp", image, "/etc", dest, "-r")
+    assert code == 0, err
+    assert "not copied: /etc/tty9: character device" in err
+    assert not any((dest / "etc" / n).exists() for n in ("tty9", "nvme", "fifo"))
+
+
+@pytest.mark.parametrize(
+    ("case", "spec", "name"),
+    [("arch-btrfs", "/", "Arch Linux"), ("rhel-lvm-xfs", "3:/", "AlmaLinux")],
+)
+def test_btrfs_and_xfs_on_lvm(cli, linux_built, case, spec, name):
+    """btrfs (dissect.btrfs's own lstat fails on absolute symlinks: read from the inode) and
+    xfs on an LVM logical volume; the same Debian parts as the ext4 image underneath."""
+    if case not in linux_built:
+        pytest.skip(f"{case} not built here (mkfs tool missing)")
+    image = linux_built[case]
+    code, out, err = cli("ls", image, spec, "--recursive", "--json")
+    assert code == 0, err
+    entries = {e["path"]: e for e in json.loads(out)["entries"]}
+    wants = [e for p, e in entries.items() if "/timers.target.wants/" in p]
+    assert wants and all(e["type"] == "symlink" for e in wants)
+    assert all(e["target"].startswith("/lib/systemd/system/") for e in wants)
+    assert all(e["size"] == len(e["target"]) for e in wants)  # a link's size is its text
+    code, out, err = cli("cat", image, spec + "etc/os-release")
+    assert code == 0 and f'NAME="{name}"' in out, err
