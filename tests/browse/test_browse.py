@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -347,3 +348,15 @@ def test_btrfs_and_xfs_on_lvm(cli, linux_built, case, spec, name):
     assert all(e["size"] == len(e["target"]) for e in wants)  # a link's size is its text
     code, out, err = cli("cat", image, spec + "etc/os-release")
     assert code == 0 and f'NAME="{name}"' in out, err
+
+
+def test_error_lines_escape_guest_names(cli, ntfs_features, tmp_path):
+    """The second copy meets the hostile name in DEST: its refusal names it, escaped."""
+    code, out, err = cli("cp", ntfs_features, "1:/", tmp_path, "-r")
+    assert code == 0, err
+    assert (tmp_path / "root" / "evil\nname\x1b[2J").read_bytes() == b"x"
+    shutil.rmtree(tmp_path / "root" / "docs")  # so the copy goes on to the hostile name
+    code, out, err = cli("cp", ntfs_features, "1:/", tmp_path, "-r")
+    assert code == 3
+    assert "\x1b" not in err and len(err.splitlines()) == 1
+    assert "evil\\x0aname\\x1b[2J: exists on this machine" in err
