@@ -360,3 +360,16 @@ def test_error_lines_escape_guest_names(cli, ntfs_features, tmp_path):
     assert code == 3
     assert "\x1b" not in err and len(err.splitlines()) == 1
     assert "evil\\x0aname\\x1b[2J: exists on this machine" in err
+
+
+def test_a_small_lookup_cache_lists_the_same(cli, debian, monkeypatch):
+    """The path cache is emptied when full (a whole-guest walk must not keep every inode):
+    with room for 4 entries the recursive listing is the same as with the default."""
+    import offline_ic.guest.linux.fs as guest_fs
+
+    code, full, err = cli("ls", debian, "/", "-R", "-l")
+    assert code == 0, err
+    monkeypatch.setattr(guest_fs, "MAX_CACHED", 4)
+    code, small, err = cli("ls", debian, "/", "-R", "-l")
+    assert code == 0, err
+    assert small == full and len(full.splitlines()) > 100
