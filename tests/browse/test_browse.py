@@ -373,3 +373,17 @@ def test_a_small_lookup_cache_lists_the_same(cli, debian, monkeypatch):
     code, small, err = cli("ls", debian, "/", "-R", "-l")
     assert code == 0, err
     assert small == full and len(full.splitlines()) > 100
+
+
+def test_ls_volumes_match_sfdisk(cli, win10, tmp_path):
+    need("qemu-img", "sfdisk")
+    raw = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(win10), str(raw)], check=True)
+    table = json.loads(
+        subprocess.run(["sfdisk", "--json", str(raw)], capture_output=True, check=True).stdout
+    )["partitiontable"]["partitions"]
+    code, out, err = cli("ls", win10, "--json")
+    assert code == 0, err
+    ours = [(v["offset"], v["size"], v["label"]) for v in json.loads(out)["volumes"]]
+    assert [(o, s) for o, s, _ in ours] == [(p["start"] * 512, p["size"] * 512) for p in table]
+    assert [label for *_, label in ours] == ["1-EFI_system", "2-Microsoft_reserved", "3-ntfs"]
