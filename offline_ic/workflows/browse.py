@@ -48,9 +48,10 @@ class Tree(Protocol):
 class PosixTree:
     """A Linux file tree (``GuestFS``: one volume, or the guest root with its mounts)."""
 
-    def __init__(self, gfs: Any, name: str):
+    def __init__(self, gfs: Any, name: str, posix: bool = True):
         self.gfs = gfs
         self.name = name
+        self.posix = posix  # False for FAT: no modes or owners recorded
 
     def _lookup(self, path: str, follow_last: bool) -> tuple[str, Any]:
         from offline_ic.guest.linux.fs import GuestPathError
@@ -66,7 +67,7 @@ class PosixTree:
 
     def _stat(self, entry: Any, name: str, canon: str) -> FileStat:
         with parsing(f"{self.name}: cannot read the inode of {canon}"):
-            return stat_of_entry(entry, name)
+            return stat_of_entry(entry, name, self.posix)
 
     def resolve(self, path: str) -> str:
         """The canonical path, links followed inside the guest."""
@@ -159,7 +160,8 @@ class Browser:
         else:
             from offline_ic.guest.linux.fs import GuestFS
 
-            tree = PosixTree(GuestFS(_open_dissect(vol, label), label), label)
+            fs = GuestFS(_open_dissect(vol, label), label)
+            tree = PosixTree(fs, label, posix=vol.filesystem != "fat")
         self._trees[number] = tree
         return tree
 
@@ -333,6 +335,8 @@ class Copier:
         self.force = force
         self.report = CopyReport()
         self._protect = [os.stat(p) for p in protect if os.path.exists(p)]
+        self._umask = os.umask(0o077)  # read it (the only way), then put it back
+        os.umask(self._umask)
         self._links: dict[int, tuple[int, str]] = {}
 
     def copy(self, path: str, dest: str, recursive: bool) -> CopyReport:
@@ -386,7 +390,7 @@ class Copier:
                     self.report.refused.append(f"{_join(path, repr(child.name))}: {exc}")
                     continue
                 self._entry(_join(path, child.name), child, fd, child.name, depth + 1)
-            os.fchmod(fd, _host_mode(st, 0o755))
+            os.fchmod(fd, _host_mode(st, 0o755) & ~self._umask)
             _set_times(st, fd)
         finally:
             os.close(fd)
@@ -406,7 +410,7 @@ class Copier:
         try:
             with self.tree.open(path) as src, os.fdopen(os.dup(fd), "wb") as out:
                 self.report.bytes += copy_stream(src, out.write)
-            os.fchmod(fd, _host_mode(st, 0o644))
+            os.fchmod(fd, _host_mode(st, 0o644) & ~self._umask)
             _set_times(st, fd)
         except BaseException:
             os.close(fd)
@@ -467,7 +471,8 @@ class Copier:
 
 
 def _host_mode(st: FileStat, default: int) -> int:
-    """Permission bits for the copy: the guest's (no set-id bits), or ``default`` for NTFS."""
+    """Permission bits for the copy (before the umask, as cp without -p): the guest's without
+    set-id bits, or ``default`` for NTFS and FAT."""
     if st.uid is None:  # NTFS, FAT: no POSIX modes
         return default
     owner = 0o700 if st.kind == DIR else 0o600  # the copy stays the user's to replace
