@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from offline_ic.cli.common import emit_json, json_option, parent_option, warn
+from offline_ic.errors import OfflineICError
 
 if TYPE_CHECKING:
     from offline_ic.volumes import Volume
@@ -41,6 +43,19 @@ def _shown(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+@contextmanager
+def _escaped_errors() -> Iterator[None]:
+    """Error messages name guest paths (a link's target, a name that exists in DEST): they
+    get the same escaping as every other guest text before they reach the terminal."""
+    try:
+        yield
+    except OfflineICError as exc:
+        text = _shown(str(exc))
+        if text != str(exc):
+            exc.args = (text,)
+        raise
 
 
 def _json_text(text: str) -> str:
@@ -159,7 +174,7 @@ def register(group: click.Group) -> None:
         from offline_ic.workflows.browse import list_path, open_browser
 
         browser = open_browser(image, parent=parent)
-        with browser.image:
+        with browser.image, _escaped_errors():
             if path is None:
                 _render_volumes(image, browser.volumes, as_json)
                 return
@@ -188,7 +203,7 @@ def register(group: click.Group) -> None:
         from offline_ic.workflows.browse import copy_stream, open_browser
 
         browser = open_browser(image, parent=parent)
-        with browser.image:
+        with browser.image, _escaped_errors():
             tree, inner, _prefix = browser.locate(path)
             with tree.open(inner) as src:
                 copy_stream(src, _stdout_writer())
@@ -229,7 +244,7 @@ def register(group: click.Group) -> None:
         from offline_ic.workflows.browse import Copier, open_browser
 
         browser = open_browser(image, parent=parent)
-        with browser.image:
+        with browser.image, _escaped_errors():
             tree, inner, _prefix = browser.locate(path)
             chain = [i.path for i in browser.image.info().chain()]
             copier = Copier(tree, force=force, protect=(image, *chain))

@@ -42,10 +42,10 @@ NTFS_ATTRIBUTES = (
     (0x1000, "offline"),
     (0x4000, "encrypted"),
 )
-# NTFS has no POSIX modes: what a read-only view shows for them.
-NTFS_DIR_MODE = stat.S_IFDIR | 0o555
-NTFS_FILE_MODE = stat.S_IFREG | 0o444
-NTFS_REPARSE_MODE = stat.S_IFLNK | 0o777
+# NTFS and FAT have no POSIX modes or owners: what a read-only view shows for them.
+NO_POSIX_DIR_MODE = stat.S_IFDIR | 0o555
+NO_POSIX_FILE_MODE = stat.S_IFREG | 0o444
+NO_POSIX_LINK_MODE = stat.S_IFLNK | 0o777
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class FileStat:
 
     name: str
     kind: str  # FILE, DIR, SYMLINK, REPARSE, STREAM, CHARDEV, BLOCKDEV, FIFO, SOCKET
-    mode: int  # st_mode with the type bits (NTFS: NTFS_*_MODE)
+    mode: int  # st_mode with the type bits (NTFS, FAT: NO_POSIX_*_MODE)
     size: int
     nlink: int
     inode: int
@@ -100,9 +100,32 @@ def _ext_rdev(entry: Any) -> tuple[int, int] | None:
     return (new & 0xFFF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xFFF00)
 
 
-def stat_of_entry(entry: Any, name: str) -> FileStat:
-    """A dissect.target filesystem entry (ext, xfs, btrfs, FAT), its final link not followed."""
-    st = entry.lstat()
+def _inode_stat(entry: Any) -> Any:
+    """The stat fields of a dissect.btrfs / dissect.xfs inode, read without resolving it."""
+    from types import SimpleNamespace
+
+    node = entry.entry
+    return SimpleNamespace(
+        st_mode=node.mode,
+        st_ino=node.inum,
+        st_nlink=node.inode.nlink,
+        st_uid=node.uid,
+        st_gid=node.gid,
+        st_size=node.size,
+        st_mtime_ns=node.mtime_ns,
+        st_atime_ns=node.atime_ns,
+        st_ctime_ns=node.ctime_ns,
+        st_birthtime_ns=getattr(node, "otime_ns", None),
+    )
+
+
+def stat_of_entry(entry: Any, name: str, posix: bool = True) -> FileStat:
+    """A dissect.target filesystem entry (ext, xfs, btrfs, FAT), its final link not followed.
+    ``posix=False`` (FAT): the modes and owners dissect makes up are not shown as recorded."""
+    try:
+        st = entry.lstat()
+    except Exception:  # dissect.btrfs's lstat follows a symlink (to count blocks) and fails
+        st = _inode_stat(entry)  # on an absolute one: the inode's own fields instead
     mode = int(st.st_mode)
     kind = _KIND_OF_MODE.get(stat.S_IFMT(mode), FILE)
     target = None
@@ -114,6 +137,8 @@ def stat_of_entry(entry: Any, name: str) -> FileStat:
         if isinstance(target, bytes):
             target = target.decode("utf-8", "surrogateescape")
     rdev = _ext_rdev(entry) if kind in (CHARDEV, BLOCKDEV) else None
+    if not posix:
+        mode = NO_POSIX_DIR_MODE if kind == DIR else NO_POSIX_FILE_MODE
     return FileStat(
         name=name,
         kind=kind,
@@ -121,8 +146,8 @@ def stat_of_entry(entry: Any, name: str) -> FileStat:
         size=int(st.st_size or 0),
         nlink=int(st.st_nlink or 1),
         inode=int(st.st_ino or 0),
-        uid=None if st.st_uid is None else int(st.st_uid),
-        gid=None if st.st_gid is None else int(st.st_gid),
+        uid=None if st.st_uid is None or not posix else int(st.st_uid),
+        gid=None if st.st_gid is None or not posix else int(st.st_gid),
         mtime_ns=getattr(st, "st_mtime_ns", None),
         atime_ns=getattr(st, "st_atime_ns", None),
         ctime_ns=getattr(st, "st_ctime_ns", None),
@@ -202,13 +227,13 @@ class NtfsTree:
         flags = int(si.file_attributes)
         link = record.is_symlink() or record.is_mount_point()
         if stream is not None:
-            kind, mode, size = STREAM, NTFS_FILE_MODE, int(record.size(stream))
+            kind, mode, size = STREAM, NO_POSIX_FILE_MODE, int(record.size(stream))
         elif link:
-            kind, mode, size = REPARSE, NTFS_REPARSE_MODE, 0
+            kind, mode, size = REPARSE, NO_POSIX_LINK_MODE, 0
         elif record.is_dir():
-            kind, mode, size = DIR, NTFS_DIR_MODE, 0
+            kind, mode, size = DIR, NO_POSIX_DIR_MODE, 0
         else:
-            kind, mode = FILE, NTFS_FILE_MODE
+            kind, mode = FILE, NO_POSIX_FILE_MODE
             size = int(record.size()) if record.has_stream("") else 0
         return FileStat(
             name=name,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Protocol
 
-from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import InputError, NotFoundError, SafetyRefusal, parsing
 from offline_ic.fs.tree import DIR, FILE, STREAM, SYMLINK, FileStat, NtfsTree, stat_of_entry
 from offline_ic.image import DiskImage
 from offline_ic.volumes import Volume, list_volumes
@@ -48,9 +48,10 @@ class Tree(Protocol):
 class PosixTree:
     """A Linux file tree (``GuestFS``: one volume, or the guest root with its mounts)."""
 
-    def __init__(self, gfs: Any, name: str):
+    def __init__(self, gfs: Any, name: str, posix: bool = True):
         self.gfs = gfs
         self.name = name
+        self.posix = posix  # False for FAT: no modes or owners recorded
 
     def _lookup(self, path: str, follow_last: bool) -> tuple[str, Any]:
         from offline_ic.guest.linux.fs import GuestPathError
@@ -62,7 +63,11 @@ class PosixTree:
 
     def stat(self, path: str) -> FileStat:
         canon, entry = self._lookup(path, follow_last=False)
-        return stat_of_entry(entry, canon.rsplit("/", 1)[-1])
+        return self._stat(entry, canon.rsplit("/", 1)[-1], canon)
+
+    def _stat(self, entry: Any, name: str, canon: str) -> FileStat:
+        with parsing(f"{self.name}: cannot read the inode of {canon}"):
+            return stat_of_entry(entry, name, self.posix)
 
     def resolve(self, path: str) -> str:
         """The canonical path, links followed inside the guest."""
@@ -78,7 +83,7 @@ class PosixTree:
                 out.append(FileStat(name, UNUSABLE, 0, 0, 0, 0))
                 continue
             child = canon.rstrip("/") + "/" + name
-            out.append(stat_of_entry(self._lookup(child, follow_last=False)[1], name))
+            out.append(self._stat(self._lookup(child, follow_last=False)[1], name, child))
         return out
 
     def open(self, path: str) -> BinaryIO:
@@ -155,7 +160,8 @@ class Browser:
         else:
             from offline_ic.guest.linux.fs import GuestFS
 
-            tree = PosixTree(GuestFS(_open_dissect(vol, label), label), label)
+            fs = GuestFS(_open_dissect(vol, label), label)
+            tree = PosixTree(fs, label, posix=vol.filesystem != "fat")
         self._trees[number] = tree
         return tree
 
@@ -202,8 +208,6 @@ class Browser:
 
 def _open_dissect(vol: Volume, label: str) -> Any:
     from dissect.target.filesystem import open as open_filesystem
-
-    from offline_ic.errors import parsing
 
     with parsing(f"{label}: not a readable {vol.filesystem} file system"):
         return open_filesystem(vol.stream())
@@ -331,6 +335,8 @@ class Copier:
         self.force = force
         self.report = CopyReport()
         self._protect = [os.stat(p) for p in protect if os.path.exists(p)]
+        self._umask = os.umask(0o077)  # read it (the only way), then put it back
+        os.umask(self._umask)
         self._links: dict[int, tuple[int, str]] = {}
 
     def copy(self, path: str, dest: str, recursive: bool) -> CopyReport:
@@ -384,7 +390,7 @@ class Copier:
                     self.report.refused.append(f"{_join(path, repr(child.name))}: {exc}")
                     continue
                 self._entry(_join(path, child.name), child, fd, child.name, depth + 1)
-            os.fchmod(fd, _host_mode(st, 0o755))
+            os.fchmod(fd, _host_mode(st, 0o755) & ~self._umask)
             _set_times(st, fd)
         finally:
             os.close(fd)
@@ -404,7 +410,7 @@ class Copier:
         try:
             with self.tree.open(path) as src, os.fdopen(os.dup(fd), "wb") as out:
                 self.report.bytes += copy_stream(src, out.write)
-            os.fchmod(fd, _host_mode(st, 0o644))
+            os.fchmod(fd, _host_mode(st, 0o644) & ~self._umask)
             _set_times(st, fd)
         except BaseException:
             os.close(fd)
@@ -465,7 +471,8 @@ class Copier:
 
 
 def _host_mode(st: FileStat, default: int) -> int:
-    """Permission bits for the copy: the guest's (no set-id bits), or ``default`` for NTFS."""
+    """Permission bits for the copy (before the umask, as cp without -p): the guest's without
+    set-id bits, or ``default`` for NTFS and FAT."""
     if st.uid is None:  # NTFS, FAT: no POSIX modes
         return default
     owner = 0o700 if st.kind == DIR else 0o600  # the copy stays the user's to replace

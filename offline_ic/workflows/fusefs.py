@@ -18,6 +18,10 @@ from offline_ic.fs.tree import REPARSE, FileStat
 from offline_ic.workflows.browse import UNUSABLE, Browser, Tree, volume_label
 
 DISK_FILE = "disk.raw"
+# st_blksize: coreutils (cat, cp) read in pieces of this size (at least 128 KiB). Larger
+# reads cost fewer FUSE round trips: dd of a 1 GiB file through the mount took 3.8 s with
+# bs=1M and 7.0 s with bs=128k here.
+BLOCK_SIZE = 1 << 20
 
 
 def fuse_missing() -> str | None:
@@ -93,6 +97,7 @@ class BrowseOperations:
                 return _dir_attrs()
             if path == "/" + DISK_FILE:
                 return {
+                    "st_blksize": BLOCK_SIZE,
                     "st_mode": stat.S_IFREG | 0o444,
                     "st_nlink": 1,
                     "st_size": self.browser.image.size,
@@ -199,6 +204,7 @@ def _attrs(st: FileStat) -> dict[str, Any]:
         "st_nlink": max(st.nlink, 1),
         "st_size": size,
         "st_blocks": -(-size // 512),
+        "st_blksize": BLOCK_SIZE,
         "st_uid": st.uid or 0,
         "st_gid": st.gid or 0,
     }

@@ -29,7 +29,7 @@ def linux_built(tmp_path_factory) -> dict[str, Path]:
     """name -> raw image of the Linux builder cases these tests read."""
     need("mke2fs", "sfdisk", "debugfs")
     out = tmp_path_factory.mktemp("browse-linux")
-    names = ["debian-good", "bad-symlinks", "debian-split-usr"]
+    names = ["debian-good", "bad-symlinks", "debian-split-usr", "arch-btrfs", "rhel-lvm-xfs"]
     return script_module("build_linux_testdata").build(out, names)
 
 

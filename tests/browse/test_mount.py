@@ -84,8 +84,14 @@ def _sha(data: bytes) -> str:
 
 
 def test_mount_windows_every_file_matches_ntfscat(win10, win10_ntfs, tmp_path):
-    with mounted(win10, tmp_path / "mnt") as mnt:
+    with mounted(win10, tmp_path / "mnt", "--allow-other") as mnt:
         assert sorted(os.listdir(mnt)) == ["3-ntfs"]  # EFI (empty) and MSR hold no file system
+        options = next(
+            line.split()[3]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1] == str(mnt)
+        ).split(",")
+        assert {"ro", "nodev", "nosuid", "allow_other"} <= set(options), options
         ours = _hashes(mnt / "3-ntfs")
     assert len(ours) >= 2
     for rel, digest in ours.items():

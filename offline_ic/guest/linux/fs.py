@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 MAX_SYMLINKS = 40  # Linux's own limit for one path lookup
 DEFAULT_READ_LIMIT = 4 << 20
+MAX_CACHED = 1 << 16  # entries remembered by path lookups (each holds its parsed inode)
 
 
 class GuestPathError(Exception):
@@ -75,6 +76,8 @@ class GuestFS:
                 entry = _child(parent, name)
             else:
                 entry = fs.get(rel)
+        if len(self._cache) >= MAX_CACHED:  # a walk of a whole guest (ls -R, a mount's find)
+            self._cache.clear()  # must not keep every entry it met in memory
         self._cache[canon] = entry
         return entry
 
