@@ -1,22 +1,22 @@
 """Browse commands: ``ls``, ``cat``, ``cp`` (no FUSE needed) and ``mount`` (read-only FUSE).
 
 Thin: the work is in ``offline_ic.workflows.browse`` (and ``workflows/fusefs.py``).
-Guest names are hostile when printed: every name goes through ``_shown`` first.
+Guest names are hostile when printed: every name goes through ``escaping.terminal``
+(error lines and warnings are escaped where they are printed: ``cli.main``, ``common.warn``).
 """
 
 from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from offline_ic.cli.common import emit_json, json_option, parent_option, warn
-from offline_ic.errors import OfflineICError
+from offline_ic.escaping import terminal
 
 if TYPE_CHECKING:
     from offline_ic.volumes import Volume
@@ -26,36 +26,6 @@ PATH_HELP = (
     "PATH is a guest path: /etc/os-release (the Linux root), C:\\Windows\\... (the Windows "
     "volume) or N:/path (volume N as `ls IMAGE` numbers them)."
 )
-
-
-def _shown(text: str) -> str:
-    """A guest name on a terminal: control characters (newline, ESC, DEL, C1) and lone
-    surrogates escaped as \\xNN / \\uNNNN, a backslash doubled only where it would be
-    ambiguous with them, so no name can add a line or send a terminal command."""
-    # TODO: use offline_ic escaping module
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif 0xD800 <= code < 0xE000 or code in (0x2028, 0x2029):
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-@contextmanager
-def _escaped_errors() -> Iterator[None]:
-    """Error messages name guest paths (a link's target, a name that exists in DEST): they
-    get the same escaping as every other guest text before they reach the terminal."""
-    try:
-        yield
-    except OfflineICError as exc:
-        text = _shown(str(exc))
-        if text != str(exc):
-            exc.args = (text,)
-        raise
 
 
 def _json_text(text: str) -> str:
@@ -88,7 +58,7 @@ def _long_line(item: Listed, name: str) -> str:
     group = "-" if st.gid is None else str(st.gid)
     line = f"{mode} {st.nlink:>3} {owner:>5} {group:>5} {size:>12} {_time(st.mtime_ns)} {name}"
     if st.target is not None:
-        line += f" -> {_shown(st.target)}"
+        line += f" -> {terminal(st.target)}"
     if st.attributes:
         line += f"  [{','.join(st.attributes)}]"
     return line
@@ -107,7 +77,7 @@ def _render_volumes(image: str, volumes: list[Volume], as_json: bool) -> None:
         return
     for v in volumes:
         size = f"{v.size / (1 << 20):.0f} MiB"
-        name = f" {_shown(v.name)}" if v.name else ""
+        name = f" {terminal(v.name)}" if v.name else ""
         click.echo(f"{v.number}:  {v.filesystem or '-':<9} {size:>11}  {v.type}{name}")
 
 
@@ -139,7 +109,7 @@ def _render_listing(
         )
         return
     for it in items:
-        name = _shown(prefix + it.path if recursive else it.stat.name)
+        name = terminal(prefix + it.path if recursive else it.stat.name)
         click.echo(_long_line(it, name) if long else name)
 
 
@@ -174,7 +144,7 @@ def register(group: click.Group) -> None:
         from offline_ic.workflows.browse import list_path, open_browser
 
         browser = open_browser(image, parent=parent)
-        with browser.image, _escaped_errors():
+        with browser.image:
             if path is None:
                 _render_volumes(image, browser.volumes, as_json)
                 return
@@ -203,7 +173,7 @@ def register(group: click.Group) -> None:
         from offline_ic.workflows.browse import copy_stream, open_browser
 
         browser = open_browser(image, parent=parent)
-        with browser.image, _escaped_errors():
+        with browser.image:
             tree, inner, _prefix = browser.locate(path)
             with tree.open(inner) as src:
                 copy_stream(src, _stdout_writer())
@@ -244,7 +214,7 @@ def register(group: click.Group) -> None:
         from offline_ic.workflows.browse import Copier, open_browser
 
         browser = open_browser(image, parent=parent)
-        with browser.image, _escaped_errors():
+        with browser.image:
             tree, inner, _prefix = browser.locate(path)
             chain = [i.path for i in browser.image.info().chain()]
             copier = Copier(tree, force=force, protect=(image, *chain))
@@ -253,9 +223,9 @@ def register(group: click.Group) -> None:
             finally:
                 copier.close()
         for line in report.skipped:
-            warn(f"not copied: {_shown(line)}")
+            warn(f"not copied: {line}")
         for line in report.refused:
-            warn(f"refused: {_shown(line)}")
+            warn(f"refused: {line}")
         if as_json:
             emit_json(
                 {
