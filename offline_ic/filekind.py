@@ -8,6 +8,7 @@ by ``target.py`` and ``image.detect``, never here.
 from __future__ import annotations
 
 import os
+import stat
 
 DISK_IMAGE = "a disk image"
 HIVE = "a registry hive"
@@ -19,15 +20,20 @@ _REG_HEADERS = ("Windows Registry Editor Version 5.00", "REGEDIT4")
 def file_kind(path: str | os.PathLike[str]) -> str | None:
     """``"a disk image (VHDX)"`` (VHD, raw), ``HIVE``, ``REG_FILE``, or None when the file
     is none of them (or cannot be read: the caller's own open reports that)."""
+    from offline_ic.errors import InputError
+    from offline_ic.inputs import open_fd
+
     try:
-        with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a FIFO or device is named by the caller's own open
+        with os.fdopen(open_fd(os.fspath(path)), "rb") as fh:  # O_NOATIME: no trace on evidence
             head = fh.read(1024)
             size = fh.seek(0, os.SEEK_END)
             tail = b""
             if size >= 512:
                 fh.seek(size - 512)
                 tail = fh.read(8)
-    except OSError:
+    except (OSError, InputError):
         return None
     if head.startswith(b"vhdxfile"):
         return f"{DISK_IMAGE} (VHDX)"

@@ -55,7 +55,7 @@ _HEAD_BYTES = 0x9001 + 8
 
 def foreign_format(path: str) -> str | None:
     """What a file is when it is a disk (or VM) format offline-ic does not read, else None."""
-    with open(path, "rb") as fh:
+    with open_readonly(path) as fh:
         head = fh.read(_HEAD_BYTES)
         size = fh.seek(0, os.SEEK_END)
         tail = b""

@@ -107,7 +107,7 @@ def test_hive_recover_to_over_its_log(cli, hive):
 
 @pytest.mark.parametrize("how", HOWS)
 def test_convert_over_source(cli, vhd, how):
-    _refused(cli, ["convert", vhd, _names(vhd, how), "--to", "raw"], [vhd])
+    _refused(cli, ["convert", vhd, _names(vhd, how)], [vhd])
 
 
 def test_convert_over_parent_of_chain(cli, vhdx, tmp_path):
@@ -115,7 +115,7 @@ def test_convert_over_parent_of_chain(cli, vhdx, tmp_path):
     child = tmp_path / "child.avhdx"
     assert cli("snapshot", vhdx, child)[0] == 0
     alias = _names(vhdx, "hardlink")
-    _refused(cli, ["convert", child, alias, "--to", "raw"], [vhdx, child])
+    _refused(cli, ["convert", child, alias], [vhdx, child])
 
 
 @pytest.mark.parametrize("how", ["hardlink", "symlink"])
