@@ -126,8 +126,10 @@ def _cat_bytes(*args: str) -> bytes:
 
 
 def test_differencing_chain_reads_the_same(tmp_path, win10, win10_ntfs):
+    parent = tmp_path / "parent.vhdx"  # beside the child: a parent elsewhere is not opened
+    os.link(win10, parent)
     child = tmp_path / "child.avhdx"
-    subprocess.run(["python3", "-m", "offline_ic", "snapshot", str(win10), str(child)], check=True)
+    subprocess.run(["python3", "-m", "offline_ic", "snapshot", str(parent), str(child)], check=True)
     guest = "C:\\Windows\\System32\\config\\SYSTEM"
     assert _cat_bytes(str(child), guest) == ntfscat(win10_ntfs, "/Windows/System32/config/SYSTEM")
     listing = subprocess.run(

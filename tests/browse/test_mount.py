@@ -133,8 +133,10 @@ def test_mount_ntfs_streams_and_junction(ntfs_features, tmp_path):
 def test_mount_differencing_chain_and_disk_mode(win10, win10_ntfs, tmp_path):
     pyvhdi = pytest.importorskip("pyvhdi")
     need("qemu-img", "sfdisk")
+    parent = tmp_path / "parent.vhdx"  # beside the child: a parent elsewhere is not opened
+    os.link(win10, parent)
     child = tmp_path / "child.avhdx"
-    assert _offline_ic("snapshot", win10, child).returncode == 0
+    assert _offline_ic("snapshot", parent, child).returncode == 0
     with mounted(child, tmp_path / "mnt", "--volume", "3") as mnt:
         ours = _hashes(mnt)
     assert ours == {

@@ -33,7 +33,8 @@ def test_kvp_delete_of_an_absent_key_is_exit_2_as_reg_delete(cli, win10_copy, mo
     digest = sha256(win10_copy)
     code, out, err = cli("kvp", "delete", win10_copy, "HostName", "NoSuchKey", *mode)
     assert code == 2 and out == "", (out, err)
-    assert err.startswith("offline-ic: error: KVP pool parameters") and "'NoSuchKey'" in err
+    assert err.startswith(f"offline-ic: error: {win10_copy}: KVP pool parameters"), err
+    assert "'NoSuchKey'" in err
     reg_code, _, reg_err = cli("reg", "delete", win10_copy, PARAMETERS, "NoSuchKey", *mode)
     assert reg_code == code and "no value 'NoSuchKey'" in reg_err
     assert sha256(win10_copy) == digest  # HostName, which exists, was not deleted either

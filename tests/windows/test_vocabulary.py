@@ -126,8 +126,22 @@ JSON_COMMANDS = {
     "recover": lambda t: ["recover", t["copy"]],
     "convert": lambda t: ["convert", t["win"], t["converted"]],
     "hive get": lambda t: ["hive", "get", t["hive"], "Select", "Current"],
-    "hive set": lambda t: ["hive", "set", t["hive"], "Select", "Current", "dword:2"],
-    "hive delete": lambda t: ["hive", "delete", t["hive"], "Select", "Nothing"],
+    # Select is refused for writes (it picks the control set that boots): a service key
+    "hive set": lambda t: [
+        "hive",
+        "set",
+        t["hive"],
+        "ControlSet001\\Services\\vmicheartbeat",
+        "Start",
+        "dword:4",
+    ],
+    "hive delete": lambda t: [
+        "hive",
+        "delete",
+        t["hive"],
+        "ControlSet001\\Services\\vmicheartbeat",
+        "Nothing",
+    ],
     "hive recover": lambda t: ["hive", "recover", t["hive"]],
     "hive check": lambda t: ["hive", "check", t["hive"]],
 }
@@ -158,7 +172,7 @@ def test_every_json_document_names_its_image(cli, targets, command):
     code, out, err = cli(*args, "--json")
     doc = json.loads(out)
     if command == "hive delete":  # no such value: the error object, which names it too
-        assert code == 2 and "'Select'" in doc["error"]["message"], err
+        assert code == 2 and "vmicheartbeat" in doc["error"]["message"], err
         return
     assert code == (1 if command == "check" else 0), err  # check: this image has a fail
     # the target given (the source for convert, the parent for snapshot)
