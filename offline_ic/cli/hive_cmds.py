@@ -55,7 +55,7 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     from offline_ic.errors import NotFoundError, quoted
     from offline_ic.registry import Hive
     from offline_ic.registry.files import load_hive
-    from offline_ic.registry.regtext import format_reg_value, value_json, value_text
+    from offline_ic.registry.regtext import format_shown_value, value_json, value_text
 
     opened = load_hive(hive, require_recovery=False)
     if opened.note:
@@ -97,7 +97,7 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
         return
     click.echo(f"[\\{k.path}]")
     for v in k.values():
-        click.echo(format_reg_value(v))
+        click.echo(format_shown_value(v))
     for s in k.subkeys():
         click.echo(f"[\\{s.path}]")
 

@@ -195,3 +195,52 @@ def test_inspect_of_a_vm_config_without_its_disks_is_not_an_error(cli):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["target_type"] == "vm" and "error" not in doc and doc["host"]
+
+
+# ---------------------------------------------------------- reg get: strings as hivexget
+KEYS = ["vmicheartbeat", "vmbus", "storvsc", "netvsc"]
+
+
+@pytest.mark.skipif(shutil.which("hivexget") is None, reason="needs hivexget (libhivex-bin)")
+@pytest.mark.parametrize("service", KEYS)
+def test_reg_get_shows_strings_decoded_as_hivexget_does(cli, unpacked, service):
+    """REG_SZ and REG_EXPAND_SZ as hivexget prints them (its ``str(2):`` is ``expand:``, the
+    word ``reg set`` takes), REG_MULTI_SZ decoded; the .reg-exact hex stays `reg export`'s."""
+    import subprocess
+
+    hive = unpacked(TESTDATA / "windows" / "SYSTEM-win10.xz")
+    key = f"ControlSet001\\Services\\{service}"
+    theirs = subprocess.run(
+        ["hivexget", str(hive), key], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    _, ours_hive, _ = cli("hive", "get", hive, key)
+    image = unpacked(WIN10)
+    _, ours_reg, _ = cli("reg", "get", image, f"HKLM\\SYSTEM\\{key}")
+    for ours in (ours_hive, ours_reg):
+        lines = [line for line in ours.splitlines() if not line.startswith("[")]
+        assert len(lines) == len(theirs) and lines
+        for mine, hivex in zip(lines, theirs, strict=True):
+            if "=hex(7):" in hivex:  # hivexget shows multi-strings as bytes: decode them
+                name, _, body = hivex.partition("=hex(7):")
+                strings = bytes.fromhex(body.replace(",", "")).decode("utf-16-le").split("\0")
+                wanted = [s for s in strings if s]
+                assert mine == name + "=multi:" + ",".join(f'"{s}"' for s in wanted)
+            else:
+                assert mine == hivex.replace('=str(2):"', '=expand:"'), (mine, hivex)
+        assert "hex(2)" not in ours and "hex(7)" not in ours
+    code, exported, _ = cli("reg", "export", image, f"HKLM\\SYSTEM\\{key}")
+    if any("str(2)" in line for line in theirs):
+        assert "hex(2):" in exported  # the file stays exact
+
+
+def test_shown_strings_are_the_words_reg_set_takes():
+    from offline_ic.registry.regtext import format_shown_data, parse_reg_value
+
+    for vtype, data in ((1, 'say "hi" C:\\x'), (2, "%SystemRoot%\\x"), (7, ["a,b", 'c"d'])):
+        raw = (
+            "".join(s + "\0" for s in data) + "\0" if isinstance(data, list) else data + "\0"
+        ).encode("utf-16-le")
+        shown = format_shown_data(vtype, raw)
+        assert parse_reg_value(shown) == (vtype, data), shown
+    # a newline would add a line to the listing: such text stays hex
+    assert format_shown_data(1, "a\nb\0".encode("utf-16-le")).startswith("hex(1):")
