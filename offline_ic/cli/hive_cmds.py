@@ -62,7 +62,8 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
         warn(opened.note)
     h = Hive.open(opened.data, name=str(hive))
     k = h.open_key(_get_path(h, key))
-    state = {"state": opened.state, "sequence1": opened.sequence1, "sequence2": opened.sequence2}
+    # the words of services list and reg get for the same facts (docs/usage.md, Changelog)
+    state = {"hive_state": opened.state, "hive_sequence": [opened.sequence1, opened.sequence2]}
     if name is not None:
         vname = "" if name == "@" else name
         v = k.value(vname)

@@ -244,3 +244,40 @@ def test_shown_strings_are_the_words_reg_set_takes():
         assert parse_reg_value(shown) == (vtype, data), shown
     # a newline would add a line to the listing: such text stays hex
     assert format_shown_data(1, "a\nb\0".encode("utf-16-le")).startswith("hex(1):")
+
+
+# --------------------------------------------------------------- one JSON key for one fact
+def test_hive_state_and_sequence_have_one_spelling(cli, unpacked):
+    hive = unpacked(TESTDATA / "windows" / "SYSTEM-win10.xz")
+    _, out, _ = cli("hive", "get", hive, "Select", "--json")
+    from_hive_get = json.loads(out)
+    _, out, _ = cli("services", "list", hive, "--json")
+    from_services_list = json.loads(out)
+    for key in ("hive_state", "hive_sequence"):
+        assert from_hive_get[key] == from_services_list[key], key
+    assert from_hive_get["hive_state"] == "clean" and len(from_hive_get["hive_sequence"]) == 2
+    assert not {"state", "sequence1", "sequence2"} & set(from_hive_get)
+
+
+def test_pass_fail_is_result_in_every_command(cli, win10_copy, unpacked):
+    _, out, _ = cli("check", win10_copy, "--json")
+    assert json.loads(out)["result"] in ("pass", "fail")
+    _, out, _ = cli("verify", win10_copy, "--json")
+    doc = json.loads(out)
+    assert doc["result"] == "pass" and doc["ok"] is True  # "ok": the old key, one release
+    code, out, _ = cli("services", "set", win10_copy, "vss=disabled", "--check", "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["result"] == "fail" and doc["complies"] is False
+    code, out, _ = cli("services", "set", win10_copy, "vss=manual", "--check", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["result"] == "pass" and doc["complies"] is True
+    key = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss"
+    code, out, _ = cli("reg", "set", win10_copy, key, "Start", "dword:4", "--check", "--json")
+    assert code == 1 and json.loads(out)["result"] == "fail"
+    damaged = win10_copy.with_name("damaged.vhdx")
+    data = bytearray(win10_copy.read_bytes())
+    data[64 * 1024 : 64 * 1024 + 8] = b"XXXXXXXX"  # the first header's signature
+    damaged.write_bytes(bytes(data))
+    code, out, _ = cli("verify", damaged, "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["result"] == "fail" and doc["ok"] is False

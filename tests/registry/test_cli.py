@@ -111,7 +111,9 @@ def test_get_key_value_and_json(capsys, system):
     assert code == 0 and out == "3\n"
     code, out, _ = run(capsys, "hive", "get", system, SVC, "--json")
     doc = json.loads(out)
-    assert doc["state"] == "clean" and "Parameters" in doc["subkeys"]
+    assert doc["hive_state"] == "clean" and "Parameters" in doc["subkeys"]
+    sequence = doc["hive_sequence"]
+    assert "state" not in doc and len(sequence) == 2 and sequence[0] == sequence[1] > 0
     assert {v["name"]: v["data"] for v in doc["values"]}["Start"] == 3
     code, out, _ = run(capsys, "hive", "get", system, SVC, "ImagePath", "--json")
     assert json.loads(out)["value"]["type"] == "REG_EXPAND_SZ"
