@@ -11,16 +11,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
-# Real images and hives made by Windows; some are AGPL and may not be copied into the repo,
-# so tests read them from ../shared and skip (saying why) on a fresh clone without it.
+# Real images and hives made by Windows. The MIT/CC0 ones are copied into testdata/ under the
+# same relative path (see the PROVENANCE.md beside them); the AGPL ones may not be, so tests
+# read them from ../shared and skip (saying how to get them) on a fresh clone without it.
 SHARED_REAL = REPO.parent / "shared" / "testdata-real"
 
 
 def real_data(relpath: str) -> Path:
-    """Path of a file under ../shared/testdata-real, or skip the test when it is absent."""
+    """Path of real test data: testdata/RELPATH when the repository has a copy, else
+    ../shared/testdata-real/RELPATH; skip the test, saying how to get it, when neither is there."""
+    local = TESTDATA / relpath
+    if local.exists():
+        return local
     path = SHARED_REAL / relpath
     if not path.exists():
-        pytest.skip(f"real test data {relpath} not available (needs ../shared/testdata-real)")
+        pytest.skip(
+            f"real test data {relpath} is AGPL-3.0 and not in this repository: clone the "
+            f"steering repository's shared/ beside this one (needs {SHARED_REAL})"
+        )
     return path
 
 

@@ -281,3 +281,25 @@ def test_pass_fail_is_result_in_every_command(cli, win10_copy, unpacked):
     code, out, _ = cli("verify", damaged, "--json")
     doc = json.loads(out)
     assert code == 1 and doc["result"] == "fail" and doc["ok"] is False
+
+
+def test_a_real_windows_formatted_disk_without_windows_is_exit_2(cli, unpacked):
+    """A disk Windows 10 formatted (CC0, testdata/ntfs): an NTFS volume and no OS on it.
+    inspect still lists the volume where the MBR (read here byte by byte) puts it."""
+    import struct
+
+    from tests.helpers import real_data
+
+    disk = unpacked(real_data("ntfs/ntfs-lastaccess.raw.gz"))
+    with open(disk, "rb") as fh:
+        mbr = fh.read(512)
+    start = struct.unpack_from("<I", mbr, 446 + 8)[0] * 512  # first partition entry's LBA
+    code, out, err = cli("inspect", disk, "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["error"]["kind"] == "not_found", err
+    assert [(v["offset"], v["filesystem"]) for v in doc["volumes"]] == [(start, "ntfs")]
+    assert start == 128 * 512
+    code, out, err = cli("check", disk, "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["checks"][0]["id"] == "os.detect"
+    assert "volumes 1:ntfs" in doc["checks"][0]["detail"]
