@@ -104,6 +104,12 @@ def system(hive_copy):
     return hive_copy("win10", "SYSTEM")
 
 
+@pytest.fixture
+def system_19041(hive_copy):
+    """The 19041 hive: its file ends where its hbins end, so a big value grows the file."""
+    return hive_copy("win10_19041", "SYSTEM")
+
+
 def test_get_key_value_and_json(capsys, system):
     code, out, _ = run(capsys, "hive", "get", system, SVC)
     assert code == 0 and '"Start"=dword:00000003' in out and out.startswith("[\\" + SVC)
@@ -271,7 +277,8 @@ def test_incomplete_undo_file_is_discarded(capsys, system):
     assert system.read_bytes() == original and not undo_path(system).exists()
 
 
-def test_grown_file_rollback_truncates(capsys, system):
+def test_grown_file_rollback_truncates(capsys, system_19041):
+    system = system_19041
     original = system.read_bytes()
     code, out, _ = run(
         capsys, "hive", "set", system, SVC, "Huge", "hex:" + ",".join(["ab"] * 70000)
@@ -285,7 +292,8 @@ def test_grown_file_rollback_truncates(capsys, system):
     assert run(capsys, "hive", "check", system)[0] == 0
 
 
-def test_interrupted_growth_is_rolled_back_to_the_old_length(capsys, system):
+def test_interrupted_growth_is_rolled_back_to_the_old_length(capsys, system_19041):
+    system = system_19041
     from offline_ic.registry.editor import HiveEditor
 
     original = system.read_bytes()

@@ -270,8 +270,9 @@ def test_allocator_reuses_and_coalesces(sam):
         assert off % 8 == 0 and size % 8 == 0
 
 
-def test_appends_hbin_when_nothing_fits(win10, tmp_path):
-    ed = HiveEditor(win10, clock=clock)
+def test_appends_hbin_when_nothing_fits(hive_cache, tmp_path):
+    # the 19041 file ends where its hbins end (1709's has slack after them)
+    ed = HiveEditor(hive_cache("win10_19041").read_bytes(), clock=clock)
     before = ed.hive.hbins_size
     ed.set_value(r"ControlSet001\Services\vmicvss", "huge", 3, bytes(range(256)) * 400)
     res = ed.commit()
