@@ -139,14 +139,14 @@ def _hive_root_names(hive) -> list[str]:
 
 @hive_group.command("set")
 @HIVE_ARG
-@click.argument("edit", nargs=-1, metavar="[KEY NAME VALUE]")
+@click.argument("edit", nargs=-1, metavar="[KEY NAME DATA]")
 @click.option(
     "-e",
     "--set",
     "more",
     nargs=3,
     multiple=True,
-    metavar="KEY NAME VALUE",
+    metavar="KEY NAME DATA",
     help="One more value to set (repeatable); all edits are one commit.",
 )
 @click.option(
@@ -170,9 +170,9 @@ def hive_set(
     create: bool,
     as_json: bool,
 ) -> None:
-    """Set value NAME of KEY to VALUE, in .reg words (KEY must exist unless --create).
+    """Set value NAME of KEY to DATA, in .reg words (KEY must exist unless --create).
 
-    Several edits (-e KEY NAME VALUE, repeatable) and a .reg file (--merge) are applied in
+    Several edits (-e KEY NAME DATA, repeatable) and a .reg file (--merge) are applied in
     one commit. A value that already has that data is not written ("(unchanged)").
 
     \b
@@ -193,10 +193,10 @@ def hive_set(
     from offline_ic.workflows.reg import edit_hive_file_changes, hive_file_changes, read_reg_file
 
     if len(edit) not in (0, 3):
-        raise click.UsageError("give KEY NAME VALUE (three words), or use -e/--merge")
+        raise click.UsageError("give KEY NAME DATA (three words), or use -e/--merge")
     edits = ([tuple(edit)] if edit else []) + [tuple(e) for e in more]
     if not edits and merge_file is None:
-        raise click.UsageError("nothing to set: give KEY NAME VALUE, -e KEY NAME VALUE or --merge")
+        raise click.UsageError("nothing to set: give KEY NAME DATA, -e KEY NAME DATA or --merge")
     ops = read_reg_file(merge_file) if merge_file is not None else []
     changes = hive_file_changes(edits, ops, create)  # type: ignore[arg-type]
     result, done = edit_hive_file_changes(hive, changes)

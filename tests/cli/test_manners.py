@@ -164,3 +164,17 @@ def test_info_results_are_counted_as_info():
     report = Report("x.vhdx", "windows", None, None, [CheckResult("a", "pass", "fine")])
     report.checks.append(CheckResult("b", "info", "not checked: the disk cannot tell"))
     assert report.to_text().splitlines()[-1] == "result: pass (1 pass, 0 warn, 0 fail, 1 info)"
+
+
+def test_value_is_never_the_data():
+    """VALUE names a value (`reg set IMAGE KEY VALUE TYPE:DATA`); `hive set` called its data
+    VALUE: it is DATA there, as in reg set."""
+    from click.testing import CliRunner
+
+    from offline_ic.cli import cli as group
+
+    text = CliRunner().invoke(group, ["hive", "set", "--help"], prog_name="offline-ic").output
+    assert text.splitlines()[0] == "Usage: offline-ic hive set [OPTIONS] HIVE [KEY NAME DATA]"
+    assert "VALUE" not in text and "-e, --set KEY NAME DATA" in text
+    reg_set = CliRunner().invoke(group, ["reg", "set", "--help"], prog_name="offline-ic").output
+    assert "VALUE TYPE:DATA" in reg_set.splitlines()[0]
