@@ -132,7 +132,10 @@ def verify(image: str, *, parent: str | None = None) -> dict[str, Any]:
     """``verify --json``: structural checks and the libvhdi cross-check; ``"ok"`` says."""
     from offline_ic.image.verify import verify_image
 
-    return verify_image(image, parent=parent).to_dict()
+    document = verify_image(image, parent=parent).to_dict()
+    # "result" is the pass/fail word of every command (check, --check); "ok" stays for one
+    # release (pipelines read it)
+    return {**document, "result": "pass" if document["ok"] else "fail"}
 
 
 # ------------------------------------------------------------------------------- writes
@@ -388,7 +391,7 @@ def _inspect_code(doc: dict[str, Any]) -> int:
 
 
 def _verify_code(doc: dict[str, Any]) -> int:
-    return 0 if doc.get("ok") else 1
+    return 0 if doc.get("result") == "pass" else 1
 
 
 def _no_code(doc: dict[str, Any]) -> int:
@@ -397,7 +400,7 @@ def _no_code(doc: dict[str, Any]) -> int:
 
 def servicing_exit_code(doc: dict[str, Any]) -> int:
     """A write is 0; ``--check`` is 1 when the image does not already comply."""
-    return 1 if doc.get("complies") is False else 0
+    return 1 if doc.get("result") == "fail" else 0
 
 
 # command name -> (function, exit code of a document that ran)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import shutil
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / "testdata"
-# Real images and hives made by Windows; some are AGPL and may not be copied into the repo,
-# so tests read them from ../shared and skip (saying why) on a fresh clone without it.
+# Real images and hives made by Windows. The MIT/CC0 ones are copied into testdata/ under the
+# same relative path (see the PROVENANCE.md beside them); the AGPL ones may not be, so tests
+# read them from ../shared and skip (saying how to get them) on a fresh clone without it.
 SHARED_REAL = REPO.parent / "shared" / "testdata-real"
 # guest text a terminal would obey: clear the screen, set the window title
 CLEAR = "\x1b[2J"
@@ -20,11 +22,30 @@ ESC_TITLE = "\x1b]0;pwned\x07"
 
 
 def real_data(relpath: str) -> Path:
-    """Path of a file under ../shared/testdata-real, or skip the test when it is absent."""
+    """Path of real test data: testdata/RELPATH when the repository has a copy, else
+    ../shared/testdata-real/RELPATH; skip the test, saying how to get it, when neither is there
+    (``OFFLINE_IC_LOCAL_DATA_ONLY=1`` runs the tests as a fresh clone without ../shared)."""
+    local = TESTDATA / relpath
+    if local.exists():
+        return local
     path = SHARED_REAL / relpath
-    if not path.exists():
-        pytest.skip(f"real test data {relpath} not available (needs ../shared/testdata-real)")
+    if not path.exists() or os.environ.get("OFFLINE_IC_LOCAL_DATA_ONLY"):
+        pytest.skip(
+            f"real test data {relpath} is AGPL-3.0 and not in this repository: clone the "
+            f"steering repository's shared/ beside this one (needs {SHARED_REAL})"
+        )
     return path
+
+
+def real_hyperv_system_hive() -> Path:
+    """A real Windows 10 Hyper-V guest's SYSTEM hive (clean; all eight vmic* services Start=3,
+    vmbus/storvsc/storflt 0): build 19041 (AGPL, from ../shared) when it is there, else build
+    1709 (MIT, testdata/hives: regipy's, recovered from its own logs), so that a fresh clone
+    runs these tests too. Facts only one of them has are tested with ``real_data``."""
+    agpl = SHARED_REAL / "hives" / "dissect_SYSTEM_win10_19041.gz"
+    if agpl.exists() and not os.environ.get("OFFLINE_IC_LOCAL_DATA_ONLY"):
+        return agpl
+    return TESTDATA / "hives" / "SYSTEM_win10_1709_clean.xz"
 
 
 def unpack(src: Path, dest_dir: Path) -> Path:

@@ -79,7 +79,7 @@ def test_skip_in_text_json_and_junit():
     rep = Report("img.vhdx", "linux", "D", "6.1", pol.apply(results))
     text = rep.to_text()
     assert "  SKIP  linux.kernel.others" in text
-    assert text.endswith("result: fail (0 pass, 1 warn, 1 fail, 1 not checked, 1 skipped)")
+    assert text.endswith("result: fail (0 pass, 1 warn, 1 fail, 1 info, 1 skipped)")
     doc = rep.to_dict()
     assert doc["counts"] == {"pass": 0, "warn": 1, "fail": 1, "info": 1, "skip": 1}
     assert [c["status"] for c in doc["checks"]] == ["warn", "skip", "info", "fail"]

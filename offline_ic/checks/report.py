@@ -61,7 +61,7 @@ class Report:
         for c in self.checks:
             lines.append(f"  {c.status.upper():4}  {c.id:<{width}}  {terminal(c.detail)}")
         n = self.counts()
-        info = f", {n['info']} not checked" if n.get("info") else ""
+        info = f", {n['info']} info" if n.get("info") else ""
         info += f", {n['skip']} skipped" if n.get("skip") else ""
         lines.append(
             f"result: {self.result} ({n['pass']} pass, {n['warn']} warn, {n['fail']} fail{info})"

@@ -57,14 +57,15 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     from offline_ic.errors import NotFoundError, quoted
     from offline_ic.registry import Hive
     from offline_ic.registry.files import load_hive
-    from offline_ic.registry.regtext import format_reg_value, value_json
+    from offline_ic.registry.regtext import format_shown_value, value_json
 
     opened = load_hive(hive, require_recovery=False)
     if opened.note:
         warn(opened.note)
     h = Hive.open(opened.data, name=str(hive))
     k = h.open_key(_get_path(h, key))
-    state = {"state": opened.state, "sequence1": opened.sequence1, "sequence2": opened.sequence2}
+    # the words of services list and reg get for the same facts (docs/usage.md, Changelog)
+    state = {"hive_state": opened.state, "hive_sequence": [opened.sequence1, opened.sequence2]}
     if name is not None:
         vname = "" if name == "@" else name
         v = k.value(vname)
@@ -101,7 +102,7 @@ def hive_get(hive: Path, key: str, name: str | None, as_json: bool) -> None:
     # quoting, everything that could add a line or a terminal command by ``terminal``
     click.echo(f"[\\{terminal(k.path)}]")
     for v in k.values():
-        click.echo(terminal(format_reg_value(v), backslashes=False))
+        click.echo(terminal(format_shown_value(v), backslashes=False))
     for s in k.subkeys():
         click.echo(f"[\\{terminal(s.path)}]")
 
@@ -153,14 +154,14 @@ def _hive_root_names(hive) -> list[str]:
 
 @hive_group.command("set")
 @HIVE_ARG
-@click.argument("edit", nargs=-1, metavar="[KEY NAME VALUE]")
+@click.argument("edit", nargs=-1, metavar="[KEY NAME DATA]")
 @click.option(
     "-e",
     "--set",
     "more",
     nargs=3,
     multiple=True,
-    metavar="KEY NAME VALUE",
+    metavar="KEY NAME DATA",
     help="One more value to set (repeatable); all edits are one commit.",
 )
 @click.option(
@@ -190,11 +191,11 @@ def hive_set(
     change_type: bool,
     as_json: bool,
 ) -> None:
-    """Set value NAME of KEY to VALUE (KEY must exist unless --create).
+    """Set value NAME of KEY to DATA, in .reg words (KEY must exist unless --create).
 
-    Several edits (-e KEY NAME VALUE, repeatable) and a .reg file (--merge) are applied in
+    Several edits (-e KEY NAME DATA, repeatable) and a .reg file (--merge) are applied in
     one commit. A value that already has that data is not written ("(unchanged)").
-    VALUE without a type takes the type of the value it replaces (REG_SZ for a new value);
+    DATA without a type takes the type of the value it replaces (REG_SZ for a new value);
     a type that differs from the existing value's needs --change-type.
 
     \b
@@ -219,10 +220,10 @@ def hive_set(
     from offline_ic.workflows.reg import edit_hive_file_changes, hive_file_changes, read_reg_file
 
     if len(edit) not in (0, 3):
-        raise click.UsageError("give KEY NAME VALUE (three words), or use -e/--merge")
+        raise click.UsageError("give KEY NAME DATA (three words), or use -e/--merge")
     edits = ([tuple(edit)] if edit else []) + [tuple(e) for e in more]
     if not edits and merge_file is None:
-        raise click.UsageError("nothing to set: give KEY NAME VALUE, -e KEY NAME VALUE or --merge")
+        raise click.UsageError("nothing to set: give KEY NAME DATA, -e KEY NAME DATA or --merge")
     ops = read_reg_file(merge_file) if merge_file is not None else []
     changes = hive_file_changes(edits, ops, create, change_type=change_type)  # type: ignore[arg-type]
     result, done = edit_hive_file_changes(hive, changes)

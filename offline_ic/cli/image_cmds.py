@@ -21,14 +21,27 @@ from offline_ic.escaping import terminal
 
 
 def _render_verify(doc: dict[str, Any]) -> None:
+    raw = doc["format"] == "raw"
     for n in doc["notes"]:  # notes and problems can quote parent locators of the image
-        click.echo(f"note: {terminal(n)}")
+        if not (raw and n == "raw image: nothing to check"):  # the last line says it
+            click.echo(f"note: {terminal(n)}")
     for p in doc["problems"]:
         click.echo(f"problem: {terminal(p)}")
-    click.echo(
-        f"{doc['image']}: {'ok' if doc['ok'] else 'PROBLEMS FOUND'} "
-        f"({doc['compared_bytes']} bytes cross-checked with libvhdi)"
-    )
+    click.echo(f"{doc['image']}: {'ok' if doc['ok'] else 'PROBLEMS FOUND'} ({_verified(doc)})")
+
+
+def _verified(doc: dict[str, Any]) -> str:
+    """What a verify run checked, in words: a raw file has no structures and libvhdi does
+    not read it, so "0 bytes cross-checked" would claim a check that never ran."""
+    if doc["format"] == "raw":
+        return (
+            "raw image: no VHD/VHDX structures to check and nothing to compare with libvhdi; "
+            "checked only that no interrupted write is left"
+        )
+    done = f"{doc['format'].upper()} structures checked"
+    if doc["compared_bytes"]:
+        return f"{done}; {doc['compared_bytes']} bytes cross-checked with libvhdi"
+    return f"{done}; no data compared with libvhdi"
 
 
 def register(group: click.Group) -> None:

@@ -100,15 +100,16 @@ def _value_text(value: dict[str, Any]) -> str:
 
 
 def _key_lines(key: dict[str, Any]) -> list[str]:
-    """[KEY] and its values, as a .reg file has them."""
-    from offline_ic.registry.regfile import format_data
+    """[KEY] and its values in .reg form, strings decoded as hivexget shows them (the
+    .reg-exact bytes are `reg export`'s)."""
+    from offline_ic.registry.regtext import format_shown_data
     from offline_ic.workflows.reg import long_root
 
     lines = [f"[{long_root(key['path'])}]"]
     for v in key["values"]:
         name = v["name"].replace("\\", "\\\\").replace('"', '\\"')
         name = "@" if v["name"] == "" else f'"{name}"'
-        lines.append(f"{name}={format_data(v['type_code'], bytes.fromhex(v['raw_hex']))}")
+        lines.append(f"{name}={format_shown_data(v['type_code'], bytes.fromhex(v['raw_hex']))}")
     return lines
 
 

@@ -17,43 +17,37 @@ from offline_ic.escaping import terminal_doc
 from offline_ic.guest.windows.catalog import service_start_text
 
 
-def replay_lines(doc: dict[str, Any]) -> None:
-    """What a read replayed in memory (hives from their logs, pending VHDX logs), in the
-    text output: the JSON's ``recovered_from_logs`` and ``vhdx_logs_pending``."""
-    _replay_lines(terminal_doc(doc))
-
-
-def _replay_lines(doc: dict[str, Any]) -> None:
+def read_notices(doc: dict[str, Any]) -> None:
+    """What a read replayed in memory (hives from their logs, pending VHDX logs) or could
+    not replay: warnings on stderr, the same in text and JSON modes, so that the report
+    on stdout has one shape (the JSON says it in ``recovered_from_logs``,
+    ``vhdx_logs_pending`` and ``hive_state``)."""
     for pending in doc.get("vhdx_logs_pending") or []:
-        click.echo(
+        warn(
             f"pending VHDX log replayed in memory ({pending['entries']} entries) to read "
             f"{pending['path']}; the file is unchanged (`offline-ic recover` applies it)"
         )
     logs = doc.get("recovered_logs") or {}
     for name in doc.get("recovered_from_logs") or []:
         used = "+".join(logs.get(name) or ["LOG1", "LOG2"])
-        click.echo(
-            f"{name} hive was dirty: recovered in memory from {used}, as Windows will see it "
-            "at boot; the files are unchanged"
+        warn(
+            f"{name} hive is dirty{_sequences(doc, name)}: shown as recovered in memory from "
+            f"{used}, as Windows will see it at boot; the files are unchanged"
+        )
+    if doc.get("hive_state") == "dirty" and not doc.get("hive_recovered"):
+        problem = doc.get("hive_recovery_problem") or "logs not usable"
+        warn(
+            f"SYSTEM hive is dirty{_sequences(doc, 'SYSTEM')}: values shown are the primary "
+            f"file's, without its last changes ({problem})"
         )
 
 
-def warn_dirty(doc: dict[str, Any], *, recovered_too: bool = True) -> None:
-    """A dirty SYSTEM hive on stderr. ``recovered_too=False`` (text output, where
-    ``replay_lines`` already says it) warns only when the logs could not be used."""
-    if doc.get("hive_state") != "dirty":
-        return
-    s1, s2 = doc.get("hive_sequence", (None, None))
-    head = f"SYSTEM hive is dirty (sequence numbers {s1}/{s2})"
-    if doc.get("hive_recovered"):
-        if recovered_too:
-            warn(
-                f"{head}: shown as recovered in memory from its .LOG1/.LOG2, as Windows will "
-                "see it at boot; the files are unchanged"
-            )
-    else:
-        problem = doc.get("hive_recovery_problem") or "logs not usable"
-        warn(f"{head}: values shown are the primary file's, without its last changes ({problem})")
+def _sequences(doc: dict[str, Any], hive: str) -> str:
+    """`` (sequence numbers 1622/1621)`` of the SYSTEM hive a services document describes."""
+    sequence = doc.get("hive_sequence")
+    if hive != "SYSTEM" or not sequence:
+        return ""
+    return f" (sequence numbers {sequence[0]}/{sequence[1]})"
 
 
 def render_services(doc: dict[str, Any]) -> None:
@@ -63,7 +57,6 @@ def render_services(doc: dict[str, Any]) -> None:
 
 def _services(doc: dict[str, Any]) -> None:
     click.echo(f"{doc['image']}: {doc['control_set']}, SYSTEM hive {doc['hive_state']}")
-    _replay_lines(doc)
     select = doc.get("select")
     if select:
         click.echo(
@@ -89,6 +82,8 @@ def _render_service_tables(doc: dict[str, Any]) -> None:
         ("Integration services", doc["services"]),
         ("Hyper-V drivers", doc["drivers"]),
     ):
+        if not rows and doc.get("filter"):
+            continue  # --service named none of this table's rows
         click.echo(f"\n{title} (key, PowerShell name, name, start):")
         for row in rows:
             powershell = row.get("powershell_name") or "-"

@@ -16,12 +16,11 @@ from offline_ic.cli.many import (
     run_targets,
 )
 from offline_ic.cli.render import (
+    read_notices,
     render_inspect,
     render_kvp,
     render_services,
     render_servicing,
-    replay_lines,
-    warn_dirty,
 )
 from offline_ic.guest.windows.catalog import START_HELP, service_names_help
 
@@ -233,7 +232,8 @@ def services() -> None:
     "only",
     multiple=True,
     metavar="NAME",
-    help="Show only this integration service (repeatable; registry, PowerShell or friendly name).",
+    help="Show only this integration service (registry, PowerShell or friendly name) or "
+    "Hyper-V driver (vmbus, storvsc, ...); repeatable. Both tables are filtered.",
 )
 @control_set_option
 @parent_option
@@ -266,17 +266,17 @@ def services_list(
       offline-ic services list win10.vhdx --service heartbeat --json
       offline-ic services list images/*.vhdx --json --jobs 0 > fleet.ndjson
     """
-    from offline_ic.guest.windows.catalog import resolve_service
+    from offline_ic.workflows.read import listed_name
 
     for name in only:
-        resolve_service(name)  # an unknown name is a usage error before anything is opened
+        listed_name(name)  # an unknown name is a usage error before anything is opened
     run_targets(
         "services list",
         collect_targets(images, from_file),
         {"parent": parent, "volume": volume, "services": only, "control_set": control_set},
         as_json=as_json,
         render=render_services,
-        notice=warn_dirty if as_json else lambda doc: warn_dirty(doc, recovered_too=False),
+        notice=read_notices,
         fleet_options=FleetOptions.pop(fleet),
     )
 
@@ -381,12 +381,12 @@ def kvp_get(
         {"pool": pool.lower(), "parent": parent, "volume": volume},
         as_json=as_json,
         render=_render_kvp_doc,
+        notice=read_notices,
         fleet_options=FleetOptions.pop(fleet),
     )
 
 
 def _render_kvp_doc(doc: dict[str, Any]) -> None:
-    replay_lines(doc)
     render_kvp(doc["pools"] if "pools" in doc else {doc["pool"]: doc["values"]}, heading="")
 
 

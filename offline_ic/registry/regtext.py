@@ -131,6 +131,35 @@ def format_reg_data(vtype: int, raw: bytes) -> str:
     return f"hex:{hexed}" if vtype == RegType.BINARY else f"hex({vtype:x}):{hexed}"
 
 
+def format_shown_data(vtype: int, raw: bytes) -> str:
+    """The data of a value in a key listing (``reg get``/``hive get`` of a key), decoded as
+    ``hivexget`` shows it and in the words ``reg set``/``hive set`` take: ``"text"``,
+    ``expand:"%SystemRoot%\\x"``, ``multi:"a","b"``. Text with a character that is not
+    printable stays hex, so that no value can add a line; ``.reg``-exact bytes are what
+    ``reg export`` writes."""
+    data = decode_data(vtype, raw)
+    if vtype in (RegType.SZ, RegType.EXPAND_SZ) and isinstance(data, str):
+        if not data.isprintable():
+            return f"hex({vtype:x}):" + ",".join(f"{b:02x}" for b in raw)
+        text = _quoted(data)
+        return text if vtype == RegType.SZ else f"expand:{text}"
+    if vtype == RegType.MULTI_SZ and isinstance(data, list):
+        if not (data and all(isinstance(d, str) and d.isprintable() for d in data)):
+            return f"hex({vtype:x}):" + ",".join(f"{b:02x}" for b in raw)
+        return "multi:" + ",".join(_quoted(d) for d in data)
+    return format_reg_data(vtype, raw)
+
+
+def format_shown_value(value: Value) -> str:
+    """One value of a key listing: ``"Name"=expand:"%SystemRoot%\\x"`` (see above)."""
+    name = "@" if value.name == "" else _quoted(value.name)
+    return f"{name}={format_shown_data(value.type, value.raw)}"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def value_json(value: Value) -> dict:
     """A value for JSON output: decoded data where it decodes, hex otherwise, always raw hex."""
     data = value.data

@@ -68,7 +68,7 @@ def services_list(
 ) -> dict[str, Any]:
     """The ``services list --json`` document: the set that boots next, or ``control_set``
     (N; ``"all"``: the first set on top and every set under ``control_sets``)."""
-    wanted = {resolve_service(n).name for n in only}
+    wanted = {listed_name(n) for n in only}
     with open_target(target, parent=parent, volume=volume, family="windows") as opened:
         guest = opened.guest
         assert isinstance(guest, WindowsGuest)  # family="windows" returns nothing else
@@ -81,9 +81,11 @@ def services_list(
         if opened.vm is not None:  # a VM: the host side beside the guest's
             report["host_vs_guest"] = compare(opened.vm.host, report["services"])
             report["vm"] = opened.vm.to_dict()
-        if wanted:
+        if wanted:  # both tables: --service heartbeat shows the heartbeat row only
             for each in reports:
                 each["services"] = [s for s in each["services"] if s["name"] in wanted]
+                each["drivers"] = [d for d in each["drivers"] if d["name"] in wanted]
+            report["filter"] = sorted(wanted)
             if "host_vs_guest" in report:
                 report["host_vs_guest"] = [
                     r for r in report["host_vs_guest"] if r["service"] in wanted
@@ -99,6 +101,21 @@ def services_list(
         if system.is_dirty and not system.recovered:
             doc["hive_recovery_problem"] = guest.recovery_problems.get("SYSTEM")
         return doc | log_facts(opened, ("SYSTEM",))
+
+
+def listed_name(name: str) -> str:
+    """The key name ``services list --service NAME`` means: an integration service by any of
+    its names, or a Hyper-V driver by its key name (vmbus, storvsc, …); else InputError."""
+    from offline_ic.guest.windows.catalog import DRIVERS
+
+    driver = next((d.name for d in DRIVERS if d.name.lower() == name.strip().lower()), None)
+    if driver is not None:
+        return driver
+    try:
+        return resolve_service(name).name
+    except InputError as exc:
+        drivers = ", ".join(d.name for d in DRIVERS)
+        raise InputError(f"{exc}; or a driver: {drivers}") from None
 
 
 def kvp_get(

@@ -61,6 +61,9 @@ class ServicingReport:
         differences = [c.to_dict() for c in self.differences()]
         return {
             "check": True,
+            # "result" is the pass/fail word of every command (check, verify); "complies"
+            # stays for one release (pipelines read it)
+            "result": "fail" if differences else "pass",
             "complies": not differences,
             "differences": [
                 {k: d[k] for k in ("hive", "key", "name", "action", "before", "after")}

@@ -56,4 +56,4 @@ def test_not_checked_items_are_skipped_in_junit_and_counted_in_text():
     report = Report("x.vhd", "windows", None, None, [CheckResult("azure.windows.bcd", "info", "n")])
     assert b"<skipped" in junit_xml(report)
     assert report.result == "pass"
-    assert "1 not checked" in report.to_text()
+    assert "1 info" in report.to_text() and "not checked" not in report.to_text().splitlines()[-1]

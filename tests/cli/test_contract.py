@@ -196,3 +196,111 @@ def test_inspect_of_a_vm_config_without_its_disks_is_not_an_error(cli):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["target_type"] == "vm" and "error" not in doc and doc["host"]
+
+
+# ---------------------------------------------------------- reg get: strings as hivexget
+KEYS = ["vmicheartbeat", "vmbus", "storvsc", "netvsc"]
+
+
+@pytest.mark.skipif(shutil.which("hivexget") is None, reason="needs hivexget (libhivex-bin)")
+@pytest.mark.parametrize("service", KEYS)
+def test_reg_get_shows_strings_decoded_as_hivexget_does(cli, unpacked, service):
+    """REG_SZ and REG_EXPAND_SZ as hivexget prints them (its ``str(2):`` is ``expand:``, the
+    word ``reg set`` takes), REG_MULTI_SZ decoded; the .reg-exact hex stays `reg export`'s."""
+    import subprocess
+
+    hive = unpacked(TESTDATA / "windows" / "SYSTEM-win10.xz")
+    key = f"ControlSet001\\Services\\{service}"
+    theirs = subprocess.run(
+        ["hivexget", str(hive), key], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    _, ours_hive, _ = cli("hive", "get", hive, key)
+    image = unpacked(WIN10)
+    _, ours_reg, _ = cli("reg", "get", image, f"HKLM\\SYSTEM\\{key}")
+    for ours in (ours_hive, ours_reg):
+        lines = [line for line in ours.splitlines() if not line.startswith("[")]
+        assert len(lines) == len(theirs) and lines
+        for mine, hivex in zip(lines, theirs, strict=True):
+            if "=hex(7):" in hivex:  # hivexget shows multi-strings as bytes: decode them
+                name, _, body = hivex.partition("=hex(7):")
+                strings = bytes.fromhex(body.replace(",", "")).decode("utf-16-le").split("\0")
+                wanted = [s for s in strings if s]
+                assert mine == name + "=multi:" + ",".join(f'"{s}"' for s in wanted)
+            else:
+                assert mine == hivex.replace('=str(2):"', '=expand:"'), (mine, hivex)
+        assert "hex(2)" not in ours and "hex(7)" not in ours
+    code, exported, _ = cli("reg", "export", image, f"HKLM\\SYSTEM\\{key}")
+    if any("str(2)" in line for line in theirs):
+        assert "hex(2):" in exported  # the file stays exact
+
+
+def test_shown_strings_are_the_words_reg_set_takes():
+    from offline_ic.registry.regtext import format_shown_data, parse_reg_value
+
+    for vtype, data in ((1, 'say "hi" C:\\x'), (2, "%SystemRoot%\\x"), (7, ["a,b", 'c"d'])):
+        raw = (
+            "".join(s + "\0" for s in data) + "\0" if isinstance(data, list) else data + "\0"
+        ).encode("utf-16-le")
+        shown = format_shown_data(vtype, raw)
+        assert parse_reg_value(shown) == (vtype, data), shown
+    # a newline would add a line to the listing: such text stays hex
+    assert format_shown_data(1, "a\nb\0".encode("utf-16-le")).startswith("hex(1):")
+
+
+# --------------------------------------------------------------- one JSON key for one fact
+def test_hive_state_and_sequence_have_one_spelling(cli, unpacked):
+    hive = unpacked(TESTDATA / "windows" / "SYSTEM-win10.xz")
+    _, out, _ = cli("hive", "get", hive, "Select", "--json")
+    from_hive_get = json.loads(out)
+    _, out, _ = cli("services", "list", hive, "--json")
+    from_services_list = json.loads(out)
+    for key in ("hive_state", "hive_sequence"):
+        assert from_hive_get[key] == from_services_list[key], key
+    assert from_hive_get["hive_state"] == "clean" and len(from_hive_get["hive_sequence"]) == 2
+    assert not {"state", "sequence1", "sequence2"} & set(from_hive_get)
+
+
+def test_pass_fail_is_result_in_every_command(cli, win10_copy, unpacked):
+    _, out, _ = cli("check", win10_copy, "--json")
+    assert json.loads(out)["result"] in ("pass", "fail")
+    _, out, _ = cli("verify", win10_copy, "--json")
+    doc = json.loads(out)
+    assert doc["result"] == "pass" and doc["ok"] is True  # "ok": the old key, one release
+    code, out, _ = cli("services", "set", win10_copy, "vss=disabled", "--check", "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["result"] == "fail" and doc["complies"] is False
+    code, out, _ = cli("services", "set", win10_copy, "vss=manual", "--check", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["result"] == "pass" and doc["complies"] is True
+    key = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\vmicvss"
+    code, out, _ = cli("reg", "set", win10_copy, key, "Start", "dword:4", "--check", "--json")
+    assert code == 1 and json.loads(out)["result"] == "fail"
+    damaged = win10_copy.with_name("damaged.vhdx")
+    data = bytearray(win10_copy.read_bytes())
+    data[64 * 1024 : 64 * 1024 + 8] = b"XXXXXXXX"  # the first header's signature
+    damaged.write_bytes(bytes(data))
+    code, out, _ = cli("verify", damaged, "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["result"] == "fail" and doc["ok"] is False
+
+
+def test_a_real_windows_formatted_disk_without_windows_is_exit_2(cli, unpacked):
+    """A disk Windows 10 formatted (CC0, testdata/ntfs): an NTFS volume and no OS on it.
+    inspect still lists the volume where the MBR (read here byte by byte) puts it."""
+    import struct
+
+    from tests.helpers import real_data
+
+    disk = unpacked(real_data("ntfs/ntfs-lastaccess.raw.gz"))
+    with open(disk, "rb") as fh:
+        mbr = fh.read(512)
+    start = struct.unpack_from("<I", mbr, 446 + 8)[0] * 512  # first partition entry's LBA
+    code, out, err = cli("inspect", disk, "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["error"]["kind"] == "not_found", err
+    assert [(v["offset"], v["filesystem"]) for v in doc["volumes"]] == [(start, "ntfs")]
+    assert start == 128 * 512
+    code, out, err = cli("check", disk, "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["checks"][0]["id"] == "os.detect"
+    assert "volumes 1:ntfs" in doc["checks"][0]["detail"]

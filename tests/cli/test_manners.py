@@ -124,3 +124,57 @@ def test_a_reg_file_given_as_image_says_use_reg_merge(cli, reg_file, command):
         f"{reg_file} is a .reg file, not a disk image: apply it to one with "
         f"`offline-ic reg merge IMAGE {reg_file}`"
     )
+
+
+# --------------------------------------------------------------------- words that are true
+def test_verify_of_a_raw_file_says_what_was_checked(cli, unpacked):
+    """A raw file has no structures and libvhdi does not read it: no "0 bytes cross-checked"."""
+    raw = unpacked(DIRTY_RAW)
+    code, out, err = cli("verify", raw)
+    assert code == 0, err
+    assert out == (
+        f"{raw}: ok (raw image: no VHD/VHDX structures to check and nothing to compare with "
+        "libvhdi; checked only that no interrupted write is left)\n"
+    )
+    code, out, _ = cli("verify", unpacked(WIN10))
+    assert "ok (VHDX structures checked; " in out and " bytes cross-checked with libvhdi)" in out
+
+
+def test_service_filter_applies_to_the_drivers_too(cli, unpacked):
+    image = unpacked(WIN10)
+    code, out, err = cli("services", "list", image, "--service", "heartbeat", "--json")
+    doc = json.loads(out)
+    assert code == 0 and [s["name"] for s in doc["services"]] == ["vmicheartbeat"], err
+    assert doc["drivers"] == [] and doc["filter"] == ["vmicheartbeat"]
+    code, out, _ = cli("services", "list", image, "--service", "heartbeat")
+    assert "vmicheartbeat" in out and "Hyper-V drivers" not in out and "vmbus" not in out
+    # a driver can be named as well, by its key name
+    code, out, _ = cli("services", "list", image, "--service", "storvsc", "--json")
+    doc = json.loads(out)
+    assert doc["services"] == [] and [d["name"] for d in doc["drivers"]] == ["storvsc"]
+    assert doc["drivers"][0]["start"] == 0
+    code, _, err = cli("services", "list", image, "--service", "nope")
+    assert code == 2 and "or a driver: vmbus, storvsc" in err
+
+
+def test_info_results_are_counted_as_info():
+    from offline_ic.checks.model import CheckResult
+    from offline_ic.checks.report import Report
+
+    report = Report("x.vhdx", "windows", None, None, [CheckResult("a", "pass", "fine")])
+    report.checks.append(CheckResult("b", "info", "not checked: the disk cannot tell"))
+    assert report.to_text().splitlines()[-1] == "result: pass (1 pass, 0 warn, 0 fail, 1 info)"
+
+
+def test_value_is_never_the_data():
+    """VALUE names a value (`reg set IMAGE KEY VALUE TYPE:DATA`); `hive set` called its data
+    VALUE: it is DATA there, as in reg set."""
+    from click.testing import CliRunner
+
+    from offline_ic.cli import cli as group
+
+    text = CliRunner().invoke(group, ["hive", "set", "--help"], prog_name="offline-ic").output
+    assert text.splitlines()[0] == "Usage: offline-ic hive set [OPTIONS] HIVE [KEY NAME DATA]"
+    assert "VALUE" not in text and "-e, --set KEY NAME DATA" in text
+    reg_set = CliRunner().invoke(group, ["reg", "set", "--help"], prog_name="offline-ic").output
+    assert "VALUE TYPE:DATA" in reg_set.splitlines()[0]

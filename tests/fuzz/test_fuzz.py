@@ -35,7 +35,10 @@ def test_fuzz_target(name, tmp_path):
     target = TARGETS[name]
     seed = target.seed()
     if not seed:
-        pytest.skip(f"{name}: no seed here (real test data not available)")
+        pytest.skip(
+            f"{name}: no seed here (its seed is AGPL-3.0 real test data, not in this "
+            "repository: clone the steering repository's shared/ beside this one)"
+        )
     target.run(seed, tmp_path)  # the seed itself parses, without any error
 
     @settings(
@@ -76,7 +79,10 @@ def test_corpus_reproducers_stay_fixed(path, tmp_path):
         target = TARGETS[case["target"]]
         seed = target.seed()
         if not seed:
-            pytest.skip("no seed here")
+            pytest.skip(
+                f"{case['target']}: no seed here (AGPL-3.0 real test data: clone the steering "
+                "repository's shared/ beside this one)"
+            )
         data = mutate(seed, [(off, bytes.fromhex(h)) for off, h in case["patches"]])
     else:
         target = TARGETS[path.parent.name]

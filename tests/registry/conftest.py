@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TESTDATA, real_data, unpack
+from tests.helpers import real_data, real_hyperv_system_hive, unpack
 
 HIVES = {
-    "win10": "hives/dissect_SYSTEM_win10_19041.gz",
+    "win10": "hives/dissect_SYSTEM_win10_19041.gz",  # or 1709: see hive_cache
+    "win10_19041": "hives/dissect_SYSTEM_win10_19041.gz",
     "win7": "hives/regipy_SYSTEM.xz",
     "sam": "hives/regipy_SAM.xz",
     "security": "hives/regipy_SECURITY.xz",
@@ -43,9 +44,12 @@ def hive_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("hives")
 
     def get(key: str) -> Path:
-        # MIT hives are committed under testdata/hives; the AGPL one comes from ../shared
-        local = TESTDATA / HIVES[key]
-        return unpack(local if local.exists() else real_data(HIVES[key]), cache)
+        # MIT hives are committed under testdata/hives; the AGPL one comes from ../shared.
+        # "win10" is any real Windows 10 Hyper-V guest SYSTEM hive (19041 when ../shared is
+        # there, else 1709); "win10_19041" is that build only (tests of its own facts).
+        if key == "win10":
+            return unpack(real_hyperv_system_hive(), cache)
+        return unpack(real_data(HIVES[key]), cache)
 
     return get
 

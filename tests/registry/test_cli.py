@@ -104,6 +104,12 @@ def system(hive_copy):
     return hive_copy("win10", "SYSTEM")
 
 
+@pytest.fixture
+def system_19041(hive_copy):
+    """The 19041 hive: its file ends where its hbins end, so a big value grows the file."""
+    return hive_copy("win10_19041", "SYSTEM")
+
+
 def test_get_key_value_and_json(capsys, system):
     code, out, _ = run(capsys, "hive", "get", system, SVC)
     assert code == 0 and '"Start"=dword:00000003' in out and out.startswith("[\\" + SVC)
@@ -111,7 +117,9 @@ def test_get_key_value_and_json(capsys, system):
     assert code == 0 and out == "3\n"
     code, out, _ = run(capsys, "hive", "get", system, SVC, "--json")
     doc = json.loads(out)
-    assert doc["state"] == "clean" and "Parameters" in doc["subkeys"]
+    assert doc["hive_state"] == "clean" and "Parameters" in doc["subkeys"]
+    sequence = doc["hive_sequence"]
+    assert "state" not in doc and len(sequence) == 2 and sequence[0] == sequence[1] > 0
     assert {v["name"]: v["data"] for v in doc["values"]}["Start"] == 3
     code, out, _ = run(capsys, "hive", "get", system, SVC, "ImagePath", "--json")
     assert json.loads(out)["value"]["type"] == "REG_EXPAND_SZ"
@@ -269,7 +277,8 @@ def test_incomplete_undo_file_is_discarded(capsys, system):
     assert system.read_bytes() == original and not undo_path(system).exists()
 
 
-def test_grown_file_rollback_truncates(capsys, system):
+def test_grown_file_rollback_truncates(capsys, system_19041):
+    system = system_19041
     original = system.read_bytes()
     code, out, _ = run(
         capsys, "hive", "set", system, SVC, "Huge", "hex:" + ",".join(["ab"] * 70000)
@@ -283,7 +292,8 @@ def test_grown_file_rollback_truncates(capsys, system):
     assert run(capsys, "hive", "check", system)[0] == 0
 
 
-def test_interrupted_growth_is_rolled_back_to_the_old_length(capsys, system):
+def test_interrupted_growth_is_rolled_back_to_the_old_length(capsys, system_19041):
+    system = system_19041
     from offline_ic.registry.editor import HiveEditor
 
     original = system.read_bytes()

@@ -270,13 +270,15 @@ def test_allocator_reuses_and_coalesces(sam):
         assert off % 8 == 0 and size % 8 == 0
 
 
-def test_appends_hbin_when_nothing_fits(win10, tmp_path):
-    ed = HiveEditor(win10, clock=clock)
+def test_appends_hbin_when_nothing_fits(hive_cache, tmp_path):
+    # the 19041 file ends where its hbins end (1709's has slack after them)
+    original = hive_cache("win10_19041").read_bytes()
+    ed = HiveEditor(original, clock=clock)
     before = ed.hive.hbins_size
     ed.set_value(r"ControlSet001\Services\vmicvss", "huge", 3, bytes(range(256)) * 400)
     res = ed.commit()
     assert ed.hive.hbins_size > before
-    assert res.file_length == 4096 + ed.hive.hbins_size > len(win10)
+    assert res.file_length == 4096 + ed.hive.hbins_size > len(original)
     hive = Hive.open(write(tmp_path, ed.buf))
     assert struct.unpack_from("<I", hive.base_block, 40)[0] == hive.hbins_size
     assert (

@@ -251,7 +251,9 @@ def test_committed_clean_system_is_reproducible(system_b):
 
     built = TESTDATA / "hives" / "SYSTEM_win10_1709_clean.xz"
     if not built.exists():
-        pytest.skip("testdata/hives/SYSTEM_win10_1709_clean.xz not built")
+        pytest.skip(
+            "testdata/hives/SYSTEM_win10_1709_clean.xz not built: run scripts/build_hive_testdata"
+        )
     ed = HiveEditor.from_primary(*system_b)
     ed.commit(touch_timestamp=False)
     assert lzma.decompress(built.read_bytes()) == bytes(ed.buf)

@@ -221,9 +221,9 @@ def test_export_of_a_whole_real_hive_matches_hivexregedits_export(tmp_path, cli)
     """Our export of the whole 11 MB Windows 10 SYSTEM hive (through the CLI, on the bare
     hive) and hivexregedit's --export of the same file hold the same keys and the same type
     and bytes for every value: two independent readers and writers agree on 33,317 keys."""
-    from tests.helpers import real_data, unpack
+    from tests.helpers import real_hyperv_system_hive, unpack
 
-    hive = unpack(real_data("hives/dissect_SYSTEM_win10_19041.gz"), tmp_path)
+    hive = unpack(real_hyperv_system_hive(), tmp_path)
     ours = tmp_path / "ours.reg"
     code, _out, err = cli("reg", "export", hive, "HKLM\\SYSTEM", "-o", ours)
     assert code == 0, err
@@ -245,9 +245,9 @@ def test_a_key_exported_and_merged_back_changes_nothing_and_keeps_slashes(tmp_pa
     """'/' is a character of key names ("Standard TCP/IP Port", "I/O System"), not a
     separator: the export of a real key with such subkeys, merged back into the same hive,
     finds every key and value already there and writes nothing."""
-    from tests.helpers import real_data, unpack
+    from tests.helpers import real_hyperv_system_hive, unpack
 
-    hive = unpack(real_data("hives/dissect_SYSTEM_win10_19041.gz"), tmp_path)
+    hive = unpack(real_hyperv_system_hive(), tmp_path)
     before = hive.read_bytes()
     key = "HKLM\\SYSTEM\\ControlSet001\\Control\\Print\\Monitors"
     code, out, err = cli("reg", "get", hive, key + "\\Standard TCP/IP Port", "Driver")

@@ -11,7 +11,7 @@ from offline_ic.guest.windows.checks import check_windows_guest
 from offline_ic.guest.windows.guest import DirectoryWindowsGuest, HiveFileGuest
 from offline_ic.image import open_image
 from offline_ic.workflows.check import windows_checks
-from tests.helpers import real_data, require_fuse, script_module
+from tests.helpers import real_data, real_hyperv_system_hive, require_fuse, script_module
 
 MiB = 1024 * 1024
 
@@ -42,7 +42,7 @@ def test_win10_test_hive(system_win10):
 
 
 def test_real_hyperv_guest_passes(unpacked):
-    hive = unpacked(real_data("hives/dissect_SYSTEM_win10_19041.gz"))
+    hive = unpacked(real_hyperv_system_hive())
     results = check_windows_guest(HiveFileGuest(str(hive)))
     failing = [r for r in results if r.status == "fail"]
     assert failing == []

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from offline_ic.guest.windows.catalog import DRIVERS, INTEGRATION_SERVICES, resolve_service
-from tests.helpers import hivex_merge, real_data
+from tests.helpers import hivex_merge, real_data, real_hyperv_system_hive
 
 EIGHT = [s.name for s in INTEGRATION_SERVICES]
 DRIVER_NAMES = [d.name for d in DRIVERS]
@@ -86,8 +86,8 @@ def test_agrees_with_hivexget_on_win10_hive(cli, system_win10):
 
 @needs_hivex
 def test_agrees_with_hivexget_on_real_hyperv_guest_hive(cli, unpacked):
-    """A real Windows 10 19041 Hyper-V guest's SYSTEM hive (AGPL, read from ../shared)."""
-    hive = unpacked(real_data("hives/dissect_SYSTEM_win10_19041.gz"))
+    """A real Windows 10 Hyper-V guest's SYSTEM hive (19041 from ../shared, else 1709)."""
+    hive = unpacked(real_hyperv_system_hive())
     doc, _ = services_json(cli, hive)
     assert doc["hive_state"] == "clean"
     assert all(s["present"] and s["start"] == 3 for s in doc["services"])
