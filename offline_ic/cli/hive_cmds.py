@@ -179,7 +179,7 @@ def _hive_root_names(hive) -> list[str]:
 @click.option(
     "--change-type",
     is_flag=True,
-    help="Allow VALUE's type to differ from the existing value's (refused otherwise, exit 3).",
+    help="Allow DATA's type to differ from the existing value's (refused otherwise, exit 3).",
 )
 @json_option
 def hive_set(

@@ -177,4 +177,4 @@ def test_value_is_never_the_data():
     assert text.splitlines()[0] == "Usage: offline-ic hive set [OPTIONS] HIVE [KEY NAME DATA]"
     assert "VALUE" not in text and "-e, --set KEY NAME DATA" in text
     reg_set = CliRunner().invoke(group, ["reg", "set", "--help"], prog_name="offline-ic").output
-    assert "VALUE TYPE:DATA" in reg_set.splitlines()[0]
+    assert "KEY VALUE DATA" in reg_set.splitlines()[0]

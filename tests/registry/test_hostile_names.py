@@ -87,7 +87,9 @@ def test_hive_get_text_keeps_one_line_per_name(hostile_hive):
     assert code == 0
     assert _lines(out) == [
         "[\\Hostile\\Plain]",
-        '"Title"="x\\x1b[2J\\x1b]0;pwned\\x07\\x0a  PASS  forged"',
+        # a string holding control characters is listed as its exact bytes (hex(1), the
+        # words reg set takes), never as text that could move the cursor or add a line
+        '"Title"=hex(1):' + ",".join(f"{b:02x}" for b in ESCAPES.encode("utf-16-le") + b"\0\0"),
         '"v\\x0d\\x0a\\"evil\\"=\\"calc.exe\\""="x"',
     ]
 

@@ -313,10 +313,10 @@ def test_text_says_what_was_replayed(cli, win10_dirty_raw, tmp_path):
     """The JSON's recovered_from_logs / pending log, in the text output as well."""
     from tests.helpers import TESTDATA, unpack
 
-    said = (
-        "offline-ic: warning: SYSTEM hive is dirty (sequence numbers 1622/1621): shown as "
-        "recovered in memory from LOG1+LOG2, as Windows will see it at boot; the files are "
-        "unchanged\n"
+    said = (  # a warning about one image names it, also in a single-target run
+        f"offline-ic: warning: {win10_dirty_raw}: SYSTEM hive is dirty (sequence numbers "
+        "1622/1621): shown as recovered in memory from LOG1+LOG2, as Windows will see it at "
+        "boot; the files are unchanged\n"
     )
     code, out, err = cli("services", "list", win10_dirty_raw)
     assert code == 0 and err == said and "recovered in memory" not in out
