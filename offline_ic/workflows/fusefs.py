@@ -91,7 +91,7 @@ class BrowseOperations:
         return self.browser.tree(number), "/" + rest
 
     # -- callbacks ----------------------------------------------------------------------------
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str, fi: Any = None) -> dict[str, Any]:
         if self.disk:
             if path == "/":
                 return _dir_attrs()
@@ -132,8 +132,11 @@ class BrowseOperations:
             raise OSError(errno.EINVAL, "not a link")
         return target
 
-    def open(self, path: str, flags: int) -> int:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
+    def open(self, path: str, fi: Any) -> int:
+        """Open ``path`` and fill libfuse's ``fuse_file_info`` (``raw_fi``): the handle, and
+        ``keep_cache``: the image never changes under the mount, so pages the kernel already
+        holds stay valid from one open to the next (a second read costs no FUSE request)."""
+        if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
             raise OSError(errno.EROFS, "read-only")
         if self.disk:
             if path != "/" + DISK_FILE:
@@ -150,10 +153,12 @@ class BrowseOperations:
         fh = self._next
         self._next += 1
         self._open[fh] = handle
-        return fh
+        fi.fh = fh
+        fi.keep_cache = 1
+        return 0
 
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        handle = self._open.get(fh)
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        handle = self._open.get(fi.fh)
         if handle is None:
             raise OSError(errno.EBADF, "not open")
         try:
@@ -162,8 +167,8 @@ class BrowseOperations:
         except OfflineICError:
             raise OSError(errno.EIO, "damaged data") from None
 
-    def release(self, path: str, fh: int) -> int:
-        handle = self._open.pop(fh, None)
+    def release(self, path: str, fi: Any) -> int:
+        handle = self._open.pop(fi.fh, None)
         if handle is not None:
             handle.close()
         return 0
@@ -248,7 +253,9 @@ def mount(
     if allow_other:
         options["allow_other"] = True
     try:
-        mfusepy.FUSE(operations, mountpoint, foreground=foreground, nothreads=True, **options)
+        mfusepy.FUSE(
+            operations, mountpoint, raw_fi=True, foreground=foreground, nothreads=True, **options
+        )
     except RuntimeError as exc:
         if operations.served:  # libfuse ends its loop with an error code on Ctrl-C (SIGINT)
             return

@@ -244,3 +244,31 @@ def test_mount_without_fuse_is_one_line_pointing_at_ls(win10, tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "FUSE" in lines[0] and "`offline-ic ls`" in lines[0]
     assert done.stdout == "" and not os.path.ismount(mnt)
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache, as fincore (which opens it again) counts them."""
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "PAGES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT,
+    )
+    return int(done.stdout.split()[0])
+
+
+def test_mount_keeps_read_pages_cached_from_one_open_to_the_next(debian, tmp_path):
+    need("fincore")
+    with mounted(debian, tmp_path / "mnt", "--volume", "1") as mnt:
+        big = max(
+            (p for p in (mnt / "boot").iterdir() if p.is_file() and not p.is_symlink()),
+            key=lambda p: p.stat().st_size,
+        )
+        data = big.read_bytes()  # one open: the kernel fills its page cache
+        # fincore opens the file a second time: without keep_cache that open drops the pages
+        pages = _resident_pages(big)
+        again = big.read_bytes()
+    assert len(data) > 64 * 1024
+    assert pages == -(-len(data) // os.sysconf("SC_PAGESIZE"))
+    assert again == data
