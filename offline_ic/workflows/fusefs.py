@@ -64,8 +64,17 @@ class BrowseOperations:
 
     use_ns = True  # times in nanoseconds, as the file systems record them
 
-    def __init__(self, browser: Browser, *, volume: int | None = None, disk: bool = False):
+    def __init__(
+        self,
+        browser: Browser,
+        *,
+        volume: int | None = None,
+        disk: bool = False,
+        page_cache: bool = False,
+    ):
         self.browser = browser
+        # files of this size and more are opened direct_io; None: every file page-cached
+        self.direct_io_min = None if page_cache or disk else DIRECT_IO_MIN
         self.disk = disk
         self.volume = volume
         self._dirs: dict[str, int] = {}
@@ -160,7 +169,9 @@ class BrowseOperations:
             tree, inner = self._where(path)
             if tree is None:
                 raise OSError(errno.EISDIR, "directory")
-            direct = _stat(tree, inner).size >= DIRECT_IO_MIN
+            direct = self.direct_io_min is not None and (
+                _stat(tree, inner).size >= self.direct_io_min
+            )
             try:
                 handle = tree.open(inner)
             except NotFoundError:
@@ -262,15 +273,17 @@ def mount(
     disk: bool = False,
     foreground: bool = False,
     allow_other: bool = False,
+    page_cache: bool = False,
 ) -> None:
     """Serve ``browser`` at ``mountpoint`` until unmounted (``fusermount3 -u``, or Ctrl-C in
-    the foreground). Without ``foreground`` libfuse forks and this returns in the parent."""
+    the foreground). Without ``foreground`` libfuse forks and this returns in the parent.
+    ``page_cache``: no file is opened direct_io (see ``DIRECT_IO_MIN``)."""
     require_fuse()
     if not os.path.isdir(mountpoint):
         raise NotFoundError(f"{mountpoint}: not a directory (the mount point must exist)")
     import mfusepy
 
-    operations = BrowseOperations(browser, volume=volume, disk=disk)
+    operations = BrowseOperations(browser, volume=volume, disk=disk, page_cache=page_cache)
     options: dict[str, Any] = {
         "ro": True,
         "nodev": True,

@@ -329,3 +329,37 @@ def test_mount_big_files_served_with_direct_io_match_debugfs(debian, tmp_path):
     assert mapped == dumped_initrd
     assert piece == dumped_initrd[4097 : 4097 + 100_003]
     assert big_pages == 0
+
+
+def test_mount_page_cache_option_maps_big_files_shared(debian, tmp_path):
+    need("fusermount3")
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _MOUNT_DIRECT_64K,
+                "mount",
+                debian,
+                mnt,
+                "--volume",
+                "1",
+                "--page-cache",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        initrd = next((mnt / "boot").glob("initrd.img-*"))
+        with open(initrd, "rb") as big, mmap.mmap(big.fileno(), 0, prot=mmap.PROT_READ) as m:
+            mapped = m[:]
+        read = initrd.read_bytes()
+    finally:
+        _unmount(mnt)
+    assert len(read) > 64 * 1024
+    assert mapped == read
