@@ -262,6 +262,12 @@ def register(group: click.Group) -> None:
     @click.option(
         "--allow-other", is_flag=True, help="Let other users read the mount (FUSE allow_other)."
     )
+    @click.option(
+        "--page-cache",
+        is_flag=True,
+        help="Serve files of 512 MiB and more through the page cache too (shared mmap, "
+        "fast small reads; big sequential reads slower).",
+    )
     @parent_option
     def mount(
         image: str,
@@ -270,6 +276,7 @@ def register(group: click.Group) -> None:
         disk: bool,
         foreground: bool,
         allow_other: bool,
+        page_cache: bool,
         parent: str | None,
     ) -> None:
         """Mount IMAGE read-only at MOUNTPOINT through FUSE.
@@ -278,7 +285,9 @@ def register(group: click.Group) -> None:
         them), or one volume (--volume N), or the virtual disk as MOUNTPOINT/disk.raw
         (--disk: for mmls, sfdisk -d, fsck -n, ntfs-3g -o ro). Nothing is written; NTFS
         streams appear as FILE:STREAM; device files and set-id bits are inert (nodev,
-        nosuid). Unmount with `fusermount3 -u MOUNTPOINT`. Without FUSE, use ls/cat/cp.
+        nosuid). Files of 512 MiB and more bypass the page cache (fast big reads, no
+        shared mmap; --page-cache: as every other file). Unmount with
+        `fusermount3 -u MOUNTPOINT`. Without FUSE, use ls/cat/cp.
 
         \b
         Examples:
@@ -307,6 +316,7 @@ def register(group: click.Group) -> None:
                 disk=disk,
                 foreground=foreground,
                 allow_other=allow_other,
+                page_cache=page_cache,
             )
         if foreground:
             click.echo(f"unmounted {mountpoint}")

@@ -6,7 +6,9 @@ in a subprocess with a timeout, so a hung mount fails the test instead of hangin
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import mmap
 import os
 import signal
 import subprocess
@@ -98,15 +100,20 @@ def test_mount_windows_every_file_matches_ntfscat(win10, win10_ntfs, tmp_path):
         assert digest == _sha(ntfscat(win10_ntfs, "/" + rel)), rel
 
 
-def test_mount_linux_every_file_matches_debugfs_rdump(debian, tmp_path):
-    dumped = tmp_path / "rdump"
-    dumped.mkdir()
+def _rdump(image: Path, dest: Path) -> Path:
+    """``dest`` holding every file of the ext4 volume of ``image``, as debugfs rdump writes it."""
+    dest.mkdir()
     subprocess.run(
-        ["debugfs", "-R", f"rdump / {dumped}", f"{debian}?offset={LINUX_OFFSET}"],
+        ["debugfs", "-R", f"rdump / {dest}", f"{image}?offset={LINUX_OFFSET}"],
         capture_output=True,
         check=True,
         timeout=TIMEOUT,
     )
+    return dest
+
+
+def test_mount_linux_every_file_matches_debugfs_rdump(debian, tmp_path):
+    dumped = _rdump(debian, tmp_path / "rdump")
     with mounted(debian, tmp_path / "mnt", "--volume", "1") as mnt:
         ours = _hashes(mnt)
         link = os.readlink(mnt / "etc" / "os-release")
@@ -246,3 +253,115 @@ def test_mount_without_fuse_is_one_line_pointing_at_ls(win10, tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "FUSE" in lines[0] and "`offline-ic ls`" in lines[0]
     assert done.stdout == "" and not os.path.ismount(mnt)
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache, as fincore (which opens it again) counts them."""
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "PAGES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT,
+    )
+    return int(done.stdout.split()[0])
+
+
+def test_mount_keeps_read_pages_cached_from_one_open_to_the_next(debian, tmp_path):
+    need("fincore")
+    with mounted(debian, tmp_path / "mnt", "--volume", "1") as mnt:
+        big = max(
+            (p for p in (mnt / "boot").iterdir() if p.is_file() and not p.is_symlink()),
+            key=lambda p: p.stat().st_size,
+        )
+        data = big.read_bytes()  # one open: the kernel fills its page cache
+        # fincore opens the file a second time: without keep_cache that open drops the pages
+        pages = _resident_pages(big)
+        again = big.read_bytes()
+    assert len(data) > 64 * 1024
+    assert pages == -(-len(data) // os.sysconf("SC_PAGESIZE"))
+    assert again == data
+
+
+# `offline-ic mount` with DIRECT_IO_MIN lowered to 64 KiB, so the small test image has files
+# that are served with direct_io (in the shipped code only files of 512 MiB and more are).
+_MOUNT_DIRECT_64K = (
+    "import sys; from offline_ic.workflows import fusefs; fusefs.DIRECT_IO_MIN = 64 * 1024; "
+    "from offline_ic.cli import main; sys.argv[0] = 'offline-ic'; main()"
+)
+
+
+def test_mount_big_files_served_with_direct_io_match_debugfs(debian, tmp_path):
+    need("fincore", "fusermount3")
+    require_fuse()
+    dumped = _rdump(debian, tmp_path / "rdump")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _MOUNT_DIRECT_64K, "mount", debian, mnt, "--volume", "1"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        ours = _hashes(mnt)
+        initrd = next((mnt / "boot").glob("initrd.img-*"))
+        hostname = mnt / "etc" / "hostname"
+        with open(initrd, "rb") as big, open(hostname, "rb") as small:
+            # direct_io: no shared mapping (ENODEV), a private one still works
+            with pytest.raises(OSError) as refused:
+                mmap.mmap(big.fileno(), 0, prot=mmap.PROT_READ)
+            with mmap.mmap(big.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ) as m:
+                mapped = m[:]
+            with mmap.mmap(small.fileno(), 0, prot=mmap.PROT_READ) as m:
+                assert m[:] == hostname.read_bytes()
+            # unaligned pieces go to the daemon as they are
+            big.seek(4097)
+            piece = big.read(100_003)
+        big_pages = _resident_pages(initrd)  # read above, yet nothing in the page cache
+    finally:
+        _unmount(mnt)
+    theirs = _hashes(dumped)
+    assert ours == theirs and len(theirs) > 50
+    assert refused.value.errno == errno.ENODEV
+    dumped_initrd = (dumped / "boot" / initrd.name).read_bytes()
+    assert len(dumped_initrd) > 64 * 1024
+    assert mapped == dumped_initrd
+    assert piece == dumped_initrd[4097 : 4097 + 100_003]
+    assert big_pages == 0
+
+
+def test_mount_page_cache_option_maps_big_files_shared(debian, tmp_path):
+    need("fusermount3")
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _MOUNT_DIRECT_64K,
+                "mount",
+                debian,
+                mnt,
+                "--volume",
+                "1",
+                "--page-cache",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        initrd = next((mnt / "boot").glob("initrd.img-*"))
+        with open(initrd, "rb") as big, mmap.mmap(big.fileno(), 0, prot=mmap.PROT_READ) as m:
+            mapped = m[:]
+        read = initrd.read_bytes()
+    finally:
+        _unmount(mnt)
+    assert len(read) > 64 * 1024
+    assert mapped == read
