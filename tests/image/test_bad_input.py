@@ -285,3 +285,25 @@ def test_gpt_claiming_a_huge_entry_array_is_refused_at_once(tmp_path, count, ent
     with open_image(str(path)) as img, pytest.raises(CorruptImageError, match="GPT header claims"):
         list_volumes(img)
     assert time.monotonic() - start < 1.0
+
+
+@pytest.mark.parametrize("lead", [b"", b"ER\x02\x00" + bytes(0x1FC)])
+def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, lead):
+    """Found by the fuzz campaign (tests/fuzz/corpus/gpt/apm-*): a disk starting "PM" (no
+    MBR) had dissect read 131,072 map entries of a 64 MiB disk, more than 20 s."""
+    import struct
+    import time
+
+    from offline_ic.volumes import list_volumes
+
+    disk = bytearray(1 << 20)
+    entry = b"PM\0\0" + struct.pack(">I", 0x74747474)
+    disk[len(lead) : len(lead) + 8] = entry
+    disk[: len(lead)] = lead
+    path = tmp_path / "apm.raw"
+    path.write_bytes(disk)
+    os.truncate(path, 64 << 20)
+    start = time.monotonic()
+    with open_image(str(path)) as img, pytest.raises(CorruptImageError, match="Apple partition"):
+        list_volumes(img)
+    assert time.monotonic() - start < 1.0
