@@ -167,6 +167,9 @@ def _sniff(read: Callable[[int, int], bytes], size: int) -> str | None:
 # tables hold 128 entries of 128 bytes; Linux accepts an array of up to 4 MiB.
 MAX_GPT_ENTRIES = 16384
 MAX_GPT_ARRAY = 4 << 20
+# An Apple partition map names its entry count in every entry (one a sector); real maps
+# hold a few dozen. dissect reads as many as the first claims (a 64 MiB disk: 131,072).
+MAX_APM_ENTRIES = 4096
 
 
 def _check_gpt_claim(image: DiskImage, sector_size: int) -> None:
@@ -184,6 +187,22 @@ def _check_gpt_claim(image: DiskImage, sector_size: int) -> None:
         )
 
 
+def _check_apm_claim(image: DiskImage) -> None:
+    """Refuse an Apple partition map (tried by dissect when there is no MBR) whose first
+    entry claims more entries than any real map, before dissect reads them one by one."""
+    head = image.read(0, 8)
+    if head[:2] == b"ER":  # a driver descriptor block: the map entry is where it points
+        head = image.read(struct.unpack_from(">H", head, 2)[0], 8)
+    if len(head) < 8 or head[:2] != b"PM" or image.read(510, 2) == b"\x55\xaa":
+        return
+    (count,) = struct.unpack_from(">I", head, 4)
+    if count > MAX_APM_ENTRIES:
+        raise CorruptImageError(
+            f"{os.path.basename(image.path)}: Apple partition map claims {count} entries "
+            f"(at most {MAX_APM_ENTRIES} are read)"
+        )
+
+
 def list_volumes(image: DiskImage) -> list[Volume]:
     """The volumes of ``image`` in partition-table order (whole disk if there is no table)."""
     from dissect.volume.disk import Disk
@@ -191,6 +210,7 @@ def list_volumes(image: DiskImage) -> list[Volume]:
     sector_size = image.info().logical_sector_size or 512
     volumes: list[Volume] = []
     _check_gpt_claim(image, sector_size)
+    _check_apm_claim(image)
     try:
         disk = Disk(image.stream(), sector_size=sector_size)
         partitions = list(disk.partitions)

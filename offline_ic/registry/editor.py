@@ -164,8 +164,12 @@ class HiveEditor:
         self._lookups_at = 0
         self._keys: dict[str, Key | None] = {}  # "\\UPPER\\PATH" -> key (None: absent)
         self._values: dict[int, dict[str, Value]] = {}
-        self._subkeys: dict[int, dict[str, Key]] = {}
+        # Subkeys by name and key names by nk offset: kept across writes (an nk cell never
+        # moves; _add_subkey and delete_key keep them right), so creating N keys below one
+        # parent is N dictionary updates, not N reads of a growing list.
+        self._subkeys: dict[int, dict[str, int]] = {}  # parent nk -> UPPER name -> nk
         self._misses: dict[int, int] = {}  # key offset -> lookups below it not in _keys
+        self._names: dict[int, tuple[str, tuple, int]] = {}  # nk -> name, sort key, lh hash
 
     @classmethod
     def from_primary(
@@ -364,8 +368,6 @@ class HiveEditor:
         if self._lookups_at != self._writes:
             self._keys.clear()
             self._values.clear()
-            self._subkeys.clear()
-            self._misses.clear()
             self._lookups_at = self._writes
 
     def find_key(self, path: str) -> Key | None:
@@ -386,9 +388,10 @@ class HiveEditor:
         return key
 
     def _child(self, key: Key, name: str) -> Key | None:
-        """Subkey ``name`` of ``key``. The first few lookups below a key use its lh hashes
-        (no other subkey is read: 8 Start values under 700 services); from the ninth on,
-        every subkey is read once into a map by name, valid until the next write."""
+        """Subkey ``name`` of ``key`` (read fresh: its fields change with writes). The first
+        few lookups below a key use its lh hashes (no other subkey is read: 8 Start values
+        under 700 services); from the ninth on, every subkey is read once into a map by
+        name, which the editor's own key creations and deletions keep up to date."""
         children = self._subkeys.get(key.offset)
         if children is None:
             misses = self._misses[key.offset] = self._misses.get(key.offset, 0) + 1
@@ -396,8 +399,17 @@ class HiveEditor:
                 return key.subkey(name)
             children = self._subkeys[key.offset] = {}
             for sub in key.subkeys():
-                children.setdefault(upper_name(sub.name), sub)
-        return children.get(upper_name(name))
+                children.setdefault(upper_name(sub.name), sub.offset)
+        found = children.get(upper_name(name))
+        return None if found is None else Key(self.hive, found, key.path)
+
+    def _name_of(self, nk: int) -> tuple[str, tuple, int]:
+        """(name, sort key, lh hash) of the key at ``nk``, read once (names never change)."""
+        known = self._names.get(nk)
+        if known is None:
+            name = Key(self.hive, nk, None).name
+            known = self._names[nk] = (name, name_sort_key(name), name_hash(name))
+        return known
 
     def find_value(self, key: Key, name: str) -> Value | None:
         """``key.value(name)`` on the edited state, with the key's values read once until
@@ -413,7 +425,7 @@ class HiveEditor:
     # --- values ----------------------------------------------------------------------------
 
     def _key(self, path: str) -> Key:
-        key = self.hive.find_key(path)
+        key = self.find_key(path)
         if key is None:
             raise NotFoundError(f"{self.name}: no key {quoted(path)}")
         return key
@@ -555,7 +567,7 @@ class HiveEditor:
         """Create ``path`` and any missing parents; returns the (possibly existing) key."""
         key = self.hive.root
         for part in (p for p in path.split("\\") if p):
-            sub = key.subkey(part)
+            sub = self._child(key, part)
             if sub is None:
                 if len(part) > 255:
                     raise InputError(f"key name longer than 255 characters: {part[:40]}…")
@@ -596,6 +608,9 @@ class HiveEditor:
             refs = self.hive.security_cell(sec)[2]  # validated: an sk cell inside the hive
             self._wfield(sec, S.SK, "refcount", refs + 1)
         self._list_insert(parent, cell, name)
+        children = self._subkeys.get(parent.offset)
+        if children is not None:
+            children.setdefault(upper_name(name), cell)
         parent = Key(self.hive, parent.offset, None)
         self._wfield(parent.offset, S.NK, "subkey_count", parent.subkey_count + 1)
         low = parent.max_subkey_name & 0xFFFF
@@ -620,6 +635,7 @@ class HiveEditor:
             raise InputError(f"{self.name}: key {quoted(key.path)} is marked not deletable")
         parent = self._key("\\".join(parts[:-1]))
         self._list_remove(parent, key.offset)
+        self._forget_key(parent.offset, key)
         parent = Key(self.hive, parent.offset, None)
         self._wfield(parent.offset, S.NK, "subkey_count", parent.subkey_count - 1)
         if parent.subkey_count - 1 == 0:
@@ -629,6 +645,14 @@ class HiveEditor:
             self.free(key.class_offset)
         self.free(key.offset)
         self._touch(parent)
+
+    def _forget_key(self, parent: int, key: Key) -> None:
+        """Drop a deleted key from the lookup maps (its cell may be reused by another); the
+        parent's map is read again when needed (a corrupt hive may hold the name twice)."""
+        self._subkeys.pop(parent, None)
+        self._subkeys.pop(key.offset, None)
+        self._misses.pop(key.offset, None)
+        self._names.pop(key.offset, None)
 
     def _release_security(self, sec: int) -> None:
         if sec == S.NO_CELL:
@@ -655,14 +679,14 @@ class HiveEditor:
 
     def _leaf_bytes(self, kind: bytes, entries: list[tuple[int, str]]) -> bytes:
         out = [S.LIST_HEADER.pack(signature=kind, count=len(entries))]
-        for off, name in entries:
-            if kind == b"lh":
-                out.append(S.LH_ENTRY.pack(offset=off, hash=name_hash(name)))
-            elif kind == b"lf":
+        if kind == b"lh":
+            out += [S.LH_ENTRIES.pack(off, self._name_of(off)[2]) for off, _name in entries]
+        elif kind == b"lf":
+            for off, name in entries:
                 hint = name[:4].encode("latin-1", "replace") if name[:4].isascii() else b"\0"
-                out.append(S.LF_ENTRY.pack(offset=off, hint=hint.ljust(4, b"\0")[:4]))
-            else:
-                out.append(S.LI_ENTRY.pack(offset=off))
+                out.append(S.LF_ENTRIES.pack(off, hint.ljust(4, b"\0")[:4]))
+        else:
+            out += [S.U32.pack(off) for off, _name in entries]
         return b"".join(out)
 
     def _leaves(self, list_off: int) -> tuple[bool, list[int]]:
@@ -680,15 +704,24 @@ class HiveEditor:
         data = self.hive.cell(leaf)
         head = S.LIST_HEADER.parse(data)
         sig, count = head.signature, head.count
+        return sig, [(o, self._name_of(o)[0]) for o in self._leaf_offsets(data, sig, count)]
+
+    @staticmethod
+    def _leaf_offsets(data: bytes, sig: bytes, count: int) -> list[int]:
         entry = S.LI_ENTRY if sig == b"li" else S.LH_ENTRY  # lf and lh entries: same size
-        offs = [
-            entry.get(data, S.LIST_HEADER.size + i * entry.size, "offset") for i in range(count)
-        ]
-        return sig, [(o, Key(self.hive, o, None).name) for o in offs]
+        end = S.LIST_HEADER.size + count * entry.size
+        if sig == b"li":
+            return [o for (o,) in S.U32.iter_unpack(data[S.LIST_HEADER.size : end])]
+        return [o for o, _h in S.LH_ENTRIES.iter_unpack(data[S.LIST_HEADER.size : end])]
 
     def _write_leaf(self, leaf: int | None, kind: bytes, entries: list[tuple[int, str]]) -> int:
         """Rewrite a leaf in place when it fits, else move it; returns its (new) offset."""
-        body = self._leaf_bytes(kind, entries)
+        return self._store_leaf(leaf, self._leaf_bytes(kind, entries))
+
+    def _store_leaf(self, leaf: int | None, body: bytes) -> int:
+        """Write a leaf's bytes in place when they fit, else move it to a cell with room for
+        half as many entries again (up to a full leaf): a run of inserts into one leaf moves
+        it a few times, not at every insert (each move also leaves a free cell behind)."""
         if leaf is not None and self.cell_capacity(leaf) >= len(body):
             old = bytes(self.hive.cell(leaf)[: len(body)])
             if old != body:
@@ -696,7 +729,11 @@ class HiveEditor:
                 first = next(i for i in range(len(body)) if body[i] != old[i])
                 self._wcell(leaf, first, body[first:])
             return leaf
-        new = self._new_cell(body)
+        slack = 0
+        if leaf is not None:
+            full = S.LIST_HEADER.size + LEAF_MAX * S.LH_ENTRY.size
+            slack = max(0, min(len(body) // 2, full - len(body)))
+        new = self._new_cell(body + bytes(slack))
         if leaf is not None:
             self.free(leaf)
         return new
@@ -708,21 +745,38 @@ class HiveEditor:
             self._wfield(parent.offset, S.NK, "subkey_list", new)
             return
         is_ri, leaves = self._leaves(parent.subkey_list)
-        # find the leaf: the last one whose first entry sorts before the new name
+        # find the leaf: the last one whose first entry sorts before the new name (only the
+        # first entry of each leaf is looked at: an insert costs one leaf, not the list)
         chosen = 0
-        contents = []
         for i, leaf in enumerate(leaves):
-            kind, entries = self._leaf_entries(leaf)
-            contents.append((kind, entries))
-            if entries and name_sort_key(entries[0][1]) < skey:
+            data = self.hive.cell(leaf)
+            head = S.LIST_HEADER.parse(data)
+            head_entry = self._leaf_offsets(data, head.signature, min(head.count, 1))
+            if head_entry and self._name_of(head_entry[0])[1] < skey:
                 chosen = i
-        kind, entries = contents[chosen]
-        keys = [name_sort_key(n) for _o, n in entries]
-        entries.insert(bisect.bisect_left(keys, skey), (cell, name))
-        if kind == b"li" and self.hive.minor >= 3 and not is_ri:
-            kind = self._leaf_kind()
-        if len(entries) <= LEAF_MAX:
-            new_leaf = self._write_leaf(leaves[chosen], kind, entries)
+        data = self.hive.cell(leaves[chosen])
+        head = S.LIST_HEADER.parse(data)
+        kind, count = head.signature, head.count
+        offsets = self._leaf_offsets(data, kind, count)
+        at = bisect.bisect_left(offsets, skey, key=lambda off: self._name_of(off)[1])
+        relabel = kind == b"li" and self.hive.minor >= 3 and not is_ri
+        if count + 1 <= LEAF_MAX:
+            if relabel:  # an li leaf of a newer hive becomes the hive's own kind
+                entries = [(o, self._name_of(o)[0]) for o in offsets]
+                entries.insert(at, (cell, name))
+                body = self._leaf_bytes(self._leaf_kind(), entries)
+            else:  # the new entry spliced into the leaf's bytes: no entry is re-packed
+                size = S.LI_ENTRY.size if kind == b"li" else S.LH_ENTRY.size
+                start = S.LIST_HEADER.size
+                body = b"".join(
+                    [
+                        S.LIST_HEADER.pack(signature=kind, count=count + 1),
+                        data[start : start + at * size],
+                        self._leaf_bytes(kind, [(cell, name)])[start:],
+                        data[start + at * size : start + count * size],
+                    ]
+                )
+            new_leaf = self._store_leaf(leaves[chosen], body)
             if new_leaf != leaves[chosen]:
                 if is_ri:
                     pos = S.LIST_HEADER.size + S.RI_ENTRY.size * chosen
@@ -731,6 +785,10 @@ class HiveEditor:
                     self._wfield(parent.offset, S.NK, "subkey_list", new_leaf)
             return
         # split the leaf in two under an index root
+        entries = [(o, self._name_of(o)[0]) for o in offsets]
+        entries.insert(at, (cell, name))
+        if relabel:
+            kind = self._leaf_kind()
         halves = [entries[:LEAF_SPLIT], entries[LEAF_SPLIT:]]
         first = self._write_leaf(leaves[chosen], kind, halves[0])
         second = self._write_leaf(None, kind, halves[1])

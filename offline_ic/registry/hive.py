@@ -23,7 +23,7 @@ from offline_ic.inputs import open_readonly
 from offline_ic.registry.checksum import base_block_checksum
 from offline_ic.registry.source import BufferSource, FileSource, Source
 
-HiveSource = str | os.PathLike | BinaryIO | bytes | bytearray
+HiveSource = str | os.PathLike | BinaryIO | bytes | bytearray | memoryview
 
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 MAX_DEPTH = 512  # keys nested deeper than this are treated as a cycle

@@ -318,8 +318,26 @@ def _unescape(body: str) -> str:
     return "".join(out)
 
 
-_HEX_BYTES = re.compile(r"\s*[0-9a-fA-F]{2}(?:\s*,\s*[0-9a-fA-F]{2})*\s*,?\s*")
-_HEX_SEPARATORS = re.compile(r"[\s,]")
+_SPACE = re.compile(r"\s")
+
+
+def _plain_hex(body: str) -> bytes | None:
+    """The bytes of ``ab,cd,ef`` (two digits a byte, commas, no blanks inside; a trailing
+    comma allowed), found with slices and ``bytes.fromhex`` in C; None for anything else.
+    A regular expression with a repeated group kept a backtracking frame per byte: one
+    8 MiB hex line took 2 GB."""
+    core = body.strip()
+    if core.endswith(","):
+        core = core[:-1]
+    if len(core) % 3 != 2 or _SPACE.search(core):
+        return None
+    commas = core[2::3]
+    if commas.count(",") != len(commas):
+        return None
+    try:
+        return bytes.fromhex(core.replace(",", ""))
+    except ValueError:  # not hex digits: the byte by byte path says where
+        return None
 
 
 def _parse_hex(logical: _Logical, start: int, rhs: str, source: str) -> tuple[int, bytes]:
@@ -341,10 +359,13 @@ def _parse_hex(logical: _Logical, start: int, rhs: str, source: str) -> tuple[in
     body = rhs[colon + 1 :]
     if not body.strip():
         return vtype, b""
-    if _HEX_BYTES.fullmatch(body):  # the usual two-digit bytes: no per-byte work
-        return vtype, bytes.fromhex(_HEX_SEPARATORS.sub("", body))
+    plain = _plain_hex(body)  # the usual two-digit bytes: no per-byte work
+    if plain is not None:
+        return vtype, plain
     offset = 0
-    for part in body.split(","):
+    while offset <= len(body):  # one byte at a time, no list of pieces (the line may be long)
+        comma = body.find(",", offset)
+        part = body[offset : comma if comma >= 0 else len(body)]
         word = part.strip()
         col = pos + offset + (len(part) - len(part.lstrip()))
         offset += len(part) + 1

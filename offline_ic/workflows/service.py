@@ -376,6 +376,11 @@ def _plan_hive(
         report.recovered.append(name)
     for change in mine:
         apply_change(editor, change, label)
+        if len(editor.buf) > len(original):  # refused now, not after planning all the rest
+            raise SafetyRefusal(
+                f"{label}: the change needs the hive to grow from {len(original)} to at least "
+                f"{len(editor.buf)} bytes; growing a file inside NTFS is not done in place"
+            )
     # commit() hands back exactly the pages that differ from ``original`` (recovery included)
     commit = editor.commit()
     if commit.file_length != len(original):

@@ -263,25 +263,43 @@ def test_a_compressed_image_is_named_as_such_not_read_as_raw(tmp_path, name, com
         open_image(str(packed))
 
 
+def _refused_at_once(path: Path, head: bytearray, words: str) -> None:
+    """``head`` then zeros as a 64 MiB raw disk: listing its volumes is one error, at once."""
+    import time
+
+    from offline_ic.volumes import list_volumes
+
+    path.write_bytes(head)
+    os.truncate(path, 64 << 20)
+    start = time.monotonic()
+    with open_image(str(path)) as img, pytest.raises(CorruptImageError, match=words):
+        list_volumes(img)
+    assert time.monotonic() - start < 1.0
+
+
 @pytest.mark.parametrize("count, entry_size", [(5_046_400, 128), (524_288, 0), (40_000, 128)])
 def test_gpt_claiming_a_huge_entry_array_is_refused_at_once(tmp_path, count, entry_size):
     """Found by the fuzz campaign (tests/fuzz/corpus/gpt): a GPT header claiming millions of
     partition entries (or entries of 0 bytes) had dissect read 524,288 entries of a 64 MiB
     disk, 10-27 s; now one clear error before any entry is read."""
     import struct
-    import time
-
-    from offline_ic.volumes import list_volumes
 
     disk = bytearray(1 << 20)
     struct.pack_into("<B3xB3xII", disk, 446, 0, 0xEE, 1, (64 << 11) - 1)
     disk[510:512] = b"\x55\xaa"
     disk[512:520] = b"EFI PART"
     struct.pack_into("<QII", disk, 512 + 0x48, 2, count, entry_size)
-    path = tmp_path / "gpt.raw"
-    path.write_bytes(disk)
-    os.truncate(path, 64 << 20)
-    start = time.monotonic()
-    with open_image(str(path)) as img, pytest.raises(CorruptImageError, match="GPT header claims"):
-        list_volumes(img)
-    assert time.monotonic() - start < 1.0
+    _refused_at_once(tmp_path / "gpt.raw", disk, "GPT header claims")
+
+
+@pytest.mark.parametrize("lead", [b"", b"ER\x02\x00" + bytes(0x1FC)])
+def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, lead):
+    """Found by the fuzz campaign (tests/fuzz/corpus/gpt/apm-*): a disk starting "PM" (no
+    MBR) had dissect read 131,072 map entries of a 64 MiB disk, more than 20 s."""
+    import struct
+
+    disk = bytearray(1 << 20)
+    entry = b"PM\0\0" + struct.pack(">I", 0x74747474)
+    disk[len(lead) : len(lead) + 8] = entry
+    disk[: len(lead)] = lead
+    _refused_at_once(tmp_path / "apm.raw", disk, "Apple partition map claims")

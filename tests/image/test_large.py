@@ -63,3 +63,68 @@ def test_check_written_catches_a_difference(tmp_path):
         img.write_ranges([(4096, b"a" * 4096)])
         with pytest.raises(CorruptImageError, match="libvhdi reads different bytes"):
             check_written(img, [(4096, b"b" * 4096)])
+
+
+def _peak_traced(work) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+def test_verify_and_snapshot_of_a_64t_sparse_disk_hold_little_memory(tmp_path):
+    """Work and memory follow what the image holds, not what its header claims: a 64 TiB
+    disk of 1 MiB blocks has a 512 MiB BAT (64 M entries). verify cached all of it (546 MB,
+    41 s) and snapshot built the child's BAT in memory (1.07 GB)."""
+    path = tmp_path / "huge.vhdx"
+    create_vhdx(str(path), 64 << 40, block_size=MiB)
+    with open_image(str(path), writable=True) as img:  # two blocks far apart hold data
+        img.write_ranges([(5 * MiB, b"\x11" * 4096), ((64 << 40) - 4096, b"\x22" * 4096)])
+    reports = []
+    peak = _peak_traced(lambda: reports.append(verify_image(str(path))))
+    assert reports[0].problems == [] and peak < 64 * MiB, (reports[0], peak)
+    child = tmp_path / "huge.avhdx"
+    peak = _peak_traced(lambda: create_child(str(path), str(child)))
+    assert peak < 64 * MiB, peak
+    assert child.stat().st_blocks * 512 < 128 * MiB  # the BAT's holes stay holes
+    reports = []
+    peak = _peak_traced(lambda: reports.append(verify_image(str(child))))
+    assert reports[0].problems == [] and peak < 64 * MiB, (reports[0], peak)
+    with open_image(str(child)) as img:
+        assert img.read((64 << 40) - 4096, 4096) == b"\x22" * 4096
+
+
+@pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img")
+def test_verify_skips_runs_of_zero_state_entries_as_qemu_writes_them(tmp_path):
+    """qemu-img marks every block of a new VHDX as ZERO (state 2), not 0: a run of such
+    entries is skipped as a run (4 TiB, 4 M entries), not one Python step per entry."""
+    path = tmp_path / "q.vhdx"
+    subprocess.run(
+        [QEMU_IMG, "create", "-q", "-f", "vhdx", "-o", "block_size=1M", str(path), "4T"],
+        check=True,
+    )
+    from offline_ic.image.vhdx import structures as S
+    from offline_ic.image.vhdx.image import VhdxReader
+
+    calls = [0]
+    real = S.bat_state
+
+    def counting(entry):
+        calls[0] += 1
+        return real(entry)
+
+    import offline_ic.image.verify as verify_module
+
+    verify_module.S.bat_state = counting
+    try:
+        report = verify_image(str(path))
+    finally:
+        verify_module.S.bat_state = real
+    assert report.problems == [] and calls[0] < 1000, calls[0]
+    with VhdxReader(str(path)) as img:
+        assert img.bat_get(0) & 7 == S.PAYLOAD_BLOCK_ZERO

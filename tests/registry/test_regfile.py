@@ -314,3 +314,23 @@ def test_a_merge_that_deletes_and_remakes_what_it_just_wrote_ends_as_hivexregedi
     assert hive.open_key("Churn\\A\\Deep").value("Y").data == 3
     assert hive.open_key("Churn\\B").value("V").data == "second"
     assert hive.open_key("Churn\\B").value("W").data == 7
+
+
+def test_a_long_hex_line_parses_in_a_small_multiple_of_its_size():
+    """One 8 MiB hex line (a 24 MiB .reg) took 2.06 GB: the regular expression that told
+    plain two-digit bytes kept a backtracking frame per byte. 1 MiB of bytes here."""
+    import tracemalloc
+
+    data = bytes(range(256)) * 4096
+    text = (
+        "Windows Registry Editor Version 5.00\r\n\r\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\r\n"
+        '"B"=hex:' + ",".join(f"{b:02x}" for b in data) + ",\r\n"
+    )
+    tracemalloc.start()
+    try:
+        ops = parse_reg_file(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ops[-1].data == data
+    assert peak < 10 * len(text), (peak, len(text))  # was about 80 times

@@ -319,3 +319,31 @@ def test_windows_build_of_hostile_text_is_no_traceback(text):
     hive = SimpleNamespace(find_key=lambda path: key)
     guest = SimpleNamespace(hive=lambda name: hive)
     assert windows_build(guest) == (19041 if text == "19041" else None)
+
+
+def test_merge_that_cannot_fit_is_refused_before_planning_the_rest(
+    cli, vhdx, tmp_path, monkeypatch
+):
+    """20,000 new keys cannot fit in the image's 256 KiB SOFTWARE hive (a file inside NTFS
+    is not grown): refused as soon as the plan outgrows the file, not after planning every
+    key (which took more than 120 s before the refusal)."""
+    from offline_ic.workflows import service
+
+    reg = tmp_path / "many.reg"
+    lines = ["Windows Registry Editor Version 5.00", ""]
+    for i in range(20000):
+        lines += [rf"[HKEY_LOCAL_MACHINE\SOFTWARE\Merged\K{i:05d}]", '"V"=dword:00000001', ""]
+    reg.write_text("\r\n".join(lines), encoding="utf-8")
+    applied = [0]
+    real_apply = service.apply_change
+
+    def counting(*args, **kwargs):
+        applied[0] += 1
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(service, "apply_change", counting)
+    before = sha(vhdx)
+    code, out, err = cli("reg", "merge", vhdx, reg, "--dry-run")
+    assert code == 3 and "to grow from 262144 to at least" in one_line(err), err
+    assert 0 < applied[0] < 40000 // 2, applied[0]  # 40,000 changes: a key and a value each
+    assert sha(vhdx) == before

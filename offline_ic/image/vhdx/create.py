@@ -94,28 +94,22 @@ def create_vhdx(
     n_bat = S.bat_entry_count(size, bs, logical_sector_size, has_parent)
     bat_len = max(S.MiB, -(-(n_bat * S.BAT_ENTRY_SIZE) // S.MiB) * S.MiB)
     end = BAT_OFFSET + bat_len
-    bat = bytearray(n_bat * S.BAT_ENTRY_SIZE)
-    if fixed:
-        cr = S.chunk_ratio(bs, logical_sector_size)
-        blocks = -(-size // bs)
-        for b in range(blocks):
-            S.BAT_ENTRY.pack_into(
-                bat,
-                (b + b // cr) * S.BAT_ENTRY_SIZE,
-                entry=S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end),
-            )
-            end += bs
-    if has_parent:
-        # Sector bitmaps are allocated up front (zeros = "read the parent"): libvhdi reads a
-        # NOT_PRESENT bitmap entry's bitmap from file offset 0 and so misreads such children.
-        cr = S.chunk_ratio(bs, logical_sector_size)
-        for c in range(n_bat // (cr + 1)):
-            S.BAT_ENTRY.pack_into(
-                bat,
-                (c * (cr + 1) + cr) * S.BAT_ENTRY_SIZE,
-                entry=S.bat_entry(S.SB_BLOCK_PRESENT, end),
-            )
-            end += S.SECTOR_BITMAP_BLOCK_SIZE
+    cr = S.chunk_ratio(bs, logical_sector_size)
+    blocks = -(-size // bs) if fixed else 0
+    chunks = n_bat // (cr + 1) if has_parent else 0
+    payload = [
+        (b + b // cr, S.bat_entry(S.PAYLOAD_BLOCK_FULLY_PRESENT, end + b * bs))
+        for b in range(blocks)
+    ]
+    end += blocks * bs
+    # Sector bitmaps are allocated up front (zeros = "read the parent"): libvhdi reads a
+    # NOT_PRESENT bitmap entry's bitmap from file offset 0 and so misreads such children.
+    bitmaps = [
+        (c * (cr + 1) + cr, S.bat_entry(S.SB_BLOCK_PRESENT, end + c * S.SECTOR_BITMAP_BLOCK_SIZE))
+        for c in range(chunks)
+    ]
+    end += chunks * S.SECTOR_BITMAP_BLOCK_SIZE
+    bat = sorted(payload + bitmaps)
     page83 = uuid.uuid4()
     hdr = S.Header(0, uuid.uuid4(), uuid.uuid4(), S.ZERO_GUID, 0, 1, LOG_LENGTH, LOG_OFFSET)
     regions = S.pack_region_table(
@@ -140,7 +134,7 @@ def create_vhdx(
             ),
             METADATA_OFFSET,
         )
-        os.pwrite(fd, bytes(bat), BAT_OFFSET)
+        _write_bat(fd, bat, BAT_OFFSET)
         os.ftruncate(fd, end)
         os.fsync(fd)
     except BaseException:
@@ -196,3 +190,20 @@ def create_child(parent_path: str, child_path: str, *, size: int | None = None) 
             physical_sector_size=par.physical_sector_size,
             parent_locator=locator,
         )
+
+
+def _write_bat(fd: int, entries: list[tuple[int, int]], offset: int) -> None:
+    """Write the BAT ``entries`` ((index, entry), ascending) page by page; the rest of the
+    BAT is a hole (zeros: NOT_PRESENT). A 64 TiB child's BAT is 512 MiB with one bitmap entry
+    in every 32 KiB: building it whole in memory took 1 GB."""
+    page, current = bytearray(4096), -1
+    for index, entry in entries:
+        at = index * S.BAT_ENTRY_SIZE
+        if at // 4096 != current:
+            if current >= 0:
+                os.pwrite(fd, page, offset + current * 4096)
+                page[:] = bytes(4096)
+            current = at // 4096
+        S.BAT_ENTRY.pack_into(page, at % 4096, entry=entry)
+    if current >= 0:
+        os.pwrite(fd, page, offset + current * 4096)
