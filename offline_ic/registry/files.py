@@ -82,14 +82,14 @@ def _mapped_hive_file(path: Path) -> memoryview | None:
     non-empty file (``read_hive_file`` says what it is)."""
     import mmap
 
-    if pending_journal(path) is not None:
-        return None
     from offline_ic.inputs import open_fd
 
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             return None  # never opened: a FIFO would block (read_hive_file names it)
+        if pending_journal(path) is not None:
+            return None
         with os.fdopen(open_fd(str(path)), "rb") as fh:  # O_NOATIME: evidence keeps its atime
             return memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
     except (OSError, InputError):
