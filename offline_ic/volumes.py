@@ -223,12 +223,12 @@ def _check_ebr_tree(image: DiskImage, sector_size: int) -> None:
 
 
 def _check_apm_claim(image: DiskImage) -> None:
-    """Refuse an Apple partition map (tried by dissect when there is no MBR) whose first
+    """Refuse an Apple partition map (tried by dissect when no GPT or MBR is read) whose first
     entry claims more entries than any real map, before dissect reads them one by one."""
     head = image.read(0, 8)
     if head[:2] == b"ER":  # a driver descriptor block: the map entry is where it points
         head = image.read(struct.unpack_from(">H", head, 2)[0], 8)
-    if len(head) < 8 or head[:2] != b"PM" or image.read(510, 2) == b"\x55\xaa":
+    if len(head) < 8 or head[:2] != b"PM":  # (an MBR signature too: dissect may reject it)
         return
     (count,) = struct.unpack_from(">I", head, 4)
     if count > MAX_APM_ENTRIES:

@@ -292,8 +292,11 @@ def test_gpt_claiming_a_huge_entry_array_is_refused_at_once(tmp_path, count, ent
     _refused_at_once(tmp_path / "gpt.raw", disk, "GPT header claims")
 
 
-@pytest.mark.parametrize("lead", [b"", b"ER\x02\x00" + bytes(0x1FC)])
-def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, lead):
+@pytest.mark.parametrize(
+    "lead, mbr_signature",
+    [(b"", False), (b"ER\x02\x00" + bytes(0x1FC), False), (b"", True)],
+)
+def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, lead, mbr_signature):
     """Found by the fuzz campaign (tests/fuzz/corpus/gpt/apm-*): a disk starting "PM" (no
     MBR) had dissect read 131,072 map entries of a 64 MiB disk, more than 20 s."""
     import struct
@@ -302,6 +305,8 @@ def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, l
     entry = b"PM\0\0" + struct.pack(">I", 0x74747474)
     disk[len(lead) : len(lead) + 8] = entry
     disk[: len(lead)] = lead
+    if mbr_signature:  # dissect rejects this "MBR" (no partition, "NTFS" VBR) and tries APM
+        disk[3:7], disk[510:512] = b"NTFS", b"\x55\xaa"
     _refused_at_once(tmp_path / "apm.raw", disk, "Apple partition map claims")
 
 
