@@ -170,6 +170,11 @@ MAX_GPT_ARRAY = 4 << 20
 # An Apple partition map names its entry count in every entry (one a sector); real maps
 # hold a few dozen. dissect reads as many as the first claims (a 64 MiB disk: 131,072).
 MAX_APM_ENTRIES = 4096
+# Extended boot records dissect would visit: it follows every extended entry of every EBR
+# (a tree, revisited where entries share a target) through nested generators; 1,946 EBRs
+# took a second, a crafted tree far longer. Real disks hold a few dozen logical volumes.
+MAX_EBRS = 1024
+_EXTENDED = (0x05, 0x0F, 0x85)
 
 
 def _check_gpt_claim(image: DiskImage, sector_size: int) -> None:
@@ -187,13 +192,43 @@ def _check_gpt_claim(image: DiskImage, sector_size: int) -> None:
         )
 
 
+def _check_ebr_tree(image: DiskImage, sector_size: int) -> None:
+    """Count the extended boot records dissect's MBR reader would visit (its own walk, with
+    no recursion here) and refuse more than MAX_EBRS before it starts."""
+    if image.read(510, 2) != b"\x55\xaa":
+        return
+    todo: list[tuple[int, int | None]] = [(0, None)]  # (table offset, first EBR's offset)
+    seen = 0
+    while todo:
+        table, ebr_offset = todo.pop()
+        raw = image.read(table + 446, 64)
+        if len(raw) < 64:
+            continue
+        for i in range(4):
+            kind = raw[16 * i + 4]
+            (start,) = struct.unpack_from("<I", raw, 16 * i + 8)
+            if kind not in _EXTENDED:
+                continue
+            if not ebr_offset:
+                ebr_offset = target = table + start * sector_size
+            else:
+                target = ebr_offset + start * sector_size
+            seen += 1
+            if seen > MAX_EBRS:
+                raise CorruptImageError(
+                    f"{os.path.basename(image.path)}: the extended partition chains through "
+                    f"more than {MAX_EBRS} boot records (a loop?); not read"
+                )
+            todo.append((target, ebr_offset))
+
+
 def _check_apm_claim(image: DiskImage) -> None:
-    """Refuse an Apple partition map (tried by dissect when there is no MBR) whose first
+    """Refuse an Apple partition map (tried by dissect when no GPT or MBR is read) whose first
     entry claims more entries than any real map, before dissect reads them one by one."""
     head = image.read(0, 8)
     if head[:2] == b"ER":  # a driver descriptor block: the map entry is where it points
         head = image.read(struct.unpack_from(">H", head, 2)[0], 8)
-    if len(head) < 8 or head[:2] != b"PM" or image.read(510, 2) == b"\x55\xaa":
+    if len(head) < 8 or head[:2] != b"PM":  # (an MBR signature too: dissect may reject it)
         return
     (count,) = struct.unpack_from(">I", head, 4)
     if count > MAX_APM_ENTRIES:
@@ -211,6 +246,7 @@ def list_volumes(image: DiskImage) -> list[Volume]:
     volumes: list[Volume] = []
     _check_gpt_claim(image, sector_size)
     _check_apm_claim(image)
+    _check_ebr_tree(image, sector_size)
     try:
         disk = Disk(image.stream(), sector_size=sector_size)
         partitions = list(disk.partitions)

@@ -292,8 +292,11 @@ def test_gpt_claiming_a_huge_entry_array_is_refused_at_once(tmp_path, count, ent
     _refused_at_once(tmp_path / "gpt.raw", disk, "GPT header claims")
 
 
-@pytest.mark.parametrize("lead", [b"", b"ER\x02\x00" + bytes(0x1FC)])
-def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, lead):
+@pytest.mark.parametrize(
+    "lead, mbr_signature",
+    [(b"", False), (b"ER\x02\x00" + bytes(0x1FC), False), (b"", True)],
+)
+def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, lead, mbr_signature):
     """Found by the fuzz campaign (tests/fuzz/corpus/gpt/apm-*): a disk starting "PM" (no
     MBR) had dissect read 131,072 map entries of a 64 MiB disk, more than 20 s."""
     import struct
@@ -302,4 +305,24 @@ def test_apple_partition_map_claiming_millions_of_entries_is_refused(tmp_path, l
     entry = b"PM\0\0" + struct.pack(">I", 0x74747474)
     disk[len(lead) : len(lead) + 8] = entry
     disk[: len(lead)] = lead
+    if mbr_signature:  # dissect rejects this "MBR" (no partition, "NTFS" VBR) and tries APM
+        disk[3:7], disk[510:512] = b"NTFS", b"\x55\xaa"
     _refused_at_once(tmp_path / "apm.raw", disk, "Apple partition map claims")
+
+
+def test_extended_partitions_branching_into_a_billion_paths_are_refused(tmp_path):
+    """Found by the fuzz campaign (tests/fuzz/corpus/mbr): dissect follows every extended
+    entry of every EBR. 30 EBRs, each with two entries pointing to the next, are 2^30 visits
+    (no end); 1,946 chained EBRs took a second. More than 1,024 is one error, at once."""
+    import struct
+
+    disk = bytearray(1 << 20)
+    struct.pack_into("<B3xB3xII", disk, 446, 0, 0x05, 1, 4096)  # extended at sector 1
+    disk[510:512] = b"\x55\xaa"
+    for n in range(1, 31):
+        at = n * 512
+        if n < 30:
+            for slot in range(2):  # EBR n: two links to EBR n + 1 (relative to EBR 1)
+                struct.pack_into("<B3xB3xII", disk, at + 446 + 16 * slot, 0, 0x05, n, 8)
+        disk[at + 510 : at + 512] = b"\x55\xaa"
+    _refused_at_once(tmp_path / "ebr.raw", disk, "more than 1024 boot records")
