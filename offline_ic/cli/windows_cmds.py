@@ -36,7 +36,7 @@ def _control_set_value(_ctx: click.Context, _param: click.Parameter, value: str 
     text = value.strip().lower()
     if text == "all":
         return "all"
-    if text.isdigit() and 1 <= int(text) <= 999:
+    if text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= 999:
         return int(text)
     raise click.BadParameter(f"{value!r}: give a control set number (1, 2, ...) or 'all'")
 

@@ -178,3 +178,12 @@ def test_value_is_never_the_data():
     assert "VALUE" not in text and "-e, --set KEY NAME DATA" in text
     reg_set = CliRunner().invoke(group, ["reg", "set", "--help"], prog_name="offline-ic").output
     assert "KEY VALUE DATA" in reg_set.splitlines()[0]
+
+
+@pytest.mark.parametrize("value", ["²", "1" * 5000, "0", "1000"])
+def test_control_set_that_is_no_number_is_a_usage_error(cli, value):
+    """`--control-set` takes 1..999: a superscript digit (str.isdigit says yes, int() says
+    no) or 5,000 digits (past int()'s 4,300-digit limit) was a traceback."""
+    code, out, err = cli("services", "list", "no-such.vhdx", "--control-set", value)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert "give a control set number" in err and len(err.strip().splitlines()) == 1
