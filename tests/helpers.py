@@ -186,3 +186,22 @@ def require_fuse() -> None:
     """Skip the calling test when ntfs-3g cannot mount here."""
     if not fuse_mount_works():
         pytest.skip("ntfs-3g cannot mount here (needs root and /dev/fuse)")
+
+
+# The two real .vmcx files (Hyper-V made them; AGPL, read from ../shared/testdata-real/vmcx)
+GEN2_VMCX = (
+    "vmcx/993F7B33-6057-4D1E-A1FE-A1A1D77BE974.vmcx"  # names C:\Disks\Default Generation 2.vhdx
+)
+GEN1_VMCX = "vmcx/test.vmcx"  # names ...\Virtual Hard Disks\Other Location.vhdx
+
+
+def gen2_vm_folder(tmp_path: Path, disk: Path) -> Path:
+    """A VM folder as Hyper-V lays it out: ``Virtual Machines/<id>.vmcx`` (the real
+    generation 2 config) + ``Virtual Hard Disks/Default Generation 2.vhdx`` (a copy of
+    ``disk``), under ``tmp_path/Default Generation 2``."""
+    root = tmp_path / "Default Generation 2"
+    (root / "Virtual Machines").mkdir(parents=True)
+    (root / "Virtual Hard Disks").mkdir()
+    shutil.copyfile(real_data(GEN2_VMCX), root / "Virtual Machines" / Path(GEN2_VMCX).name)
+    shutil.copyfile(disk, root / "Virtual Hard Disks" / "Default Generation 2.vhdx")
+    return root

@@ -12,25 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TESTDATA, real_data, script_module
-
-GEN2_VMCX = "vmcx/993F7B33-6057-4D1E-A1FE-A1A1D77BE974.vmcx"  # boots Default Generation 2.vhdx
-GEN1_VMCX = "vmcx/test.vmcx"
+from tests.helpers import GEN1_VMCX, GEN2_VMCX, TESTDATA, gen2_vm_folder, real_data, script_module
 
 
 def _golden(cli, *args) -> tuple[int, dict[str, dict]]:
     code, out, err = cli("check", "--profile", "golden", "--json", *args)
     assert code in (0, 1), err
     return code, {c["id"]: c for c in json.loads(out)["checks"]}
-
-
-def _vm_folder(tmp_path: Path, disk: Path) -> Path:
-    root = tmp_path / "Default Generation 2"
-    (root / "Virtual Machines").mkdir(parents=True)
-    (root / "Virtual Hard Disks").mkdir()
-    shutil.copyfile(real_data(GEN2_VMCX), root / "Virtual Machines" / Path(GEN2_VMCX).name)
-    shutil.copyfile(disk, root / "Virtual Hard Disks" / "Default Generation 2.vhdx")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def linux_vhdx(tmp_path_factory) -> Path:
 
 
 def test_linux_disk_in_a_gen2_vm_with_the_windows_template_fails(cli, tmp_path, linux_vhdx):
-    folder = _vm_folder(tmp_path, linux_vhdx)
+    folder = gen2_vm_folder(tmp_path, linux_vhdx)
     code, checks = _golden(cli, folder)
     assert code == 1
     sb = checks["golden.host.secure_boot"]
@@ -61,7 +49,7 @@ def test_linux_disk_in_a_gen2_vm_with_the_windows_template_fails(cli, tmp_path, 
 
 def test_windows_disk_fits_the_gen2_vm(cli, tmp_path, unpacked):
     win = unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz")
-    _, checks = _golden(cli, _vm_folder(tmp_path, win))
+    _, checks = _golden(cli, gen2_vm_folder(tmp_path, win))
     assert checks["golden.host.secure_boot"]["status"] == "pass"
     assert (
         "template MicrosoftWindows (fits a windows guest)"

@@ -5,17 +5,12 @@ the Windows 10 test disk (testdata/windows/win10-gpt-dynamic.vhdx.xz)."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TESTDATA, real_data, script_module
+from tests.helpers import TESTDATA, gen2_vm_folder, script_module
 
-GEN2_VMCX = (
-    "vmcx/993F7B33-6057-4D1E-A1FE-A1A1D77BE974.vmcx"  # names C:\Disks\Default Generation 2.vhdx
-)
-GEN1_VMCX = "vmcx/test.vmcx"  # names ...\Virtual Hard Disks\Other Location.vhdx
 HOST = TESTDATA / "host"
 
 
@@ -27,12 +22,7 @@ def win10_disk(unpacked):
 @pytest.fixture
 def gen2_folder(tmp_path, win10_disk):
     """A copied VM folder: Virtual Machines/<id>.vmcx + Virtual Hard Disks/<disk>.vhdx."""
-    root = tmp_path / "Default Generation 2"
-    (root / "Virtual Machines").mkdir(parents=True)
-    (root / "Virtual Hard Disks").mkdir()
-    shutil.copyfile(real_data(GEN2_VMCX), root / "Virtual Machines" / Path(GEN2_VMCX).name)
-    shutil.copyfile(win10_disk, root / "Virtual Hard Disks" / "Default Generation 2.vhdx")
-    return root
+    return gen2_vm_folder(tmp_path, win10_disk)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 from offline_ic.image.vhdx.create import create_child
-from tests.helpers import real_data
-from tests.host.conftest import GEN1_VMCX, GEN2_VMCX, HOST, tree_hashes
+from tests.helpers import GEN1_VMCX, GEN2_VMCX, real_data
+from tests.host.conftest import HOST, tree_hashes
 
 GEN2_WORKS = {
     "vmicshutdown": True,

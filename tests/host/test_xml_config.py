@@ -21,8 +21,8 @@ import pytest
 from offline_ic.errors import CorruptImageError
 from offline_ic.host.vmfolder import config_format, read_config
 from offline_ic.host.xmlconfig import read_xml_config
-from tests.helpers import real_data
-from tests.host.conftest import GEN1_VMCX, HOST
+from tests.helpers import GEN1_VMCX, real_data
+from tests.host.conftest import HOST
 
 HB_OFF_GSI_ON = HOST / "2012r2-heartbeat-off-gsi-on.xml"
 GEN2_DEFAULTS = HOST / "2012r2-gen2-defaults.xml"
