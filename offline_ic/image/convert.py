@@ -141,15 +141,12 @@ def _vhdx_extents(img: Any, start: int, end: int) -> Iterator[tuple[int, int]]:
 
 def _vhdx_allocated_extents(img: Any, start: int, end: int) -> Iterator[tuple[int, int]]:
     """The blocks of a VHDX without parent that hold data, from a scan of its allocated BAT
-    entries (``allocated_bat_entries``: the BAT read in 1 MiB pieces, empty runs skipped),
+    entries (``allocated_payload_entries``: the BAT read in 1 MiB pieces, empty runs skipped),
     so a sparse 64 TiB disk costs what it holds, not one lookup per block it claims."""
     from offline_ic.image.vhdx import structures as S
 
-    bs, group = img.block_size, img.chunk_ratio + 1  # a sector-bitmap entry ends each group
-    for index, _entry in img.allocated_bat_entries():
-        if (index + 1) % group == 0:
-            continue  # a sector-bitmap entry, not a payload block
-        blk = index - index // group
+    bs = img.block_size
+    for blk, _entry in img.allocated_payload_entries():
         lo, hi = max(blk * bs, start), min((blk + 1) * bs, end)
         if lo >= hi:
             continue

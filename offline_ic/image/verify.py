@@ -122,12 +122,8 @@ def _vhdx_payload(img: VhdxReader, rep: VerifyReport, used: list[Span]) -> list[
     64 M entries, 41 s)."""
     fsize = img.valid_file_size()
     data: list[tuple[int, int]] = []
-    bs, cr = img.block_size, img.chunk_ratio
-    for index, e in img.allocated_bat_entries():
-        chunk, pos = divmod(index, cr + 1)
-        block = chunk * cr + pos
-        if pos == cr or block >= img.block_count:  # a sector-bitmap entry, or past the disk
-            continue
+    bs = img.block_size
+    for block, e in img.allocated_payload_entries():
         st, off = S.bat_state(e), S.bat_offset(e)
         if st not in S.STATE_NAMES:
             rep.problems.append(f"block {block}: invalid BAT state {st}")
@@ -139,7 +135,7 @@ def _vhdx_payload(img: VhdxReader, rep: VerifyReport, used: list[Span]) -> list[
             if st == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
                 if not img.has_parent:
                     rep.problems.append(f"block {block}: PARTIALLY_PRESENT without a parent")
-                elif img.bitmap_offset(block // cr) is None:
+                elif img.bitmap_offset(block // img.chunk_ratio) is None:
                     rep.problems.append(f"block {block}: PARTIALLY_PRESENT but no sector bitmap")
             used.append((off, bs, f"block {block}"))
             vstart = block * bs

@@ -341,6 +341,16 @@ class VhdxReader(DiskImage):
                 if entry > S.PAYLOAD_BLOCK_UNMAPPED:
                     yield first + i, entry
 
+    def allocated_payload_entries(self) -> Iterator[tuple[int, int]]:
+        """(block, entry) of every payload BAT entry ``allocated_bat_entries`` yields, in
+        block order: sector-bitmap entries and entries past the disk's last block left out."""
+        ratio = self.chunk_ratio
+        for index, entry in self.allocated_bat_entries():
+            chunk, pos = divmod(index, ratio + 1)
+            block = chunk * ratio + pos
+            if pos != ratio and block < self.block_count:
+                yield block, entry
+
     def payload_index(self, block: int) -> int:
         return block + block // self.chunk_ratio
 
