@@ -630,15 +630,10 @@ def run(
 def read_target_list(path: str) -> list[str]:
     """Targets from ``--from FILE`` (``-`` is stdin), as ``parse_target_list`` splits them.
     A missing file is exit 2 before anything runs."""
-    import sys
-
-    from offline_ic.inputs import CAPS, read_operator_file
+    from offline_ic.inputs import read_operator_file, read_operator_stdin
 
     if path == "-":  # bytes: text-mode stdin would turn a lone \r into a line break
-        cap = CAPS["target list"]
-        raw = sys.stdin.buffer.read(cap + 1)
-        if len(raw) > cap:
-            raise InputError(f"-: larger than the {cap >> 20} MiB limit of a target list")
+        raw = read_operator_stdin("target list")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -180,6 +180,18 @@ def read_operator_file(path: str, what: str) -> bytes:
     return data
 
 
+def read_operator_stdin(what: str) -> bytes:
+    """Standard input as an operator file (``--from -``): read up to the cap of ``what``,
+    exit 2 in one line past it."""
+    import sys
+
+    cap = CAPS[what]
+    data = sys.stdin.buffer.read(cap + 1)
+    if len(data) > cap:
+        raise InputError(f"-: larger than the {_mib(cap)} limit of a {what}")
+    return data
+
+
 def _mib(n: int) -> str:
     return f"{n // MiB} MiB"
 
