@@ -21,6 +21,7 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
     """``"a disk image (VHDX)"`` (VHD, raw), ``HIVE``, ``REG_FILE``, or None when the file
     is none of them (or cannot be read: the caller's own open reports that)."""
     from offline_ic.errors import InputError
+    from offline_ic.image.detect import format_of
     from offline_ic.inputs import open_fd
 
     try:
@@ -35,10 +36,9 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
                 tail = fh.read(8)
     except (OSError, InputError):
         return None
-    if head.startswith(b"vhdxfile"):
-        return f"{DISK_IMAGE} (VHDX)"
-    if head.startswith(b"conectix") or tail == b"conectix":
-        return f"{DISK_IMAGE} (VHD)"
+    image_format = format_of(head, tail)
+    if image_format != "raw":
+        return f"{DISK_IMAGE} ({image_format.upper()})"
     if head.startswith(b"regf"):
         return HIVE
     if _is_reg_text(head):

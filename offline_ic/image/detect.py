@@ -78,13 +78,19 @@ def detect_format(path: str) -> str:
     """'vhdx', 'vhd' or 'raw', from the signatures (VHDX file identifier, VHD footer cookie)."""
     with open_readonly(path) as fh:
         head = fh.read(8)
-        if head == b"vhdxfile":
-            return "vhdx"
-        if head == b"conectix":  # dynamic VHD: footer copy at offset 0
-            return "vhd"
         size = fh.seek(0, os.SEEK_END)
-        if size >= 512:
+        tail = b""
+        if size >= 512 and not head.startswith((b"vhdxfile", b"conectix")):
             fh.seek(size - 512)
-            if fh.read(8) == b"conectix":
-                return "vhd"
+            tail = fh.read(8)
+    return format_of(head, tail)
+
+
+def format_of(head: bytes, footer: bytes) -> str:
+    """'vhdx', 'vhd' or 'raw' from a file's first bytes and the first bytes of its last 512
+    (a VHD's footer; a dynamic VHD also has a copy at offset 0)."""
+    if head.startswith(b"vhdxfile"):
+        return "vhdx"
+    if head.startswith(b"conectix") or footer.startswith(b"conectix"):
+        return "vhd"
     return "raw"
