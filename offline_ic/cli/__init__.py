@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
+import select
+import signal
 import sys
 
 import click
@@ -127,20 +130,66 @@ def _fail(line: str, code: int, kind: str, as_json: bool) -> None:
     sys.exit(code)
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether nobody reads our stdout any more (``| head -1`` has exited): poll reports
+    POLLERR on a pipe's write end whose read end is closed. An EPIPE from any other pipe
+    (a helper tool's, the fleet's own to its workers) is an error like any other."""
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _exit_like_a_pipe_writer() -> None:
+    """End as coreutils do when their reader goes away: killed by SIGPIPE (the shell shows
+    141), no message, no traceback. What is still buffered for stdout goes to /dev/null, so
+    that the interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # not reached unless SIGPIPE is blocked
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, while a closed pipe can still be told apart from an error."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.errno == errno.EPIPE and _stdout_reader_gone():
+            _exit_like_a_pipe_writer()
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the group and turn errors into one line and an exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Console-script entry point: run the group and turn errors into one line and an exit
+    code; a reader of stdout that went away ends the run as SIGPIPE, never as exit 1."""
+    try:
+        _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        _flush_stdout()
+
+
+def _main(args: list[str]) -> None:
     as_json = _wants_json(args)
     from offline_ic.inputs import command_scope
 
     try:
         with command_scope():  # outputs are checked against what THIS command reads
-            cli.main(args=args, prog_name="offline-ic", standalone_mode=False)
+            # not cli.main(): it turns every EPIPE into exit 1, which means "check failed"
+            with cli.make_context("offline-ic", args) as ctx:
+                cli.invoke(ctx)
+            _flush_stdout()
     except CheckFailed as exc:  # the report is already printed (its JSON says what failed)
         _fail(str(exc), exc.exit_code, exc.kind, as_json=False)
     except OfflineICError as exc:
         _fail(str(exc), exc.exit_code, exc.kind, as_json)
-    except click.exceptions.Abort:
+    except click.exceptions.Exit as exc:  # --help, --version
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, EOFError):
         click.echo("offline-ic: aborted", err=True)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -151,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(_click_error_line(exc), exc.exit_code, "usage", as_json)
     except OSError as exc:
+        if exc.errno == errno.EPIPE and _stdout_reader_gone():
+            _exit_like_a_pipe_writer()
         _fail(_os_error_line(exc), 2, "os_error", as_json)
     except KeyboardInterrupt:
         click.echo("offline-ic: interrupted", err=True)
