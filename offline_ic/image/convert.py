@@ -11,7 +11,6 @@ into place at the end, so a failure never leaves a half-made disk under the targ
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -25,8 +24,8 @@ from typing import Any
 
 from offline_ic.errors import InputError, OfflineICError, SafetyRefusal
 from offline_ic.image.base import DiskImage
-from offline_ic.image.fileio import FileIO, fsync_dir
-from offline_ic.outputs import check_output
+from offline_ic.image.fileio import FileIO
+from offline_ic.outputs import check_output, new_file
 
 MiB = 1 << 20
 CHUNK = 4 * MiB  # read/write unit; divides every VHDX block size we create
@@ -351,20 +350,13 @@ def _needed_bytes(to: str, extents: list[tuple[int, int]], size: int) -> int:
     return sum(n for _, n in extents) + 512
 
 
-def _check_destination(src: str, dst: str, force: bool, parent: str | None) -> str:
-    tmp = f"{dst}.offline-ic-tmp"
+def _check_destination(src: str, dst: str, force: bool, parent: str | None) -> None:
+    """Refuse DST before anything is read (``outputs.new_file`` checks it again before the
+    rename, when every chain member is known)."""
     check_output(dst, [src, parent], force=force)
-    for leftover in (tmp, f"{tmp}.offline-ic-tmp"):
-        if os.path.exists(leftover):
-            if not force:
-                raise InputError(
-                    f"{leftover}: left by an interrupted convert (remove it or use --force)"
-                )
-            os.unlink(leftover)
     parent_dir = os.path.dirname(os.path.abspath(dst))
     if not os.path.isdir(parent_dir):
         raise InputError(f"{dst}: directory {parent_dir} does not exist")
-    return tmp
 
 
 def convert(
@@ -383,7 +375,7 @@ def convert(
     if to not in TARGETS:
         raise InputError(f"--to {to}: must be one of {', '.join(TARGETS)}")
     t0 = time.monotonic()
-    tmp = _check_destination(src, dst, force, parent)
+    _check_destination(src, dst, force, parent)
     with open_image(src, parent=parent) as img:
         info = img.info()
         if align is None:
@@ -405,27 +397,23 @@ def convert(
                 f"{dst}: not enough free space ({need} bytes needed, {free} free); nothing written"
             )
         try:
-            sink = _open_sink(to, tmp, size, info.logical_sector_size, info.physical_sector_size)
-        except BaseException:
-            _remove(tmp)
+            # the output rule of every new file: DST is checked again just before the rename
+            # (every chain member has been read by then), the temporary removed on failure
+            with new_file(dst, [src, parent], force=force) as tmp:
+                sink = _open_sink(
+                    to, tmp, size, info.logical_sector_size, info.physical_sector_size
+                )
+                try:
+                    written, skipped = _copy(img, sink, extents, progress)
+                    sink.finish()
+                finally:
+                    sink.close()
+        except SafetyRefusal:  # the output rule, checked again: as it says
             raise
-        try:
-            written, skipped = _copy(img, sink, extents, progress)
-            sink.finish()
-            sink.close()
-            check_output(dst, [src, parent], force=force)  # every chain member is read now
-            os.replace(tmp, dst)
-        except BaseException as exc:
-            sink.close()
-            _remove(tmp)
+        except (OfflineICError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise InputError(f"{dst}: no space left on device; partial output removed") from exc
-            if isinstance(exc, SafetyRefusal):  # the output rule, checked again: as it says
-                raise
-            if isinstance(exc, OfflineICError | OSError):
-                raise InputError(f"{src}: {_reason(exc)}; partial output {dst} removed") from exc
-            raise
-    fsync_dir(dst)
+            raise InputError(f"{src}: {_reason(exc)}; partial output {dst} removed") from exc
     total_data = sum(n for _, n in extents)
     return ConvertResult(
         source=src,
@@ -501,9 +489,3 @@ def _write_nonzero(sink: _Sink, pos: int, data: bytes) -> int:
     for a, b in runs:
         sink.write(pos + a, view[a:b])
     return sum(b - a for a, b in runs)
-
-
-def _remove(path: str) -> None:
-    for p in (path, f"{path}.offline-ic-tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(p)

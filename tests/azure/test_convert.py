@@ -311,3 +311,57 @@ def test_progress_only_on_a_terminal(tmp_path):
         [*cmd[:-1], str(tmp_path / "b.vhd")], capture_output=True, env=env, timeout=120
     )
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+def _convert_swapping_at_the_end(src: Path, dst: Path, swap, **options) -> None:
+    """``convert`` with ``swap()`` run once the data is copied (its last progress call),
+    before the output is renamed into place."""
+    from offline_ic.image.convert import convert
+
+    def progress(done: int, total: int) -> None:
+        if done == total:
+            swap()
+
+    convert(str(src), str(dst), progress=progress, **options)
+
+
+def test_destination_that_became_a_link_to_the_source_meanwhile_is_refused(tmp_path):
+    """DST is checked again just before the rename (outputs.new_file): a hard link to the
+    source made while converting is the source, and --force does not change that."""
+    from offline_ic.errors import SafetyRefusal
+
+    src = _odd_raw(tmp_path)
+    before = src.read_bytes()
+    dst = tmp_path / "out.raw"
+    with pytest.raises(SafetyRefusal, match="an output never replaces an input"):
+        _convert_swapping_at_the_end(src, dst, lambda: os.link(src, dst), to="raw", force=True)
+    assert src.read_bytes() == before and dst.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if "offline-ic-tmp" in p.name]
+
+
+def test_destination_that_became_a_symlink_meanwhile_is_refused(tmp_path):
+    from offline_ic.errors import SafetyRefusal
+
+    src = _odd_raw(tmp_path)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"someone else's file")
+    dst = tmp_path / "out.vhd"
+    with pytest.raises(SafetyRefusal, match="is a symbolic link; not written"):
+        _convert_swapping_at_the_end(src, dst, lambda: dst.symlink_to(other))
+    assert other.read_bytes() == b"someone else's file" and dst.is_symlink()
+    assert not [p for p in tmp_path.iterdir() if "offline-ic-tmp" in p.name]
+
+
+def test_a_killed_runs_temporary_file_does_not_block_the_next_convert(cli, tmp_path):
+    """Temporary names are every output's (``.DST.offline-ic-tmp-PID``): a file left by a
+    killed run under the old fixed name ``DST.offline-ic-tmp``, or by another process, is
+    neither in the way nor removed."""
+    src = _odd_raw(tmp_path)
+    dst = tmp_path / "out.vhd"
+    leftover = tmp_path / "out.vhd.offline-ic-tmp"
+    leftover.write_bytes(b"left by a killed run")
+    code, out, err = cli("convert", src, dst)
+    assert code == 0, err
+    assert dst.stat().st_size == 6 * MiB + 512
+    assert leftover.read_bytes() == b"left by a killed run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.raw", "out.vhd", leftover.name]
