@@ -121,13 +121,49 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in words
 
 
-def _fail(line: str, code: int, kind: str, as_json: bool) -> None:
-    """The one stderr line; with --json also the error object on stdout (the shape of a
-    many-target run's error records, without their ``image``); then exit ``code``."""
+def _fail(line: str, code: int, kind: str, as_json: bool, image: str | None = None) -> None:
+    """The one stderr line; with --json also the error document on stdout; then exit
+    ``code``. An error about the file a command was given (``image``) is the record a fleet
+    prints for a failed target: ``{"image", "error"}``, the message naming the image."""
+    document: dict[str, object] = {}
+    if image is not None:
+        from offline_ic.fleet import naming
+
+        line = naming(image, line)
+        document["image"] = image
+    document["error"] = {"code": code, "kind": kind, "message": line}
     if as_json:
-        emit_json({"error": {"code": code, "kind": kind, "message": line}})
+        emit_json(document)
     click.echo(f"offline-ic: error: {terminal(line)}", err=True)
     sys.exit(code)
+
+
+def _target_of(args: list[str]) -> str | None:
+    """The file the command line is about: the first argument of the command that runs,
+    when it takes one file (``reg get IMAGE``, ``hive get HIVE``, ``convert SRC``,
+    ``snapshot PARENT``); None for many-target commands (their targets' errors are records
+    of their own, an error before any target runs names none) and for a line that does
+    not parse. Read with click's parser only: no callback or type check runs again."""
+    ctx = click.Context(cli, info_name="offline-ic", resilient_parsing=True)
+    command: click.Command = cli
+    words = list(args)
+    try:
+        while True:
+            values, rest, _order = command.make_parser(ctx).parse_args(args=words)
+            if not isinstance(command, click.Group):
+                break
+            sub = command.get_command(ctx, rest[0]) if rest else None
+            if sub is None:
+                return None
+            ctx = click.Context(sub, parent=ctx, info_name=rest[0], resilient_parsing=True)
+            command, words = sub, rest[1:]
+    except click.ClickException:
+        return None
+    first = next((p for p in command.params if isinstance(p, click.Argument)), None)
+    if first is None or first.name is None or first.nargs != 1:
+        return None
+    value = values.get(first.name)
+    return value if isinstance(value, str) else None
 
 
 def _stdout_reader_gone() -> bool:
@@ -186,7 +222,7 @@ def _main(args: list[str]) -> None:
     except CheckFailed as exc:  # the report is already printed (its JSON says what failed)
         _fail(str(exc), exc.exit_code, exc.kind, as_json=False)
     except OfflineICError as exc:
-        _fail(str(exc), exc.exit_code, exc.kind, as_json)
+        _fail(str(exc), exc.exit_code, exc.kind, as_json, _target_of(args))
     except click.exceptions.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, EOFError):
@@ -202,7 +238,7 @@ def _main(args: list[str]) -> None:
     except OSError as exc:
         if exc.errno == errno.EPIPE and _stdout_reader_gone():
             _exit_like_a_pipe_writer()
-        _fail(_os_error_line(exc), 2, "os_error", as_json)
+        _fail(_os_error_line(exc), 2, "os_error", as_json, _target_of(args))
     except KeyboardInterrupt:
         click.echo("offline-ic: interrupted", err=True)
         sys.exit(130)
