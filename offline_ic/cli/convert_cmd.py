@@ -140,8 +140,9 @@ def register(group: click.Group) -> None:
         finally:
             bar.clear()
         if as_json:
-            # "image" (the target given) and "written_to" in the words of every command
-            emit_json({"image": src, **result.to_dict(), "written_to": dst})
+            # "image" (the target given), "written_to" and "format" (the word of --format) in
+            # the words of every command; "to", format's old name, kept for one release
+            emit_json({"image": src, **result.to_dict(), "to": result.format, "written_to": dst})
             return
         click.echo(
             f"{dst}: {to}, {result.virtual_size} bytes virtual "

@@ -277,7 +277,8 @@ def _write_doc(hive: Path, result: WriteResult | None, **extra: object) -> dict[
         "bytes_written": result.bytes_written if result else 0,
         "old_length": result.old_length if result else None,
         "new_length": result.new_length if result else None,
-        "recovered_from_logs": bool(result and result.recovered),
+        # the hives replayed from their logs first, a list as in every servicing document
+        "recovered_from_logs": [str(hive)] if result and result.recovered else [],
         "verified": bool(result and result.verified_by),
     }
 
@@ -354,7 +355,8 @@ def hive_recover(
     if target is not None:  # a new file: HIVE itself is unchanged
         size = target.stat().st_size
         doc |= {"written_to": str(target), "pages_written": -(-size // 4096)}
-        doc |= {"bytes_written": size, "recovered_from_logs": "recovered" in line}
+        doc |= {"bytes_written": size}
+        doc["recovered_from_logs"] = [str(hive)] if "recovered" in line else []
     elif result is not None:
         doc["written_to"] = str(hive)
     emit_json(doc)

@@ -51,7 +51,7 @@ class ConvertResult:
 
     source: str
     destination: str
-    to: str
+    format: str  # the format written: vhd-fixed, raw or vhdx-dynamic
     source_format: str
     source_disk_type: str | None
     source_size: int
@@ -418,7 +418,7 @@ def convert(
     return ConvertResult(
         source=src,
         destination=dst,
-        to=to,
+        format=to,
         source_format=info.format,
         source_disk_type=info.disk_type,
         source_size=img.size,

@@ -126,7 +126,7 @@ def test_convert_committed_images(cli, tmp_path, name, to):
     code, out, err = cli("convert", src, dst, "--to", to, "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["to"] == to and doc["virtual_size"] == doc["source_size"] == 40 * MiB
+    assert doc["format"] == to and doc["virtual_size"] == doc["source_size"] == 40 * MiB
     assert_converted(src, dst, to, align=MiB if to == "vhd-fixed" else 1)
 
 

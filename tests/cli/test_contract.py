@@ -92,7 +92,7 @@ def test_convert_takes_the_format_from_the_extension(cli, unpacked, tmp_path, na
     dst = tmp_path / name
     code, out, err = cli("convert", src, dst, "--json")
     assert code == 0, err
-    assert json.loads(out)["to"] == fmt
+    assert json.loads(out)["format"] == fmt
     with open_image(str(src)) as source:
         size, first = source.size, source.read(0, 1 << 20)
     if fmt == "raw":  # the bytes of the disk and nothing else: no VHD footer in a .raw
@@ -127,9 +127,9 @@ def test_convert_refuses_a_format_the_name_contradicts(
 def test_convert_format_for_another_extension_and_the_old_option_name(cli, unpacked, tmp_path):
     src = unpacked(Q_DYN)
     code, out, err = cli("convert", src, tmp_path / "c.bin", "--format", "raw", "--json")
-    assert code == 0 and json.loads(out)["to"] == "raw", err
+    assert code == 0 and json.loads(out)["format"] == "raw", err
     code, out, err = cli("convert", src, tmp_path / "d.bin", "--to", "raw", "--json")
-    assert code == 0 and json.loads(out)["to"] == "raw", err  # the hidden alias still works
+    assert code == 0 and json.loads(out)["format"] == "raw", err  # the hidden alias still works
     code, out, _ = cli("convert", "--help")
     assert "--format" in out and "--to" not in out
 
@@ -304,3 +304,38 @@ def test_a_real_windows_formatted_disk_without_windows_is_exit_2(cli, unpacked):
     doc = json.loads(out)
     assert code == 2 and doc["checks"][0]["id"] == "os.detect"
     assert "volumes 1:ntfs" in doc["checks"][0]["detail"]
+
+
+# ------------------------------------------------------------------- one key for one fact
+def test_convert_json_names_the_format_as_its_option_does(cli, unpacked, tmp_path):
+    """`format` is the word of `--format` (and of `source_format` beside it); `to`, its
+    old name, is kept for one release with the same value (docs/usage.md "Changelog")."""
+    code, out, err = cli("convert", unpacked(Q_DYN), tmp_path / "c.vhd", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["format"] == doc["to"] == "vhd-fixed" and doc["source_format"] == "vhdx"
+
+
+def _dirty_system_hive(unpacked, folder: Path) -> Path:
+    """The real dirty Windows 10 1709 SYSTEM hive (regipy, MIT) with its two logs."""
+    for name in ("regipy_SYSTEM_B", "regipy_SYSTEM_B.LOG1", "regipy_SYSTEM_B.LOG2"):
+        shutil.copyfile(unpacked(TESTDATA / "hives" / f"{name}.xz"), folder / name)
+    return folder / "regipy_SYSTEM_B"
+
+
+def test_recovered_from_logs_is_a_list_of_hives_in_hive_documents_too(cli, unpacked, tmp_path):
+    """Servicing documents list the hives replayed from their logs (`["SYSTEM"]`); the bare
+    hive commands say the same fact with the same type: the hive, or `[]`."""
+    hive = _dirty_system_hive(unpacked, tmp_path)
+    key = "ControlSet001\\Services\\vmicvss"
+    code, out, err = cli("hive", "set", hive, key, "Start", "dword:4", "--json")
+    assert code == 0, err
+    assert json.loads(out)["recovered_from_logs"] == [str(hive)]
+    code, out, err = cli("hive", "set", hive, key, "Start", "dword:3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["recovered_from_logs"] == []  # clean after the first write
+    (tmp_path / "again").mkdir()
+    dirty = _dirty_system_hive(unpacked, tmp_path / "again")
+    code, out, err = cli("hive", "recover", dirty, "--output", tmp_path / "new", "--json")
+    assert code == 0, err
+    assert json.loads(out)["recovered_from_logs"] == [str(dirty)]

@@ -292,7 +292,7 @@ def test_hive_recover_output_and_its_old_name(cli, tmp_path, unpacked):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["image"] == str(hive) and doc["written_to"] == str(tmp_path / "new")
-    assert doc["recovered_from_logs"] is True and doc["changed"] is False
+    assert doc["recovered_from_logs"] == [str(hive)] and doc["changed"] is False
     assert doc["bytes_written"] == len((tmp_path / "new").read_bytes()) == len(before)
     code, out, err = cli("hive", "recover", hive, "--to", tmp_path / "old")
     assert code == 0 and "recovered from LOG1+LOG2" in out, err
