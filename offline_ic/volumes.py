@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
@@ -175,6 +176,23 @@ MAX_APM_ENTRIES = 4096
 # took a second, a crafted tree far longer. Real disks hold a few dozen logical volumes.
 MAX_EBRS = 1024
 _EXTENDED = (0x05, 0x0F, 0x85)
+# A BSD disklabel names its partition count (16 bits; 32 in a disklabel64) and dissect reads
+# every entry (40 us each) of the label in every MBR or GPT partition of a BSD type, and of
+# one at sector 1 of a disk with no other table: 65,535 claimed took 2.6 s a label, and a
+# disk can name a label a thousand times. Real labels hold 8 to 22 (FreeBSD reads at most
+# 20, DragonFly's disklabel64 reserves 32).
+MAX_BSD_PARTITIONS = 64
+MAX_BSD_ENTRIES = 4096  # all labels of one disk together (each label counts one more)
+_BSD_MAGIC, _BSD_MAGIC64 = 0x82564557, 0xC4464C59
+_BSD_MBR_TYPES = (0xA5, 0xA6, 0xA9, 0x6C)  # FreeBSD, OpenBSD, NetBSD, DragonFly
+_BSD_GPT_TYPES = tuple(  # DragonFly disklabel32 and disklabel64, FreeBSD disklabel
+    uuid.UUID(u).bytes_le
+    for u in (
+        "9d087404-1ca5-11dc-8817-01301bb8a9f5",
+        "3d48ce54-1d16-11dc-8696-01301bb8a9f5",
+        "516e7cb4-6ecf-11d6-8ff8-00022d09712b",
+    )
+)
 
 
 def _check_gpt_claim(image: DiskImage, sector_size: int) -> None:
@@ -192,11 +210,13 @@ def _check_gpt_claim(image: DiskImage, sector_size: int) -> None:
         )
 
 
-def _check_ebr_tree(image: DiskImage, sector_size: int) -> None:
+def _check_ebr_tree(image: DiskImage, sector_size: int) -> list[tuple[int, int]]:
     """Count the extended boot records dissect's MBR reader would visit (its own walk, with
-    no recursion here) and refuse more than MAX_EBRS before it starts."""
+    no recursion here) and refuse more than MAX_EBRS before it starts. Returns the (offset,
+    type) of every other entry it would list, primary and logical."""
+    entries: list[tuple[int, int]] = []
     if image.read(510, 2) != b"\x55\xaa":
-        return
+        return entries
     todo: list[tuple[int, int | None]] = [(0, None)]  # (table offset, first EBR's offset)
     seen = 0
     while todo:
@@ -208,6 +228,8 @@ def _check_ebr_tree(image: DiskImage, sector_size: int) -> None:
             kind = raw[16 * i + 4]
             (start,) = struct.unpack_from("<I", raw, 16 * i + 8)
             if kind not in _EXTENDED:
+                if kind:
+                    entries.append((table + start * sector_size, kind))
                 continue
             if not ebr_offset:
                 ebr_offset = target = table + start * sector_size
@@ -220,6 +242,51 @@ def _check_ebr_tree(image: DiskImage, sector_size: int) -> None:
                     f"more than {MAX_EBRS} boot records (a loop?); not read"
                 )
             todo.append((target, ebr_offset))
+    return entries
+
+
+def _gpt_bsd_offsets(image: DiskImage, sector_size: int) -> list[int]:
+    """Where the GPT entries of a BSD type start (the array is already within its caps)."""
+    header = image.read(sector_size, 92)
+    if len(header) < 92 or header[:8] != b"EFI PART":
+        return []
+    (array_lba,) = struct.unpack_from("<Q", header, 0x48)
+    count, entry_size = struct.unpack_from("<II", header, 0x50)
+    if entry_size < 48:
+        return []
+    array = image.read(array_lba * sector_size, count * entry_size)
+    found = []
+    for at in range(0, len(array) - 47, entry_size):
+        if array[at : at + 16] in _BSD_GPT_TYPES:
+            (first_lba,) = struct.unpack_from("<Q", array, at + 32)
+            if first_lba:
+                found.append(first_lba * sector_size)
+    return found
+
+
+def _check_bsd_claims(image: DiskImage, sector_size: int, starts: list[int]) -> None:
+    """Refuse a BSD disklabel, at sector 1 of the disk or of a partition starting at one of
+    ``starts``, that claims more than MAX_BSD_PARTITIONS entries, or labels that claim more
+    than MAX_BSD_ENTRIES together, before dissect reads entry after entry of them."""
+    total = 0
+    for start in [0, *starts]:
+        label = image.read(start + sector_size, 148)
+        if len(label) < 148:
+            continue
+        (magic,) = struct.unpack_from("<I", label, 0)
+        if magic == _BSD_MAGIC and struct.unpack_from("<I", label, 132)[0] == _BSD_MAGIC:
+            (count,) = struct.unpack_from("<H", label, 138)
+        elif magic == _BSD_MAGIC64:
+            (count,) = struct.unpack_from("<I", label, 12)
+        else:
+            continue
+        total += count + 1
+        if count > MAX_BSD_PARTITIONS or total > MAX_BSD_ENTRIES:
+            raise CorruptImageError(
+                f"{os.path.basename(image.path)}: BSD disklabel at byte {start + sector_size} "
+                f"claims {count} partitions (real labels hold at most 22; at most "
+                f"{MAX_BSD_PARTITIONS} a label and {MAX_BSD_ENTRIES} a disk are read)"
+            )
 
 
 def _check_apm_claim(image: DiskImage) -> None:
@@ -246,7 +313,9 @@ def list_volumes(image: DiskImage) -> list[Volume]:
     volumes: list[Volume] = []
     _check_gpt_claim(image, sector_size)
     _check_apm_claim(image)
-    _check_ebr_tree(image, sector_size)
+    mbr_entries = _check_ebr_tree(image, sector_size)
+    bsd_starts = [off for off, kind in mbr_entries if kind in _BSD_MBR_TYPES]
+    _check_bsd_claims(image, sector_size, bsd_starts + _gpt_bsd_offsets(image, sector_size))
     try:
         disk = Disk(image.stream(), sector_size=sector_size)
         partitions = list(disk.partitions)

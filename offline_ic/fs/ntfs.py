@@ -11,7 +11,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-from offline_ic.errors import CorruptImageError, NotFoundError, SafetyRefusal, parsing
+from offline_ic.errors import (
+    CorruptImageError,
+    InputError,
+    NotFoundError,
+    SafetyRefusal,
+    parsing,
+)
 
 # $VOLUME_INFORMATION flags (the volume's "dirty" bit makes chkdsk run at next boot).
 VOLUME_IS_DIRTY = 0x0001
@@ -58,13 +64,28 @@ class NtfsVolume:
         return self._fs.cluster_size
 
     def _record(self, path: str):
+        """The MFT record of ``path``, walked one name at a time from the root. A symbolic
+        link or junction on the way is refused, not followed: dissect's own walk follows
+        them without a limit (a link naming itself never ends, one naming a path below
+        itself recurses until Python gives up). A link at the end is returned as itself."""
         from dissect.ntfs.exceptions import Error as NtfsError
+        from dissect.ntfs.exceptions import FileNotFoundError as NtfsMissing
+        from dissect.ntfs.exceptions import NotADirectoryError as NtfsNotDir
 
+        parts = [p for p in path.replace("\\", "/").split("/") if p]
         with parsing(f"{self.name}: cannot read the MFT record of {path}", extra=(NtfsError,)):
-            try:
-                return self._fs.mft.get(path.replace("\\", "/").strip("/"))
-            except FileNotFoundError as exc:  # dissect's is an NtfsError too: test it first
-                raise NotFoundError(f"{self.name}: {path} not found") from exc
+            record = self._fs.mft.root
+            for depth, part in enumerate(parts):
+                if record.is_symlink() or record.is_mount_point():
+                    raise InputError(
+                        f"{self.name}: cannot read {path}: {'/'.join(parts[:depth])} is a "
+                        f"symbolic link or junction ({_link_target(record)}): not followed"
+                    )
+                try:  # dissect's errors are NtfsErrors too: test them first
+                    record = record.get(part)
+                except (NtfsMissing, NtfsNotDir) as exc:
+                    raise NotFoundError(f"{self.name}: {path} not found") from exc
+            return record
 
     def exists(self, path: str) -> bool:
         """True when ``path`` (case-insensitive, / or \\ separated) names a file or directory."""
@@ -153,6 +174,17 @@ class NtfsVolume:
         except NotFoundError:
             return None
         return head.decode("ascii") if head in HIBERNATION_SIGNATURES else None
+
+
+def _link_target(record: Any) -> str:
+    """What a link says it points to (its print name), for the refusal's message."""
+    from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+
+    attr = record.attributes[ATTRIBUTE_TYPE_CODE.REPARSE_POINT]
+    try:
+        return f"to {attr.print_name or attr.substitute_name}"
+    except Exception:  # a damaged reparse buffer has no names
+        return f"reparse tag 0x{int(attr.tag):08x}"
 
 
 class GuardedStream(io.RawIOBase):

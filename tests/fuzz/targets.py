@@ -10,6 +10,7 @@ Anything else (a traceback) is a crash.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import lzma
@@ -24,6 +25,7 @@ from offline_ic.errors import OfflineICError
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = REPO / "testdata"
 CORPUS = Path(__file__).resolve().parent / "corpus"
+SEEDS = Path(__file__).resolve().parent / "seeds"  # small real seeds: scripts/build_fuzz_seeds.py
 KiB, MiB = 1 << 10, 1 << 20
 
 
@@ -37,11 +39,20 @@ class Target:
     splice: bool = False  # coverage-guided input = the hot ranges only (a large seed)
     # (file name, reader of a path, disk size): a spliced image the campaign writes in place
     on_file: tuple[str, Callable[[str], None], int] | None = None
+    # makes the input's checksums right (a random change fails a CRC or hash, and the
+    # parser stops there); an input whose last byte is odd is left as it is
+    seal: Callable[[bytes], bytes] | None = None
+
+    def sealed(self, data: bytes) -> bytes:
+        if self.seal is None or not data or data[-1] & 1:
+            return data
+        return self.seal(data)
 
     def build(self, data: bytes) -> bytes:
         """The file a coverage-guided input stands for: the input itself, or (``splice``)
         the seed with its hot ranges overwritten by the input, in order (a short input
         leaves the rest of the seed as it is; the file keeps the seed's length)."""
+        data = self.sealed(data)
         if not self.splice:
             return data
         buf = bytearray(self.seed())
@@ -59,6 +70,7 @@ class Target:
             self.run(self.build(data), workdir)
             return
         name, read, disk_size = self.on_file
+        data = self.sealed(data)
         seed = self.seed()
         path = workdir / name
         if not path.exists() or path.stat().st_size != max(len(seed), disk_size):
@@ -120,6 +132,55 @@ def _read_image(path: str) -> None:
         list_volumes(img)
 
 
+# The 4 KiB sectors of q-dirtylog.vhdx that hold structures (a 448 KiB input was mostly
+# zeros): file identifier, both headers, both region tables, the log entry, the first BAT
+# sector, the metadata table and its items.
+VHDX_HOT = [
+    (0, 4 * KiB),
+    (64 * KiB, 68 * KiB),
+    (128 * KiB, 132 * KiB),
+    (192 * KiB, 196 * KiB),
+    (256 * KiB, 260 * KiB),
+    (1 * MiB, 1 * MiB + 8 * KiB),
+    (2 * MiB, 2 * MiB + 4 * KiB),
+    (3 * MiB, 3 * MiB + 4 * KiB),
+    (3 * MiB + 64 * KiB, 3 * MiB + 68 * KiB),
+]
+
+
+def seal_vhdx(data: bytes) -> bytes:
+    """The CRC-32C of both headers (4 KiB each), both region tables (64 KiB: the rest of
+    the seed's table is zeros) and the log entry, computed over the input's bytes."""
+    from offline_ic.image.crc32c import crc32c
+
+    buf = bytearray(data)
+    starts = [0]
+    for a, b in VHDX_HOT:
+        starts.append(starts[-1] + b - a)
+
+    def fix(i: int, covered: int, length: int | None = None) -> None:
+        at = starts[i]
+        if at + 8 > len(buf):
+            return
+        own = starts[i + 1] - at
+        size = covered if length is None else length
+        if size < 8 or size > own and length is not None:
+            return
+        struct.pack_into("<I", buf, at + 4, 0)
+        chunk = bytes(buf[at : at + min(own, size)])
+        struct.pack_into("<I", buf, at + 4, crc32c(chunk.ljust(size, b"\0")))
+
+    for i in (1, 2):
+        fix(i, 4 * KiB)
+    for i in (3, 4):
+        fix(i, 64 * KiB)
+    log = starts[5]
+    if log + 12 <= len(buf) and buf[log : log + 4] == b"loge":
+        (entry,) = struct.unpack_from("<I", buf, log + 8)
+        fix(5, 0, entry)
+    return bytes(buf)
+
+
 def run_vhdx(data: bytes, workdir: Path) -> None:
     _read_image(_write(workdir, "fuzz.vhdx", data))
 
@@ -139,22 +200,9 @@ def _mbr_seed() -> bytes:
 
 
 def _gpt_seed() -> bytes:
-    """The GPT disk of the Windows test image (first and last 64 KiB are its tables)."""
-    return _unpacked_raw_head("windows/win10-gpt-dynamic.vhdx.xz")[: 64 * KiB]
-
-
-def _unpacked_raw_head(rel: str) -> bytes:
-    """The first 4 MiB of the virtual disk of a test image, read through our reader."""
-    import tempfile
-
-    from offline_ic.image import open_image
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(rel).name.removesuffix(".xz")
-        path.write_bytes(_unpacked(rel))
-        with open_image(str(path)) as img:
-            head = bytearray(img.read(0, 4 * MiB))
-    return bytes(head)
+    """Protective MBR, GPT header and a 4-entry table made by sfdisk (scripts/
+    build_fuzz_seeds.py): a 128-entry table had dissect read 128 entries per input."""
+    return (SEEDS / "gpt-4-entries.bin").read_bytes()
 
 
 def run_volumes(data: bytes, workdir: Path) -> None:
@@ -168,21 +216,23 @@ DISK_SIZE = 64 * MiB  # the Windows test disk the GPT seed comes from
 
 # --- NTFS: the hive lookup ----------------------------------------------------------------
 
-NTFS_DISK = "windows/win10-dirty-mbr.raw.xz"
-NTFS_OFFSET = 2048 * 512
-
 
 def _ntfs_volume() -> bytes:
-    return _unpacked(NTFS_DISK)[NTFS_OFFSET:]
+    """A 3 MiB NTFS made by mkntfs holding a small real hive at the SYSTEM hive's path
+    (scripts/build_fuzz_seeds.py): the 64 MiB test disk made a run copy 64 MiB per input."""
+    return lzma.decompress((SEEDS / "ntfs-hive.raw.xz").read_bytes())
+
+
+NTFS_HIVE_PATH = "Windows/System32/config/SYSTEM"
 
 
 def _system_record_offset(volume: bytes) -> tuple[int, int]:
-    """Offset and size of the SYSTEM hive's MFT record in the volume (found by dissect)."""
+    """Offset and size of the hive's MFT record in the volume (found by dissect)."""
     from dissect.ntfs import NTFS
     from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
 
     fs = NTFS(io.BytesIO(volume))
-    rec = fs.mft.get("Windows/System32/config/SYSTEM")
+    rec = fs.mft.get(NTFS_HIVE_PATH)
     (lcn, _n), *_ = fs.mft.get(0).attributes[ATTRIBUTE_TYPE_CODE.DATA][0].dataruns()
     (per,) = struct.unpack_from("<b", volume, 0x40)
     size = 1 << -per if per < 0 else per * fs.cluster_size
@@ -202,12 +252,11 @@ def run_ntfs_hive(data: bytes, workdir: Path) -> None:
     off, size = struct.unpack("<QQ", _CACHE["ntfs-record"])
     buf = bytearray(volume)
     buf[off : off + size] = data[:size].ljust(size, b"\0")
-    ntfs = NtfsVolume(io.BytesIO(bytes(buf)), "fuzz NTFS")
-    path = "Windows/System32/config/SYSTEM"
-    ntfs.file_info(path)
-    with ntfs.open(path) as fh:
+    ntfs = NtfsVolume(io.BytesIO(buf), "fuzz NTFS")
+    ntfs.file_info(NTFS_HIVE_PATH)
+    with ntfs.open(NTFS_HIVE_PATH) as fh:
         hive = Hive.open(fh, name="SYSTEM")
-        hive.find_key(r"ControlSet001\Services\vmicvss")
+        hive.find_key(r"SAM\Domains\Account\Users")
 
 
 # --- registry -----------------------------------------------------------------------------
@@ -224,15 +273,53 @@ def run_regf(data: bytes, workdir: Path) -> None:
             break
 
 
+LOG1_ENTRIES_END = 28672  # base block + the real LOG1's first two HvLE entries (of 3 MiB)
+LOG2_ENTRIES_END = 512  # the real LOG2's base block: hashing its entries cost each input 3 ms
+
+
 def _log_seed() -> bytes:
-    return _unpacked("hives/regipy_SYSTEM_B.LOG1.xz")
+    return _unpacked("hives/regipy_SYSTEM_B.LOG1.xz")[:LOG1_ENTRIES_END]
+
+
+def seal_log(data: bytes) -> bytes:
+    """``data`` with the base block checksum and each HvLE entry's two Marvin32 hashes made
+    right, so mutations reach the entry and page parsing behind them."""
+    from offline_ic.registry import structs as S
+    from offline_ic.registry.checksum import base_block_checksum
+    from offline_ic.registry.recovery import HVLE_HASH2_LEN
+
+    if len(data) < S.BASE_HEADER_SIZE:
+        return data
+    buf = bytearray(data)
+    where = S.BASE.offset("checksum")
+    struct.pack_into("<I", buf, where, base_block_checksum(bytes(buf[: S.BASE_HEADER_SIZE])))
+    off = S.BASE_HEADER_SIZE
+    h1, h2 = S.HVLE.offset("hash1"), S.HVLE.offset("hash2")
+    while off + S.HVLE.size <= len(buf) and buf[off : off + 4] == b"HvLE":
+        (size,) = struct.unpack_from("<I", buf, off + 4)
+        if size < S.HVLE.size or off + size > len(buf):
+            break
+        struct.pack_into("<Q", buf, off + h1, _marvin32(bytes(buf[off + S.HVLE.size : off + size])))
+        struct.pack_into("<Q", buf, off + h2, _marvin32(bytes(buf[off : off + HVLE_HASH2_LEN])))
+        off += max(size, 512)
+    return bytes(buf)
+
+
+@functools.lru_cache(maxsize=64)
+def _marvin32(data: bytes) -> int:
+    """Marvin32 of an entry: most inputs leave most entries as the seed has them."""
+    from offline_ic.registry.marvin import marvin32
+
+    return marvin32(data)
 
 
 def run_regf_log(data: bytes, workdir: Path) -> None:
     from offline_ic.registry.recovery import recover_bytes
 
     primary = _cached("system-b", lambda: _unpacked("hives/regipy_SYSTEM_B.xz"))()
-    log2 = _cached("system-b-log2", lambda: _unpacked("hives/regipy_SYSTEM_B.LOG2.xz"))()
+    log2 = _cached(
+        "system-b-log2", lambda: _unpacked("hives/regipy_SYSTEM_B.LOG2.xz")[:LOG2_ENTRIES_END]
+    )()
     recover_bytes(primary, data, log2, name="fuzz")
 
 
@@ -387,9 +474,10 @@ def targets() -> dict[str, Target]:
             "vhdx",
             _cached("vhdx", lambda: _unpacked("images/q-dirtylog.vhdx.gz")),
             run_vhdx,
-            [(0, 320 * KiB), (1 * MiB, 1 * MiB + 64 * KiB), (2 * MiB, 2 * MiB + 64 * KiB)],
+            VHDX_HOT,
             splice=True,
             on_file=("fuzz.vhdx", _read_image, 0),
+            seal=seal_vhdx,
         ),
         "vhd": Target(
             "vhd",
@@ -417,7 +505,11 @@ def targets() -> dict[str, Target]:
             splice=True,
         ),
         "regf_log": Target(
-            "regf_log", _cached("log", _log_seed), run_regf_log, [(0, 8 * KiB)], splice=True
+            "regf_log",
+            _cached("log", _log_seed),
+            run_regf_log,
+            [(0, LOG1_ENTRIES_END)],
+            seal=seal_log,
         ),
         "cpio": Target(
             "cpio", _cached("cpio", _cpio_seed), run_cpio, [(0, 400)], _initramfs_error()

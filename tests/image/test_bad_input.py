@@ -326,3 +326,77 @@ def test_extended_partitions_branching_into_a_billion_paths_are_refused(tmp_path
                 struct.pack_into("<B3xB3xII", disk, at + 446 + 16 * slot, 0, 0x05, n, 8)
         disk[at + 510 : at + 512] = b"\x55\xaa"
     _refused_at_once(tmp_path / "ebr.raw", disk, "more than 1024 boot records")
+
+
+def _fdisk_bsd_disk(tmp_path: Path) -> bytearray:
+    """The first 2 MiB of a 64 MiB disk: an MBR (sfdisk) whose FreeBSD slice at sector 2048
+    holds a real BSD disklabel written by util-linux fdisk (4 partitions, at byte 1049088)."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("sfdisk") and shutil.which("fdisk")):
+        pytest.skip("needs sfdisk and fdisk (Debian package fdisk)")
+    disk = tmp_path / "bsd-real.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 64 << 20)
+    script = b"label: dos\nlabel-id: 0x12345678\nstart=2048, size=61440, type=a5\n"
+    subprocess.run(["sfdisk", "-q", str(disk)], input=script, check=True)
+    subprocess.run(  # b: edit the nested BSD disklabel, y: create one, w: write it
+        ["fdisk", str(disk)], input=b"b\ny\nw\nq\n", check=True, capture_output=True
+    )
+    head = bytearray(disk.read_bytes()[: 2 << 20])
+    assert head[1049088:1049092] == bytes.fromhex("57455682")  # BSD_MAGIC, little-endian
+    return head
+
+
+def test_real_bsd_disklabel_is_read_as_before(tmp_path):
+    """fdisk's label (4 entries, none a volume) is not a claim: the disk is listed whole."""
+    from offline_ic.volumes import list_volumes
+
+    path = tmp_path / "bsd.raw"
+    path.write_bytes(_fdisk_bsd_disk(tmp_path))
+    os.truncate(path, 64 << 20)
+    with open_image(str(path)) as img:
+        assert [v.type for v in list_volumes(img)] == ["whole disk"]
+
+
+def test_bsd_disklabel_claiming_65535_partitions_is_refused(tmp_path):
+    """fdisk's real label with its 16-bit partition count set to 65,535: dissect read every
+    entry, 2.6 s a label (and an MBR can name the label in a thousand boot records)."""
+    import struct
+
+    disk = _fdisk_bsd_disk(tmp_path)
+    struct.pack_into("<H", disk, 1049088 + 138, 65535)
+    _refused_at_once(tmp_path / "bsd.raw", disk, "BSD disklabel at byte 1049088 claims 65535")
+
+
+def test_standalone_disklabel64_claiming_four_billion_partitions_is_refused(tmp_path):
+    """A disklabel64 at sector 1 of a disk with no other table (dissect tries it last) with
+    a 32-bit count: dissect read 64-byte entries to the end of the disk (a million here)."""
+    import struct
+
+    disk = bytearray(1 << 20)
+    struct.pack_into("<IIII", disk, 512, 0xC4464C59, 0, 0, 0xFFFFFFFF)
+    _refused_at_once(tmp_path / "bsd64.raw", disk, "claims 4294967295 partitions")
+
+
+def test_bsd_labels_named_by_every_gpt_entry_are_refused_together(tmp_path):
+    """16,384 GPT entries of the FreeBSD disklabel type, all at one label of 64 partitions
+    (each label within its own bound): a million entries for dissect; refused as a disk."""
+    import struct
+    import uuid
+
+    count, freebsd = 16384, uuid.UUID("516e7cb4-6ecf-11d6-8ff8-00022d09712b").bytes_le
+    disk = bytearray(4 << 20)
+    struct.pack_into("<B3xB3xII", disk, 446, 0, 0xEE, 1, (64 << 11) - 1)
+    disk[510:512] = b"\x55\xaa"
+    disk[512:520] = b"EFI PART"
+    struct.pack_into("<QII", disk, 512 + 0x48, 2, count, 128)
+    for i in range(count):
+        at = 1024 + 128 * i
+        disk[at : at + 16] = freebsd
+        struct.pack_into("<QQ", disk, at + 32, 6144, 8191)
+    label = 6144 * 512 + 512
+    struct.pack_into("<I", disk, label, 0x82564557)
+    struct.pack_into("<IHH", disk, label + 132, 0x82564557, 0, 64)
+    _refused_at_once(tmp_path / "bsd-gpt.raw", disk, "at most 64 a label and 4096 a disk")

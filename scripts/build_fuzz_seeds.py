@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Build the small fuzz seeds in tests/fuzz/seeds/ from real tools.
+
+A fuzz target runs its parser on every input, hundreds of thousands of times: its seed must
+be the smallest real thing that still reaches the structures (the 64 MiB Windows test disk
+made ntfs_hive do 7 executions a second, a 128-entry GPT had dissect read 128 entries per
+input). Made by the same tools as testdata/windows (scripts/build_windows_testdata.py):
+
+* ``gpt-4-entries.bin``: LBA 0-2 of a disk partitioned by sfdisk with a 4-entry GPT (EFI,
+  MSR, basic data), fixed GUIDs so a rebuild gives the same bytes;
+* ``ntfs-hive.raw.xz``: a 3 MiB NTFS volume made by mkntfs holding
+  ``Windows/System32/config/SYSTEM`` (the real 256 KiB regipy SAM hive, MIT, see
+  testdata/hives/PROVENANCE.md) copied in through ntfs-3g (needs root and FUSE).
+
+    scripts/build_fuzz_seeds.py            # rebuild into tests/fuzz/seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_windows_testdata import (  # noqa: E402 - the scripts folder is not a package
+    GPT_EFI,
+    GPT_MSR,
+    REAL_HIVES,
+    REPO,
+    MiB,
+    make_ntfs_volume,
+    run,
+    unxz,
+)
+
+GPT_BASIC_DATA = "EBD0A0A2-B9E5-4433-87C0-68B6B7261599"
+SEEDS = REPO / "tests" / "fuzz" / "seeds"
+
+
+def build_gpt(out: Path, work: Path) -> Path:
+    """The first three sectors (protective MBR, GPT header, 4 entries) of a 64 MiB disk."""
+    disk = work / "gpt.raw"
+    with open(disk, "wb") as fh:
+        fh.truncate(64 * MiB)
+    script = (
+        "label: gpt\nlabel-id: 6F1C6D2A-5E43-4B7A-9C1E-2B3D4F5A6B7C\ntable-length: 4\n"
+        "first-lba: 34\n\n"
+        f"start=2048, size=8192, type={GPT_EFI}, "
+        'uuid=11111111-2222-4333-8444-555555555501, name="EFI system partition"\n'
+        f"start=10240, size=32768, type={GPT_MSR}, "
+        'uuid=11111111-2222-4333-8444-555555555502, name="Microsoft reserved partition"\n'
+        f"start=43008, size=81920, type={GPT_BASIC_DATA}, "
+        'uuid=11111111-2222-4333-8444-555555555503, name="Basic data partition"\n'
+    )
+    run("sfdisk", "-q", disk, input=script.encode())
+    dest = out / "gpt-4-entries.bin"
+    dest.write_bytes(disk.read_bytes()[: 3 * 512])
+    return dest
+
+
+def build_ntfs_hive(out: Path, work: Path) -> Path:
+    """A minimal NTFS volume with a small real hive at the SYSTEM hive's path."""
+    hive = unxz(REAL_HIVES / "regipy_SAM.xz", work / "SAM")
+    volume = work / "ntfs-hive.raw"
+    make_ntfs_volume(volume, 3 * MiB, 0, {"Windows/System32/config/SYSTEM": hive})
+    run("xz", "-9e", "-f", volume)
+    dest = out / "ntfs-hive.raw.xz"
+    dest.write_bytes(volume.with_suffix(".raw.xz").read_bytes())
+    return dest
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=SEEDS)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="offline-ic-seeds-") as tmp:
+        for made in (build_gpt(args.out, Path(tmp)), build_ntfs_hive(args.out, Path(tmp))):
+            print(f"{made.stat().st_size:>10}  {made}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
