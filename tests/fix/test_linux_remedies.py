@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from offline_ic.checks.model import CheckResult
@@ -135,3 +136,93 @@ def test_ordered_edits_runs_each_program_once_after_the_files():
     b = Remedy("b", "b", (WriteFile("/b", b"2"), run))
     c = Remedy("c", "c", (WriteFile("/c", b"3"),), fixable=False)
     assert ordered_edits([a, b, c]) == [WriteFile("/a", b"1"), WriteFile("/b", b"2"), run]
+
+
+# -- hostile input: bounded, exact -------------------------------------------------------
+def test_control_characters_in_names_and_lines_round_trip():
+    name = "/etc/modprobe.d/a\x1b[2J\nb\x7f.conf"
+    conf = (
+        b"blacklist hv_utils\x0b# not a comment to kmod\n\x00\x1b]0;x\x07\nblacklist hv_utils\r\n"
+    )
+    guest = fake_guest({name: conf})
+    [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_utils")], now=NOW)
+    assert writes(remedy) == {
+        name: STAMP
+        + b"blacklist hv_utils\x0b# not a comment to kmod\n\x00\x1b]0;x\x07\n"
+        + STAMP
+        + b"blacklist hv_utils\r\n"
+    }
+
+
+def test_ten_megabyte_grub_cfg_planned_exactly_and_quickly():
+    filler = b"\tset gfxpayload=keep  # " + b"x" * 100 + b"\n"
+    line = b"\tlinux /vmlinuz-6.1 root=/dev/sda1 module_blacklist=hv_storvsc,floppy\n"
+    cfg = b"menuentry 'Debian' {\n" + filler * 90_000 + line + filler * 5 + b"}\n"
+    assert len(cfg) > 10 << 20
+    guest = fake_guest({"/boot/grub/grub.cfg": cfg})
+    started = time.perf_counter()
+    [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_storvsc")], now=NOW)
+    elapsed = time.perf_counter() - started
+    assert writes(remedy) == {
+        "/boot/grub/grub.cfg": cfg.replace(line, line.replace(b"hv_storvsc,", b""))
+    }
+    assert elapsed < 10, elapsed
+
+
+def test_file_over_the_rewrite_cap_is_reported_not_truncated(monkeypatch):
+    monkeypatch.setattr("offline_ic.guest.linux.remedies_plan.MAX_EDITED_FILE", 1000)
+    cfg = b"menuentry 'D' {\n\tlinux /vmlinuz root=/x module_blacklist=hv_vmbus\n}\n" + b"#" * 2000
+    guest = fake_guest(
+        {"/boot/grub/grub.cfg": cfg, "/etc/kernel/cmdline": b"module_blacklist=hv_vmbus\n"}
+    )
+    [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_vmbus")], now=NOW)
+    assert writes(remedy) == {"/etc/kernel/cmdline": b"\n"}
+    assert remedy.reason == (
+        "hv_vmbus must load at boot for Hyper-V; left: /boot/grub/grub.cfg not rewritten "
+        f"({len(cfg)} bytes, over the 1000 fix rewrites): edit it by hand"
+    )
+
+
+def test_symlink_loops_and_escapes_stay_bounded():
+    guest = fake_guest(
+        {
+            "/etc/modprobe.d/loop.conf": link("/etc/modprobe.d/loop2.conf"),
+            "/etc/modprobe.d/loop2.conf": link("loop.conf"),
+            "/etc/modprobe.d/escape.conf": link("../../../../../../etc/hv.conf"),
+            "/etc/hv.conf": b"blacklist hv_utils\n",
+            "/etc/default/grub": link("/etc/default/grub"),
+            "/etc/kernel/cmdline": link("../kernel/cmdline"),
+        }
+    )
+    [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_utils")], now=NOW)
+    # the escaping link resolves inside the guest (/etc/hv.conf): that file is written
+    assert writes(remedy) == {"/etc/hv.conf": STAMP + b"blacklist hv_utils\n"}
+
+
+def test_hostile_install_section_and_kernel_version():
+    unit = (
+        b"[Unit]\nDescription=x\n[Install]\nWantedBy=../../../../etc/cron.d/evil.service\n"
+        b"Alias=a/b.service\n"
+    )
+    guest = fake_guest(
+        {
+            "/usr/sbin/hv_kvp_daemon": b"\x7fELF",
+            "/usr/lib/systemd/system/hv-kvp-daemon.service": unit,
+            "/boot/vmlinuz--rf": b"MZ",
+            "/lib/modules/-rf/modules.dep": b"kernel/drivers/hv/hv_vmbus.ko:\n",
+            "/lib/modules/-rf/kernel/drivers/hv/hv_vmbus.ko": b"",
+            "/lib/modules/-rf/kernel/drivers/scsi/hv_storvsc.ko": b"",
+            "/usr/sbin/update-initramfs": b"#!/bin/sh\n",
+        }
+    )
+    kvp, initramfs = plan_linux_remedies(
+        guest, [CheckResult("linux.daemon.kvp", "warn", "x"), fail("linux.initramfs.hv_storvsc")]
+    )
+    assert not kvp.fixable and kvp.edits == ()
+    assert kvp.reason == (
+        "/usr/lib/systemd/system/hv-kvp-daemon.service: [Install] names no valid unit "
+        "(WantedBy=../../../../etc/cron.d/evil.service, Alias=a/b.service): start it by hand "
+        "(a wants symlink to /usr/lib/systemd/system/hv-kvp-daemon.service)"
+    )
+    assert not initramfs.fixable
+    assert initramfs.reason == "kernel version '-rf' is not a name fix passes to a guest program"
