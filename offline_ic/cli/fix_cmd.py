@@ -95,8 +95,10 @@ def fix(
     Runs the checks of `check` (with --profile and --policy), plans a remedy for each
     failing or warning check, applies all of them in one crash-safe transaction (read back
     through libvhdi and regipy), and checks the result. Windows: integration-service and
-    Hyper-V driver start types, Fast Startup, the azure profile's registry values. What
-    only the Hyper-V host can change is reported with the PowerShell line that does it.
+    Hyper-V driver start types, Fast Startup, the azure profile's registry values. Linux
+    (needs libguestfs, except --dry-run): blacklists, boot drivers in the initramfs,
+    daemons. What only the Hyper-V host can change is reported with the PowerShell line
+    that does it.
 
     \b
     Exit codes: 0 the result passes every check, 1 a check still fails (each named, with
@@ -159,8 +161,10 @@ def render_fix(raw: dict[str, Any]) -> None:
             click.echo(f"    on the Hyper-V host: {action['host_command']}")
     if not doc["actions"]:
         click.echo("  nothing to fix: no check fails or warns")
-    if raw.get("write") is not None:
+    if raw.get("write") is not None and doc["os"] == "windows":
         render_servicing(raw["write"])
+    elif raw.get("write") is not None:
+        _render_guest_edit(doc["write"])
     after = doc["after"]
     if after is not None:
         click.echo(f"after: {after['result']} ({_counts(after)})")
@@ -169,6 +173,23 @@ def render_fix(raw: dict[str, Any]) -> None:
                 click.echo(f"  {check['status'].upper():4}  {check['id']}  {check['detail']}")
     for left in doc["remaining"]:
         click.echo(f"still failing: {left['check']}: {left['reason']}")
+
+
+def _render_guest_edit(write: dict[str, Any]) -> None:
+    """What the libguestfs engine did (or would do) for a Linux guest (already escaped)."""
+    if write.get("dry_run"):
+        click.echo(
+            f"dry run: {write['edits']} edit(s) for the libguestfs appliance; not started, "
+            "nothing written"
+        )
+    elif write.get("bytes_written"):
+        where = f"new child {write['child']}" if write.get("child") else write["written_to"]
+        click.echo(
+            f"wrote {write['bytes_written']} bytes to {where} in one transaction (appliance "
+            f"{write['appliance_seconds']} s); read back with {' and '.join(write['verified_by'])}"
+        )
+    else:
+        click.echo("nothing to write")
 
 
 def _counts(report: dict[str, Any]) -> str:

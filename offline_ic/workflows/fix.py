@@ -118,7 +118,12 @@ class FixReport:
             "actions": [a.to_dict() for a in self.actions],
             "after": self.after.to_dict() if self.after is not None else None,
             "write": self.write,
-            "pages_written": write.get("pages_written", 0),
+            # a Linux fix writes ranges the appliance changed, not hive pages
+            **(
+                {"pages_written": write.get("pages_written", 0)}
+                if self.before.os == "windows"
+                else {}
+            ),
             "bytes_written": write.get("bytes_written", 0),
             "verified": bool(write.get("verified")),
             "result": "fail" if remaining else "pass",
@@ -157,17 +162,25 @@ def fix_target(
     findings = [r for r in before.checks if r.status in ("fail", "warn")]
     chosen = [r for r in findings if _selected(r.id, only)]
     with confined_to(root) if root else nullcontext():
-        if before.os != "windows":
-            raise InputError(
-                f"{target}: a Linux guest; fixing Linux guests is not part of this build yet"
+        if before.os == "windows":
+            planned = _fix_windows(report, image, chosen, parent=parent, volume=volume)
+        else:
+            azure = any(p.name == "azure" for p in _profile_list(profile))
+            planned = _fix_linux(
+                report, image, chosen, azure=azure, packages=packages, parent=parent, volume=volume
             )
-        remedies = _fix_windows(report, image, chosen, parent=parent, volume=volume, output=output)
-        report.actions = _actions(findings, chosen, remedies, report, host)
+        report.actions = _actions(findings, chosen, planned, report, host)
         if not dry_run:
             report.after = _check_after(
                 report, image, host, policy, profile, volume, parent, output
             )
     return report
+
+
+def _profile_list(profile: Profile | Sequence[Profile] | None) -> list[Profile]:
+    if profile is None:
+        return []
+    return [profile] if isinstance(profile, Profile) else list(profile)
 
 
 def _resolve(target: str, vmcx: str | None) -> tuple[str, HostConfig | None, str | None]:
@@ -193,11 +206,10 @@ def _fix_windows(
     *,
     parent: str | None,
     volume: int | None,
-    output: str | None,
-) -> list[tuple[WindowsRemedy, list[ValueChange]]]:
+) -> dict[str, FixAction]:
     """Plan the Windows remedies on the opened guest (under the writer's lock) and write them
     through ``apply_changes``; a real run without ``--output`` plans read-only first, so
-    that an image with nothing to fix is never opened for writing."""
+    that an image with nothing to fix is never opened for writing. The action per check."""
     from offline_ic.guest.windows.remedies import plan_windows_remedies, remedy_changes
     from offline_ic.workflows.service import apply_changes
 
@@ -212,10 +224,10 @@ def _fix_windows(
 
     def run(dry_run: bool) -> Any:
         return apply_changes(
-            image, build, parent=parent, volume=volume, output=output, dry_run=dry_run
+            image, build, parent=parent, volume=volume, output=report.child, dry_run=dry_run
         )
 
-    if report.dry_run or output is not None:
+    if report.dry_run or report.child is not None:
         servicing = run(report.dry_run)
     else:
         servicing = run(True)
@@ -224,28 +236,113 @@ def _fix_windows(
         else:  # nothing to write: the plan is the outcome, nothing was opened writable
             servicing.dry_run = False
     report.write = servicing.to_dict()
-    return planned
+    return {
+        remedy.check: _windows_action(remedy, changes, report.dry_run)
+        for remedy, changes in planned
+    }
+
+
+def _windows_action(remedy: WindowsRemedy, changes: list[ValueChange], dry_run: bool) -> FixAction:
+    if not remedy.fixable:
+        return FixAction(remedy.check, remedy.action, "not_fixable", remedy.reason)
+    if changes and all(c.as_asked for c in changes):
+        reason = "already as the remedy sets it: the check fails for another reason"
+        return FixAction(remedy.check, remedy.action, "skipped", reason)
+    return FixAction(remedy.check, remedy.action, "planned" if dry_run else "done", remedy.reason)
+
+
+def _fix_linux(
+    report: FixReport,
+    image: str,
+    chosen: list[CheckResult],
+    *,
+    azure: bool,
+    packages: Sequence[str],
+    parent: str | None,
+    volume: int | None,
+) -> dict[str, FixAction]:
+    """Plan the Linux remedies on a read-only open of the guest (our file layer, no
+    appliance), then, unless this is a dry run, carry out their edits with the libguestfs
+    engine in one appliance run and one commit through our writer. Without libguestfs a
+    plan that needs it is exit 2 with the install line; a dry run never needs it."""
+    from offline_ic.guest.linux.guest import LinuxGuest
+    from offline_ic.guest.linux.remedies import ordered_edits, plan_linux_remedies
+    from offline_ic.target import open_target
+
+    if os.path.isdir(image):
+        raise InputError(
+            f"{report.image}: writing into a mounted guest root is not supported; give the "
+            "disk image"
+        )
+    with open_target(image, parent=parent, volume=volume) as opened:
+        guest = opened.guest
+        if not isinstance(guest, LinuxGuest):
+            raise NotFoundError(f"{report.image}: the Linux guest the checks read is not found")
+        remedies = plan_linux_remedies(guest, chosen, azure=azure, packages=packages)
+    edits = ordered_edits(remedies)
+    if report.dry_run:
+        report.write = {"dry_run": True, "edits": len(edits), "bytes_written": 0}
+    elif edits:
+        report.write = _run_engine(report, image, edits)
+    elif report.child is not None:  # nothing to write: the promised child, empty
+        _empty_child(image, report.child)
+        report.write = {"written_to": report.child, "bytes_written": 0, "verified": False}
+    status: ActionStatus = "planned" if report.dry_run else "done"
+    return {
+        r.check: FixAction(r.check, r.action, status if r.fixable else "not_fixable", r.reason)
+        for r in remedies
+    }
+
+
+def _run_engine(report: FixReport, image: str, edits: Sequence[Any]) -> dict[str, Any]:
+    """The libguestfs engine's run, as the ``write`` part of the document."""
+    from offline_ic.workflows.guest_edit import apply_guest_edits, guestfs_missing
+
+    hint = guestfs_missing()
+    if hint is not None:
+        raise InputError(f"{report.image}: fixing a Linux guest needs libguestfs: {hint}")
+    result = apply_guest_edits(image, edits, output=report.child)
+    return {
+        "written_to": result.written_to,
+        "child": result.child,
+        "bytes_written": result.bytes_written,
+        "verified": bool(result.verified),
+        "verified_by": list(result.verified),
+        "appliance_seconds": round(result.appliance_seconds, 3),
+        "edits": [
+            {"edit": type(o.edit).__name__, "status": o.status, "output": o.output}
+            for o in result.outcomes
+        ],
+    }
+
+
+def _empty_child(image: str, child: str) -> None:
+    from offline_ic.image.vhdx.create import create_child
+    from offline_ic.outputs import check_output
+
+    check_output(child, [image], can_force=False)
+    create_child(image, child)
 
 
 def _actions(
     findings: list[CheckResult],
     chosen: list[CheckResult],
-    remedies: list[tuple[WindowsRemedy, list[ValueChange]]],
+    planned: dict[str, FixAction],
     report: FixReport,
     host: HostConfig | None,
 ) -> list[FixAction]:
-    """One action per finding, in the order of the checks."""
+    """One action per finding, in the order of the checks: the guest's remedy, else what
+    only the host can do, else why nothing can be done offline."""
     from offline_ic.host.remedies import host_remedy
 
-    by_check = {remedy.check: (remedy, changes) for remedy, changes in remedies}
     family = report.before.os or "windows"
     out = []
     for result in findings:
         if result not in chosen:
             out.append(FixAction(result.id, "none", "skipped", "not selected by --only"))
             continue
-        if result.id in by_check:
-            out.append(_windows_action(*by_check[result.id], report.dry_run))
+        if result.id in planned:
+            out.append(planned[result.id])
             continue
         remote = host_remedy(result, host, family, guest_enabled=True) if host else None
         if remote is not None:
@@ -258,15 +355,6 @@ def _actions(
         )
         out.append(FixAction(result.id, "none", "not_fixable", reason))
     return out
-
-
-def _windows_action(remedy: WindowsRemedy, changes: list[ValueChange], dry_run: bool) -> FixAction:
-    if not remedy.fixable:
-        return FixAction(remedy.check, remedy.action, "not_fixable", remedy.reason)
-    if changes and all(c.as_asked for c in changes):
-        reason = "already as the remedy sets it: the check fails for another reason"
-        return FixAction(remedy.check, remedy.action, "skipped", reason)
-    return FixAction(remedy.check, remedy.action, "planned" if dry_run else "done", remedy.reason)
 
 
 def _check_after(

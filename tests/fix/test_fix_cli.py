@@ -106,3 +106,94 @@ def test_no_guest_is_an_input_error_and_nothing_is_written(cli, tmp_path):
     assert code == 2 and json.loads(out)["error"]["kind"] == "not_found"
     assert "no Windows volume" in err and err.count("\n") == 1
     assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------- the Linux path's wiring
+@pytest.fixture(scope="module")
+def debian_blacklisted(tmp_path_factory) -> Path:
+    """The trimmed Debian image whose modprobe.d blacklists hv_utils (built by the script)."""
+    from tests.helpers import script_module
+
+    out = tmp_path_factory.mktemp("linux")
+    built = script_module("build_linux_testdata").build(out, ["debian-blacklisted"])
+    if "debian-blacklisted" not in built:
+        pytest.skip("scripts/build_linux_testdata.py could not build the Debian image here")
+    return built["debian-blacklisted"]
+
+
+@pytest.fixture
+def debian(tmp_path, debian_blacklisted) -> Path:
+    copy = tmp_path / "debian.raw"
+    shutil.copyfile(debian_blacklisted, copy)
+    return copy
+
+
+@pytest.fixture
+def no_libguestfs(monkeypatch):
+    """libguestfs is not installed (guestfs_missing gives the install line); the engine must
+    then not be started at all."""
+    import offline_ic.workflows.guest_edit as engine
+
+    def never(*_a, **_k):
+        raise AssertionError("the libguestfs engine was started")
+
+    monkeypatch.setattr(engine, "guestfs_missing", lambda: engine.INSTALL_HINT)
+    monkeypatch.setattr(engine, "apply_guest_edits", never)
+    return engine.INSTALL_HINT
+
+
+def test_a_linux_dry_run_prints_the_plan_without_the_appliance(cli, debian, no_libguestfs):
+    before = debian.read_bytes()
+    code, out, err = cli("fix", debian, "--dry-run", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    blacklist = next(a for a in doc["actions"] if a["check"] == "linux.blacklist.hv_utils")
+    assert blacklist["status"] == "planned" and "modprobe.d" in blacklist["action"]
+    assert "pages_written" not in doc and doc["bytes_written"] == 0 and doc["after"] is None
+    code, out, _ = cli("fix", debian, "--dry-run")
+    assert code == 0 and "not started, nothing written" in out
+    assert debian.read_bytes() == before
+
+
+def test_without_libguestfs_linux_fixes_are_exit_2_and_the_rest_works(
+    cli, debian, images, no_libguestfs
+):
+    before = debian.read_bytes()
+    code, _out, err = cli("fix", debian)
+    assert code == 2 and no_libguestfs in err and err.count("\n") == 1
+    assert debian.read_bytes() == before
+    assert cli("check", debian)[0] == 1  # the checks do not need it
+    code, _out, err = cli("fix", images[0])  # nor do Windows fixes
+    assert code == 0, err
+
+
+def test_a_linux_fix_hands_the_planned_edits_to_the_engine(cli, debian, monkeypatch, tmp_path):
+    """The edits the plan made, in the engine's order, to the image (or the child); the
+    document carries what the engine reports."""
+    import offline_ic.workflows.guest_edit as engine
+    from offline_ic.checks.report import Report
+    from offline_ic.guest.linux.remedies import ordered_edits, plan_linux_remedies
+    from offline_ic.target import open_target
+
+    calls = []
+
+    def fake(target, edits, *, output=None):
+        calls.append((target, list(edits), output))
+        return engine.GuestEditResult(target, output or target, 0, child=output)
+
+    monkeypatch.setattr(engine, "guestfs_missing", lambda: None)
+    monkeypatch.setattr(engine, "apply_guest_edits", fake)
+    child = tmp_path / "fixed.avhdx"
+    code, out, err = cli("fix", debian, "--output", child, "--json")
+    doc = json.loads(out)
+    with open_target(str(debian)) as opened:
+        results = Report.from_dict({"image": "x", **doc["after"]}).checks
+        expected = ordered_edits(plan_linux_remedies(opened.guest, results))
+    assert len(calls) == 1 and calls[0][0] == str(debian) and calls[0][2] == str(child)
+    assert [type(e) for e in calls[0][1]] == [type(e) for e in expected]
+    assert [getattr(e, "path", None) for e in calls[0][1]] == [
+        getattr(e, "path", None) for e in expected
+    ]
+    assert doc["write"]["written_to"] == str(child) and doc["bytes_written"] == 0
+    assert code == 1  # the fake wrote nothing: the blacklist still fails, and is named
+    assert [r["check"] for r in doc["remaining"]] == ["linux.blacklist.hv_utils"]
