@@ -341,14 +341,20 @@ def _actions(
         if result not in chosen:
             out.append(FixAction(result.id, "none", "skipped", "not selected by --only"))
             continue
-        if result.id in planned:
-            out.append(planned[result.id])
+        action = planned.get(result.id)
+        if action is not None and action.status != "not_fixable":
+            out.append(action)
             continue
+        # nothing in the guest fixes it: is it the host's? (a daemon ready for a component
+        # the host config has off, a service on in the guest that the host leaves off)
         remote = host_remedy(result, host, family, guest_enabled=True) if host else None
         if remote is not None:
             out.append(
                 FixAction(result.id, "none", "not_fixable", remote.reason, remote.host_command)
             )
+            continue
+        if action is not None:
+            out.append(action)
             continue
         reason = NOT_FIXABLE.get(result.id) or (
             f"offline-ic has no offline remedy for this check ({result.detail})"

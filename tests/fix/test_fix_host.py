@@ -13,7 +13,15 @@ from offline_ic.checks.model import CheckResult
 from offline_ic.host.bootfit import TEMPLATE_UEFI_CA, TEMPLATE_WINDOWS
 from offline_ic.host.remedies import host_remedy, powershell_quote
 from offline_ic.host.vmcx import HostComponent, HostConfig
-from tests.helpers import GEN2_VMCX, assert_inert, gen2_vm_folder, real_data, script_module
+from tests.fix.test_fix_cli import debian, debian_blacklisted  # noqa: F401  (fixtures)
+from tests.helpers import (
+    GEN2_VMCX,
+    REPO,
+    assert_inert,
+    gen2_vm_folder,
+    real_data,
+    script_module,
+)
 
 HOSTILE = "web'01 $env:PATH `whoami` \u2019x\u2018\nWrite-Host pwned"
 
@@ -162,3 +170,23 @@ def test_fix_of_a_vm_folder_writes_its_disk_and_names_the_host_side(cli, tmp_pat
     code, out, _ = cli("check", disk, "--json")
     sync = next(c for c in json.loads(out)["checks"] if c["id"] == "windows.ic.vmictimesync")
     assert sync["status"] == "pass"
+
+
+def test_a_linux_daemon_idle_for_an_off_component_gets_the_host_line(cli, request):
+    """The host config leaves Guest Service Interface off (the host default) while the
+    guest's file-copy daemon is ready: nothing in the guest is wrong, the host line is."""
+    image = request.getfixturevalue("debian")  # tests/fix/test_fix_cli.py's Debian image
+    code, out, err = cli(
+        "fix",
+        image,
+        "--vmcx",
+        REPO / "testdata/host/2012r2-gen2-defaults.xml",
+        "--dry-run",
+        "--json",
+    )
+    assert code == 0, err
+    fcopy = next(a for a in json.loads(out)["actions"] if a["check"] == "linux.daemon.fcopy")
+    assert fcopy["status"] == "not_fixable"
+    assert fcopy["host_command"] == (
+        "Enable-VMIntegrationService -VMName 'db-02' -Name 'Guest Service Interface'"
+    )
