@@ -51,7 +51,30 @@ NOT_FIXABLE: dict[str, str] = {
     "golden.host.generation": "a VM's generation is chosen when it is created: make a new VM "
     "of the generation the disk boots on",
     "os.detect": "no guest found on the disk: nothing to fix",
+    "golden.disk.encryption": "an encrypted volume is neither read nor written offline: "
+    "decrypt it in the running VM (manage-bde -off, cryptsetup)",
+    "golden.host.vtpm": "the vTPM and its key protector are the host's (Get-VMSecurity)",
 }
+# the same for a whole family of check ids (the longest matching prefix wins)
+NOT_FIXABLE_PREFIX: dict[str, str] = {
+    "golden.windows.setup.": "generalizing is sysprep's work inside Windows "
+    "(sysprep /generalize /oobe /shutdown); fix does not change the setup state",
+    "golden.windows.pending.": "Windows finishes pending operations at its next boot: start "
+    "the VM and let it restart before capturing the image",
+    "golden.windows.bcd.": "fix does not change the BCD store: run bcdedit in the VM",
+    "golden.linux.": "generalizing a Linux guest is virt-sysprep's (or cloud-init clean's) "
+    "work; fix only makes Hyper-V's drivers and daemons work",
+}
+
+
+def not_fixable_reason(result: CheckResult) -> str:
+    """Why nothing offline fixes ``result``, and what to do instead."""
+    if result.id in NOT_FIXABLE:
+        return NOT_FIXABLE[result.id]
+    prefixes = [p for p in NOT_FIXABLE_PREFIX if result.id.startswith(p)]
+    if prefixes:
+        return NOT_FIXABLE_PREFIX[max(prefixes, key=len)]
+    return f"offline-ic has no offline remedy for this check ({result.detail})"
 
 
 @dataclass
@@ -356,10 +379,7 @@ def _actions(
         if action is not None:
             out.append(action)
             continue
-        reason = NOT_FIXABLE.get(result.id) or (
-            f"offline-ic has no offline remedy for this check ({result.detail})"
-        )
-        out.append(FixAction(result.id, "none", "not_fixable", reason))
+        out.append(FixAction(result.id, "none", "not_fixable", not_fixable_reason(result)))
     return out
 
 

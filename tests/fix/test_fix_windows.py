@@ -211,3 +211,14 @@ def test_azure_values_are_those_of_the_shipped_change_file():
         for v in values
     }
     assert ours == shipped
+
+
+def test_golden_findings_say_what_to_do_instead(cli, image):
+    code, doc, _ = fix_json(cli, image, "--profile", "golden", "--dry-run")
+    by = actions(doc)
+    state = by["golden.windows.setup.image_state"]
+    assert state["status"] == "not_fixable" and "sysprep /generalize" in state["reason"]
+    pending = by["golden.windows.pending.file_rename"]
+    assert pending["status"] == "not_fixable" and "next boot" in pending["reason"]
+    assert by["windows.driver.storvsc"]["status"] == "planned"  # the rest is still planned
+    assert code == 0  # warns only: no failing check is left without a planned action
