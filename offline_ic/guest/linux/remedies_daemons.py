@@ -75,7 +75,7 @@ def fix_daemon(
         return _install(plan, cid, want, lay, packages)
     edits: list[GuestEdit] = []
     done: list[str] = []
-    for path in _masks(plan, lay.unit):
+    for path in masks(plan, lay.unit):
         edits.append(Remove(path))
         done.append(f"unmask {lay.unit} (remove {path})")
     if not state.started_by:
@@ -84,7 +84,7 @@ def fix_daemon(
             edits += [Remove(p) for p in started]
             done.append(f"unmask udev rule {', '.join(started)} (starts {lay.unit})")
         else:
-            links, why = _enable_links(plan, lay.unit, state.unit_path)
+            links, why = enable_links(plan, lay.unit, state.unit_path)
             if not links:
                 return Remedy(cid, f"enable {lay.unit}", (), False, why)
             edits += links
@@ -147,7 +147,7 @@ def _packaged_unit(want: str, family: str) -> str | None:
     return None
 
 
-def _masks(plan: RemedyPlan, unit: str) -> list[str]:
+def masks(plan: RemedyPlan, unit: str) -> list[str]:
     """Every mask of ``unit``: a link to /dev/null or an empty file in /etc or /run."""
     gfs = plan.guest.fs
     out = []
@@ -182,7 +182,7 @@ def _unmask_udev_rules(plan: RemedyPlan, unit: str, view: SystemdView) -> list[s
     return out
 
 
-def _enable_links(plan: RemedyPlan, unit: str, unit_path: str) -> tuple[list[Symlink], str]:
+def enable_links(plan: RemedyPlan, unit: str, unit_path: str) -> tuple[list[Symlink], str]:
     """The symlinks ``systemctl enable UNIT`` makes, or why there are none."""
     text = plan.guest.fs.try_text(unit_path, 1 << 20)
     if text is None:
