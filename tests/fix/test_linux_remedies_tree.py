@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -233,17 +234,59 @@ def test_missing_daemons_need_a_package(base, tmp_path):
     assert "install hyperv-daemons in the guest" in kvp.reason
     assert "none of --package /tmp/other_1.0_amd64.deb" in kvp.reason
 
-    deb = "/srv/pkgs/hyperv-daemons_6.1.158-1_amd64.deb"
-    remedies = by_check(plan(root, packages=[deb]))
+    deb = build_deb(tmp_path / "hyperv-daemons_6.1.158-1_amd64.deb", base / "root", "xz")
+    remedies = by_check(plan(root, packages=[str(deb)]))
     assert remedies["linux.daemon.vss"].edits == (
-        InstallPackage(deb, "deb"),
+        InstallPackage(str(deb), "deb"),
         Symlink(
             "/etc/systemd/system/multi-user.target.wants/hv-vss-daemon.service",
             "/lib/systemd/system/hv-vss-daemon.service",
         ),
     )
     edits = ordered_edits(list(remedies.values()))
-    assert edits[0] == InstallPackage(deb, "deb") and edits.count(InstallPackage(deb, "deb")) == 1
+    install = InstallPackage(str(deb), "deb")
+    assert edits[0] == install and edits.count(install) == 1
+    assert len(edits) == 4  # one install, three enable links
+
+
+def test_package_without_the_daemon_or_damaged(base, tmp_path):
+    root = B.debian_tree(base, tmp_path)
+    for d in ("kvp", "vss", "fcopy"):
+        B.remove_path(root, f"/usr/sbin/hv_{d}_daemon")
+        B.remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+    # Debian 13's hyperv-daemons 6.12 has no file-copy daemon (kernel 6.1 still wants one)
+    deb = build_deb(tmp_path / "hyperv-daemons_6.12.38-1_amd64.deb", base / "hvd612", "zstd")
+    remedies = by_check(plan(root, packages=[str(deb)]))
+    assert remedies["linux.daemon.kvp"].fixable
+    fcopy = remedies["linux.daemon.fcopy"]
+    assert not fcopy.fixable and fcopy.reason == (
+        "hyperv-daemons_6.12.38-1_amd64.deb has no hv-fcopy-daemon.service (hv_fcopy_daemon): "
+        "give a package that has it"
+    )
+    bad = tmp_path / "hyperv-daemons_0_amd64.deb"
+    bad.write_bytes(deb.read_bytes()[:3000])
+    kvp = by_check(plan(root, packages=[str(bad)]))["linux.daemon.kvp"]
+    assert not kvp.fixable and kvp.reason.startswith(f"{bad}: damaged package data")
+
+
+def build_deb(out: Path, tree: Path, compression: str) -> Path:
+    """A hyperv-daemons .deb of the real daemon files in ``tree`` (units in /lib, as
+    bookworm's package has them), built with dpkg-deb."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb missing")
+    pkg = out.parent / (out.name + ".tree")
+    for rel in sorted(tree.glob("usr/sbin/hv_*_daemon")):
+        B.write_file(pkg, f"/usr/sbin/{rel.name}", rel.read_bytes(), 0o755)
+    for unit in sorted(tree.glob("usr/lib/systemd/system/hv-*.service")):
+        B.write_file(pkg, f"/lib/systemd/system/{unit.name}", unit.read_bytes())
+    control = "Package: hyperv-daemons\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@t>\n"
+    B.write_file(pkg, "/DEBIAN/control", control + "Description: test\n")
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(pkg), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 def test_rhel_masked_udev_started_unit_only_unmasked(base, tmp_path):
