@@ -398,3 +398,29 @@ def test_azure_agent_enabled_datasource_set_swap_and_mac_left(base, tmp_path):
     assert not mac.fixable and "unreachable" in mac.reason
     apply(root, ordered_edits([agent, datasource]))
     assert [azure_findings(root)[i] for i in ids] == [True, True, False, False]
+
+
+def test_other_kernel_initramfs_rebuilt_too(base, tmp_path):
+    K612 = B.K612
+    root = B.debian_tree(
+        base,
+        tmp_path,
+        kernels=(K612, K61),
+        initrd={K612: "initrd-612.img", K61: "initrd-nostorvsc.img"},
+    )
+    with_tool(root, "/usr/sbin/update-initramfs")
+    assert check(root)["linux.kernel.others"] == "warn"
+    [remedy] = plan(root, ["linux.kernel.others"])
+    modules = (root / "etc/initramfs-tools/modules").read_bytes()
+    run = RunInGuest(
+        ("/usr/sbin/update-initramfs", "-u", "-k", K61),
+        f"rebuild the initramfs of {K61} with the guest's initramfs-tools",
+    )
+    block = b"# offline-ic fix 2026-12-07T15:20:00Z: Hyper-V boot drivers\nhv_vmbus\nhv_storvsc\n"
+    assert remedy.fixable and remedy.edits == (
+        WriteFile("/etc/initramfs-tools/modules", modules + block),
+        run,
+    )
+    assert apply(root, ordered_edits([remedy])) == [run]
+    shutil.copyfile(base / "initrd" / "initrd-good.img", root / f"boot/initrd.img-{K61}")
+    assert check(root)["linux.kernel.others"] == "pass"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from offline_ic.checks.model import CheckResult
+from offline_ic.guest.linux.checks import BOOT_DRIVERS
 from offline_ic.guest.linux.daemons import SystemdView
 from offline_ic.guest.linux.edits import GuestEdit, InstallPackage, Remedy, RunInGuest, WriteFile
 from offline_ic.guest.linux.guest import LinuxGuest
@@ -34,14 +35,13 @@ from offline_ic.guest.linux.remedies_azure import (
 )
 from offline_ic.guest.linux.remedies_blacklist import unblacklist
 from offline_ic.guest.linux.remedies_daemons import fix_daemon
-from offline_ic.guest.linux.remedies_initramfs import add_boot_drivers
+from offline_ic.guest.linux.remedies_initramfs import add_boot_drivers, fix_other_kernels
 from offline_ic.guest.linux.remedies_plan import RemedyPlan
 
 _BLACKLIST_ID = re.compile(r"linux\.blacklist\.(hv_vmbus|hv_utils|hv_storvsc|hv_netvsc)")
 _MODULE_ID = re.compile(r"linux\.module\.(hv_vmbus|hv_utils|hv_storvsc|hv_netvsc)")
 _DAEMON_ID = re.compile(r"linux\.daemon\.(kvp|vss|fcopy)")
 _INITRAMFS_ID = re.compile(r"(?:azure\.)?linux\.initramfs\.(hv_vmbus|hv_storvsc|hv_netvsc)")
-BOOT_DRIVERS = ("hv_vmbus", "hv_storvsc")
 
 
 def plan_linux_remedies(
@@ -77,6 +77,8 @@ def plan_linux_remedies(
             mods = plan.modules
             need = [d for d in BOOT_DRIVERS if mods is None or not mods.status(d).builtin]
             remedies.append(add_boot_drivers(plan, cid, need))
+        elif cid == "linux.kernel.others":
+            remedies.append(fix_other_kernels(plan, cid))
         elif m := _DAEMON_ID.fullmatch(cid):
             view = view or SystemdView(guest.fs)
             remedies.append(fix_daemon(plan, cid, m.group(1), view, packages))
