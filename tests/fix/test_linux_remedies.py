@@ -226,3 +226,23 @@ def test_hostile_install_section_and_kernel_version():
     )
     assert not initramfs.fixable
     assert initramfs.reason == "kernel version '-rf' is not a name fix passes to a guest program"
+
+
+def test_missing_module_not_fixable_and_passes_are_ignored():
+    guest = fake_guest(
+        {"/boot/vmlinuz-6.1.0-9-amd64": b"MZ", "/lib/modules/6.1.0-9-amd64/modules.dep": b""}
+    )
+    remedies = plan_linux_remedies(
+        guest,
+        [fail("linux.module.hv_utils"), CheckResult("linux.blacklist.hv_utils", "pass", "x")],
+    )
+    assert remedies == [
+        Remedy(
+            "linux.module.hv_utils",
+            "hv_utils for 6.1.0-9-amd64",
+            (),
+            False,
+            "6.1.0-9-amd64 has no hv_utils: install a kernel built with the Hyper-V drivers "
+            "(the distribution's default or cloud kernel) and make it the default",
+        )
+    ]

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from offline_ic.checks.model import CheckResult
+from offline_ic.guest.linux.azure import azure_linux_findings
 from offline_ic.guest.linux.checks import linux_checks
 from offline_ic.guest.linux.edits import (
     GuestEdit,
@@ -231,17 +234,59 @@ def test_missing_daemons_need_a_package(base, tmp_path):
     assert "install hyperv-daemons in the guest" in kvp.reason
     assert "none of --package /tmp/other_1.0_amd64.deb" in kvp.reason
 
-    deb = "/srv/pkgs/hyperv-daemons_6.1.158-1_amd64.deb"
-    remedies = by_check(plan(root, packages=[deb]))
+    deb = build_deb(tmp_path / "hyperv-daemons_6.1.158-1_amd64.deb", base / "root", "xz")
+    remedies = by_check(plan(root, packages=[str(deb)]))
     assert remedies["linux.daemon.vss"].edits == (
-        InstallPackage(deb, "deb"),
+        InstallPackage(str(deb), "deb"),
         Symlink(
             "/etc/systemd/system/multi-user.target.wants/hv-vss-daemon.service",
             "/lib/systemd/system/hv-vss-daemon.service",
         ),
     )
     edits = ordered_edits(list(remedies.values()))
-    assert edits[0] == InstallPackage(deb, "deb") and edits.count(InstallPackage(deb, "deb")) == 1
+    install = InstallPackage(str(deb), "deb")
+    assert edits[0] == install and edits.count(install) == 1
+    assert len(edits) == 4  # one install, three enable links
+
+
+def test_package_without_the_daemon_or_damaged(base, tmp_path):
+    root = B.debian_tree(base, tmp_path)
+    for d in ("kvp", "vss", "fcopy"):
+        B.remove_path(root, f"/usr/sbin/hv_{d}_daemon")
+        B.remove_path(root, f"/usr/lib/systemd/system/hv-{d}-daemon.service")
+    # Debian 13's hyperv-daemons 6.12 has no file-copy daemon (kernel 6.1 still wants one)
+    deb = build_deb(tmp_path / "hyperv-daemons_6.12.38-1_amd64.deb", base / "hvd612", "zstd")
+    remedies = by_check(plan(root, packages=[str(deb)]))
+    assert remedies["linux.daemon.kvp"].fixable
+    fcopy = remedies["linux.daemon.fcopy"]
+    assert not fcopy.fixable and fcopy.reason == (
+        "hyperv-daemons_6.12.38-1_amd64.deb has no hv-fcopy-daemon.service (hv_fcopy_daemon): "
+        "give a package that has it"
+    )
+    bad = tmp_path / "hyperv-daemons_0_amd64.deb"
+    bad.write_bytes(deb.read_bytes()[:3000])
+    kvp = by_check(plan(root, packages=[str(bad)]))["linux.daemon.kvp"]
+    assert not kvp.fixable and kvp.reason.startswith(f"{bad}: damaged package data")
+
+
+def build_deb(out: Path, tree: Path, compression: str) -> Path:
+    """A hyperv-daemons .deb of the real daemon files in ``tree`` (units in /lib, as
+    bookworm's package has them), built with dpkg-deb."""
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb missing")
+    pkg = out.parent / (out.name + ".tree")
+    for rel in sorted(tree.glob("usr/sbin/hv_*_daemon")):
+        B.write_file(pkg, f"/usr/sbin/{rel.name}", rel.read_bytes(), 0o755)
+    for unit in sorted(tree.glob("usr/lib/systemd/system/hv-*.service")):
+        B.write_file(pkg, f"/lib/systemd/system/{unit.name}", unit.read_bytes())
+    control = "Package: hyperv-daemons\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@t>\n"
+    B.write_file(pkg, "/DEBIAN/control", control + "Description: test\n")
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(pkg), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 def test_rhel_masked_udev_started_unit_only_unmasked(base, tmp_path):
@@ -252,3 +297,130 @@ def test_rhel_masked_udev_started_unit_only_unmasked(base, tmp_path):
     assert remedy.edits == (Remove("/etc/systemd/system/hypervkvpd.service"),)
     apply(root, list(remedy.edits))
     assert check(root)["linux.daemon.kvp"] == "pass"
+
+
+def azure_findings(root: Path) -> dict[str, bool | None]:
+    guest = open_linux_directory(str(root))
+    assert guest is not None
+    return {f.id: f.ok for f in azure_linux_findings(guest)}
+
+
+def azure_plan(root: Path, ids: list[str]) -> list[Remedy]:
+    guest = open_linux_directory(str(root))
+    assert guest is not None
+    results = [
+        CheckResult(f.id, "fail", f.detail) for f in azure_linux_findings(guest) if f.id in ids
+    ]
+    return plan_linux_remedies(guest, results, azure=True, now=NOW)
+
+
+def test_azure_cmdline_words_added_where_the_command_line_is_kept(base, tmp_path):
+    root = B.debian_tree(base, tmp_path)
+    B.write_file(
+        root, "/etc/default/grub", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX=""\n'
+    )
+    cfg = (root / "boot/grub/grub.cfg").read_bytes()
+    ids = [f"azure.linux.cmdline.{x}" for x in ("console", "earlyprintk", "rootdelay")]
+    assert [azure_findings(root)[i] for i in ids] == [False, False, False]
+    # without the azure profile nothing is planned for azure findings
+    guest = open_linux_directory(str(root))
+    assert plan_linux_remedies(guest, [CheckResult(ids[0], "fail", "x")], now=NOW) == []
+    remedies = azure_plan(root, ids)
+    assert [r.fixable for r in remedies] == [True, True, True]
+    words = b"console=ttyS0 earlyprintk=ttyS0 rootdelay=300"
+    assert dict((e.path, e.content) for e in ordered_edits(remedies)) == {
+        "/etc/default/grub": b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="'
+        + words
+        + b'"\n',
+        "/boot/grub/grub.cfg": cfg.replace(b"ro quiet\n", b"ro quiet " + words + b"\n"),
+    }
+    apply(root, ordered_edits(remedies))
+    assert [azure_findings(root)[i] for i in ids] == [True, True, True]
+    assert azure_plan(root, []) == []
+
+
+def test_azure_rootdelay_value_replaced_not_duplicated(base, tmp_path):
+    root = B.rhel_tree(base, tmp_path)
+    entry = next((root / "boot/loader/entries").iterdir())
+    old = entry.read_bytes()
+    entry.write_bytes(
+        old.replace(b"rd.lvm.lv=almalinux/root\n", b"rd.lvm.lv=almalinux/root rootdelay=30\n")
+    )
+    [remedy] = azure_plan(root, ["azure.linux.cmdline.rootdelay"])
+    new = dict((e.path, e.content) for e in remedy.edits)
+    assert new[f"/boot/loader/entries/{entry.name}"] == old.replace(
+        b"rd.lvm.lv=almalinux/root\n", b"rd.lvm.lv=almalinux/root rootdelay=300\n"
+    )
+    assert new["/etc/default/grub"] == (root / "etc/default/grub").read_bytes().replace(
+        b'rd.lvm.lv=almalinux/root"', b'rd.lvm.lv=almalinux/root rootdelay=300"'
+    )
+    apply(root, list(remedy.edits))
+    assert azure_findings(root)["azure.linux.cmdline.rootdelay"] is True
+
+
+def test_azure_agent_enabled_datasource_set_swap_and_mac_left(base, tmp_path):
+    root = B.debian_tree(base, tmp_path)
+    B.write_file(root, "/usr/bin/cloud-init", "#!/usr/bin/python3\n", 0o755)
+    B.write_file(
+        root,
+        "/usr/lib/systemd/system/cloud-init.service",
+        "[Unit]\nDescription=cloud-init\n[Service]\nType=oneshot\n[Install]\nWantedBy=cloud-init.target\n",
+    )
+    B.write_file(root, "/etc/cloud/cloud.cfg", "datasource_list: [ NoCloud, None ]\n")
+    B.write_file(root, "/etc/cloud/cloud.cfg.d/05_logging.cfg", "_log: []\n")
+    B.write_file(root, "/etc/fstab", "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n")
+    B.write_file(
+        root,
+        "/etc/netplan/50-cloud.yaml",
+        "network:\n  ethernets:\n    eth0:\n      match:\n        macaddress: 00:15:5d:00:00:01\n",
+    )
+    ids = [
+        "azure.linux.agent",
+        "azure.linux.agent.datasource",
+        "azure.linux.swap",
+        "azure.linux.network.mac",
+    ]
+    assert [azure_findings(root)[i] for i in ids] == [False, False, False, False]
+    agent, datasource, swap, mac = azure_plan(root, ids)
+    assert agent.edits == (
+        Symlink(
+            "/etc/systemd/system/cloud-init.target.wants/cloud-init.service",
+            "/usr/lib/systemd/system/cloud-init.service",
+        ),
+    )
+    assert datasource.edits == (
+        WriteFile(
+            "/etc/cloud/cloud.cfg.d/99-offline-ic-azure.cfg",
+            b"# offline-ic fix 2026-12-07T15:20:00Z: Azure provisioning\ndatasource_list: [ Azure ]\n",
+        ),
+    )
+    assert not swap.fixable and "resource disk" in swap.reason
+    assert not mac.fixable and "unreachable" in mac.reason
+    apply(root, ordered_edits([agent, datasource]))
+    assert [azure_findings(root)[i] for i in ids] == [True, True, False, False]
+
+
+def test_other_kernel_initramfs_rebuilt_too(base, tmp_path):
+    K612 = B.K612
+    root = B.debian_tree(
+        base,
+        tmp_path,
+        kernels=(K612, K61),
+        initrd={K612: "initrd-612.img", K61: "initrd-nostorvsc.img"},
+    )
+    with_tool(root, "/usr/sbin/update-initramfs")
+    assert check(root)["linux.kernel.others"] == "warn"
+    [remedy] = plan(root, ["linux.kernel.others"])
+    modules = (root / "etc/initramfs-tools/modules").read_bytes()
+    run = RunInGuest(
+        ("/usr/sbin/update-initramfs", "-u", "-k", K61),
+        f"rebuild the initramfs of {K61} with the guest's initramfs-tools",
+    )
+    block = b"# offline-ic fix 2026-12-07T15:20:00Z: Hyper-V boot drivers\nhv_vmbus\nhv_storvsc\n"
+    assert remedy.fixable and remedy.edits == (
+        WriteFile("/etc/initramfs-tools/modules", modules + block),
+        run,
+    )
+    assert apply(root, ordered_edits([remedy])) == [run]
+    shutil.copyfile(base / "initrd" / "initrd-good.img", root / f"boot/initrd.img-{K61}")
+    assert check(root)["linux.kernel.others"] == "pass"

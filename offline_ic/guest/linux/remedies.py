@@ -21,18 +21,27 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from offline_ic.checks.model import CheckResult
+from offline_ic.guest.linux.checks import BOOT_DRIVERS
 from offline_ic.guest.linux.daemons import SystemdView
 from offline_ic.guest.linux.edits import GuestEdit, InstallPackage, Remedy, RunInGuest, WriteFile
 from offline_ic.guest.linux.guest import LinuxGuest
+from offline_ic.guest.linux.remedies_azure import (
+    CMDLINE_WORDS,
+    NOT_FIXABLE,
+    fix_agent,
+    fix_cmdline,
+    fix_datasource,
+    not_fixable,
+)
 from offline_ic.guest.linux.remedies_blacklist import unblacklist
 from offline_ic.guest.linux.remedies_daemons import fix_daemon
-from offline_ic.guest.linux.remedies_initramfs import add_boot_drivers
+from offline_ic.guest.linux.remedies_initramfs import add_boot_drivers, fix_other_kernels
 from offline_ic.guest.linux.remedies_plan import RemedyPlan
 
 _BLACKLIST_ID = re.compile(r"linux\.blacklist\.(hv_vmbus|hv_utils|hv_storvsc|hv_netvsc)")
+_MODULE_ID = re.compile(r"linux\.module\.(hv_vmbus|hv_utils|hv_storvsc|hv_netvsc)")
 _DAEMON_ID = re.compile(r"linux\.daemon\.(kvp|vss|fcopy)")
 _INITRAMFS_ID = re.compile(r"(?:azure\.)?linux\.initramfs\.(hv_vmbus|hv_storvsc|hv_netvsc)")
-BOOT_DRIVERS = ("hv_vmbus", "hv_storvsc")
 
 
 def plan_linux_remedies(
@@ -68,10 +77,38 @@ def plan_linux_remedies(
             mods = plan.modules
             need = [d for d in BOOT_DRIVERS if mods is None or not mods.status(d).builtin]
             remedies.append(add_boot_drivers(plan, cid, need))
+        elif cid == "linux.kernel.others":
+            remedies.append(fix_other_kernels(plan, cid))
         elif m := _DAEMON_ID.fullmatch(cid):
             view = view or SystemdView(guest.fs)
             remedies.append(fix_daemon(plan, cid, m.group(1), view, packages))
+        elif m := _MODULE_ID.fullmatch(cid):
+            remedies.append(_module_missing(plan, cid, m.group(1)))
+        elif not azure or not cid.startswith("azure.linux."):
+            continue
+        elif cid in CMDLINE_WORDS:
+            remedies.append(fix_cmdline(plan, cid))
+        elif cid == "azure.linux.agent":
+            view = view or SystemdView(guest.fs)
+            remedies.append(fix_agent(plan, cid, view))
+        elif cid == "azure.linux.agent.datasource":
+            remedies.append(fix_datasource(plan, cid))
+        elif cid in NOT_FIXABLE:
+            remedies.append(not_fixable(cid))
     return remedies
+
+
+def _module_missing(plan: RemedyPlan, cid: str, module: str) -> Remedy:
+    """A Hyper-V module the kernel does not have: software to install, not a file to edit."""
+    kver = plan.kernel.version if plan.kernel else "the kernel"
+    return Remedy(
+        cid,
+        f"{module} for {kver}",
+        (),
+        False,
+        f"{kver} has no {module}: install a kernel built with the Hyper-V drivers (the "
+        "distribution's default or cloud kernel) and make it the default",
+    )
 
 
 def ordered_edits(remedies: Sequence[Remedy]) -> list[GuestEdit]:

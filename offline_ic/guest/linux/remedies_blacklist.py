@@ -58,7 +58,7 @@ def unblacklist(plan: RemedyPlan, cid: str, module: str) -> Remedy:
             plan.content[canon] = new
             edits.append(WriteFile(canon, new))
             done.append(f"comment out {', '.join(lines)} in {canon}")
-    for path, kind in _cmdline_files(plan):
+    for path, kind in cmdline_files(plan):
         canon = plan.canonical(path)
         data = plan.read(canon) if canon else None
         if canon is None or data is None:
@@ -126,7 +126,7 @@ def _comment_out(data: bytes, module: str, marker: str) -> tuple[bytes, list[str
 
 
 # -- the kernel command line --------------------------------------------------------------
-def _cmdline_files(plan: RemedyPlan) -> list[tuple[str, str]]:
+def cmdline_files(plan: RemedyPlan) -> list[tuple[str, str]]:
     """(path, kind) of every file that keeps a kernel command line, as the checks read them
     (kind picks the lines that hold one)."""
     gfs = plan.guest.fs

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from offline_ic.errors import InputError
 from offline_ic.guest.linux.checks import DAEMON_NAMES
 from offline_ic.guest.linux.daemons import (
     FCOPY_UIO_FROM,
@@ -28,6 +29,7 @@ from offline_ic.guest.linux.daemons import (
 )
 from offline_ic.guest.linux.edits import GuestEdit, InstallPackage, Remedy, Remove, Symlink
 from offline_ic.guest.linux.fs import GuestPathError
+from offline_ic.guest.linux.package_units import deb_units
 from offline_ic.guest.linux.remedies_plan import RemedyPlan
 
 ENABLE_DIR = "/etc/systemd/system"
@@ -52,13 +54,6 @@ FAMILY_PACKAGE = {
     "suse": "hyper-v",
     "arch": "hyperv",
 }
-# Where a package puts the unit and what its [Install] says (design.md), to enable what a
-# package file installs before it is installed.
-PACKAGED_UNIT = {
-    "debian": ("/lib/systemd/system", "multi-user.target"),
-    "ubuntu": ("/lib/systemd/system", "multi-user.target"),
-    "suse": ("/usr/lib/systemd/system", "default.target"),
-}
 
 
 def fix_daemon(
@@ -75,7 +70,7 @@ def fix_daemon(
         return _install(plan, cid, want, lay, packages)
     edits: list[GuestEdit] = []
     done: list[str] = []
-    for path in _masks(plan, lay.unit):
+    for path in masks(plan, lay.unit):
         edits.append(Remove(path))
         done.append(f"unmask {lay.unit} (remove {path})")
     if not state.started_by:
@@ -84,7 +79,7 @@ def fix_daemon(
             edits += [Remove(p) for p in started]
             done.append(f"unmask udev rule {', '.join(started)} (starts {lay.unit})")
         else:
-            links, why = _enable_links(plan, lay.unit, state.unit_path)
+            links, why = enable_links(plan, lay.unit, state.unit_path)
             if not links:
                 return Remedy(cid, f"enable {lay.unit}", (), False, why)
             edits += links
@@ -128,13 +123,31 @@ def _install(
             f"file with --package{given}",
         )
     edits: list[GuestEdit] = [InstallPackage(path, kind) for path, kind in files]
-    action = f"install {', '.join(os.path.basename(p) for p, _k in files)}"
+    names = ", ".join(os.path.basename(p) for p, _k in files)
+    action = f"install {names}"
     unit = _packaged_unit(want, family)
-    if unit is not None and family in PACKAGED_UNIT:
-        unit_dir, target = PACKAGED_UNIT[family]
-        link = Symlink(f"{ENABLE_DIR}/{target}.wants/{unit}", f"{unit_dir}/{unit}")
-        edits.append(link)
-        action += f", enable {unit}: {link.path} -> {link.target}"
+    debs = [p for p, kind in files if kind == "deb"]
+    if unit is None or not debs:
+        # rpm: Red Hat units are started by the package's udev rules, SUSE's %post presets
+        # enable them; the check after the fix shows whether they did
+        return Remedy(cid, action, tuple(edits), True, f"{want} is not installed")
+    found = None
+    for deb in debs:
+        try:
+            found = deb_units(deb).get(unit)
+        except InputError as exc:
+            return Remedy(cid, action, (), False, str(exc))
+        if found is not None:
+            break
+    if found is None:
+        return Remedy(
+            cid, action, (), False, f"{names} has no {unit} ({want}): give a package that has it"
+        )
+    unit_path, text = found
+    links, _why = install_links(unit, unit_path, text)
+    edits += links  # none: the package's udev rule starts it
+    if links:
+        action += f", enable {unit}: " + ", ".join(f"{x.path} -> {x.target}" for x in links)
     return Remedy(cid, action, tuple(edits), True, f"{want} is not installed")
 
 
@@ -147,7 +160,7 @@ def _packaged_unit(want: str, family: str) -> str | None:
     return None
 
 
-def _masks(plan: RemedyPlan, unit: str) -> list[str]:
+def masks(plan: RemedyPlan, unit: str) -> list[str]:
     """Every mask of ``unit``: a link to /dev/null or an empty file in /etc or /run."""
     gfs = plan.guest.fs
     out = []
@@ -182,11 +195,17 @@ def _unmask_udev_rules(plan: RemedyPlan, unit: str, view: SystemdView) -> list[s
     return out
 
 
-def _enable_links(plan: RemedyPlan, unit: str, unit_path: str) -> tuple[list[Symlink], str]:
-    """The symlinks ``systemctl enable UNIT`` makes, or why there are none."""
+def enable_links(plan: RemedyPlan, unit: str, unit_path: str) -> tuple[list[Symlink], str]:
+    """The symlinks ``systemctl enable UNIT`` makes for the guest's unit, or why none."""
     text = plan.guest.fs.try_text(unit_path, 1 << 20)
     if text is None:
         return [], f"{unit_path} is unreadable"
+    return install_links(unit, unit_path, text)
+
+
+def install_links(unit: str, unit_path: str, text: str) -> tuple[list[Symlink], str]:
+    """The symlinks ``systemctl enable`` makes from unit file ``text``'s ``[Install]``
+    (links to ``unit_path``), or why there are none."""
     install = parse_install_section(text)
     links: list[Symlink] = []
     bad: list[str] = []

@@ -19,8 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from offline_ic.guest.linux.checks import BOOT_DRIVERS
 from offline_ic.guest.linux.edits import GuestEdit, Remedy, RunInGuest, WriteFile
-from offline_ic.guest.linux.modules import norm
+from offline_ic.guest.linux.initramfs import scan_initramfs
+from offline_ic.guest.linux.kernels import Kernel
+from offline_ic.guest.linux.modules import KernelModules, norm
 from offline_ic.guest.linux.remedies_plan import RemedyPlan
 
 TOOL_PROGRAMS = {
@@ -82,10 +85,10 @@ def initramfs_tool(plan: RemedyPlan) -> tuple[str, str] | str:
     )
 
 
-def rebuild_command(plan: RemedyPlan) -> tuple[str, RunInGuest] | str:
-    """(tool, the guest's own command) that rebuilds the default kernel's initramfs, or why
-    there is none."""
-    kernel = plan.kernel
+def rebuild_command(plan: RemedyPlan, kernel: Kernel | None = None) -> tuple[str, RunInGuest] | str:
+    """(tool, the guest's own command) that rebuilds ``kernel``'s initramfs (the default
+    kernel's when None), or why there is none."""
+    kernel = kernel or plan.kernel
     if kernel is None:
         return "no kernel found in the guest"
     if not _SAFE_VERSION.fullmatch(kernel.version):
@@ -140,6 +143,50 @@ def add_boot_drivers(plan: RemedyPlan, cid: str, drivers: Sequence[str]) -> Reme
         tuple(edits),
         True,
         f"the VM cannot reach its root disk on Hyper-V without {', '.join(drivers)} at boot",
+    )
+
+
+def fix_other_kernels(plan: RemedyPlan, cid: str) -> Remedy:
+    """Remedy for ``linux.kernel.others``: rebuild the initramfs of each other installed
+    kernel whose boot drivers are missing from it (a fallback entry must boot too)."""
+    gfs = plan.guest.fs
+    runs: list[RunInGuest] = []
+    left: list[str] = []
+    need: list[str] = []
+    tool = ""
+    for k in plan.kernels:
+        if plan.kernel is not None and k.version == plan.kernel.version:
+            continue
+        mods = KernelModules(gfs, k)
+        missing = [d for d in BOOT_DRIVERS if not mods.status(d).available]
+        if missing:
+            left.append(f"{k.version} has no {', '.join(missing)}: remove it or boot another")
+            continue
+        k_need = [d for d in BOOT_DRIVERS if not mods.status(d).builtin]
+        info = scan_initramfs(gfs, k.initramfs) if k.initramfs else None
+        if info is not None and not info.error and all(d in info.modules for d in k_need):
+            continue
+        rebuild = rebuild_command(plan, k)
+        if isinstance(rebuild, str):
+            left.append(f"{k.version}: {rebuild}")
+            continue
+        tool, run = rebuild
+        runs.append(run)
+        need += [d for d in k_need if d not in need]
+    action = "rebuild the other kernels' initramfs"
+    if not runs:
+        return Remedy(cid, action, (), False, "; ".join(left) or "nothing to rebuild")
+    config = _keep_drivers(plan, tool, need)
+    if isinstance(config, str):
+        return Remedy(cid, action, (), False, config)
+    kept = f"list {', '.join(need)} in {config.path}, then " if config else ""
+    reason = "another boot entry must reach its root disk on Hyper-V too"
+    return Remedy(
+        cid,
+        kept + "; ".join(" ".join(r.argv) for r in runs),
+        tuple([config] if config else []) + tuple(runs),
+        True,
+        reason + (f"; left: {'; '.join(left)}" if left else ""),
     )
 
 
