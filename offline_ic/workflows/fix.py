@@ -340,9 +340,14 @@ def _run_engine(report: FixReport, image: str, edits: Sequence[Any]) -> dict[str
 
 
 def _empty_child(image: str, child: str) -> None:
+    """The ``--output`` child of a Linux fix with nothing to write: made all the same, as
+    every servicing command makes it (it reads exactly as ``image``)."""
+    from offline_ic.image import detect_format
     from offline_ic.image.vhdx.create import create_child
     from offline_ic.outputs import check_output
 
+    if detect_format(image) != "vhdx":
+        raise InputError(f"{image}: --output needs a VHDX/AVHDX parent (children are VHDX)")
     check_output(child, [image], can_force=False)
     create_child(image, child)
 

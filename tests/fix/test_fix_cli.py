@@ -197,3 +197,22 @@ def test_a_linux_fix_hands_the_planned_edits_to_the_engine(cli, debian, monkeypa
     assert doc["write"]["written_to"] == str(child) and doc["bytes_written"] == 0
     assert code == 1  # the fake wrote nothing: the blacklist still fails, and is named
     assert [r["check"] for r in doc["remaining"]] == ["linux.blacklist.hv_utils"]
+
+
+def test_a_linux_fix_with_nothing_selected_still_makes_the_child(
+    cli, debian, tmp_path, no_libguestfs
+):
+    image = tmp_path / "debian.vhdx"
+    assert cli("convert", debian, image)[0] == 0
+    before = image.read_bytes()
+    child = tmp_path / "next.avhdx"
+    code, out, err = cli("fix", image, "--only", "windows.*", "--output", child, "--json")
+    doc = json.loads(out)
+    assert code == 1, err  # the blacklist is left (skipped) and named
+    assert {a["status"] for a in doc["actions"]} == {"skipped"}
+    assert child.exists() and doc["write"]["written_to"] == str(child)
+    assert image.read_bytes() == before
+    code, out, _ = cli("check", child, "--json")
+    assert code == 1 and json.loads(out)["counts"] == doc["before"]["counts"]
+    code, _, err = cli("fix", debian, "--only", "windows.*", "--output", tmp_path / "c.avhdx")
+    assert code == 2 and "needs a VHDX" in err
