@@ -222,3 +222,15 @@ def test_golden_findings_say_what_to_do_instead(cli, image):
     assert pending["status"] == "not_fixable" and "next boot" in pending["reason"]
     assert by["windows.driver.storvsc"]["status"] == "planned"  # the rest is still planned
     assert code == 0  # warns only: no failing check is left without a planned action
+
+
+def test_a_refused_write_is_exit_3_and_writes_nothing(cli, image, tmp_path):
+    """A VHDX other disks use as their parent is not written in place (it would break
+    their linkage): exit 3, one line naming the child, the image byte-identical."""
+    assert cli("snapshot", image, tmp_path / "child.avhdx")[0] == 0
+    digest = sha256(image)
+    code, out, err = cli("fix", image)
+    assert code == 3 and err.count("\n") == 1 and "child.avhdx" in err
+    assert sha256(image) == digest
+    code, out, err = cli("fix", image, "--dry-run")  # a dry run makes the same refusal
+    assert code == 3 and sha256(image) == digest
