@@ -327,6 +327,40 @@ def apply(
     )
 
 
+def fix(
+    image: str,
+    *,
+    profile: str | Sequence[str] | None = None,
+    policy: str | None = None,
+    only: Sequence[str] = (),
+    dry_run: bool = False,
+    output: str | None = None,
+    packages: Sequence[str] = (),
+    parent: str | None = None,
+    volume: int | None = None,
+    vmcx: str | None = None,
+) -> dict[str, Any]:
+    """``fix --json``: check, fix what can be fixed offline in one transaction, check again.
+    ``"result"`` is ``"fail"`` when a check of the result still fails (``remaining`` names
+    each, with why); ``only``: check id patterns to fix; ``output``: a new child instead."""
+    from offline_ic.checks.policy import load_policy
+    from offline_ic.checks.profiles import get_profiles
+    from offline_ic.workflows.fix import fix_target
+
+    return fix_target(
+        image,
+        profile=get_profiles(profile),
+        policy=load_policy(policy),
+        only=tuple(only),
+        dry_run=dry_run,
+        output=output,
+        packages=tuple(packages),
+        parent=parent,
+        volume=volume,
+        vmcx=vmcx,
+    ).to_dict()
+
+
 # ------------------------------------------------------------------- any registry value
 def reg_get(
     image: str,
@@ -414,6 +448,7 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "kvp set": (kvp_set, servicing_exit_code),
     "kvp delete": (kvp_delete, servicing_exit_code),
     "apply": (apply, servicing_exit_code),
+    "fix": (fix, _check_code),
     "reg get": (reg_get, _no_code),
     "reg set": (reg_set, servicing_exit_code),
     "reg delete": (reg_delete, servicing_exit_code),

@@ -604,8 +604,8 @@ def case_arch_btrfs(base: Path, work: Path, out: Path) -> Path:
     return out
 
 
-def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img") -> Path:
-    """/boot (xfs, partition 1) + LVM PV (partition 2) with VG almalinux, LV root (xfs).
+def rhel_tree(base: Path, work: Path, dracut: str = "dracut-good.img") -> Path:
+    """A RHEL-like root (AlmaLinux 9 names, BLS entries, grubenv) from the Debian parts.
 
     The initramfs is a real dracut output, named as dracut does: /boot/initramfs-<ver>.img.
     """
@@ -642,6 +642,12 @@ def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img"
         "/dev/mapper/almalinux-root /                       xfs     defaults        0 0\n"
         f"UUID={BOOT_UUID} /boot                   xfs     defaults        0 0\n",
     )
+    return root
+
+
+def rhel_disk(base: Path, work: Path, out: Path, dracut: str = "dracut-good.img") -> Path:
+    """/boot (xfs, partition 1) + LVM PV (partition 2) with VG almalinux, LV root (xfs)."""
+    root = rhel_tree(base, work, dracut)
     boot = work / "boot"
     if boot.exists():
         shutil.rmtree(boot)

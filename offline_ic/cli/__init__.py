@@ -37,6 +37,7 @@ COMMAND_MODULES = {
     "hive": "hive_cmds",
     "reg": "reg_cmds",
     "check": "check_cmd",
+    "fix": "fix_cmd",
     **dict.fromkeys(("ls", "cat", "cp", "mount"), "browse_cmds"),
 }
 

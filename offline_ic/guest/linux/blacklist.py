@@ -50,13 +50,29 @@ def effective_conf_files(names_in: Callable[[str], list[str]], dirs=MODPROBE_DIR
     return [chosen[n] for n in sorted(chosen)]
 
 
-def parse_modprobe_conf(text: str, path: str) -> list[BlacklistHit]:
-    """Blacklist and no-op install statements of one modprobe.d file."""
-    hits = []
-    lines = text.splitlines()
+@dataclass(frozen=True)
+class ModprobeStatement:
+    """A ``blacklist``/no-op ``install`` statement: lines ``first``..``last`` (0-based, both
+    included: continuation lines) of its file, split on ``\\n`` only as kmod splits them."""
+
+    module: str
+    kind: str  # blacklist | install
+    first: int
+    last: int
+    text: str  # the statement, continuation lines joined
+
+
+def modprobe_statements(text: str) -> list[ModprobeStatement]:
+    """Blacklist and no-op install statements of one modprobe.d file, with their line spans.
+
+    Lines are split on ``\\n`` only (kmod's ``getline``): the span of a statement is then
+    the same in the file's bytes, so ``fix`` can comment out exactly these lines.
+    """
+    out = []
+    lines = text.split("\n")
     no = 0
     while no < len(lines):
-        start = no + 1
+        first = no
         line = lines[no]
         while line.endswith("\\") and no + 1 < len(lines):  # continuation lines
             no += 1
@@ -67,7 +83,7 @@ def parse_modprobe_conf(text: str, path: str) -> list[BlacklistHit]:
             continue
         words = stripped.split()
         if words[0] == "blacklist" and len(words) >= 2:
-            hits.append(BlacklistHit(norm(words[1]), "blacklist", f"{path}:{start}: {stripped}"))
+            out.append(ModprobeStatement(norm(words[1]), "blacklist", first, no - 1, stripped))
         elif words[0] == "install" and len(words) >= 3:
             command = words[2:]
             with contextlib.suppress(ValueError):
@@ -80,8 +96,16 @@ def parse_modprobe_conf(text: str, path: str) -> list[BlacklistHit]:
                 and command[2].strip()
                 in ("false", "true", "exit 1", "exit 0", "/bin/false", "/bin/true")
             ):
-                hits.append(BlacklistHit(norm(words[1]), "install", f"{path}:{start}: {stripped}"))
-    return hits
+                out.append(ModprobeStatement(norm(words[1]), "install", first, no - 1, stripped))
+    return out
+
+
+def parse_modprobe_conf(text: str, path: str) -> list[BlacklistHit]:
+    """Blacklist and no-op install statements of one modprobe.d file."""
+    return [
+        BlacklistHit(s.module, s.kind, f"{path}:{s.first + 1}: {s.text}")
+        for s in modprobe_statements(text)
+    ]
 
 
 def guest_blacklist(gfs: GuestFS) -> tuple[list[BlacklistHit], list[str], list[str]]:

@@ -1,0 +1,218 @@
+"""``fix`` on the command line: the document's shape, fleets (NDJSON, --jobs), input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def images(tmp_path, unpacked) -> list[Path]:
+    from tests.windows.conftest import WIN
+
+    out = []
+    for name, src in (
+        ("a.vhdx", "win10-gpt-dynamic.vhdx.xz"),
+        ("b.vhdx", "win10-gpt-fixed.vhdx.xz"),
+    ):
+        shutil.copyfile(unpacked(WIN / src), tmp_path / name)
+        out.append(tmp_path / name)
+    return out
+
+
+def test_the_document_has_the_issue_keys(cli, images):
+    code, out, err = cli("fix", images[0], "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert list(doc) == [
+        "image",
+        "os",
+        "dry_run",
+        "child",
+        "before",
+        "actions",
+        "after",
+        "write",
+        "pages_written",
+        "bytes_written",
+        "verified",
+        "result",
+        "remaining",
+    ]
+    assert list(doc["before"]) == ["result", "counts"]
+    assert all(list(a) == ["check", "action", "status", "reason"] for a in doc["actions"])
+    # "after" is the whole check document of the result, as `check --json` prints it
+    code, out, _ = cli("check", images[0], "--json")
+    assert code == 0 and doc["after"] == json.loads(out)
+
+
+def test_a_fleet_prints_one_line_per_image_and_jobs_do_not_change_it(cli, images):
+    code, one, err = cli("fix", *images, "--dry-run", "--json", "--quiet")
+    assert code == 0, err
+    lines = one.splitlines()
+    assert [json.loads(line)["image"] for line in lines] == [str(p) for p in images]
+    assert all(json.loads(line)["dry_run"] for line in lines)
+    code, two, err = cli("fix", *images, "--dry-run", "--json", "--quiet", "--jobs", "2")
+    assert code == 0 and two == one, err
+
+
+def test_a_fleet_exit_code_is_the_worst_image(cli, images, tmp_path):
+    missing = tmp_path / "nope.vhdx"
+    code, out, err = cli("fix", images[0], missing, "--dry-run", "--json")
+    assert code == 2
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[1]["error"]["kind"] == "not_found"
+    assert err.splitlines()[-1] == "offline-ic: 2 targets: 1 ok, 1 error"
+
+
+def test_output_names_one_child(cli, images, tmp_path):
+    code, _, err = cli("fix", *images, "--output", tmp_path / "c.avhdx")
+    assert code == 2 and "--output names one child" in err
+    assert not (tmp_path / "c.avhdx").exists()
+
+
+def test_a_package_that_is_not_a_file_is_an_input_error(cli, images, tmp_path):
+    code, _, err = cli("fix", images[0], "--package", tmp_path / "hyperv-daemons.deb")
+    assert code == 2 and "hyperv-daemons.deb" in err
+
+
+def test_a_bad_policy_is_one_error_before_any_image(cli, images, tmp_path):
+    policy = tmp_path / "gate.toml"
+    policy.write_text('fail = ["windows.*"]\n')
+    digest = images[0].read_bytes()
+    code, _, err = cli("fix", images[0], "--policy", policy)
+    assert code == 2 and "belongs under the [checks] table" in err
+    assert images[0].read_bytes() == digest
+
+
+def test_a_policy_skip_is_not_fixed(cli, images, tmp_path):
+    policy = tmp_path / "gate.toml"
+    policy.write_text('[checks]\nskip = ["windows.ic.vmictimesync"]\n')
+    code, out, err = cli("fix", images[0], "--policy", policy, "--dry-run", "--json")
+    assert code == 0, err
+    assert "windows.ic.vmictimesync" not in {a["check"] for a in json.loads(out)["actions"]}
+
+
+def test_no_guest_is_an_input_error_and_nothing_is_written(cli, tmp_path):
+    import random
+
+    path = tmp_path / "random.bin"
+    path.write_bytes(random.Random(22).randbytes(3_000_000))
+    before = path.read_bytes()
+    code, out, err = cli("fix", path, "--json")
+    assert code == 2 and json.loads(out)["error"]["kind"] == "not_found"
+    assert "no Windows volume" in err and err.count("\n") == 1
+    assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------------- the Linux path's wiring
+@pytest.fixture(scope="module")
+def debian_blacklisted(tmp_path_factory) -> Path:
+    """The trimmed Debian image whose modprobe.d blacklists hv_utils (built by the script)."""
+    from tests.helpers import script_module
+
+    out = tmp_path_factory.mktemp("linux")
+    built = script_module("build_linux_testdata").build(out, ["debian-blacklisted"])
+    if "debian-blacklisted" not in built:
+        pytest.skip("scripts/build_linux_testdata.py could not build the Debian image here")
+    return built["debian-blacklisted"]
+
+
+@pytest.fixture
+def debian(tmp_path, debian_blacklisted) -> Path:
+    copy = tmp_path / "debian.raw"
+    shutil.copyfile(debian_blacklisted, copy)
+    return copy
+
+
+@pytest.fixture
+def no_libguestfs(monkeypatch):
+    """libguestfs is not installed (guestfs_missing gives the install line); the engine must
+    then not be started at all."""
+    import offline_ic.workflows.guest_edit as engine
+
+    def never(*_a, **_k):
+        raise AssertionError("the libguestfs engine was started")
+
+    monkeypatch.setattr(engine, "guestfs_missing", lambda: engine.INSTALL_HINT)
+    monkeypatch.setattr(engine, "apply_guest_edits", never)
+    return engine.INSTALL_HINT
+
+
+def test_a_linux_dry_run_prints_the_plan_without_the_appliance(cli, debian, no_libguestfs):
+    before = debian.read_bytes()
+    code, out, err = cli("fix", debian, "--dry-run", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    blacklist = next(a for a in doc["actions"] if a["check"] == "linux.blacklist.hv_utils")
+    assert blacklist["status"] == "planned" and "modprobe.d" in blacklist["action"]
+    assert "pages_written" not in doc and doc["bytes_written"] == 0 and doc["after"] is None
+    code, out, _ = cli("fix", debian, "--dry-run")
+    assert code == 0 and "not started, nothing written" in out
+    assert debian.read_bytes() == before
+
+
+def test_without_libguestfs_linux_fixes_are_exit_2_and_the_rest_works(
+    cli, debian, images, no_libguestfs
+):
+    before = debian.read_bytes()
+    code, _out, err = cli("fix", debian)
+    assert code == 2 and no_libguestfs in err and err.count("\n") == 1
+    assert debian.read_bytes() == before
+    assert cli("check", debian)[0] == 1  # the checks do not need it
+    code, _out, err = cli("fix", images[0])  # nor do Windows fixes
+    assert code == 0, err
+
+
+def test_a_linux_fix_hands_the_planned_edits_to_the_engine(cli, debian, monkeypatch, tmp_path):
+    """The edits the plan made, in the engine's order, to the image (or the child); the
+    document carries what the engine reports."""
+    import offline_ic.workflows.guest_edit as engine
+    from offline_ic.checks.report import Report
+    from offline_ic.guest.linux.remedies import ordered_edits, plan_linux_remedies
+    from offline_ic.target import open_target
+
+    calls = []
+
+    def fake(target, edits, *, output=None):
+        calls.append((target, list(edits), output))
+        return engine.GuestEditResult(target, output or target, 0, child=output)
+
+    monkeypatch.setattr(engine, "guestfs_missing", lambda: None)
+    monkeypatch.setattr(engine, "apply_guest_edits", fake)
+    child = tmp_path / "fixed.avhdx"
+    code, out, err = cli("fix", debian, "--output", child, "--json")
+    doc = json.loads(out)
+    with open_target(str(debian)) as opened:
+        results = Report.from_dict({"image": "x", **doc["after"]}).checks
+        expected = ordered_edits(plan_linux_remedies(opened.guest, results))
+    assert len(calls) == 1 and calls[0][0] == str(debian) and calls[0][2] == str(child)
+    assert [type(e) for e in calls[0][1]] == [type(e) for e in expected]
+    assert [getattr(e, "path", None) for e in calls[0][1]] == [
+        getattr(e, "path", None) for e in expected
+    ]
+    assert doc["write"]["written_to"] == str(child) and doc["bytes_written"] == 0
+    assert code == 1  # the fake wrote nothing: the blacklist still fails, and is named
+    assert [r["check"] for r in doc["remaining"]] == ["linux.blacklist.hv_utils"]
+
+
+def test_a_linux_fix_with_nothing_selected_still_makes_the_child(
+    cli, debian, tmp_path, no_libguestfs
+):
+    image = tmp_path / "debian.vhdx"
+    assert cli("convert", debian, image)[0] == 0
+    before = image.read_bytes()
+    child = tmp_path / "next.avhdx"
+    code, out, err = cli("fix", image, "--only", "windows.*", "--output", child, "--json")
+    doc = json.loads(out)
+    assert code == 1, err  # the blacklist is left (skipped) and named
+    assert {a["status"] for a in doc["actions"]} == {"skipped"}
+    assert child.exists() and doc["write"]["written_to"] == str(child)
+    assert image.read_bytes() == before
+    code, out, _ = cli("check", child, "--json")
+    assert code == 1 and json.loads(out)["counts"] == doc["before"]["counts"]
+    code, _, err = cli("fix", debian, "--only", "windows.*", "--output", tmp_path / "c.avhdx")
+    assert code == 2 and "needs a VHDX" in err
