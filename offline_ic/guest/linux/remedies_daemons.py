@@ -88,7 +88,9 @@ def fix_daemon(
             )
     if not edits:
         what = "; ".join(state.notes) or "nothing fix can change in the guest's files"
-        return Remedy(cid, f"{lay.unit}", (), False, what)
+        if any("dangling link" in n for n in state.notes):
+            what += f": remove the link or reinstall {lay.package}"
+        return Remedy(cid, f"leave {lay.unit} as it is", (), False, what)
     return Remedy(
         cid,
         "; ".join(done),
