@@ -90,6 +90,7 @@ def test_cmdline_entries_removed_everywhere_only_the_named_module():
             "/boot/loader/entries/a.conf": (
                 b"title A\nlinux /vmlinuz-6.1\noptions root=/dev/sda1 module_blacklist=hv_vmbus\n"
             ),
+            "/boot/loader/entries/b.conf": b'options root=/dev/sda1 modprobe.blacklist="hv_vmbus,floppy"\n',
             "/boot/grub2/grubenv": grubenv,
             "/boot/grub/grub.cfg": (
                 b"menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=/dev/sda1 ro module_blacklist=hv_vmbus quiet\n"
@@ -108,6 +109,7 @@ def test_cmdline_entries_removed_everywhere_only_the_named_module():
         ),
         "/etc/kernel/cmdline": b"root=UUID=1\n",
         "/boot/loader/entries/a.conf": b"title A\nlinux /vmlinuz-6.1\noptions root=/dev/sda1\n",
+        "/boot/loader/entries/b.conf": b'options root=/dev/sda1 modprobe.blacklist="floppy"\n',
         "/boot/grub2/grubenv": new_env,
         "/boot/grub/grub.cfg": (
             b"menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=/dev/sda1 ro quiet\n"
