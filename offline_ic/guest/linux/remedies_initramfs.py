@@ -11,7 +11,8 @@ appliance is virtio, not Hyper-V. ``/etc/initramfs-tools/modules`` is read in ev
 mode (mkinitramfs: "MODULES=list case. Always honour.", before the mode's own selection;
 initramfs-tools 0.142), so the drivers listed there are built in under ``dep`` too, and the
 root file system's module still comes from the guest's own mount (the appliance runs the
-tool chrooted into the guest, where /proc/mounts shows the guest's root as ``/``).
+tool chrooted into the guest with /proc bind-mounted, libguestfs ``daemon/command.c``,
+where /proc/mounts shows the guest's root as ``/``).
 """
 
 from __future__ import annotations
