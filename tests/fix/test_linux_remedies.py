@@ -248,3 +248,73 @@ def test_missing_module_not_fixable_and_passes_are_ignored():
             "(the distribution's default or cloud kernel) and make it the default",
         )
     ]
+
+
+def _kernel_files(mdir: str) -> dict:
+    return {
+        f"{mdir}/modules.dep": (
+            b"kernel/drivers/hv/hv_vmbus.ko.zst:\n"
+            b"kernel/drivers/scsi/hv_storvsc.ko.zst: kernel/drivers/hv/hv_vmbus.ko.zst\n"
+        ),
+        f"{mdir}/kernel/drivers/hv/hv_vmbus.ko.zst": b"",
+        f"{mdir}/kernel/drivers/scsi/hv_storvsc.ko.zst": b"",
+    }
+
+
+def test_mkinitcpio_modules_appended_and_preset_image_rebuilt():
+    kver = "6.6.1-arch1-1"
+    guest = fake_guest(
+        {
+            "/boot/vmlinuz-linux": b"MZ",
+            "/boot/initramfs-linux.img": b"not an initramfs",
+            f"/usr/lib/modules/{kver}/pkgbase": b"linux\n",
+            **_kernel_files(f"/usr/lib/modules/{kver}"),
+            "/etc/mkinitcpio.conf": b"MODULES=(btrfs)\nHOOKS=(base udev autodetect)",
+            "/usr/bin/mkinitcpio": b"#!/bin/bash\n",
+        },
+        family="arch",
+    )
+    [remedy] = plan_linux_remedies(guest, [fail("linux.initramfs.hv_storvsc")], now=NOW)
+    assert remedy.edits == (
+        WriteFile(
+            "/etc/mkinitcpio.conf",
+            b"MODULES=(btrfs)\nHOOKS=(base udev autodetect)\n"
+            b"# offline-ic fix 2026-12-07T15:20:00Z: Hyper-V boot drivers\nMODULES+=(hv_storvsc)\n",
+        ),
+        RunInGuest(
+            ("/usr/bin/mkinitcpio", "-k", kver, "-g", "/boot/initramfs-linux.img"),
+            f"rebuild the initramfs of {kver} with the guest's mkinitcpio",
+        ),
+    )
+
+
+def test_dracut_drop_in_lists_every_driver_once_suse_names():
+    kver = "6.4.0-150600.23.25-default"
+    guest = fake_guest(
+        {
+            f"/boot/vmlinuz-{kver}": b"MZ",
+            **_kernel_files(f"/lib/modules/{kver}"),
+            "/etc/dracut.conf.d/.keep": b"",
+            "/usr/bin/dracut": b"#!/bin/bash\n",
+        },
+        family="suse",
+    )
+    present, storvsc = plan_linux_remedies(
+        guest,
+        [fail("linux.initramfs.present"), fail("linux.initramfs.hv_storvsc")],
+        now=NOW,
+    )
+    conf = (
+        b"# offline-ic fix 2026-12-07T15:20:00Z: Hyper-V boot drivers\n"
+        b'add_drivers+=" hv_vmbus hv_storvsc "\n'
+    )
+    run = RunInGuest(
+        ("/usr/bin/dracut", "-f", f"/boot/initrd-{kver}", kver),
+        f"rebuild the initramfs of {kver} with the guest's dracut",
+    )
+    assert present.edits == (WriteFile("/etc/dracut.conf.d/90-offline-ic-hyperv.conf", conf), run)
+    assert storvsc.edits == (run,)  # already listed by the remedy before it
+    assert ordered_edits([present, storvsc]) == [
+        WriteFile("/etc/dracut.conf.d/90-offline-ic-hyperv.conf", conf),
+        run,
+    ]

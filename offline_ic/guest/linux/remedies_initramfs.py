@@ -202,7 +202,9 @@ def _keep_drivers(plan: RemedyPlan, tool: str, drivers: Sequence[str]) -> WriteF
     canon = plan.canonical(path) if plan.guest.fs.lexists(path) else path
     if canon is None:
         return f"{path}: {plan.notes.get(path, 'does not resolve')}: fix it by hand"
-    data = plan.read(canon) if plan.guest.fs.lexists(canon) else b""
+    # the content planned so far (an earlier remedy's drop-in), else the guest's, else new
+    exists = canon in plan.content or plan.guest.fs.lexists(canon)
+    data = plan.read(canon) if exists else b""
     if data is None:
         return f"{canon}: {plan.notes.get(canon, 'unreadable')}: fix it by hand"
     listed = {
