@@ -318,3 +318,33 @@ def test_dracut_drop_in_lists_every_driver_once_suse_names():
         WriteFile("/etc/dracut.conf.d/90-offline-ic-hyperv.conf", conf),
         run,
     ]
+
+
+def test_a_planner_that_breaks_fails_its_finding_only(monkeypatch):
+    guest = fake_guest({"/etc/modprobe.d/x.conf": b"blacklist hv_utils\nblacklist hv_netvsc\n"})
+    import offline_ic.guest.linux.remedies_blacklist as rb
+
+    calls = []
+
+    def broken(plan):  # noqa: ANN001, ANN202
+        calls.append(len(calls))
+        if len(calls) == 1:  # the first finding, after its modprobe.d edit was planned
+            raise RuntimeError("damaged extent")
+        return []
+
+    monkeypatch.setattr(rb, "cmdline_files", broken)
+    first, second = plan_linux_remedies(
+        guest, [fail("linux.blacklist.hv_utils"), fail("linux.blacklist.hv_netvsc")], now=NOW
+    )
+    assert first == Remedy(
+        "linux.blacklist.hv_utils",
+        "plan a remedy",
+        (),
+        False,
+        "could not be planned: RuntimeError: damaged extent",
+    )
+    # the broken plan's comment-out of hv_utils does not leak into the next write
+    assert writes(second) == {
+        "/etc/modprobe.d/x.conf": b"blacklist hv_utils\n" + STAMP + b"blacklist hv_netvsc\n"
+    }
+    assert calls == [0, 1]
