@@ -476,3 +476,25 @@ def test_plans_on_disk_images(images):
             "(-> /../../../../root/outside): remove the link or reinstall hyperv-daemons",
         )
     ]
+
+
+def test_ubuntu_disabled_enabled_and_missing_per_kernel_tools_said(base, tmp_path):
+    root = B.debian_tree(base, tmp_path)
+    B.to_ubuntu(root, base)
+    B.remove_path(root, "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service")
+    B.remove_path(root, "/lib/udev/rules.d/60-hv-kvp-daemon.rules")
+    assert check(root)["linux.daemon.kvp"] == "warn"
+    kvp = by_check(plan(root))["linux.daemon.kvp"]
+    assert kvp.edits == (
+        Symlink(
+            "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service",
+            "/usr/lib/systemd/system/hv-kvp-daemon.service",  # /lib -> usr/lib: one file
+        ),
+    )
+    apply(root, list(kvp.edits))
+    assert check(root)["linux.daemon.kvp"] == "pass"
+    B.remove_path(root, "/usr/lib/linux-tools")
+    vss = by_check(plan(root))["linux.daemon.vss"]
+    assert not vss.fixable and vss.reason == (
+        f"/usr/lib/linux-tools/{K61}/hv_vss_daemon missing (install linux-cloud-tools for {K61})"
+    )
