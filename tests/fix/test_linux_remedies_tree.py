@@ -498,3 +498,16 @@ def test_ubuntu_disabled_enabled_and_missing_per_kernel_tools_said(base, tmp_pat
     assert not vss.fixable and vss.reason == (
         f"/usr/lib/linux-tools/{K61}/hv_vss_daemon missing (install linux-cloud-tools for {K61})"
     )
+    tools = f"/pkgs/linux-cloud-tools-{K61}_6.1.0-56.1_amd64.deb"
+    flavour = "/pkgs/linux-cloud-cloud-tools-6.1.0-56_6.1.0-56.1_amd64.deb"
+    remedies = by_check(
+        plan(root, packages=["/pkgs/linux-cloud-tools-common_1_all.deb", tools, flavour])
+    )
+    assert remedies["linux.daemon.vss"].edits == (
+        InstallPackage(flavour, "deb"),
+        InstallPackage(tools, "deb"),
+    )
+    assert ordered_edits(list(remedies.values())) == [
+        InstallPackage(flavour, "deb"),
+        InstallPackage(tools, "deb"),
+    ]

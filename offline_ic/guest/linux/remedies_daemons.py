@@ -70,6 +70,10 @@ def fix_daemon(
         return _install(plan, cid, want, lay, packages)
     edits: list[GuestEdit] = []
     done: list[str] = []
+    tools = _per_kernel_tools(state.notes, kver, packages)
+    if tools:
+        edits += [InstallPackage(p, "deb") for p in tools]
+        done.append(f"install {', '.join(os.path.basename(p) for p in tools)}")
     for path in masks(plan, lay.unit):
         edits.append(Remove(path))
         done.append(f"unmask {lay.unit} (remove {path})")
@@ -98,6 +102,30 @@ def fix_daemon(
         True,
         f"{want} keeps the host's {role.upper()} integration service working",
     )
+
+
+def _per_kernel_tools(notes: Sequence[str], kver: str | None, packages: Sequence[str]) -> list[str]:
+    """Ubuntu's per-kernel daemons are missing: the ``--package`` files that bring them
+    (``linux-cloud-tools-KVER_*.deb`` and the flavour's ``linux-*-cloud-tools-*.deb`` it
+    depends on)."""
+    if not kver or not any(n.endswith(f"(install linux-cloud-tools for {kver})") for n in notes):
+        return []
+    names = [(p, os.path.basename(p)) for p in packages]
+    wanted = [
+        p for p, n in names if n.startswith(f"linux-cloud-tools-{kver}_") and n.endswith(".deb")
+    ]
+    if not wanted:
+        return []
+    flavour = [
+        p
+        for p, n in names
+        if p not in wanted
+        and n.startswith("linux-")
+        and "-cloud-tools-" in n
+        and n.endswith(".deb")
+        and not n.startswith("linux-cloud-tools-common_")
+    ]
+    return flavour + wanted
 
 
 def _install(
