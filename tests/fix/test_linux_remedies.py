@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 
 from offline_ic.checks.model import CheckResult
-from offline_ic.guest.linux.edits import Remedy, RunInGuest, WriteFile
+from offline_ic.guest.linux.edits import Remedy, Remove, RunInGuest, WriteFile
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.linux.remedies import ordered_edits, plan_linux_remedies
 from tests.linux.fakefs import guest_fs, link
@@ -348,3 +348,22 @@ def test_a_planner_that_breaks_fails_its_finding_only(monkeypatch):
         "/etc/modprobe.d/x.conf": b"blacklist hv_utils\n" + STAMP + b"blacklist hv_netvsc\n"
     }
     assert calls == [0, 1]
+
+
+def test_masked_udev_rule_found_in_a_hostile_rules_file_quickly():
+    unit = b"[Unit]\nDescription=kvp\n[Service]\nExecStart=/usr/sbin/hypervkvpd -n\n"
+    noise = b'ENV{SYSTEMD_WANTS}+="' + b"SYSTEMD_WANTS}=" * 60_000 + b"\n"
+    rule = b'KERNEL=="vmbus/hv_kvp", ENV{SYSTEMD_WANTS}+="hypervkvpd.service"\n'
+    guest = fake_guest(
+        {
+            "/usr/sbin/hypervkvpd": b"\x7fELF",
+            "/usr/lib/systemd/system/hypervkvpd.service": unit,
+            "/usr/lib/udev/rules.d/70-hv_kvp.rules": noise + rule,
+            "/etc/udev/rules.d/70-hv_kvp.rules": link("/dev/null"),
+        },
+        family="rhel",
+    )
+    started = time.perf_counter()
+    [remedy] = plan_linux_remedies(guest, [CheckResult("linux.daemon.kvp", "warn", "x")])
+    assert time.perf_counter() - started < 5
+    assert remedy.edits == (Remove("/etc/udev/rules.d/70-hv_kvp.rules"),)

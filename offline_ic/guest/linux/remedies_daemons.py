@@ -26,6 +26,7 @@ from offline_ic.guest.linux.daemons import (
     SystemdView,
     fcopy_role,
     inspect_daemon,
+    udev_systemd_wants,
 )
 from offline_ic.guest.linux.edits import GuestEdit, InstallPackage, Remedy, Remove, Symlink
 from offline_ic.guest.linux.fs import GuestPathError
@@ -219,7 +220,7 @@ def _unmask_udev_rules(plan: RemedyPlan, unit: str, view: SystemdView) -> list[s
                 continue
             for lower in UDEV_DIRS[2:]:
                 text = gfs.try_text(f"{lower}/{name}", 1 << 20) or ""
-                if re.search(r'SYSTEMD_WANTS\}\s*\+?=\s*"[^"]*\b' + re.escape(unit), text):
+                if any(u == unit for _no, _line, u in udev_systemd_wants(text)):
                     out.append(path)
                     break
     return out
