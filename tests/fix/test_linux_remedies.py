@@ -367,3 +367,16 @@ def test_masked_udev_rule_found_in_a_hostile_rules_file_quickly():
     [remedy] = plan_linux_remedies(guest, [CheckResult("linux.daemon.kvp", "warn", "x")])
     assert time.perf_counter() - started < 5
     assert remedy.edits == (Remove("/etc/udev/rules.d/70-hv_kvp.rules"),)
+
+
+def test_dracut_kernel_cmdline_loses_the_module():
+    guest = fake_guest(
+        {
+            "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+=" rd.driver.blacklist=hv_storvsc "\n',
+            "/etc/dracut.conf": b"# kernel_cmdline=rd.driver.blacklist=hv_storvsc\n",
+        }
+    )
+    [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_storvsc")], now=NOW)
+    assert writes(remedy) == {
+        "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+="  "\n'
+    }
