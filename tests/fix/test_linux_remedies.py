@@ -378,5 +378,5 @@ def test_dracut_kernel_cmdline_loses_the_module():
     )
     [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_storvsc")], now=NOW)
     assert writes(remedy) == {
-        "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+="  "\n'
+        "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+=" "\n'
     }
