@@ -380,3 +380,29 @@ def test_dracut_kernel_cmdline_loses_the_module():
     assert writes(remedy) == {
         "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+=" "\n'
     }
+
+
+def test_azure_console_in_grub_defaults_shell_forms():
+    guest = fake_guest(
+        {
+            "/etc/default/grub": (
+                b"GRUB_CMDLINE_LINUX=quiet\n"
+                b"export GRUB_CMDLINE_LINUX='ro  splash'\r\n"
+                b"GRUB_CMDLINE_LINUX=$(cat /etc/cmdline)\n"
+                b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+            ),
+            "/etc/kernel/cmdline": b"\nroot=/dev/sda1 console=tty0\n",
+        }
+    )
+    [remedy] = plan_linux_remedies(
+        guest, [fail("azure.linux.cmdline.console")], azure=True, now=NOW
+    )
+    assert writes(remedy) == {
+        "/etc/default/grub": (
+            b'GRUB_CMDLINE_LINUX="quiet console=ttyS0"\n'
+            b"export GRUB_CMDLINE_LINUX='ro  splash console=ttyS0'\r\n"
+            b"GRUB_CMDLINE_LINUX=$(cat /etc/cmdline)\n"
+            b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+        ),
+        "/etc/kernel/cmdline": b"\nroot=/dev/sda1 console=tty0 console=ttyS0\n",
+    }

@@ -66,7 +66,9 @@ _PLAIN_VALUE = re.compile(rb"[A-Za-z0-9_.,:/=+@%-]*")  # safe to wrap in double 
 def fix_cmdline(plan: RemedyPlan, cid: str) -> Remedy:
     """Put ``console=ttyS0`` (or the finding's word) on every kernel command line kept."""
     word = CMDLINE_WORDS[cid].encode()
-    key = word.split(b"=")[0] + b"="
+    # rootdelay= has one value (another one is replaced); console= may be given more than
+    # once (console=tty0 console=ttyS0: both get the messages), so it is only added
+    key = b"rootdelay=" if word.startswith(b"rootdelay=") else word
     edits: list[GuestEdit] = []
     done: list[str] = []
     files = cmdline_files(plan)
@@ -134,8 +136,8 @@ def _add_to_lines(data: bytes, kind: str, word: bytes, key: bytes) -> bytes:
 
 
 def _add_word(line: bytes, word: bytes, key: bytes) -> bytes:
-    """``line`` with ``word`` in it: a ``key=`` word replaced, else ``word`` appended (before
-    trailing white space, a CR included)."""
+    """``line`` with ``word`` in it: a word starting with ``key`` replaced, else ``word``
+    appended (before trailing white space, a CR included)."""
     body = line.rstrip()
     tail = line[len(body) :]
     parts = body.split(b" ")
