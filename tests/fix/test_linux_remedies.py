@@ -391,7 +391,7 @@ def test_azure_console_in_grub_defaults_shell_forms():
                 b"GRUB_CMDLINE_LINUX=$(cat /etc/cmdline)\n"
                 b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
             ),
-            "/etc/kernel/cmdline": b"\nroot=/dev/sda1 console=tty0\n",
+            "/etc/kernel/cmdline": b"\nroot=/dev/sda1 console=tty0 console=ttyS0,115200n8\n",
         }
     )
     [remedy] = plan_linux_remedies(
@@ -404,5 +404,7 @@ def test_azure_console_in_grub_defaults_shell_forms():
             b"GRUB_CMDLINE_LINUX=$(cat /etc/cmdline)\n"
             b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
         ),
-        "/etc/kernel/cmdline": b"\nroot=/dev/sda1 console=tty0 console=ttyS0\n",
+        "/etc/kernel/cmdline": (
+            b"\nroot=/dev/sda1 console=tty0 console=ttyS0,115200n8 console=ttyS0\n"
+        ),
     }
