@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 
 from offline_ic.checks.model import CheckResult
-from offline_ic.guest.linux.edits import Remedy, RunInGuest, WriteFile
+from offline_ic.guest.linux.edits import Remedy, Remove, RunInGuest, WriteFile
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.linux.remedies import ordered_edits, plan_linux_remedies
 from tests.linux.fakefs import guest_fs, link
@@ -90,6 +90,7 @@ def test_cmdline_entries_removed_everywhere_only_the_named_module():
             "/boot/loader/entries/a.conf": (
                 b"title A\nlinux /vmlinuz-6.1\noptions root=/dev/sda1 module_blacklist=hv_vmbus\n"
             ),
+            "/boot/loader/entries/b.conf": b'options root=/dev/sda1 modprobe.blacklist="hv_vmbus,floppy"\n',
             "/boot/grub2/grubenv": grubenv,
             "/boot/grub/grub.cfg": (
                 b"menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=/dev/sda1 ro module_blacklist=hv_vmbus quiet\n"
@@ -108,6 +109,7 @@ def test_cmdline_entries_removed_everywhere_only_the_named_module():
         ),
         "/etc/kernel/cmdline": b"root=UUID=1\n",
         "/boot/loader/entries/a.conf": b"title A\nlinux /vmlinuz-6.1\noptions root=/dev/sda1\n",
+        "/boot/loader/entries/b.conf": b'options root=/dev/sda1 modprobe.blacklist="floppy"\n',
         "/boot/grub2/grubenv": new_env,
         "/boot/grub/grub.cfg": (
             b"menuentry 'Debian' {\n\tlinux /vmlinuz-6.1 root=/dev/sda1 ro quiet\n"
@@ -246,3 +248,163 @@ def test_missing_module_not_fixable_and_passes_are_ignored():
             "(the distribution's default or cloud kernel) and make it the default",
         )
     ]
+
+
+def _kernel_files(mdir: str) -> dict:
+    return {
+        f"{mdir}/modules.dep": (
+            b"kernel/drivers/hv/hv_vmbus.ko.zst:\n"
+            b"kernel/drivers/scsi/hv_storvsc.ko.zst: kernel/drivers/hv/hv_vmbus.ko.zst\n"
+        ),
+        f"{mdir}/kernel/drivers/hv/hv_vmbus.ko.zst": b"",
+        f"{mdir}/kernel/drivers/scsi/hv_storvsc.ko.zst": b"",
+    }
+
+
+def test_mkinitcpio_modules_appended_and_preset_image_rebuilt():
+    kver = "6.6.1-arch1-1"
+    guest = fake_guest(
+        {
+            "/boot/vmlinuz-linux": b"MZ",
+            "/boot/initramfs-linux.img": b"not an initramfs",
+            f"/usr/lib/modules/{kver}/pkgbase": b"linux\n",
+            **_kernel_files(f"/usr/lib/modules/{kver}"),
+            "/etc/mkinitcpio.conf": b"MODULES=(btrfs)\nHOOKS=(base udev autodetect)",
+            "/usr/bin/mkinitcpio": b"#!/bin/bash\n",
+        },
+        family="arch",
+    )
+    [remedy] = plan_linux_remedies(guest, [fail("linux.initramfs.hv_storvsc")], now=NOW)
+    assert remedy.edits == (
+        WriteFile(
+            "/etc/mkinitcpio.conf",
+            b"MODULES=(btrfs)\nHOOKS=(base udev autodetect)\n"
+            b"# offline-ic fix 2026-12-07T15:20:00Z: Hyper-V boot drivers\nMODULES+=(hv_storvsc)\n",
+        ),
+        RunInGuest(
+            ("/usr/bin/mkinitcpio", "-k", kver, "-g", "/boot/initramfs-linux.img"),
+            f"rebuild the initramfs of {kver} with the guest's mkinitcpio",
+        ),
+    )
+
+
+def test_dracut_drop_in_lists_every_driver_once_suse_names():
+    kver = "6.4.0-150600.23.25-default"
+    guest = fake_guest(
+        {
+            f"/boot/vmlinuz-{kver}": b"MZ",
+            **_kernel_files(f"/lib/modules/{kver}"),
+            "/etc/dracut.conf.d/.keep": b"",
+            "/usr/bin/dracut": b"#!/bin/bash\n",
+        },
+        family="suse",
+    )
+    present, storvsc = plan_linux_remedies(
+        guest,
+        [fail("linux.initramfs.present"), fail("linux.initramfs.hv_storvsc")],
+        now=NOW,
+    )
+    conf = (
+        b"# offline-ic fix 2026-12-07T15:20:00Z: Hyper-V boot drivers\n"
+        b'add_drivers+=" hv_vmbus hv_storvsc "\n'
+    )
+    run = RunInGuest(
+        ("/usr/bin/dracut", "-f", f"/boot/initrd-{kver}", kver),
+        f"rebuild the initramfs of {kver} with the guest's dracut",
+    )
+    assert present.edits == (WriteFile("/etc/dracut.conf.d/90-offline-ic-hyperv.conf", conf), run)
+    assert storvsc.edits == (run,)  # already listed by the remedy before it
+    assert ordered_edits([present, storvsc]) == [
+        WriteFile("/etc/dracut.conf.d/90-offline-ic-hyperv.conf", conf),
+        run,
+    ]
+
+
+def test_a_planner_that_breaks_fails_its_finding_only(monkeypatch):
+    guest = fake_guest({"/etc/modprobe.d/x.conf": b"blacklist hv_utils\nblacklist hv_netvsc\n"})
+    import offline_ic.guest.linux.remedies_blacklist as rb
+
+    calls = []
+
+    def broken(plan):  # noqa: ANN001, ANN202
+        calls.append(len(calls))
+        if len(calls) == 1:  # the first finding, after its modprobe.d edit was planned
+            raise RuntimeError("damaged extent")
+        return []
+
+    monkeypatch.setattr(rb, "cmdline_files", broken)
+    first, second = plan_linux_remedies(
+        guest, [fail("linux.blacklist.hv_utils"), fail("linux.blacklist.hv_netvsc")], now=NOW
+    )
+    assert first == Remedy(
+        "linux.blacklist.hv_utils",
+        "plan a remedy",
+        (),
+        False,
+        "could not be planned: RuntimeError: damaged extent",
+    )
+    # the broken plan's comment-out of hv_utils does not leak into the next write
+    assert writes(second) == {
+        "/etc/modprobe.d/x.conf": b"blacklist hv_utils\n" + STAMP + b"blacklist hv_netvsc\n"
+    }
+    assert calls == [0, 1]
+
+
+def test_masked_udev_rule_found_in_a_hostile_rules_file_quickly():
+    unit = b"[Unit]\nDescription=kvp\n[Service]\nExecStart=/usr/sbin/hypervkvpd -n\n"
+    noise = b'ENV{SYSTEMD_WANTS}+="' + b"SYSTEMD_WANTS}=" * 60_000 + b"\n"
+    rule = b'KERNEL=="vmbus/hv_kvp", ENV{SYSTEMD_WANTS}+="hypervkvpd.service"\n'
+    guest = fake_guest(
+        {
+            "/usr/sbin/hypervkvpd": b"\x7fELF",
+            "/usr/lib/systemd/system/hypervkvpd.service": unit,
+            "/usr/lib/udev/rules.d/70-hv_kvp.rules": noise + rule,
+            "/etc/udev/rules.d/70-hv_kvp.rules": link("/dev/null"),
+        },
+        family="rhel",
+    )
+    started = time.perf_counter()
+    [remedy] = plan_linux_remedies(guest, [CheckResult("linux.daemon.kvp", "warn", "x")])
+    assert time.perf_counter() - started < 5
+    assert remedy.edits == (Remove("/etc/udev/rules.d/70-hv_kvp.rules"),)
+
+
+def test_dracut_kernel_cmdline_loses_the_module():
+    guest = fake_guest(
+        {
+            "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+=" rd.driver.blacklist=hv_storvsc "\n',
+            "/etc/dracut.conf": b"# kernel_cmdline=rd.driver.blacklist=hv_storvsc\n",
+        }
+    )
+    [remedy] = plan_linux_remedies(guest, [fail("linux.blacklist.hv_storvsc")], now=NOW)
+    assert writes(remedy) == {
+        "/etc/dracut.conf.d/50-x.conf": b'hostonly="yes"\nkernel_cmdline+=" "\n'
+    }
+
+
+def test_azure_console_in_grub_defaults_shell_forms():
+    guest = fake_guest(
+        {
+            "/etc/default/grub": (
+                b"GRUB_CMDLINE_LINUX=quiet\n"
+                b"export GRUB_CMDLINE_LINUX='ro  splash'\r\n"
+                b"GRUB_CMDLINE_LINUX=$(cat /etc/cmdline)\n"
+                b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+            ),
+            "/etc/kernel/cmdline": b"\nroot=/dev/sda1 console=tty0 console=ttyS0,115200n8\n",
+        }
+    )
+    [remedy] = plan_linux_remedies(
+        guest, [fail("azure.linux.cmdline.console")], azure=True, now=NOW
+    )
+    assert writes(remedy) == {
+        "/etc/default/grub": (
+            b'GRUB_CMDLINE_LINUX="quiet console=ttyS0"\n'
+            b"export GRUB_CMDLINE_LINUX='ro  splash console=ttyS0'\r\n"
+            b"GRUB_CMDLINE_LINUX=$(cat /etc/cmdline)\n"
+            b'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+        ),
+        "/etc/kernel/cmdline": (
+            b"\nroot=/dev/sda1 console=tty0 console=ttyS0,115200n8 console=ttyS0\n"
+        ),
+    }

@@ -424,3 +424,90 @@ def test_other_kernel_initramfs_rebuilt_too(base, tmp_path):
     assert apply(root, ordered_edits([remedy])) == [run]
     shutil.copyfile(base / "initrd" / "initrd-good.img", root / f"boot/initrd.img-{K61}")
     assert check(root)["linux.kernel.others"] == "pass"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    missing = [t for t in ("mke2fs", "mkfs.xfs", "sfdisk") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"test image tools missing: {', '.join(missing)}")
+    names = ["debian-blacklisted", "debian-daemons-masked", "rhel-rd-blacklist", "bad-symlinks"]
+    return B.build(tmp_path_factory.mktemp("images"), names)
+
+
+def plan_image(path: Path) -> list[Remedy]:
+    """Plan on the disk image itself (dissect's ext4/xfs/LVM readers, not the tree)."""
+    from offline_ic.guest.linux.guest import open_linux_guest
+    from offline_ic.image import open_image
+
+    image = open_image(str(path))
+    try:
+        guest = open_linux_guest(image)
+        assert guest is not None
+        return plan_linux_remedies(guest, linux_checks(guest).results, now=NOW)
+    finally:
+        image.close()
+
+
+def test_plans_on_disk_images(images):
+    [bl] = plan_image(images["debian-blacklisted"])
+    assert bl.check == "linux.blacklist.hv_utils" and bl.fixable
+    assert bl.edits == (
+        WriteFile("/etc/modprobe.d/zz-test-blacklist.conf", STAMP + b"blacklist hv_utils\n"),
+    )
+    masked = by_check(plan_image(images["debian-daemons-masked"]))
+    assert sorted(masked) == ["linux.daemon.fcopy", "linux.daemon.kvp", "linux.daemon.vss"]
+    assert ordered_edits(list(masked.values())) == [
+        Remove("/etc/systemd/system/hv-kvp-daemon.service"),
+        Remove("/etc/udev/rules.d/60-hyperv-daemons.rules"),
+        Remove("/etc/systemd/system/hv-vss-daemon.service"),
+    ]
+    [rd] = plan_image(images["rhel-rd-blacklist"])
+    assert rd.check == "linux.blacklist.hv_storvsc" and not rd.fixable
+    assert "made by dracut, which is not installed in the guest" in rd.reason
+    # loops and links out of the guest: every finding planned, nothing written through them
+    assert plan_image(images["bad-symlinks"]) == [
+        Remedy(
+            "linux.daemon.kvp",
+            "leave hv-kvp-daemon.service as it is",
+            (),
+            False,
+            "/etc/systemd/system/hv-kvp-daemon.service is a dangling link "
+            "(-> /../../../../root/outside): remove the link or reinstall hyperv-daemons",
+        )
+    ]
+
+
+def test_ubuntu_disabled_enabled_and_missing_per_kernel_tools_said(base, tmp_path):
+    root = B.debian_tree(base, tmp_path)
+    B.to_ubuntu(root, base)
+    B.remove_path(root, "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service")
+    B.remove_path(root, "/lib/udev/rules.d/60-hv-kvp-daemon.rules")
+    assert check(root)["linux.daemon.kvp"] == "warn"
+    kvp = by_check(plan(root))["linux.daemon.kvp"]
+    assert kvp.edits == (
+        Symlink(
+            "/etc/systemd/system/multi-user.target.wants/hv-kvp-daemon.service",
+            "/usr/lib/systemd/system/hv-kvp-daemon.service",  # /lib -> usr/lib: one file
+        ),
+    )
+    apply(root, list(kvp.edits))
+    assert check(root)["linux.daemon.kvp"] == "pass"
+    B.remove_path(root, "/usr/lib/linux-tools")
+    vss = by_check(plan(root))["linux.daemon.vss"]
+    assert not vss.fixable and vss.reason == (
+        f"/usr/lib/linux-tools/{K61}/hv_vss_daemon missing (install linux-cloud-tools for {K61})"
+    )
+    tools = f"/pkgs/linux-cloud-tools-{K61}_6.1.0-56.1_amd64.deb"
+    flavour = "/pkgs/linux-cloud-cloud-tools-6.1.0-56_6.1.0-56.1_amd64.deb"
+    remedies = by_check(
+        plan(root, packages=["/pkgs/linux-cloud-tools-common_1_all.deb", tools, flavour])
+    )
+    assert remedies["linux.daemon.vss"].edits == (
+        InstallPackage(flavour, "deb"),
+        InstallPackage(tools, "deb"),
+    )
+    assert ordered_edits(list(remedies.values())) == [
+        InstallPackage(flavour, "deb"),
+        InstallPackage(tools, "deb"),
+    ]

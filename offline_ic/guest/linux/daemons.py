@@ -140,6 +140,20 @@ class DaemonState:
     dead_rules: list[str] = field(default_factory=list)
 
 
+_SYSTEMD_WANTS = re.compile(r'SYSTEMD_WANTS\}\s*\+?=\s*"([^"]*)"')
+
+
+def udev_systemd_wants(text: str) -> list[tuple[int, str, str]]:
+    """(line number, line, unit) of each unit a udev rules file adds to SYSTEMD_WANTS."""
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        for m in _SYSTEMD_WANTS.finditer(line):
+            out += [(no, line, unit) for unit in m.group(1).split()]
+    return out
+
+
 class SystemdView:
     """Units, wants symlinks, masks and udev SYSTEMD_WANTS of a guest, read once."""
 
@@ -160,13 +174,9 @@ class SystemdView:
                 text = gfs.read_text(path, 1 << 20)
             except GuestPathError:
                 continue
-            for no, line in enumerate(text.splitlines(), 1):
-                if line.lstrip().startswith("#"):
-                    continue
-                for m in re.finditer(r'SYSTEMD_WANTS\}\s*\+?=\s*"([^"]*)"', line):
-                    for unit in m.group(1).split():
-                        self.udev_wants.setdefault(unit, []).append(f"{path}:{no}")
-                        self.udev_lines[f"{path}:{no}"] = line
+            for no, line, unit in udev_systemd_wants(text):
+                self.udev_wants.setdefault(unit, []).append(f"{path}:{no}")
+                self.udev_lines[f"{path}:{no}"] = line
 
     def _udev_files(self) -> list[str]:
         chosen: dict[str, str] = {}

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 
 from offline_ic.checks.model import CheckResult
 from offline_ic.guest.linux.checks import BOOT_DRIVERS
-from offline_ic.guest.linux.daemons import SystemdView
 from offline_ic.guest.linux.edits import GuestEdit, InstallPackage, Remedy, RunInGuest, WriteFile
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.linux.remedies_azure import (
@@ -62,40 +61,55 @@ def plan_linux_remedies(
     when = (now or datetime.now(UTC)).astimezone(UTC)
     plan = RemedyPlan(guest, when.strftime("%Y-%m-%dT%H:%M:%SZ"))
     remedies: list[Remedy] = []
-    view: SystemdView | None = None
     for result in results:
         if result.status not in ("fail", "warn"):
             continue
-        cid = result.id
-        if m := _BLACKLIST_ID.fullmatch(cid):
-            remedies.append(unblacklist(plan, cid, m.group(1)))
-        elif m := _INITRAMFS_ID.fullmatch(cid):
-            if cid.startswith("azure.") and not azure:
-                continue
-            remedies.append(add_boot_drivers(plan, cid, [m.group(1)]))
-        elif cid == "linux.initramfs.present":
-            mods = plan.modules
-            need = [d for d in BOOT_DRIVERS if mods is None or not mods.status(d).builtin]
-            remedies.append(add_boot_drivers(plan, cid, need))
-        elif cid == "linux.kernel.others":
-            remedies.append(fix_other_kernels(plan, cid))
-        elif m := _DAEMON_ID.fullmatch(cid):
-            view = view or SystemdView(guest.fs)
-            remedies.append(fix_daemon(plan, cid, m.group(1), view, packages))
-        elif m := _MODULE_ID.fullmatch(cid):
-            remedies.append(_module_missing(plan, cid, m.group(1)))
-        elif not azure or not cid.startswith("azure.linux."):
-            continue
-        elif cid in CMDLINE_WORDS:
-            remedies.append(fix_cmdline(plan, cid))
-        elif cid == "azure.linux.agent":
-            view = view or SystemdView(guest.fs)
-            remedies.append(fix_agent(plan, cid, view))
-        elif cid == "azure.linux.agent.datasource":
-            remedies.append(fix_datasource(plan, cid))
-        elif cid in NOT_FIXABLE:
-            remedies.append(not_fixable(cid))
+        planned = dict(plan.content)
+        try:
+            remedy = _plan_one(plan, result.id, azure, packages)
+        except Exception as exc:  # noqa: BLE001 - damage the readers did not foresee: said
+            plan.content = planned  # nothing of a failed plan reaches a later remedy's write
+            remedy = Remedy(
+                result.id,
+                "plan a remedy",
+                (),
+                False,
+                f"could not be planned: {type(exc).__name__}: {exc}",
+            )
+        if remedy is not None:
+            remedies.append(remedy)
     return remedies
+
+
+def _plan_one(plan: RemedyPlan, cid: str, azure: bool, packages: Sequence[str]) -> Remedy | None:
+    """The remedy for finding ``cid``, or None when fix does not address that finding."""
+    if m := _BLACKLIST_ID.fullmatch(cid):
+        return unblacklist(plan, cid, m.group(1))
+    if m := _INITRAMFS_ID.fullmatch(cid):
+        if cid.startswith("azure.") and not azure:
+            return None
+        return add_boot_drivers(plan, cid, [m.group(1)])
+    if cid == "linux.initramfs.present":
+        mods = plan.modules
+        need = [d for d in BOOT_DRIVERS if mods is None or not mods.status(d).builtin]
+        return add_boot_drivers(plan, cid, need)
+    if cid == "linux.kernel.others":
+        return fix_other_kernels(plan, cid)
+    if m := _DAEMON_ID.fullmatch(cid):
+        return fix_daemon(plan, cid, m.group(1), plan.systemd, packages)
+    if m := _MODULE_ID.fullmatch(cid):
+        return _module_missing(plan, cid, m.group(1))
+    if not azure or not cid.startswith("azure.linux."):
+        return None
+    if cid in CMDLINE_WORDS:
+        return fix_cmdline(plan, cid)
+    if cid == "azure.linux.agent":
+        return fix_agent(plan, cid, plan.systemd)
+    if cid == "azure.linux.agent.datasource":
+        return fix_datasource(plan, cid)
+    if cid in NOT_FIXABLE:
+        return not_fixable(cid)
+    return None
 
 
 def _module_missing(plan: RemedyPlan, cid: str, module: str) -> Remedy:

@@ -66,7 +66,9 @@ _PLAIN_VALUE = re.compile(rb"[A-Za-z0-9_.,:/=+@%-]*")  # safe to wrap in double 
 def fix_cmdline(plan: RemedyPlan, cid: str) -> Remedy:
     """Put ``console=ttyS0`` (or the finding's word) on every kernel command line kept."""
     word = CMDLINE_WORDS[cid].encode()
-    key = word.split(b"=")[0] + b"="
+    # rootdelay= has one value (another one is replaced); console= may be given more than
+    # once (console=tty0 console=ttyS0: both get the messages), so it is only added
+    key = b"rootdelay=" if word.startswith(b"rootdelay=") else None
     edits: list[GuestEdit] = []
     done: list[str] = []
     files = cmdline_files(plan)
@@ -111,7 +113,7 @@ def _words(line: bytes) -> list[bytes]:
     return line.replace(b'"', b" ").replace(b"'", b" ").split()
 
 
-def _add_to_lines(data: bytes, kind: str, word: bytes, key: bytes) -> bytes:
+def _add_to_lines(data: bytes, kind: str, word: bytes, key: bytes | None) -> bytes:
     lines = data.split(b"\n")
     for no, line in enumerate(lines):
         if kind == "default-grub":
@@ -133,22 +135,22 @@ def _add_to_lines(data: bytes, kind: str, word: bytes, key: bytes) -> bytes:
     return b"\n".join(lines)
 
 
-def _add_word(line: bytes, word: bytes, key: bytes) -> bytes:
-    """``line`` with ``word`` in it: a ``key=`` word replaced, else ``word`` appended (before
-    trailing white space, a CR included)."""
+def _add_word(line: bytes, word: bytes, key: bytes | None) -> bytes:
+    """``line`` with ``word`` in it: a word starting with ``key`` replaced, else ``word``
+    appended (before trailing white space, a CR included)."""
     body = line.rstrip()
     tail = line[len(body) :]
     parts = body.split(b" ")
+    if word in parts:
+        return line
     for i, part in enumerate(parts):
-        if part.startswith(key):
-            if part == word:
-                return line
+        if key is not None and part.startswith(key):
             parts[i] = word
             return b" ".join(parts) + tail
     return body + b" " + word + tail
 
 
-def _add_to_shell_value(value: bytes, word: bytes, key: bytes) -> bytes:
+def _add_to_shell_value(value: bytes, word: bytes, key: bytes | None) -> bytes:
     """A GRUB_CMDLINE_LINUX value (shell syntax) with ``word`` added inside its quotes."""
     stripped = value.rstrip()
     tail = value[len(stripped) :]

@@ -26,8 +26,11 @@ from offline_ic.guest.linux.remedies_plan import RemedyPlan
 
 # ``key=value`` of a blacklist option, where a word starts (after whitespace or a quote:
 # GRUB_CMDLINE_LINUX="module_blacklist=..."). No nested quantifier: linear on any line.
+# The list may be quoted itself (``modprobe.blacklist="a,b"``: group 2), else group 3.
 _CMDLINE_WORD = re.compile(
-    rb"(?<![^\s\"'])(" + b"|".join(re.escape(k.encode()) for k in CMDLINE_KEYS) + rb")=([^\s\"']*)"
+    rb"(?<![^\s\"'])("
+    + b"|".join(re.escape(k.encode()) for k in CMDLINE_KEYS)
+    + rb")=(?:\"([^\s\"']*)\"|([^\s\"']*))"
 )
 _GRUB_DEFAULT_LINE = re.compile(rb"[ \t]*(?:export[ \t]+)?GRUB_CMDLINE_LINUX(?:_DEFAULT)?=")
 _BOOT_LINUX_LINE = re.compile(rb"[ \t]*(?:linux|linuxefi|linux16)[ \t]")
@@ -187,13 +190,16 @@ def _drop_words(line: bytes, module: str) -> bytes:
     out = bytearray()
     pos = 0
     for m in _CMDLINE_WORD.finditer(line):
-        names = m.group(2).split(b",")
+        quoted = m.group(2) is not None
+        quote = b'"' if quoted else b""
+        names = (m.group(2) if quoted else m.group(3)).split(b",")
         kept = [n for n in names if norm(n.decode("utf-8", "replace")) != module]
         if len(kept) == len(names):
             continue
         start, end = m.span()
         if any(kept):
-            out += line[pos:start] + m.group(1) + b"=" + b",".join(n for n in kept if n)
+            listed = b",".join(n for n in kept if n)
+            out += line[pos:start] + m.group(1) + b"=" + quote + listed + quote
             pos = end
             continue
         # the whole word goes, with one space next to it (before it if there is one)

@@ -26,6 +26,7 @@ from offline_ic.guest.linux.daemons import (
     SystemdView,
     fcopy_role,
     inspect_daemon,
+    udev_systemd_wants,
 )
 from offline_ic.guest.linux.edits import GuestEdit, InstallPackage, Remedy, Remove, Symlink
 from offline_ic.guest.linux.fs import GuestPathError
@@ -70,6 +71,10 @@ def fix_daemon(
         return _install(plan, cid, want, lay, packages)
     edits: list[GuestEdit] = []
     done: list[str] = []
+    tools = _per_kernel_tools(state.notes, kver, packages)
+    if tools:
+        edits += [InstallPackage(p, "deb") for p in tools]
+        done.append(f"install {', '.join(os.path.basename(p) for p in tools)}")
     for path in masks(plan, lay.unit):
         edits.append(Remove(path))
         done.append(f"unmask {lay.unit} (remove {path})")
@@ -88,7 +93,9 @@ def fix_daemon(
             )
     if not edits:
         what = "; ".join(state.notes) or "nothing fix can change in the guest's files"
-        return Remedy(cid, f"{lay.unit}", (), False, what)
+        if any("dangling link" in n for n in state.notes):
+            what += f": remove the link or reinstall {lay.package}"
+        return Remedy(cid, f"leave {lay.unit} as it is", (), False, what)
     return Remedy(
         cid,
         "; ".join(done),
@@ -96,6 +103,30 @@ def fix_daemon(
         True,
         f"{want} keeps the host's {role.upper()} integration service working",
     )
+
+
+def _per_kernel_tools(notes: Sequence[str], kver: str | None, packages: Sequence[str]) -> list[str]:
+    """Ubuntu's per-kernel daemons are missing: the ``--package`` files that bring them
+    (``linux-cloud-tools-KVER_*.deb`` and the flavour's ``linux-*-cloud-tools-*.deb`` it
+    depends on)."""
+    if not kver or not any(n.endswith(f"(install linux-cloud-tools for {kver})") for n in notes):
+        return []
+    names = [(p, os.path.basename(p)) for p in packages]
+    wanted = [
+        p for p, n in names if n.startswith(f"linux-cloud-tools-{kver}_") and n.endswith(".deb")
+    ]
+    if not wanted:
+        return []
+    flavour = [
+        p
+        for p, n in names
+        if p not in wanted
+        and n.startswith("linux-")
+        and "-cloud-tools-" in n
+        and n.endswith(".deb")
+        and not n.startswith("linux-cloud-tools-common_")
+    ]
+    return flavour + wanted
 
 
 def _install(
@@ -189,7 +220,7 @@ def _unmask_udev_rules(plan: RemedyPlan, unit: str, view: SystemdView) -> list[s
                 continue
             for lower in UDEV_DIRS[2:]:
                 text = gfs.try_text(f"{lower}/{name}", 1 << 20) or ""
-                if re.search(r'SYSTEMD_WANTS\}\s*\+?=\s*"[^"]*\b' + re.escape(unit), text):
+                if any(u == unit for _no, _line, u in udev_systemd_wants(text)):
                     out.append(path)
                     break
     return out

@@ -11,7 +11,8 @@ appliance is virtio, not Hyper-V. ``/etc/initramfs-tools/modules`` is read in ev
 mode (mkinitramfs: "MODULES=list case. Always honour.", before the mode's own selection;
 initramfs-tools 0.142), so the drivers listed there are built in under ``dep`` too, and the
 root file system's module still comes from the guest's own mount (the appliance runs the
-tool chrooted into the guest, where /proc/mounts shows the guest's root as ``/``).
+tool chrooted into the guest with /proc bind-mounted, libguestfs ``daemon/command.c``,
+where /proc/mounts shows the guest's root as ``/``).
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ def _keep_drivers(plan: RemedyPlan, tool: str, drivers: Sequence[str]) -> WriteF
     canon = plan.canonical(path) if plan.guest.fs.lexists(path) else path
     if canon is None:
         return f"{path}: {plan.notes.get(path, 'does not resolve')}: fix it by hand"
-    data = plan.read(canon) if plan.guest.fs.lexists(canon) else b""
+    # the content planned so far (an earlier remedy's drop-in), else the guest's, else new
+    exists = canon in plan.content or plan.guest.fs.lexists(canon)
+    data = plan.read(canon) if exists else b""
     if data is None:
         return f"{canon}: {plan.notes.get(canon, 'unreadable')}: fix it by hand"
     listed = {

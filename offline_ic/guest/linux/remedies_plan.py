@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from offline_ic.guest.linux.daemons import SystemdView
 from offline_ic.guest.linux.fs import GuestPathError
 from offline_ic.guest.linux.guest import LinuxGuest
 from offline_ic.guest.linux.initramfs import InitramfsInfo, scan_initramfs
@@ -83,6 +84,10 @@ class RemedyPlan:
     @cached_property
     def modules(self) -> KernelModules | None:
         return KernelModules(self.guest.fs, self.kernel) if self.kernel else None
+
+    @cached_property
+    def systemd(self) -> SystemdView:
+        return SystemdView(self.guest.fs)
 
     @cached_property
     def initramfs(self) -> InitramfsInfo | None:
