@@ -15,8 +15,10 @@ images to their places, flush, retire the log (header with a zero LogGuid), flus
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
@@ -33,6 +35,31 @@ SECTOR = S.LOG_SECTOR
 # replay entries whose header and descriptors fit one sector: 126 descriptors
 MAX_DESCRIPTORS = 126
 MAX_CHILD_SCAN = 5000
+
+
+STREAM_PIECE = 4 * S.MiB  # what a streamed write reads and writes at a time
+
+
+@dataclass(frozen=True)
+class Pending:
+    """``length`` bytes of the virtual disk at ``voff``, read from ``read(voff, length)`` only
+    when they are written (``write_extents``: a merge of gigabytes must not sit in memory)."""
+
+    read: Callable[[int, int], bytes]
+    voff: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def piece(self, start: int, n: int) -> Pending:
+        return Pending(self.read, self.voff + start, n)
+
+    def load(self) -> bytes:
+        data = self.read(self.voff, self.length)
+        if len(data) != self.length:  # an OSError: the transaction is undone like a failed write
+            raise OSError(errno.EIO, f"source read of {self.length} bytes at {self.voff} was short")
+        return data
 
 
 class WriteFailed(WriteFailure):
@@ -123,6 +150,13 @@ class VhdxImage(VhdxReader):
     def write_ranges(self, ranges: list[tuple[int, bytes]]) -> None:
         """Write (offset, bytes) ranges as one crash-safe transaction (VHDX log)."""
         write_ranges(self, ranges)
+
+    def write_extents(
+        self, extents: list[tuple[int, int]], read: Callable[[int, int], bytes]
+    ) -> None:
+        """Write ``extents`` (offset, length) with bytes streamed from ``read``, as one
+        crash-safe transaction (``write_extents``)."""
+        write_extents(self, extents, read)
 
 
 def find_children(img: VhdxReader) -> list[str]:
@@ -219,7 +253,8 @@ class Transaction:
         self.old_size = img.io.size()
         self.eof = -(-self.old_size // S.MiB) * S.MiB
         self.sectors: dict[int, bytearray] = {}  # 4 KiB file offset -> new sector image
-        self.direct: list[tuple[int, bytes | memoryview]] = []  # writes into newly allocated space
+        # writes into newly allocated space (Pending: read from its source when written)
+        self.direct: list[tuple[int, bytes | memoryview | Pending]] = []
         self.new_blocks: dict[int, tuple[int, int]] = {}  # block -> (state, file offset)
         self.new_bitmaps: dict[int, tuple[int, bytearray]] = {}  # chunk -> (offset, bits)
 
@@ -298,16 +333,19 @@ class Transaction:
             assert sb is not None
             self._write_view(sb + b0, new)
 
-    def add(self, voff: int, data: bytes) -> None:
-        """Plan ``data`` (whole logical sectors) at virtual offset ``voff``."""
+    def add(self, voff: int, data: bytes | Pending) -> None:
+        """Plan ``data`` (whole logical sectors) at virtual offset ``voff``. ``Pending`` data
+        is read only when written, except where it is logged (blocks written in place)."""
         img = self.img
         bs, lss = img.block_size, img.logical_sector_size
         pos = 0
-        view = memoryview(data)
+        view: memoryview | Pending = data if isinstance(data, Pending) else memoryview(data)
         while pos < len(data):
             block, inblk = divmod(voff + pos, bs)
             n = min(bs - inblk, len(data) - pos)
-            piece = view[pos : pos + n]
+            piece: memoryview | Pending = (
+                view.piece(pos, n) if isinstance(view, Pending) else view[pos : pos + n]
+            )
             state, foff, new = self._block(block)
             present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
             if state in present and block in self.relocate and not new:
@@ -323,7 +361,9 @@ class Transaction:
                 if new:
                     self.direct.append((foff + inblk, piece))
                 else:
-                    self._write_view(foff + inblk, piece)
+                    self._write_view(
+                        foff + inblk, piece.load() if isinstance(piece, Pending) else piece
+                    )
             else:
                 # allocate: in a differencing disk an absent block keeps reading its parent
                 # for sectors not written (PARTIALLY_PRESENT); ZERO/UNMAPPED/UNDEFINED and
@@ -427,7 +467,11 @@ class Transaction:
             for k in range(0, n, 4 * S.MiB):
                 io.pwrite(io.pread(min(4 * S.MiB, n - k), src + k), dst + k)
         for off, data in self.direct:
-            io.pwrite(data, off)
+            if not isinstance(data, Pending):
+                io.pwrite(data, off)
+                continue
+            for k in range(0, data.length, STREAM_PIECE):
+                io.pwrite(data.piece(k, min(STREAM_PIECE, data.length - k)).load(), off + k)
         for off, bits in self.new_bitmaps.values():
             nz = [i for i in range(0, len(bits), SECTOR) if any(bits[i : i + SECTOR])]
             if nz:
@@ -549,4 +593,82 @@ def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
                 f"{img.name}: transaction touches too many blocks for one VHDX log entry "
                 f"({len(txn.sectors)} metadata sectors); nothing written, split it"
             )
+    txn.commit()
+
+
+def _logged_per_block(img: VhdxImage, extents: list[tuple[int, int]]) -> dict[int, int]:
+    """For extents (sorted, disjoint): how many 4 KiB sectors of each block already in the
+    file they would log if written in place (what ``Transaction.logged_per_block`` finds,
+    counted without reading or holding any data)."""
+    counts: dict[int, int] = {}
+    last: dict[int, int] = {}  # block -> last file sector counted
+    present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
+    bs = img.block_size
+    for off, length in extents:
+        pos, end = off, off + length
+        while pos < end:
+            block, inblk = divmod(pos, bs)
+            n = min(bs - inblk, end - pos)
+            state, foff = img.block_state(block)
+            if state in present:
+                lo, hi = (foff + inblk) // SECTOR, (foff + inblk + n - 1) // SECTOR
+                lo = max(lo, last.get(block, -1) + 1)
+                if hi >= lo:
+                    counts[block] = counts.get(block, 0) + hi - lo + 1
+                    last[block] = hi
+            pos += n
+    return counts
+
+
+def write_extents(
+    img: VhdxImage, extents: list[tuple[int, int]], read: Callable[[int, int], bytes]
+) -> None:
+    """Write the virtual disk's ``extents`` (offset, length: whole logical sectors) with the
+    bytes ``read(offset, length)`` gives, as one transaction like ``write_ranges``.
+
+    The streaming form, for gigabytes (``merge``): the bytes are read from ``read`` while
+    they are written into new space, at most ``STREAM_PIECE`` at a time. Blocks already in
+    the file are relocated (copied beside the old ones, their BAT entries logged) unless
+    their sectors fit the one log entry, so at most one log entry's data is held.
+    """
+    img.write_session()  # refuses read-only opens
+    if img.io.fd < 0:
+        raise InputError(f"{img.name}: image is closed")
+    lss = img.logical_sector_size
+    spans: list[tuple[int, int]] = []
+    for off, length in sorted(e for e in extents if e[1]):
+        if off < 0 or length < 0 or off + length > img.size or off % lss or length % lss:
+            raise InputError(
+                f"{img.name}: extent of {length} bytes at {off} is outside the disk or not "
+                "in whole logical sectors"
+            )
+        if spans and off < spans[-1][0] + spans[-1][1]:
+            raise InputError(f"{img.name}: extents overlap at {off}")
+        spans.append((off, length))
+    if not spans:
+        return
+    counts = _logged_per_block(img, spans)
+    budget = MAX_DESCRIPTORS // 2  # the rest for BAT and sector-bitmap sectors
+    remaining = sum(counts.values())
+    chosen: set[int] = set()
+    for b in sorted(counts, key=lambda b: -counts[b]):
+        if remaining <= budget:
+            break
+        chosen.add(b)
+        remaining -= counts[b]
+
+    def plan(relocate: frozenset[int]) -> Transaction:
+        txn = Transaction(img, relocate=relocate)
+        for off, length in spans:
+            txn.add(off, Pending(read, off, length))
+        return txn
+
+    txn = plan(frozenset(chosen))
+    if not txn.fits_one_entry() and counts and len(chosen) < len(counts):
+        txn = plan(frozenset(counts))
+    if not txn.fits_one_entry():
+        raise InputError(
+            f"{img.name}: transaction touches too many blocks for one VHDX log entry "
+            f"({len(txn.sectors)} metadata sectors); nothing written"
+        )
     txn.commit()
