@@ -29,7 +29,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.errors import InputError, OfflineICError, ParentMismatch, SafetyRefusal
+from offline_ic.errors import (
+    InputError,
+    OfflineICError,
+    ParentMismatch,
+    SafetyRefusal,
+    WriteFailure,
+)
 from offline_ic.image import check_writable, open_image
 from offline_ic.image.base import DiskImage
 from offline_ic.image.fileio import fsync_dir
@@ -360,10 +366,19 @@ def merge(
             file_size_after=os.path.getsize(plan.target),
         )
     if not keep_child:
-        for path in plan.merged:
-            os.unlink(path)
-            fsync_dir(path)
-            deleted.append(path)
+        try:
+            for path in plan.merged:
+                os.unlink(path)
+                deleted.append(path)
+                fsync_dir(path)
+        except OSError as exc:
+            left = [p for p in plan.merged if os.path.exists(p)]
+            raise WriteFailure(
+                f"{os.path.basename(plan.target)} holds the merged data (verified by "
+                f"{doc['verified'] or 'nobody: libvhdi is not installed'}); deleting the merged "
+                f"files failed ({failure_text(exc)})"
+                + (f"; delete {', '.join(left)} (no longer linked)" if left else "")
+            ) from None
     doc["deleted"] = deleted
     return doc
 

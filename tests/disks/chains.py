@@ -12,8 +12,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,11 +129,12 @@ def files_of(seed: int, big: int = 3 * MiB) -> dict[str, bytes]:
     }
 
 
-def libvhdi_read(disks: list[Path]) -> bytes:
-    """The top of ``disks`` (bottom first) read whole through libvhdi, parents set."""
+@contextmanager
+def libvhdi_chain(disks: list[Path]) -> Iterator[Any]:
+    """The top of ``disks`` (bottom first) opened through libvhdi, parents set."""
     import pyvhdi
 
-    files = []
+    files: list[Any] = []
     try:
         for p in disks:
             f = pyvhdi.file()
@@ -138,11 +142,27 @@ def libvhdi_read(disks: list[Path]) -> bytes:
             if files:
                 f.set_parent(files[-1])
             files.append(f)
-        top = files[-1]
-        return top.read_buffer_at_offset(top.media_size, 0)
+        yield files[-1]
     finally:
         for f in reversed(files):
             f.close()
+
+
+def libvhdi_read(disks: list[Path]) -> bytes:
+    """The top of ``disks`` read whole through libvhdi."""
+    with libvhdi_chain(disks) as top:
+        return top.read_buffer_at_offset(top.media_size, 0)
+
+
+def libvhdi_digest(disks: list[Path]) -> str:
+    """sha256 of the top of ``disks`` read through libvhdi, 8 MiB at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with libvhdi_chain(disks) as top:
+        for off in range(0, top.media_size, 8 * MiB):
+            h.update(top.read_buffer_at_offset(min(8 * MiB, top.media_size - off), off))
+    return h.hexdigest()
 
 
 def digest_tree(d: Path) -> dict[str, str]:

@@ -245,9 +245,19 @@ def _align(img: VhdxImage, segs: list[list]) -> list[tuple[int, bytes]]:
 class Transaction:
     """One atomic set of writes into a VHDX (see the module docstring for the protocol)."""
 
-    def __init__(self, img: VhdxImage, *, relocate: frozenset[int] = frozenset()):
+    def __init__(
+        self,
+        img: VhdxImage,
+        *,
+        relocate: frozenset[int] = frozenset(),
+        data_guid_at_commit: bool = False,
+    ):
         self.img = img
         self.relocate = relocate  # blocks copied to new space instead of logging their data
+        # DataWriteGuid renewed in the header that commits (sets the LogGuid), and put back
+        # if nothing is committed: children made from it keep linking after a failed write
+        # (``merge``: its child must still open when the merge did not happen)
+        self.data_guid_at_commit = data_guid_at_commit
         self.touched: dict[int, int] = {}  # existing block -> file offset, written in place
         self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
@@ -443,19 +453,39 @@ class Transaction:
             return
         new_size = max(self.old_size, self.eof)
         log_guid = uuid.uuid4()
+        old_data_guid = self.img.header.data_write_guid
+        keep = old_data_guid if self.data_guid_at_commit else None
         try:
-            self.img.renew_guids()  # before the first change of the session, both copies
+            if keep is None:
+                self.img.renew_guids()  # before the first change of the session, both copies
+            else:
+                self._renew_file_guid()
             self._write_new_space(new_size)
-            self.img.write_header(log_guid=log_guid)
+            self._write_commit_header(log_guid)
         except OSError as exc:
-            self._undo_uncommitted(exc)
+            self._undo_uncommitted(exc, keep)
         try:
             self._write_log(self._entries(log_guid, new_size))
         except OSError as exc:
-            self._undo_uncommitted(exc)
+            self._undo_uncommitted(exc, keep)
         self._write_in_place()
         self._retire_log()
         self.img.after_change()
+
+    def _renew_file_guid(self) -> None:
+        """FileWriteGuid only (``data_guid_at_commit``), once per session."""
+        if not self.img.write_session().guids_renewed:
+            self.img.write_header(file_write_guid=uuid.uuid4())
+
+    def _write_commit_header(self, log_guid: uuid.UUID) -> None:
+        """The header that makes the log entry count (with ``data_guid_at_commit``, also
+        the new DataWriteGuid: the data and its GUID change in one header write)."""
+        session = self.img.write_session()
+        if self.data_guid_at_commit and not session.guids_renewed:
+            self.img.write_header(log_guid=log_guid, data_write_guid=uuid.uuid4())
+            session.guids_renewed = True
+        else:
+            self.img.write_header(log_guid=log_guid)
 
     def _write_new_space(self, new_size: int) -> None:
         """Grow the file and fill the new space (copies, new blocks, new bitmaps); flush.
@@ -515,15 +545,21 @@ class Transaction:
                 "the data is committed, run 'offline-ic recover'"
             ) from None
 
-    def _undo_uncommitted(self, exc: OSError) -> None:
+    def _undo_uncommitted(self, exc: OSError, data_write_guid: uuid.UUID | None = None) -> None:
         """Nothing was committed: retire the LogGuid, give back the space, then raise.
 
         The LogGuid goes first: a log entry that did reach the disk must never be replayed
-        over a file that has been shortened again.
+        over a file that has been shortened again. ``data_write_guid``: the one to put back
+        (the data is the data it was the GUID of).
         """
         img = self.img
         try:
-            if img.header.log_guid.int:
+            if data_write_guid is not None:
+                # always: a header write that failed at its flush may still have landed
+                # (the in-memory header does not know); this one goes into the same slot
+                img.write_header(log_guid=S.ZERO_GUID, data_write_guid=data_write_guid)
+                img.write_session().guids_renewed = False
+            elif img.header.log_guid.int:
                 img.write_header(log_guid=S.ZERO_GUID)
             img.io.truncate(self.old_size)
             img.io.flush()
@@ -658,7 +694,7 @@ def write_extents(
         remaining -= counts[b]
 
     def plan(relocate: frozenset[int]) -> Transaction:
-        txn = Transaction(img, relocate=relocate)
+        txn = Transaction(img, relocate=relocate, data_guid_at_commit=True)
         for off, length in spans:
             txn.add(off, Pending(read, off, length))
         return txn
