@@ -32,6 +32,7 @@ COMMAND_MODULES = {
     "recover": "image_cmds",
     "convert": "convert_cmd",
     "merge": "chain_cmds",
+    "reparent": "chain_cmds",
     "hive": "hive_cmds",
     "reg": "reg_cmds",
     "check": "check_cmd",

@@ -81,3 +81,57 @@ def register(group: click.Group) -> None:
             emit_json(doc)
         else:
             render_merge(doc)
+
+    @group.command("reparent")
+    @click.argument("child", type=click.Path(dir_okay=False))
+    @click.option(
+        "--parent",
+        "new_parent",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="The parent's new path (a VHDX).",
+    )
+    @click.option(
+        "--windows-path",
+        default=None,
+        help=r"The parent's path on the Windows host (D:\VMs\base.vhdx), for the locator's "
+        "absolute path; without it only the relative path is written.",
+    )
+    @click.option(
+        "--ignore-id",
+        is_flag=True,
+        help="Accept a parent whose DataWriteGuid is not the one CHILD was made from.",
+    )
+    @click.option("--dry-run", is_flag=True, help="Say what the locator would be; write nothing.")
+    @json_option
+    def reparent_cmd(
+        child: str,
+        new_parent: str,
+        windows_path: str | None,
+        ignore_id: bool,
+        dry_run: bool,
+        as_json: bool,
+    ) -> None:
+        """Point the differencing VHDX CHILD at its parent's new path (Set-VHD -ParentPath).
+
+        The parent locator is rewritten through the VHDX log; CHILD's data does not change.
+        Refused (exit 3) when the new parent is not the disk CHILD was made from (its
+        DataWriteGuid differs), unless --ignore-id.
+
+        \b
+        Examples:
+          offline-ic reparent moved/child.avhdx --parent ../base/base.vhdx
+          offline-ic reparent child.avhdx --parent base.vhdx --windows-path 'D:\\VMs\\base.vhdx'
+        """
+        from offline_ic.image.reparent import reparent
+
+        doc = reparent(
+            child, new_parent, windows_path=windows_path, ignore_id=ignore_id, dry_run=dry_run
+        )
+        if as_json:
+            emit_json(doc)
+            return
+        verb = "would point" if dry_run else "pointed"
+        click.echo(f"{verb} {terminal(child)} at {terminal(new_parent)}")
+        for key, value in doc["locator"].items():
+            click.echo(f"  {key}: {terminal(value)}")

@@ -251,6 +251,7 @@ class Transaction:
         *,
         relocate: frozenset[int] = frozenset(),
         data_guid_at_commit: bool = False,
+        keep_data_guid: bool = False,
     ):
         self.img = img
         self.relocate = relocate  # blocks copied to new space instead of logging their data
@@ -258,6 +259,9 @@ class Transaction:
         # if nothing is committed: children made from it keep linking after a failed write
         # (``merge``: its child must still open when the merge did not happen)
         self.data_guid_at_commit = data_guid_at_commit
+        # metadata only (``write_metadata_item``): the virtual disk does not change, so its
+        # DataWriteGuid stays (children keep linking); FileWriteGuid is renewed
+        self.keep_data_guid = keep_data_guid
         self.touched: dict[int, int] = {}  # existing block -> file offset, written in place
         self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
@@ -342,6 +346,11 @@ class Transaction:
             sb = img.bitmap_offset(chunk)
             assert sb is not None
             self._write_view(sb + b0, new)
+
+    def add_file_bytes(self, off: int, data: bytes) -> None:
+        """Plan ``data`` at file offset ``off`` of an existing structure (metadata) through
+        the log."""
+        self._write_view(off, data)
 
     def add(self, voff: int, data: bytes | Pending) -> None:
         """Plan ``data`` (whole logical sectors) at virtual offset ``voff``. ``Pending`` data
@@ -454,7 +463,7 @@ class Transaction:
         new_size = max(self.old_size, self.eof)
         log_guid = uuid.uuid4()
         old_data_guid = self.img.header.data_write_guid
-        keep = old_data_guid if self.data_guid_at_commit else None
+        keep = old_data_guid if self.data_guid_at_commit or self.keep_data_guid else None
         try:
             if keep is None:
                 self.img.renew_guids()  # before the first change of the session, both copies
@@ -481,7 +490,7 @@ class Transaction:
         """The header that makes the log entry count (with ``data_guid_at_commit``, also
         the new DataWriteGuid: the data and its GUID change in one header write)."""
         session = self.img.write_session()
-        if self.data_guid_at_commit and not session.guids_renewed:
+        if self.data_guid_at_commit and not self.keep_data_guid and not session.guids_renewed:
             self.img.write_header(log_guid=log_guid, data_write_guid=uuid.uuid4())
             session.guids_renewed = True
         else:
@@ -708,3 +717,45 @@ def write_extents(
             f"({len(txn.sectors)} metadata sectors); nothing written"
         )
     txn.commit()
+
+
+def write_metadata_item(img: VhdxImage, item: uuid.UUID, value: bytes) -> None:
+    """Replace metadata item ``item`` (it must exist) by ``value``, through the log, as one
+    transaction: in place when it fits the old item's space, else after the last item of
+    the metadata region; the table entry's offset and length follow. The virtual disk is
+    unchanged, so the DataWriteGuid stays (``reparent``)."""
+    img.write_session()
+    region = img.metadata_region
+    table = img.read_file(S.METADATA_TABLE_SIZE, region.file_offset)
+    count = S.METADATA_HEADER.get(table, 0, "entry_count")
+    entries = [
+        S.METADATA_ENTRY.parse(table, S.METADATA_HEADER.size + i * S.METADATA_ENTRY.size)
+        for i in range(count)
+    ]
+    index = next((i for i, e in enumerate(entries) if S.guid_from(e.item_id) == item), None)
+    if index is None:
+        raise InputError(f"{img.name}: has no metadata item {item}")
+    old = entries[index]
+    offset = old.item_offset
+    if len(value) > old.length:
+        end = max(e.item_offset + e.length for e in entries)
+        offset = max(S.METADATA_TABLE_SIZE, -(-end // 8) * 8)
+    if offset + len(value) > region.length or len(value) > S.MiB:
+        raise InputError(f"{img.name}: no room in the metadata region for the new item")
+    txn = Transaction(img, keep_data_guid=True)
+    txn.add_file_bytes(region.file_offset + offset, value)
+    at = region.file_offset + S.METADATA_HEADER.size + index * S.METADATA_ENTRY.size
+    txn.add_file_bytes(
+        at,
+        S.METADATA_ENTRY.pack(
+            item_id=old.item_id,
+            item_offset=offset,
+            length=len(value),
+            flags=old.flags,
+            reserved=old.reserved,
+        ),
+    )
+    if not txn.fits_one_entry():
+        raise InputError(f"{img.name}: metadata item too large for one VHDX log entry")
+    txn.commit()
+    img.reload()
