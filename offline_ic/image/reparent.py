@@ -57,6 +57,28 @@ def _new_locator(
     return parent_locator(new_parent, child_path, linkage, windows_path), guid, matched
 
 
+def _document(
+    child: str,
+    new_parent: str,
+    linkage: tuple[str, uuid.UUID],
+    matched: bool,
+    locator: dict[str, str],
+    dry_run: bool,
+) -> dict[str, Any]:
+    """The command's document before the write (``changed`` set after it)."""
+    return {
+        "image": child,
+        "parent": new_parent,
+        linkage[0]: str(linkage[1]),
+        "linkage_matched": matched,
+        "locator": locator,
+        "dry_run": dry_run,
+        "changed": False,
+        "written_to": None,
+        "verified": False,
+    }
+
+
 def reparent(
     child: str,
     new_parent: str,
@@ -68,27 +90,18 @@ def reparent(
     """Point ``child`` at ``new_parent`` (see the module docstring); returns the document."""
     from offline_ic.image.vhdx.writer import VhdxImage, write_metadata_item
 
-    if detect_format(child) != "vhdx":
-        raise InputError(
-            f"{child}: reparent rewrites VHDX parent locators; a VHD (v1) child is not supported"
-        )
+    fmt = detect_format(child)
+    if fmt == "vhd":
+        return _reparent_vhd(child, new_parent, windows_path, ignore_id, dry_run)
+    if fmt != "vhdx":
+        raise InputError(f"{child}: not a VHDX or VHD differencing disk")
     with VhdxReader(child, open_parent=False) as img:
         if not img.has_parent:
             raise InputError(f"{child}: not a differencing disk; it has no parent to change")
         before = dict(img.parent_locator)
         locator, guid, matched = _new_locator(img, child, new_parent, windows_path, ignore_id)
-    doc: dict[str, Any] = {
-        "image": child,
-        "parent": new_parent,
-        "parent_data_write_guid": str(guid),
-        "linkage_matched": matched,
-        "locator_before": before,
-        "locator": locator,
-        "dry_run": dry_run,
-        "changed": False,
-        "written_to": None,
-        "verified": False,
-    }
+    doc = _document(child, new_parent, ("parent_data_write_guid", guid), matched, locator, dry_run)
+    doc["locator_before"] = before
     if dry_run:
         check_writable(child, force=True)
         return doc
@@ -99,5 +112,60 @@ def reparent(
         assert isinstance(img, VhdxReader)
         if img.parent_locator != locator:
             raise SafetyRefusal(f"{child}: the parent locator reads back differently")
+    doc.update(changed=True, written_to=child, verified="offline-ic reader")
+    return doc
+
+
+def _reparent_vhd(
+    child: str, new_parent: str, windows_path: str | None, ignore_id: bool, dry_run: bool
+) -> dict[str, Any]:
+    """The VHD (v1) form: ``W2ru`` (relative) and, from ``windows_path``, ``W2ku`` (absolute,
+    a plain drive-letter path in VHD) locator entries, the parent name; the linkage is the
+    parent's unique id (its footer), checked the same way."""
+    from offline_ic.image.vhd import VhdReader
+    from offline_ic.image.vhd.writer import VhdImage, write_parent_locators
+
+    with VhdReader(child, open_parent=False) as img:
+        if img.disk_type != "differencing":
+            raise InputError(f"{child}: not a differencing disk; it has no parent to change")
+        expected = img.parent_uid
+        size = img.size
+    with open_image(new_parent) as par:
+        if not isinstance(par, VhdReader):
+            raise InputError(f"{new_parent}: a differencing VHD needs a VHD parent")
+        uid, stamp = par.footer.unique_id, par.footer.timestamp
+        if par.size > size:
+            raise SafetyRefusal(
+                f"{new_parent}: is larger ({par.size} bytes) than the child ({size}): not its "
+                "parent; nothing written"
+            )
+    matched = uid == expected
+    if not matched and not ignore_id:
+        raise SafetyRefusal(
+            f"{os.path.basename(child)}: {new_parent} has unique id {{{uid}}}, but the child "
+            f"was made from {{{expected}}}: not the parent it was made from (reading the child "
+            "over it would mix two disks); nothing written (--ignore-id if you know it holds "
+            "the same data)"
+        )
+    vhdx_form = parent_locator(new_parent, child, uid, windows_path)
+    locators = [(b"W2ru", vhdx_form["relative_path"])]
+    if windows_path is not None:
+        locators.append((b"W2ku", vhdx_form["absolute_win32_path"][4:]))  # no \\?\ in VHD
+    shown = {code.decode(): path for code, path in locators}
+    doc = _document(child, new_parent, ("parent_unique_id", uid), matched, shown, dry_run)
+    if dry_run:
+        check_writable(child, force=True)
+        return doc
+    name = locators[-1][1] if windows_path is not None else os.path.basename(new_parent)
+    with VhdImage(child, writable=True, open_parent=False) as img:
+        write_parent_locators(
+            img,
+            locators,
+            name,
+            None if matched else uid.bytes,
+            None if matched else stamp,
+        )
+    with open_image(child, parent=new_parent):
+        pass  # opens over NEWPARENT: linkage checked by our reader
     doc.update(changed=True, written_to=child, verified="offline-ic reader")
     return doc

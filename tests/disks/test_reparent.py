@@ -126,3 +126,43 @@ def test_snapshot_writes_no_absolute_path_without_a_windows_path(tmp_path, cli):
         assert set(a.parent_locator) == {"parent_linkage", "relative_path"}
     with VhdxReader(str(tmp_path / "b.avhdx"), open_parent=False) as b:
         assert b.parent_locator["absolute_win32_path"] == "\\\\?\\E:\\Hyper-V\\base.vhdx"
+
+
+# ------------------------------------------------------------------------------------- VHD
+def test_a_moved_vhd_chain_is_fixed(tmp_path, cli):
+    """The VHD (v1) form: W2ru (relative) and W2ku (absolute) locator entries."""
+    from offline_ic.image.vhd import VhdReader
+    from tests.disks.chains import vhd_chain
+
+    chain = vhd_chain(tmp_path / "vm", files_of(5))
+    base, child = chain.disks
+    new = child.parent / "parents" / "moved.vhd"
+    new.parent.mkdir()
+    shutil.move(base, new)
+    with pytest.raises(NotFoundError):
+        open_image(str(child)).close()
+    stranger = child.parent / "stranger.vhd"
+    import subprocess
+
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on"]
+        + [str(stranger), "48M"],
+        check=True,
+    )
+    before = digest_tree(child.parent)
+    code, _out, err = cli("reparent", child, "--parent", stranger)
+    assert code == 3 and "unique id" in err and "nothing written" in err
+    assert digest_tree(child.parent) == before
+    code, out, err = cli(
+        "reparent", child, "--parent", new, "--windows-path", "D:\\VMs\\parents\\moved.vhd"
+    )
+    assert code == 0, err
+    with VhdReader(str(child), open_parent=False) as img:
+        assert img.parent_name == "D:\\VMs\\parents\\moved.vhd"
+    with open_image(str(child)) as img:  # found through W2ru, no --parent
+        assert img.read(0, img.size) == chain.expected[1].read_bytes()
+    with libvhdi_chain([new, child]) as top:
+        assert top.read_buffer_at_offset(top.media_size, 0) == chain.expected[1].read_bytes()
+    from offline_ic.image.verify import verify_image
+
+    assert verify_image(str(child)).ok

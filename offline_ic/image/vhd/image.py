@@ -103,6 +103,7 @@ class VhdReader(DiskImage):
         writable: bool = False,
         *,
         force: bool = False,
+        open_parent: bool = True,
         _depth: int = 0,
     ):
         self.path = path
@@ -117,7 +118,7 @@ class VhdReader(DiskImage):
             else:
                 self.io = open_view(self.io, path)
             self.reload()
-            if self.disk_type_code == DISK_DIFF:
+            if self.disk_type_code == DISK_DIFF and open_parent:
                 self._open_parent(parent)
         except BaseException:
             self.close()

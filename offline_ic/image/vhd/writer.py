@@ -28,7 +28,10 @@ from offline_ic.image.vhd.structures import (
     FOOTER,
     FOOTER_COOKIE,
     FOOTER_SIZE,
+    LOCATOR,
+    LOCATOR_COUNT,
     UNALLOCATED,
+    dyn_header_checksum,
 )
 
 STREAM_PIECE = 4 << 20  # what a streamed write reads and writes at a time
@@ -260,4 +263,65 @@ def _write_dynamic_extents(
                     io.pwrite(_read_exact(read, voff + k, m), data_at + inblk + k)
 
     journaled_write(img.io, img.path, writes, end + FOOTER_SIZE, fill_new_space=fill)
+    img.reload()
+
+
+def write_parent_locators(
+    img: VhdReader,
+    locators: list[tuple[bytes, str]],
+    parent_name: str,
+    parent_id: bytes | None = None,
+    parent_timestamp: int | None = None,
+) -> None:
+    """Replace a differencing VHD's parent locator entries by ``locators`` ((platform code,
+    UTF-16LE path): ``W2ru`` relative, ``W2ku`` absolute) and its parent name, in one
+    journaled transaction. The new locator data goes where the footer was (512-byte areas,
+    ``data_space`` in bytes as Hyper-V writes it), the footer after it; the old areas become
+    unused. ``parent_id``/``parent_timestamp``: a new linkage (``reparent --ignore-id``)."""
+    if not img.writable or img.session is None:
+        raise SafetyRefusal(f"{img.name}: opened read-only; nothing written")
+    if img.disk_type_code != DISK_DIFF:
+        raise InputError(f"{img.name}: not a differencing VHD")
+    if len(locators) > LOCATOR_COUNT:
+        raise InputError(f"{img.name}: at most {LOCATOR_COUNT} parent locators")
+    dyn = bytearray(img.dyn_header)
+    end = img.file_size - FOOTER_SIZE
+    writes: list[tuple[int, bytes]] = []
+    base = DYN_HEADER.offset("locators")
+    for i in range(LOCATOR_COUNT):
+        if i < len(locators):
+            code, path = locators[i]
+            data = path.encode("utf-16-le")
+            space = -(-len(data) // 512) * 512
+            LOCATOR.pack_into(
+                dyn,
+                base + i * LOCATOR.size,
+                platform_code=code,
+                data_space=space,
+                data_length=len(data),
+                reserved=0,
+                data_offset=end,
+            )
+            writes.append((end, data + bytes(space - len(data))))
+            end += space
+        else:
+            LOCATOR.pack_into(
+                dyn,
+                base + i * LOCATOR.size,
+                platform_code=bytes(4),
+                data_space=0,
+                data_length=0,
+                reserved=0,
+                data_offset=0,
+            )
+    name = parent_name.encode("utf-16-be")[:510]  # 512 bytes, NUL-terminated
+    DYN_HEADER.put(dyn, 0, "parent_name", name)
+    if parent_id is not None:
+        DYN_HEADER.put(dyn, 0, "parent_unique_id", parent_id)
+    if parent_timestamp is not None:
+        DYN_HEADER.put(dyn, 0, "parent_timestamp", parent_timestamp)
+    DYN_HEADER.put(dyn, 0, "checksum", dyn_header_checksum(dyn))
+    writes.append((img.dyn_header_offset, bytes(dyn)))
+    writes.append((end, img.footer.raw))
+    journaled_write(img.io, img.path, writes, end + FOOTER_SIZE)
     img.reload()
