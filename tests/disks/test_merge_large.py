@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from offline_ic.image import open_image
 from offline_ic.image.vhdx.create import create_child, create_vhdx
 from tests.disks.chains import MiB, libvhdi_digest
@@ -41,3 +43,30 @@ code = subprocess.call([sys.executable, "-m", "offline_ic", "merge", sys.argv[1]
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 sys.exit(code)
 """
+
+
+@pytest.mark.slow
+def test_vhd_merge_of_128_mib_stays_under_100_mib(tmp_path):
+    from tests.disks.chains import need
+    from tests.image.imgutil import make_vhd_child
+
+    need("qemu-img")
+    base, child = tmp_path / "base.vhd", tmp_path / "child.vhd"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on"]
+        + [str(base), "1G"],
+        check=True,
+    )
+    with open_image(str(base), writable=True) as img:  # blocks the merge must relocate
+        img.write_ranges([(64 * MiB, b"\x11" * 64 * MiB)])
+    make_vhd_child(
+        base, child, [(64 * MiB + i * 32 * MiB, bytes([i + 1]) * 32 * MiB) for i in range(4)]
+    )
+    want = libvhdi_digest([base, child])
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(child)], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    peak_kib = int(proc.stdout.split()[-1])
+    assert peak_kib < PEAK_LIMIT_MIB * 1024, f"peak RSS {peak_kib // 1024} MiB"
+    assert libvhdi_digest([base]) == want
