@@ -173,3 +173,22 @@ def test_merge_a_differencing_vhd_into_its_dynamic_parent(tmp_path, cli):
     )
     assert got.returncode == 0
     assert verify_image(str(base)).ok and not pending(str(base))
+
+
+def test_a_read_back_that_disagrees_keeps_the_child(chain, cli, monkeypatch):
+    """The writer puts other bytes than the chain's (a bug, a lying disk): libvhdi's
+    read-back sees it, the merge is refused and nothing is deleted."""
+    from offline_ic.image.vhdx import writer
+
+    real = writer.Pending.load
+
+    def wrong(self):
+        data = real(self)
+        return bytes([data[0] ^ 0xFF]) + data[1:]
+
+    monkeypatch.setattr(writer.Pending, "load", wrong)
+    base, c1, c2 = chain.disks
+    code, _out, err = cli("merge", c2, "--into", base)
+    assert code == 3 and "libvhdi reads different bytes at" in err, err
+    assert "the merged files were kept" in err
+    assert c1.exists() and c2.exists()
