@@ -16,7 +16,7 @@ is read-only or locked, or when a parent is not the disk its child was made from
 the write, libvhdi (not our reader) reads every merged extent of the target and must find
 the chain's bytes; only then are the merged files deleted. A failure is settled: the
 target is recovered (log replayed or journal rolled back) and the message says what
-libvhdi reads there, compared with what it read before the write.
+libvhdi reads there: the old content (CRC-32s taken before the write) or the merged one.
 """
 
 from __future__ import annotations
@@ -313,7 +313,8 @@ def observe_merge(
     chain_read: Callable[[int, int], bytes],
 ) -> Settled:
     """What ``target`` holds over ``extents`` after a failed merge, as libvhdi reads it:
-    the old bytes (CRC-32 per piece, taken before), the chain's, or neither."""
+    the old bytes (CRC-32 per piece, taken before: ``_old_digests``), the chain's, or
+    neither."""
     if pending(target):
         return Settled(INTERRUPTED, "", "an undo journal is left")
     try:
@@ -379,7 +380,7 @@ def merge(
         }
         if dry_run:
             return doc
-        old = _digests(plan.target, plan.extents)
+        old = _old_digests(plan.target, plan.extents)
         written = Written(top.read)
         _write(plan, written.read, old)
         checked = written.check(plan.target, plan.extents)
@@ -412,7 +413,16 @@ def merge(
     return doc
 
 
-def _write(plan: MergePlan, chain_read: Callable[[int, int], bytes], old: Any) -> None:
+def _old_digests(target: str, extents: list[tuple[int, int]]) -> list[int]:
+    """CRC-32 per piece of what ``target`` holds before the merge, read by our reader: three
+    times faster than libvhdi here, and only a reference. After a failure libvhdi's
+    reading must equal it to be called unchanged; where the two readers disagreed (verify
+    finds that) the result would be "neither" (interrupted), never a false "unchanged"."""
+    with open_image(target) as img:
+        return [zlib.crc32(img.read(off, n)) for off, n in _pieces(extents)]
+
+
+def _write(plan: MergePlan, chain_read: Callable[[int, int], bytes], old: list[int]) -> None:
     """The one transaction into the target; a failure is settled (see ``observe_merge``)."""
     from offline_ic.image.vhd.writer import VhdImage
     from offline_ic.image.vhdx.writer import VhdxImage
@@ -424,10 +434,8 @@ def _write(plan: MergePlan, chain_read: Callable[[int, int], bytes], old: Any) -
             else:  # pragma: no cover - plan_merge allows VHDX and VHD chains only
                 raise InputError(f"{plan.target}: cannot be merged into")
     except BaseException as exc:
-        if old is None:  # nothing to compare with: say only what the writer said
-            raise
         problem = _recover(plan.target)
-        found = observe_merge(plan.target, plan.extents, old[1], chain_read)
+        found = observe_merge(plan.target, plan.extents, old, chain_read)
         if found.state == INTERRUPTED and problem:
             found.detail = f"{found.detail}; undoing failed: {problem}"
         raise settled_error(exc, plan.target, found) from None
