@@ -61,6 +61,12 @@ class CorruptHiveError(InputError):
     kind = "corrupt_hive"
 
 
+class ParentMismatch(CorruptImageError):
+    """A differencing disk's parent was found but is not the disk it was made from (its
+    DataWriteGuid / unique id is not the child's linkage); exit 2 for readers, ``merge``
+    refuses it (exit 3)."""
+
+
 class NotFoundError(InputError):
     """A path, key, value, volume or guest that is not there (exit 2)."""
 

@@ -34,6 +34,8 @@ COMMAND_MODULES = {
     "verify": "image_cmds",
     "recover": "image_cmds",
     "convert": "convert_cmd",
+    "merge": "chain_cmds",
+    "reparent": "chain_cmds",
     "hive": "hive_cmds",
     "reg": "reg_cmds",
     "check": "check_cmd",

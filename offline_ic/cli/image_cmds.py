@@ -50,8 +50,14 @@ def register(group: click.Group) -> None:
     @group.command("snapshot")
     @click.argument("parent", type=click.Path(dir_okay=False))
     @click.argument("child", type=click.Path(dir_okay=False))
+    @click.option(
+        "--windows-path",
+        default=None,
+        help=r"PARENT's path on the Windows host (D:\VMs\golden.vhdx), for the locator's "
+        "absolute path; without it only the relative path is written.",
+    )
     @json_option
-    def snapshot(parent: str, child: str, as_json: bool) -> None:
+    def snapshot(parent: str, child: str, windows_path: str | None, as_json: bool) -> None:
         """Create CHILD (.avhdx), a differencing VHDX over the VHDX PARENT.
 
         Later writes can go into CHILD and leave PARENT untouched.
@@ -64,7 +70,7 @@ def register(group: click.Group) -> None:
 
         from offline_ic.image.vhdx.create import create_child
 
-        create_child(parent, child)
+        create_child(parent, child, windows_path=windows_path)
         if not as_json:
             click.echo(f"created {child} (differencing, parent {parent})")
             return

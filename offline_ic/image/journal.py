@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 
 from offline_ic.errors import InputError, SafetyRefusal, WriteFailure
 from offline_ic.image.crc32c import crc32c
@@ -301,12 +302,20 @@ def _write_journal(jp: str, name: str, body: bytes) -> None:
 
 
 def journaled_write(
-    io: FileIO, image_path: str, writes: list[tuple[int, bytes]], new_size: int | None = None
+    io: FileIO,
+    image_path: str,
+    writes: list[tuple[int, bytes]],
+    new_size: int | None = None,
+    *,
+    fill_new_space: Callable[[FileIO], None] | None = None,
 ) -> None:
     """Apply ``writes`` (file offset, bytes) and an optional new file size, atomically.
 
     ``new_size`` may grow the file (writes may then reach up to it) or shrink it (writes
     must end at or before it); rollback restores the original size and bytes either way.
+    ``fill_new_space(io)`` writes past the original end of a grown file, after ``writes``
+    and before the flush: bytes that need no saving (a rollback cuts them off), so they
+    can be streamed instead of held in ``writes`` (a merge of gigabytes into a VHD).
     """
     name = os.path.basename(image_path)
     size = io.size()
@@ -329,6 +338,8 @@ def journaled_write(
             "attributes, where the undo journal of an interrupted write could not be found "
             "through the other names; nothing written (write a copy)"
         )
+    if fill_new_space is not None and (new_size is None or new_size <= size):
+        raise InputError(f"{name}: new space to fill but the file does not grow")
     jp = journal_path(image_path)
     _write_journal(jp, name, _journal_body(io, name, writes, new_size))
     if supported:
@@ -349,13 +360,7 @@ def journaled_write(
                 "the image is unchanged"
             ) from None
     try:
-        if new_size is not None and new_size > size:
-            io.truncate(new_size)
-        for off, data in writes:
-            io.pwrite(data, off)
-        if new_size is not None and new_size < size:
-            io.truncate(new_size)
-        io.flush()
+        _apply(io, writes, size, new_size, fill_new_space)
     except OSError as exc:
         try:
             rollback(io, image_path)
@@ -366,6 +371,54 @@ def journaled_write(
     _clear_mark(io.fd)
     os.unlink(jp)
     fsync_dir(jp)
+
+
+def _apply(
+    io: FileIO,
+    writes: list[tuple[int, bytes]],
+    size: int,
+    new_size: int | None,
+    fill_new_space: Callable[[FileIO], None] | None,
+) -> None:
+    """The journaled writes themselves (the journal is durable): size, bytes, flush."""
+    if new_size is not None and new_size > size:
+        io.truncate(new_size)
+    for off, data in writes:
+        io.pwrite(data, off)
+    if fill_new_space is not None:
+        fill_new_space(_Above(io, size))
+    if new_size is not None and new_size < size:
+        io.truncate(new_size)
+    io.flush()
+
+
+class _Above(FileIO):
+    """``io`` restricted to writes at or past ``floor`` (the original end of the file)."""
+
+    def __init__(self, io: FileIO, floor: int):
+        super().__init__(io.fd, io.path)
+        self.inner = io
+        self.floor = floor
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return self.inner.pread(length, offset)
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if offset < self.floor:
+            raise InputError(f"{self.path}: write at {offset} inside the journaled file's old end")
+        self.inner.pwrite(data, offset)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def truncate(self, size: int) -> None:
+        raise InputError(f"{self.path}: no size change while filling new space")
+
+    def size(self) -> int:
+        return self.inner.size()
+
+    def close(self) -> None:  # the caller's io stays open
+        self.fd = -1
 
 
 class JournalView(FileIO):

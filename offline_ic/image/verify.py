@@ -92,7 +92,8 @@ def _compare(img: DiskImage, ranges: list[tuple[int, int]], rep: VerifyReport) -
         lv.close()
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def coalesce_spans(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset, length) spans sorted, overlapping and touching ones joined."""
     out: list[list[int]] = []
     for s, n in sorted(ranges):
         if out and s <= out[-1][0] + out[-1][1]:
@@ -248,7 +249,7 @@ def _verify_vhdx(img: VhdxReader, rep: VerifyReport) -> None:
     if img.header.log_guid.int and img.overlay:
         rep.notes.append("data not cross-checked with libvhdi (libvhdi does not replay logs)")
     elif not rep.problems:
-        _compare(img, _past_parent(img, _merge(data), _vhdx_held(img), rep), rep)
+        _compare(img, _past_parent(img, coalesce_spans(data), _vhdx_held(img), rep), rep)
 
 
 def _vhd_held(img: VhdReader) -> Callable[[int, int], list[tuple[int, int]]]:
@@ -283,7 +284,7 @@ def _verify_vhd(img: VhdReader, rep: VerifyReport) -> None:
             data.append((vs, min(img.block_size, img.size - vs)))
     _check_overlaps(spans, rep, "blocks {} and {}")
     if not rep.problems:
-        _compare(img, _past_parent(img, _merge(data), _vhd_held(img), rep), rep)
+        _compare(img, _past_parent(img, coalesce_spans(data), _vhd_held(img), rep), rep)
 
 
 def verify_image(path: str, parent: str | None = None) -> VerifyReport:
@@ -388,7 +389,7 @@ def independent_reads(img: DiskImage, spans: list[tuple[int, int]]) -> tuple[str
 def _compare_written(
     img: DiskImage, ranges: list[tuple[int, bytes]], reader: str, read_at: Any
 ) -> str:
-    for start, n in _merge([(off, len(data)) for off, data in ranges]):
+    for start, n in coalesce_spans([(off, len(data)) for off, data in ranges]):
         want = bytearray(img.read(start, n))  # what our reader serves now
         for off, data in ranges:
             s, e = max(off, start), min(off + len(data), start + n)

@@ -17,7 +17,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import (
+    CorruptImageError,
+    InputError,
+    NotFoundError,
+    ParentMismatch,
+    SafetyRefusal,
+)
 from offline_ic.image.base import DiskImage, ImageInfo, WriteSession
 from offline_ic.image.detect import detect_format
 from offline_ic.image.fileio import open_image_file, refuse_readonly_file
@@ -97,6 +103,7 @@ class VhdReader(DiskImage):
         writable: bool = False,
         *,
         force: bool = False,
+        open_parent: bool = True,
         _depth: int = 0,
     ):
         self.path = path
@@ -111,7 +118,7 @@ class VhdReader(DiskImage):
             else:
                 self.io = open_view(self.io, path)
             self.reload()
-            if self.disk_type_code == DISK_DIFF:
+            if self.disk_type_code == DISK_DIFF and open_parent:
                 self._open_parent(parent)
         except BaseException:
             self.close()
@@ -256,7 +263,7 @@ class VhdReader(DiskImage):
             self.parent = par
             return
         if mismatch:
-            raise CorruptImageError(f"{self.name}: {mismatch}")
+            raise ParentMismatch(f"{self.name}: {mismatch}")
         if outside:
             raise parent_outside(self.name, outside)
         raise NotFoundError(

@@ -8,7 +8,6 @@ renamed into place, so a crash never leaves a half-made disk under the target na
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 
 from offline_ic.errors import CorruptImageError, InputError
@@ -146,16 +145,56 @@ def create_vhdx(
     fsync_dir(path)
 
 
-def _win_path(p: str) -> str:
-    return p if sys.platform == "win32" else p.replace("/", "\\")
+def windows_absolute_path(path: str) -> str:
+    r"""``path`` as MS-VHDX's ``absolute_win32_path`` wants it: an extended-length path on a
+    drive letter, ``\\?\D:\dir\parent.vhdx``. A Linux tool cannot know the drive letter a
+    Windows host mounts the disk's folder on, so the user names it (``--windows-path``);
+    InputError for anything but a drive-letter path (``D:\...``, optionally already
+    ``\\?\``-prefixed; ``/`` is taken as ``\``)."""
+    p = path.replace("/", "\\")
+    if p.startswith("\\\\?\\"):
+        p = p[4:]
+    if not (len(p) >= 4 and p[0].isascii() and p[0].isalpha() and p[1:3] == ":\\"):
+        raise InputError(f"{path}: not a Windows path on a drive letter (like D:\\VMs\\base.vhdx)")
+    if any(part in ("", ".", "..") for part in p[3:].split("\\")):
+        raise InputError(f"{path}: a Windows parent path must be absolute and normalized")
+    return "\\\\?\\" + p[0].upper() + p[1:]
 
 
-def create_child(parent_path: str, child_path: str, *, size: int | None = None) -> None:
+def parent_locator(
+    parent_path: str, child_path: str, linkage: uuid.UUID, windows_path: str | None = None
+) -> dict[str, str]:
+    r"""The parent locator of a child at ``child_path`` over the parent at ``parent_path``:
+    ``parent_linkage`` (the parent's DataWriteGuid), ``relative_path`` (``.\`` or ``..\``
+    form, what Hyper-V tries first: MS-VHDX 2.6.2.6.3 evaluates relative_path, then
+    volume_path, then absolute_win32_path), and ``absolute_win32_path`` only when the
+    parent's Windows path is given (a Linux path is no Win32 path: written with backslashes
+    it is one Hyper-V cannot resolve, and a wrong absolute path can only mislead)."""
+    ppath = os.path.abspath(parent_path)
+    cdir = os.path.dirname(os.path.abspath(child_path))
+    rel_win = os.path.relpath(ppath, cdir).replace("/", "\\")
+    if not rel_win.startswith("."):
+        rel_win = ".\\" + rel_win
+    locator = {"parent_linkage": "{" + str(linkage) + "}", "relative_path": rel_win}
+    if windows_path is not None:
+        locator["absolute_win32_path"] = windows_absolute_path(windows_path)
+    return locator
+
+
+def create_child(
+    parent_path: str,
+    child_path: str,
+    *,
+    size: int | None = None,
+    windows_path: str | None = None,
+) -> None:
     """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors).
 
     ``size`` makes the child larger than its parent, as Hyper-V's resize of a differencing
     disk does: sectors past the parent's end read as zeros until written. A smaller child
-    would hide the parent's tail, which nothing needs, so it is refused.
+    would hide the parent's tail, which nothing needs, so it is refused. ``windows_path``:
+    the parent's path on the Windows host (``D:\\VMs\\base.vhdx``) for
+    ``absolute_win32_path``.
     """
     require_regular(parent_path)
     if detect_format(parent_path) != "vhdx":
@@ -165,18 +204,7 @@ def create_child(parent_path: str, child_path: str, *, size: int | None = None) 
             raise CorruptImageError(
                 f"{parent_path}: has a pending log; run 'offline-ic recover' on it first"
             )
-        linkage = "{" + str(par.header.data_write_guid) + "}"
-        ppath = os.path.abspath(parent_path)
-        cdir = os.path.dirname(os.path.abspath(child_path))
-        rel = os.path.relpath(ppath, cdir)
-        rel_win = rel.replace("/", "\\")
-        if not rel_win.startswith("."):
-            rel_win = ".\\" + rel_win
-        locator = {
-            "parent_linkage": linkage,
-            "relative_path": rel_win,
-            "absolute_win32_path": _win_path(ppath),
-        }
+        locator = parent_locator(parent_path, child_path, par.header.data_write_guid, windows_path)
         if size is not None and size < par.size:
             raise InputError(
                 f"{child_path}: a child of {size} bytes would be smaller than its parent "

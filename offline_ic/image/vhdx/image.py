@@ -18,7 +18,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal
+from offline_ic.errors import (
+    CorruptImageError,
+    InputError,
+    NotFoundError,
+    ParentMismatch,
+    SafetyRefusal,
+)
 from offline_ic.image.base import DiskImage, ImageInfo, WriteSession
 from offline_ic.image.detect import detect_format
 from offline_ic.image.fileio import open_image_file, refuse_readonly_file
@@ -575,7 +581,7 @@ class VhdxReader(DiskImage):
                     node = node.parent
             return
         if mismatch:
-            raise CorruptImageError(f"{self.name}: {mismatch}")
+            raise ParentMismatch(f"{self.name}: {mismatch}")
         if outside:
             raise parent_outside(self.name, outside)
         tried = ", ".join(cands) if cands else "(parent locator has no path)"

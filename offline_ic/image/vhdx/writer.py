@@ -15,8 +15,10 @@ images to their places, flush, retire the log (header with a zero LogGuid), flus
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
@@ -33,6 +35,31 @@ SECTOR = S.LOG_SECTOR
 # replay entries whose header and descriptors fit one sector: 126 descriptors
 MAX_DESCRIPTORS = 126
 MAX_CHILD_SCAN = 5000
+
+
+STREAM_PIECE = 4 * S.MiB  # what a streamed write reads and writes at a time
+
+
+@dataclass(frozen=True)
+class Pending:
+    """``length`` bytes of the virtual disk at ``voff``, read from ``read(voff, length)`` only
+    when they are written (``write_extents``: a merge of gigabytes must not sit in memory)."""
+
+    read: Callable[[int, int], bytes]
+    voff: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def piece(self, start: int, n: int) -> Pending:
+        return Pending(self.read, self.voff + start, n)
+
+    def load(self) -> bytes:
+        data = self.read(self.voff, self.length)
+        if len(data) != self.length:  # an OSError: the transaction is undone like a failed write
+            raise OSError(errno.EIO, f"source read of {self.length} bytes at {self.voff} was short")
+        return data
 
 
 class WriteFailed(WriteFailure):
@@ -124,6 +151,13 @@ class VhdxImage(VhdxReader):
         """Write (offset, bytes) ranges as one crash-safe transaction (VHDX log)."""
         write_ranges(self, ranges)
 
+    def write_extents(
+        self, extents: list[tuple[int, int]], read: Callable[[int, int], bytes]
+    ) -> None:
+        """Write ``extents`` (offset, length) with bytes streamed from ``read``, as one
+        crash-safe transaction (``write_extents``)."""
+        write_extents(self, extents, read)
+
 
 def find_children(img: VhdxReader) -> list[str]:
     """VHDX/AVHDX files beside ``img`` whose parent_linkage is ``img``'s DataWriteGuid."""
@@ -211,15 +245,30 @@ def _align(img: VhdxImage, segs: list[list]) -> list[tuple[int, bytes]]:
 class Transaction:
     """One atomic set of writes into a VHDX (see the module docstring for the protocol)."""
 
-    def __init__(self, img: VhdxImage, *, relocate: frozenset[int] = frozenset()):
+    def __init__(
+        self,
+        img: VhdxImage,
+        *,
+        relocate: frozenset[int] = frozenset(),
+        data_guid_at_commit: bool = False,
+        keep_data_guid: bool = False,
+    ):
         self.img = img
         self.relocate = relocate  # blocks copied to new space instead of logging their data
+        # DataWriteGuid renewed in the header that commits (sets the LogGuid), and put back
+        # if nothing is committed: children made from it keep linking after a failed write
+        # (``merge``: its child must still open when the merge did not happen)
+        self.data_guid_at_commit = data_guid_at_commit
+        # metadata only (``write_metadata_item``): the virtual disk does not change, so its
+        # DataWriteGuid stays (children keep linking); FileWriteGuid is renewed
+        self.keep_data_guid = keep_data_guid
         self.touched: dict[int, int] = {}  # existing block -> file offset, written in place
         self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
         self.eof = -(-self.old_size // S.MiB) * S.MiB
         self.sectors: dict[int, bytearray] = {}  # 4 KiB file offset -> new sector image
-        self.direct: list[tuple[int, bytes | memoryview]] = []  # writes into newly allocated space
+        # writes into newly allocated space (Pending: read from its source when written)
+        self.direct: list[tuple[int, bytes | memoryview | Pending]] = []
         self.new_blocks: dict[int, tuple[int, int]] = {}  # block -> (state, file offset)
         self.new_bitmaps: dict[int, tuple[int, bytearray]] = {}  # chunk -> (offset, bits)
 
@@ -298,16 +347,24 @@ class Transaction:
             assert sb is not None
             self._write_view(sb + b0, new)
 
-    def add(self, voff: int, data: bytes) -> None:
-        """Plan ``data`` (whole logical sectors) at virtual offset ``voff``."""
+    def add_file_bytes(self, off: int, data: bytes) -> None:
+        """Plan ``data`` at file offset ``off`` of an existing structure (metadata) through
+        the log."""
+        self._write_view(off, data)
+
+    def add(self, voff: int, data: bytes | Pending) -> None:
+        """Plan ``data`` (whole logical sectors) at virtual offset ``voff``. ``Pending`` data
+        is read only when written, except where it is logged (blocks written in place)."""
         img = self.img
         bs, lss = img.block_size, img.logical_sector_size
         pos = 0
-        view = memoryview(data)
+        view: memoryview | Pending = data if isinstance(data, Pending) else memoryview(data)
         while pos < len(data):
             block, inblk = divmod(voff + pos, bs)
             n = min(bs - inblk, len(data) - pos)
-            piece = view[pos : pos + n]
+            piece: memoryview | Pending = (
+                view.piece(pos, n) if isinstance(view, Pending) else view[pos : pos + n]
+            )
             state, foff, new = self._block(block)
             present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
             if state in present and block in self.relocate and not new:
@@ -323,7 +380,9 @@ class Transaction:
                 if new:
                     self.direct.append((foff + inblk, piece))
                 else:
-                    self._write_view(foff + inblk, piece)
+                    self._write_view(
+                        foff + inblk, piece.load() if isinstance(piece, Pending) else piece
+                    )
             else:
                 # allocate: in a differencing disk an absent block keeps reading its parent
                 # for sectors not written (PARTIALLY_PRESENT); ZERO/UNMAPPED/UNDEFINED and
@@ -403,19 +462,39 @@ class Transaction:
             return
         new_size = max(self.old_size, self.eof)
         log_guid = uuid.uuid4()
+        old_data_guid = self.img.header.data_write_guid
+        keep = old_data_guid if self.data_guid_at_commit or self.keep_data_guid else None
         try:
-            self.img.renew_guids()  # before the first change of the session, both copies
+            if keep is None:
+                self.img.renew_guids()  # before the first change of the session, both copies
+            else:
+                self._renew_file_guid()
             self._write_new_space(new_size)
-            self.img.write_header(log_guid=log_guid)
+            self._write_commit_header(log_guid)
         except OSError as exc:
-            self._undo_uncommitted(exc)
+            self._undo_uncommitted(exc, keep)
         try:
             self._write_log(self._entries(log_guid, new_size))
         except OSError as exc:
-            self._undo_uncommitted(exc)
+            self._undo_uncommitted(exc, keep)
         self._write_in_place()
         self._retire_log()
         self.img.after_change()
+
+    def _renew_file_guid(self) -> None:
+        """FileWriteGuid only (``data_guid_at_commit``), once per session."""
+        if not self.img.write_session().guids_renewed:
+            self.img.write_header(file_write_guid=uuid.uuid4())
+
+    def _write_commit_header(self, log_guid: uuid.UUID) -> None:
+        """The header that makes the log entry count (with ``data_guid_at_commit``, also
+        the new DataWriteGuid: the data and its GUID change in one header write)."""
+        session = self.img.write_session()
+        if self.data_guid_at_commit and not self.keep_data_guid and not session.guids_renewed:
+            self.img.write_header(log_guid=log_guid, data_write_guid=uuid.uuid4())
+            session.guids_renewed = True
+        else:
+            self.img.write_header(log_guid=log_guid)
 
     def _write_new_space(self, new_size: int) -> None:
         """Grow the file and fill the new space (copies, new blocks, new bitmaps); flush.
@@ -427,7 +506,11 @@ class Transaction:
             for k in range(0, n, 4 * S.MiB):
                 io.pwrite(io.pread(min(4 * S.MiB, n - k), src + k), dst + k)
         for off, data in self.direct:
-            io.pwrite(data, off)
+            if not isinstance(data, Pending):
+                io.pwrite(data, off)
+                continue
+            for k in range(0, data.length, STREAM_PIECE):
+                io.pwrite(data.piece(k, min(STREAM_PIECE, data.length - k)).load(), off + k)
         for off, bits in self.new_bitmaps.values():
             nz = [i for i in range(0, len(bits), SECTOR) if any(bits[i : i + SECTOR])]
             if nz:
@@ -471,15 +554,21 @@ class Transaction:
                 "the data is committed, run 'offline-ic recover'"
             ) from None
 
-    def _undo_uncommitted(self, exc: OSError) -> None:
+    def _undo_uncommitted(self, exc: OSError, data_write_guid: uuid.UUID | None = None) -> None:
         """Nothing was committed: retire the LogGuid, give back the space, then raise.
 
         The LogGuid goes first: a log entry that did reach the disk must never be replayed
-        over a file that has been shortened again.
+        over a file that has been shortened again. ``data_write_guid``: the one to put back
+        (the data is the data it was the GUID of).
         """
         img = self.img
         try:
-            if img.header.log_guid.int:
+            if data_write_guid is not None:
+                # always: a header write that failed at its flush may still have landed
+                # (the in-memory header does not know); this one goes into the same slot
+                img.write_header(log_guid=S.ZERO_GUID, data_write_guid=data_write_guid)
+                img.write_session().guids_renewed = False
+            elif img.header.log_guid.int:
                 img.write_header(log_guid=S.ZERO_GUID)
             img.io.truncate(self.old_size)
             img.io.flush()
@@ -550,3 +639,123 @@ def write_ranges(img: VhdxImage, ranges: list[tuple[int, bytes]]) -> None:
                 f"({len(txn.sectors)} metadata sectors); nothing written, split it"
             )
     txn.commit()
+
+
+def _logged_per_block(img: VhdxImage, extents: list[tuple[int, int]]) -> dict[int, int]:
+    """For extents (sorted, disjoint): how many 4 KiB sectors of each block already in the
+    file they would log if written in place (what ``Transaction.logged_per_block`` finds,
+    counted without reading or holding any data)."""
+    counts: dict[int, int] = {}
+    last: dict[int, int] = {}  # block -> last file sector counted
+    present = (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT)
+    bs = img.block_size
+    for off, length in extents:
+        pos, end = off, off + length
+        while pos < end:
+            block, inblk = divmod(pos, bs)
+            n = min(bs - inblk, end - pos)
+            state, foff = img.block_state(block)
+            if state in present:
+                lo, hi = (foff + inblk) // SECTOR, (foff + inblk + n - 1) // SECTOR
+                lo = max(lo, last.get(block, -1) + 1)
+                if hi >= lo:
+                    counts[block] = counts.get(block, 0) + hi - lo + 1
+                    last[block] = hi
+            pos += n
+    return counts
+
+
+def write_extents(
+    img: VhdxImage, extents: list[tuple[int, int]], read: Callable[[int, int], bytes]
+) -> None:
+    """Write the virtual disk's ``extents`` (offset, length: whole logical sectors) with the
+    bytes ``read(offset, length)`` gives, as one transaction like ``write_ranges``.
+
+    The streaming form, for gigabytes (``merge``): the bytes are read from ``read`` while
+    they are written into new space, at most ``STREAM_PIECE`` at a time. Blocks already in
+    the file are relocated (copied beside the old ones, their BAT entries logged) unless
+    their sectors fit the one log entry, so at most one log entry's data is held.
+    """
+    img.write_session()  # refuses read-only opens
+    if img.io.fd < 0:
+        raise InputError(f"{img.name}: image is closed")
+    lss = img.logical_sector_size
+    spans: list[tuple[int, int]] = []
+    for off, length in sorted(e for e in extents if e[1]):
+        if off < 0 or length < 0 or off + length > img.size or off % lss or length % lss:
+            raise InputError(
+                f"{img.name}: extent of {length} bytes at {off} is outside the disk or not "
+                "in whole logical sectors"
+            )
+        if spans and off < spans[-1][0] + spans[-1][1]:
+            raise InputError(f"{img.name}: extents overlap at {off}")
+        spans.append((off, length))
+    if not spans:
+        return
+    counts = _logged_per_block(img, spans)
+    budget = MAX_DESCRIPTORS // 2  # the rest for BAT and sector-bitmap sectors
+    remaining = sum(counts.values())
+    chosen: set[int] = set()
+    for b in sorted(counts, key=lambda b: -counts[b]):
+        if remaining <= budget:
+            break
+        chosen.add(b)
+        remaining -= counts[b]
+
+    def plan(relocate: frozenset[int]) -> Transaction:
+        txn = Transaction(img, relocate=relocate, data_guid_at_commit=True)
+        for off, length in spans:
+            txn.add(off, Pending(read, off, length))
+        return txn
+
+    txn = plan(frozenset(chosen))
+    if not txn.fits_one_entry() and counts and len(chosen) < len(counts):
+        txn = plan(frozenset(counts))
+    if not txn.fits_one_entry():
+        raise InputError(
+            f"{img.name}: transaction touches too many blocks for one VHDX log entry "
+            f"({len(txn.sectors)} metadata sectors); nothing written"
+        )
+    txn.commit()
+
+
+def write_metadata_item(img: VhdxImage, item: uuid.UUID, value: bytes) -> None:
+    """Replace metadata item ``item`` (it must exist) by ``value``, through the log, as one
+    transaction: in place when it fits the old item's space, else after the last item of
+    the metadata region; the table entry's offset and length follow. The virtual disk is
+    unchanged, so the DataWriteGuid stays (``reparent``)."""
+    img.write_session()
+    region = img.metadata_region
+    table = img.read_file(S.METADATA_TABLE_SIZE, region.file_offset)
+    count = S.METADATA_HEADER.get(table, 0, "entry_count")
+    entries = [
+        S.METADATA_ENTRY.parse(table, S.METADATA_HEADER.size + i * S.METADATA_ENTRY.size)
+        for i in range(count)
+    ]
+    index = next((i for i, e in enumerate(entries) if S.guid_from(e.item_id) == item), None)
+    if index is None:
+        raise InputError(f"{img.name}: has no metadata item {item}")
+    old = entries[index]
+    offset = old.item_offset
+    if len(value) > old.length:
+        end = max(e.item_offset + e.length for e in entries)
+        offset = max(S.METADATA_TABLE_SIZE, -(-end // 8) * 8)
+    if offset + len(value) > region.length or len(value) > S.MiB:
+        raise InputError(f"{img.name}: no room in the metadata region for the new item")
+    txn = Transaction(img, keep_data_guid=True)
+    txn.add_file_bytes(region.file_offset + offset, value)
+    at = region.file_offset + S.METADATA_HEADER.size + index * S.METADATA_ENTRY.size
+    txn.add_file_bytes(
+        at,
+        S.METADATA_ENTRY.pack(
+            item_id=old.item_id,
+            item_offset=offset,
+            length=len(value),
+            flags=old.flags,
+            reserved=old.reserved,
+        ),
+    )
+    if not txn.fits_one_entry():
+        raise InputError(f"{img.name}: metadata item too large for one VHDX log entry")
+    txn.commit()
+    img.reload()

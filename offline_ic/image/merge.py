@@ -1,0 +1,441 @@
+"""Merging a differencing chain into an ancestor (``merge``: what Merge-VHD does).
+
+The sectors each merged level holds (VHDX: FULLY_PRESENT blocks, the set bits of
+PARTIALLY_PRESENT blocks, and blocks a child marks as zeros; VHD: the set bits of the
+block bitmaps) are read through the top child's chain, so every sector takes the value
+the chain reads, and go into the target through the target's own write path as ONE
+transaction (``write_extents``: the VHDX log, or the VHD undo journal), streamed.
+
+``--into`` puts every level between CHILD and ANCESTOR into ANCESTOR in that one
+transaction: merged level by level, each level's data would be written again at every
+level below it, and a crash between two levels would leave a chain that no longer links.
+
+Safety: everything is refused before the first byte changes when the target or a merged
+level has other children (their data would change under them), when a file of the chain
+is read-only or locked, or when a parent is not the disk its child was made from. After
+the write, libvhdi (not our reader) reads every merged extent of the target and must find
+the chain's bytes; only then are the merged files deleted. A failure is settled: the
+target is recovered (log replayed or journal rolled back) and the message says what
+libvhdi reads there: the old content (CRC-32s taken before the write) or the merged one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from offline_ic.errors import (
+    InputError,
+    OfflineICError,
+    ParentMismatch,
+    SafetyRefusal,
+    WriteFailure,
+)
+from offline_ic.image import check_writable, open_image
+from offline_ic.image.base import DiskImage
+from offline_ic.image.fileio import fsync_dir
+from offline_ic.image.journal import pending
+from offline_ic.image.lock import lock_file
+from offline_ic.image.settle import (
+    COMMITTED,
+    INTERRUPTED,
+    UNCHANGED,
+    Settled,
+    failure_text,
+    settled_error,
+)
+from offline_ic.image.verify import IndependentReader, coalesce_spans, open_independent
+from offline_ic.image.vhd import VhdReader
+from offline_ic.image.vhd.structures import UNALLOCATED
+from offline_ic.image.vhdx import VhdxReader
+from offline_ic.image.vhdx import structures as S
+
+CHECK_PIECE = 4 << 20  # what the read-back compares (and the old content is hashed) at a time
+BAT_SCAN = 1 << 20
+
+
+@dataclass
+class MergePlan:
+    """What a merge does: CHILD and the levels down to (not including) the target go into
+    the target; ``extents`` (offset, length) are the sectors they hold."""
+
+    child: str
+    target: str
+    format: str
+    merged: list[str]  # top first
+    extents: list[tuple[int, int]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _off, n in self.extents)
+
+
+# ------------------------------------------------------------------------- what a level holds
+def vhdx_held(img: VhdxReader) -> Iterator[tuple[int, int]]:
+    """The virtual-disk spans a VHDX differencing disk holds itself (reads without its
+    parent), in order: FULLY_PRESENT blocks, the present sectors of PARTIALLY_PRESENT
+    blocks, and ZERO/UNMAPPED/UNDEFINED blocks, which read as zeros over the parent. The BAT
+    is read 1 MiB at a time and an all-NOT_PRESENT stretch is skipped in C."""
+    esz, ratio, bs, lss = S.BAT_ENTRY_SIZE, img.chunk_ratio, img.block_size, img.logical_sector_size
+    step = BAT_SCAN // esz
+    for first in range(0, img.bat_entries, step):
+        n = min(step, img.bat_entries - first)
+        raw = img.read_file(n * esz, img.bat_region.file_offset + first * esz)
+        if not any(raw):
+            continue
+        for i, entry in enumerate(struct.unpack(f"<{n}Q", raw)):
+            chunk, pos = divmod(first + i, ratio + 1)
+            block = chunk * ratio + pos
+            if not entry or pos == ratio or block >= img.block_count:
+                continue
+            state, _off = img.block_state(block)
+            start = block * bs
+            length = min(bs, img.size - start)
+            if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+                sec = 0
+                for present, count in img.sector_bits(block, 0, length // lss):
+                    if present:
+                        yield start + sec * lss, count * lss
+                    sec += count
+            elif state != S.PAYLOAD_BLOCK_NOT_PRESENT:
+                yield start, length
+
+
+def vhd_held(img: VhdReader) -> Iterator[tuple[int, int]]:
+    """The virtual-disk spans a differencing VHD holds itself: the set bits of the sector
+    bitmap of every allocated block, in order."""
+    bs = img.dynamic_block_size()
+    for blk, entry in enumerate(img.bat):
+        if entry == UNALLOCATED:
+            continue
+        start = blk * bs
+        sectors = min(bs, img.size - start) // 512
+        for present, s, t in img.sector_runs(blk, 0, sectors):
+            if present:
+                yield start + s * 512, (t - s) * 512
+
+
+def held(img: DiskImage) -> Iterator[tuple[int, int]]:
+    """The spans ``img`` (a differencing disk) holds itself."""
+    if isinstance(img, VhdxReader):
+        return vhdx_held(img)
+    if isinstance(img, VhdReader):
+        return vhd_held(img)
+    raise InputError(f"{img.path}: not a differencing disk")
+
+
+# ----------------------------------------------------------------------------- the chain
+def _chain(top: DiskImage) -> list[DiskImage]:
+    out: list[DiskImage] = []
+    node: DiskImage | None = top
+    while node is not None:
+        out.append(node)
+        node = node.parent
+    return out
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def other_children(level: DiskImage, above: DiskImage) -> list[str]:
+    """Disks beside ``level`` that use it as their parent, other than ``above`` (found the
+    way the writer's "is the parent of" refusal finds them)."""
+    if isinstance(level, VhdxReader):
+        from offline_ic.image.vhdx.writer import find_children
+    else:
+        from offline_ic.image.vhd.writer import find_children  # type: ignore[assignment]
+    return [c for c in find_children(level) if not _same(c, above.path)]  # type: ignore[arg-type]
+
+
+def _refuse_unwritable(path: str, deleting: bool) -> None:
+    """A merged level must not be read-only nor locked, and its folder must let it go."""
+    st = os.stat(path)
+    name = os.path.basename(path)
+    if not st.st_mode & 0o222:
+        raise SafetyRefusal(f"{name}: the image file is read-only; nothing written")
+    if deleting and not os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK):
+        raise SafetyRefusal(
+            f"{name}: its folder is not writable, so it could not be deleted after the merge "
+            "(use --keep-child); nothing written"
+        )
+
+
+def plan_merge(top: DiskImage, *, into: str | None = None, keep_child: bool = False) -> MergePlan:
+    """Check everything a merge needs on the opened chain ``top`` and say what it would do;
+    SafetyRefusal (exit 3) or InputError (exit 2) before anything is written. Locks every
+    merged level (exclusive, held while ``top`` stays open)."""
+    chain = _chain(top)
+    name = os.path.basename(top.path)
+    if len(chain) < 2:
+        raise InputError(f"{name}: not a differencing disk; there is nothing to merge")
+    if into is None:
+        t = 1
+    else:
+        found = [i for i, img in enumerate(chain) if i > 0 and _same(img.path, into)]
+        if not found:
+            names = ", ".join(os.path.basename(img.path) for img in chain[1:])
+            raise InputError(f"{name}: {into} is not one of its ancestors ({names})")
+        t = found[0]
+    target, merged = chain[t], chain[:t]
+    if any(img.format != target.format for img in merged):
+        raise InputError(f"{name}: a chain of mixed formats cannot be merged")
+    for img in merged:
+        if img.size > target.size:
+            raise SafetyRefusal(
+                f"{os.path.basename(img.path)} ({img.size} bytes) is larger than "
+                f"{os.path.basename(target.path)} ({target.size} bytes): its sectors past the "
+                "end would be lost; nothing written"
+            )
+    refuse_target = getattr(target, "disk_type", "") == "differencing" and target.format == "vhd"
+    if refuse_target:
+        raise SafetyRefusal(
+            f"{os.path.basename(target.path)}: writing differencing VHD (v1) disks is not "
+            "supported, so nothing can be merged into one (merge into its base with --into); "
+            "nothing written"
+        )
+    check_writable(target.path, force=True)  # read-only, not ours to write, locked
+    for i in range(1, t + 1):
+        others = other_children(chain[i], chain[i - 1])
+        if others:
+            listed = ", ".join(others)
+            raise SafetyRefusal(
+                f"{os.path.basename(chain[i].path)}: is also the parent of {listed}; merging "
+                f"into it would change {'their' if len(others) > 1 else 'its'} data (or delete "
+                "its parent); nothing written"
+            )
+    for img in merged:
+        _refuse_unwritable(img.path, not keep_child)
+        lock_file(img.io.fd, img.path)  # type: ignore[attr-defined]  # no writer meanwhile
+    spans: list[tuple[int, int]] = []
+    for img in merged:
+        spans.extend(held(img))
+        spans = coalesce_spans(spans)
+    return MergePlan(top.path, target.path, target.format, [m.path for m in merged], spans)
+
+
+def open_chain(child: str, parent: str | None = None) -> DiskImage:
+    """``child`` opened read-only with its chain; a parent that is not the one the child was
+    made from is a refusal here (exit 3): merging into it would corrupt it."""
+    try:
+        return open_image(child, parent=parent)
+    except ParentMismatch as exc:
+        raise SafetyRefusal(
+            f"{exc}; the parent linkage does not match, so merging would corrupt the parent; "
+            "nothing written"
+        ) from None
+
+
+# ------------------------------------------------------------------------- checking bytes
+def _pieces(extents: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    for off, n in extents:
+        for k in range(0, n, CHECK_PIECE):
+            yield off + k, min(CHECK_PIECE, n - k)
+
+
+@contextlib.contextmanager
+def _independent(path: str) -> Iterator[IndependentReader | None]:
+    """libvhdi over ``path`` (read-only, with its own chain), or None when not installed."""
+    with open_image(path) as img:
+        reader = open_independent(img)
+        if reader is None:
+            yield None
+            return
+        with reader:
+            yield reader
+
+
+def _digests(path: str, extents: list[tuple[int, int]]) -> tuple[str, list[int]] | None:
+    """(reader, CRC-32 of each piece of ``extents``) of ``path`` as libvhdi reads it."""
+    with _independent(path) as reader:
+        if reader is None:
+            return None
+        return reader.name, [zlib.crc32(reader.read(off, n)) for off, n in _pieces(extents)]
+
+
+def _first_difference(
+    path: str, extents: list[tuple[int, int]], chain_read: Callable[[int, int], bytes]
+) -> tuple[str, int | None] | None:
+    """Compare ``path`` read by libvhdi with the chain over ``extents``: (reader, first
+    differing offset or None), or None when libvhdi is not installed."""
+    with _independent(path) as reader:
+        if reader is None:
+            return None
+        for off, n in _pieces(extents):
+            got, want = reader.read(off, n), chain_read(off, n)
+            if got != want:
+                k = next((i for i in range(min(len(got), n)) if got[i] != want[i]), len(got))
+                return reader.name, off + k
+        return reader.name, None
+
+
+class Written:
+    """The chain's bytes as the writer took them: a CRC-32 per piece read, so that the
+    read-back compares libvhdi's reading of the target with what was written without
+    reading the chain a second time."""
+
+    def __init__(self, chain_read: Callable[[int, int], bytes]):
+        self.chain_read = chain_read
+        self.crcs: dict[tuple[int, int], int] = {}
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = self.chain_read(offset, length)
+        self.crcs[(offset, length)] = zlib.crc32(data)
+        return data
+
+    def check(self, target: str, extents: list[tuple[int, int]]) -> tuple[str, int | None] | None:
+        """(reader, first differing offset or None), None without libvhdi. Pieces the
+        writer did not read (none, normally) are compared with the chain directly."""
+        if coalesce_spans(list(self.crcs)) != coalesce_spans(extents):
+            return _first_difference(target, extents, self.chain_read)
+        with _independent(target) as reader:
+            if reader is None:
+                return None
+            for (off, n), crc in sorted(self.crcs.items()):
+                if zlib.crc32(reader.read(off, n)) != crc:
+                    return reader.name, off
+            return reader.name, None
+
+
+def observe_merge(
+    target: str,
+    extents: list[tuple[int, int]],
+    old: list[int],
+    chain_read: Callable[[int, int], bytes],
+) -> Settled:
+    """What ``target`` holds over ``extents`` after a failed merge, as libvhdi reads it:
+    the old bytes (CRC-32 per piece, taken before: ``_old_digests``), the chain's, or
+    neither."""
+    if pending(target):
+        return Settled(INTERRUPTED, "", "an undo journal is left")
+    try:
+        with open_image(target) as img:
+            if isinstance(img, VhdxReader) and img.header.log_guid.int:
+                return Settled(INTERRUPTED, "", "the VHDX log is pending")
+        now = _digests(target, extents)
+    except (OfflineICError, OSError, ValueError) as exc:
+        return Settled(INTERRUPTED, "", f"the image cannot be read back: {failure_text(exc)}")
+    if now is None:
+        return Settled(INTERRUPTED, "", "libvhdi (pyvhdi) is not installed to read it back")
+    reader, got = now
+    if got == old:
+        return Settled(UNCHANGED, reader)
+    new = [zlib.crc32(chain_read(off, n)) for off, n in _pieces(extents)]
+    if got == new:
+        return Settled(COMMITTED, reader)
+    return Settled(INTERRUPTED, reader, f"{reader} reads neither the old nor the merged data")
+
+
+def _recover(target: str) -> str:
+    """Open ``target`` writable once (rolls back a journal, replays a VHDX log); "" or why not."""
+    try:
+        with open_image(target, writable=True, force=True):
+            pass
+    except (OfflineICError, OSError, ValueError) as exc:
+        return failure_text(exc)
+    return ""
+
+
+# ---------------------------------------------------------------------------------- merge
+def merge(
+    child: str,
+    *,
+    into: str | None = None,
+    parent: str | None = None,
+    keep_child: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Merge ``child`` (and the levels below it down to ``into``) into its parent (or
+    ``into``): one crash-safe transaction into the target, read back by libvhdi, then the
+    merged files deleted unless ``keep_child``. Returns the command's document."""
+    top = open_chain(child, parent)
+    deleted: list[str] = []
+    with top:
+        plan = plan_merge(top, into=into, keep_child=keep_child)
+        before = os.path.getsize(plan.target)
+        doc: dict[str, Any] = {
+            "image": child,
+            "into": plan.target,
+            "format": plan.format,
+            "merged": plan.merged,
+            "extents": len(plan.extents),
+            "bytes": plan.bytes,
+            "dry_run": dry_run,
+            "changed": False,
+            "written_to": None,
+            "deleted": [],
+            "kept": plan.merged if keep_child else [],
+            "file_size_before": before,
+            "file_size_after": before,
+            "verified": False,
+        }
+        if dry_run:
+            return doc
+        old = _old_digests(plan.target, plan.extents)
+        written = Written(top.read)
+        _write(plan, written.read, old)
+        checked = written.check(plan.target, plan.extents)
+        if checked is not None and checked[1] is not None:
+            raise SafetyRefusal(
+                f"{os.path.basename(plan.target)}: {checked[0]} reads different bytes at "
+                f"{checked[1]} after the merge than the chain did; the merged files were kept"
+            )
+        doc.update(
+            changed=True,
+            written_to=plan.target,
+            verified=checked[0] if checked is not None else False,
+            file_size_after=os.path.getsize(plan.target),
+        )
+    if not keep_child:
+        try:
+            for path in plan.merged:
+                os.unlink(path)
+                deleted.append(path)
+                fsync_dir(path)
+        except OSError as exc:
+            left = [p for p in plan.merged if os.path.exists(p)]
+            raise WriteFailure(
+                f"{os.path.basename(plan.target)} holds the merged data (verified by "
+                f"{doc['verified'] or 'nobody: libvhdi is not installed'}); deleting the merged "
+                f"files failed ({failure_text(exc)})"
+                + (f"; delete {', '.join(left)} (no longer linked)" if left else "")
+            ) from None
+    doc["deleted"] = deleted
+    return doc
+
+
+def _old_digests(target: str, extents: list[tuple[int, int]]) -> list[int]:
+    """CRC-32 per piece of what ``target`` holds before the merge, read by our reader: three
+    times faster than libvhdi here, and only a reference. After a failure libvhdi's
+    reading must equal it to be called unchanged; where the two readers disagreed (verify
+    finds that) the result would be "neither" (interrupted), never a false "unchanged"."""
+    with open_image(target) as img:
+        return [zlib.crc32(img.read(off, n)) for off, n in _pieces(extents)]
+
+
+def _write(plan: MergePlan, chain_read: Callable[[int, int], bytes], old: list[int]) -> None:
+    """The one transaction into the target; a failure is settled (see ``observe_merge``)."""
+    from offline_ic.image.vhd.writer import VhdImage
+    from offline_ic.image.vhdx.writer import VhdxImage
+
+    try:
+        with open_image(plan.target, writable=True, force=True) as img:
+            if isinstance(img, VhdxImage | VhdImage):
+                img.write_extents(plan.extents, chain_read)
+            else:  # pragma: no cover - plan_merge allows VHDX and VHD chains only
+                raise InputError(f"{plan.target}: cannot be merged into")
+    except BaseException as exc:
+        problem = _recover(plan.target)
+        found = observe_merge(plan.target, plan.extents, old, chain_read)
+        if found.state == INTERRUPTED and problem:
+            found.detail = f"{found.detail}; undoing failed: {problem}"
+        raise settled_error(exc, plan.target, found) from None
