@@ -88,24 +88,27 @@ def write_level(child: Path, ranges: list[tuple[int, bytes]]) -> None:
         img.write_ranges(ranges)
 
 
-def ntfs_chain(d: Path, levels: list[dict[str, bytes]], *, size: int = 48 * MiB) -> Chain:
-    """A dynamic VHDX (1 MiB blocks) holding a fresh NTFS volume, and one ``snapshot``
-    child per entry of ``levels`` holding what ntfs-3g wrote for those files."""
+def ntfs_base(base: Path, qemu_format: list[str], size: int) -> Path:
+    """A fresh NTFS volume (mkntfs) ``level0.raw`` beside ``base``, and ``base`` made from it
+    by ``qemu-img convert`` with ``qemu_format``; returns the volume."""
     require_fuse()
     need("mkntfs", "ntfs-3g", "qemu-img")
-    d.mkdir(parents=True, exist_ok=True)
-    vol = d / "level0.raw"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    vol = base.parent / "level0.raw"
     with open(vol, "wb") as fh:
         fh.truncate(size)
     subprocess.run(
         ["mkntfs", "-q", "-F", "-Q", "-L", "Data", str(vol)], check=True, capture_output=True
     )
+    subprocess.run(["qemu-img", "convert", *qemu_format, str(vol), str(base)], check=True)
+    return vol
+
+
+def ntfs_chain(d: Path, levels: list[dict[str, bytes]], *, size: int = 48 * MiB) -> Chain:
+    """A dynamic VHDX (1 MiB blocks) holding a fresh NTFS volume, and one ``snapshot``
+    child per entry of ``levels`` holding what ntfs-3g wrote for those files."""
     base = d / "base.vhdx"
-    subprocess.run(
-        ["qemu-img", "convert", "-O", "vhdx", "-o", "subformat=dynamic,block_size=1M"]
-        + [str(vol), str(base)],
-        check=True,
-    )
+    vol = ntfs_base(base, ["-O", "vhdx", "-o", "subformat=dynamic,block_size=1M"], size)
     disks, expected = [base], [vol]
     for i, files in enumerate(levels, 1):
         new = d / f"level{i}.raw"
@@ -181,21 +184,8 @@ def vhd_chain(d: Path, files: dict[str, bytes], *, size: int = 48 * MiB) -> Chai
     holding what ntfs-3g wrote for ``files`` (tests/image/imgutil.make_vhd_child)."""
     from tests.image.imgutil import make_vhd_child
 
-    require_fuse()
-    need("mkntfs", "ntfs-3g", "qemu-img")
-    d.mkdir(parents=True, exist_ok=True)
-    vol = d / "level0.raw"
-    with open(vol, "wb") as fh:
-        fh.truncate(size)
-    subprocess.run(
-        ["mkntfs", "-q", "-F", "-Q", "-L", "Data", str(vol)], check=True, capture_output=True
-    )
     base = d / "base.vhd"
-    subprocess.run(
-        ["qemu-img", "convert", "-O", "vpc", "-o", "subformat=dynamic,force_size=on"]
-        + [str(vol), str(base)],
-        check=True,
-    )
+    vol = ntfs_base(base, ["-O", "vpc", "-o", "subformat=dynamic,force_size=on"], size)
     new = d / "level1.raw"
     shutil.copyfile(vol, new)
     ntfs3g_write(new, files)
