@@ -21,9 +21,28 @@ from typing import Any
 
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image import check_writable, detect_format, open_image
+from offline_ic.image.base import DiskImage
 from offline_ic.image.vhdx import VhdxReader
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.create import parent_locator
+
+
+def _refuse_a_loop(child: str, par: DiskImage) -> None:
+    """NEWPARENT must not be CHILD or read through it: the chain would loop, and no reader
+    opens it again (``--ignore-id`` does not skip this)."""
+    node: DiskImage | None = par
+    while node is not None:
+        try:
+            same = os.path.samefile(node.path, child)
+        except OSError:
+            same = False
+        if same:
+            what = "CHILD itself" if node is par else f"a differencing disk over CHILD ({par.path})"
+            raise SafetyRefusal(
+                f"{os.path.basename(child)}: the new parent is {what}: the chain would loop; "
+                "nothing written"
+            )
+        node = node.parent
 
 
 def _new_locator(
@@ -33,6 +52,7 @@ def _new_locator(
     with open_image(new_parent) as par:
         if not isinstance(par, VhdxReader):
             raise InputError(f"{new_parent}: a differencing VHDX needs a VHDX parent")
+        _refuse_a_loop(child_path, par)
         guid = par.header.data_write_guid
         if par.logical_sector_size != child.logical_sector_size:
             raise SafetyRefusal(
@@ -133,6 +153,7 @@ def _reparent_vhd(
     with open_image(new_parent) as par:
         if not isinstance(par, VhdReader):
             raise InputError(f"{new_parent}: a differencing VHD needs a VHD parent")
+        _refuse_a_loop(child, par)
         uid, stamp = par.footer.unique_id, par.footer.timestamp
         if par.size > size:
             raise SafetyRefusal(

@@ -166,3 +166,23 @@ def test_a_moved_vhd_chain_is_fixed(tmp_path, cli):
     from offline_ic.image.verify import verify_image
 
     assert verify_image(str(child)).ok
+
+
+@pytest.mark.parametrize("target", ["itself", "its child"])
+def test_a_parent_that_would_make_a_loop_is_refused_even_with_ignore_id(tmp_path, cli, target):
+    """Before: ``--ignore-id`` wrote CHILD's locator pointing at CHILD itself (or at its own
+    child), then failed reading it back (exit 2): a chain that loops, which no reader opens."""
+    from offline_ic.image.vhdx.create import create_vhdx
+
+    base, mid, top = tmp_path / "base.vhdx", tmp_path / "mid.avhdx", tmp_path / "top.avhdx"
+    create_vhdx(str(base), 8 << 20)
+    for parent, child in ((base, mid), (mid, top)):
+        code, _out, err = cli("snapshot", parent, child)
+        assert code == 0, err
+    before = digest_tree(tmp_path)
+    new = mid if target == "itself" else top
+    code, out, err = cli("reparent", mid, "--parent", new, "--ignore-id")
+    assert code == 3 and out == "" and "loop" in err and "nothing written" in err, err
+    assert digest_tree(tmp_path) == before
+    with open_image(str(top)) as img:  # the chain still opens
+        assert img.parent is not None and img.parent.parent is not None
