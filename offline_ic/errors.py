@@ -6,7 +6,7 @@ image, dirty volume); anything else is a bug and is allowed to show a traceback.
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 # What third-party parsers (dissect.*, regipy, decompressors) raise on bytes they cannot make
@@ -90,6 +90,25 @@ class SafetyRefusal(OfflineICError):
 
     exit_code = 3
     kind = "refused"
+
+
+class ParentOfChildren(SafetyRefusal):
+    """A VHDX that other disks use as their parent was to be written: it would break their
+    linkage (exit 3). ``advice`` is what the command offers instead: ``fix`` has no --force."""
+
+    def __init__(
+        self,
+        name: str,
+        children: Sequence[str],
+        advice: str = "write into a new child with --output CHILD.avhdx, or --force",
+    ) -> None:
+        self.name, self.children = name, list(children)
+        names = ", ".join(os.path.basename(c) for c in self.children)
+        their = "their" if len(self.children) > 1 else "its"
+        super().__init__(
+            f"{name}: is the parent of {names}; writing it would break {their} parent "
+            f"linkage ({advice})"
+        )
 
 
 class CheckFailed(OfflineICError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from offline_ic.errors import CorruptImageError, InputError, SafetyRefusal
+from offline_ic.errors import CorruptImageError, InputError, ParentOfChildren, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo, ImageStream, WriteSession
 from offline_ic.image.detect import compressed_kind, detect_format, foreign_format
 from offline_ic.image.raw import RawImage
@@ -98,12 +98,7 @@ def check_writable(path: str, *, parent: str | None = None, force: bool = False)
         with VhdxReader(path, parent=parent) as img:
             children = find_children(img)
         if children:
-            names = ", ".join(os.path.basename(c) for c in children)
-            raise SafetyRefusal(
-                f"{os.path.basename(path)}: is the parent of {names}; writing it would break "
-                "their parent linkage (write into a new child with --output CHILD.avhdx, "
-                "or --force)"
-            )
+            raise ParentOfChildren(os.path.basename(path), children)
 
 
 # A file named like a VHD/VHDX whose signature is missing is far more likely a damaged or

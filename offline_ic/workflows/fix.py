@@ -18,8 +18,8 @@ fails (exit 1) when a check of the result still fails, naming each.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +28,7 @@ from offline_ic.checks.model import CheckResult
 from offline_ic.checks.policy import Policy
 from offline_ic.checks.profiles import Profile
 from offline_ic.checks.report import Report
-from offline_ic.errors import InputError, NotFoundError
+from offline_ic.errors import InputError, NotFoundError, ParentOfChildren
 from offline_ic.inputs import confined_to
 from offline_ic.workflows.check import run_checks_on_target
 
@@ -184,7 +184,7 @@ def fix_target(
     report = FixReport(target, before, dry_run, child=output)
     findings = [r for r in before.checks if r.status in ("fail", "warn")]
     chosen = [r for r in findings if _selected(r.id, only)]
-    with confined_to(root) if root else nullcontext():
+    with confined_to(root) if root else nullcontext(), _advice_fix_can_follow():
         if before.os == "windows":
             planned = _fix_windows(report, image, chosen, parent=parent, volume=volume)
         else:
@@ -198,6 +198,18 @@ def fix_target(
                 report, image, host, policy, profile, volume, parent, output
             )
     return report
+
+
+@contextmanager
+def _advice_fix_can_follow() -> Iterator[None]:
+    """The writer's refusal of a parent disk advises --force, which ``fix`` does not offer
+    (a fix changes many values at once; a parent stays untouched): only --output."""
+    try:
+        yield
+    except ParentOfChildren as e:
+        raise ParentOfChildren(
+            e.name, e.children, "write into a new child with --output CHILD.avhdx"
+        ) from None
 
 
 def _profile_list(profile: Profile | Sequence[Profile] | None) -> list[Profile]:

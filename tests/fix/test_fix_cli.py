@@ -216,3 +216,20 @@ def test_a_linux_fix_with_nothing_selected_still_makes_the_child(
     assert code == 1 and json.loads(out)["counts"] == doc["before"]["counts"]
     code, _, err = cli("fix", debian, "--only", "windows.*", "--output", tmp_path / "c.avhdx")
     assert code == 2 and "needs a VHDX" in err
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_parent_disk_is_refused_with_advice_fix_can_follow(cli, images, tmp_path, dry_run):
+    """Before: the refusal said "or --force", an option `fix` does not have (exit 2 when
+    tried); it names --output, which `fix` takes, and nothing is written."""
+    import hashlib
+
+    child = tmp_path / "child.avhdx"
+    code, _, err = cli("snapshot", images[0], child)
+    assert code == 0, err
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (images[0], child)}
+    code, out, err = cli("fix", images[0], *dry_run)
+    assert code == 3 and out == "", err
+    assert "is the parent of child.avhdx" in err and "--output" in err
+    assert "--force" not in err
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
 
-from offline_ic.errors import InputError, OfflineICError, SafetyRefusal, WriteFailure
+from offline_ic.errors import (
+    InputError,
+    OfflineICError,
+    ParentOfChildren,
+    SafetyRefusal,
+    WriteFailure,
+)
 from offline_ic.image.base import WriteSession
 from offline_ic.image.lock import lock_file
 from offline_ic.image.vhdx import structures as S
@@ -92,12 +98,7 @@ class VhdxImage(VhdxReader):
         session = VhdxWriteSession(children=find_children(self))
         self.session = session
         if session.children and not force:
-            names = ", ".join(os.path.basename(c) for c in session.children)
-            raise SafetyRefusal(
-                f"{self.name}: is the parent of {names}; writing it would break "
-                f"{'their' if len(session.children) > 1 else 'its'} parent linkage (write into "
-                "a new child with --output CHILD.avhdx, or --force)"
-            )
+            raise ParentOfChildren(self.name, session.children)
         if self.header.log_guid.int:
             session.replayed_entries = self.replay_and_retire()
         return session
