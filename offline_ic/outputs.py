@@ -53,7 +53,8 @@ def check_output(
     path: str, inputs: Iterable[str | None] = (), *, force: bool = False, can_force: bool = True
 ) -> None:
     """Refuse ``path`` as an output (nothing written) when it is an input, a symlink (unless
-    ``force``), an existing file (unless ``force``) or not a regular file. ``can_force``:
+    ``force``), an existing file (unless ``force``), not a regular file, or in a directory
+    that does not exist. ``can_force``:
     the command has a ``--force`` to offer in the message."""
     hint = " (--force replaces it)" if can_force else ""
     same = same_as_input(path, inputs)
@@ -70,6 +71,9 @@ def check_output(
     try:
         lst = os.lstat(path)
     except FileNotFoundError:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):  # else the error names the temporary file
+            raise InputError(f"{path}: directory {folder} does not exist") from None
         return
     if stat.S_ISLNK(lst.st_mode) and not force:
         raise SafetyRefusal(

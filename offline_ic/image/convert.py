@@ -353,10 +353,7 @@ def _needed_bytes(to: str, extents: list[tuple[int, int]], size: int) -> int:
 def _check_destination(src: str, dst: str, force: bool, parent: str | None) -> None:
     """Refuse DST before anything is read (``outputs.new_file`` checks it again before the
     rename, when every chain member is known)."""
-    check_output(dst, [src, parent], force=force)
-    parent_dir = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(parent_dir):
-        raise InputError(f"{dst}: directory {parent_dir} does not exist")
+    check_output(dst, [src, parent], force=force)  # also: DST's directory exists
 
 
 def convert(

@@ -183,13 +183,15 @@ def test_a_linux_fix_hands_the_planned_edits_to_the_engine(cli, debian, monkeypa
 
     monkeypatch.setattr(engine, "guestfs_missing", lambda: None)
     monkeypatch.setattr(engine, "apply_guest_edits", fake)
+    image = tmp_path / "debian.vhdx"  # an --output child needs a VHDX parent
+    assert cli("convert", debian, image)[0] == 0
     child = tmp_path / "fixed.avhdx"
-    code, out, err = cli("fix", debian, "--output", child, "--json")
+    code, out, err = cli("fix", image, "--output", child, "--json")
     doc = json.loads(out)
-    with open_target(str(debian)) as opened:
+    with open_target(str(image)) as opened:
         results = Report.from_dict({"image": "x", **doc["after"]}).checks
         expected = ordered_edits(plan_linux_remedies(opened.guest, results))
-    assert len(calls) == 1 and calls[0][0] == str(debian) and calls[0][2] == str(child)
+    assert len(calls) == 1 and calls[0][0] == str(image) and calls[0][2] == str(child)
     assert [type(e) for e in calls[0][1]] == [type(e) for e in expected]
     assert [getattr(e, "path", None) for e in calls[0][1]] == [
         getattr(e, "path", None) for e in expected
@@ -233,3 +235,37 @@ def test_a_parent_disk_is_refused_with_advice_fix_can_follow(cli, images, tmp_pa
     assert "is the parent of child.avhdx" in err and "--output" in err
     assert "--force" not in err
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before
+
+
+@pytest.mark.parametrize("case", ["exists", "is the image", "no such directory", "raw image"])
+def test_a_dry_run_makes_the_refusals_of_output_that_the_real_run_makes(
+    cli, images, tmp_path, unpacked, case
+):
+    """Before: ``--dry-run --output X`` said "would write ..." (exit 0) for an X the real run
+    then refused; a missing directory was reported as the internal ``X.offline-ic-tmp``."""
+    import hashlib
+
+    from tests.windows.conftest import WIN
+
+    image = images[0]
+    if case == "raw image":
+        image = tmp_path / "dirty.raw"
+        shutil.copyfile(unpacked(WIN / "win10-dirty-mbr.raw.xz"), image)
+    output = {
+        "exists": images[1],
+        "is the image": image,
+        "no such directory": tmp_path / "nope" / "child.avhdx",
+        "raw image": tmp_path / "child.avhdx",
+    }[case]
+    want_code, want_text = {
+        "exists": (3, "already exists"),
+        "is the image": (3, "an output never replaces an input"),
+        "no such directory": (2, f"directory {tmp_path / 'nope'} does not exist"),
+        "raw image": (2, "--output needs a VHDX/AVHDX parent"),
+    }[case]
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+    for dry_run in (["--dry-run"], []):
+        code, out, err = cli("fix", image, "--output", output, *dry_run)
+        assert (code, out) == (want_code, ""), (dry_run, err)
+        assert want_text in err and "offline-ic-tmp" not in err, err
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()} == before
