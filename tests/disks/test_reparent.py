@@ -186,3 +186,17 @@ def test_a_parent_that_would_make_a_loop_is_refused_even_with_ignore_id(tmp_path
     assert digest_tree(tmp_path) == before
     with open_image(str(top)) as img:  # the chain still opens
         assert img.parent is not None and img.parent.parent is not None
+
+
+def test_a_vhd_child_pointed_at_itself_is_refused_even_with_ignore_id(tmp_path, cli):
+    """The VHD form of the loop refusal: nothing written, the chain still opens."""
+    from tests.disks.chains import vhd_chain
+
+    chain = vhd_chain(tmp_path / "vm", files_of(6), size=16 << 20)
+    child = chain.disks[1]
+    before = digest_tree(child.parent)
+    code, out, err = cli("reparent", child, "--parent", child, "--ignore-id")
+    assert code == 3 and out == "" and "loop" in err and "nothing written" in err, err
+    assert digest_tree(child.parent) == before
+    with open_image(str(child)) as img:
+        assert img.read(0, img.size) == chain.expected[1].read_bytes()
