@@ -67,7 +67,8 @@ def register(group: click.Group) -> None:
         CHILD's sectors go into the parent (or down the chain into --into) as one
         crash-safe transaction, are read back through libvhdi, and then the merged files
         are deleted. Refused (exit 3, nothing written) when a disk that receives data has
-        other children, a file is read-only or locked, or the parent linkage does not match.
+        other children, CHILD has children of its own, a file is read-only or locked, or
+        the parent linkage does not match.
 
         \b
         Examples:

@@ -147,14 +147,15 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def other_children(level: DiskImage, above: DiskImage) -> list[str]:
+def other_children(level: DiskImage, above: DiskImage | None) -> list[str]:
     """Disks beside ``level`` that use it as their parent, other than ``above`` (found the
     way the writer's "is the parent of" refusal finds them)."""
     if isinstance(level, VhdxReader):
         from offline_ic.image.vhdx.writer import find_children
     else:
         from offline_ic.image.vhd.writer import find_children  # type: ignore[assignment]
-    return [c for c in find_children(level) if not _same(c, above.path)]  # type: ignore[arg-type]
+    children = find_children(level)  # type: ignore[arg-type]
+    return [c for c in children if above is None or not _same(c, above.path)]
 
 
 def _refuse_unwritable(path: str, deleting: bool) -> None:
@@ -204,6 +205,14 @@ def plan_merge(top: DiskImage, *, into: str | None = None, keep_child: bool = Fa
             "nothing written"
         )
     check_writable(target.path, force=True)  # read-only, not ours to write, locked
+    below = other_children(top, None)  # CHILD's own children read through it
+    if below:
+        listed = ", ".join(below)
+        raise SafetyRefusal(
+            f"{name}: is the parent of {listed}; merging it would leave "
+            f"{'them' if len(below) > 1 else 'it'} reading a changed or deleted parent "
+            "(merge the newest disk of the chain instead, with --into); nothing written"
+        )
     for i in range(1, t + 1):
         others = other_children(chain[i], chain[i - 1])
         if others:

@@ -100,6 +100,19 @@ def test_parent_with_another_child_is_refused(chain, cli):
     assert digest_tree(c1.parent) == before
 
 
+@pytest.mark.parametrize("keep", [[], ["--keep-child"]])
+def test_a_child_that_is_itself_a_parent_is_refused(chain, cli, keep):
+    """Before: ``merge c1`` merged c1 into the base and deleted it while c2 still used it as
+    its parent: c2 no longer opened (with --keep-child it read c1 over a changed base)."""
+    base, c1, c2 = chain.disks
+    before = digest_tree(c1.parent)
+    code, out, err = cli("merge", c1, *keep)
+    assert code == 3 and out == "", err
+    assert "c1.avhdx: is the parent of" in err and "c2.avhdx" in err and "nothing written" in err
+    assert digest_tree(c1.parent) == before
+    assert libvhdi_read([base, c1, c2]) == chain.expected[2].read_bytes()
+
+
 def test_read_only_target_is_refused(chain, cli):
     c1 = chain.disks[1]
     os.chmod(c1, 0o444)
