@@ -20,6 +20,7 @@ from offline_ic.host.vmcx import read_vmcx
 from offline_ic.host.vmfolder import config_format
 from offline_ic.workflows.check import run_checks_on_target
 from offline_ic.workflows.read import inspect_target
+from tests.fuzz.test_fuzz import fuzz_from_seed
 from tests.golden.test_host_disk import _golden, linux_vhdx  # noqa: F401 - a fixture
 from tests.helpers import (
     GEN1_VMCX,
@@ -33,6 +34,7 @@ from tests.helpers import (
 from tests.host.conftest import HOST
 from tests.host.test_vm_folder import GEN2_WORKS, works
 from tests.host.test_xml_config import HB_OFF_GSI_ON
+from tests.test_usage_doc import RUN, _slug, image_cache, needs_vmcx, run_block  # noqa: F401
 from tests.windows.test_check_host import (  # noqa: F401 - win7_disk is a fixture
     assert_storvsc_by_generation,
     by_id,
@@ -416,3 +418,21 @@ def test_vtpm_settings_in_the_config_warn(cli, unpacked, tmp_path):
     _, checks = _golden(cli, win, "--vmcx", config)
     c = checks["golden.host.vtpm"]
     assert c["status"] == "warn" and "section holds KeyProtector" in c["detail"]
+
+
+# ------------------------------------------------------------------------------ fuzzing
+
+
+def test_fuzz_the_vmcx_reader_from_the_real_file(tmp_path):
+    """tests/fuzz/test_fuzz.py's run for the vmcx harness, whose seed is the real .vmcx."""
+    fuzz_from_seed("vmcx", tmp_path)
+
+
+# ------------------------------------------------------------------- docs/usage.md examples
+USAGE_BLOCKS = [b for b in RUN if needs_vmcx(b)]
+
+
+@pytest.mark.parametrize("block", USAGE_BLOCKS, ids=[_slug(b.id) for b in USAGE_BLOCKS])
+def test_usage_example_on_the_real_vmcx(block, image_cache, tmp_path, monkeypatch):  # noqa: F811
+    """tests/test_usage_doc.py's run of the docs/usage.md examples that show the real .vmcx."""
+    run_block(block, image_cache, tmp_path, monkeypatch)
