@@ -21,6 +21,15 @@ CLEAR = "\x1b[2J"
 ESC_TITLE = "\x1b]0;pwned\x07"
 
 
+def shared_real(relpath: str) -> Path | None:
+    """../shared/testdata-real/RELPATH when it is there (and the run is not
+    ``OFFLINE_IC_LOCAL_DATA_ONLY=1``, which runs the tests as a fresh clone without it)."""
+    path = SHARED_REAL / relpath
+    if not path.exists() or os.environ.get("OFFLINE_IC_LOCAL_DATA_ONLY"):
+        return None
+    return path
+
+
 def real_data(relpath: str) -> Path:
     """Path of real test data: testdata/RELPATH when the repository has a copy, else
     ../shared/testdata-real/RELPATH; skip the test, saying how to get it, when neither is there
@@ -28,8 +37,8 @@ def real_data(relpath: str) -> Path:
     local = TESTDATA / relpath
     if local.exists():
         return local
-    path = SHARED_REAL / relpath
-    if not path.exists() or os.environ.get("OFFLINE_IC_LOCAL_DATA_ONLY"):
+    path = shared_real(relpath)
+    if path is None:
         pytest.skip(
             f"real test data {relpath} is AGPL-3.0 and not in this repository: clone the "
             f"steering repository's shared/ beside this one (needs {SHARED_REAL})"
@@ -203,5 +212,26 @@ def gen2_vm_folder(tmp_path: Path, disk: Path) -> Path:
     (root / "Virtual Machines").mkdir(parents=True)
     (root / "Virtual Hard Disks").mkdir()
     shutil.copyfile(real_data(GEN2_VMCX), root / "Virtual Machines" / Path(GEN2_VMCX).name)
+    shutil.copyfile(disk, root / "Virtual Hard Disks" / "Default Generation 2.vhdx")
+    return root
+
+
+def any_gen2_vm_folder(tmp_path: Path, disk: Path) -> Path:
+    """``gen2_vm_folder`` for tests whose point is not the config's own facts (evidence,
+    hashes, the HTML report): with the real .vmcx when ../shared is there, else with a
+    generation 2 configuration of Hyper-V 2012 R2 (XML, written by
+    scripts/build_host_testdata.py, host defaults: Guest Service Interface off) naming the
+    same disk, so that a fresh clone runs them too."""
+    if shared_real(GEN2_VMCX) is not None:
+        return gen2_vm_folder(tmp_path, disk)
+    builder = script_module("build_host_testdata")
+    root = tmp_path / "Default Generation 2"
+    (root / "Virtual Machines").mkdir(parents=True)
+    (root / "Virtual Hard Disks").mkdir()
+    spec = dict(builder.FILES["2012r2-gen2-defaults.xml"])
+    spec["name"] = "Default Generation 2"
+    spec["disks"] = ("C:\\Disks\\Default Generation 2.vhdx",)
+    config = root / "Virtual Machines" / f"{spec['vm_id']}.xml"
+    config.write_bytes(builder.config_xml(**spec))
     shutil.copyfile(disk, root / "Virtual Hard Disks" / "Default Generation 2.vhdx")
     return root

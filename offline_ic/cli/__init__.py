@@ -220,7 +220,11 @@ def _main(args: list[str]) -> None:
         with command_scope():  # outputs are checked against what THIS command reads
             # not cli.main(): it turns every EPIPE into exit 1, which means "check failed"
             with cli.make_context("offline-ic", args) as ctx:
-                cli.invoke(ctx)
+                try:
+                    cli.invoke(ctx)
+                except (EOFError, KeyboardInterrupt) as exc:  # as click.Command.main does
+                    click.echo(err=True)  # off the line the terminal's ^C is on
+                    raise click.exceptions.Abort() from exc
             _flush_stdout()
     except CheckFailed as exc:  # the report is already printed (its JSON says what failed)
         _fail(str(exc), exc.exit_code, exc.kind, as_json=False)
@@ -228,7 +232,7 @@ def _main(args: list[str]) -> None:
         _fail(str(exc), exc.exit_code, exc.kind, as_json, _target_of(args))
     except click.exceptions.Exit as exc:  # --help, --version
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, EOFError):
+    except click.exceptions.Abort:
         click.echo("offline-ic: aborted", err=True)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:

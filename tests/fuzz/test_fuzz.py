@@ -30,8 +30,16 @@ def _patches(seed_len: int, hot: list[tuple[int, int]]):
     return st.lists(st.tuples(offset, st.binary(min_size=1, max_size=8)), min_size=1, max_size=5)
 
 
-@pytest.mark.parametrize("name", sorted(TARGETS))
+# the vmcx harness's seed is a real .vmcx (AGPL, ../shared): it runs from
+# tests/host/test_real_vmcx.py, with the other tests of that file
+@pytest.mark.parametrize("name", sorted(set(TARGETS) - {"vmcx"}))
 def test_fuzz_target(name, tmp_path):
+    fuzz_from_seed(name, tmp_path)
+
+
+def fuzz_from_seed(name: str, tmp_path) -> None:
+    """Mutations of target ``name``'s seed, three in four inside its hot ranges: no
+    exception other than the target's expected errors."""
     target = TARGETS[name]
     seed = target.seed()
     if not seed:

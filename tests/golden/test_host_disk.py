@@ -1,7 +1,8 @@
 """Host config x disk: generation against the partition table, the Secure Boot template
-against the guest, encrypted volumes. VM folders are built from the real .vmcx files
-(../shared/testdata-real/vmcx: a generation 2 VM with Secure Boot on and the
-MicrosoftWindows template, and a generation 1 VM) and real disks."""
+against the guest, encrypted volumes. The tests on the real .vmcx files (AGPL,
+../shared/testdata-real/vmcx: a generation 2 VM with Secure Boot on and the
+MicrosoftWindows template, and a generation 1 VM) are in tests/host/test_real_vmcx.py, with
+``linux_vhdx`` and ``_golden`` from here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GEN1_VMCX, GEN2_VMCX, TESTDATA, gen2_vm_folder, real_data, script_module
+from tests.helpers import TESTDATA, script_module
 
 
 def _golden(cli, *args) -> tuple[int, dict[str, dict]]:
@@ -34,50 +35,6 @@ def linux_vhdx(tmp_path_factory) -> Path:
     vhdx = work / "debian.vhdx"
     subprocess.run(["qemu-img", "convert", "-q", "-O", "vhdx", raw, vhdx], check=True)
     return vhdx
-
-
-def test_linux_disk_in_a_gen2_vm_with_the_windows_template_fails(cli, tmp_path, linux_vhdx):
-    folder = gen2_vm_folder(tmp_path, linux_vhdx)
-    code, checks = _golden(cli, folder)
-    assert code == 1
-    sb = checks["golden.host.secure_boot"]
-    assert sb["status"] == "fail"
-    assert "Secure Boot on, template MicrosoftWindows: a linux guest does not start" in sb["detail"]
-    assert "use the MicrosoftUEFICertificateAuthority template" in sb["detail"]
-    assert checks["golden.host.generation"]["status"] == "pass"  # GPT on generation 2
-
-
-def test_windows_disk_fits_the_gen2_vm(cli, tmp_path, unpacked):
-    win = unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz")
-    _, checks = _golden(cli, gen2_vm_folder(tmp_path, win))
-    assert checks["golden.host.secure_boot"]["status"] == "pass"
-    assert (
-        "template MicrosoftWindows (fits a windows guest)"
-        in checks["golden.host.secure_boot"]["detail"]
-    )
-    gen = checks["golden.host.generation"]
-    assert gen["status"] == "pass" and "generation 2; the disk is GPT" in gen["detail"]
-    assert checks["golden.disk.encryption"]["status"] == "pass"
-
-
-def test_generation_against_the_partition_table(cli, unpacked):
-    gpt = unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz")
-    _, checks = _golden(cli, gpt, "--vmcx", real_data(GEN1_VMCX))
-    gen = checks["golden.host.generation"]
-    assert gen["status"] == "fail"
-    assert (
-        "generation 1; the disk is GPT: a generation 1 VM (BIOS) does not boot Windows"
-        in (gen["detail"])
-    )
-    assert checks["golden.host.secure_boot"]["detail"].endswith(
-        "generation 1 (BIOS): no Secure Boot"
-    )
-    mbr = unpacked(TESTDATA / "windows" / "win7-mbr.vhd.xz")
-    _, checks = _golden(cli, mbr, "--vmcx", real_data(GEN2_VMCX))
-    gen = checks["golden.host.generation"]
-    assert gen["status"] == "fail" and "boots GPT disks only" in gen["detail"]
-    _, checks = _golden(cli, mbr, "--vmcx", real_data(GEN1_VMCX))
-    assert checks["golden.host.generation"]["status"] == "pass"
 
 
 def test_config_without_firmware_section_and_no_config_are_not_checkable(cli, unpacked):
@@ -130,30 +87,3 @@ def test_bitlocker_windows_volume_is_named_by_check_and_writes(cli, unpacked, tm
     # no guest can be read: exit 2 (an input that cannot be checked, not a failed check),
     # and the report still names the encrypted volume
     assert code == 2 and "volume 3 is encrypted and cannot be read offline" in out
-
-
-def test_vtpm_settings_in_the_config_warn(cli, unpacked, tmp_path):
-    """The real generation 2 config offers a Virtual TPM device with an empty section (not
-    checkable offline); the generation 1 one has none (pass); an XML config whose TPM
-    section holds settings warns. (The names of those settings in a real config with a
-    vTPM are not known here: the warn rests on the section not being empty.)"""
-    win = unpacked(TESTDATA / "windows" / "win10-gpt-dynamic.vhdx.xz")
-    _, checks = _golden(cli, win, "--vmcx", real_data(GEN2_VMCX))
-    c = checks["golden.host.vtpm"]
-    assert c["status"] == "info" and "offers a Virtual TPM device" in c["detail"]
-    _, checks = _golden(cli, win, "--vmcx", real_data(GEN1_VMCX))
-    assert checks["golden.host.vtpm"]["detail"].endswith("no Virtual TPM device")
-    tpm = "736E6AA9-A3F8-49C0-9550-A963214D259A"
-    xml = (TESTDATA / "host" / "2012r2-gen2-defaults.xml").read_text()
-    xml = xml.replace(
-        "<manifest>",
-        f'<_{tpm}_><KeyProtector type="bytes">AAEC</KeyProtector>'
-        f'<VDEVVersion type="integer">256</VDEVVersion></_{tpm}_>\n<manifest>'
-        f'<vdev099><device type="string">{tpm}</device>'
-        '<name type="string">Microsoft Virtual TPM Device</name></vdev099>',
-    )
-    config = tmp_path / "tpm.xml"
-    config.write_text(xml)
-    _, checks = _golden(cli, win, "--vmcx", config)
-    c = checks["golden.host.vtpm"]
-    assert c["status"] == "warn" and "section holds KeyProtector" in c["detail"]

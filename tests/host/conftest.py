@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TESTDATA, gen2_vm_folder, script_module
+from tests.helpers import TESTDATA, any_gen2_vm_folder, gen2_vm_folder, script_module
 
 HOST = TESTDATA / "host"
 
@@ -23,6 +23,13 @@ def win10_disk(unpacked):
 def gen2_folder(tmp_path, win10_disk):
     """A copied VM folder: Virtual Machines/<id>.vmcx + Virtual Hard Disks/<disk>.vhdx."""
     return gen2_vm_folder(tmp_path, win10_disk)
+
+
+@pytest.fixture
+def vm_folder(tmp_path, win10_disk):
+    """The same folder where the real .vmcx is not the point: its XML stand-in on a fresh
+    clone (tests.helpers.any_gen2_vm_folder)."""
+    return any_gen2_vm_folder(tmp_path, win10_disk)
 
 
 @pytest.fixture(scope="session")

@@ -88,25 +88,25 @@ def test_disk_chain_facts(inspected, win10_disk):
     assert disk["log_pending"] is False
 
 
-def test_evidence_hashes_and_inputs_unchanged(cli, gen2_folder):
-    before = tree_hashes(gen2_folder)
-    html = gen2_folder.parent / "report.html"
-    code, out, err = cli("inspect", gen2_folder, "--evidence", "--html", html, "--json")
+def test_evidence_hashes_and_inputs_unchanged(cli, vm_folder):
+    before = tree_hashes(vm_folder)
+    html = vm_folder.parent / "report.html"
+    code, out, err = cli("inspect", vm_folder, "--evidence", "--html", html, "--json")
     assert code == 0, err
     ev = json.loads(out)["evidence"]
     assert ev["opened_read_only"] is True and ev["tool"] == "offline-ic"
-    assert ev["command_line"][:3] == ["offline-ic", "inspect", str(gen2_folder)]
+    assert ev["command_line"][:3] == ["offline-ic", "inspect", str(vm_folder)]
     assert ev["utc_time"].endswith("Z")
-    hashed = {os.path.relpath(f["path"], gen2_folder): f["sha256"] for f in ev["files"]}
+    hashed = {os.path.relpath(f["path"], vm_folder): f["sha256"] for f in ev["files"]}
     assert hashed == before  # every file read (the disk and the config), each hashed right
     assert {f["role"] for f in ev["files"]} == {"disk", "config"}
-    assert tree_hashes(gen2_folder) == before  # byte-identical afterwards
+    assert tree_hashes(vm_folder) == before  # byte-identical afterwards
     assert html.exists()
 
 
-def test_hash_only_read_hashes_exactly_the_ranges_read(cli, gen2_folder):
-    before = tree_hashes(gen2_folder)
-    code, out, err = cli("inspect", gen2_folder, "--hash-only-read", "--json")
+def test_hash_only_read_hashes_exactly_the_ranges_read(cli, vm_folder):
+    before = tree_hashes(vm_folder)
+    code, out, err = cli("inspect", vm_folder, "--hash-only-read", "--json")
     assert code == 0, err
     ev = json.loads(out)["evidence"]
     assert "--hash-only-read" in ev["command_line"]
@@ -117,10 +117,10 @@ def test_hash_only_read_hashes_exactly_the_ranges_read(cli, gen2_folder):
     assert ranges[0][0] == 0  # the VHDX file identifier is read first
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # merged, sorted
     assert 0 < disk["bytes_hashed"] < disk["size"]
-    data = (gen2_folder / "Virtual Hard Disks" / "Default Generation 2.vhdx").read_bytes()
+    data = (vm_folder / "Virtual Hard Disks" / "Default Generation 2.vhdx").read_bytes()
     digest = hashlib.sha256(b"".join(data[s:e] for s, e in ranges)).hexdigest()
     assert disk["sha256"] == digest
-    assert tree_hashes(gen2_folder) == before
+    assert tree_hashes(vm_folder) == before
 
 
 def test_read_only_is_asked_of_the_kernel(win10_disk):

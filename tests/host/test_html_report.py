@@ -72,9 +72,9 @@ def parse(text: str) -> Page:
 
 
 @pytest.fixture
-def report(cli, gen2_folder):
-    out = gen2_folder.parent / "report.html"
-    code, _, err = cli("inspect", gen2_folder, "--html", out)
+def report(cli, vm_folder):
+    out = vm_folder.parent / "report.html"
+    code, _, err = cli("inspect", vm_folder, "--html", out)
     assert code == 0, err
     return out
 

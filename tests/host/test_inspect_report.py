@@ -78,10 +78,10 @@ def test_linux_report_carries_the_check_verdicts(cli, hostile_linux_root, tmp_pa
     assert status["linux.blacklist.hv_utils"] == "fail" and doc["checks"]["result"] == "fail"
 
 
-def test_partial_hash_is_labelled_and_recomputable_from_text_and_html(cli, gen2_folder):
-    disk = gen2_folder / "Virtual Hard Disks" / "Default Generation 2.vhdx"
-    html = gen2_folder.parent / "partial.html"
-    code, text, err = cli("inspect", gen2_folder, "--hash-only-read", "--html", html)
+def test_partial_hash_is_labelled_and_recomputable_from_text_and_html(cli, vm_folder):
+    disk = vm_folder / "Virtual Hard Disks" / "Default Generation 2.vhdx"
+    html = vm_folder.parent / "partial.html"
+    code, text, err = cli("inspect", vm_folder, "--hash-only-read", "--html", html)
     assert code == 0, err
     # text: the partial hash is labelled, never in the '<sha256>  FILE' shape of a whole one
     lines = text.splitlines()
@@ -100,14 +100,14 @@ def test_partial_hash_is_labelled_and_recomputable_from_text_and_html(cli, gen2_
     assert config[3] == "whole file"
 
 
-def test_command_line_is_shell_quoted_and_names_wrap_at_separators(cli, gen2_folder):
-    html = gen2_folder.parent / "q.html"
-    code, _, err = cli("inspect", gen2_folder, "--html", html)
+def test_command_line_is_shell_quoted_and_names_wrap_at_separators(cli, vm_folder):
+    html = vm_folder.parent / "q.html"
+    code, _, err = cli("inspect", vm_folder, "--html", html)
     assert code == 0, err
     text = html.read_text(encoding="utf-8")
     doc_line = re.search(r"command: <code>(.*?)</code>", text).group(1)
     words = shlex.split(doc_line.replace("&#x27;", "'"))
-    assert str(gen2_folder) in words  # 'Default Generation 2' stays one word
+    assert str(vm_folder) in words  # 'Default Generation 2' stays one word
     assert "opened read-only: <b>yes</b>" in text
     chain = re.search(r'<table id="disk-chain">.*?</table>', text).group(0)
     assert '<wbr><span class="seg">Default Generation 2.vhdx</span>' in chain

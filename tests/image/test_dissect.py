@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from imgutil import IMAGES, fresh_copy, real_data
+from imgutil import IMAGES, fresh_copy
 
 from offline_ic.image import open_image
 from offline_ic.image.vhdx.create import create_child, create_vhdx
@@ -25,11 +25,6 @@ def _same(path) -> None:
 @pytest.mark.parametrize("name", ["q-dyn-1m.vhdx.gz", "q-dyn-256m.vhdx.gz", "q-fixed-32m.vhdx.gz"])
 def test_qemu_made(name, unpacked):
     _same(unpacked(IMAGES / name))
-
-
-@pytest.mark.parametrize("rel", ["vhdx/dynamic.vhdx.gz", "vhdx/fixed.vhdx.gz"])
-def test_windows_made(rel, unpacked):
-    _same(unpacked(real_data(rel)))
 
 
 @pytest.mark.parametrize("lss", [512, 4096])

@@ -19,7 +19,6 @@ from imgutil import (
     needs_qemu,
     patch_child,
     qemu_raw,
-    real_data,
 )
 
 from offline_ic.image import detect_format, open_image
@@ -48,17 +47,6 @@ def test_qemu_made_equals_qemu_convert(name, unpacked, tmp_path):
     path = unpacked(IMAGES / name)
     with open_image(str(path)) as img:
         assert_equals_bytes(img, qemu_raw(path, tmp_path))
-
-
-@pytest.mark.parametrize("rel", REAL)
-def test_windows_made_equals_libvhdi(rel, unpacked, tmp_path):
-    path = unpacked(real_data(rel))
-    with open_image(str(path)) as img:
-        info = img.info()
-        assert info.disk_type == ("fixed" if "fixed" in rel else "dynamic")
-        assert_same_as_libvhdi(img)
-        if QEMU_IMG:
-            assert_equals_bytes(img, qemu_raw(path, tmp_path))
 
 
 def test_info_facts(unpacked):

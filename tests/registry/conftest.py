@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import real_data, real_hyperv_system_hive, unpack
+from tests.helpers import real_data, real_hyperv_system_hive, shared_real, unpack
 
 HIVES = {
     "win10": "hives/dissect_SYSTEM_win10_19041.gz",  # or 1709: see hive_cache
@@ -49,9 +50,27 @@ def hive_cache(tmp_path_factory):
         # there, else 1709); "win10_19041" is that build only (tests of its own facts).
         if key == "win10":
             return unpack(real_hyperv_system_hive(), cache)
+        if key == "win10_ends_at_hbins":
+            return _ends_at_hbins(cache)
         return unpack(real_data(HIVES[key]), cache)
 
     return get
+
+
+def _ends_at_hbins(cache: Path) -> Path:
+    """A real Windows 10 SYSTEM hive whose file ends where its hive bins end, so that a
+    big value grows the file: 19041 is so (from ../shared); on a fresh clone, 1709 (MIT)
+    without the zeros after its bins."""
+    agpl = shared_real(HIVES["win10_19041"])
+    if agpl is not None:
+        return unpack(agpl, cache)
+    tight = cache / "SYSTEM_win10_1709_ends_at_hbins"
+    if not tight.exists():
+        data = unpack(real_data(HIVES["win10_1709"]), cache).read_bytes()
+        end = 4096 + struct.unpack_from("<I", data, 40)[0]
+        assert not any(data[end:])  # slack only: the hive is the same without it
+        tight.write_bytes(data[:end])
+    return tight
 
 
 @pytest.fixture

@@ -106,8 +106,9 @@ def system(hive_copy):
 
 @pytest.fixture
 def system_19041(hive_copy):
-    """The 19041 hive: its file ends where its hbins end, so a big value grows the file."""
-    return hive_copy("win10_19041", "SYSTEM")
+    """A hive whose file ends where its hbins end (19041, or 1709 cut there on a fresh
+    clone), so a big value grows the file."""
+    return hive_copy("win10_ends_at_hbins", "SYSTEM")
 
 
 def test_get_key_value_and_json(capsys, system):

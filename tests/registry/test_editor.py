@@ -271,8 +271,8 @@ def test_allocator_reuses_and_coalesces(sam):
 
 
 def test_appends_hbin_when_nothing_fits(hive_cache, tmp_path):
-    # the 19041 file ends where its hbins end (1709's has slack after them)
-    original = hive_cache("win10_19041").read_bytes()
+    # a file that ends where its hbins end (19041's; 1709's has slack after them, cut off)
+    original = hive_cache("win10_ends_at_hbins").read_bytes()
     ed = HiveEditor(original, clock=clock)
     before = ed.hive.hbins_size
     ed.set_value(r"ControlSet001\Services\vmicvss", "huge", 3, bytes(range(256)) * 400)

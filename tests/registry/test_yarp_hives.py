@@ -7,23 +7,34 @@ hive Windows 10 recovered itself, OldDirtyHive with Windows 7's.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from offline_ic.errors import CorruptHiveError, SafetyRefusal
+from offline_ic.errors import CorruptHiveError, InputError, SafetyRefusal
 from offline_ic.registry import Hive
 from offline_ic.registry.editor import HiveEditor
 from offline_ic.registry.recovery import recover_bytes
+from offline_ic.registry.regfile import export_key
+from tests.helpers import run_bytes
+from tests.registry.test_hostile_names import _lines
+
+YARP_HIVES = os.environ.get("OFFLINE_IC_YARP_HIVES", "")
+if not YARP_HIVES or not Path(YARP_HIVES).is_dir():
+    # one skip for the module (not one per test): the data is one opt-in source
+    pytest.skip(
+        "msuhanov/yarp's test hives are GPL-3.0 and not in this repository: "
+        "git clone https://github.com/msuhanov/yarp and set "
+        "OFFLINE_IC_YARP_HIVES=<clone>/hives_for_tests to run this module's tests",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def yarp() -> Path:
-    where = os.environ.get("OFFLINE_IC_YARP_HIVES")
-    if not where or not Path(where).is_dir():
-        pytest.skip("set OFFLINE_IC_YARP_HIVES to yarp's hives_for_tests folder (GPL, not bundled)")
-    return Path(where)
+    return Path(YARP_HIVES)
 
 
 def _files(folder: Path, name: str):
@@ -112,3 +123,17 @@ def test_damaged_hives_raise_one_line(yarp, name):
             for v in key.values():
                 _ = v.raw
     assert "\n" not in str(info.value)
+
+
+def test_truncated_surrogate_pair_hives(yarp):
+    """yarp's real TruncatedPairHive2 has key names ending in a lone high surrogate: shown
+    escaped, never as invalid UTF-8 (with tests/registry/test_hostile_names.py's checks)."""
+    hive = yarp / "TruncatedPairHive2"
+    code, out, err = run_bytes("hive", "get", hive, "", "--json")
+    assert code == 0, err
+    assert {"key\ud81d"} <= set(json.loads(out.decode("utf-8"))["subkeys"])
+    code, out, _ = run_bytes("hive", "get", hive, "")
+    assert code == 0 and {"[\\key\\ud81d]", "[\\key\\ud83d]"} <= set(_lines(out))
+    opened = Hive.open(hive.read_bytes())  # `reg` reads SYSTEM/SOFTWARE hives only
+    with pytest.raises(InputError, match="holds U\\+D8"):
+        export_key(opened, opened.open_key(""), "HKEY_LOCAL_MACHINE\\X")
