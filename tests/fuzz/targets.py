@@ -483,9 +483,10 @@ def targets() -> dict[str, Target]:
             "vhd",
             _cached("vhd", lambda: _vhd_seed()),
             run_vhd,
-            [(0, 4 * KiB)],
+            VHD_HOT,
             splice=True,
             on_file=("fuzz.vhd", _read_image, 0),
+            seal=seal_vhd,
         ),
         "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 32 * KiB)]),
         "mbr": Target(
@@ -521,6 +522,33 @@ def targets() -> dict[str, Target]:
         "fromlist": Target("fromlist", lambda: _FROM_SEED, run_fromlist, [(0, 64)]),
         "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
     }
+
+
+VHD_FOOTER_AT = 41955840 - 512  # q-dyn.vhd's footer: the one read first (the file's end)
+# footer copy, dynamic header, start of the BAT; the footer at the end
+VHD_HOT = [(0, 4 * KiB), (VHD_FOOTER_AT, VHD_FOOTER_AT + 512)]
+
+
+def seal_vhd(data: bytes) -> bytes:
+    """The checksums of the footer copy (0), the dynamic header (512) and the footer (the
+    last 512 bytes of the input), computed over the input's bytes."""
+    from offline_ic.image.vhd.structures import (
+        DYN_HDR_SIZE,
+        DYN_HEADER,
+        FOOTER,
+        FOOTER_SIZE,
+        vhd_checksum,
+    )
+
+    buf = bytearray(data)
+    end = 4 * KiB + FOOTER_SIZE
+    places = [(0, FOOTER_SIZE, FOOTER), (FOOTER_SIZE, DYN_HDR_SIZE, DYN_HEADER)]
+    places.append((4 * KiB, FOOTER_SIZE, FOOTER))
+    for at, size, layout in places:
+        if at + size <= min(len(buf), end):
+            where = layout.offset("checksum")
+            struct.pack_into(">I", buf, at + where, vhd_checksum(buf[at : at + size], where))
+    return bytes(buf)
 
 
 def _vhd_seed() -> bytes:

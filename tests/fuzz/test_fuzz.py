@@ -101,6 +101,7 @@ def test_sealing_gets_mutations_past_the_checksums(tmp_path):
     """A changed byte under a CRC or hash stops the parser at the check unless the target
     seals the input; an input ending in an odd byte is left unsealed (the checks are
     fuzzed too)."""
+    from offline_ic.image.vhd.image import Footer
     from offline_ic.image.vhdx import structures as S
     from offline_ic.registry.recovery import parse_log
 
@@ -113,6 +114,16 @@ def test_sealing_gets_mutations_past_the_checksums(tmp_path):
     assert S.crc_ok(vhdx.build(bytes(hot))[64 * 1024 : 68 * 1024], S.HEADER)
     hot[-1] |= 1
     assert not S.crc_ok(vhdx.build(bytes(hot))[64 * 1024 : 68 * 1024], S.HEADER)
+
+    vhd = TARGETS["vhd"]
+    hot = bytearray(vhd.hot_bytes())
+    assert hot[-512:-504] == b"conectix"  # VHD_FOOTER_AT is where the seed's footer is
+    hot[-512 + 0x30] ^= 0x01  # the footer's current_size
+    hot[-1] = 0  # (the footer's last reserved byte: even)
+    built = vhd.build(bytes(hot))
+    assert built[-512 + 0x30] != vhd.seed()[-512 + 0x30]
+    assert Footer.parse(bytes(hot[-512:])) is None
+    assert Footer.parse(built[-512:]) is not None
 
     log = TARGETS["regf_log"]
     data = bytearray(log.seed())
