@@ -189,13 +189,19 @@ def run_vhd(data: bytes, workdir: Path) -> None:
     _read_image(_write(workdir, "fuzz.vhd", data))
 
 
+BSD_LABEL_AT = 2049 * 512  # sector 1 of the mbr seed's FreeBSD slice
+
+
 def _mbr_seed() -> bytes:
-    """A 4 MiB raw disk: MBR with two partitions, the second holding an ext2-like superblock."""
+    """A 4 MiB raw disk: MBR with two partitions, the first a FreeBSD slice holding the BSD
+    disklabel fdisk writes (tests/fuzz/seeds/bsd-label.bin: dissect reads it, and so the
+    label is fuzzed too), the second of type NTFS."""
     disk = bytearray(4 * MiB)
-    entries = [(0x83, 2048, 2048), (0x07, 4096, 4096)]
+    entries = [(0xA5, 2048, 2048), (0x07, 4096, 4096)]
     for i, (kind, start, count) in enumerate(entries):
         struct.pack_into("<B3xB3xII", disk, 446 + 16 * i, 0, kind, start, count)
     disk[510:512] = b"\x55\xaa"
+    disk[BSD_LABEL_AT : BSD_LABEL_AT + 512] = (SEEDS / "bsd-label.bin").read_bytes()
     return bytes(disk)
 
 
@@ -493,7 +499,7 @@ def targets() -> dict[str, Target]:
             "mbr",
             _cached("mbr", _mbr_seed),
             run_volumes,
-            [(0, 512)],
+            [(0, 512), (BSD_LABEL_AT, BSD_LABEL_AT + 512)],
             splice=True,
             on_file=("fuzz.raw", _read_image, DISK_SIZE),
         ),
