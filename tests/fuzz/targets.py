@@ -268,6 +268,20 @@ def run_ntfs_hive(data: bytes, workdir: Path) -> None:
 # --- registry -----------------------------------------------------------------------------
 
 
+def seal_base_block(data: bytes) -> bytes:
+    """The hive's base block checksum over the input's first 512 bytes (a changed byte there
+    made the hive refuse to open)."""
+    from offline_ic.registry import structs as S
+    from offline_ic.registry.checksum import base_block_checksum
+
+    if len(data) < S.BASE_HEADER_SIZE:
+        return data
+    buf = bytearray(data)
+    where = S.BASE.offset("checksum")
+    struct.pack_into("<I", buf, where, base_block_checksum(bytes(buf[: S.BASE_HEADER_SIZE])))
+    return bytes(buf)
+
+
 def run_regf(data: bytes, workdir: Path) -> None:
     from offline_ic.registry import Hive
 
@@ -291,14 +305,11 @@ def seal_log(data: bytes) -> bytes:
     """``data`` with the base block checksum and each HvLE entry's two Marvin32 hashes made
     right, so mutations reach the entry and page parsing behind them."""
     from offline_ic.registry import structs as S
-    from offline_ic.registry.checksum import base_block_checksum
     from offline_ic.registry.recovery import HVLE_HASH2_LEN
 
     if len(data) < S.BASE_HEADER_SIZE:
         return data
-    buf = bytearray(data)
-    where = S.BASE.offset("checksum")
-    struct.pack_into("<I", buf, where, base_block_checksum(bytes(buf[: S.BASE_HEADER_SIZE])))
+    buf = bytearray(seal_base_block(data))
     off = S.BASE_HEADER_SIZE
     h1, h2 = S.HVLE.offset("hash1"), S.HVLE.offset("hash2")
     while off + S.HVLE.size <= len(buf) and buf[off : off + 4] == b"HvLE":
@@ -510,6 +521,7 @@ def targets() -> dict[str, Target]:
             run_regf,
             [(0, 512), (4096, 12 * KiB)],
             splice=True,
+            seal=seal_base_block,
         ),
         "regf_log": Target(
             "regf_log",

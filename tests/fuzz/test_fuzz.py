@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from offline_ic.errors import OfflineICError
 from tests.fuzz.targets import CORPUS, mutate, run_case, targets
 
 TARGETS = targets()
@@ -124,6 +125,16 @@ def test_sealing_gets_mutations_past_the_checksums(tmp_path):
     assert built[-512 + 0x30] != vhd.seed()[-512 + 0x30]
     assert Footer.parse(bytes(hot[-512:])) is None
     assert Footer.parse(built[-512:]) is not None
+
+    from offline_ic.registry import Hive
+
+    regf = TARGETS["regf"]
+    hot = bytearray(regf.hot_bytes())
+    hot[0x30] ^= 0x01  # a byte of the hive's file name, in the base block
+    hot[-1] &= 0xFE
+    with pytest.raises(OfflineICError, match="checksum"):
+        Hive.open(mutate(regf.seed(), [(0x30, bytes(hot[0x30:0x31]))]), name="x")
+    assert Hive.open(regf.build(bytes(hot)), name="x").find_key("SAM") is not None
 
     log = TARGETS["regf_log"]
     data = bytearray(log.seed())
