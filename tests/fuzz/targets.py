@@ -162,7 +162,7 @@ def seal_vhdx(data: bytes) -> bytes:
             return
         own = starts[i + 1] - at
         size = covered if length is None else length
-        if size < 8 or size > own and length is not None:
+        if size < 8 or (length is not None and size > own):  # an entry past its range
             return
         struct.pack_into("<I", buf, at + 4, 0)
         struct.pack_into("<I", buf, at + 4, _crc_padded(bytes(buf[at : at + min(own, size)]), size))
@@ -223,7 +223,7 @@ def run_volumes(data: bytes, workdir: Path) -> None:
     _read_image(path)
 
 
-DISK_SIZE = 64 * MiB  # the Windows test disk the GPT seed comes from
+DISK_SIZE = 64 * MiB  # the disk the GPT seed was made for (its partitions fit in it)
 
 
 # --- NTFS: the hive lookup ----------------------------------------------------------------
@@ -511,7 +511,7 @@ def targets() -> dict[str, Target]:
             on_file=("fuzz.vhd", _read_image, 0),
             seal=seal_vhd,
         ),
-        "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 32 * KiB)]),
+        "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 3 * 512)]),
         "mbr": Target(
             "mbr",
             _cached("mbr", _mbr_seed),
