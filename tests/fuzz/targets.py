@@ -236,34 +236,43 @@ def _ntfs_volume() -> bytes:
 
 
 NTFS_HIVE_PATH = "Windows/System32/config/SYSTEM"
+# The MFT records fuzzed: the hive's (its data runs, sizes, flags) and the Windows folder's
+# (its index and attributes: the path is walked through it, links refused there).
+NTFS_RECORDS = (NTFS_HIVE_PATH, "Windows")
+_NTFS_PLACES: list[tuple[int, int]] = []
 
 
-def _system_record_offset(volume: bytes) -> tuple[int, int]:
-    """Offset and size of the hive's MFT record in the volume (found by dissect)."""
-    from dissect.ntfs import NTFS
-    from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+def _ntfs_places() -> list[tuple[int, int]]:
+    """(offset, size) in the volume of each record of NTFS_RECORDS (found by dissect once)."""
+    if not _NTFS_PLACES:
+        from dissect.ntfs import NTFS
+        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
 
-    fs = NTFS(io.BytesIO(volume))
-    rec = fs.mft.get(NTFS_HIVE_PATH)
-    (lcn, _n), *_ = fs.mft.get(0).attributes[ATTRIBUTE_TYPE_CODE.DATA][0].dataruns()
-    (per,) = struct.unpack_from("<b", volume, 0x40)
-    size = 1 << -per if per < 0 else per * fs.cluster_size
-    return lcn * fs.cluster_size + rec.segment * size, size
+        volume = _cached("ntfs-volume", _ntfs_volume)()
+        fs = NTFS(io.BytesIO(volume))
+        (lcn, _n), *_ = fs.mft.get(0).attributes[ATTRIBUTE_TYPE_CODE.DATA][0].dataruns()
+        (per,) = struct.unpack_from("<b", volume, 0x40)
+        size = 1 << -per if per < 0 else per * fs.cluster_size
+        for path in NTFS_RECORDS:
+            segment = fs.mft.get(path).segment
+            _NTFS_PLACES.append((lcn * fs.cluster_size + segment * size, size))
+    return _NTFS_PLACES
 
 
-def _record(volume: bytes) -> bytes:
-    off, size = struct.unpack("<QQ", _cached("ntfs-record", lambda: b"")())
-    return volume[off : off + size]
+def _ntfs_seed() -> bytes:
+    volume = _cached("ntfs-volume", _ntfs_volume)()
+    return b"".join(volume[off : off + size] for off, size in _ntfs_places())
 
 
 def run_ntfs_hive(data: bytes, workdir: Path) -> None:
     from offline_ic.fs.ntfs import NtfsVolume
     from offline_ic.registry import Hive
 
-    volume = _cached("ntfs-volume", _ntfs_volume)()
-    off, size = struct.unpack("<QQ", _CACHE["ntfs-record"])
-    buf = bytearray(volume)
-    buf[off : off + size] = data[:size].ljust(size, b"\0")
+    buf = bytearray(_cached("ntfs-volume", _ntfs_volume)())
+    pos = 0
+    for off, size in _ntfs_places():
+        buf[off : off + size] = data[pos : pos + size].ljust(size, b"\0")
+        pos += size
     ntfs = NtfsVolume(io.BytesIO(buf), "fuzz NTFS")
     ntfs.file_info(NTFS_HIVE_PATH)
     with ntfs.open(NTFS_HIVE_PATH) as fh:
@@ -484,14 +493,6 @@ def _initramfs_error() -> tuple[type[BaseException], ...]:
 
 def targets() -> dict[str, Target]:
     """Every target by name (the seeds are built lazily, once per process)."""
-    _CACHE.setdefault("ntfs-record", b"")
-
-    def ntfs_seed() -> bytes:
-        volume = _cached("ntfs-volume", _ntfs_volume)()
-        if not _CACHE["ntfs-record"]:
-            _CACHE["ntfs-record"] = struct.pack("<QQ", *_system_record_offset(volume))
-        return _record(volume)
-
     return {
         "vhdx": Target(
             "vhdx",
@@ -520,7 +521,7 @@ def targets() -> dict[str, Target]:
             splice=True,
             on_file=("fuzz.raw", _read_image, DISK_SIZE),
         ),
-        "ntfs_hive": Target("ntfs_hive", ntfs_seed, run_ntfs_hive, [(0, 1024)]),
+        "ntfs_hive": Target("ntfs_hive", _ntfs_seed, run_ntfs_hive, [(0, 2048)]),
         "regf": Target(
             "regf",
             _cached("regf", lambda: _unpacked("hives/regipy_SAM.xz")),
