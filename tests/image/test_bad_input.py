@@ -402,6 +402,22 @@ def test_bsd_disklabel_claiming_65535_partitions_is_refused(tmp_path):
     _refused_at_once(tmp_path / "bsd.raw", disk, "BSD disklabel at byte 1049088 claims 65535")
 
 
+def test_a_claiming_label_in_a_logical_partition_is_refused(tmp_path):
+    """The label of a FreeBSD slice that is a logical partition (in an extended one, the
+    slice at sector 8 of the first EBR's sector 1: disk sector 9) is checked too."""
+    import struct
+
+    disk = bytearray(1 << 20)
+    struct.pack_into("<B3xB3xII", disk, 446, 0, 0x05, 1, 4096)  # extended at sector 1
+    disk[510:512] = b"\x55\xaa"
+    struct.pack_into("<B3xB3xII", disk, 512 + 446, 0, 0xA5, 8, 2048)  # FreeBSD at 1 + 8
+    disk[1022:1024] = b"\x55\xaa"
+    label = 10 * 512  # sector 1 of the slice
+    struct.pack_into("<I", disk, label, 0x82564557)
+    struct.pack_into("<IHH", disk, label + 132, 0x82564557, 0, 65535)
+    _refused_at_once(tmp_path / "bsd-logical.raw", disk, f"at byte {label} claims 65535")
+
+
 def test_standalone_disklabel64_claiming_four_billion_partitions_is_refused(tmp_path):
     """A disklabel64 at sector 1 of a disk with no other table (dissect tries it last) with
     a 32-bit count: dissect read 64-byte entries to the end of the disk (a million here)."""
