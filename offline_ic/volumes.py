@@ -35,7 +35,11 @@ _GPT_TYPE_NAMES = {
 
 
 def _partition_geometry(part: Any, sector_size: int) -> tuple[int, int]:
-    """(offset, size) in bytes; GPT sizes are recomputed because the last LBA is inclusive."""
+    """(offset, size) in bytes; GPT sizes are recomputed because the last LBA is inclusive;
+    a BSD label's offsets count from its slice (dissect reads the label through a stream
+    of the slice), so the slice's offset is added."""
+    if type(part.disk).__name__ == "BSD":
+        return part.disk.fh.offset + part.offset, part.size
     raw = getattr(part, "raw", None)
     first = getattr(raw, "first_lba", None)
     last = getattr(raw, "last_lba", None)
@@ -46,6 +50,8 @@ def _partition_geometry(part: Any, sector_size: int) -> tuple[int, int]:
 
 def _type_label(part: Any) -> str:
     ptype = part.type
+    if type(part.disk).__name__ == "BSD":  # a file system type of the BSD label, not MBR's
+        return f"BSD fstype {ptype} ({part.type_str})"
     if isinstance(ptype, int):
         return f"0x{ptype:02x} ({getattr(part, 'type_name', None) or 'unknown'})"
     key = str(ptype).lower()
@@ -319,13 +325,14 @@ def list_volumes(image: DiskImage) -> list[Volume]:
     try:
         disk = Disk(image.stream(), sector_size=sector_size)
         partitions = list(disk.partitions)
-        scheme = type(disk.scheme).__name__.lower() if getattr(disk, "scheme", None) else "mbr"
     except Exception:  # no (recognisable) partition table: dissect raises its own errors here
-        partitions, scheme = [], "none"
+        partitions = []
 
     for index, part in enumerate(partitions, 1):
+        # the table that listed it: a BSD label's partitions sit in an MBR or GPT slice
+        scheme = type(part.disk).__name__.lower()
         ptype = part.type
-        if isinstance(ptype, int) and ptype in _MBR_SKIP_TYPES:
+        if scheme != "bsd" and isinstance(ptype, int) and ptype in _MBR_SKIP_TYPES:
             continue
         offset, size = _partition_geometry(part, sector_size)
         if size <= 0 or offset >= image.size:  # an entry wholly outside: not this disk's

@@ -8,6 +8,8 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
 
 * ``gpt-4-entries.bin``: LBA 0-2 of a disk partitioned by sfdisk with a 4-entry GPT (EFI,
   MSR, basic data), fixed GUIDs so a rebuild gives the same bytes;
+* ``bsd-label.bin``: the BSD disklabel util-linux fdisk writes in a FreeBSD slice (the mbr
+  target's first partition holds it);
 * ``ntfs-hive.raw.xz``: a 3 MiB NTFS volume made by mkntfs holding
   ``Windows/System32/config/SYSTEM`` (the real 256 KiB regipy SAM hive, MIT, see
   testdata/hives/PROVENANCE.md) copied in through ntfs-3g (needs root and FUSE).
@@ -18,6 +20,7 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +63,21 @@ def build_gpt(out: Path, work: Path) -> Path:
     return dest
 
 
+def build_bsd_label(out: Path, work: Path) -> Path:
+    """Sector 1 of a FreeBSD slice (MBR type 0xA5 at sector 2048 of a 4 MiB disk, as in the
+    mbr target's seed): the BSD disklabel util-linux fdisk writes there (4 partitions)."""
+    disk = work / "bsd.raw"
+    with open(disk, "wb") as fh:
+        fh.truncate(4 * MiB)
+    script = "label: dos\nlabel-id: 0x0fc0ffee\nstart=2048, size=2048, type=a5\n"
+    run("sfdisk", "-q", disk, input=script.encode())
+    # b: edit the nested BSD disklabel, y: create one, w: write it, q: leave
+    run("fdisk", disk, input=b"b\ny\nw\nq\n", stdout=subprocess.DEVNULL)
+    dest = out / "bsd-label.bin"
+    dest.write_bytes(disk.read_bytes()[2049 * 512 : 2050 * 512])
+    return dest
+
+
 def build_ntfs_hive(out: Path, work: Path) -> Path:
     """A minimal NTFS volume with a small real hive at the SYSTEM hive's path."""
     hive = unxz(REAL_HIVES / "regipy_SAM.xz", work / "SAM")
@@ -79,7 +97,8 @@ def main() -> int:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="offline-ic-seeds-") as tmp:
-        for made in (build_gpt(args.out, Path(tmp)), build_ntfs_hive(args.out, Path(tmp))):
+        for build in (build_gpt, build_bsd_label, build_ntfs_hive):
+            made = build(args.out, Path(tmp))
             print(f"{made.stat().st_size:>10}  {made}")
     return 0
 

@@ -151,8 +151,6 @@ VHDX_HOT = [
 def seal_vhdx(data: bytes) -> bytes:
     """The CRC-32C of both headers (4 KiB each), both region tables (64 KiB: the rest of
     the seed's table is zeros) and the log entry, computed over the input's bytes."""
-    from offline_ic.image.crc32c import crc32c
-
     buf = bytearray(data)
     starts = [0]
     for a, b in VHDX_HOT:
@@ -164,11 +162,10 @@ def seal_vhdx(data: bytes) -> bytes:
             return
         own = starts[i + 1] - at
         size = covered if length is None else length
-        if size < 8 or size > own and length is not None:
+        if size < 8 or (length is not None and size > own):  # an entry past its range
             return
         struct.pack_into("<I", buf, at + 4, 0)
-        chunk = bytes(buf[at : at + min(own, size)])
-        struct.pack_into("<I", buf, at + 4, crc32c(chunk.ljust(size, b"\0")))
+        struct.pack_into("<I", buf, at + 4, _crc_padded(bytes(buf[at : at + min(own, size)]), size))
 
     for i in (1, 2):
         fix(i, 4 * KiB)
@@ -181,6 +178,15 @@ def seal_vhdx(data: bytes) -> bytes:
     return bytes(buf)
 
 
+@functools.lru_cache(maxsize=64)
+def _crc_padded(chunk: bytes, size: int) -> int:
+    """CRC-32C of ``chunk`` padded with zeros to ``size`` (most inputs change one range:
+    the others' checksums are the seed's, 1 ms each for a 64 KiB region table)."""
+    from offline_ic.image.crc32c import crc32c
+
+    return crc32c(chunk.ljust(size, b"\0"))
+
+
 def run_vhdx(data: bytes, workdir: Path) -> None:
     _read_image(_write(workdir, "fuzz.vhdx", data))
 
@@ -189,13 +195,19 @@ def run_vhd(data: bytes, workdir: Path) -> None:
     _read_image(_write(workdir, "fuzz.vhd", data))
 
 
+BSD_LABEL_AT = 2049 * 512  # sector 1 of the mbr seed's FreeBSD slice
+
+
 def _mbr_seed() -> bytes:
-    """A 4 MiB raw disk: MBR with two partitions, the second holding an ext2-like superblock."""
+    """A 4 MiB raw disk: MBR with two partitions, the first a FreeBSD slice holding the BSD
+    disklabel fdisk writes (tests/fuzz/seeds/bsd-label.bin: dissect reads it, and so the
+    label is fuzzed too), the second of type NTFS."""
     disk = bytearray(4 * MiB)
-    entries = [(0x83, 2048, 2048), (0x07, 4096, 4096)]
+    entries = [(0xA5, 2048, 2048), (0x07, 4096, 4096)]
     for i, (kind, start, count) in enumerate(entries):
         struct.pack_into("<B3xB3xII", disk, 446 + 16 * i, 0, kind, start, count)
     disk[510:512] = b"\x55\xaa"
+    disk[BSD_LABEL_AT : BSD_LABEL_AT + 512] = (SEEDS / "bsd-label.bin").read_bytes()
     return bytes(disk)
 
 
@@ -211,7 +223,7 @@ def run_volumes(data: bytes, workdir: Path) -> None:
     _read_image(path)
 
 
-DISK_SIZE = 64 * MiB  # the Windows test disk the GPT seed comes from
+DISK_SIZE = 64 * MiB  # the disk the GPT seed was made for (its partitions fit in it)
 
 
 # --- NTFS: the hive lookup ----------------------------------------------------------------
@@ -224,34 +236,43 @@ def _ntfs_volume() -> bytes:
 
 
 NTFS_HIVE_PATH = "Windows/System32/config/SYSTEM"
+# The MFT records fuzzed: the hive's (its data runs, sizes, flags) and the Windows folder's
+# (its index and attributes: the path is walked through it, links refused there).
+NTFS_RECORDS = (NTFS_HIVE_PATH, "Windows")
+_NTFS_PLACES: list[tuple[int, int]] = []
 
 
-def _system_record_offset(volume: bytes) -> tuple[int, int]:
-    """Offset and size of the hive's MFT record in the volume (found by dissect)."""
-    from dissect.ntfs import NTFS
-    from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+def _ntfs_places() -> list[tuple[int, int]]:
+    """(offset, size) in the volume of each record of NTFS_RECORDS (found by dissect once)."""
+    if not _NTFS_PLACES:
+        from dissect.ntfs import NTFS
+        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
 
-    fs = NTFS(io.BytesIO(volume))
-    rec = fs.mft.get(NTFS_HIVE_PATH)
-    (lcn, _n), *_ = fs.mft.get(0).attributes[ATTRIBUTE_TYPE_CODE.DATA][0].dataruns()
-    (per,) = struct.unpack_from("<b", volume, 0x40)
-    size = 1 << -per if per < 0 else per * fs.cluster_size
-    return lcn * fs.cluster_size + rec.segment * size, size
+        volume = _cached("ntfs-volume", _ntfs_volume)()
+        fs = NTFS(io.BytesIO(volume))
+        (lcn, _n), *_ = fs.mft.get(0).attributes[ATTRIBUTE_TYPE_CODE.DATA][0].dataruns()
+        (per,) = struct.unpack_from("<b", volume, 0x40)
+        size = 1 << -per if per < 0 else per * fs.cluster_size
+        for path in NTFS_RECORDS:
+            segment = fs.mft.get(path).segment
+            _NTFS_PLACES.append((lcn * fs.cluster_size + segment * size, size))
+    return _NTFS_PLACES
 
 
-def _record(volume: bytes) -> bytes:
-    off, size = struct.unpack("<QQ", _cached("ntfs-record", lambda: b"")())
-    return volume[off : off + size]
+def _ntfs_seed() -> bytes:
+    volume = _cached("ntfs-volume", _ntfs_volume)()
+    return b"".join(volume[off : off + size] for off, size in _ntfs_places())
 
 
 def run_ntfs_hive(data: bytes, workdir: Path) -> None:
     from offline_ic.fs.ntfs import NtfsVolume
     from offline_ic.registry import Hive
 
-    volume = _cached("ntfs-volume", _ntfs_volume)()
-    off, size = struct.unpack("<QQ", _CACHE["ntfs-record"])
-    buf = bytearray(volume)
-    buf[off : off + size] = data[:size].ljust(size, b"\0")
+    buf = bytearray(_cached("ntfs-volume", _ntfs_volume)())
+    pos = 0
+    for off, size in _ntfs_places():
+        buf[off : off + size] = data[pos : pos + size].ljust(size, b"\0")
+        pos += size
     ntfs = NtfsVolume(io.BytesIO(buf), "fuzz NTFS")
     ntfs.file_info(NTFS_HIVE_PATH)
     with ntfs.open(NTFS_HIVE_PATH) as fh:
@@ -260,6 +281,20 @@ def run_ntfs_hive(data: bytes, workdir: Path) -> None:
 
 
 # --- registry -----------------------------------------------------------------------------
+
+
+def seal_base_block(data: bytes) -> bytes:
+    """The hive's base block checksum over the input's first 512 bytes (a changed byte there
+    made the hive refuse to open)."""
+    from offline_ic.registry import structs as S
+    from offline_ic.registry.checksum import base_block_checksum
+
+    if len(data) < S.BASE_HEADER_SIZE:
+        return data
+    buf = bytearray(data)
+    where = S.BASE.offset("checksum")
+    struct.pack_into("<I", buf, where, base_block_checksum(bytes(buf[: S.BASE_HEADER_SIZE])))
+    return bytes(buf)
 
 
 def run_regf(data: bytes, workdir: Path) -> None:
@@ -285,14 +320,11 @@ def seal_log(data: bytes) -> bytes:
     """``data`` with the base block checksum and each HvLE entry's two Marvin32 hashes made
     right, so mutations reach the entry and page parsing behind them."""
     from offline_ic.registry import structs as S
-    from offline_ic.registry.checksum import base_block_checksum
     from offline_ic.registry.recovery import HVLE_HASH2_LEN
 
     if len(data) < S.BASE_HEADER_SIZE:
         return data
-    buf = bytearray(data)
-    where = S.BASE.offset("checksum")
-    struct.pack_into("<I", buf, where, base_block_checksum(bytes(buf[: S.BASE_HEADER_SIZE])))
+    buf = bytearray(seal_base_block(data))
     off = S.BASE_HEADER_SIZE
     h1, h2 = S.HVLE.offset("hash1"), S.HVLE.offset("hash2")
     while off + S.HVLE.size <= len(buf) and buf[off : off + 4] == b"HvLE":
@@ -461,14 +493,6 @@ def _initramfs_error() -> tuple[type[BaseException], ...]:
 
 def targets() -> dict[str, Target]:
     """Every target by name (the seeds are built lazily, once per process)."""
-    _CACHE.setdefault("ntfs-record", b"")
-
-    def ntfs_seed() -> bytes:
-        volume = _cached("ntfs-volume", _ntfs_volume)()
-        if not _CACHE["ntfs-record"]:
-            _CACHE["ntfs-record"] = struct.pack("<QQ", *_system_record_offset(volume))
-        return _record(volume)
-
     return {
         "vhdx": Target(
             "vhdx",
@@ -483,26 +507,28 @@ def targets() -> dict[str, Target]:
             "vhd",
             _cached("vhd", lambda: _vhd_seed()),
             run_vhd,
-            [(0, 4 * KiB)],
+            VHD_HOT,
             splice=True,
             on_file=("fuzz.vhd", _read_image, 0),
+            seal=seal_vhd,
         ),
-        "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 32 * KiB)]),
+        "gpt": Target("gpt", _cached("gpt", _gpt_seed), run_volumes, [(0, 3 * 512)]),
         "mbr": Target(
             "mbr",
             _cached("mbr", _mbr_seed),
             run_volumes,
-            [(0, 512)],
+            [(0, 512), (BSD_LABEL_AT, BSD_LABEL_AT + 512)],
             splice=True,
             on_file=("fuzz.raw", _read_image, DISK_SIZE),
         ),
-        "ntfs_hive": Target("ntfs_hive", ntfs_seed, run_ntfs_hive, [(0, 1024)]),
+        "ntfs_hive": Target("ntfs_hive", _ntfs_seed, run_ntfs_hive, [(0, 2048)]),
         "regf": Target(
             "regf",
             _cached("regf", lambda: _unpacked("hives/regipy_SAM.xz")),
             run_regf,
             [(0, 512), (4096, 12 * KiB)],
             splice=True,
+            seal=seal_base_block,
         ),
         "regf_log": Target(
             "regf_log",
@@ -521,6 +547,33 @@ def targets() -> dict[str, Target]:
         "fromlist": Target("fromlist", lambda: _FROM_SEED, run_fromlist, [(0, 64)]),
         "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
     }
+
+
+VHD_FOOTER_AT = 41955840 - 512  # q-dyn.vhd's footer: the one read first (the file's end)
+# footer copy, dynamic header, start of the BAT; the footer at the end
+VHD_HOT = [(0, 4 * KiB), (VHD_FOOTER_AT, VHD_FOOTER_AT + 512)]
+
+
+def seal_vhd(data: bytes) -> bytes:
+    """The checksums of the footer copy (0), the dynamic header (512) and the footer (the
+    last 512 bytes of the input), computed over the input's bytes."""
+    from offline_ic.image.vhd.structures import (
+        DYN_HDR_SIZE,
+        DYN_HEADER,
+        FOOTER,
+        FOOTER_SIZE,
+        vhd_checksum,
+    )
+
+    buf = bytearray(data)
+    end = 4 * KiB + FOOTER_SIZE
+    places = [(0, FOOTER_SIZE, FOOTER), (FOOTER_SIZE, DYN_HDR_SIZE, DYN_HEADER)]
+    places.append((4 * KiB, FOOTER_SIZE, FOOTER))
+    for at, size, layout in places:
+        if at + size <= min(len(buf), end):
+            where = layout.offset("checksum")
+            struct.pack_into(">I", buf, at + where, vhd_checksum(buf[at : at + size], where))
+    return bytes(buf)
 
 
 def _vhd_seed() -> bytes:

@@ -328,9 +328,10 @@ def test_extended_partitions_branching_into_a_billion_paths_are_refused(tmp_path
     _refused_at_once(tmp_path / "ebr.raw", disk, "more than 1024 boot records")
 
 
-def _fdisk_bsd_disk(tmp_path: Path) -> bytearray:
+def _fdisk_bsd_disk(tmp_path: Path, label_commands: bytes = b"") -> bytearray:
     """The first 2 MiB of a 64 MiB disk: an MBR (sfdisk) whose FreeBSD slice at sector 2048
-    holds a real BSD disklabel written by util-linux fdisk (4 partitions, at byte 1049088)."""
+    holds a real BSD disklabel written by util-linux fdisk (4 partitions, at byte 1049088);
+    ``label_commands`` are fdisk's BSD-menu commands run before it writes the label."""
     import shutil
     import subprocess
 
@@ -342,7 +343,10 @@ def _fdisk_bsd_disk(tmp_path: Path) -> bytearray:
     script = b"label: dos\nlabel-id: 0x12345678\nstart=2048, size=61440, type=a5\n"
     subprocess.run(["sfdisk", "-q", str(disk)], input=script, check=True)
     subprocess.run(  # b: edit the nested BSD disklabel, y: create one, w: write it
-        ["fdisk", str(disk)], input=b"b\ny\nw\nq\n", check=True, capture_output=True
+        ["fdisk", str(disk)],
+        input=b"b\ny\n" + label_commands + b"w\nq\n",
+        check=True,
+        capture_output=True,
     )
     head = bytearray(disk.read_bytes()[: 2 << 20])
     assert head[1049088:1049092] == bytes.fromhex("57455682")  # BSD_MAGIC, little-endian
@@ -360,6 +364,34 @@ def test_real_bsd_disklabel_is_read_as_before(tmp_path):
         assert [v.type for v in list_volumes(img)] == ["whole disk"]
 
 
+def test_a_bsd_partition_is_read_where_its_slice_puts_it(tmp_path):
+    """fdisk's label with a 4.2BSD partition at sector 2112 of the disk (64 sectors into the
+    slice) holding an ext4 made by mke2fs: dissect counts its offset from the slice, and it
+    was listed at byte 0 of the disk (the MBR), as "0x07 (NTFS)", with no file system."""
+    import shutil
+    import subprocess
+
+    from offline_ic.volumes import list_volumes
+
+    if shutil.which("mke2fs") is None:
+        pytest.skip("needs mke2fs")
+    # n: new partition a from sector 2112, 8 MiB; t: its type 7 (4.2BSD)
+    head = _fdisk_bsd_disk(tmp_path, b"n\na\n2112\n+8M\nt\na\n7\n")
+    path = tmp_path / "bsd.raw"
+    path.write_bytes(head)
+    os.truncate(path, 64 << 20)
+    subprocess.run(
+        ["mke2fs", "-q", "-t", "ext4", "-E", f"offset={2112 * 512}", str(path), "8M"], check=True
+    )
+    with open_image(str(path)) as img:
+        (vol,) = list_volumes(img)
+        assert (vol.offset, vol.scheme, vol.type) == (2112 * 512, "bsd", "BSD fstype 7 (4.2BSD)")
+        assert vol.filesystem is not None and vol.filesystem.startswith("ext")
+        stream = vol.stream()
+        stream.seek(1024 + 56)
+        assert stream.read(2) == b"\x53\xef"  # the ext superblock's magic
+
+
 def test_bsd_disklabel_claiming_65535_partitions_is_refused(tmp_path):
     """fdisk's real label with its 16-bit partition count set to 65,535: dissect read every
     entry, 2.6 s a label (and an MBR can name the label in a thousand boot records)."""
@@ -368,6 +400,22 @@ def test_bsd_disklabel_claiming_65535_partitions_is_refused(tmp_path):
     disk = _fdisk_bsd_disk(tmp_path)
     struct.pack_into("<H", disk, 1049088 + 138, 65535)
     _refused_at_once(tmp_path / "bsd.raw", disk, "BSD disklabel at byte 1049088 claims 65535")
+
+
+def test_a_claiming_label_in_a_logical_partition_is_refused(tmp_path):
+    """The label of a FreeBSD slice that is a logical partition (in an extended one, the
+    slice at sector 8 of the first EBR's sector 1: disk sector 9) is checked too."""
+    import struct
+
+    disk = bytearray(1 << 20)
+    struct.pack_into("<B3xB3xII", disk, 446, 0, 0x05, 1, 4096)  # extended at sector 1
+    disk[510:512] = b"\x55\xaa"
+    struct.pack_into("<B3xB3xII", disk, 512 + 446, 0, 0xA5, 8, 2048)  # FreeBSD at 1 + 8
+    disk[1022:1024] = b"\x55\xaa"
+    label = 10 * 512  # sector 1 of the slice
+    struct.pack_into("<I", disk, label, 0x82564557)
+    struct.pack_into("<IHH", disk, label + 132, 0x82564557, 0, 65535)
+    _refused_at_once(tmp_path / "bsd-logical.raw", disk, f"at byte {label} claims 65535")
 
 
 def test_standalone_disklabel64_claiming_four_billion_partitions_is_refused(tmp_path):

@@ -60,6 +60,18 @@ def test_a_link_loop_is_one_error_line_not_a_hang(unpacked, kind, command):
     assert "RecursionError" not in done.stderr
 
 
+@pytest.mark.parametrize("command", ["ls", "cat"])
+def test_browsing_by_volume_number_shows_the_link_and_stops_there(unpacked, command):
+    """``ls``/``cat`` with ``N:/path`` walk names themselves (fs/tree.py) and never
+    followed links: this pins it for the loop disks (no hang before the fix either)."""
+    image = str(_disk(unpacked, "self"))
+    assert _run(["ls", image, "1:/"]).stdout.split() == ["Windows"]
+    done = _run([command, image, "1:/Windows/System32/config/SYSTEM"])
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "/Windows is a reparse point (Windows): not followed" in done.stderr
+
+
 def _volume(unpacked, kind: str):
     from offline_ic.fs.ntfs import NtfsVolume
 
