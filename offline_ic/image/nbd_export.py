@@ -38,8 +38,8 @@ FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES = 1, 2
 OPT_EXPORT_NAME, OPT_ABORT, OPT_INFO, OPT_GO = 1, 2, 6, 7
 REP_ACK, REP_INFO, REP_ERR_UNSUP = 1, 3, (1 << 31) + 1
 INFO_EXPORT, INFO_BLOCK_SIZE = 0, 3
-TX_HAS_FLAGS, TX_SEND_FLUSH = 1, 4
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
+TX_HAS_FLAGS, TX_SEND_FLUSH, TX_SEND_TRIM = 1, 4, 32
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
 EIO, EINVAL, ENOTSUP = 5, 22, 95
 
 
@@ -110,6 +110,24 @@ class CowOverlay:
             if written != len(data):
                 raise OSError(EIO, f"short write to the overlay ({written} of {len(data)})")
             self.dirty.update(range(offset // BLOCK, (end - 1) // BLOCK + 1) if data else ())
+
+    def trim(self, offset: int, length: int) -> None:
+        """The file system says ``length`` bytes at ``offset`` are free: whole written blocks
+        in that range go back to the image's bytes (a free block's content does not matter),
+        so a temporary file the guest wrote and deleted is not committed."""
+        with self._lock:
+            if offset < 0 or offset + length > self.size:
+                raise ValueError(f"trim of {length} bytes at {offset} is outside the disk")
+            first = -(-offset // BLOCK)
+            end = (
+                (offset + length) // BLOCK
+                if offset + length < self.size
+                else -(-self.size // BLOCK)
+            )
+            if end - first > len(self.dirty):
+                self.dirty -= {b for b in self.dirty if first <= b < end}
+            else:
+                self.dirty.difference_update(range(first, end))
 
     def changed_ranges(self, max_run: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
         """(offset, new bytes) of every run of written blocks whose bytes differ from the
@@ -191,7 +209,7 @@ class NbdServer:
         conn.sendall(struct.pack(">QQH", NBDMAGIC, IHAVEOPT, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES))
         (client_flags,) = struct.unpack(">I", _recv(conn, 4))
         no_zeroes = bool(client_flags & FLAG_NO_ZEROES)
-        tx_flags = TX_HAS_FLAGS | TX_SEND_FLUSH
+        tx_flags = TX_HAS_FLAGS | TX_SEND_FLUSH | TX_SEND_TRIM
         while True:
             magic, option, length = struct.unpack(">QII", _recv(conn, 16))
             if magic != IHAVEOPT or length > 65536:
@@ -229,13 +247,16 @@ class NbdServer:
             conn.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, error, handle) + data)
 
     def _do(self, cmd: int, offset: int, length: int, payload: bytes) -> tuple[int, bytes]:
-        if length > MAX_REQUEST:
+        if length > MAX_REQUEST and cmd in (CMD_READ, CMD_WRITE):
             return EINVAL, b""
         try:
             if cmd == CMD_READ:
                 return 0, self.overlay.read(offset, length)
             if cmd == CMD_WRITE:
                 self.overlay.write(offset, payload)
+                return 0, b""
+            if cmd == CMD_TRIM:
+                self.overlay.trim(offset, length)
                 return 0, b""
             if cmd == CMD_FLUSH:
                 return 0, b""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -72,8 +73,8 @@ def kvm_usable() -> bool:
 
 
 class Appliance:
-    """A guestfish process with the disk at ``nbd_socket`` added (raw, writable) and the
-    guest's file systems mounted as libguestfs inspects them (``-i``)."""
+    """A guestfish process with the disk at ``nbd_socket`` added (raw, writable, discards
+    passed on) and the guest's file systems mounted as libguestfs' inspection finds them."""
 
     def __init__(self, nbd_socket: str, *, tcg: bool | None = None) -> None:
         env = appliance_env()
@@ -81,11 +82,10 @@ class Appliance:
             env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
         self.tcg = env.get("LIBGUESTFS_BACKEND_SETTINGS", "") == "force_tcg"
         self._marker = f"offline-ic-{secrets.token_hex(12)}"
-        argv = ["guestfish", "--rw", "--format=raw", "-a", f"nbd://?socket={nbd_socket}", "-i"]
         self.started = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                argv,
+                [*_die_with_us(), "guestfish"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -98,9 +98,44 @@ class Appliance:
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
         self._buf = b""
-        self.launch_seconds = 0.0
-        self.call("echo", "launched")  # returns when -i has launched and mounted
+        self.mountpoints: list[str] = []
+        # discard: the guest's fstrim before shutdown tells the overlay which written blocks
+        # are free again (deleted temporary files), so they are not committed
+        self._send(
+            f"add-drive {quote('')} protocol:nbd server:unix:{nbd_socket} format:raw "
+            "discard:besteffort"
+        )
+        try:
+            self._send("run")
+            self._mount_guest()
+        except BaseException:
+            self.kill()
+            raise
         self.launch_seconds = time.monotonic() - self.started
+
+    def _mount_guest(self) -> None:
+        """Mount the one operating system inspection finds, its file systems shortest
+        mount point first (as ``guestfish -i`` does); a non-root mount that fails is left out."""
+        roots = self._send("inspect-os").decode("utf-8", "replace").split()
+        if len(roots) != 1:
+            found = "no operating system" if not roots else f"{len(roots)} operating systems"
+            raise ApplianceError(f"libguestfs inspection found {found} on the disk")
+        pairs: list[tuple[str, str]] = []
+        for line in (
+            self.call("inspect-get-mountpoints", roots[0]).decode("utf-8", "replace").splitlines()
+        ):
+            mountpoint, sep, device = line.rpartition(": ")
+            if sep and mountpoint.startswith("/"):
+                pairs.append((mountpoint, device))
+        pairs.sort(key=lambda p: (len(p[0]), p[0]))
+        for mountpoint, device in pairs:
+            if mountpoint == "/":
+                self.call("mount", device, mountpoint)
+            else:  # "-": guestfish goes on after an error
+                self._send(f"-mount {quote(device)} {quote(mountpoint)}")
+            self.mountpoints.append(mountpoint)
+        if "/" not in self.mountpoints:
+            raise ApplianceError("libguestfs inspection found no root file system")
 
     def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
@@ -165,6 +200,8 @@ class Appliance:
         cleanly (the writes may be incomplete)."""
         assert self._proc.stdin is not None
         try:
+            for mountpoint in self.mountpoints:  # written then deleted blocks are free again
+                self._send(f"-fstrim {quote(mountpoint)}")
             self._send("umount-all")
             self._send("shutdown")
             self._proc.stdin.close()
@@ -184,6 +221,15 @@ class Appliance:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, 9)
         self._proc.wait()
+
+
+def _die_with_us() -> list[str]:
+    """``setpriv --pdeathsig KILL``: guestfish (and with it, through libguestfs' recovery
+    process, the appliance) ends when this process dies, even by SIGKILL; without it a
+    guestfish busy in a command would run on after us."""
+    if shutil.which("setpriv") is None:
+        return []
+    return ["setpriv", "--pdeathsig", "KILL", "--"]
 
 
 def launch_failed_under_kvm(exc: ApplianceError) -> bool:

@@ -150,3 +150,36 @@ def test_without_libguestfs_the_hint_and_exit_2(monkeypatch, tmp_path):
         guest_edit.apply_guest_edits(str(tmp_path / "none.vhdx"), [])
     assert str(err.value) == guest_edit.INSTALL_HINT
     assert err.value.exit_code == 2
+
+
+@pytest.mark.skipif(QEMU_IO is None, reason="needs qemu-utils")
+def test_trimmed_blocks_are_not_committed(chain, tmp_path):
+    """A file the guest wrote and deleted (its blocks discarded by fstrim) is not a change:
+    whole written blocks in a trimmed range go back to the image's bytes; a block only
+    partly trimmed stays written."""
+    with open_image(str(chain)) as img:
+        overlay = CowOverlay(img, str(tmp_path))
+        server = NbdServer(overlay, str(tmp_path / "s.sock"))
+        try:
+            subprocess.run(
+                [
+                    QEMU_IO,
+                    "-f",
+                    "raw",
+                    "-c",
+                    "write -P 0xcd 7340032 65536",
+                    "-c",
+                    "discard 7340032 32768",  # the first 8 blocks
+                    "-c",
+                    "discard 7374848 2048",  # half of block 9: kept
+                    server.uri,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            changed = [(o, len(d)) for o, d in overlay.changed_ranges()]
+            assert overlay.read(7340032, 4) == img.read(7340032, 4)
+        finally:
+            server.close()
+            overlay.close()
+    assert changed == [(7340032 + 32768, 32768)]
