@@ -20,6 +20,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -307,3 +308,58 @@ def test_a_failing_guest_command_writes_nothing(tmp_path):
     assert err.value.exit_code == 2 and "\n" not in text
     assert "exit status 3 in the guest: going to fail" in text and "nothing written" in text
     assert _sha(image) == before
+
+
+_KILL_SCRIPT = r"""
+import sys
+import time
+sys.path.insert(0, sys.argv[2])
+from offline_ic.guest.linux.edits import RunInGuest, WriteFile
+from offline_ic.workflows import appliance, guest_edit
+
+real = appliance.Appliance.run_in_guest
+
+def announced(self, argv):
+    kids = open(f"/proc/{self._proc.pid}/task/{self._proc.pid}/children").read().split()
+    print("running", self._proc.pid, *kids, flush=True)
+    return real(self, argv)
+
+appliance.Appliance.run_in_guest = announced
+guest_edit.apply_guest_edits(sys.argv[1], [
+    WriteFile("/etc/modprobe.d/never.conf", b"# never committed\n"),
+    RunInGuest(("sleep", "600"), "killed before it ends"),
+])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigkill_while_the_appliance_runs_leaves_the_image_and_no_process(tmp_path):
+    """offline-ic killed mid-edit: the image was never written, and guestfish and its qemu
+    (setpriv --pdeathsig, libguestfs' recovery process) do not outlive it."""
+    image = _guest("clean", tmp_path)
+    before = _sha(image)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(image), str(REPO)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line and line[0] == "running", line
+    pids = [int(p) for p in line[1:]]
+    os.kill(proc.pid, 9)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(p) for p in pids), pids
+    assert _sha(image) == before
+    assert not (image.parent / f"{image.name}.offline-ic-journal").exists()
