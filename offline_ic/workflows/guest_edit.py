@@ -118,6 +118,10 @@ def apply_guest_edits(
         raise InputError(hint)
     _check_edits(edits)
     _require_image(target)
+    if not edits:  # no appliance: even a mount would write (the superblock's mount time)
+        if output is not None:  # the child is made all the same, as servicing does
+            _make_child(target, output)
+        return GuestEditResult(target, output or target, 0, child=output)
     if output is None:
         return _apply(target, target, edits, child=None)
     write_path = _make_child(target, output)

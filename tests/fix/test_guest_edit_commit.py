@@ -226,3 +226,23 @@ def test_sigkill_during_the_commit_leaves_old_or_new(tmp_path):
         assert verify_image(str(path)).ok
     print(f"kills during the commit: {seen}")
     assert seen["old"] and seen["new"], seen
+
+
+def test_no_edits_starts_no_appliance_and_writes_nothing(tmp_path, monkeypatch):
+    def no_appliance(*_a):
+        raise AssertionError("the appliance was started")
+
+    monkeypatch.setattr(guest_edit, "guestfs_missing", lambda: None)
+    monkeypatch.setattr(guest_edit, "_run_appliance", no_appliance)
+    parent = _base("vhdx", tmp_path)
+    before = parent.read_bytes()
+    result = guest_edit.apply_guest_edits(str(parent), [])
+    assert result.bytes_written == 0 and parent.read_bytes() == before
+    child = tmp_path / "child.avhdx"
+    result = guest_edit.apply_guest_edits(str(parent), [], output=str(child))
+    assert result.child == str(child) and parent.read_bytes() == before
+    from offline_ic.image.verify import independent_reads
+
+    with open_image(str(child)) as img:
+        _, (got,) = independent_reads(img, [(0, img.size)])
+    assert got == _virtual(parent, "vhdx")
