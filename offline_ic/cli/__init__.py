@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "verify": "image_cmds",
     "recover": "image_cmds",
     "convert": "convert_cmd",
+    "resize": "disk_cmds",
     "hive": "hive_cmds",
     "reg": "reg_cmds",
     "check": "check_cmd",
