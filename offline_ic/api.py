@@ -380,6 +380,13 @@ def resize(image: str, **options: Any) -> dict[str, Any]:
     return resize_disk(image, **options)
 
 
+def compact(image: str, **options: Any) -> dict[str, Any]:
+    """``compact --json``: unused blocks given back (``workflows/disks.py``)."""
+    from offline_ic.workflows.disks import compact as compact_disk
+
+    return compact_disk(image, **options)
+
+
 def _error_code(doc: dict[str, Any]) -> int | None:
     """The exit code of a report that carries an ``error`` object (no OS found), else None."""
     error = doc.get("error")
@@ -426,6 +433,7 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "reg delete": (reg_delete, servicing_exit_code),
     "reg merge": (reg_merge, servicing_exit_code),
     "resize": (resize, _no_code),
+    "compact": (compact, _no_code),
 }
 
 

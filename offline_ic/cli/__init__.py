@@ -32,6 +32,7 @@ COMMAND_MODULES = {
     "recover": "image_cmds",
     "convert": "convert_cmd",
     "resize": "disk_cmds",
+    "compact": "disk_cmds",
     "hive": "hive_cmds",
     "reg": "reg_cmds",
     "check": "check_cmd",

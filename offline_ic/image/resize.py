@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image.base import DiskImage
@@ -45,6 +46,9 @@ from offline_ic.image.vhd.structures import (
 )
 from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.image import MAX_VIRTUAL_SIZE, VhdxReader
+
+if TYPE_CHECKING:
+    from offline_ic.image.vhdx.writer import Transaction
 
 Writes = list[tuple[int, bytes]]
 SCAN = 1 << 20  # bytes read at a time when looking for non-zero bytes
@@ -94,6 +98,25 @@ def _nonzero(pread: Callable[[int, int], bytes], offset: int, length: int) -> bo
 
 
 # ------------------------------------------------------------------------------------ VHDX
+def log_write(
+    txn: Transaction, pread: Callable[[int, int], bytes], offset: int, data: bytes
+) -> None:
+    """``data`` at file ``offset`` as 4 KiB sector images of ``txn``'s log entry (the file's
+    bytes around it as ``pread`` reads them, or as earlier writes of ``txn`` left them)."""
+    sectors = txn.sectors
+    pos = 0
+    while pos < len(data):
+        base = (offset + pos) - (offset + pos) % S.LOG_SECTOR
+        sec = sectors.get(base)
+        if sec is None:
+            raw = pread(S.LOG_SECTOR, base)
+            sec = sectors[base] = bytearray(raw + bytes(S.LOG_SECTOR - len(raw)))
+        k = min(len(data) - pos, base + S.LOG_SECTOR - (offset + pos))
+        start = offset + pos - base
+        sec[start : start + k] = data[pos : pos + k]
+        pos += k
+
+
 class _VhdxResize:
     """One VHDX resize planned into a writer ``Transaction`` (see the module docstring)."""
 
@@ -117,19 +140,7 @@ class _VhdxResize:
         return off
 
     def log_write(self, offset: int, data: bytes) -> None:
-        """``data`` at file ``offset`` as 4 KiB sector images of the log entry."""
-        sectors = self.txn.sectors
-        pos = 0
-        while pos < len(data):
-            base = (offset + pos) - (offset + pos) % S.LOG_SECTOR
-            sec = sectors.get(base)
-            if sec is None:
-                raw = self.img.io.pread(S.LOG_SECTOR, base)
-                sec = sectors[base] = bytearray(raw + bytes(S.LOG_SECTOR - len(raw)))
-            k = min(len(data) - pos, base + S.LOG_SECTOR - (offset + pos))
-            start = offset + pos - base
-            sec[start : start + k] = data[pos : pos + k]
-            pos += k
+        log_write(self.txn, self.img.io.pread, offset, data)
 
     def place(self, block: int) -> int:
         """A new block in new space for ``block`` (reads zeros until written)."""

@@ -54,9 +54,12 @@ def make(raw: Path, kind: str, out: Path) -> Path:
     if fmt == "raw":
         shutil.copyfile(raw, out)
         return out
-    cmd = [QEMU_IMG, "convert", "-f", "raw", "-O", fmt]
-    if opts:
-        cmd += ["-o", opts]
+    return qemu_convert(raw, out, fmt, opts)
+
+
+def qemu_convert(raw: Path, out: Path, fmt: str = "vhdx", opts: str = "") -> Path:
+    """``raw`` written as ``out`` in ``fmt`` (-o ``opts``) by qemu-img."""
+    cmd = [QEMU_IMG, "convert", "-f", "raw", "-O", fmt, *(["-o", opts] if opts else [])]
     subprocess.run([*cmd, str(raw), str(out)], check=True, capture_output=True)
     return out
 

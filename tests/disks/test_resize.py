@@ -19,6 +19,7 @@ from tests.disks.diskutil import (
     libvhdi_size,
     make,
     needs_tools,
+    qemu_convert,
     qemu_format,
     qemu_size,
     raw_view,
@@ -125,21 +126,7 @@ def test_vhdx_bat_region_moves_when_too_small(tmp_path, cli):
     200 GiB needs more, so the BAT moves to new space and the region tables point at it."""
     raw = gpt_raw(tmp_path / "src.raw")
     disk = tmp_path / "disk.vhdx"
-    subprocess.run(
-        [
-            QEMU_IMG,
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vhdx",
-            "-o",
-            "block_size=1M",
-            str(raw),
-            str(disk),
-        ],
-        check=True,
-    )
+    qemu_convert(raw, disk, "vhdx", "block_size=1M")
     with open_image(str(disk)) as img:
         old_bat = (img.bat_region.file_offset, img.bat_region.length)
     code, _out, err = cli("resize", disk, "200GiB")
