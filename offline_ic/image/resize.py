@@ -289,11 +289,13 @@ def _resize_vhd(img: VhdReader, new_size: int, writes: Writes) -> None:
         )
     footer = _footer(img, new_size)
     if img.disk_type_code == DISK_FIXED:
-        # growing, the old footer's sector becomes disk data: zeros, like the rest
+        # The new footer is written first and a grow extends the file by that write (no
+        # truncate first): the file always ends with a valid footer, so that a failure
+        # part-way leaves a file `recover` still knows as a VHD (a fixed VHD has no copy
+        # at offset 0). Growing, the old footer's sector becomes disk data: zeros.
         grown = [(img.size, bytes(FOOTER_SIZE))] if new_size > img.size else []
-        journaled_write(
-            img.io, img.path, [*grown, *writes, (new_size, footer)], new_size + FOOTER_SIZE
-        )
+        cut = new_size + FOOTER_SIZE if new_size < img.size else None
+        journaled_write(img.io, img.path, [(new_size, footer), *grown, *writes], cut)
         img.reload()
         return
     file_writes, end = _vhd_dynamic(img, new_size, writes)
