@@ -20,9 +20,12 @@ Fixed disks are refused (LeaveBlockAllocated: MS-VHDX says their blocks stay all
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offline_ic.errors import SafetyRefusal
 from offline_ic.image.resize import log_write
@@ -30,6 +33,7 @@ from offline_ic.image.vhdx import structures as S
 from offline_ic.image.vhdx.image import VhdxReader
 
 if TYPE_CHECKING:
+    from offline_ic.image.fileio import FileIO
     from offline_ic.image.vhdx.writer import Transaction
 
 SCAN = 4 << 20  # bytes compared at a time
@@ -39,6 +43,7 @@ _ZEROS = bytes(SCAN)
 SECTORS_PER_TXN = 100
 MOVES_PER_TXN = 64
 CHILD_DROPS_PER_TXN = 20
+_PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # fallocate(2) modes
 assert MOVES_PER_TXN <= SECTORS_PER_TXN
 
 
@@ -273,12 +278,45 @@ def move_blocks(img: VhdxReader) -> int:
     while plan := next_moves(fixed_spans(img), placed_blocks(img), bs):
         txn = Transaction(img)  # MOVES_PER_TXN entries: at most that many BAT sectors
         for block, state, src, dst in plan:
-            txn.copies.append((src, dst, bs))
+            # into unreferenced space; the commit flushes it before the log entry is written
+            copy_sparse(img.io, src, dst, bs)
             moved_entry = S.BAT_ENTRY.pack(entry=S.bat_entry(state, dst))
             log_write(txn, img.io.pread, _bat_at(img, img.payload_index(block)), moved_entry)
         txn.commit()
         moved += len(plan)
     return moved
+
+
+def copy_sparse(io: FileIO, src: int, dst: int, length: int) -> None:
+    """Copy file bytes ``[src, src + length)`` to ``dst``, leaving zero pieces as holes:
+    a zero piece punches a hole at ``dst`` (the space may hold a dropped block's bytes)
+    instead of writing zeros; where the file system cannot punch, zeros are written."""
+    pos = 0
+    while pos < length:
+        n = min(SCAN, length - pos)
+        data = io.pread(n, src + pos)
+        if data != (_ZEROS if n == SCAN else bytes(n)) or not _punch_hole(io.fd, dst + pos, n):
+            io.pwrite(data, dst + pos)
+        pos += n
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE): the range reads zeros and takes no space."""
+    libc = _libc()
+    if libc is None:
+        return False
+    rc = libc.fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, ctypes.c_long(offset), ctypes.c_long(length))
+    return rc == 0
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def truncate_after_last(img: VhdxReader) -> None:

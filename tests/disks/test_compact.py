@@ -204,3 +204,20 @@ def test_free_space_drops_unused_ntfs_clusters(tmp_path, cli):
             x, y = a.read(MiB), b.read(MiB)
             assert y == (bytes(MiB) if block in dropped else x), block
     assert cli("verify", disk)[0] == 0
+
+
+def test_fleet_compact_ndjson(tmp_path, cli):
+    import json
+
+    (tmp_path / "a").mkdir()
+    a, _ = _dynamic(tmp_path / "a")
+    fixed = tmp_path / "fixed.vhdx"
+    raw = tmp_path / "f.raw"
+    with open(raw, "wb") as f:
+        f.truncate(16 * MiB)
+    qemu_convert(raw, fixed, "vhdx", "subformat=fixed")
+    code, out, _err = cli("compact", a, fixed, "--jobs", "2", "--json", "-q")
+    assert code == 3  # the worst: the fixed disk is refused
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["image"] == str(a) and first["zero_blocks"] == 12
+    assert second["image"] == str(fixed) and second["error"]["code"] == 3

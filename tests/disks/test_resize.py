@@ -167,3 +167,30 @@ def test_windows_made_images_grow_and_shrink_back(tmp_path, cli, name):
     assert libvhdi_size(disk) == 65536 + 7340032
     assert libvhdi_read(disk, 0, 65536 + 7340032) == before[: 65536 + 7340032]
     assert cli("verify", disk)[0] == 0
+
+
+def test_fleet_from_list_ndjson(tmp_path, cli):
+    """--from and --jobs: one NDJSON record per image in input order, the worst exit code
+    (a refused shrink is its own record; the others are resized)."""
+    import json
+
+    disks = []
+    for i, kind in enumerate(("vhdx-dynamic", "raw", "vhd-fixed")):
+        sub = tmp_path / f"d{i}"
+        sub.mkdir()
+        disks.append(_disk(sub, kind)[1])
+    small = disks[1]
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join(f"{d}\n" for d in disks))
+    before = digest(small)
+    code, out, _err = cli("resize", "--from", listing, "+8MiB", "--jobs", "2", "--json", "-q")
+    assert code == 0
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert [d["image"] for d in docs] == [str(d) for d in disks]
+    assert all(d["new_size"] == 72 * MiB for d in docs)
+    assert digest(small) != before
+    code, out, _err = cli("resize", "--from", listing, "16MiB", "--json", "-q")
+    assert code == 3
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert len(docs) == 3 and all(d["error"]["code"] == 3 for d in docs)
+    assert all(d["error"]["message"].startswith(d["image"]) for d in docs)
