@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import functools
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,7 @@ SECTORS_PER_TXN = 100
 MOVES_PER_TXN = 64
 CHILD_DROPS_PER_TXN = 20
 _PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # fallocate(2) modes
+NOT_PRESENT = S.PAYLOAD_BLOCK_NOT_PRESENT
 assert MOVES_PER_TXN <= SECTORS_PER_TXN
 
 
@@ -96,7 +99,7 @@ def zero_blocks(img: VhdxReader) -> dict[int, int]:
                 continue
         elif state != S.PAYLOAD_BLOCK_FULLY_PRESENT:
             continue
-        if not is_zero(img.io.pread, off, bs):
+        if not is_zero(img, off, bs):
             continue
         if img.parent is None:
             out[block] = S.PAYLOAD_BLOCK_ZERO
@@ -123,15 +126,42 @@ def _parent_zero(img: VhdxReader, block: int) -> bool:
     return True
 
 
-def is_zero(pread: Callable[[int, int], bytes], offset: int, length: int) -> bool:
-    """Whether the file holds only zeros in ``[offset, offset + length)`` (a block)."""
-    pos = 0
-    while pos < length:
-        n = min(SCAN, length - pos)
-        chunk = pread(n, offset + pos)
-        if chunk != (_ZEROS if n == SCAN else bytes(n)):
-            return False
-        pos += n
+def data_pieces(fd: int, offset: int, length: int) -> list[tuple[int, int]]:
+    """(start, end) pieces of ``[offset, offset + length)`` that may hold data: the file
+    system's holes (SEEK_DATA/SEEK_HOLE) left out, so they are never read; the whole range
+    where the file system cannot say."""
+    end = offset + length
+    out: list[tuple[int, int]] = []
+    pos = offset
+    try:
+        while pos < end:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                raise
+            if start >= end:
+                break
+            stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+            out.append((start, stop))
+            pos = stop
+    except OSError:
+        return [(offset, end)]
+    return out
+
+
+def is_zero(img: VhdxReader, offset: int, length: int) -> bool:
+    """Whether the file holds only zeros in ``[offset, offset + length)`` (a block), as it
+    reads after an in-memory log replay; holes are not read."""
+    pieces = [(offset, offset + length)] if img.overlay else data_pieces(img.io.fd, offset, length)
+    for start, end in pieces:
+        pos = start
+        while pos < end:
+            n = min(SCAN, end - pos)
+            if img.read_file(n, pos) != (_ZEROS if n == SCAN else bytes(n)):
+                return False
+            pos += n
     return True
 
 
@@ -266,15 +296,15 @@ def estimate_size(img: VhdxReader, dropped: Iterable[int]) -> int:
     return min(_end(fixed, blocks, bs), img.io.size())
 
 
-def move_blocks(img: VhdxReader) -> int:
-    """Step 2: move the last blocks of the file into holes lower down; returns how many.
+def move_blocks(img: VhdxReader) -> list[int]:
+    """Step 2: move the last blocks of the file into holes lower down; returns them.
     Each round is one transaction: copies into unreferenced holes, flushed, then the BAT
     entries through the log; the old places are free only once it committed."""
     from offline_ic.image.vhdx.writer import Transaction, VhdxImage
 
     assert isinstance(img, VhdxImage)
     bs = img.block_size
-    moved = 0
+    moved: list[int] = []
     while plan := next_moves(fixed_spans(img), placed_blocks(img), bs):
         txn = Transaction(img)  # MOVES_PER_TXN entries: at most that many BAT sectors
         for block, state, src, dst in plan:
@@ -283,21 +313,28 @@ def move_blocks(img: VhdxReader) -> int:
             moved_entry = S.BAT_ENTRY.pack(entry=S.bat_entry(state, dst))
             log_write(txn, img.io.pread, _bat_at(img, img.payload_index(block)), moved_entry)
         txn.commit()
-        moved += len(plan)
+        moved += [block for block, _state, _src, _dst in plan]
     return moved
 
 
 def copy_sparse(io: FileIO, src: int, dst: int, length: int) -> None:
     """Copy file bytes ``[src, src + length)`` to ``dst``, leaving zero pieces as holes:
-    a zero piece punches a hole at ``dst`` (the space may hold a dropped block's bytes)
-    instead of writing zeros; where the file system cannot punch, zeros are written."""
-    pos = 0
-    while pos < length:
-        n = min(SCAN, length - pos)
-        data = io.pread(n, src + pos)
-        if data != (_ZEROS if n == SCAN else bytes(n)) or not _punch_hole(io.fd, dst + pos, n):
-            io.pwrite(data, dst + pos)
-        pos += n
+    ``dst`` (which may hold a dropped block's bytes) is punched first, then the pieces
+    that hold data are copied; where the file system cannot punch, zeros are written."""
+    if not _punch_hole(io.fd, dst, length):
+        pos = 0
+        while pos < length:
+            n = min(SCAN, length - pos)
+            io.pwrite(_ZEROS[:n], dst + pos)
+            pos += n
+    for start, end in data_pieces(io.fd, src, length):
+        pos = start
+        while pos < end:
+            n = min(SCAN, end - pos)
+            data = io.pread(n, pos)
+            if data != (_ZEROS if n == SCAN else bytes(n)):
+                io.pwrite(data, dst + (pos - src))
+            pos += n
 
 
 def _punch_hole(fd: int, offset: int, length: int) -> bool:

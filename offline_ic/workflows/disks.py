@@ -208,6 +208,7 @@ def compact(
     """``compact --json``: drop zero (and, ``free_space``, unused) blocks of a dynamic or
     differencing VHDX, move the last blocks into the holes, truncate; read back."""
     from offline_ic.image.compact import (
+        NOT_PRESENT,
         drop_blocks,
         estimate_size,
         move_blocks,
@@ -239,9 +240,11 @@ def compact(
         try:
             drop_blocks(img, zero)
             done["dropped"] = len(zero)
-            done["moved"] = move_blocks(img)
+            moved = move_blocks(img)
+            done["moved"] = len(moved)
             truncate_after_last(img)
-            reader = _read_back(img, [b for b, st in zero.items() if b not in free])
+            zeros = {b for b, st in zero.items() if b not in free and st != NOT_PRESENT}
+            reader = _read_back(img, sorted(set(zero) | set(moved)), zeros)
         except (OfflineICError, OSError) as exc:
             failure: BaseException = exc
         else:
@@ -292,11 +295,12 @@ def _droppable(img: DiskImage, free_space: bool) -> tuple[dict[int, int], set[in
     return zero, free, bs
 
 
-def _read_back(img: DiskImage, dropped: list[int]) -> str | None:
-    """Dropped blocks read as zeros through libvhdi, and libvhdi reads every allocated block
-    as our reader does (the moved ones included)."""
+def _read_back(img: DiskImage, touched: list[int], dropped: set[int]) -> str | None:
+    """Every BAT entry compact wrote, as libvhdi reads it: the first and last sector of each
+    block it dropped or moved, through libvhdi and through our reader (a block is mapped
+    whole, so its two ends show where its entry points; dropped ones must read zeros).
+    The moved bytes themselves are compared by the tests (qemu-img compare)."""
     from offline_ic.errors import CorruptImageError
-    from offline_ic.image.compact import SCAN
     from offline_ic.image.verify import open_independent
     from offline_ic.image.vhdx import VhdxReader
 
@@ -304,21 +308,15 @@ def _read_back(img: DiskImage, dropped: list[int]) -> str | None:
     reader = open_independent(img)
     if reader is None:
         return None
-    bs = img.block_size
+    bs, ss = img.block_size, img.logical_sector_size
     with reader:
-        for block in dropped:
-            for pos in range(block * bs, min((block + 1) * bs, img.size), SCAN):
-                n = min(SCAN, img.size - pos, (block + 1) * bs - pos)
-                if reader.read(pos, n) != bytes(n):
+        for block in touched:
+            end = min((block + 1) * bs, img.size)
+            for pos in (block * bs, end - ss):
+                ours = bytes(ss) if block in dropped else img.read(pos, ss)
+                if reader.read(pos, ss) != ours or img.read(pos, ss) != ours:
                     raise CorruptImageError(
-                        f"{img.path}: {reader.name} reads non-zero bytes at {pos} after compact"
-                    )
-        for block, _entry in img.allocated_payload_entries():
-            for pos in range(block * bs, min((block + 1) * bs, img.size), SCAN):
-                n = min(SCAN, img.size - pos, (block + 1) * bs - pos)
-                if reader.read(pos, n) != img.read(pos, n):
-                    raise CorruptImageError(
-                        f"{img.path}: {reader.name} reads different bytes at {pos} after compact"
+                        f"{img.path}: {reader.name} reads other bytes at {pos} after compact"
                     )
     return reader.name
 
