@@ -82,7 +82,8 @@ def register(group: click.Group) -> None:
     @click.option(
         "--free-space",
         is_flag=True,
-        help="Also drop blocks that lie wholly in NTFS free clusters (Optimize-VHD -Mode Full).",
+        help="Also drop blocks that lie wholly in free NTFS clusters or free ext2/3/4 blocks "
+        "(Optimize-VHD -Mode Full).",
     )
     @click.option("--dry-run", is_flag=True, help="Say what would be dropped; write nothing.")
     @click.option("--force", is_flag=True, help="Compact a VHDX that other disks use as parent.")

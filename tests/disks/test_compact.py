@@ -155,23 +155,32 @@ def _ntfs_disk(tmp_path):
     subprocess.run(
         ["ntfscp", "-f", str(part), str(payload), "payload.bin"], check=True, capture_output=True
     )
+    return _mbr_disk(tmp_path, part, 0x07, "ntfs.vhdx"), payload
+
+
+def _mbr_disk(tmp_path, part, kind: int, name: str):
+    """``part`` as the one MBR partition (at 1 MiB, type ``kind``) of a 128 MiB dynamic VHDX
+    with 1 MiB blocks."""
     raw = tmp_path / "disk.raw"
     with open(raw, "wb") as f:
-        f.write(_random(MiB, 99))
-        f.seek(0)
         f.truncate(128 * MiB)
-        f.write(bytes(MiB))
         f.seek(MiB)
         f.write(part.read_bytes())
     subprocess.run(
         ["sfdisk", "-q", str(raw)],
-        input="label: dos\nstart=2048, size=245760, type=7\n",
+        input=f"label: dos\nstart=2048, size=245760, type={kind:x}\n",
         text=True,
         check=True,
     )
-    disk = tmp_path / "ntfs.vhdx"
-    qemu_convert(raw, disk, "vhdx", "block_size=1M")
-    return disk, payload
+    return qemu_convert(raw, tmp_path / name, "vhdx", "block_size=1M")
+
+
+def _only_dropped_changed(before, after, dropped: set[int]) -> None:
+    """The raw views are equal block by block, but dropped blocks read zeros now."""
+    with open(before, "rb") as a, open(after, "rb") as b:
+        for block in range(128):
+            x, y = a.read(MiB), b.read(MiB)
+            assert y == (bytes(MiB) if block in dropped else x), block
 
 
 @pytest.mark.skipif(not (shutil.which("mkntfs") and shutil.which("ntfscp")), reason="ntfs-3g")
@@ -199,10 +208,7 @@ def test_free_space_drops_unused_ntfs_clusters(tmp_path, cli):
     # identical outside the dropped blocks, which read zeros
     dropped = _zero_state_blocks(disk) - zero_before
     assert len(dropped) == doc["free_blocks"]
-    with open(before, "rb") as a, open(after, "rb") as b:
-        for block in range(128):
-            x, y = a.read(MiB), b.read(MiB)
-            assert y == (bytes(MiB) if block in dropped else x), block
+    _only_dropped_changed(before, after, dropped)
     assert cli("verify", disk)[0] == 0
 
 
@@ -221,3 +227,60 @@ def test_fleet_compact_ndjson(tmp_path, cli):
     first, second = (json.loads(line) for line in out.splitlines())
     assert first["image"] == str(a) and first["zero_blocks"] == 12
     assert second["image"] == str(fixed) and second["error"]["code"] == 3
+
+
+def _ext4_disk(tmp_path):
+    """A raw disk of random bytes with one ext4 partition (mkfs.ext4 -d: one file; no
+    discard, so free blocks keep the random bytes; bitmaps all initialised)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    payload = tree / "payload.bin"
+    payload.write_bytes(_random(5 * MiB, 8))
+    part = tmp_path / "part.raw"
+    with open(part, "wb") as f:
+        for i in range(120):
+            f.write(_random(MiB, 300 + i))
+    subprocess.run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-E",
+            "nodiscard",
+            "-O",
+            "^metadata_csum,^uninit_bg",
+            "-d",
+            str(tree),
+            str(part),
+        ],
+        check=True,
+    )
+    return _mbr_disk(tmp_path, part, 0x83, "ext4.vhdx"), payload
+
+
+@pytest.mark.skipif(not shutil.which("mkfs.ext4"), reason="e2fsprogs")
+def test_free_space_drops_unused_ext4_blocks(tmp_path, cli):
+    import json
+
+    disk, payload = _ext4_disk(tmp_path)
+    before = raw_view(disk, tmp_path / "before.raw")
+    zero_before = _zero_state_blocks(disk)
+    code, out, err = cli("compact", disk, "--free-space", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["free_blocks"] > 50
+    dropped = _zero_state_blocks(disk) - zero_before
+    assert len(dropped) == doc["free_blocks"] + doc["zero_blocks"]
+    after = raw_view(disk, tmp_path / "after.raw")
+    part = tmp_path / "after-part.raw"
+    with open(after, "rb") as f, open(part, "wb") as g:
+        f.seek(MiB)
+        g.write(f.read(120 * MiB))
+    fsck = subprocess.run(["e2fsck", "-fn", str(part)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    cat = subprocess.run(
+        ["debugfs", "-R", "cat /payload.bin", str(part)], capture_output=True, check=True
+    )
+    assert cat.stdout == payload.read_bytes()
+    _only_dropped_changed(before, after, dropped)
+    assert cli("verify", disk)[0] == 0
