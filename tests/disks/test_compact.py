@@ -284,3 +284,29 @@ def test_free_space_drops_unused_ext4_blocks(tmp_path, cli):
     assert cat.stdout == payload.read_bytes()
     _only_dropped_changed(before, after, dropped)
     assert cli("verify", disk)[0] == 0
+
+
+def test_memory_stays_bounded_on_a_64_tib_disk(tmp_path):
+    """A 64 TiB dynamic VHDX with 1 MiB blocks (a 512 MiB BAT, sparse) holding a few data
+    and zero blocks: compact's whole process stays under 100 MiB peak RSS."""
+    import sys
+
+    from offline_ic.image.vhdx.create import create_vhdx
+    from tests.helpers import REPO
+
+    disk = tmp_path / "huge.vhdx"
+    create_vhdx(str(disk), 64 << 40, block_size=MiB)
+    with open_image(str(disk), writable=True) as img:
+        img.write_ranges(
+            [(b << 30, (b"\x5a" if b % 2 else b"\0") * 4096) for b in range(0, 64 << 10, 4099)]
+        )
+    out_file = tmp_path / "out.txt"
+    with open(out_file, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offline_ic", "compact", str(disk)], cwd=REPO, stdout=out
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    zeros = len(range(0, 64 << 10, 4099)) // 2
+    assert f"{zeros} zero block(s) dropped" in out_file.read_text()
+    assert usage.ru_maxrss * 1024 < 100 * MiB, usage.ru_maxrss
