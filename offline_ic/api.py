@@ -407,6 +407,20 @@ def reg_merge(image: str, reg_file: str, **write: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ fleet dispatch
+def resize(image: str, **options: Any) -> dict[str, Any]:
+    """``resize --json``: the new virtual size in one transaction (``workflows/disks.py``)."""
+    from offline_ic.workflows.disks import resize as resize_disk
+
+    return resize_disk(image, **options)
+
+
+def compact(image: str, **options: Any) -> dict[str, Any]:
+    """``compact --json``: unused blocks given back (``workflows/disks.py``)."""
+    from offline_ic.workflows.disks import compact as compact_disk
+
+    return compact_disk(image, **options)
+
+
 def _error_code(doc: dict[str, Any]) -> int | None:
     """The exit code of a report that carries an ``error`` object (no OS found), else None."""
     error = doc.get("error")
@@ -453,6 +467,8 @@ COMMANDS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any
     "reg set": (reg_set, servicing_exit_code),
     "reg delete": (reg_delete, servicing_exit_code),
     "reg merge": (reg_merge, servicing_exit_code),
+    "resize": (resize, _no_code),
+    "compact": (compact, _no_code),
 }
 
 

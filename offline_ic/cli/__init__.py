@@ -36,6 +36,8 @@ COMMAND_MODULES = {
     "convert": "convert_cmd",
     "merge": "chain_cmds",
     "reparent": "chain_cmds",
+    "resize": "disk_cmds",
+    "compact": "disk_cmds",
     "hive": "hive_cmds",
     "reg": "reg_cmds",
     "check": "check_cmd",

@@ -38,6 +38,8 @@ def open_image(
     if require_regular(path).st_size == 0:
         raise InputError(f"{path}: empty file, not a disk image")
     fmt = detect_format(path)
+    if fmt == "raw":
+        fmt = _format_after_rollback(path)
     _check_name_matches_format(path, fmt)
     if fmt == "raw":
         kind = compressed_kind(path)
@@ -56,6 +58,24 @@ def open_image(
 
         return VhdImage(path, parent=parent, writable=writable, force=force)
     return RawImage(path, writable=writable)
+
+
+def _format_after_rollback(path: str) -> str:
+    """The format of the file as its pending undo journal's rollback will leave it ('raw'
+    without one). An interrupted write that grew a fixed VHD can end the file without a
+    valid footer (a torn footer write); the journal knows the file that was there."""
+    from offline_ic.image.detect import format_of
+    from offline_ic.image.fileio import open_image_file
+    from offline_ic.image.journal import open_view, pending
+
+    if not pending(path):
+        return "raw"
+    view = open_view(open_image_file(path, False), path)
+    try:
+        size = view.size()
+        return format_of(view.pread(8, 0), view.pread(8, size - 512) if size >= 512 else b"")
+    finally:
+        view.close()
 
 
 def refuse_foreign_format(path: str) -> None:
