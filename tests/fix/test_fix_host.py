@@ -15,11 +15,8 @@ from offline_ic.host.remedies import host_remedy, powershell_quote
 from offline_ic.host.vmcx import HostComponent, HostConfig
 from tests.fix.test_fix_cli import debian, debian_blacklisted  # noqa: F401  (fixtures)
 from tests.helpers import (
-    GEN2_VMCX,
     REPO,
     assert_inert,
-    gen2_vm_folder,
-    real_data,
     script_module,
 )
 
@@ -147,29 +144,6 @@ def test_fix_with_vmcx_reports_the_host_line_in_json_and_escaped_in_text(cli, im
     hosts = [line for line in text.splitlines() if "on the Hyper-V host:" in line]
     assert len(hosts) == 1 and "\\x0aWrite-Host pwned" in hosts[0]
     assert not any(line.startswith("Write-Host") for line in text.splitlines())
-
-
-def test_fix_of_a_vm_folder_writes_its_disk_and_names_the_host_side(cli, tmp_path, unpacked):
-    from tests.windows.conftest import WIN
-
-    real_data(GEN2_VMCX)
-    folder = gen2_vm_folder(tmp_path, unpacked(WIN / "win10-gpt-dynamic.vhdx.xz"))
-    code, out, err = cli("fix", folder, "--json")
-    doc = json.loads(out)
-    # the host enables Remote Desktop Virtualization, which this guest does not have
-    assert code == 1, err
-    assert [r["check"] for r in doc["remaining"]] == ["windows.ic.vmicrdv"]
-    assert doc["image"] == str(folder)
-    by = {a["check"]: a for a in doc["actions"]}
-    assert by["windows.ic.vmictimesync"]["status"] == "done"
-    assert by["windows.ic.vmicguestinterface"]["host_command"] == (
-        "Enable-VMIntegrationService -VMName 'Default Generation 2' -Name 'Guest Service Interface'"
-    )
-    assert doc["after"]["checks"][0]["id"] == "host.config"
-    disk = folder / "Virtual Hard Disks" / "Default Generation 2.vhdx"
-    code, out, _ = cli("check", disk, "--json")
-    sync = next(c for c in json.loads(out)["checks"] if c["id"] == "windows.ic.vmictimesync")
-    assert sync["status"] == "pass"
 
 
 def test_a_linux_daemon_idle_for_an_off_component_gets_the_host_line(cli, request):

@@ -436,3 +436,26 @@ USAGE_BLOCKS = [b for b in RUN if needs_vmcx(b)]
 def test_usage_example_on_the_real_vmcx(block, image_cache, tmp_path, monkeypatch):  # noqa: F811
     """tests/test_usage_doc.py's run of the docs/usage.md examples that show the real .vmcx."""
     run_block(block, image_cache, tmp_path, monkeypatch)
+
+
+def test_fix_of_a_vm_folder_writes_its_disk_and_names_the_host_side(cli, tmp_path, unpacked):
+    from tests.windows.conftest import WIN
+
+    """`fix` (tests/fix/test_fix_host.py) of a real Gen2 VM folder."""
+    folder = gen2_vm_folder(tmp_path, unpacked(WIN / "win10-gpt-dynamic.vhdx.xz"))
+    code, out, err = cli("fix", folder, "--json")
+    doc = json.loads(out)
+    # the host enables Remote Desktop Virtualization, which this guest does not have
+    assert code == 1, err
+    assert [r["check"] for r in doc["remaining"]] == ["windows.ic.vmicrdv"]
+    assert doc["image"] == str(folder)
+    by = {a["check"]: a for a in doc["actions"]}
+    assert by["windows.ic.vmictimesync"]["status"] == "done"
+    assert by["windows.ic.vmicguestinterface"]["host_command"] == (
+        "Enable-VMIntegrationService -VMName 'Default Generation 2' -Name 'Guest Service Interface'"
+    )
+    assert doc["after"]["checks"][0]["id"] == "host.config"
+    disk = folder / "Virtual Hard Disks" / "Default Generation 2.vhdx"
+    code, out, _ = cli("check", disk, "--json")
+    sync = next(c for c in json.loads(out)["checks"] if c["id"] == "windows.ic.vmictimesync")
+    assert sync["status"] == "pass"

@@ -16,7 +16,7 @@ from test_write import _apply_raw, check_against_shadow
 from offline_ic.image import open_image
 from offline_ic.image.verify import check_written, verify_image
 from offline_ic.image.vhdx.create import create_child
-from tests.helpers import SHARED_REAL, shared_real
+from tests.helpers import SHARED_REAL, shared_real, unpack
 from tests.windows.test_inspect import inspect_json
 
 MiB = 1 << 20
@@ -109,3 +109,23 @@ def test_inspect_image_without_windows_still_shows_the_disk(cli, unpacked):
     assert doc["os"] is None
     assert "no Windows volume found" in doc["errors"]["os"]
     assert "no Linux root" in doc["errors"]["os"]
+
+
+@pytest.mark.parametrize("rel", REAL)
+def test_windows_made_images_grow_and_shrink_back(tmp_path, cli, rel):
+    """`resize` (tests/disks/test_resize.py): Hyper-V-made disks (MBR, one NTFS partition ending at 7,405,568): grown, the content
+    reads the same through libvhdi; shrunk to the partition's end, likewise."""
+    from tests.disks.diskutil import libvhdi_read, libvhdi_size
+
+    disk = unpack(real(rel), tmp_path)
+    before = libvhdi_read(disk, 0, 10 * MiB)
+    assert cli("resize", disk, "+100MiB")[0] == 0
+    assert libvhdi_size(disk) == 110 * MiB
+    assert libvhdi_read(disk, 0, 10 * MiB) == before
+    assert libvhdi_read(disk, 10 * MiB, 100 * MiB).count(0) == 100 * MiB
+    assert cli("verify", disk)[0] == 0
+    code, _out, err = cli("resize", disk, "--shrink-to-partitions")
+    assert code == 0, err
+    assert libvhdi_size(disk) == 65536 + 7340032
+    assert libvhdi_read(disk, 0, 65536 + 7340032) == before[: 65536 + 7340032]
+    assert cli("verify", disk)[0] == 0
