@@ -270,20 +270,29 @@ def test_blacklist_and_initramfs_fixed_in_place(tmp_path):
     assert _check_results(image) == after_checks
 
 
-def test_masked_units_fixed_into_output_child_parent_untouched(tmp_path):
-    """Masks removed (the kvp unit's and the udev rule's) by ``fix --output`` into a new
-    child; the parent stays byte-identical."""
-    image = _guest("units", tmp_path)
+def test_masked_units_and_kernel_cmdline_fixed_into_output_child_parent_untouched(tmp_path):
+    """Masks removed (the kvp unit's and the udev rule's) and ``modprobe.blacklist=`` taken
+    out of GRUB_CMDLINE_LINUX by ``fix --output`` into a new child, in one appliance run;
+    the parent stays byte-identical."""
+    image = _guest("units-cmdline", tmp_path)
     parent_sha = _sha(image)
+    before = IndependentGuest(image)
+    grub = before.read("/etc/default/grub")
+    before.close()
+    assert b'GRUB_CMDLINE_LINUX="modprobe.blacklist=hv_utils,hv_vmbus"' in grub.splitlines()
     child = tmp_path / "fixed.avhdx"
     daemons = [f"linux.daemon.{d}" for d in ("kvp", "vss", "fcopy")]
+    cmdline = ["linux.blacklist.hv_vmbus", "linux.blacklist.hv_utils"]
     code, doc, err = _fix(str(image), "--output", str(child))
     assert code == 0, (doc["remaining"], err)
-    assert _statuses(doc) == dict.fromkeys(daemons, "done"), doc["actions"]
-    assert doc["before"]["counts"]["warn"] == 3 and doc["child"] == str(child)
-    assert doc["write"]["child"] == str(child) and doc["verified"] is True
-    assert [e["edit"] for e in doc["write"]["edits"]] == ["Remove", "Remove"]
-    assert all(_after(doc)[d] == "pass" for d in daemons), doc["after"]
+    assert _statuses(doc) == dict.fromkeys(cmdline + daemons, "done"), doc["actions"]
+    assert doc["before"]["counts"]["warn"] == 3 and doc["before"]["counts"]["fail"] == 2
+    assert doc["child"] == str(child) and doc["write"]["child"] == str(child)
+    assert doc["verified"] is True and doc["after"]["result"] == "pass"
+    edits = doc["write"]["edits"]
+    assert [e["edit"] for e in edits] == ["WriteFile", "Remove", "Remove"], edits
+    after_checks = _after(doc)
+    assert all(after_checks[c] == "pass" for c in cmdline + daemons), after_checks
     assert _sha(image) == parent_sha
     guest = IndependentGuest(child, parent=image)
     try:
@@ -292,12 +301,19 @@ def test_masked_units_fixed_into_output_child_parent_untouched(tmp_path):
         assert not guest.exists("/etc/udev/rules.d/60-hyperv-daemons.rules")
         assert guest.exists("/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
         assert guest.exists("/usr/lib/systemd/system/hv-kvp-daemon.service")
+        new_grub = guest.read("/etc/default/grub")
+        assert guest.mode("/etc/default/grub") == 0o644
     finally:
         guest.close()
+    # only the one line changed, and only the blacklist left it
+    changed = [
+        (a, b) for a, b in zip(grub.splitlines(), new_grub.splitlines(), strict=True) if a != b
+    ]
+    assert len(changed) == 1 and changed[0][0].startswith(b"GRUB_CMDLINE_LINUX="), changed
+    assert b"modprobe.blacklist" not in new_grub and b"hv_" not in new_grub, new_grub
     code, out = _offline_ic("verify", str(child))
     assert code == 0, out
-    results = _check_results(child)
-    assert all(results[d] == "pass" for d in daemons), results
+    assert _check_results(child) == after_checks
     _qemu_img_check(image)  # qemu reads the parent (it cannot read differencing VHDX)
 
 
