@@ -59,6 +59,7 @@ VARIANTS = {
     "units": "hv-kvp-daemon.service masked, and the udev rule that starts the daemons masked",
     "nodaemons": "hyperv-daemons purged",
     "blacklist-initramfs": "the blacklist and the initramfs variants together (bench_fix)",
+    "units-cmdline": "the units and the cmdline variants together (one appliance run fixes both)",
 }
 
 
@@ -151,7 +152,7 @@ def break_variant(root: Path, variant: str) -> None:
         (etc / "modprobe.d/hardening.conf").write_text(
             "# left by a hardening script\nblacklist hv_utils\ninstall hv_netvsc /bin/false\n"
         )
-    if variant == "cmdline":
+    if variant in ("cmdline", "units-cmdline"):
         grub = etc / "default/grub"
         grub.write_text(
             grub.read_text().replace(
@@ -181,7 +182,7 @@ def break_variant(root: Path, variant: str) -> None:
         ).stdout
         if "hv_storvsc" in listing or "hv_vmbus" in listing:
             raise RuntimeError("the initramfs still holds the Hyper-V drivers")
-    if variant == "units":
+    if variant in ("units", "units-cmdline"):
         # Debian starts the daemons from udev (60-hyperv-daemons.rules), with no wants
         # symlinks: masking that rule in /etc disables all three
         (etc / "systemd/system/hv-kvp-daemon.service").symlink_to("/dev/null")

@@ -12,6 +12,7 @@ cannot write (differencing VHDX, a pending VHDX log).
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 import time
@@ -242,14 +243,21 @@ def _run_appliance(
         result.tcg = appliance.tcg
         result.launch_seconds = appliance.launch_seconds
         try:
-            for n, edit in enumerate(edits):
-                outcome = result.outcomes[n]
+            for first, batch in _batches(edits):
+                outcomes = result.outcomes[first : first + len(batch)]
                 try:
-                    outcome.output = _run_edit(appliance, edit, tmp, n)
+                    packages = [e for e in batch if isinstance(e, InstallPackage)]
+                    if packages:
+                        output = _install(appliance, packages, first)
+                    else:
+                        output = _run_edit(appliance, batch[0], tmp, first)
                 except ApplianceError as exc:
-                    outcome.status = "failed"
-                    raise ApplianceError(f"{describe(edit)}: {exc}; nothing written") from exc
-                outcome.status = "done"
+                    for outcome in outcomes:
+                        outcome.status = "failed"
+                    what = "; ".join(describe(e) for e in batch)
+                    raise ApplianceError(f"{what}: {exc}; nothing written") from exc
+                for outcome in outcomes:
+                    outcome.status, outcome.output = "done", output
             appliance.close()
         except BaseException:
             appliance.kill()
@@ -261,6 +269,26 @@ def _run_appliance(
     finally:
         result.appliance_seconds = time.monotonic() - started
         server.close()
+
+
+def _batches(edits: Sequence[GuestEdit]) -> list[tuple[int, list[GuestEdit]]]:
+    """The edits in the order given, each alone except consecutive package installs of one
+    kind, which go together (first index, edits): packages that depend on each other (RHEL's
+    hyperv-daemons and its subpackages, Ubuntu's per-kernel tools and their flavour) install
+    only in one ``dpkg -i`` / ``rpm -i``."""
+    out: list[tuple[int, list[GuestEdit]]] = []
+    for n, edit in enumerate(edits):
+        last = out[-1][1] if out else None
+        if (
+            last is not None
+            and isinstance(edit, InstallPackage)
+            and isinstance(last[0], InstallPackage)
+            and last[0].kind == edit.kind
+        ):
+            last.append(edit)
+        else:
+            out.append((n, [edit]))
+    return out
 
 
 def _tcg_forced() -> bool:
@@ -284,13 +312,15 @@ def _run_edit(appliance: Any, edit: GuestEdit, tmp: str, n: int) -> str:
         os.unlink(local)
         return ""
     if isinstance(edit, Symlink):
+        # systemctl enable makes the .wants folder it links into (cloud-init.target.wants)
+        appliance.call("mkdir-p", posixpath.dirname(edit.path))
         appliance.call("ln-sf", edit.target, edit.path)
         return ""
     if isinstance(edit, Remove):
         appliance.call("rm-f", edit.path)
         return ""
     if isinstance(edit, InstallPackage):
-        return _install(appliance, edit, n)
+        return _install(appliance, [edit], n)
     rc, out = appliance.run_in_guest(edit.argv)
     text = out.decode("utf-8", "backslashreplace")
     if rc != 0:
@@ -299,27 +329,31 @@ def _run_edit(appliance: Any, edit: GuestEdit, tmp: str, n: int) -> str:
     return text
 
 
-def _install(appliance: Any, edit: InstallPackage, n: int) -> str:
-    """Upload the package into the guest and install it with the guest's own dpkg/rpm;
-    a Debian package's scripts are kept from starting services (policy-rc.d)."""
+def _install(appliance: Any, edits: Sequence[InstallPackage], n: int) -> str:
+    """Upload the packages (all of one kind) into the guest and install them with one call
+    of the guest's own dpkg/rpm; a Debian package's scripts are kept from starting services
+    (policy-rc.d)."""
     from offline_ic.workflows.appliance import ApplianceError
 
-    guest_file = f"{GUEST_PACKAGE_DIR}/offline-ic-{n}.{edit.kind}"
-    appliance.call("upload", edit.host_file, guest_file)
+    kind = edits[0].kind
+    guest_files = [f"{GUEST_PACKAGE_DIR}/offline-ic-{n + i}.{kind}" for i in range(len(edits))]
+    for edit, guest_file in zip(edits, guest_files, strict=True):
+        appliance.call("upload", edit.host_file, guest_file)
     policy = "/usr/sbin/policy-rc.d"
     own_policy = False
-    if edit.kind == "deb":
+    if kind == "deb":
         own_policy = not appliance.exists(policy)
         if own_policy:
             appliance.call("write", policy, POLICY_RC_D.decode())
             appliance.call("chmod", "0755", policy)
-        argv = ["dpkg", "-i", guest_file]
+        argv = ["dpkg", "-i", *guest_files]
     else:
-        argv = ["rpm", "-i", guest_file]
+        argv = ["rpm", "-i", *guest_files]
     rc, out = appliance.run_in_guest(argv)
     if own_policy:
         appliance.call("rm-f", policy)
-    appliance.call("rm-f", guest_file)
+    for guest_file in guest_files:
+        appliance.call("rm-f", guest_file)
     text = out.decode("utf-8", "backslashreplace")
     if rc != 0:
         last = text.strip().splitlines()[-1:] or [""]

@@ -269,3 +269,36 @@ def test_a_dry_run_makes_the_refusals_of_output_that_the_real_run_makes(
         assert (code, out) == (want_code, ""), (dry_run, err)
         assert want_text in err and "offline-ic-tmp" not in err, err
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()} == before
+
+
+def test_guest_program_output_is_exact_in_json_and_escaped_in_text(
+    cli, debian, monkeypatch, tmp_path
+):
+    """What a guest program printed (terminal escapes, newlines) is the guest's text: JSON
+    carries it exactly, the text rendering and the error line escape it (escaping.py)."""
+    import offline_ic.workflows.guest_edit as engine
+    from offline_ic.workflows.appliance import ApplianceError
+
+    hostile = "ok\x1b[2J\x1b]0;pwned\x07\nSetting up \u202ehv\r\n"
+
+    def done(target, edits, *, output=None):
+        result = engine.GuestEditResult(target, target, 4096, verified=["libvhdi"])
+        result.outcomes = [engine.EditOutcome(e, "done", hostile) for e in edits]
+        return result
+
+    monkeypatch.setattr(engine, "guestfs_missing", lambda: None)
+    monkeypatch.setattr(engine, "apply_guest_edits", done)
+    code, out, err = cli("fix", debian, "--json")
+    doc = json.loads(out)
+    assert {e["output"] for e in doc["write"]["edits"]} == {hostile}
+    assert "\x1b" not in out and "\r" not in out  # json_text: \u001b, \r
+    code, out, err = cli("fix", debian)
+    assert "\x1b" not in out + err and "\u202e" not in out + err and "\r" not in out + err
+
+    def failing(target, edits, *, output=None):
+        raise ApplianceError(f"run 'update-initramfs': exit status 1 in the guest: {hostile}")
+
+    monkeypatch.setattr(engine, "apply_guest_edits", failing)
+    code, out, err = cli("fix", debian)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "\x1b" not in err and "\\x1b[2J" in err and "\\u202e" in err

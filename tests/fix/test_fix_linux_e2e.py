@@ -1,11 +1,12 @@
-"""End to end on real Debian 12 guests: the libguestfs appliance carries out the edits that
-fix each broken variant (scripts/build_debian_guest.py builds and caches them), and readers
-we did not write agree with the result: libvhdi + dissect.extfs read the files back,
-``lsinitramfs`` (the host's initramfs-tools) lists the new initramfs extracted that way,
+"""End to end on real Debian 12 guests: ``offline-ic fix IMAGE --json`` (the whole process:
+check, plan, the libguestfs appliance, the commit, check again) fixes each broken variant
+(scripts/build_debian_guest.py builds and caches them), and readers we did not write agree
+with the result: libvhdi + dissect.extfs read the files back, ``lsinitramfs`` and
+``unmkinitramfs`` (the host's initramfs-tools) read the new initramfs extracted that way,
 ``qemu-img check`` is clean, and offline-ic's own ``check`` and ``verify`` pass.
 
-Until ``fix`` plans them, the edit lists are written here by hand, as the planner would
-(read the guest's file, change the lines, write it back). One appliance launch per test.
+The failure tests at the end give the engine hand-written edits (a command that fails, a
+kill mid-run). At most one appliance launch per test.
 Needs root (mke2fs -d keeps owners, mmdebstrap), mmdebstrap, libguestfs-tools and, for the
 first build, network access to deb.debian.org.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_ic.guest.linux.edits import InstallPackage, Remove, RunInGuest, WriteFile
+from offline_ic.guest.linux.edits import Remove, RunInGuest, WriteFile
 from offline_ic.workflows.appliance import ApplianceError
 from offline_ic.workflows.guest_edit import apply_guest_edits
 from tests.helpers import REPO
@@ -174,109 +175,158 @@ def _qemu_img_check(path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _blacklist_fixed(text: bytes) -> bytes:
-    """What the planner writes: the Hyper-V blacklist lines commented out, with who."""
-    out = []
-    for line in text.splitlines(keepends=True):
-        if line.startswith((b"blacklist hv_", b"install hv_")):
-            line = b"# " + line.rstrip(b"\n") + b"  # commented out by offline-ic fix\n"
-        out.append(line)
-    return b"".join(out)
+def _fix(*args: str) -> tuple[int, dict, str]:
+    """``offline-ic fix ARGS --json`` as a whole process: exit code, document, stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "offline_ic", "fix", *args, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.stdout, done.stderr
+    doc = json.loads(done.stdout)
+    write = doc["write"] or {}
+    if write.get("appliance_seconds") is not None:
+        print(f"appliance {write['appliance_seconds']} s, {doc['bytes_written']} bytes committed")
+    return done.returncode, doc, done.stderr
+
+
+def _statuses(doc: dict) -> dict[str, str]:
+    return {a["check"]: a["status"] for a in doc["actions"]}
+
+
+def _after(doc: dict) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in doc["after"]["checks"]}
+
+
+def _active_lines(text: bytes) -> list[bytes]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(b"#")]
+
+
+def _initramfs_file(data: bytes, member: str, tmp_path: Path) -> bytes:
+    """One file of an initramfs, extracted by initramfs-tools' own unmkinitramfs."""
+    image, out = tmp_path / "unmk.img", tmp_path / "unmk"
+    image.write_bytes(data)
+    subprocess.run(["unmkinitramfs", str(image), str(out)], check=True, capture_output=True)
+    found = [p for p in out.rglob(member.lstrip("/")) if p.is_file()]
+    found += [p / member.lstrip("/") for p in out.iterdir() if (p / member.lstrip("/")).is_file()]
+    assert found, f"{member} not in the initramfs"
+    return found[0].read_bytes()
 
 
 def test_blacklist_and_initramfs_fixed_in_place(tmp_path):
     """The bench_fix case: a hardening blacklist and a MODULES=dep initramfs built without
-    the Hyper-V drivers; fixed in one appliance run, committed into the VHDX in place."""
+    the Hyper-V drivers; ``fix`` plans and writes it all in one appliance run, committed
+    into the VHDX in place."""
     image = _guest("blacklist-initramfs", tmp_path)
     before = IndependentGuest(image)
     kver = before.kernel_version()
     conf = before.read("/etc/modprobe.d/hardening.conf")
-    modules = before.read("/etc/initramfs-tools/modules")
+    assert b"blacklist hv_utils" in _active_lines(conf)
     assert not any(
         "hv_storvsc" in n for n in _lsinitramfs(before.read(f"/boot/initrd.img-{kver}"), tmp_path)
     )
     before.close()
-    edits = [
-        WriteFile("/etc/modprobe.d/hardening.conf", _blacklist_fixed(conf)),
-        WriteFile("/etc/initramfs-tools/modules", modules + b"hv_vmbus\nhv_storvsc\nhv_netvsc\n"),
-        RunInGuest(("update-initramfs", "-u", "-k", kver), "rebuild with the Hyper-V drivers"),
-    ]
-    result = apply_guest_edits(str(image), edits)
-    assert [o.status for o in result.outcomes] == ["done"] * 3
-    assert "update-initramfs: Generating /boot/initrd.img-" in result.outcomes[2].output
-    assert result.verified == ["libvhdi"] and result.bytes_written > 1 << 20
-    print(
-        f"appliance {result.appliance_seconds:.1f} s (launch {result.launch_seconds:.1f} s, "
-        f"{'tcg' if result.tcg else 'kvm'}), {result.bytes_written} bytes committed"
-    )
-    after = IndependentGuest(image)
-    try:
-        assert after.read("/etc/modprobe.d/hardening.conf") == _blacklist_fixed(conf)
-        assert b"# blacklist hv_utils" in after.read("/etc/modprobe.d/hardening.conf")
-        initrd = after.read(f"/boot/initrd.img-{kver}")
-        listing = _lsinitramfs(initrd, tmp_path)
-    finally:
-        after.close()
-    # mkinitramfs' temporary tree in /var/tmp (written, then deleted) is trimmed before the
-    # appliance shuts down and not committed: the new initramfs and some metadata only
-    assert result.bytes_written < len(initrd) + (4 << 20), (result.bytes_written, len(initrd))
-    names = [os.path.basename(n) for n in listing]
-    assert any(n.startswith("hv_vmbus.ko") for n in names), names
-    assert any(n.startswith("hv_storvsc.ko") for n in names), names
-    _qemu_img_check(image)
-    code, out = _offline_ic("verify", str(image))
-    assert code == 0, out
-    results = _check_results(image)
-    for check in (
+    fixed = (
         "linux.initramfs.hv_vmbus",
         "linux.initramfs.hv_storvsc",
         "linux.blacklist.hv_utils",
         "linux.blacklist.hv_netvsc",
-    ):
-        assert results[check] == "pass", (check, results)
+    )
+    code, doc, err = _fix(str(image))
+    assert code == 0, (doc["remaining"], err)
+    assert _statuses(doc) == dict.fromkeys(fixed, "done"), doc["actions"]
+    assert doc["result"] == "pass" and doc["remaining"] == [] and doc["verified"] is True
+    assert doc["write"]["verified_by"] == ["libvhdi"] and doc["write"]["child"] is None
+    edits = doc["write"]["edits"]
+    assert [e["edit"] for e in edits] == ["WriteFile", "WriteFile", "RunInGuest"], edits
+    assert all(e["status"] == "done" for e in edits), edits
+    assert "update-initramfs: Generating /boot/initrd.img-" in edits[-1]["output"]
+    after_checks = _after(doc)
+    assert doc["after"]["result"] == "pass"
+    assert all(after_checks[c] == "pass" for c in fixed), after_checks
+    after = IndependentGuest(image)
+    try:
+        new_conf = after.read("/etc/modprobe.d/hardening.conf")
+        modules = after.read("/etc/initramfs-tools/modules")
+        initrd = after.read(f"/boot/initrd.img-{kver}")
+    finally:
+        after.close()
+    # the lines commented out, not deleted; the rest kept
+    assert not [ln for ln in _active_lines(new_conf) if b" hv_" in ln], new_conf
+    assert b"# left by a hardening script\n" in new_conf and b"blacklist hv_utils" in new_conf
+    assert {b"hv_vmbus", b"hv_storvsc"} <= set(_active_lines(modules)), modules
+    names = [os.path.basename(n) for n in _lsinitramfs(initrd, tmp_path)]
+    assert any(n.startswith("hv_vmbus.ko") for n in names), names
+    assert any(n.startswith("hv_storvsc.ko") for n in names), names
+    # the initramfs' copy of the blacklist is the fixed one (update-initramfs ran after it)
+    assert _initramfs_file(initrd, "etc/modprobe.d/hardening.conf", tmp_path) == new_conf
+    # mkinitramfs' temporary tree in /var/tmp (written, then deleted) is trimmed before the
+    # appliance shuts down and not committed: the new initramfs and some metadata only
+    assert doc["bytes_written"] < len(initrd) + (4 << 20), (doc["bytes_written"], len(initrd))
+    _qemu_img_check(image)
+    code, out = _offline_ic("verify", str(image))
+    assert code == 0, out
+    assert _check_results(image) == after_checks
 
 
-def test_masked_units_fixed_into_output_child_parent_untouched(tmp_path):
-    """Masks removed (the kvp unit's and the udev rule's) into a --output child; a new file
-    with a hostile name goes in too and reads back exactly."""
-    image = _guest("units", tmp_path)
+def test_masked_units_and_kernel_cmdline_fixed_into_output_child_parent_untouched(tmp_path):
+    """Masks removed (the kvp unit's and the udev rule's) and ``modprobe.blacklist=`` taken
+    out of GRUB_CMDLINE_LINUX by ``fix --output`` into a new child, in one appliance run;
+    the parent stays byte-identical."""
+    image = _guest("units-cmdline", tmp_path)
     parent_sha = _sha(image)
+    before = IndependentGuest(image)
+    grub = before.read("/etc/default/grub")
+    before.close()
+    assert b'GRUB_CMDLINE_LINUX="modprobe.blacklist=hv_utils,hv_vmbus"' in grub.splitlines()
     child = tmp_path / "fixed.avhdx"
-    hostile = '/etc/modprobe.d/x |$(touch PWNED) "q" \u00e9.conf'
-    edits = [
-        Remove("/etc/systemd/system/hv-kvp-daemon.service"),
-        Remove("/etc/udev/rules.d/60-hyperv-daemons.rules"),
-        WriteFile(hostile, b"# hostile name\n", 0o600),
-    ]
-    result = apply_guest_edits(str(image), edits, output=str(child))
-    assert result.child == str(child) and [o.status for o in result.outcomes] == ["done"] * 3
+    daemons = [f"linux.daemon.{d}" for d in ("kvp", "vss", "fcopy")]
+    cmdline = ["linux.blacklist.hv_vmbus", "linux.blacklist.hv_utils"]
+    code, doc, err = _fix(str(image), "--output", str(child))
+    assert code == 0, (doc["remaining"], err)
+    assert _statuses(doc) == dict.fromkeys(cmdline + daemons, "done"), doc["actions"]
+    assert doc["before"]["counts"]["warn"] == 3 and doc["before"]["counts"]["fail"] == 2
+    assert doc["child"] == str(child) and doc["write"]["child"] == str(child)
+    assert doc["verified"] is True and doc["after"]["result"] == "pass"
+    edits = doc["write"]["edits"]
+    assert [e["edit"] for e in edits] == ["WriteFile", "Remove", "Remove"], edits
+    after_checks = _after(doc)
+    assert all(after_checks[c] == "pass" for c in cmdline + daemons), after_checks
     assert _sha(image) == parent_sha
-    assert not (REPO / "PWNED").exists() and not Path("PWNED").exists()
     guest = IndependentGuest(child, parent=image)
     try:
         assert guest.readlink("/etc/systemd/system/hv-kvp-daemon.service") is None
         assert not guest.exists("/etc/systemd/system/hv-kvp-daemon.service")
         assert not guest.exists("/etc/udev/rules.d/60-hyperv-daemons.rules")
         assert guest.exists("/usr/lib/udev/rules.d/60-hyperv-daemons.rules")
-        assert guest.read(hostile) == b"# hostile name\n"
-        assert guest.mode(hostile) == 0o600
+        assert guest.exists("/usr/lib/systemd/system/hv-kvp-daemon.service")
+        new_grub = guest.read("/etc/default/grub")
+        assert guest.mode("/etc/default/grub") == 0o644
     finally:
         guest.close()
+    # only the one line changed, and only the blacklist left it
+    changed = [
+        (a, b) for a, b in zip(grub.splitlines(), new_grub.splitlines(), strict=True) if a != b
+    ]
+    assert len(changed) == 1 and changed[0][0].startswith(b"GRUB_CMDLINE_LINUX="), changed
+    assert b"modprobe.blacklist" not in new_grub and b"hv_" not in new_grub, new_grub
     code, out = _offline_ic("verify", str(child))
     assert code == 0, out
-    results = _check_results(child)
-    for daemon in ("kvp", "vss", "fcopy"):
-        assert results[f"linux.daemon.{daemon}"] == "pass", results
+    assert _check_results(child) == after_checks
     _qemu_img_check(image)  # qemu reads the parent (it cannot read differencing VHDX)
 
 
 def test_daemons_installed_from_a_package_file(tmp_path):
     image = _guest("nodaemons", tmp_path)
     deb = build_debian_guest.hyperv_daemons_deb()
-    assert _check_results(image)["linux.daemon.kvp"] != "pass"
-    result = apply_guest_edits(str(image), [InstallPackage(str(deb), "deb")])
-    out = result.outcomes[0].output
-    assert result.outcomes[0].status == "done" and "Setting up hyperv-daemons" in out, out
+    daemons = [f"linux.daemon.{d}" for d in ("kvp", "vss", "fcopy")]
+    code, doc, err = _fix(str(image), "--package", str(deb))
+    assert code == 0, (doc["remaining"], err)
+    assert _statuses(doc) == dict.fromkeys(daemons, "done"), doc["actions"]
+    (install,) = [e for e in doc["write"]["edits"] if e["edit"] == "InstallPackage"]
+    assert install["status"] == "done" and "Setting up hyperv-daemons" in install["output"]
+    assert doc["verified"] is True and all(_after(doc)[d] == "pass" for d in daemons)
     guest = IndependentGuest(image)
     try:
         assert guest.exists("/usr/sbin/hv_kvp_daemon")
@@ -288,10 +338,29 @@ def test_daemons_installed_from_a_package_file(tmp_path):
         guest.close()
     assert b"Package: hyperv-daemons\nStatus: install ok installed" in status
     results = _check_results(image)
-    for daemon in ("kvp", "vss", "fcopy"):
-        assert results[f"linux.daemon.{daemon}"] == "pass", results
+    assert all(results[d] == "pass" for d in daemons), results
     _qemu_img_check(image)
     assert _offline_ic("verify", str(image))[0] == 0
+
+
+def test_daemons_missing_without_a_package_file_name_the_package_and_launch_nothing(tmp_path):
+    """No --package: the daemon findings are not_fixable and say which package to give;
+    nothing else needs a fix, so no appliance starts and nothing is written. The daemon
+    checks warn (a guest boots without them), so the exit is 0 with the warnings left."""
+    image = _guest("nodaemons", tmp_path)
+    before = _sha(image)
+    started = time.monotonic()
+    code, doc, err = _fix(str(image))
+    assert code == 0, err
+    daemons = [f"linux.daemon.{d}" for d in ("kvp", "vss", "fcopy")]
+    assert _statuses(doc) == dict.fromkeys(daemons, "not_fixable"), doc["actions"]
+    for action in doc["actions"]:
+        assert "install hyperv-daemons" in action["reason"], action
+        assert "--package" in action["reason"], action
+    assert doc["write"] is None and doc["bytes_written"] == 0 and doc["verified"] is False
+    assert [r["status"] for r in doc["after"]["checks"] if r["id"] in daemons] == ["warn"] * 3
+    assert _sha(image) == before
+    assert time.monotonic() - started < 60  # no appliance (1-4 minutes under TCG)
 
 
 def test_a_failing_guest_command_writes_nothing(tmp_path):
