@@ -101,8 +101,9 @@ def fix(
     that does it.
 
     \b
-    Exit codes: 0 the result passes every check, 1 a check still fails (each named, with
-    why it cannot be fixed offline), 2 input error, 3 refused (nothing written).
+    Exit codes: 0 the result passes every check, 1 a check still fails or a finding
+    cannot be fixed offline (each named, with why), 2 input error, 3 refused (nothing
+    written).
 
     \b
     Examples:

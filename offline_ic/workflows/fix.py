@@ -112,13 +112,21 @@ class FixReport:
     child: str | None = None
 
     def remaining(self) -> list[dict[str, str]]:
-        """Each check that still fails (dry run: that no planned action addresses), and why."""
+        """Each check that still fails (dry run: that no planned action addresses), and each
+        warning whose action is ``not_fixable``: what ``fix`` was asked to fix and could not
+        (a guest without the daemons and no ``--package``) is a failure of the run, named,
+        even though ``check`` only warns about it."""
         why = {a.check: a for a in self.actions}
+
+        def unfixed(result: CheckResult) -> bool:
+            action = why.get(result.id)
+            return result.status == "warn" and action is not None and action.status == "not_fixable"
+
         if self.after is None:
-            failing = [r for r in self.before.checks if r.status == "fail"]
+            failing = [r for r in self.before.checks if r.status == "fail" or unfixed(r)]
             failing = [r for r in failing if why.get(r.id) is None or why[r.id].status != "planned"]
         else:
-            failing = [r for r in self.after.checks if r.status == "fail"]
+            failing = [r for r in self.after.checks if r.status == "fail" or unfixed(r)]
         out = []
         for result in failing:
             action = why.get(result.id)

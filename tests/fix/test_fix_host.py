@@ -123,8 +123,10 @@ def test_fix_with_vmcx_reports_the_host_line_in_json_and_escaped_in_text(cli, im
 
     config = _hostile_config(tmp_path)
     code, out, err = cli("fix", image, "--vmcx", config, "--json")
-    assert code == 0, err  # a warn the guest cannot fix does not fail the run
+    # a warning fix cannot fix (the host's Guest Service Interface) fails the run, named
+    assert code == 1, err
     doc = json.loads(out)
+    assert [r["check"] for r in doc["remaining"]] == ["windows.ic.vmicguestinterface"]
     gsi = next(a for a in doc["actions"] if a["check"] == "windows.ic.vmicguestinterface")
     assert gsi["status"] == "not_fixable"
     assert gsi["host_command"] == (
@@ -158,7 +160,8 @@ def test_a_linux_daemon_idle_for_an_off_component_gets_the_host_line(cli, reques
         "--dry-run",
         "--json",
     )
-    assert code == 0, err
+    assert code == 1, err  # only the host can fix it: named in `remaining`, exit 1
+    assert [r["check"] for r in json.loads(out)["remaining"]] == ["linux.daemon.fcopy"]
     fcopy = next(a for a in json.loads(out)["actions"] if a["check"] == "linux.daemon.fcopy")
     assert fcopy["status"] == "not_fixable"
     assert fcopy["host_command"] == (

@@ -346,12 +346,17 @@ def test_daemons_installed_from_a_package_file(tmp_path):
 def test_daemons_missing_without_a_package_file_name_the_package_and_launch_nothing(tmp_path):
     """No --package: the daemon findings are not_fixable and say which package to give;
     nothing else needs a fix, so no appliance starts and nothing is written. The daemon
-    checks warn (a guest boots without them), so the exit is 0 with the warnings left."""
+    checks only warn (a guest boots without them), but what fix could not fix is a failure
+    of the run: exit 1, each daemon named in `remaining` with the package to give."""
     image = _guest("nodaemons", tmp_path)
     before = _sha(image)
     started = time.monotonic()
     code, doc, err = _fix(str(image))
-    assert code == 0, err
+    assert code == 1, err
+    assert doc["result"] == "fail"
+    assert [r["check"] for r in doc["remaining"]] == [
+        f"linux.daemon.{d}" for d in ("kvp", "vss", "fcopy")
+    ]
     daemons = [f"linux.daemon.{d}" for d in ("kvp", "vss", "fcopy")]
     assert _statuses(doc) == dict.fromkeys(daemons, "not_fixable"), doc["actions"]
     for action in doc["actions"]:
