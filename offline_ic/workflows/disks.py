@@ -223,16 +223,7 @@ def compact(
             zero, free, bs = _droppable(img, free_space)
             assert isinstance(img, VhdxReader)  # (_droppable refuses the other formats)
             after = estimate_size(img, zero)
-            return {
-                **_compact_head(image, img),
-                "dry_run": True,
-                "file_size_before": before,
-                "file_size_after": after,
-                "bytes_freed": before - after,
-                "block_size": bs,
-                "zero_blocks": len(zero) - len(free),
-                "free_blocks": len(free),
-            }
+            return _compact_doc(image, img, True, before, after, bs, zero, free)
     with open_image(image, writable=True, force=force) as img:
         zero, free, bs = _droppable(img, free_space)
         assert isinstance(img, VhdxReader)  # (_droppable refuses the other formats)
@@ -250,22 +241,36 @@ def compact(
         else:
             after = os.path.getsize(image)
             return {
-                **_compact_head(image, img),
-                "dry_run": False,
-                "file_size_before": before,
-                "file_size_after": after,
-                "bytes_freed": before - after,
-                "block_size": bs,
-                "zero_blocks": len(zero) - len(free),
-                "free_blocks": len(free),
+                **_compact_doc(image, img, False, before, after, bs, zero, free),
                 "moved_blocks": done["moved"],
                 "verified_by": reader,
             }
     raise _compact_settled(image, failure, done)
 
 
-def _compact_head(image: str, img: DiskImage) -> dict[str, Any]:
-    return {"image": image, "format": img.format, "disk_type": img.info().disk_type}
+def _compact_doc(
+    image: str,
+    img: DiskImage,
+    dry_run: bool,
+    before: int,
+    after: int,
+    block_size: int,
+    zero: dict[int, int],
+    free: set[int],
+) -> dict[str, Any]:
+    """What a compact (or its dry run) reports: the file sizes and the blocks it drops."""
+    return {
+        "image": image,
+        "format": img.format,
+        "disk_type": img.info().disk_type,
+        "dry_run": dry_run,
+        "file_size_before": before,
+        "file_size_after": after,
+        "bytes_freed": before - after,
+        "block_size": block_size,
+        "zero_blocks": len(zero) - len(free),
+        "free_blocks": len(free),
+    }
 
 
 def _droppable(img: DiskImage, free_space: bool) -> tuple[dict[int, int], set[int], int]:
