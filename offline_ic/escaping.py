@@ -32,7 +32,7 @@ _UNSAFE = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-
 _TERMINAL = re.compile(f"[{_UNSAFE}]|\\\\+(?=[xu])")
 _TERMINAL_KEEP_BACKSLASH = re.compile(f"[{_UNSAFE}]")
 # what json.dumps(ensure_ascii=False) leaves raw although line splitters or terminals act on it
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 # what a .reg name line cannot carry byte for byte (our parser and hivexregedit split lines
 # on these, and neither UTF-8 nor UTF-16 can hold a lone surrogate)
 _REG_UNSAFE = re.compile("[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\ud800-\udfff]")
@@ -74,7 +74,8 @@ def _json_escape(match: re.Match[str]) -> str:
 
 def json_text(doc: Any, *, indent: int | None = None) -> str:
     """``doc`` as JSON text that encodes to valid UTF-8: non-ASCII letters stay readable;
-    lone surrogates, DEL, C1 controls and U+2028/2029 become ``\\uXXXX`` escapes (they can
+    lone surrogates, DEL, C1 controls, U+2028/2029 and the bidi controls become ``\\uXXXX``
+    escapes (a raw JSON document shown in a terminal cannot be reordered by the guest; they can
     only occur inside strings, so the replacement keeps the document's meaning) and,
     without ``indent``, the text is one line whatever the data holds."""
     text = json.dumps(doc, indent=indent, ensure_ascii=False, default=str)

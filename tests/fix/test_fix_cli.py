@@ -292,6 +292,7 @@ def test_guest_program_output_is_exact_in_json_and_escaped_in_text(
     doc = json.loads(out)
     assert {e["output"] for e in doc["write"]["edits"]} == {hostile}
     assert "\x1b" not in out and "\r" not in out  # json_text: \u001b, \r
+    assert "\u202e" not in out and "\\u202e" in out  # a bidi override: escaped, same value
     code, out, err = cli("fix", debian)
     assert "\x1b" not in out + err and "\u202e" not in out + err and "\r" not in out + err
 
