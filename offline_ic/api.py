@@ -341,8 +341,9 @@ def fix(
     vmcx: str | None = None,
 ) -> dict[str, Any]:
     """``fix --json``: check, fix what can be fixed offline in one transaction, check again.
-    ``"result"`` is ``"fail"`` when a check of the result still fails (``remaining`` names
-    each, with why); ``only``: check id patterns to fix; ``output``: a new child instead."""
+    ``"result"`` is ``"fail"`` when a check of the result still fails or a finding could not be
+    fixed (``remaining`` names each, with why); ``only``: check id patterns to fix;
+    ``output``: a new child instead."""
     from offline_ic.checks.policy import load_policy
     from offline_ic.checks.profiles import get_profiles
     from offline_ic.workflows.fix import fix_target

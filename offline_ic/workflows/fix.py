@@ -12,7 +12,8 @@ Every finding (a ``fail`` or ``warn`` after the profile and the policy) gets one
 what only the Hyper-V host can change the PowerShell line, ``host_command``) or ``skipped``
 (left out by ``--only``, or already as the remedy sets it). A finding that cannot be fixed
 never blocks the others. ``after`` is the full check document of the result; the command
-fails (exit 1) when a check of the result still fails, naming each.
+fails (exit 1) when a check of the result still fails or a finding could not be fixed
+(warnings included), naming each.
 """
 
 from __future__ import annotations
