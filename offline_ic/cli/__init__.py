@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def _main(args: list[str]) -> None:
     as_json = _wants_json(args)
+    from offline_ic.allocator import keep_freed_buffers
     from offline_ic.inputs import command_scope
+
+    keep_freed_buffers()  # gigabytes are streamed in pieces of megabytes
 
     try:
         with command_scope():  # outputs are checked against what THIS command reads

@@ -41,6 +41,7 @@ from offline_ic.image.base import DiskImage
 from offline_ic.image.fileio import fsync_dir
 from offline_ic.image.journal import pending
 from offline_ic.image.lock import lock_file
+from offline_ic.image.pipeline import ReadAhead, piece_crcs, pieces_of
 from offline_ic.image.settle import (
     COMMITTED,
     INTERRUPTED,
@@ -246,9 +247,7 @@ def open_chain(child: str, parent: str | None = None) -> DiskImage:
 
 # ------------------------------------------------------------------------- checking bytes
 def _pieces(extents: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    for off, n in extents:
-        for k in range(0, n, CHECK_PIECE):
-            yield off + k, min(CHECK_PIECE, n - k)
+    return pieces_of(extents, CHECK_PIECE)
 
 
 @contextlib.contextmanager
@@ -271,48 +270,20 @@ def _digests(path: str, extents: list[tuple[int, int]]) -> tuple[str, list[int]]
         return reader.name, [zlib.crc32(reader.read(off, n)) for off, n in _pieces(extents)]
 
 
-def _first_difference(
-    path: str, extents: list[tuple[int, int]], chain_read: Callable[[int, int], bytes]
-) -> tuple[str, int | None] | None:
-    """Compare ``path`` read by libvhdi with the chain over ``extents``: (reader, first
-    differing offset or None), or None when libvhdi is not installed."""
-    with _independent(path) as reader:
-        if reader is None:
+def read_back(target: str, crcs: dict[tuple[int, int], int]) -> tuple[str, int | None] | None:
+    """Compare libvhdi's reading of ``target`` with the CRC-32s of the pieces the writer was
+    given (``ReadAhead.finish``), two readers at a time: (reader, first differing offset or
+    None), or None when libvhdi is not installed."""
+    with _independent(target) as probe:
+        if probe is None:
             return None
-        for off, n in _pieces(extents):
-            got, want = reader.read(off, n), chain_read(off, n)
-            if got != want:
-                k = next((i for i in range(min(len(got), n)) if got[i] != want[i]), len(got))
-                return reader.name, off + k
-        return reader.name, None
-
-
-class Written:
-    """The chain's bytes as the writer took them: a CRC-32 per piece read, so that the
-    read-back compares libvhdi's reading of the target with what was written without
-    reading the chain a second time."""
-
-    def __init__(self, chain_read: Callable[[int, int], bytes]):
-        self.chain_read = chain_read
-        self.crcs: dict[tuple[int, int], int] = {}
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = self.chain_read(offset, length)
-        self.crcs[(offset, length)] = zlib.crc32(data)
-        return data
-
-    def check(self, target: str, extents: list[tuple[int, int]]) -> tuple[str, int | None] | None:
-        """(reader, first differing offset or None), None without libvhdi. Pieces the
-        writer did not read (none, normally) are compared with the chain directly."""
-        if coalesce_spans(list(self.crcs)) != coalesce_spans(extents):
-            return _first_difference(target, extents, self.chain_read)
-        with _independent(target) as reader:
-            if reader is None:
-                return None
-            for (off, n), crc in sorted(self.crcs.items()):
-                if zlib.crc32(reader.read(off, n)) != crc:
-                    return reader.name, off
-            return reader.name, None
+        name = probe.name
+    pieces = sorted(crcs)
+    got = piece_crcs(lambda: _independent(target), pieces)
+    for piece, crc in zip(pieces, got, strict=True):
+        if crc != crcs[piece]:
+            return name, piece[0]
+    return name, None
 
 
 def observe_merge(
@@ -390,9 +361,11 @@ def merge(
         if dry_run:
             return doc
         old = _old_digests(plan.target, plan.extents)
-        written = Written(top.read)
-        _write(plan, written.read, old)
-        checked = written.check(plan.target, plan.extents)
+        # the chain is read (and checksummed) a few pieces ahead, beside the writer
+        with ReadAhead(_chain_reader(top), list(_pieces(plan.extents))) as ahead:
+            _write(plan, ahead.read, old)
+            crcs = ahead.finish()
+        checked = read_back(plan.target, crcs)
         if checked is not None and checked[1] is not None:
             raise SafetyRefusal(
                 f"{os.path.basename(plan.target)}: {checked[0]} reads different bytes at "
@@ -422,13 +395,28 @@ def merge(
     return doc
 
 
+def _chain_reader(top: DiskImage) -> Callable[[int, int], bytes]:
+    """``top.read`` whose OSError names the chain: a read error is not the target's write
+    failing (the settled message says "reading ... failed", exit 2)."""
+    name = os.path.basename(top.path)
+
+    def read(offset: int, length: int) -> bytes:
+        try:
+            return top.read(offset, length)
+        except OSError as exc:
+            raise InputError(
+                f"{name}: reading the chain at {offset} failed ({exc.strerror or exc})"
+            ) from None
+
+    return read
+
+
 def _old_digests(target: str, extents: list[tuple[int, int]]) -> list[int]:
-    """CRC-32 per piece of what ``target`` holds before the merge, read by our reader: three
-    times faster than libvhdi here, and only a reference. After a failure libvhdi's
-    reading must equal it to be called unchanged; where the two readers disagreed (verify
-    finds that) the result would be "neither" (interrupted), never a false "unchanged"."""
-    with open_image(target) as img:
-        return [zlib.crc32(img.read(off, n)) for off, n in _pieces(extents)]
+    """CRC-32 per piece of what ``target`` holds before the merge, read by our reader (two
+    at a time) as a reference: after a failure libvhdi's reading must equal it to be called
+    unchanged; where the two readers disagreed (verify finds that) the result would be
+    "neither" (interrupted), never a false "unchanged"."""
+    return piece_crcs(lambda: open_image(target), list(_pieces(extents)))
 
 
 def _write(plan: MergePlan, chain_read: Callable[[int, int], bytes], old: list[int]) -> None:

@@ -174,3 +174,34 @@ def test_sigkill_of_a_merging_process(delay, tmp_path):
         with open_image(str(child)) as img:
             assert img.read(0, img.size) == new
     print(f"killed after {delay}s: {'old' if got == old else 'merged'}")
+
+
+def test_a_chain_read_error_in_the_read_ahead_leaves_the_parent_unchanged(
+    tmp_path, monkeypatch, cli
+):
+    """The chain is read in a thread beside the writer (image/pipeline.py): an EIO there
+    reaches the writer, which stops; the message is one line and true."""
+    from offline_ic.image.vhdx import VhdxReader
+
+    pristine = _vhdx_chain(tmp_path / "pristine")
+    old, new = libvhdi_read(pristine[:1]), libvhdi_read(pristine)
+    base, child = _copy(pristine, tmp_path / "run")
+    real = VhdxReader.read
+    failed: list[int] = []
+
+    def read(self, offset, length):
+        if self.path.endswith("child.avhdx") and offset >= 9 * MiB:
+            failed.append(offset)
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self, offset, length)
+
+    monkeypatch.setattr(VhdxReader, "read", read)
+    code, _out, err = cli("merge", child)
+    monkeypatch.undo()
+    assert failed, "the injected read error was not reached"
+    assert code != 0 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "child.avhdx: reading the chain at 9437184 failed (Input/output error)" in err, err
+    assert "base.vhdx is unchanged (verified by libvhdi)" in err and code == 2, err
+    assert libvhdi_read([base]) == old and not _pending(base)
+    with open_image(str(child)) as img:
+        assert img.read(0, img.size) == new
