@@ -106,6 +106,11 @@ class FileIO:
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
 
+    def allocate(self, offset: int, length: int) -> None:
+        """Reserve disk space for ``length`` bytes at ``offset`` (reading zeros): a full
+        disk fails here, not when the guest writes later."""
+        os.posix_fallocate(self.fd, offset, length)
+
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 

@@ -163,6 +163,7 @@ class _VhdxResize:
         if img.leave_block_allocated:  # fixed: every block of the new size is in the file
             for block in range(img.block_count, self.new_blocks):
                 self.place(block)
+            self.txn.preallocate = True  # and on disk, as Resize-VHD leaves a fixed disk
         for voff, data in writes:
             self._write(voff, data)
         self._bat_changes()

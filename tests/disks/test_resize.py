@@ -3,6 +3,8 @@ checked by tools we did not write (qemu-img, sgdisk, sfdisk, libvhdi)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 
 import pytest
@@ -175,3 +177,37 @@ def test_fleet_from_list_ndjson(tmp_path, cli):
     docs = [json.loads(line) for line in out.splitlines()]
     assert len(docs) == 3 and all(d["error"]["code"] == 3 for d in docs)
     assert all(d["error"]["message"].startswith(d["image"]) for d in docs)
+
+
+def test_a_grown_fixed_vhdx_has_its_space_on_disk(tmp_path, cli):
+    """Resize-VHD leaves a fixed disk fixed: the new blocks are allocated in the file system
+    (posix_fallocate), so a full host disk fails the resize, not a guest write later."""
+    _raw, disk = _disk(tmp_path, "vhdx-fixed")
+    st = os.stat(disk)
+    code, _out, err = cli("resize", disk, "+256MiB")
+    assert code == 0, err
+    # every byte the file grew by is allocated (ext4 shows preallocated extents as holes to
+    # SEEK_HOLE, so the block count is what says it)
+    now = os.stat(disk)
+    assert now.st_blocks * 512 - st.st_blocks * 512 >= now.st_size - st.st_size >= 256 * MiB
+    _qemu_check(disk)
+    assert cli("verify", disk)[0] == 0
+
+
+def test_no_space_for_a_fixed_vhdx_grow_leaves_it_unchanged(tmp_path, cli, monkeypatch):
+    _raw, disk = _disk(tmp_path, "vhdx-fixed")
+    size, before = os.path.getsize(disk), libvhdi_read(disk, 0, 64 * MiB)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    code, _out, err = cli("resize", disk, "+256MiB")
+    monkeypatch.undo()
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no space left on device" in err and "is unchanged" in err, err
+    # unchanged as VHDX means: the virtual disk (its FileWriteGuid may be new), the file
+    # cut back to its old end
+    assert libvhdi_read(disk, 0, 64 * MiB) == before and os.path.getsize(disk) == size
+    assert qemu_size(disk) == 64 * MiB
+    _qemu_check(disk)

@@ -139,7 +139,7 @@ class Crash(OSError):
 
 
 class FaultyIO:
-    """Wraps a FileIO; the k-th pwrite/flush/truncate fails, as does everything after it.
+    """Wraps a FileIO; the k-th pwrite/flush/truncate/allocate fails, as does everything after it.
 
     ``torn``: the failing pwrite first writes half of its data. ``lose_unflushed``: at the
     fault, every write since the last successful flush is undone (the page cache lost in a
@@ -205,6 +205,11 @@ class FaultyIO:
         if fail:
             self._die()
         self.inner.truncate(size)
+
+    def allocate(self, offset, length):  # reserves space: no content to lose
+        if self._tick():
+            self._die()
+        self.inner.allocate(offset, length)
 
     def size(self):
         if self.dead:

@@ -266,6 +266,7 @@ class Transaction:
         self.touched: dict[int, int] = {}  # existing block -> file offset, written in place
         self.copies: list[tuple[int, int, int]] = []  # (from, to, length) block copies
         self.old_size = img.io.size()
+        self.preallocate = False  # new space reserved on disk, not a hole (fixed disks)
         self.eof = -(-self.old_size // S.MiB) * S.MiB
         self.sectors: dict[int, bytearray] = {}  # 4 KiB file offset -> new sector image
         # writes into newly allocated space (Pending: read from its source when written)
@@ -503,6 +504,8 @@ class Transaction:
         io = self.img.io
         if new_size > self.old_size:
             io.truncate(new_size)
+            if self.preallocate:
+                io.allocate(self.old_size, new_size - self.old_size)
         for src, dst, n in self.copies:
             for k in range(0, n, 4 * S.MiB):
                 io.pwrite(io.pread(min(4 * S.MiB, n - k), src + k), dst + k)
