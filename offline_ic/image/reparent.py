@@ -139,7 +139,8 @@ def _libvhdi_link(child: str) -> tuple[str | None, str | None] | None:
 def _describe_libvhdi(link: tuple[str | None, str | None] | None) -> str:
     if link is None:
         return "nothing (pyvhdi is not installed)"
-    return f"parent identifier {link[0]}, parent file name {link[1]!r}"
+    name = "none" if link[1] is None else f"'{link[1]}'"
+    return f"parent identifier {link[0]}, parent file name {name}"
 
 
 def observe_reparent(child: str, before: Link, after: Link) -> Settled:
@@ -249,6 +250,24 @@ def _read_back_spans(img: DiskImage) -> Iterator[tuple[int, int]]:
             yield off + k, piece
 
 
+def _resolves_to(child: str, new_parent: str) -> bool:
+    """Whether ``child`` opens through its own locator over ``new_parent`` (the same file)."""
+    try:
+        with open_image(child) as img:
+            return img.parent is not None and os.path.samefile(img.parent.path, new_parent)
+    except (OfflineICError, OSError, ValueError):
+        return False
+
+
+def _unchanged(doc: dict[str, Any], child: str, new_parent: str) -> dict[str, Any]:
+    """The document of a reparent that would not change a byte: nothing is written."""
+    doc["notes"] = [
+        f"{os.path.basename(child)} already opens over {new_parent} and its parent locator "
+        "would be byte-identical: nothing written"
+    ]
+    return doc
+
+
 def _document(
     child: str,
     new_parent: str,
@@ -268,6 +287,7 @@ def _document(
         "changed": False,
         "written_to": None,
         "verified": False,
+        "notes": [],
     }
 
 
@@ -291,9 +311,12 @@ def reparent(
         if not img.has_parent:
             raise InputError(f"{child}: not a differencing disk; it has no parent to change")
         before = dict(img.parent_locator)
+        stored = img.parent_locator_item
         locator, guid, matched = _new_locator(img, child, new_parent, windows_path, ignore_id)
     doc = _document(child, new_parent, ("parent_data_write_guid", guid), matched, locator, dry_run)
     doc["locator_before"] = before
+    if S.pack_parent_locator(locator) == stored and _resolves_to(child, new_parent):
+        return _unchanged(doc, child, new_parent)
     if dry_run:
         check_writable(child, force=True)
         return doc
@@ -327,6 +350,7 @@ def _reparent_vhd(
             raise InputError(f"{child}: not a differencing disk; it has no parent to change")
         expected = img.parent_uid
         size = img.size
+        stored = (img.locators(), img.parent_name)
     with open_image(new_parent) as par:
         if not isinstance(par, VhdReader):
             raise InputError(f"{new_parent}: a differencing VHD needs a VHD parent")
@@ -351,10 +375,12 @@ def _reparent_vhd(
         locators.append((b"W2ku", vhdx_form["absolute_win32_path"][4:]))  # no \\?\ in VHD
     shown = {code.decode(): path for code, path in locators}
     doc = _document(child, new_parent, ("parent_unique_id", uid), matched, shown, dry_run)
+    name = locators[-1][1] if windows_path is not None else os.path.basename(new_parent)
+    if matched and stored == (locators, name) and _resolves_to(child, new_parent):
+        return _unchanged(doc, child, new_parent)
     if dry_run:
         check_writable(child, force=True)
         return doc
-    name = locators[-1][1] if windows_path is not None else os.path.basename(new_parent)
     old_link = read_link(child)
     new_link: Link = (
         tuple((code.decode(), path) for code, path in locators)
