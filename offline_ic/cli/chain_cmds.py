@@ -27,8 +27,9 @@ def render_merge(doc: dict[str, Any]) -> None:
         verb = "would keep" if doc["kept"] else "would delete"
         click.echo(f"{verb}: {_names(doc['merged'])}")
         return
-    checked = f"read back by {doc['verified']}" if doc["verified"] else "NOT read back (no libvhdi)"
-    click.echo(f"merged {_names(doc['merged'])} into {target}: {what}; {checked}")
+    click.echo(
+        f"merged {_names(doc['merged'])} into {target}: {what}; {_read_back(doc['verified'])}"
+    )
     if doc["deleted"]:
         click.echo(f"deleted: {_names(doc['deleted'])}")
     if doc["kept"]:
@@ -36,6 +37,10 @@ def render_merge(doc: dict[str, Any]) -> None:
             f"kept: {_names(doc['kept'])} (no longer a child of {terminal(doc['into'])}: "
             "its parent changed)"
         )
+
+
+def _read_back(verified: str | None) -> str:
+    return f"read back by {verified}" if verified else "NOT read back (no libvhdi)"
 
 
 def register(group: click.Group) -> None:
@@ -132,7 +137,11 @@ def register(group: click.Group) -> None:
         if as_json:
             emit_json(doc)
             return
+        if doc["notes"]:
+            click.echo("; ".join(terminal(n) for n in doc["notes"]))
+            return
         verb = "would point" if dry_run else "pointed"
-        click.echo(f"{verb} {terminal(child)} at {terminal(new_parent)}")
+        checked = "" if dry_run else "; " + _read_back(doc["verified"])
+        click.echo(f"{verb} {terminal(child)} at {terminal(new_parent)}{checked}")
         for key, value in doc["locator"].items():
             click.echo(f"  {key}: {terminal(value)}")

@@ -200,3 +200,127 @@ def test_a_vhd_child_pointed_at_itself_is_refused_even_with_ignore_id(tmp_path, 
     assert digest_tree(child.parent) == before
     with open_image(str(child)) as img:
         assert img.read(0, img.size) == chain.expected[1].read_bytes()
+
+
+# ------------------------------------------------------------------- read back by libvhdi
+@pytest.mark.parametrize("fmt", ["vhdx", "vhd"])
+def test_the_written_link_is_read_back_by_libvhdi(tmp_path, cli, fmt):
+    from tests.disks.test_reparent_faults import WIN, link, moved_chain, reads
+
+    pytest.importorskip("pyvhdi")
+    child, new, content = moved_chain(tmp_path / "vm", fmt)
+    code, out, err = cli("reparent", child, "--parent", new, "--windows-path", WIN[fmt], "--json")
+    assert code == 0, err
+    assert json.loads(out)["verified"] == "libvhdi"
+    assert link(child)[0][1] == (WIN[fmt] if fmt == "vhd" else "\\\\?\\" + WIN[fmt])
+    assert reads(child, None, content)
+
+
+@pytest.mark.parametrize("fmt", ["vhdx", "vhd"])
+def test_a_wrongly_written_locator_is_reported(tmp_path, cli, monkeypatch, fmt):
+    """The writer is made to write another Windows path than the one meant: libvhdi reads
+    it back, and the command says so (exit 3) instead of reporting success."""
+    from tests.disks.test_reparent_faults import WIN, link, moved_chain
+
+    pytest.importorskip("pyvhdi")
+    child, new, _content = moved_chain(tmp_path / "vm", fmt)
+    if fmt == "vhdx":
+        import offline_ic.image.vhdx.structures as S
+
+        real = S.pack_parent_locator
+
+        def wrong(locator):
+            return real({**locator, "absolute_win32_path": "\\\\?\\E:\\elsewhere.vhdx"})
+
+        monkeypatch.setattr(S, "pack_parent_locator", wrong)
+    else:
+        import offline_ic.image.vhd.writer as W
+
+        real = W.write_parent_locators
+        monkeypatch.setattr(
+            W,
+            "write_parent_locators",
+            lambda img, locs, _name, *a: real(img, locs, "E:\\other.vhd", *a),
+        )
+    code, out, err = cli("reparent", child, "--parent", new, "--windows-path", WIN[fmt])
+    assert code == 3 and out == "", err
+    wrong = "'\\\\?\\E:\\elsewhere.vhdx'" if fmt == "vhdx" else "'E:\\other.vhd'"
+    assert "written, but libvhdi reads parent identifier" in err and wrong in err, err
+    assert link(child)[0][1] in ("\\\\?\\E:\\elsewhere.vhdx", "E:\\other.vhd")  # what is there
+
+
+def test_without_pyvhdi_nothing_is_claimed_verified(tmp_path, cli, monkeypatch):
+    from tests.disks.test_reparent_faults import WIN, moved_chain
+
+    child, new, _content = moved_chain(tmp_path / "vm", "vhdx")
+    monkeypatch.setitem(__import__("sys").modules, "pyvhdi", None)  # import fails
+    code, out, err = cli(
+        "reparent", child, "--parent", new, "--windows-path", WIN["vhdx"], "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["verified"] is None
+
+
+def test_libvhdi_reading_other_bytes_over_the_new_parent_is_reported(tmp_path, cli, monkeypatch):
+    """libvhdi's reading of the child over NEWPARENT is compared with ours: a reader that
+    disagrees at one byte (simulated here on libvhdi's side) makes the command fail."""
+    import offline_ic.image.verify as V
+    from tests.disks.test_reparent_faults import moved_chain
+
+    pytest.importorskip("pyvhdi")
+    child, new, _content = moved_chain(tmp_path / "vm", "vhdx")
+    real = V.open_independent
+
+    def off_by_one_byte(img):
+        reader = real(img)
+
+        def read_at(n, off):
+            data = bytearray(reader.read(off, n))
+            if off <= 9 * (1 << 20) < off + n:
+                data[9 * (1 << 20) - off] ^= 1
+            return bytes(data)
+
+        return V.IndependentReader("libvhdi", read_at, reader.close)
+
+    monkeypatch.setattr(V, "open_independent", off_by_one_byte)
+    code, out, err = cli("reparent", child, "--parent", new)
+    assert code == 3 and out == "", err
+    assert "over" in err and "libvhdi reads different bytes at 9437184" in err, err
+
+
+# --------------------------------------------------------------- onto the current parent
+@pytest.mark.parametrize("fmt", ["vhdx", "vhd"])
+def test_reparent_onto_the_current_parent_writes_nothing(tmp_path, cli, fmt):
+    """Before: the locator was rewritten (a new log entry, the file's headers renewed) when
+    nothing changed. Now: a second identical reparent leaves the file byte-identical."""
+    from tests.disks.test_reparent_faults import WIN, moved_chain
+
+    child, new, _content = moved_chain(tmp_path / "vm", fmt)
+    args = ("reparent", child, "--parent", new, "--windows-path", WIN[fmt])
+    code, out, err = cli(*args)
+    assert code == 0 and out.startswith("pointed"), err
+    before = child.read_bytes()
+    code, out, err = cli(*args, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["changed"] is False and doc["written_to"] is None and not doc["verified"]
+    assert "would be byte-identical: nothing written" in doc["notes"][0]
+    assert child.read_bytes() == before
+    code, out, err = cli(*args)
+    assert code == 0 and "already opens over" in out and child.read_bytes() == before, err
+    # another Windows path is a change: written
+    code, out, err = cli("reparent", child, "--parent", new, "--windows-path", "E:\\b\\c.vhd")
+    assert code == 0 and out.startswith("pointed") and child.read_bytes() != before, err
+
+
+def test_a_fresh_snapshot_reparented_onto_its_parent_is_not_rewritten(tmp_path, cli):
+    from offline_ic.image.vhdx.create import create_vhdx
+
+    base = tmp_path / "base.vhdx"
+    create_vhdx(str(base), 8 << 20)
+    code, _out, err = cli("snapshot", base, tmp_path / "a.avhdx")
+    assert code == 0, err
+    before = (tmp_path / "a.avhdx").read_bytes()
+    code, out, err = cli("reparent", tmp_path / "a.avhdx", "--parent", base)
+    assert code == 0 and "nothing written" in out, err
+    assert (tmp_path / "a.avhdx").read_bytes() == before

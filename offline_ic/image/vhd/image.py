@@ -209,7 +209,8 @@ class VhdReader(DiskImage):
         return self.block_size
 
     # ----------------------------------------------------------------------------- parents
-    def _locators(self) -> list[tuple[bytes, str]]:
+    def locators(self) -> list[tuple[bytes, str]]:
+        """The parent locator entries (platform code, path) the dynamic header names."""
         out = []
         base = DYN_HEADER.offset("locators")
         for i in range(LOCATOR_COUNT):
@@ -229,7 +230,7 @@ class VhdReader(DiskImage):
             return [override]
         here = os.path.dirname(os.path.abspath(self.path))
         cands: list[str] = []
-        for code, p in self._locators():
+        for code, p in self.locators():
             if code in (b"W2ru", b"Wi2r"):
                 cands.append(os.path.normpath(os.path.join(here, p.replace("\\", "/"))))
             cands.append(os.path.join(here, ntpath.basename(p)))

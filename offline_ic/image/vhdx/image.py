@@ -267,11 +267,13 @@ class VhdxReader(DiskImage):
         self.has_parent = bool(self.fp_flags & S.FP_HAS_PARENT)
         self.leave_block_allocated = bool(self.fp_flags & S.FP_LEAVE_BLOCK_ALLOCATED)
         self.parent_locator: dict[str, str] = {}
+        self.parent_locator_item = b""  # the metadata item as stored (reparent compares it)
         if self.has_parent:
             pl = items.get(S.PARENT_LOCATOR_GUID)
             if pl is None:
                 raise self._corrupt("differencing disk without a parent locator")
             self.parent_locator = self._parse_locator(pl)
+            self.parent_locator_item = bytes(pl)
 
     def _parse_locator(self, buf: bytes) -> dict[str, str]:
         if len(buf) < S.PARENT_LOCATOR_HEADER.size:
