@@ -178,11 +178,13 @@ def fix_target(
 ) -> FixReport:
     """Check ``target``, fix what can be fixed offline (one transaction), check the result.
 
-    ``only``: shell patterns of the check ids to fix (the others are ``skipped``);
+    ``only``: shell patterns of the check ids to fix (the others are ``skipped``; a pattern
+    that matches no known check id is an InputError, ``require_known_checks``);
     ``output``: write into this new differencing child, ``target`` stays byte-identical;
     ``packages``: package files a Linux remedy may install. A VM folder or config as
     ``target`` writes its boot disk, and its config (or ``vmcx``) gives the host side.
     """
+    require_known_checks(only)
     image, host, root = _resolve(target, vmcx)
     if output is not None and not os.path.isdir(image):
         _refuse_child(image, output)  # a dry run makes the refusals the real run makes
@@ -243,6 +245,42 @@ def _resolve(target: str, vmcx: str | None) -> tuple[str, HostConfig | None, str
 
 def _selected(check_id: str, only: Sequence[str]) -> bool:
     return not only or any(fnmatchcase(check_id, pattern) for pattern in only)
+
+
+NOT_SELECTED = "not selected by --only"
+
+
+def require_known_checks(only: Sequence[str]) -> None:
+    """Refuse (InputError, one line) an ``--only`` pattern that matches no check id ``check``
+    can report: a mistyped name would otherwise fix nothing and say only "skipped". A known
+    id that this image does not report is no error: there is nothing to fix for it."""
+    from offline_ic.errors import quoted
+    from offline_ic.workflows.check import known_check_ids
+
+    known = known_check_ids()
+    unknown = [p for p in only if not any(fnmatchcase(cid, p) for cid in known)]
+    if not unknown:
+        return
+    names = sorted({name for p in unknown for name in _ids_near(p, known)})
+    raise InputError(
+        f"--only {', '.join(quoted(p) for p in unknown)}: matches no check id; "
+        f"it takes {', '.join(names)} (shell patterns allowed)"
+    )
+
+
+def _ids_near(pattern: str, known: list[str]) -> list[str]:
+    """The check ids under the longest dotted prefix ``pattern`` shares with them ('windows.ic'
+    for 'windows.ic.vmicvs', compared case-insensitively); with none shared, the families
+    ('linux.*') and the single ids ('os.detect')."""
+    parts = pattern.lower().split(".")
+    literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    for k in range(literal, 0, -1):
+        prefix = ".".join(parts[:k])
+        near = [cid for cid in known if cid == prefix or cid.startswith(prefix + ".")]
+        if near:
+            return near
+    heads = [cid.split(".")[0] for cid in known]
+    return [f"{h}.*" if heads.count(h) > 1 else cid for h, cid in zip(heads, known, strict=True)]
 
 
 def _fix_windows(
@@ -399,7 +437,7 @@ def _actions(
     out = []
     for result in findings:
         if result not in chosen:
-            out.append(FixAction(result.id, "none", "skipped", "not selected by --only"))
+            out.append(FixAction(result.id, "none", "skipped", NOT_SELECTED))
             continue
         action = planned.get(result.id)
         if action is not None and action.status != "not_fixable":

@@ -96,6 +96,51 @@ def test_a_policy_skip_is_not_fixed(cli, images, tmp_path):
     assert "windows.ic.vmictimesync" not in {a["check"] for a in json.loads(out)["actions"]}
 
 
+@pytest.mark.parametrize(
+    ("pattern", "named"),
+    [
+        ("windows.ic.vmicvs", "windows.ic.vmicvss"),  # a letter short: the family's ids
+        ("Windows.IC.vmicvss", "it takes windows.ic.vmicvss ("),  # ids are lower case
+        ("azure.windows.rdp.enabeld", "azure.windows.rdp.enabled"),
+        ("wndows.*", "windows.*"),  # no family shared: the families
+    ],
+)
+def test_an_only_pattern_that_matches_no_check_id_is_exit_2_naming_the_ids(
+    cli, images, tmp_path, pattern, named
+):
+    """Before: a mistyped --only fixed nothing and said only "skipped" for every finding
+    (exit 0 on an image that only warns). Now one line names the pattern and the ids it can
+    take, before any image is opened (a fleet included); the API refuses it too."""
+    from offline_ic import api
+    from offline_ic.errors import InputError
+
+    before = {p: p.read_bytes() for p in images}
+    listed = tmp_path / "list.txt"
+    listed.write_text("".join(f"{p}\n" for p in images))
+    for targets in ([images[0]], ["--from", listed]):
+        code, out, err = cli("fix", *targets, "--only", "windows.*", "--only", pattern)
+        assert (code, out) == (2, ""), err
+        assert err.count("\n") == 1 and f"--only '{pattern}': matches no check id" in err
+        assert named in err and "'windows.*'" not in err, err  # only the unknown one
+    assert {p: p.read_bytes() for p in images} == before
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".avhdx"]
+    with pytest.raises(InputError, match="matches no check id"):
+        api.fix(str(images[0]), only=[pattern], dry_run=True)
+
+
+def test_a_known_id_this_image_does_not_report_says_nothing_to_fix(cli, images):
+    """A known check id with no finding on this image is no error: nothing is fixed and the
+    text says so (the findings it leaves out are still reported as skipped)."""
+    code, out, err = cli("fix", images[0], "--only", "windows.ic.vmicvss", "--dry-run", "--json")
+    assert code == 1, err  # windows.ic.vmictimesync still fails: it was not selected
+    doc = json.loads(out)
+    assert doc["actions"] and {a["status"] for a in doc["actions"]} == {"skipped"}
+    code, out, err = cli("fix", images[0], "--only", "windows.ic.vmicvss", "--dry-run")
+    assert "nothing to fix: no failing or warning check matches --only" in out
+    code, out, _ = cli("fix", images[0], "--only", "windows.ic.*", "--dry-run")
+    assert "planned" in out and "nothing to fix" not in out
+
+
 def test_no_guest_is_an_input_error_and_nothing_is_written(cli, tmp_path):
     import random
 
