@@ -187,7 +187,9 @@ def fix_target(
     require_known_checks(only)
     image, host, root = _resolve(target, vmcx)
     if output is not None and not os.path.isdir(image):
-        _refuse_child(image, output)  # a dry run makes the refusals the real run makes
+        from offline_ic.workflows.service import refuse_child
+
+        refuse_child(image, output)  # a dry run makes the refusals the real run makes
     before = run_checks_on_target(
         target, volume=volume, parent=parent, policy=policy, profile=profile, vmcx=vmcx
     )
@@ -404,22 +406,10 @@ def _empty_child(image: str, child: str) -> None:
     """The ``--output`` child of a Linux fix with nothing to write: made all the same, as
     every servicing command makes it (it reads exactly as ``image``)."""
     from offline_ic.image.vhdx.create import create_child
+    from offline_ic.workflows.service import refuse_child
 
-    _refuse_child(image, child)
+    refuse_child(image, child)
     create_child(image, child)
-
-
-def _refuse_child(image: str, child: str) -> None:
-    """What making the ``--output`` child would refuse (nothing written): a parent that is not
-    a VHDX, a child path that exists, is the image, or lies in no directory."""
-    from offline_ic.image import detect_format
-    from offline_ic.outputs import check_output
-
-    if detect_format(image) != "vhdx":
-        raise InputError(
-            f"{image}: --output needs a VHDX/AVHDX parent (differencing children are VHDX)"
-        )
-    check_output(child, [image], can_force=False)
 
 
 def _actions(
