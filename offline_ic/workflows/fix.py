@@ -44,9 +44,9 @@ ActionStatus = Literal["done", "planned", "not_fixable", "skipped"]
 # Findings of any family that no change to the guest's disk can fix, and what to do instead
 NOT_FIXABLE: dict[str, str] = {
     "azure.disk.format": "fix changes what a disk holds, not its format: make the fixed VHD "
-    "Azure takes with `offline-ic convert IMAGE NEW.vhd --format vhd-fixed`",
-    "azure.disk.size_alignment": "the size is the disk's, not the guest's: "
-    "`offline-ic convert IMAGE NEW.vhd --format vhd-fixed` rounds it up to whole MiB",
+    "Azure takes with `<convert>`",
+    "azure.disk.size_alignment": "the size is the disk's, not the guest's: `<convert>` rounds "
+    "it up to whole MiB",
     "azure.disk.os_size": "shrink the volumes inside the guest, then the disk",
     "host.config": "the VM's configuration is the host's (Hyper-V Manager or PowerShell)",
     "golden.host.generation": "a VM's generation is chosen when it is created: make a new VM "
@@ -68,10 +68,13 @@ NOT_FIXABLE_PREFIX: dict[str, str] = {
 }
 
 
-def not_fixable_reason(result: CheckResult) -> str:
-    """Why nothing offline fixes ``result``, and what to do instead."""
+def not_fixable_reason(result: CheckResult, image: str) -> str:
+    """Why nothing offline fixes ``result`` on the disk ``image``, and what to do instead
+    (``<convert>``: the convert command line for that disk, as ``check`` gives it)."""
+    from offline_ic.workflows.azure import convert_command
+
     if result.id in NOT_FIXABLE:
-        return NOT_FIXABLE[result.id]
+        return NOT_FIXABLE[result.id].replace("<convert>", convert_command(image))
     prefixes = [p for p in NOT_FIXABLE_PREFIX if result.id.startswith(p)]
     if prefixes:
         return NOT_FIXABLE_PREFIX[max(prefixes, key=len)]
@@ -207,7 +210,7 @@ def fix_target(
             planned = _fix_linux(
                 report, image, chosen, azure=azure, packages=packages, parent=parent, volume=volume
             )
-        report.actions = _actions(findings, chosen, planned, report, host)
+        report.actions = _actions(findings, chosen, planned, report, image, host)
         if not dry_run:
             report.after = _check_after(
                 report, image, host, policy, profile, volume, parent, output
@@ -417,6 +420,7 @@ def _actions(
     chosen: list[CheckResult],
     planned: dict[str, FixAction],
     report: FixReport,
+    image: str,
     host: HostConfig | None,
 ) -> list[FixAction]:
     """One action per finding, in the order of the checks: the guest's remedy, else what
@@ -444,7 +448,8 @@ def _actions(
         if action is not None:
             out.append(action)
             continue
-        out.append(FixAction(result.id, "none", "not_fixable", not_fixable_reason(result)))
+        reason = not_fixable_reason(result, image)
+        out.append(FixAction(result.id, "none", "not_fixable", reason))
     return out
 
 
