@@ -54,7 +54,8 @@ def check_output(
 ) -> None:
     """Refuse ``path`` as an output (nothing written) when it is an input, a symlink (unless
     ``force``), an existing file (unless ``force``), not a regular file, or in a directory
-    that does not exist. ``can_force``:
+    that does not exist or this user cannot write (the output is built beside it: the error
+    would name the temporary file). ``can_force``:
     the command has a ``--force`` to offer in the message."""
     hint = " (--force replaces it)" if can_force else ""
     same = same_as_input(path, inputs)
@@ -74,6 +75,7 @@ def check_output(
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):  # else the error names the temporary file
             raise InputError(f"{path}: directory {folder} does not exist") from None
+        _require_writable_folder(path)
         return
     if stat.S_ISLNK(lst.st_mode) and not force:
         raise SafetyRefusal(
@@ -83,12 +85,22 @@ def check_output(
     try:
         st = os.stat(path)
     except FileNotFoundError:  # a dangling link, replaced under --force
+        _require_writable_folder(path)
         return
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else kind_of(st.st_mode)
         raise InputError(f"{path}: {kind}, not a file an output can replace")
     if not force and not stat.S_ISLNK(lst.st_mode):
         raise SafetyRefusal(f"{path}: already exists; not replaced{hint}")
+    _require_writable_folder(path)
+
+
+def _require_writable_folder(path: str) -> None:
+    """The output is built beside ``path`` and renamed over it: its directory must take a new
+    file (an immutable directory refuses even root; ``os.access`` knows)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: directory {folder} is not writable")
 
 
 def temp_name(path: str) -> str:

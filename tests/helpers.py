@@ -6,6 +6,9 @@ import gzip
 import lzma
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -235,3 +238,25 @@ def any_gen2_vm_folder(tmp_path: Path, disk: Path) -> Path:
     config.write_bytes(builder.config_xml(**spec))
     shutil.copyfile(disk, root / "Virtual Hard Disks" / "Default Generation 2.vhdx")
     return root
+
+
+@contextmanager
+def unwritable_dir(path: Path) -> Iterator[Path]:
+    """``path`` made as a directory no new file can be made in, for this user: mode 0555, or
+    for root (whom modes do not stop) the immutable attribute; skip where neither holds."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+    elif (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0
+    ):
+        pytest.skip("root cannot be kept from writing a directory here (no chattr +i)")
+    try:
+        if os.access(path, os.W_OK):
+            pytest.skip(f"{path} stays writable for this user")
+        yield path
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        path.chmod(0o755)

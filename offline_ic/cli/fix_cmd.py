@@ -115,7 +115,9 @@ def fix(
     from offline_ic.checks.policy import load_policy
     from offline_ic.inputs import require_regular
     from offline_ic.workflows.check import policy_warnings
+    from offline_ic.workflows.fix import require_known_checks
 
+    require_known_checks(only)  # a mistyped --only: exit 2 before any image is opened
     targets = collect_targets(images, from_file)
     if output is not None and (len(targets) > 1 or targets.listed):
         raise click.UsageError("--output names one child: give a single IMAGE with it")
@@ -148,6 +150,7 @@ def render_fix(raw: dict[str, Any]) -> None:
     pass, the verdict, and each check that still fails with why. Guest text escaped."""
     from offline_ic.cli.render import render_servicing
     from offline_ic.escaping import terminal_doc
+    from offline_ic.workflows.fix import NOT_SELECTED
 
     doc = terminal_doc(raw)
     before = doc["before"]
@@ -162,6 +165,8 @@ def render_fix(raw: dict[str, Any]) -> None:
             click.echo(f"    on the Hyper-V host: {action['host_command']}")
     if not doc["actions"]:
         click.echo("  nothing to fix: no check fails or warns")
+    elif all(a["reason"] == NOT_SELECTED for a in doc["actions"]):
+        click.echo("  nothing to fix: no failing or warning check matches --only")
     if raw.get("write") is not None and doc["os"] == "windows":
         render_servicing(raw["write"])
     elif raw.get("write") is not None:

@@ -10,6 +10,7 @@ table, since a disk image does not record the VM's generation.
 from __future__ import annotations
 
 import os
+import shlex
 
 from offline_ic.checks.model import CheckResult
 from offline_ic.checks.profiles import Finding, Profile
@@ -32,13 +33,24 @@ def generation_of(image: DiskImage) -> int:
     return 1
 
 
-def disk_findings(image: DiskImage, target: str) -> list[Finding]:
-    """Format, size alignment and the OS-disk size limit of ``image``."""
+def convert_command(image_path: str) -> str:
+    """The command line that makes the fixed, MiB-aligned VHD Azure takes from the disk at
+    ``image_path`` (beside the current directory, named after it), each path shell-quoted
+    where it needs it: what ``check`` and ``fix`` tell the user to run."""
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    return (
+        f"offline-ic convert {shlex.quote(image_path)} {shlex.quote(stem + '-azure.vhd')} "
+        "--format vhd-fixed"
+    )
+
+
+def disk_findings(image: DiskImage) -> list[Finding]:
+    """Format, size alignment and the OS-disk size limit of ``image`` (the convert command
+    names the disk file itself: for a VM folder, its boot disk)."""
     info = image.info()
     fixed_vhd = info.format == "vhd" and info.disk_type == "fixed"
     fmt = f"{info.format.upper()} {info.disk_type or ''}".strip()
-    stem = os.path.splitext(os.path.basename(target))[0]
-    fix = f"; run: offline-ic convert {target} {stem}-azure.vhd --format vhd-fixed"
+    fix = f"; run: {convert_command(info.path)}"
     size = image.size
     gen = generation_of(image)
     limit = OS_DISK_LIMIT[gen]
@@ -71,14 +83,13 @@ def profile_results(
     profile: Profile,
     image: DiskImage | None,
     guest: WindowsGuest | LinuxGuest | None,
-    target: str,
 ) -> list[CheckResult]:
     """The extra results of ``profile`` for an opened target (none for ``default``)."""
     if not profile.checks:
         return []
     findings: list[Finding] = []
     if image is not None:
-        findings += disk_findings(image, target)
+        findings += disk_findings(image)
     else:
         findings.append(
             Finding(

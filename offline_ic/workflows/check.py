@@ -52,9 +52,7 @@ def run_checks_on_target(
         if opened.guest is not None:
             report = check_guest(target, opened.guest, host)
             for one in _profiles(profile):
-                report.checks += _profile_results(
-                    one, opened.image, opened.guest, target, host, policy
-                )
+                report.checks += _profile_results(one, opened.image, opened.guest, host, policy)
         elif opened.image is not None and opened.problem is not None:
             report = _no_guest_report(target, opened.image, opened.problem)
         else:  # a .vmcx: the host side only
@@ -76,7 +74,6 @@ def _profile_results(
     profile: Profile,
     image: DiskImage | None,
     guest: WindowsGuest | LinuxGuest,
-    target: str,
     host: HostConfig | None,
     policy: Policy | None,
 ) -> list[CheckResult]:
@@ -87,7 +84,7 @@ def _profile_results(
         return golden_results(profile, image, guest, host, policy)
     from offline_ic.workflows.azure import profile_results
 
-    return profile_results(profile, image, guest, target)
+    return profile_results(profile, image, guest)
 
 
 def check_guest(

@@ -44,9 +44,9 @@ ActionStatus = Literal["done", "planned", "not_fixable", "skipped"]
 # Findings of any family that no change to the guest's disk can fix, and what to do instead
 NOT_FIXABLE: dict[str, str] = {
     "azure.disk.format": "fix changes what a disk holds, not its format: make the fixed VHD "
-    "Azure takes with `offline-ic convert IMAGE NEW.vhd --format vhd-fixed`",
-    "azure.disk.size_alignment": "the size is the disk's, not the guest's: "
-    "`offline-ic convert IMAGE NEW.vhd --format vhd-fixed` rounds it up to whole MiB",
+    "Azure takes with `<convert>`",
+    "azure.disk.size_alignment": "the size is the disk's, not the guest's: `<convert>` rounds "
+    "it up to whole MiB",
     "azure.disk.os_size": "shrink the volumes inside the guest, then the disk",
     "host.config": "the VM's configuration is the host's (Hyper-V Manager or PowerShell)",
     "golden.host.generation": "a VM's generation is chosen when it is created: make a new VM "
@@ -68,10 +68,13 @@ NOT_FIXABLE_PREFIX: dict[str, str] = {
 }
 
 
-def not_fixable_reason(result: CheckResult) -> str:
-    """Why nothing offline fixes ``result``, and what to do instead."""
+def not_fixable_reason(result: CheckResult, image: str) -> str:
+    """Why nothing offline fixes ``result`` on the disk ``image``, and what to do instead
+    (``<convert>``: the convert command line for that disk, as ``check`` gives it)."""
+    from offline_ic.workflows.azure import convert_command
+
     if result.id in NOT_FIXABLE:
-        return NOT_FIXABLE[result.id]
+        return NOT_FIXABLE[result.id].replace("<convert>", convert_command(image))
     prefixes = [p for p in NOT_FIXABLE_PREFIX if result.id.startswith(p)]
     if prefixes:
         return NOT_FIXABLE_PREFIX[max(prefixes, key=len)]
@@ -178,14 +181,18 @@ def fix_target(
 ) -> FixReport:
     """Check ``target``, fix what can be fixed offline (one transaction), check the result.
 
-    ``only``: shell patterns of the check ids to fix (the others are ``skipped``);
+    ``only``: shell patterns of the check ids to fix (the others are ``skipped``; a pattern
+    that matches no known check id is an InputError, ``require_known_checks``);
     ``output``: write into this new differencing child, ``target`` stays byte-identical;
     ``packages``: package files a Linux remedy may install. A VM folder or config as
     ``target`` writes its boot disk, and its config (or ``vmcx``) gives the host side.
     """
+    require_known_checks(only)
     image, host, root = _resolve(target, vmcx)
     if output is not None and not os.path.isdir(image):
-        _refuse_child(image, output)  # a dry run makes the refusals the real run makes
+        from offline_ic.workflows.service import refuse_child
+
+        refuse_child(image, output)  # a dry run makes the refusals the real run makes
     before = run_checks_on_target(
         target, volume=volume, parent=parent, policy=policy, profile=profile, vmcx=vmcx
     )
@@ -203,7 +210,7 @@ def fix_target(
             planned = _fix_linux(
                 report, image, chosen, azure=azure, packages=packages, parent=parent, volume=volume
             )
-        report.actions = _actions(findings, chosen, planned, report, host)
+        report.actions = _actions(findings, chosen, planned, report, image, host)
         if not dry_run:
             report.after = _check_after(
                 report, image, host, policy, profile, volume, parent, output
@@ -243,6 +250,42 @@ def _resolve(target: str, vmcx: str | None) -> tuple[str, HostConfig | None, str
 
 def _selected(check_id: str, only: Sequence[str]) -> bool:
     return not only or any(fnmatchcase(check_id, pattern) for pattern in only)
+
+
+NOT_SELECTED = "not selected by --only"
+
+
+def require_known_checks(only: Sequence[str]) -> None:
+    """Refuse (InputError, one line) an ``--only`` pattern that matches no check id ``check``
+    can report: a mistyped name would otherwise fix nothing and say only "skipped". A known
+    id that this image does not report is no error: there is nothing to fix for it."""
+    from offline_ic.errors import quoted
+    from offline_ic.workflows.check import known_check_ids
+
+    known = known_check_ids()
+    unknown = [p for p in only if not any(fnmatchcase(cid, p) for cid in known)]
+    if not unknown:
+        return
+    names = sorted({name for p in unknown for name in _ids_near(p, known)})
+    raise InputError(
+        f"--only {', '.join(quoted(p) for p in unknown)}: matches no check id; "
+        f"it takes {', '.join(names)} (shell patterns allowed)"
+    )
+
+
+def _ids_near(pattern: str, known: list[str]) -> list[str]:
+    """The check ids under the longest dotted prefix ``pattern`` shares with them ('windows.ic'
+    for 'windows.ic.vmicvs', compared case-insensitively); with none shared, the families
+    ('linux.*') and the single ids ('os.detect')."""
+    parts = pattern.lower().split(".")
+    literal = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    for k in range(literal, 0, -1):
+        prefix = ".".join(parts[:k])
+        near = [cid for cid in known if cid == prefix or cid.startswith(prefix + ".")]
+        if near:
+            return near
+    heads = [cid.split(".")[0] for cid in known]
+    return [f"{h}.*" if heads.count(h) > 1 else cid for h, cid in zip(heads, known, strict=True)]
 
 
 def _fix_windows(
@@ -366,22 +409,10 @@ def _empty_child(image: str, child: str) -> None:
     """The ``--output`` child of a Linux fix with nothing to write: made all the same, as
     every servicing command makes it (it reads exactly as ``image``)."""
     from offline_ic.image.vhdx.create import create_child
+    from offline_ic.workflows.service import refuse_child
 
-    _refuse_child(image, child)
+    refuse_child(image, child)
     create_child(image, child)
-
-
-def _refuse_child(image: str, child: str) -> None:
-    """What making the ``--output`` child would refuse (nothing written): a parent that is not
-    a VHDX, a child path that exists, is the image, or lies in no directory."""
-    from offline_ic.image import detect_format
-    from offline_ic.outputs import check_output
-
-    if detect_format(image) != "vhdx":
-        raise InputError(
-            f"{image}: --output needs a VHDX/AVHDX parent (differencing children are VHDX)"
-        )
-    check_output(child, [image], can_force=False)
 
 
 def _actions(
@@ -389,6 +420,7 @@ def _actions(
     chosen: list[CheckResult],
     planned: dict[str, FixAction],
     report: FixReport,
+    image: str,
     host: HostConfig | None,
 ) -> list[FixAction]:
     """One action per finding, in the order of the checks: the guest's remedy, else what
@@ -399,7 +431,7 @@ def _actions(
     out = []
     for result in findings:
         if result not in chosen:
-            out.append(FixAction(result.id, "none", "skipped", "not selected by --only"))
+            out.append(FixAction(result.id, "none", "skipped", NOT_SELECTED))
             continue
         action = planned.get(result.id)
         if action is not None and action.status != "not_fixable":
@@ -416,7 +448,8 @@ def _actions(
         if action is not None:
             out.append(action)
             continue
-        out.append(FixAction(result.id, "none", "not_fixable", not_fixable_reason(result)))
+        reason = not_fixable_reason(result, image)
+        out.append(FixAction(result.id, "none", "not_fixable", reason))
     return out
 
 

@@ -129,6 +129,8 @@ def apply_changes(
     ``target`` first: nothing to write makes an empty child (and says so in ``notes``).
     """
     _require_image(target)
+    if output is not None:  # a dry run and --check refuse the child the real run refuses,
+        refuse_child(target, output)  # and before anything is read
     read_only = dry_run or check
     if not read_only and output is None and _open_writes_first(target):
         _refuse_unmappable(target, parent=parent, volume=volume)
@@ -237,9 +239,11 @@ def _refuse_unmappable(target: str, *, parent: str | None, volume: int | None) -
             guest.volume.require_mappable()
 
 
-def _make_child(parent: str, child: str) -> str:
+def refuse_child(parent: str, child: str) -> None:
+    """What making the ``--output`` child would refuse (nothing written): a parent that is not
+    a VHDX, a child path that exists (or is a symlink), is the image, or lies in a directory
+    that is missing or not writable. Every writer's dry run and ``--check`` make it too."""
     from offline_ic.image import detect_format
-    from offline_ic.image.vhdx.create import create_child
     from offline_ic.outputs import check_output
 
     if detect_format(parent) != "vhdx":
@@ -247,6 +251,12 @@ def _make_child(parent: str, child: str) -> str:
             f"{parent}: --output needs a VHDX/AVHDX parent (differencing children are VHDX)"
         )
     check_output(child, [parent], can_force=False)  # also a symlink, dangling or not
+
+
+def _make_child(parent: str, child: str) -> str:
+    from offline_ic.image.vhdx.create import create_child
+
+    refuse_child(parent, child)
     create_child(parent, child)
     return child
 

@@ -96,6 +96,110 @@ def test_a_policy_skip_is_not_fixed(cli, images, tmp_path):
     assert "windows.ic.vmictimesync" not in {a["check"] for a in json.loads(out)["actions"]}
 
 
+@pytest.mark.parametrize(
+    ("pattern", "named"),
+    [
+        ("windows.ic.vmicvs", "windows.ic.vmicvss"),  # a letter short: the family's ids
+        ("Windows.IC.vmicvss", "it takes windows.ic.vmicvss ("),  # ids are lower case
+        ("azure.windows.rdp.enabeld", "azure.windows.rdp.enabled"),
+        ("wndows.*", "windows.*"),  # no family shared: the families
+    ],
+)
+def test_an_only_pattern_that_matches_no_check_id_is_exit_2_naming_the_ids(
+    cli, images, tmp_path, pattern, named
+):
+    """Before: a mistyped --only fixed nothing and said only "skipped" for every finding
+    (exit 0 on an image that only warns). Now one line names the pattern and the ids it can
+    take, before any image is opened (a fleet included); the API refuses it too."""
+    from offline_ic import api
+    from offline_ic.errors import InputError
+
+    before = {p: p.read_bytes() for p in images}
+    listed = tmp_path / "list.txt"
+    listed.write_text("".join(f"{p}\n" for p in images))
+    for targets in ([images[0]], ["--from", listed]):
+        code, out, err = cli("fix", *targets, "--only", "windows.*", "--only", pattern)
+        assert (code, out) == (2, ""), err
+        assert err.count("\n") == 1 and f"--only '{pattern}': matches no check id" in err
+        assert named in err and "'windows.*'" not in err, err  # only the unknown one
+    assert {p: p.read_bytes() for p in images} == before
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".avhdx"]
+    with pytest.raises(InputError, match="matches no check id"):
+        api.fix(str(images[0]), only=[pattern], dry_run=True)
+
+
+def test_a_known_id_this_image_does_not_report_says_nothing_to_fix(cli, images):
+    """A known check id with no finding on this image is no error: nothing is fixed and the
+    text says so (the findings it leaves out are still reported as skipped)."""
+    code, out, err = cli("fix", images[0], "--only", "windows.ic.vmicvss", "--dry-run", "--json")
+    assert code == 1, err  # windows.ic.vmictimesync still fails: it was not selected
+    doc = json.loads(out)
+    assert doc["actions"] and {a["status"] for a in doc["actions"]} == {"skipped"}
+    code, out, err = cli("fix", images[0], "--only", "windows.ic.vmicvss", "--dry-run")
+    assert "nothing to fix: no failing or warning check matches --only" in out
+    code, out, _ = cli("fix", images[0], "--only", "windows.ic.*", "--dry-run")
+    assert "planned" in out and "nothing to fix" not in out
+
+
+def test_the_disk_format_reason_names_the_image_and_its_command_runs(
+    cli, images, tmp_path, monkeypatch
+):
+    """Before: the reason of azure.disk.format said `offline-ic convert IMAGE NEW.vhd ...`.
+    It names the disk, shell-quoted (a hostile name is exact in JSON and escaped in text, as
+    all host text), and the command it gives makes the disk Azure takes."""
+    import shlex
+
+    from offline_ic.escaping import terminal
+
+    name = tmp_path / "web 01 \x1b[2J\n'x'.vhdx"
+    images[0].rename(name)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("fix", name, "--profile", "azure", "--dry-run", "--json")
+    reason = {a["check"]: a for a in json.loads(out)["actions"]}["azure.disk.format"]["reason"]
+    assert "IMAGE" not in reason
+    command = reason.split("`")[1]
+    argv = shlex.split(command)
+    assert argv == ["offline-ic", "convert", str(name), "web 01 \x1b[2J\n'x'-azure.vhd"] + [
+        "--format",
+        "vhd-fixed",
+    ]
+    code, out, _ = cli("fix", name, "--profile", "azure", "--dry-run")
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert f"    why: {terminal(reason)}" in lines
+    assert f"still failing: azure.disk.format: {terminal(reason)}" in lines
+    code, _, err = cli(*argv[1:])
+    assert code == 0, err
+    code, out, _ = cli("check", tmp_path / argv[3], "--profile", "azure", "--json")
+    assert {c["id"]: c["status"] for c in json.loads(out)["checks"]}["azure.disk.format"] == "pass"
+
+
+def test_both_disk_reasons_name_the_image():
+    from offline_ic.checks.model import CheckResult
+    from offline_ic.workflows.fix import not_fixable_reason
+
+    for cid in ("azure.disk.format", "azure.disk.size_alignment"):
+        result = CheckResult(cid, "fail", "x")
+        reason = not_fixable_reason(result, "D:/VMs/web 01.vhdx")
+        assert "IMAGE" not in reason and "<convert>" not in reason
+        assert "`offline-ic convert 'D:/VMs/web 01.vhdx' 'web 01-azure.vhd' --format" in reason
+
+
+def test_a_vm_folder_check_names_its_boot_disk_in_the_convert_command(cli, images, tmp_path):
+    """Before: `check --profile azure` of a VM folder told the user to convert the folder
+    (`convert` refuses a directory); the command names the boot disk."""
+    import shlex
+
+    from tests.helpers import any_gen2_vm_folder
+
+    folder = any_gen2_vm_folder(tmp_path, images[0])
+    disk = folder / "Virtual Hard Disks" / "Default Generation 2.vhdx"
+    code, out, _ = cli("check", folder, "--profile", "azure", "--json")
+    detail = {c["id"]: c for c in json.loads(out)["checks"]}["azure.disk.format"]["detail"]
+    command = shlex.split(detail.split("; run: ")[1])
+    assert command[:4] == ["offline-ic", "convert", str(disk), "Default Generation 2-azure.vhd"]
+
+
 def test_no_guest_is_an_input_error_and_nothing_is_written(cli, tmp_path):
     import random
 
