@@ -231,14 +231,12 @@ def _read_back(child: str, new_parent: str, after: Link) -> str | None:
 
 def _read_back_spans(img: DiskImage) -> Iterator[tuple[int, int]]:
     """The disk's first MiBs, then the child's own extents, in pieces, about READ_BACK_BYTES
-    in all. For a VHD the first MiBs leave out the clear sectors of bitmap bytes that also
-    have set bits: libvhdi (20260901) reads some of them (those after the byte's first set
-    bit) from the child's block instead of from the parent as the VHD specification says,
-    and Windows writes such bytes (tests/disks/test_windows_vhd.py)."""
+    in all, without the sectors libvhdi reads against the VHD specification
+    (``verify.libvhdi_vhd_blind_spots``)."""
     from offline_ic.image.merge import vhd_held, vhdx_held
+    from offline_ic.image.verify import coalesce_spans, libvhdi_vhd_blind_spots, subtract_spans
     from offline_ic.image.vhd import VhdReader
 
-    head = (0, min(img.size, READ_BACK_BYTES // 4))
     held: list[tuple[int, int]] = []
     if isinstance(img, VhdxReader | VhdReader):
         total = 0
@@ -247,43 +245,10 @@ def _read_back_spans(img: DiskImage) -> Iterator[tuple[int, int]]:
             total += held[-1][1]
             if total >= READ_BACK_BYTES:
                 break
-    heads = [head]
-    if isinstance(img, VhdReader):
-        heads = _minus(head, _partly_held_bytes(held))
-    for off, n in [*heads, *held]:
+    spans = coalesce_spans([(0, min(img.size, READ_BACK_BYTES // 4)), *held])
+    for off, n in subtract_spans(spans, libvhdi_vhd_blind_spots(img)):
         for k in range(0, n, READ_BACK_PIECE):
             yield off + k, min(READ_BACK_PIECE, n - k)
-
-
-def _partly_held_bytes(held: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The sectors a VHD child does not hold that share a bitmap byte (8 sectors) with ones
-    it holds, as sorted (offset, length) spans; only an extent's first and last byte can
-    be partly set."""
-    groups: dict[int, set[int]] = {}
-    for off, n in held:
-        first, end = off // 512, (off + n) // 512
-        for g in {first // 8, (end - 1) // 8}:
-            groups.setdefault(g, set()).update(range(max(first, g * 8), min(end, g * 8 + 8)))
-    return [
-        (sector * 512, 512)
-        for g in sorted(groups)
-        for sector in range(g * 8, g * 8 + 8)
-        if sector not in groups[g]
-    ]
-
-
-def _minus(span: tuple[int, int], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``span`` without the sorted, disjoint ``holes``."""
-    out, pos, end = [], span[0], span[0] + span[1]
-    for off, n in holes:
-        if off >= end:
-            break
-        if off > pos:
-            out.append((pos, off - pos))
-        pos = max(pos, off + n)
-    if pos < end:
-        out.append((pos, end - pos))
-    return out
 
 
 def _resolves_to(child: str, new_parent: str) -> bool:

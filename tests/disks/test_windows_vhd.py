@@ -187,11 +187,16 @@ def test_reparent_the_windows_child_onto_a_moved_parent(tmp_path, cli):
         assert img.read(0, img.size) == before
     from offline_ic.image.verify import verify_image
 
-    # verify compares libvhdi's whole reading of the chain with ours, so it reports the
-    # 9 sectors libvhdi reads from the child's block (module docstring): a libvhdi
-    # deviation, not a fault of the file. Until verify knows it, this is its one problem.
+    # verify compares libvhdi's whole reading of the chain with ours, leaving out the
+    # sectors libvhdi reads from the child's block (module docstring) and saying so: a
+    # libvhdi deviation is not a fault of the file
     rep = verify_image(str(child))
-    assert rep.problems == ["our reader and libvhdi differ in 2097152 bytes at 0"], rep
+    assert rep.ok and rep.problems == [], rep
+    blind = [n for n in rep.notes if "not cross-checked: clear bits beside set ones" in n]
+    # all 22 clear sectors of the partly set bytes (the 9 libvhdi misreads among them:
+    # which ones depends on libvhdi's version, so all are left out)
+    assert len(blind) == 1 and blind[0].startswith("22 sector(s)"), rep.notes
+    assert rep.compared_bytes == (2 << 20) - 22 * 512  # its one allocated 2 MiB block
 
 
 # ----------------------------------------------------------------------- (c) merge into it
