@@ -353,6 +353,7 @@ def merge(
             "changed": False,
             "written_to": None,
             "deleted": [],
+            "would_delete": plan.merged if dry_run and not keep_child else [],
             "kept": plan.merged if keep_child else [],
             "file_size_before": before,
             "file_size_after": before,

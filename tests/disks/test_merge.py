@@ -80,6 +80,12 @@ def test_dry_run_writes_nothing(chain, cli):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["dry_run"] and not doc["changed"] and doc["bytes"] > 6 * MiB
+    assert doc["deleted"] == [] and doc["kept"] == []
+    assert doc["would_delete"] == doc["merged"] == [str(chain.top), str(chain.disks[1])]
+    assert digest_tree(chain.top.parent) == before
+    code, out, err = cli("merge", chain.top, "--dry-run", "--keep-child", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["would_delete"] == [] and doc["kept"] == [str(chain.top)], err
     assert digest_tree(chain.top.parent) == before
 
 
