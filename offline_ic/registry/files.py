@@ -157,6 +157,18 @@ class WriteResult:
     new_length: int
     recovered: bool
     verified_by: list[str] = field(default_factory=list)  # empty: nothing was read back
+    # a dry run: ``pages``/``bytes_written`` are what the real run would write, and nothing
+    # was written (``recovered``: the logs would be replayed first)
+    dry_run: bool = False
+
+    @classmethod
+    def of(
+        cls, commit: CommitResult, recovered: bool, verified_by: list[str], *, dry_run: bool = False
+    ) -> WriteResult:
+        """What writing ``commit`` does (or, ``dry_run``, would do)."""
+        pages = [off // PAGE for off, _d in commit.pages]
+        lengths = (commit.old_file_length, commit.file_length)
+        return cls(pages, commit.bytes_written, *lengths, recovered, verified_by, dry_run)
 
 
 def _refuse_interrupted(path: Path) -> None:
@@ -216,14 +228,7 @@ def _write_commit(
     except (Exception, KeyboardInterrupt) as exc:
         failure = exc
     else:
-        return WriteResult(
-            [off // PAGE for off, _d in commit.pages],
-            commit.bytes_written,
-            commit.old_file_length,
-            commit.file_length,
-            recovered,
-            verified_by,
-        )
+        return WriteResult.of(commit, recovered, verified_by)
     image.close()  # releases the lock: settle opens the file again
     old = [(off, original[off : off + len(buf)]) for off, buf in commit.pages]
     found = settle(
@@ -249,16 +254,24 @@ def read_back(path: Path, commit: CommitResult, expected: Iterable[Expected]) ->
     those bytes in memory must see every expected key and value (``crosscheck``). Any
     disagreement is a ``SafetyRefusal``; returns who checked (``READ_BACK_BY``).
     """
-    from offline_ic.registry.check import check_touched
-    from offline_ic.registry.crosscheck import regipy_check
-
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         data = os.pread(fd, size, 0)
     finally:
         os.close(fd)
-    label = str(path)
+    return check_written(data, str(path), commit, expected)
+
+
+def check_written(
+    data: bytes, label: str, commit: CommitResult, expected: Iterable[Expected]
+) -> list[str]:
+    """``read_back``'s checks on the hive's bytes ``data``: the file read back after a write,
+    or (a dry run) the bytes the write would leave, so that a dry run refuses what the
+    real write's read-back would refuse."""
+    from offline_ic.registry.check import check_touched
+    from offline_ic.registry.crosscheck import regipy_check
+
     if len(data) != commit.file_length:
         raise SafetyRefusal(
             f"{label}: read back after the write: {len(data)} bytes, not {commit.file_length}"
@@ -282,6 +295,7 @@ def edit_hive_file(
     *,
     allow_grow: bool = True,
     expect: ExpectFn | None = None,
+    dry_run: bool = False,
 ) -> tuple[WriteResult, CommitResult]:
     """Apply ``edit`` to a bare hive file in place, recovering a dirty hive first.
 
@@ -289,21 +303,45 @@ def edit_hive_file(
     ``commit()`` returns are written, with the new length, through its undo journal.
     ``expect`` (called after ``edit``) gives what regipy must see once the write is read
     back (``read_back``); a read-back that disagrees puts the original file back and
-    refuses (exit 3, "unchanged").
+    refuses (exit 3, "unchanged"). ``dry_run`` makes every refusal the write would make,
+    the file opened read-only, and returns what would be written (``_planned``).
     """
     path = Path(path)
     _refuse_interrupted(path)
-    with contextlib.closing(RawImage(str(path), writable=True)) as image:
+    if dry_run:  # every refusal of the writable open (read-only file, another writer's lock)
+        from offline_ic.image import check_writable
+
+        check_writable(str(path))
+    with contextlib.closing(RawImage(str(path), writable=not dry_run)) as image:
         original = image.read(0, image.size)
         editor = _open_editor(path, original)
         edit(editor)
         commit = editor.commit()
         if not commit.pages and commit.file_length == len(original):
-            return WriteResult([], 0, len(original), len(original), False), commit
+            return WriteResult([], 0, len(original), len(original), False, dry_run=dry_run), commit
         if not allow_grow and commit.file_length > len(original):
             raise SafetyRefusal(f"{path}: the edit needs the file to grow; not allowed here")
+        if dry_run:
+            return _planned(path, commit, editor.recovered, original, expect), commit
         result = _write_commit(image, path, commit, editor.recovered, original, expect)
         return result, commit
+
+
+def _planned(
+    path: Path, commit: CommitResult, recovered: bool, original: bytes, expect: ExpectFn | None
+) -> WriteResult:
+    """A dry run's answer: the pages the write would make, checked as its read-back would
+    check them (on the bytes it would leave, in memory); nothing is written."""
+    planned = bytearray(original[: commit.file_length])
+    planned.extend(bytes(commit.file_length - len(planned)))
+    for off, buf in commit.pages:
+        planned[off : off + len(buf)] = buf
+    if expect is not None:
+        try:
+            check_written(bytes(planned), str(path), commit, expect())
+        except SafetyRefusal as exc:
+            raise SafetyRefusal(f"{exc} (checked on the planned write; nothing written)") from exc
+    return WriteResult.of(commit, recovered, [], dry_run=True)
 
 
 def _journal_complete(path: Path) -> bool:
