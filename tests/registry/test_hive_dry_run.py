@@ -4,7 +4,6 @@ not one byte written (the folder's listing and every file's sha256 the same afte
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -13,20 +12,11 @@ from pathlib import Path
 import pytest
 
 from offline_ic.image.journal import journal_path
-from tests.helpers import TESTDATA
+from tests.helpers import TESTDATA, folder_state
 
 from .conftest import hivexget
 
 SVC = r"ControlSet001\Services\vmicvss"
-
-
-def folder_state(folder: Path) -> dict[str, str]:
-    """Every file below ``folder`` with its sha256: what a dry run must leave as it was."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture

@@ -1,0 +1,143 @@
+"""``--dry-run`` of the writing commands that make new files (convert, snapshot): every
+refusal of the real run with its exit code and message, what the real run then does, and
+not one byte written (the folder's listing and every file's sha256 the same after).
+
+Each test runs the dry run first and the real run after, in the same folder, and compares
+the dry run's claim with what the real run did (read back with qemu-img where it applies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TESTDATA, folder_state, unpack
+
+IMAGES = TESTDATA / "images"
+QEMU_IMG = shutil.which("qemu-img")
+
+
+def qemu_info(path: Path) -> dict:
+    """qemu-img's view of ``path`` (the format named: qemu probes a fixed VHD as raw)."""
+    if QEMU_IMG is None:
+        pytest.skip("qemu-img not installed (Debian: qemu-utils)")
+    fmt = {".vhd": "vpc", ".vhdx": "vhdx", ".avhdx": "vhdx", ".raw": "raw"}[path.suffix]
+    out = subprocess.run(
+        [QEMU_IMG, "info", "-f", fmt, "--output", "json", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    vm = tmp_path / "vm"
+    vm.mkdir()
+    return vm
+
+
+def same_refusal(cli, folder: Path, *args: object) -> tuple[int, str]:
+    """Run ``args`` with --dry-run, then for real: both refuse with the same exit code and
+    message, and neither leaves a trace in ``folder``. Returns (code, stderr)."""
+    before = folder_state(folder)
+    dry = cli(*args, "--dry-run")
+    assert folder_state(folder) == before
+    real = cli(*args)
+    assert folder_state(folder) == before  # the real run refused too
+    assert dry[0] == real[0] and dry[0] in (2, 3), (dry, real)
+    assert dry[1] == real[1] == "" and dry[2] == real[2], (dry, real)
+    return dry[0], dry[2]
+
+
+# ------------------------------------------------------------------------------- convert
+@pytest.mark.parametrize(
+    "source,dst",
+    [
+        ("q-dyn-2m.vhdx.gz", "out.vhd"),
+        ("q-dyn-2m.vhdx.gz", "out.vhdx"),
+        ("q-dyn.vhd.gz", "out.raw"),
+        ("q-dirtylog.vhdx.gz", "out.vhd"),  # a pending VHDX log: read, never replayed
+    ],
+)
+def test_convert_dry_run_writes_nothing_and_says_what_the_real_run_makes(cli, folder, source, dst):
+    src = unpack(IMAGES / source, folder)
+    before = folder_state(folder)
+    code, out, err = cli("convert", src, folder / dst, "--dry-run", "--json")
+    assert code == 0, err
+    assert folder_state(folder) == before  # no DST, no temporary, SRC untouched
+    plan = json.loads(out)
+    assert plan["dry_run"] is True and plan["changed"] is False
+    assert plan["data_bytes_written"] == 0 and plan["file_size"] is None
+    assert "written_to" not in plan
+    code, out, err = cli("convert", src, folder / dst, "--json")
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["changed"] is True and done["written_to"] == str(folder / dst)
+    for key in ("format", "source_format", "source_size", "virtual_size", "unread_bytes"):
+        assert plan[key] == done[key], key
+    # every byte read was allocated data; the zeros in it were left as holes
+    assert done["data_bytes_written"] + done["zero_bytes_skipped"] == plan["would_read_bytes"]
+    assert (folder / dst).stat().st_blocks * 512 <= plan["would_need_bytes"] + 4096 * 3
+    assert qemu_info(folder / dst)["virtual-size"] == plan["virtual_size"]
+
+
+def test_convert_dry_run_text(cli, folder):
+    src = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    code, out, err = cli("convert", src, folder / "o.vhd", "--dry-run")
+    assert code == 0, err
+    assert out.startswith(f"{folder / 'o.vhd'}: would write vhd-fixed, ") and out.endswith(
+        "; dry run, nothing written\n"
+    )
+    assert not (folder / "o.vhd").exists()
+
+
+def _convert_refusals(folder: Path) -> dict[str, list[object]]:
+    src = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    exists = folder / "exists.vhd"
+    exists.write_bytes(b"keep me")
+    link = folder / "link.vhd"
+    os.link(src, link)
+    return {
+        "exists": ["convert", src, exists],
+        "same file": ["convert", src, link, "--force"],
+        "no folder": ["convert", src, folder / "no" / "o.vhd"],
+        "bad align": ["convert", src, folder / "o.vhd", "--align", "100"],
+        "format vs name": ["convert", src, folder / "o.raw", "--format", "vhd-fixed"],
+        "not an image": ["convert", exists, folder / "o.vhd"],
+    }
+
+
+CONVERT_REFUSALS = ["exists", "same file", "no folder", "bad align", "format vs name"]
+
+
+@pytest.mark.parametrize("case", [*CONVERT_REFUSALS, "not an image"])
+def test_convert_dry_run_refuses_as_the_real_run(cli, folder, case):
+    same_refusal(cli, folder, *_convert_refusals(folder)[case])
+
+
+def test_convert_dry_run_refuses_a_destination_that_is_the_parent_of_its_chain(cli, folder):
+    """Found only once the chain is read (outputs.new_file checks again before the rename)."""
+    parent = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    child = folder / "child.avhdx"
+    assert cli("snapshot", parent, child)[0] == 0
+    (folder / "else").mkdir()
+    alias = folder / "else" / "alias.vhdx"
+    os.link(parent, alias)
+    code, err = same_refusal(cli, folder, "convert", child, alias, "--force")
+    assert code == 3 and "an output never replaces an input" in err
+
+
+def test_convert_dry_run_refuses_without_room(cli, folder, monkeypatch):
+    from offline_ic.image import convert
+
+    monkeypatch.setattr(convert, "free_bytes", lambda _d: 1 << 20)
+    src = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    code, err = same_refusal(cli, folder, "convert", src, folder / "o.vhd")
+    assert code == 2 and "not enough free space" in err
