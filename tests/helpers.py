@@ -96,7 +96,9 @@ def folder_state(folder: Path) -> dict[str, str]:
     import hashlib
 
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(folder)): (
+            f"-> {os.readlink(p)}" if p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+        )
         for p in sorted(folder.rglob("*"))
         if p.is_file() or p.is_symlink()
     }

@@ -141,3 +141,74 @@ def test_convert_dry_run_refuses_without_room(cli, folder, monkeypatch):
     src = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
     code, err = same_refusal(cli, folder, "convert", src, folder / "o.vhd")
     assert code == 2 and "not enough free space" in err
+
+
+# ------------------------------------------------------------------------------ snapshot
+def test_snapshot_dry_run_writes_nothing_and_says_what_the_real_run_makes(cli, folder):
+    parent = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    child = folder / "child.avhdx"
+    before = folder_state(folder)
+    code, out, err = cli("snapshot", parent, child, "--dry-run", "--json")
+    assert code == 0, err
+    assert folder_state(folder) == before
+    plan = json.loads(out)
+    assert plan["dry_run"] is True and plan["changed"] is False and "written_to" not in plan
+    assert plan["pages_written"] == plan["bytes_written"] == 0
+    code, out, err = cli("snapshot", parent, child, "--json")
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["written_to"] == str(child)
+    assert child.stat().st_size == plan["file_size"] == plan["would_write_bytes"]
+    assert (done["pages_written"], done["bytes_written"]) == (
+        plan["would_write_pages"],
+        plan["would_write_bytes"],
+    )
+    for key in ("virtual_size", "block_size", "logical_sector_size", "parent_locator"):
+        assert plan[key] == done[key], key
+    # libvhdi (not our reader) sees the child the dry run described
+    import pyvhdi
+
+    handle = pyvhdi.file()
+    handle.open(str(child))
+    try:
+        assert handle.media_size == plan["virtual_size"]
+        linkage = plan["parent_locator"]["parent_linkage"].strip("{}")
+        assert handle.get_parent_identifier() == linkage
+    finally:
+        handle.close()
+
+
+def test_snapshot_dry_run_text(cli, folder):
+    parent = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    code, out, err = cli("snapshot", parent, folder / "c.avhdx", "--dry-run")
+    assert code == 0, err
+    assert out.startswith(f"would create {folder / 'c.avhdx'} (differencing, parent {parent}, ")
+    assert out.endswith("; dry run, nothing written\n") and not (folder / "c.avhdx").exists()
+
+
+def _snapshot_refusals(folder: Path) -> dict[str, list[object]]:
+    parent = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    dirty = unpack(IMAGES / "q-dirtylog.vhdx.gz", folder)
+    vhd = unpack(IMAGES / "q-dyn.vhd.gz", folder)
+    exists = folder / "exists.avhdx"
+    exists.write_bytes(b"keep me")
+    (folder / "link.avhdx").symlink_to(folder / "nowhere")
+    return {
+        "child exists": ["snapshot", parent, exists],
+        "child is the parent": ["snapshot", parent, parent],
+        "child is a link": ["snapshot", parent, folder / "link.avhdx"],
+        "no folder": ["snapshot", parent, folder / "no" / "c.avhdx"],
+        "parent not vhdx": ["snapshot", vhd, folder / "c.avhdx"],
+        "pending log": ["snapshot", dirty, folder / "c.avhdx"],
+        "bad windows path": ["snapshot", parent, folder / "c.avhdx", "--windows-path", "x"],
+    }
+
+
+SNAPSHOT_REFUSALS = ["child exists", "child is the parent", "child is a link", "no folder"]
+
+
+@pytest.mark.parametrize(
+    "case", [*SNAPSHOT_REFUSALS, "parent not vhdx", "pending log", "bad windows path"]
+)
+def test_snapshot_dry_run_refuses_as_the_real_run(cli, folder, case):
+    same_refusal(cli, folder, *_snapshot_refusals(folder)[case])
