@@ -134,27 +134,36 @@ def register(group: click.Group) -> None:
     @group.command("recover")
     @click.argument("image", type=click.Path(dir_okay=False))
     @parent_option
+    @dry_run_option
     @json_option
-    def recover(image: str, parent: str | None, as_json: bool) -> None:
+    def recover(image: str, parent: str | None, dry_run: bool, as_json: bool) -> None:
         """Finish or undo an interrupted write: replay a pending VHDX log, roll back a journal.
 
         \b
         Examples:
           offline-ic recover golden.vhdx
           offline-ic recover golden.raw --json
+          offline-ic recover golden.vhdx --dry-run    # what it would replay; writes nothing
         """
-        from offline_ic.image.verify import recover_image
+        if dry_run:
+            from offline_ic.image.recovery_plan import planned_recovery
 
-        done = recover_image(image, parent=parent)
+            done = planned_recovery(image, parent=parent)
+        else:
+            from offline_ic.image.verify import recover_image
+
+            done = recover_image(image, parent=parent)
         if not as_json:
-            click.echo(f"{image}: {done}")
+            click.echo(f"{image}: {done}" + ("; dry run, nothing written" if dry_run else ""))
             return
+        acted = done != "nothing to recover" and not dry_run
         emit_json(
             {
                 "image": image,
                 "done": done,
-                "changed": done != "nothing to recover",
-                "written_to": image if done != "nothing to recover" else None,
+                "dry_run": dry_run,
+                "changed": acted,
+                "written_to": image if acted else None,
                 "verified": False,
             }
         )

@@ -212,3 +212,98 @@ SNAPSHOT_REFUSALS = ["child exists", "child is the parent", "child is a link", "
 )
 def test_snapshot_dry_run_refuses_as_the_real_run(cli, folder, case):
     same_refusal(cli, folder, *_snapshot_refusals(folder)[case])
+
+
+# ------------------------------------------------------------------------------- recover
+def test_recover_dry_run_leaves_a_pending_vhdx_log_pending(cli, folder):
+    image = unpack(IMAGES / "q-dirtylog.vhdx.gz", folder)
+    before = folder_state(folder)
+    code, out, err = cli("recover", image, "--dry-run", "--json")
+    assert code == 0, err
+    assert folder_state(folder) == before  # the log was not replayed
+    plan = json.loads(out)
+    assert plan["dry_run"] is True and plan["changed"] is False and plan["written_to"] is None
+    assert plan["done"] == "would replay 1 VHDX log entries and retire the log"
+    code, out, err = cli("recover", image, "--json")
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["done"] == plan["done"].replace("would replay", "replayed").replace(
+        "retire", "retired"
+    )
+    assert folder_state(folder) != before
+    code, out, err = cli("recover", image, "--dry-run")  # the log is gone now
+    assert (code, out) == (0, f"{image}: nothing to recover; dry run, nothing written\n"), err
+
+
+def test_recover_dry_run_leaves_an_undo_journal_unapplied(cli, folder):
+    """A raw image whose journaled write died half-way: the dry run says it would roll it
+    back and leaves image and journal as they are; the real rollback then gives back the
+    original bytes."""
+    from offline_ic.errors import OfflineICError
+    from offline_ic.image.fileio import FileIO
+    from offline_ic.image.journal import journaled_write
+
+    class DieAfterOneWrite(FileIO):
+        left = 1
+
+        def pwrite(self, data, offset):
+            if self.left <= 0:
+                raise OSError(5, "injected crash")
+            self.left -= 1
+            super().pwrite(data, offset)
+
+        def flush(self):
+            if self.left <= 0:
+                raise OSError(5, "injected crash")
+            super().flush()
+
+    image = folder / "disk.raw"
+    original = bytes(range(256)) * 64 * 16  # 256 KiB
+    image.write_bytes(original)
+    fd = os.open(image, os.O_RDWR)
+    try:
+        with pytest.raises(OfflineICError):
+            writes = [(0, b"\xee" * 4096), (65536, b"\xee" * 4096)]
+            journaled_write(DieAfterOneWrite(fd, str(image)), str(image), writes)
+    finally:
+        os.close(fd)
+    before = folder_state(folder)
+    assert len(before) == 2  # the image and its journal
+    code, out, err = cli("recover", image, "--dry-run")
+    assert code == 0, err
+    assert out == (
+        f"{image}: would roll back an interrupted write from the undo journal; dry run, "
+        "nothing written\n"
+    )
+    assert folder_state(folder) == before
+    code, out, err = cli("recover", image)
+    assert (code, out) == (0, f"{image}: rolled back an interrupted write from the undo journal\n")
+    assert image.read_bytes() == original and list(folder.iterdir()) == [image]
+
+
+def _locked(path: Path) -> int:
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@pytest.mark.parametrize("case", ["locked", "directory", "missing", "clean"])
+def test_recover_dry_run_refuses_as_the_real_run(cli, folder, case):
+    image = unpack(IMAGES / "q-dirtylog.vhdx.gz", folder)
+    held = _locked(image) if case == "locked" else None
+    target = {"directory": folder, "missing": folder / "nope.vhdx"}.get(case, image)
+    if case == "clean":
+        target = unpack(IMAGES / "q-dyn-2m.vhdx.gz", folder)
+    try:
+        if case == "clean":  # not a refusal: both say there is nothing to do
+            before = folder_state(folder)
+            dry, real = cli("recover", target, "--dry-run"), cli("recover", target)
+            assert folder_state(folder) == before
+            assert dry[1] == real[1].rstrip("\n") + "; dry run, nothing written\n"
+        else:
+            same_refusal(cli, folder, "recover", target)
+    finally:
+        if held is not None:
+            os.close(held)
