@@ -359,9 +359,15 @@ def _report(
     hidden=True,  # its name until 0.x: --output is the written artifact in every command
 )
 @click.option("--force", is_flag=True, help="Replace the --output FILE if it exists.")
+@dry_run_option
 @json_option
 def hive_recover(
-    hive: Path, output: Path | None, old_to: Path | None, force: bool, as_json: bool
+    hive: Path,
+    output: Path | None,
+    old_to: Path | None,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --output FILE).
 
@@ -372,18 +378,21 @@ def hive_recover(
     Examples:
       offline-ic hive recover SYSTEM
       offline-ic hive recover SYSTEM --output SYSTEM.recovered --json
+      offline-ic hive recover SYSTEM --dry-run     # what would be replayed; writes nothing
     """
     from offline_ic.registry.files import recover_hive_file
 
     if output is not None and old_to is not None and output != old_to:
         raise click.UsageError("--output and --to (its old name) name different files")
     target = output if output is not None else old_to
-    line, result = recover_hive_file(hive, target, force=force)
+    line, result = recover_hive_file(hive, target, force=force, dry_run=dry_run)
     if not as_json:
         click.echo(terminal(line))
         return
     doc = _write_doc(hive, result, done=line.removeprefix(f"{hive}: "))
-    if target is not None:  # a new file: HIVE itself is unchanged
+    if dry_run:
+        doc["dry_run"] = True  # also when nothing would be written (result None)
+    elif target is not None:  # a new file: HIVE itself is unchanged
         size = target.stat().st_size
         doc |= {"written_to": str(target), "pages_written": -(-size // 4096)}
         doc |= {"bytes_written": size}

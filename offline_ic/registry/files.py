@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
+from offline_ic.image import check_writable
 from offline_ic.image.fileio import open_image_file
 from offline_ic.image.journal import open_view, pending_path
 from offline_ic.image.raw import RawImage
@@ -309,8 +310,6 @@ def edit_hive_file(
     path = Path(path)
     _refuse_interrupted(path)
     if dry_run:  # every refusal of the writable open (read-only file, another writer's lock)
-        from offline_ic.image import check_writable
-
         check_writable(str(path))
     with contextlib.closing(RawImage(str(path), writable=not dry_run)) as image:
         original = image.read(0, image.size)
@@ -361,12 +360,23 @@ def _roll_back(path: Path, jp: Path) -> str:
     return f"{path}: removed an incomplete undo journal {jp.name} (the hive was not touched)"
 
 
+DRY_RUN = "; dry run, nothing written"  # the end of every dry run's line
+
+
+def _would_roll_back(path: Path, jp: Path) -> str:
+    """What ``_roll_back`` would say, found without applying the journal."""
+    if _journal_complete(path):
+        return f"{path}: would roll back an interrupted write from {jp.name}{DRY_RUN}"
+    return f"{path}: would remove an incomplete undo journal {jp.name}{DRY_RUN}"
+
+
 def recover_hive_file(
-    path: Path, output: Path | None = None, *, force: bool = False
+    path: Path, output: Path | None = None, *, force: bool = False, dry_run: bool = False
 ) -> tuple[str, WriteResult | None]:
     """Roll back an interrupted write, or replay the logs into the hive (in place or to
     ``output``, a new file: ``force`` replaces an existing one). Returns a one-line summary
-    and what was written."""
+    and what was written. ``dry_run``: the same refusals, the file opened read-only, and
+    the summary says what would be done (the ``WriteResult`` what would be written)."""
     path = Path(path)
     if output is not None:
         from offline_ic.outputs import check_output
@@ -374,22 +384,47 @@ def recover_hive_file(
         check_output(str(output), [str(path)], force=force)  # before anything is read
         original = read_hive_file(path)  # a pending journal: the rolled-back view
         editor = _open_editor(path, original)
-        if not editor.recovered:
-            write_new_file(Path(output), original, path, force)
-            return f"{path}: hive is clean, copied -> {output}", None
-        editor.commit(touch_timestamp=False)
-        write_new_file(Path(output), editor.buf, path, force)
-        return f"{path}: recovered from {'+'.join(find_used(editor))} -> {output}", None
+        if editor.recovered:
+            editor.commit(touch_timestamp=False)
+        data = editor.buf if editor.recovered else original
+        used = "+".join(find_used(editor))
+        done = f"recovered from {used}" if editor.recovered else "hive is clean, copied"
+        if dry_run:  # write_new's check, now that the logs have been read too
+            check_output(str(output), [str(path)], force=force)
+            planned = WriteResult(
+                list(range(-(-len(data) // PAGE))),
+                len(data),
+                len(original),
+                len(data),
+                editor.recovered,
+                dry_run=True,
+            )
+            would = (
+                f"would recover from {used}" if editor.recovered else "hive is clean, would copy"
+            )
+            return f"{path}: {would} -> {output}{DRY_RUN}", planned
+        write_new_file(Path(output), data, path, force)
+        return f"{path}: {done} -> {output}", None
     jp = pending_journal(path)
     if jp is not None:
+        if dry_run:
+            check_writable(str(path))
+            return _would_roll_back(path, jp), None
         return _roll_back(path, jp), None
-    with contextlib.closing(RawImage(str(path), writable=True)) as image:
+    if dry_run:
+        check_writable(str(path))
+    with contextlib.closing(RawImage(str(path), writable=not dry_run)) as image:
         original = image.read(0, image.size)
         editor = _open_editor(path, original)
         if not editor.recovered:
-            return f"{path}: hive is clean, nothing to recover", None
+            return f"{path}: hive is clean, nothing to recover{DRY_RUN if dry_run else ''}", None
         # like Windows writing the recovered hive: sequence numbers + 1, timestamp unchanged
         commit = editor.commit(touch_timestamp=False)
+        if dry_run:
+            what = f"would recover from {'+'.join(find_used(editor))}"
+            result = WriteResult.of(commit, True, [], dry_run=True)
+            pages = f"would write {len(commit.pages)} pages in place"
+            return f"{path}: {what}; {pages}{DRY_RUN}", result
         result = _write_commit(image, path, commit, True, original)
     what = f"recovered from {'+'.join(find_used(editor))}"
     return f"{path}: {what}; wrote {len(commit.pages)} pages in place", result

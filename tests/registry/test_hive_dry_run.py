@@ -150,3 +150,108 @@ def test_hive_dry_run_refuses_as_the_real_run(cli, system, case):
             os.close(held)
     assert dry[0] == real[0] and dry[0] in (2, 3), (dry, real)
     assert dry[2] == real[2] and dry[1] == real[1] == "", (dry, real)
+
+
+# --------------------------------------------------------------------------- hive recover
+def test_hive_recover_dry_run_replays_no_log_and_says_what_the_real_run_writes(cli, dirty_system):
+    before = folder_state(dirty_system.parent)
+    code, out, err = cli("hive", "recover", dirty_system, "--dry-run", "--json")
+    assert code == 0, err
+    assert folder_state(dirty_system.parent) == before
+    plan = json.loads(out)
+    assert plan["dry_run"] is True and plan["changed"] is False and "written_to" not in plan
+    assert plan["done"].startswith("would recover from LOG1+LOG2; would write ")
+    assert plan["recovered_from_logs"] == [str(dirty_system)]
+    code, out, err = cli("hive", "recover", dirty_system, "--json")
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["changed"] is True and done["written_to"] == str(dirty_system)
+    assert (done["pages_written"], done["bytes_written"]) == (
+        plan["would_write_pages"],
+        plan["would_write_bytes"],
+    )
+    assert f"wrote {done['pages_written']} pages in place" in done["done"]
+    assert cli("hive", "check", dirty_system)[0] == 0  # clean and sound now
+    assert hivexget(dirty_system, "Select", "Current").strip()  # hivex opens it
+
+
+def test_hive_recover_dry_run_to_an_output_makes_no_file(cli, dirty_system):
+    out_file = dirty_system.parent / "recovered"
+    before = folder_state(dirty_system.parent)
+    code, out, err = cli("hive", "recover", dirty_system, "--output", out_file, "--dry-run")
+    assert code == 0, err
+    assert (
+        out
+        == f"{dirty_system}: would recover from LOG1+LOG2 -> {out_file}; dry run, nothing written\n"
+    )
+    assert folder_state(dirty_system.parent) == before
+    code, out, err = cli(
+        "hive", "recover", dirty_system, "--output", out_file, "--dry-run", "--json"
+    )
+    plan = json.loads(out)
+    code, out, err = cli("hive", "recover", dirty_system, "--output", out_file, "--json")
+    assert code == 0, err
+    assert out_file.stat().st_size == plan["would_write_bytes"] == json.loads(out)["bytes_written"]
+
+
+def test_hive_recover_dry_run_leaves_an_interrupted_write_to_roll_back(cli, system):
+    from offline_ic.errors import OfflineICError
+    from offline_ic.image.journal import journaled_write
+
+    from .test_cli import DieAfter
+
+    original = system.read_bytes()
+    fd = os.open(system, os.O_RDWR)
+    try:
+        with pytest.raises(OfflineICError):
+            pages = [(4096, b"\xee" * 4096), (8192 * 4, b"\xee" * 4096)]
+            journaled_write(DieAfter(fd, str(system), 1), str(system), pages)
+    finally:
+        os.close(fd)
+    assert system.read_bytes() != original
+    before = folder_state(system.parent)
+    code, out, err = cli("hive", "recover", system, "--dry-run")
+    assert code == 0, err
+    assert folder_state(system.parent) == before
+    jp = Path(journal_path(str(system))).name
+    assert (
+        out
+        == f"{system}: would roll back an interrupted write from {jp}; dry run, nothing written\n"
+    )
+    code, out, err = cli("hive", "recover", system)
+    assert (code, out) == (0, f"{system}: rolled back an interrupted write from {jp}\n"), err
+    assert system.read_bytes() == original and [p.name for p in system.parent.iterdir()] == [
+        system.name
+    ]
+
+
+def _recover_refusals(hive: Path) -> dict[str, list[object]]:
+    folder = hive.parent
+    (folder / "exists").write_bytes(b"keep me")
+    log1 = folder / f"{hive.name}.LOG1"
+    return {
+        "output exists": ["--output", folder / "exists"],
+        "output is the hive": ["--output", hive, "--force"],
+        "output is its log": ["--output", log1, "--force"],
+        "no folder": ["--output", folder / "no" / "out"],
+        "locked": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["output exists", "output is the hive", "output is its log", "no folder", "locked"]
+)
+def test_hive_recover_dry_run_refuses_as_the_real_run(cli, dirty_system, case):
+    words = _recover_refusals(dirty_system)[case]
+    held = _hold_lock(dirty_system) if case == "locked" else None
+    try:
+        before = folder_state(dirty_system.parent)
+        dry = cli("hive", "recover", dirty_system, *words, "--dry-run")
+        assert folder_state(dirty_system.parent) == before
+        real = cli("hive", "recover", dirty_system, *words)
+        assert folder_state(dirty_system.parent) == before
+    finally:
+        if held is not None:
+            os.close(held)
+    assert dry[0] == real[0] and dry[0] in (2, 3), (dry, real)
+    assert dry[2] == real[2] and dry[1] == real[1] == "", (dry, real)
