@@ -152,6 +152,22 @@ def test_hive_dry_run_refuses_as_the_real_run(cli, system, case):
     assert dry[2] == real[2] and dry[1] == real[1] == "", (dry, real)
 
 
+def test_hive_set_dry_run_refuses_what_the_real_runs_read_back_refuses(cli, system):
+    """Odd-length REG_MULTI_SZ bytes: regipy reads them otherwise, so the real write is put
+    back after its read-back (exit 3); the dry run runs the same checks on the bytes the
+    write would leave and refuses with the same reason, writing nothing."""
+    args = ("hive", "set", system, SVC, "Odd", "hex(7):61,00,62")
+    before = folder_state(system.parent)
+    dry = cli(*args, "--dry-run")
+    assert folder_state(system.parent) == before
+    real = cli(*args)
+    assert folder_state(system.parent) == before  # put back
+    assert dry[0] == real[0] == 3, (dry, real)
+    reason = "regipy reads ControlSet001\\Services\\vmicvss\\Odd as [], not ['a']"
+    assert f"{system}: {reason} (checked on the planned write; nothing written)" in dry[2]
+    assert f"{system}: {reason}; the original bytes were written back" in real[2]
+
+
 # --------------------------------------------------------------------------- hive recover
 def test_hive_recover_dry_run_replays_no_log_and_says_what_the_real_run_writes(cli, dirty_system):
     before = folder_state(dirty_system.parent)
