@@ -307,3 +307,24 @@ def test_recover_dry_run_refuses_as_the_real_run(cli, folder, case):
     finally:
         if held is not None:
             os.close(held)
+
+
+# ---------------------------------------------------------------------------------- help
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("hive", "set"),
+        ("hive", "delete"),
+        ("hive", "recover"),
+        ("convert",),
+        ("snapshot",),
+        ("recover",),
+    ],
+    ids=" ".join,
+)
+def test_help_shows_dry_run_and_an_example_of_it(cli, command):
+    code, out, err = cli(*command, "--help")
+    assert code == 0, err
+    assert "--dry-run  " in out or "--dry-run\n" in out  # the option's own line
+    example = f"offline-ic {' '.join(command)} "
+    assert [line for line in out.splitlines() if example in line and "--dry-run" in line], out
