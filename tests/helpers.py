@@ -93,6 +93,20 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def folder_state(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` with its sha256: what a dry run must leave as it was
+    (a file made, removed or changed shows)."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): (
+            f"-> {os.readlink(p)}" if p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() or p.is_symlink()
+    }
+
+
 def run_bytes(*args: object) -> tuple[int, bytes, bytes]:
     """Run ``offline-ic ARGS`` in its own process; returns (exit code, stdout, stderr) as
     the bytes written, as a terminal or a CI job gets them (what an encoding error or a

@@ -82,6 +82,12 @@ def parent_option(f: Any) -> Any:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+# writing commands: every check of the real run, then what it would write; nothing written
+dry_run_option = click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what would be written and write nothing; a refusal exits as the real run would.",
+)
 volume_option = click.option(
     "--volume",
     type=click.IntRange(min=1),

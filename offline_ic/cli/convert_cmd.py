@@ -7,7 +7,7 @@ import time
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, parent_option
+from offline_ic.cli.common import dry_run_option, emit_json, json_option, parent_option
 
 
 class _Bar:
@@ -98,6 +98,7 @@ def register(group: click.Group) -> None:
     )
     @click.option("--force", is_flag=True, help="Replace DST if it exists.")
     @parent_option
+    @dry_run_option
     @json_option
     def convert_cmd(
         src: str,
@@ -107,6 +108,7 @@ def register(group: click.Group) -> None:
         align: str | None,
         force: bool,
         parent: str | None,
+        dry_run: bool,
         as_json: bool,
     ) -> None:
         """Write SRC (VHDX, VHD or raw, any chain) as a new image DST.
@@ -121,6 +123,7 @@ def register(group: click.Group) -> None:
           offline-ic convert child.avhdx flat.raw
           offline-ic convert disk.vhd disk.vhdx --json
           offline-ic convert disk.vhd disk.bin --format raw
+          offline-ic convert golden.vhdx golden.vhd --dry-run   # checks only, writes nothing
         """
         from offline_ic.image.convert import convert, parse_size
 
@@ -136,13 +139,22 @@ def register(group: click.Group) -> None:
                 parent=parent,
                 force=force,
                 progress=bar,
+                dry_run=dry_run,
             )
         finally:
             bar.clear()
         if as_json:
             # "image" (the target given), "written_to" and "format" (the word of --format) in
             # the words of every command; "to", format's old name, kept for one release
-            emit_json({"image": src, **result.to_dict(), "to": result.format, "written_to": dst})
+            doc = {"image": src, **result.to_dict(), "to": result.format}
+            emit_json(doc if dry_run else doc | {"written_to": dst})
+            return
+        if dry_run:
+            click.echo(
+                f"{dst}: would write {to}, {result.virtual_size} bytes virtual "
+                f"({result.would_read_bytes} bytes of allocated data to read, needs at most "
+                f"{result.would_need_bytes} bytes free); dry run, nothing written"
+            )
             return
         click.echo(
             f"{dst}: {to}, {result.virtual_size} bytes virtual "

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, must_be_hive_file, warn
+from offline_ic.cli.common import (
+    dry_run_option,
+    emit_json,
+    json_option,
+    must_be_hive_file,
+    warn,
+)
 from offline_ic.escaping import terminal
 
 if TYPE_CHECKING:
@@ -181,6 +187,7 @@ def _hive_root_names(hive) -> list[str]:
     is_flag=True,
     help="Allow DATA's type to differ from the existing value's (refused otherwise, exit 3).",
 )
+@dry_run_option
 @json_option
 def hive_set(
     hive: Path,
@@ -189,6 +196,7 @@ def hive_set(
     merge_file: str | None,
     create: bool,
     change_type: bool,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
     """Set value NAME of KEY to DATA, in .reg words (KEY must exist unless --create).
@@ -216,6 +224,7 @@ def hive_set(
       offline-ic hive set SYSTEM 'ControlSet001\\Services\\vmicvss' Start dword:4
       offline-ic hive set SYSTEM -e 'ControlSet001\\Services\\vmicrdv' Start dword:4 -e ...
       offline-ic hive set SYSTEM --merge changes.reg
+      offline-ic hive set SYSTEM 'ControlSet001\\Services\\vmicvss' Start dword:4 --dry-run
     """
     from offline_ic.workflows.reg import edit_hive_file_changes, hive_file_changes, read_reg_file
 
@@ -226,7 +235,7 @@ def hive_set(
         raise click.UsageError("nothing to set: give KEY NAME DATA, -e KEY NAME DATA or --merge")
     ops = read_reg_file(merge_file) if merge_file is not None else []
     changes = hive_file_changes(edits, ops, create, change_type=change_type)  # type: ignore[arg-type]
-    result, done = edit_hive_file_changes(hive, changes)
+    result, done = edit_hive_file_changes(hive, changes, dry_run=dry_run)
     _report(hive, result, as_json, [c.to_dict() for c in done])
 
 
@@ -234,14 +243,16 @@ def hive_set(
 @HIVE_ARG
 @KEY_ARG
 @click.argument("name", required=False)
+@dry_run_option
 @json_option
-def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
+def hive_delete(hive: Path, key: str, name: str | None, dry_run: bool, as_json: bool) -> None:
     """Delete value NAME of KEY, or KEY itself when it is empty (no subkeys, no values).
 
     \b
     Examples:
       offline-ic hive delete SOFTWARE 'Some\\Key' Paths
       offline-ic hive delete SOFTWARE 'Some\\Key'
+      offline-ic hive delete SOFTWARE 'Some\\Key' Paths --dry-run
     """
     from offline_ic.registry.crosscheck import Expected
     from offline_ic.registry.files import edit_hive_file
@@ -258,7 +269,7 @@ def hive_delete(hive: Path, key: str, name: str | None, as_json: bool) -> None:
 
     # read back after the commit: regipy must no longer see the key or value
     gone = [Expected(key.strip("\\"), value, present=False)]
-    result, _commit = edit_hive_file(hive, edit, expect=lambda: gone)
+    result, _commit = edit_hive_file(hive, edit, expect=lambda: gone, dry_run=dry_run)
     _report(hive, result, as_json)
 
 
@@ -268,19 +279,26 @@ def _write_doc(hive: Path, result: WriteResult | None, **extra: object) -> dict[
     reads and checked by regipy, ``files.read_back``). ``result`` None: nothing written in
     place."""
     pages = len(result.pages) if result else 0
-    return {
+    dry_run = bool(result and result.dry_run)
+    doc: dict[str, object] = {
         "image": str(hive),
         "hive": str(hive),
         **extra,
-        "changed": pages > 0,
-        "pages_written": pages,
-        "bytes_written": result.bytes_written if result else 0,
+        "dry_run": dry_run,
+        "changed": pages > 0 and not dry_run,
+        "pages_written": 0 if dry_run else pages,
+        "bytes_written": result.bytes_written if result and not dry_run else 0,
         "old_length": result.old_length if result else None,
         "new_length": result.new_length if result else None,
         # the hives replayed from their logs first, a list as in every servicing document
+        # (a dry run: the ones that would be; nothing is replayed)
         "recovered_from_logs": [str(hive)] if result and result.recovered else [],
         "verified": bool(result and result.verified_by),
     }
+    if dry_run:  # the words of the servicing dry runs (ServicingReport.to_dict)
+        assert result is not None
+        doc |= {"would_write_pages": pages, "would_write_bytes": result.bytes_written}
+    return doc
 
 
 def _report(
@@ -297,7 +315,20 @@ def _report(
             where = change["key"] + ("\\" + (change["name"] or "@") if change["name"] else "")
             click.echo(terminal(f"{hive}: {where} (unchanged)"))
     if not result.pages:
-        click.echo(f"{hive}: nothing written (unchanged)")
+        would = " (dry run)" if result.dry_run else ""
+        click.echo(f"{hive}: nothing written (unchanged){would}")
+        return
+    if result.dry_run:
+        extra = " (dirty hive: its logs would be replayed first)" if result.recovered else ""
+        grew = (
+            f", file would grow to {result.new_length} bytes"
+            if result.new_length > result.old_length
+            else ""
+        )
+        click.echo(
+            f"{hive}: would write {len(result.pages)} pages ({result.bytes_written} bytes)"
+            f"{grew}{extra}; dry run, nothing written"
+        )
         return
     extra = " (dirty hive recovered from its logs first)" if result.recovered else ""
     grew = (
@@ -328,9 +359,15 @@ def _report(
     hidden=True,  # its name until 0.x: --output is the written artifact in every command
 )
 @click.option("--force", is_flag=True, help="Replace the --output FILE if it exists.")
+@dry_run_option
 @json_option
 def hive_recover(
-    hive: Path, output: Path | None, old_to: Path | None, force: bool, as_json: bool
+    hive: Path,
+    output: Path | None,
+    old_to: Path | None,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Replay HIVE.LOG1/HIVE.LOG2 into a dirty hive (in place, or to --output FILE).
 
@@ -341,18 +378,21 @@ def hive_recover(
     Examples:
       offline-ic hive recover SYSTEM
       offline-ic hive recover SYSTEM --output SYSTEM.recovered --json
+      offline-ic hive recover SYSTEM --dry-run     # what would be replayed; writes nothing
     """
     from offline_ic.registry.files import recover_hive_file
 
     if output is not None and old_to is not None and output != old_to:
         raise click.UsageError("--output and --to (its old name) name different files")
     target = output if output is not None else old_to
-    line, result = recover_hive_file(hive, target, force=force)
+    line, result = recover_hive_file(hive, target, force=force, dry_run=dry_run)
     if not as_json:
         click.echo(terminal(line))
         return
     doc = _write_doc(hive, result, done=line.removeprefix(f"{hive}: "))
-    if target is not None:  # a new file: HIVE itself is unchanged
+    if dry_run:
+        doc["dry_run"] = True  # also when nothing would be written (result None)
+    elif target is not None:  # a new file: HIVE itself is unchanged
         size = target.stat().st_size
         doc |= {"written_to": str(target), "pages_written": -(-size // 4096)}
         doc |= {"bytes_written": size}

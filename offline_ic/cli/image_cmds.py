@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from offline_ic.cli.common import emit_json, json_option, parent_option
+from offline_ic.cli.common import dry_run_option, emit_json, json_option, parent_option
 from offline_ic.cli.many import (
     FleetOptions,
     collect_targets,
@@ -56,36 +56,45 @@ def register(group: click.Group) -> None:
         help=r"PARENT's path on the Windows host (D:\VMs\golden.vhdx), for the locator's "
         "absolute path; without it only the relative path is written.",
     )
+    @dry_run_option
     @json_option
-    def snapshot(parent: str, child: str, windows_path: str | None, as_json: bool) -> None:
+    def snapshot(
+        parent: str, child: str, windows_path: str | None, dry_run: bool, as_json: bool
+    ) -> None:
         """Create CHILD (.avhdx), a differencing VHDX over the VHDX PARENT.
 
         Later writes can go into CHILD and leave PARENT untouched.
 
         \b
-        Example:
+        Examples:
           offline-ic snapshot golden.vhdx golden-serviced.avhdx
+          offline-ic snapshot golden.vhdx golden-serviced.avhdx --dry-run
         """
-        import os
-
         from offline_ic.image.vhdx.create import create_child
 
-        create_child(parent, child, windows_path=windows_path)
+        made = create_child(parent, child, windows_path=windows_path, dry_run=dry_run)
         if not as_json:
-            click.echo(f"created {child} (differencing, parent {parent})")
+            if dry_run:
+                click.echo(
+                    f"would create {child} (differencing, parent {parent}, "
+                    f"{made['file_size']} bytes); dry run, nothing written"
+                )
+            else:
+                click.echo(f"created {child} (differencing, parent {parent})")
             return
-        size = os.path.getsize(child)
-        emit_json(
-            {
-                "image": parent,
-                "child": child,
-                "written_to": child,
-                "changed": False,  # PARENT is only read; CHILD is a new file
-                "pages_written": -(-size // 4096),
-                "bytes_written": size,
-                "verified": False,
-            }
-        )
+        size = made["file_size"]
+        doc: dict[str, Any] = {"image": parent, "child": child}
+        if not dry_run:
+            doc["written_to"] = child
+        doc |= {
+            "dry_run": dry_run,
+            "changed": False,  # PARENT is only read; CHILD is a new file
+            "pages_written": 0 if dry_run else -(-size // 4096),
+            "bytes_written": 0 if dry_run else size,
+        }
+        if dry_run:
+            doc |= {"would_write_pages": -(-size // 4096), "would_write_bytes": size}
+        emit_json(doc | {"verified": False, **made})
 
     @group.command("verify")
     @images_argument
@@ -125,27 +134,36 @@ def register(group: click.Group) -> None:
     @group.command("recover")
     @click.argument("image", type=click.Path(dir_okay=False))
     @parent_option
+    @dry_run_option
     @json_option
-    def recover(image: str, parent: str | None, as_json: bool) -> None:
+    def recover(image: str, parent: str | None, dry_run: bool, as_json: bool) -> None:
         """Finish or undo an interrupted write: replay a pending VHDX log, roll back a journal.
 
         \b
         Examples:
           offline-ic recover golden.vhdx
           offline-ic recover golden.raw --json
+          offline-ic recover golden.vhdx --dry-run    # what it would replay; writes nothing
         """
-        from offline_ic.image.verify import recover_image
+        if dry_run:
+            from offline_ic.image.recovery_plan import planned_recovery
 
-        done = recover_image(image, parent=parent)
+            done = planned_recovery(image, parent=parent)
+        else:
+            from offline_ic.image.verify import recover_image
+
+            done = recover_image(image, parent=parent)
         if not as_json:
-            click.echo(f"{image}: {done}")
+            click.echo(f"{image}: {done}" + ("; dry run, nothing written" if dry_run else ""))
             return
+        acted = done != "nothing to recover" and not dry_run
         emit_json(
             {
                 "image": image,
                 "done": done,
-                "changed": done != "nothing to recover",
-                "written_to": image if done != "nothing to recover" else None,
+                "dry_run": dry_run,
+                "changed": acted,
+                "written_to": image if acted else None,
                 "verified": False,
             }
         )

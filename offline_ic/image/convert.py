@@ -59,12 +59,19 @@ class ConvertResult:
     data_bytes_written: int
     zero_bytes_skipped: int
     unread_bytes: int  # never read: unallocated in the source
-    file_size: int
+    file_size: int | None  # None: a dry run (the zeros are found only when the data is read)
     unique_id: str | None
     seconds: float
+    # a dry run: nothing written; what the real run would read, and the most it could take
+    dry_run: bool = False
+    would_read_bytes: int = 0
+    would_need_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        doc = dict(self.__dict__)
+        if not self.dry_run:
+            del doc["would_read_bytes"], doc["would_need_bytes"]
+        return doc | {"changed": not self.dry_run}
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -365,8 +372,13 @@ def convert(
     parent: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    dry_run: bool = False,
 ) -> ConvertResult:
-    """Write ``src`` (any format we read) as a new ``to`` image at ``dst``."""
+    """Write ``src`` (any format we read) as a new ``to`` image at ``dst``.
+
+    ``dry_run``: every check made before the first write (DST refused, SRC unreadable,
+    size, alignment, free space), then what would be read and the most it could take;
+    no temporary file is made and no data read."""
     from offline_ic.image import open_image
 
     if to not in TARGETS:
@@ -393,6 +405,20 @@ def convert(
             raise InputError(
                 f"{dst}: not enough free space ({need} bytes needed, {free} free); nothing written"
             )
+        total_data = sum(n for _, n in extents)
+        if dry_run:  # new_file's check, now that every chain member has been read
+            check_output(dst, [src, parent], force=force)
+            return ConvertResult(
+                **_described(src, dst, to, info, img.size, size, total_data),
+                data_bytes_written=0,
+                zero_bytes_skipped=0,
+                file_size=None,
+                unique_id=None,
+                seconds=round(time.monotonic() - t0, 3),
+                dry_run=True,
+                would_read_bytes=total_data,
+                would_need_bytes=need,
+            )
         try:
             # the output rule of every new file: DST is checked again just before the rename
             # (every chain member has been read by then), the temporary removed on failure
@@ -411,22 +437,30 @@ def convert(
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise InputError(f"{dst}: no space left on device; partial output removed") from exc
             raise InputError(f"{src}: {_reason(exc)}; partial output {dst} removed") from exc
-    total_data = sum(n for _, n in extents)
     return ConvertResult(
-        source=src,
-        destination=dst,
-        format=to,
-        source_format=info.format,
-        source_disk_type=info.disk_type,
-        source_size=img.size,
-        virtual_size=size,
+        **_described(src, dst, to, info, img.size, size, total_data),
         data_bytes_written=written,
         zero_bytes_skipped=skipped,
-        unread_bytes=img.size - total_data,
         file_size=os.path.getsize(dst),
         unique_id=str(sink.unique_id) if sink.unique_id else None,
         seconds=round(time.monotonic() - t0, 3),
     )
+
+
+def _described(
+    src: str, dst: str, to: str, info: Any, source_size: int, size: int, total_data: int
+) -> dict[str, Any]:
+    """The fields of a ``ConvertResult`` known before any data is read (a dry run's too)."""
+    return {
+        "source": src,
+        "destination": dst,
+        "format": to,
+        "source_format": info.format,
+        "source_disk_type": info.disk_type,
+        "source_size": source_size,
+        "virtual_size": size,
+        "unread_bytes": source_size - total_data,
+    }
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offline_ic.errors import InputError, SafetyRefusal
+from offline_ic.image import check_writable
 from offline_ic.image.fileio import open_image_file
 from offline_ic.image.journal import open_view, pending_path
 from offline_ic.image.raw import RawImage
@@ -157,6 +158,18 @@ class WriteResult:
     new_length: int
     recovered: bool
     verified_by: list[str] = field(default_factory=list)  # empty: nothing was read back
+    # a dry run: ``pages``/``bytes_written`` are what the real run would write, and nothing
+    # was written (``recovered``: the logs would be replayed first)
+    dry_run: bool = False
+
+    @classmethod
+    def of(
+        cls, commit: CommitResult, recovered: bool, verified_by: list[str], *, dry_run: bool = False
+    ) -> WriteResult:
+        """What writing ``commit`` does (or, ``dry_run``, would do)."""
+        pages = [off // PAGE for off, _d in commit.pages]
+        lengths = (commit.old_file_length, commit.file_length)
+        return cls(pages, commit.bytes_written, *lengths, recovered, verified_by, dry_run)
 
 
 def _refuse_interrupted(path: Path) -> None:
@@ -216,14 +229,7 @@ def _write_commit(
     except (Exception, KeyboardInterrupt) as exc:
         failure = exc
     else:
-        return WriteResult(
-            [off // PAGE for off, _d in commit.pages],
-            commit.bytes_written,
-            commit.old_file_length,
-            commit.file_length,
-            recovered,
-            verified_by,
-        )
+        return WriteResult.of(commit, recovered, verified_by)
     image.close()  # releases the lock: settle opens the file again
     old = [(off, original[off : off + len(buf)]) for off, buf in commit.pages]
     found = settle(
@@ -249,16 +255,24 @@ def read_back(path: Path, commit: CommitResult, expected: Iterable[Expected]) ->
     those bytes in memory must see every expected key and value (``crosscheck``). Any
     disagreement is a ``SafetyRefusal``; returns who checked (``READ_BACK_BY``).
     """
-    from offline_ic.registry.check import check_touched
-    from offline_ic.registry.crosscheck import regipy_check
-
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         data = os.pread(fd, size, 0)
     finally:
         os.close(fd)
-    label = str(path)
+    return check_written(data, str(path), commit, expected)
+
+
+def check_written(
+    data: bytes, label: str, commit: CommitResult, expected: Iterable[Expected]
+) -> list[str]:
+    """``read_back``'s checks on the hive's bytes ``data``: the file read back after a write,
+    or (a dry run) the bytes the write would leave, so that a dry run refuses what the
+    real write's read-back would refuse."""
+    from offline_ic.registry.check import check_touched
+    from offline_ic.registry.crosscheck import regipy_check
+
     if len(data) != commit.file_length:
         raise SafetyRefusal(
             f"{label}: read back after the write: {len(data)} bytes, not {commit.file_length}"
@@ -282,6 +296,7 @@ def edit_hive_file(
     *,
     allow_grow: bool = True,
     expect: ExpectFn | None = None,
+    dry_run: bool = False,
 ) -> tuple[WriteResult, CommitResult]:
     """Apply ``edit`` to a bare hive file in place, recovering a dirty hive first.
 
@@ -289,21 +304,43 @@ def edit_hive_file(
     ``commit()`` returns are written, with the new length, through its undo journal.
     ``expect`` (called after ``edit``) gives what regipy must see once the write is read
     back (``read_back``); a read-back that disagrees puts the original file back and
-    refuses (exit 3, "unchanged").
+    refuses (exit 3, "unchanged"). ``dry_run`` makes every refusal the write would make,
+    the file opened read-only, and returns what would be written (``_planned``).
     """
     path = Path(path)
     _refuse_interrupted(path)
-    with contextlib.closing(RawImage(str(path), writable=True)) as image:
+    if dry_run:  # every refusal of the writable open (read-only file, another writer's lock)
+        check_writable(str(path))
+    with contextlib.closing(RawImage(str(path), writable=not dry_run)) as image:
         original = image.read(0, image.size)
         editor = _open_editor(path, original)
         edit(editor)
         commit = editor.commit()
         if not commit.pages and commit.file_length == len(original):
-            return WriteResult([], 0, len(original), len(original), False), commit
+            return WriteResult([], 0, len(original), len(original), False, dry_run=dry_run), commit
         if not allow_grow and commit.file_length > len(original):
             raise SafetyRefusal(f"{path}: the edit needs the file to grow; not allowed here")
+        if dry_run:
+            return _planned(path, commit, editor.recovered, original, expect), commit
         result = _write_commit(image, path, commit, editor.recovered, original, expect)
         return result, commit
+
+
+def _planned(
+    path: Path, commit: CommitResult, recovered: bool, original: bytes, expect: ExpectFn | None
+) -> WriteResult:
+    """A dry run's answer: the pages the write would make, checked as its read-back would
+    check them (on the bytes it would leave, in memory); nothing is written."""
+    planned = bytearray(original[: commit.file_length])
+    planned.extend(bytes(commit.file_length - len(planned)))
+    for off, buf in commit.pages:
+        planned[off : off + len(buf)] = buf
+    if expect is not None:
+        try:
+            check_written(bytes(planned), str(path), commit, expect())
+        except SafetyRefusal as exc:
+            raise SafetyRefusal(f"{exc} (checked on the planned write; nothing written)") from exc
+    return WriteResult.of(commit, recovered, [], dry_run=True)
 
 
 def _journal_complete(path: Path) -> bool:
@@ -323,12 +360,23 @@ def _roll_back(path: Path, jp: Path) -> str:
     return f"{path}: removed an incomplete undo journal {jp.name} (the hive was not touched)"
 
 
+DRY_RUN = "; dry run, nothing written"  # the end of every dry run's line
+
+
+def _would_roll_back(path: Path, jp: Path) -> str:
+    """What ``_roll_back`` would say, found without applying the journal."""
+    if _journal_complete(path):
+        return f"{path}: would roll back an interrupted write from {jp.name}{DRY_RUN}"
+    return f"{path}: would remove an incomplete undo journal {jp.name}{DRY_RUN}"
+
+
 def recover_hive_file(
-    path: Path, output: Path | None = None, *, force: bool = False
+    path: Path, output: Path | None = None, *, force: bool = False, dry_run: bool = False
 ) -> tuple[str, WriteResult | None]:
     """Roll back an interrupted write, or replay the logs into the hive (in place or to
     ``output``, a new file: ``force`` replaces an existing one). Returns a one-line summary
-    and what was written."""
+    and what was written. ``dry_run``: the same refusals, the file opened read-only, and
+    the summary says what would be done (the ``WriteResult`` what would be written)."""
     path = Path(path)
     if output is not None:
         from offline_ic.outputs import check_output
@@ -336,22 +384,47 @@ def recover_hive_file(
         check_output(str(output), [str(path)], force=force)  # before anything is read
         original = read_hive_file(path)  # a pending journal: the rolled-back view
         editor = _open_editor(path, original)
-        if not editor.recovered:
-            write_new_file(Path(output), original, path, force)
-            return f"{path}: hive is clean, copied -> {output}", None
-        editor.commit(touch_timestamp=False)
-        write_new_file(Path(output), editor.buf, path, force)
-        return f"{path}: recovered from {'+'.join(find_used(editor))} -> {output}", None
+        if editor.recovered:
+            editor.commit(touch_timestamp=False)
+        data = editor.buf if editor.recovered else original
+        used = "+".join(find_used(editor))
+        done = f"recovered from {used}" if editor.recovered else "hive is clean, copied"
+        if dry_run:  # write_new's check, now that the logs have been read too
+            check_output(str(output), [str(path)], force=force)
+            planned = WriteResult(
+                list(range(-(-len(data) // PAGE))),
+                len(data),
+                len(original),
+                len(data),
+                editor.recovered,
+                dry_run=True,
+            )
+            would = (
+                f"would recover from {used}" if editor.recovered else "hive is clean, would copy"
+            )
+            return f"{path}: {would} -> {output}{DRY_RUN}", planned
+        write_new_file(Path(output), data, path, force)
+        return f"{path}: {done} -> {output}", None
     jp = pending_journal(path)
     if jp is not None:
+        if dry_run:
+            check_writable(str(path))
+            return _would_roll_back(path, jp), None
         return _roll_back(path, jp), None
-    with contextlib.closing(RawImage(str(path), writable=True)) as image:
+    if dry_run:
+        check_writable(str(path))
+    with contextlib.closing(RawImage(str(path), writable=not dry_run)) as image:
         original = image.read(0, image.size)
         editor = _open_editor(path, original)
         if not editor.recovered:
-            return f"{path}: hive is clean, nothing to recover", None
+            return f"{path}: hive is clean, nothing to recover{DRY_RUN if dry_run else ''}", None
         # like Windows writing the recovered hive: sequence numbers + 1, timestamp unchanged
         commit = editor.commit(touch_timestamp=False)
+        if dry_run:
+            what = f"would recover from {'+'.join(find_used(editor))}"
+            result = WriteResult.of(commit, True, [], dry_run=True)
+            pages = f"would write {len(commit.pages)} pages in place"
+            return f"{path}: {what}; {pages}{DRY_RUN}", result
         result = _write_commit(image, path, commit, True, original)
     what = f"recovered from {'+'.join(find_used(editor))}"
     return f"{path}: {what}; wrote {len(commit.pages)} pages in place", result

@@ -445,9 +445,10 @@ def hive_file_changes(
     return changes
 
 
-def edit_hive_file_changes(path: Path, changes: list[ValueChange]):
-    """Apply the changes to a bare hive file in one commit; ``CurrentControlSet`` is the
-    hive's current control set when it is a SYSTEM hive. Returns (WriteResult, changes)."""
+def edit_hive_file_changes(path: Path, changes: list[ValueChange], *, dry_run: bool = False):
+    """Apply the changes to a bare hive file in one commit (``dry_run``: plan them, write
+    nothing); ``CurrentControlSet`` is the hive's current control set when it is a SYSTEM
+    hive. Returns (WriteResult, changes)."""
     from offline_ic.registry.editor import HiveEditor
     from offline_ic.registry.files import edit_hive_file
     from offline_ic.workflows.service import apply_change, expectations, refuse_boot_structure
@@ -462,5 +463,7 @@ def edit_hive_file_changes(path: Path, changes: list[ValueChange]):
         mark_superseded(changes)  # the read-back checks the final state
 
     # read back after the commit: regipy must see every change (keys resolved by ``edit``)
-    result, _commit = edit_hive_file(path, edit, expect=lambda: expectations(changes))
+    result, _commit = edit_hive_file(
+        path, edit, expect=lambda: expectations(changes), dry_run=dry_run
+    )
     return result, changes

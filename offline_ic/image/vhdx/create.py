@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from offline_ic.errors import CorruptImageError, InputError
 from offline_ic.image.detect import detect_format
@@ -78,8 +79,10 @@ def create_vhdx(
     physical_sector_size: int = 4096,
     fixed: bool = False,
     parent_locator: dict[str, str] | None = None,
-) -> None:
-    """Write a new, empty VHDX at ``path`` (refuses to overwrite an existing file)."""
+    dry_run: bool = False,
+) -> int:
+    """Write a new, empty VHDX at ``path`` (refuses to overwrite an existing file); returns
+    its file size. ``dry_run``: the same refusals and size, nothing written."""
     check_output(path, can_force=False)  # also a symlink, dangling or not
     bs = block_size
     if bs < S.MiB or bs > 256 * S.MiB or bs & (bs - 1):
@@ -109,6 +112,8 @@ def create_vhdx(
     ]
     end += chunks * S.SECTOR_BITMAP_BLOCK_SIZE
     bat = sorted(payload + bitmaps)
+    if dry_run:
+        return end
     page83 = uuid.uuid4()
     hdr = S.Header(0, uuid.uuid4(), uuid.uuid4(), S.ZERO_GUID, 0, 1, LOG_LENGTH, LOG_OFFSET)
     regions = S.pack_region_table(
@@ -143,6 +148,7 @@ def create_vhdx(
     os.close(fd)
     os.rename(tmp, path)
     fsync_dir(path)
+    return end
 
 
 def windows_absolute_path(path: str) -> str:
@@ -187,8 +193,11 @@ def create_child(
     *,
     size: int | None = None,
     windows_path: str | None = None,
-) -> None:
-    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors).
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Create ``child_path``: a differencing VHDX over ``parent_path`` (same block/sectors);
+    returns what was made (``dry_run``: every refusal, and what would be made; nothing
+    written, a parent's pending log left as it is).
 
     ``size`` makes the child larger than its parent, as Hyper-V's resize of a differencing
     disk does: sectors past the parent's end read as zeros until written. A smaller child
@@ -210,14 +219,21 @@ def create_child(
                 f"{child_path}: a child of {size} bytes would be smaller than its parent "
                 f"({par.size} bytes)"
             )
-        create_vhdx(
-            child_path,
-            par.size if size is None else size,
-            block_size=par.block_size,
-            logical_sector_size=par.logical_sector_size,
-            physical_sector_size=par.physical_sector_size,
-            parent_locator=locator,
+        virtual_size = par.size if size is None else size
+        sectors = {
+            "block_size": par.block_size,
+            "logical_sector_size": par.logical_sector_size,
+            "physical_sector_size": par.physical_sector_size,
+        }
+        file_size = create_vhdx(
+            child_path, virtual_size, **sectors, parent_locator=locator, dry_run=dry_run
         )
+    return {
+        "virtual_size": virtual_size,
+        **sectors,
+        "parent_locator": locator,
+        "file_size": file_size,
+    }
 
 
 def _write_bat(fd: int, entries: list[tuple[int, int]], offset: int) -> None:
