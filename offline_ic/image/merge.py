@@ -365,7 +365,14 @@ def merge(
         # the chain is read (and checksummed) a few pieces ahead, beside the writer
         with ReadAhead(_chain_reader(top), list(_pieces(plan.extents))) as ahead:
             _write(plan, ahead.read, old)
-            crcs = ahead.finish()
+            try:  # the target is written: a failure now must not read as "nothing merged"
+                crcs = ahead.finish()
+            except (OfflineICError, OSError) as exc:
+                raise SafetyRefusal(
+                    f"{os.path.basename(plan.target)}: holds the merged data, but reading the "
+                    f"chain to check it failed ({failure_text(exc)}); the merged files were "
+                    "kept: run `offline-ic verify` on it"
+                ) from None
         checked = read_back(plan.target, crcs)
         if checked is not None and checked[1] is not None:
             raise SafetyRefusal(

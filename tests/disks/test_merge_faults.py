@@ -205,3 +205,26 @@ def test_a_chain_read_error_in_the_read_ahead_leaves_the_parent_unchanged(
     assert libvhdi_read([base]) == old and not _pending(base)
     with open_image(str(child)) as img:
         assert img.read(0, img.size) == new
+
+
+def test_a_chain_read_error_after_the_write_says_the_target_holds_the_merge(
+    tmp_path, monkeypatch, cli
+):
+    """The read-ahead's last pieces (read after the writer asked out of order) fail: the
+    target is already written, so the message says so and keeps the child."""
+    from offline_ic.image.pipeline import ReadAhead
+
+    pristine = _vhdx_chain(tmp_path / "pristine")
+    new = libvhdi_read(pristine)
+    base, child = _copy(pristine, tmp_path / "run")
+
+    def finish(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(ReadAhead, "finish", finish)
+    code, _out, err = cli("merge", child)
+    monkeypatch.undo()
+    assert code == 3 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "base.vhdx: holds the merged data, but reading the chain" in err, err
+    assert "the merged files were kept" in err and child.exists(), err
+    assert libvhdi_read([base]) == new and not _pending(base)
