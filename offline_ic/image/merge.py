@@ -39,7 +39,6 @@ from offline_ic.errors import (
 from offline_ic.image import check_writable, open_image
 from offline_ic.image.base import DiskImage
 from offline_ic.image.fileio import fsync_dir
-from offline_ic.image.journal import pending
 from offline_ic.image.lock import lock_file
 from offline_ic.image.pipeline import ReadAhead, piece_crcs, pieces_of
 from offline_ic.image.settle import (
@@ -48,6 +47,7 @@ from offline_ic.image.settle import (
     UNCHANGED,
     Settled,
     failure_text,
+    interrupted_write,
     settled_error,
 )
 from offline_ic.image.verify import IndependentReader, coalesce_spans, open_independent
@@ -262,24 +262,25 @@ def _independent(path: str) -> Iterator[IndependentReader | None]:
             yield reader
 
 
-def _digests(path: str, extents: list[tuple[int, int]]) -> tuple[str, list[int]] | None:
-    """(reader, CRC-32 of each piece of ``extents``) of ``path`` as libvhdi reads it."""
-    with _independent(path) as reader:
-        if reader is None:
+def _digests(path: str, pieces: list[tuple[int, int]]) -> tuple[str, list[int]] | None:
+    """(reader, CRC-32 of each of ``pieces`` of ``path`` as libvhdi reads it, two readers at
+    a time), or None when libvhdi is not installed."""
+    with _independent(path) as probe:
+        if probe is None:
             return None
-        return reader.name, [zlib.crc32(reader.read(off, n)) for off, n in _pieces(extents)]
+        name = probe.name
+    return name, piece_crcs(lambda: _independent(path), pieces)
 
 
 def read_back(target: str, crcs: dict[tuple[int, int], int]) -> tuple[str, int | None] | None:
     """Compare libvhdi's reading of ``target`` with the CRC-32s of the pieces the writer was
-    given (``ReadAhead.finish``), two readers at a time: (reader, first differing offset or
-    None), or None when libvhdi is not installed."""
-    with _independent(target) as probe:
-        if probe is None:
-            return None
-        name = probe.name
+    given (``ReadAhead.finish``): (reader, first differing offset or None), or None when
+    libvhdi is not installed."""
     pieces = sorted(crcs)
-    got = piece_crcs(lambda: _independent(target), pieces)
+    found = _digests(target, pieces)
+    if found is None:
+        return None
+    name, got = found
     for piece, crc in zip(pieces, got, strict=True):
         if crc != crcs[piece]:
             return name, piece[0]
@@ -295,13 +296,11 @@ def observe_merge(
     """What ``target`` holds over ``extents`` after a failed merge, as libvhdi reads it:
     the old bytes (CRC-32 per piece, taken before: ``_old_digests``), the chain's, or
     neither."""
-    if pending(target):
-        return Settled(INTERRUPTED, "", "an undo journal is left")
     try:
-        with open_image(target) as img:
-            if isinstance(img, VhdxReader) and img.header.log_guid.int:
-                return Settled(INTERRUPTED, "", "the VHDX log is pending")
-        now = _digests(target, extents)
+        stopped = interrupted_write(target)
+        if stopped is not None:
+            return stopped
+        now = _digests(target, list(_pieces(extents)))
     except (OfflineICError, OSError, ValueError) as exc:
         return Settled(INTERRUPTED, "", f"the image cannot be read back: {failure_text(exc)}")
     if now is None:

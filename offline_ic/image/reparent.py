@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import os
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from offline_ic.errors import InputError, OfflineICError, SafetyRefusal
 from offline_ic.image import check_writable, detect_format, open_image
 from offline_ic.image.base import DiskImage
-from offline_ic.image.journal import pending
 from offline_ic.image.settle import (
     COMMITTED,
     INTERRUPTED,
     UNCHANGED,
     Settled,
     failure_text,
+    interrupted_write,
     settled_error,
 )
 from offline_ic.image.vhdx import VhdxReader
@@ -146,13 +145,10 @@ def _describe_libvhdi(link: tuple[str | None, str | None] | None) -> str:
 def observe_reparent(child: str, before: Link, after: Link) -> Settled:
     """What ``child``'s link reads as after a failed write (no writes): the old link, the
     new one, or neither, as both libvhdi and our reader must agree."""
-    if pending(child):
-        return Settled(INTERRUPTED, "", "an undo journal is left")
     try:
-        if detect_format(child) == "vhdx":
-            with VhdxReader(child, open_parent=False) as x:
-                if x.header.log_guid.int:
-                    return Settled(INTERRUPTED, "", "the VHDX log is pending")
+        stopped = interrupted_write(child)
+        if stopped is not None:
+            return stopped
         now = read_link(child)
     except (OfflineICError, OSError, ValueError) as exc:
         return Settled(INTERRUPTED, "", f"the image cannot be read back: {failure_text(exc)}")
@@ -221,7 +217,7 @@ def _read_back(child: str, new_parent: str, after: Link) -> str | None:
             return None
         with reader:
             for off, n in _read_back_spans(img):
-                if zlib.crc32(reader.read(off, n)) != zlib.crc32(img.read(off, n)):
+                if reader.read(off, n) != img.read(off, n):
                     raise SafetyRefusal(
                         f"{name}: written, but over {new_parent} libvhdi reads different bytes "
                         f"at {off} than the offline-ic reader; the chain is not consistent"
@@ -233,22 +229,21 @@ def _read_back_spans(img: DiskImage) -> Iterator[tuple[int, int]]:
     """The disk's first MiBs, then the child's own extents, in pieces, about READ_BACK_BYTES
     in all, without the sectors libvhdi reads against the VHD specification
     (``verify.libvhdi_vhd_blind_spots``)."""
-    from offline_ic.image.merge import vhd_held, vhdx_held
+    from offline_ic.image.merge import held as held_by
+    from offline_ic.image.pipeline import pieces_of
     from offline_ic.image.verify import coalesce_spans, libvhdi_vhd_blind_spots, subtract_spans
     from offline_ic.image.vhd import VhdReader
 
     held: list[tuple[int, int]] = []
     if isinstance(img, VhdxReader | VhdReader):
         total = 0
-        for off, n in vhdx_held(img) if isinstance(img, VhdxReader) else vhd_held(img):
+        for off, n in held_by(img):
             held.append((off, min(n, READ_BACK_BYTES - total)))
             total += held[-1][1]
             if total >= READ_BACK_BYTES:
                 break
     spans = coalesce_spans([(0, min(img.size, READ_BACK_BYTES // 4)), *held])
-    for off, n in subtract_spans(spans, libvhdi_vhd_blind_spots(img)):
-        for k in range(0, n, READ_BACK_PIECE):
-            yield off + k, min(READ_BACK_PIECE, n - k)
+    yield from pieces_of(subtract_spans(spans, libvhdi_vhd_blind_spots(img)), READ_BACK_PIECE)
 
 
 def _resolves_to(child: str, new_parent: str) -> bool:

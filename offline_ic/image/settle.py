@@ -78,6 +78,21 @@ def _restore(
     return wrote, ""
 
 
+def interrupted_write(path: str) -> Settled | None:
+    """INTERRUPTED when ``path`` still has an undo journal or a pending VHDX log (read
+    without its parent: that may be missing or moved), else None. Raises what opening the
+    VHDX raises; the callers turn it into "cannot be read back"."""
+    from offline_ic.image.vhdx import VhdxReader
+
+    if pending(path):
+        return Settled(INTERRUPTED, "", "an undo journal is left")
+    if _format(path) == "vhdx":
+        with VhdxReader(path, open_parent=False) as img:
+            if img.header.log_guid.int:
+                return Settled(INTERRUPTED, "", "the VHDX log is pending")
+    return None
+
+
 def observe(
     path: str,
     parent: str | None,
@@ -89,14 +104,12 @@ def observe(
 ) -> Settled:
     """What the file holds now, as a reader we did not write sees it (no writes)."""
     from offline_ic.image.verify import independent_reads
-    from offline_ic.image.vhdx import VhdxReader
 
-    if pending(path):
-        return Settled(INTERRUPTED, "", "an undo journal is left")
     try:
+        stopped = interrupted_write(path)
+        if stopped is not None:
+            return stopped
         with open_image(path, parent=parent) as img:
-            if isinstance(img, VhdxReader) and img.header.log_guid.int:
-                return Settled(INTERRUPTED, "", "the VHDX log is pending")
             spans = [(off, len(d)) for off, d in old]
             reader, got = independent_reads(img, spans)
             size = img.size
@@ -256,6 +269,7 @@ __all__ = [
     "Outside",
     "Settled",
     "WriteInterrupted",
+    "interrupted_write",
     "settle",
     "settled_error",
 ]

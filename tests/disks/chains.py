@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ import pytest
 
 from offline_ic.image import open_image
 from offline_ic.image.vhdx.create import create_child
-from tests.helpers import require_fuse
+from tests.helpers import REPO, require_fuse
 
 MiB = 1 << 20
 SECTOR = 4096
@@ -192,3 +195,17 @@ def vhd_chain(d: Path, files: dict[str, bytes], *, size: int = 48 * MiB) -> Chai
     child = d / "child.vhd"
     make_vhd_child(base, child, changed_ranges(vol, new))
     return Chain([base, child], [vol, new])
+
+
+def kill_after(args: list[str], delay: float) -> None:
+    """Run ``python3 -m offline_ic ARGS`` and SIGKILL it ``delay`` seconds after it starts
+    (the merge and reparent kill tests)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offline_ic", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -12,7 +12,7 @@ import pytest
 
 from offline_ic.image import open_image
 from offline_ic.image.vhdx.create import create_child, create_vhdx
-from tests.disks.chains import MiB, libvhdi_read
+from tests.disks.chains import MiB, kill_after, libvhdi_read
 from tests.windows.test_write_faults import Injector
 
 
@@ -145,26 +145,11 @@ def _big_chain(d: Path) -> list[Path]:
 
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.7, 1.0])
 def test_sigkill_of_a_merging_process(delay, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from offline_ic.image.verify import recover_image, verify_image
-    from tests.helpers import REPO
 
     base, child = _big_chain(tmp_path / "c")
     old, new = libvhdi_read([base]), libvhdi_read([base, child])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "offline_ic", "merge", str(child)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(delay)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after(["merge", str(child)], delay)
     recover_image(str(base))
     got = libvhdi_read([base])
     assert got in (old, new), f"killed after {delay}s: neither old nor merged"

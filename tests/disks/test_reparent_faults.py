@@ -25,7 +25,7 @@ from offline_ic.image import open_image
 from offline_ic.image.journal import pending
 from offline_ic.image.vhd import VhdReader
 from offline_ic.image.vhdx import VhdxReader
-from tests.disks.chains import libvhdi_read
+from tests.disks.chains import kill_after, libvhdi_read
 from tests.disks.test_merge_faults import _vhd_chain, _vhdx_chain
 from tests.helpers import REPO
 from tests.windows.test_write_faults import Injector
@@ -150,18 +150,6 @@ def _check(child, new, code, err, old, meant, content, cli) -> str:
 
 
 # ---------------------------------------------------------------------------- SIGKILL
-def _kill_after(args: list[str], delay: float) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "offline_ic", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(delay)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.parametrize("fmt", ["vhdx", "vhd"])
 def test_sigkill_of_a_reparenting_process(fmt, tmp_path, cli):
     """Kills spread over the second half of a whole-process run (timed first; most of it is
@@ -182,7 +170,7 @@ def test_sigkill_of_a_reparenting_process(fmt, tmp_path, cli):
     for i in range(kills):
         delay = whole * (0.4 + 0.6 * i / (kills - 1))
         child, new = _copy_tree(child0.parent, tmp_path / f"kill{i}")
-        _kill_after(
+        kill_after(
             ["reparent", str(child), "--parent", str(new), "--windows-path", WIN[fmt]], delay
         )
         was_pending = _pending(child)
