@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from offline_ic.errors import (
 from offline_ic.image import check_writable, open_image
 from offline_ic.image.base import DiskImage
 from offline_ic.image.fileio import fsync_dir
+from offline_ic.image.held import held_spans
 from offline_ic.image.lock import lock_file
 from offline_ic.image.pipeline import ReadAhead, piece_crcs, pieces_of
 from offline_ic.image.settle import (
@@ -51,13 +51,9 @@ from offline_ic.image.settle import (
     settled_error,
 )
 from offline_ic.image.verify import IndependentReader, coalesce_spans, open_independent
-from offline_ic.image.vhd import VhdReader
-from offline_ic.image.vhd.structures import UNALLOCATED
 from offline_ic.image.vhdx import VhdxReader
-from offline_ic.image.vhdx import structures as S
 
 CHECK_PIECE = 4 << 20  # what the read-back compares (and the old content is hashed) at a time
-BAT_SCAN = 1 << 20
 
 
 @dataclass
@@ -75,60 +71,6 @@ class MergePlan:
     @property
     def bytes(self) -> int:
         return sum(n for _off, n in self.extents)
-
-
-# ------------------------------------------------------------------------- what a level holds
-def vhdx_held(img: VhdxReader) -> Iterator[tuple[int, int]]:
-    """The virtual-disk spans a VHDX differencing disk holds itself (reads without its
-    parent), in order: FULLY_PRESENT blocks, the present sectors of PARTIALLY_PRESENT
-    blocks, and ZERO/UNMAPPED/UNDEFINED blocks, which read as zeros over the parent. The BAT
-    is read 1 MiB at a time and an all-NOT_PRESENT stretch is skipped in C."""
-    esz, ratio, bs, lss = S.BAT_ENTRY_SIZE, img.chunk_ratio, img.block_size, img.logical_sector_size
-    step = BAT_SCAN // esz
-    for first in range(0, img.bat_entries, step):
-        n = min(step, img.bat_entries - first)
-        raw = img.read_file(n * esz, img.bat_region.file_offset + first * esz)
-        if not any(raw):
-            continue
-        for i, entry in enumerate(struct.unpack(f"<{n}Q", raw)):
-            chunk, pos = divmod(first + i, ratio + 1)
-            block = chunk * ratio + pos
-            if not entry or pos == ratio or block >= img.block_count:
-                continue
-            state, _off = img.block_state(block)
-            start = block * bs
-            length = min(bs, img.size - start)
-            if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
-                sec = 0
-                for present, count in img.sector_bits(block, 0, length // lss):
-                    if present:
-                        yield start + sec * lss, count * lss
-                    sec += count
-            elif state != S.PAYLOAD_BLOCK_NOT_PRESENT:
-                yield start, length
-
-
-def vhd_held(img: VhdReader) -> Iterator[tuple[int, int]]:
-    """The virtual-disk spans a differencing VHD holds itself: the set bits of the sector
-    bitmap of every allocated block, in order."""
-    bs = img.dynamic_block_size()
-    for blk, entry in enumerate(img.bat):
-        if entry == UNALLOCATED:
-            continue
-        start = blk * bs
-        sectors = min(bs, img.size - start) // 512
-        for present, s, t in img.sector_runs(blk, 0, sectors):
-            if present:
-                yield start + s * 512, (t - s) * 512
-
-
-def held(img: DiskImage) -> Iterator[tuple[int, int]]:
-    """The spans ``img`` (a differencing disk) holds itself."""
-    if isinstance(img, VhdxReader):
-        return vhdx_held(img)
-    if isinstance(img, VhdReader):
-        return vhd_held(img)
-    raise InputError(f"{img.path}: not a differencing disk")
 
 
 # ----------------------------------------------------------------------------- the chain
@@ -228,7 +170,7 @@ def plan_merge(top: DiskImage, *, into: str | None = None, keep_child: bool = Fa
         lock_file(img.io.fd, img.path)  # type: ignore[attr-defined]  # no writer meanwhile
     spans: list[tuple[int, int]] = []
     for img in merged:
-        spans.extend(held(img))
+        spans.extend(held_spans(img))
         spans = coalesce_spans(spans)
     return MergePlan(top.path, target.path, target.format, [m.path for m in merged], spans)
 

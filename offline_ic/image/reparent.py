@@ -229,7 +229,7 @@ def _read_back_spans(img: DiskImage) -> Iterator[tuple[int, int]]:
     """The disk's first MiBs, then the child's own extents, in pieces, about READ_BACK_BYTES
     in all, without the sectors libvhdi reads against the VHD specification
     (``verify.libvhdi_vhd_blind_spots``)."""
-    from offline_ic.image.merge import held as held_by
+    from offline_ic.image.held import held_spans
     from offline_ic.image.pipeline import pieces_of
     from offline_ic.image.verify import coalesce_spans, libvhdi_vhd_blind_spots, subtract_spans
     from offline_ic.image.vhd import VhdReader
@@ -237,7 +237,7 @@ def _read_back_spans(img: DiskImage) -> Iterator[tuple[int, int]]:
     held: list[tuple[int, int]] = []
     if isinstance(img, VhdxReader | VhdReader):
         total = 0
-        for off, n in held_by(img):
+        for off, n in held_spans(img):
             held.append((off, min(n, READ_BACK_BYTES - total)))
             total += held[-1][1]
             if total >= READ_BACK_BYTES:

@@ -17,6 +17,7 @@ from typing import Any
 from offline_ic.errors import CorruptImageError
 from offline_ic.image import detect_format, open_image
 from offline_ic.image.base import DiskImage
+from offline_ic.image.held import held_spans
 from offline_ic.image.journal import pending
 from offline_ic.image.vhd import VhdReader
 from offline_ic.image.vhd.structures import UNALLOCATED
@@ -173,14 +174,13 @@ def _check_overlaps(used: list[Span], rep: VerifyReport, what: str = "{} and {}"
 def _past_parent(
     img: DiskImage,
     data: list[tuple[int, int]],
-    held_runs: Callable[[int, int], list[tuple[int, int]]],
     rep: VerifyReport,
 ) -> list[tuple[int, int]]:
     """The ranges libvhdi can check in a child larger than its parent.
 
     Past the parent's end, libvhdi forwards sectors the child does not hold to the parent
     and fails, where MS-VHDX says they read as zeros (we do). There only the sectors the
-    child holds (``held_runs(offset, length)``) are compared.
+    child holds (``held.held_spans``) are compared.
     """
     if img.parent is None or img.parent.size >= img.size:
         return data
@@ -194,7 +194,7 @@ def _past_parent(
         if start < end:
             out.append((start, end - start))
         a = max(start, end)
-        runs = held_runs(a, start + n - a)
+        runs = list(held_spans(img, a, start + n - a))
         clipped = clipped or sum(k for _s, k in runs) < start + n - a
         out += runs
     if clipped:
@@ -203,29 +203,6 @@ def _past_parent(
             "as zeros; libvhdi cannot read them, so they were not cross-checked"
         )
     return out
-
-
-def _vhdx_held(img: VhdxReader) -> Callable[[int, int], list[tuple[int, int]]]:
-    def held(offset: int, length: int) -> list[tuple[int, int]]:
-        lss, bs = img.logical_sector_size, img.block_size
-        out: list[tuple[int, int]] = []
-        pos, end = offset - offset % lss, offset + length
-        while pos < end:
-            block, inblk = divmod(pos, bs)
-            n = min(bs - inblk, end - pos)
-            state, _off = img.block_state(block)
-            if state == S.PAYLOAD_BLOCK_FULLY_PRESENT:
-                out.append((pos, n))
-            elif state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
-                s = pos
-                for present, cnt in img.sector_bits(block, inblk // lss, -(-n // lss)):
-                    if present:
-                        out.append((s, min(cnt * lss, end - s)))
-                    s += cnt * lss
-            pos += n
-        return out
-
-    return held
 
 
 def _verify_vhdx(img: VhdxReader, rep: VerifyReport) -> None:
@@ -249,26 +226,7 @@ def _verify_vhdx(img: VhdxReader, rep: VerifyReport) -> None:
     if img.header.log_guid.int and img.overlay:
         rep.notes.append("data not cross-checked with libvhdi (libvhdi does not replay logs)")
     elif not rep.problems:
-        _compare(img, _past_parent(img, coalesce_spans(data), _vhdx_held(img), rep), rep)
-
-
-def _vhd_held(img: VhdReader) -> Callable[[int, int], list[tuple[int, int]]]:
-    def held(offset: int, length: int) -> list[tuple[int, int]]:
-        bs = img.dynamic_block_size()
-        out: list[tuple[int, int]] = []
-        pos, end = offset - offset % 512, offset + length
-        while pos < end:
-            blk, inblk = divmod(pos, bs)
-            n = min(bs - inblk, end - pos)
-            if img.bat[blk] != UNALLOCATED:
-                vbase = blk * bs
-                for present, s, t in img.sector_runs(blk, inblk // 512, -(-(inblk + n) // 512)):
-                    if present:
-                        out.append((vbase + s * 512, min(t * 512, inblk + n) - s * 512))
-            pos += n
-        return out
-
-    return held
+        _compare(img, _past_parent(img, coalesce_spans(data), rep), rep)
 
 
 def libvhdi_vhd_blind_spots(img: DiskImage) -> list[tuple[int, int]]:
@@ -282,7 +240,7 @@ def libvhdi_vhd_blind_spots(img: DiskImage) -> list[tuple[int, int]]:
     node: DiskImage | None = img
     while isinstance(node, VhdReader) and node.disk_type == "differencing":
         held: dict[int, set[int]] = {}  # bitmap byte -> its held sectors
-        for off, n in _vhd_held(node)(0, node.size):
+        for off, n in held_spans(node):
             first, end = off // 512, (off + n) // 512
             for byte in {first // 8, (end - 1) // 8}:  # only an extent's ends can be partial
                 held.setdefault(byte, set()).update(
@@ -329,7 +287,7 @@ def _verify_vhd(img: VhdReader, rep: VerifyReport) -> None:
             data.append((vs, min(img.block_size, img.size - vs)))
     _check_overlaps(spans, rep, "blocks {} and {}")
     if not rep.problems:
-        ranges = _past_parent(img, coalesce_spans(data), _vhd_held(img), rep)
+        ranges = _past_parent(img, coalesce_spans(data), rep)
         blind = libvhdi_vhd_blind_spots(img)
         if blind:
             ranges = subtract_spans(coalesce_spans(ranges), blind)

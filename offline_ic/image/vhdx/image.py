@@ -39,8 +39,7 @@ BAT_PAGE_ENTRIES = 8192  # 64 KiB of BAT per cached page
 # the header claims (a 64 TiB disk of 1 MiB blocks has a 512 MiB BAT; caching all of it took
 # 546 MB for ``verify``).
 MAX_CACHED_BAT_PAGES = 128
-BAT_SCAN_BYTES = 1 << 20  # what ``allocated_bat_entries`` reads at a time
-_EMPTY_ENTRIES = {struct.pack("<Q", state) for state in range(4)}  # no offset, not present
+BAT_SCAN_BYTES = 1 << 20  # what ``bat_entries_above`` reads at a time
 MAX_BLOCK_SIZE = 256 * S.MiB
 MAX_VIRTUAL_SIZE = 64 * 1024**4  # 64 TiB, the format's limit
 
@@ -334,20 +333,28 @@ class VhdxReader(DiskImage):
 
     def allocated_bat_entries(self) -> Iterator[tuple[int, int]]:
         """(index, entry) of every BAT entry but the empty ones (a state of NOT_PRESENT,
-        UNDEFINED, ZERO or UNMAPPED and nothing else: no offset, no reserved bit), in order.
-        The BAT is read 1 MiB at a time and a stretch of one repeated empty entry is skipped
-        in C, so a scan costs what the disk holds, not what its size claims (not cached: a
-        scan does not evict the pages reads use)."""
+        UNDEFINED, ZERO or UNMAPPED and nothing else: no offset, no reserved bit), in order."""
+        return self.bat_entries_above(S.PAYLOAD_BLOCK_UNMAPPED)
+
+    def bat_entries_above(
+        self, floor: int, first: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, int]]:
+        """(index, entry) of the BAT entries ``first..end`` greater than ``floor`` as
+        integers, in order. The BAT is read 1 MiB at a time and a stretch of one repeated
+        entry at most ``floor`` is skipped in C, so a scan costs what the disk holds, not what
+        its size claims (not cached: a scan does not evict the pages reads use)."""
         esz = S.BAT_ENTRY_SIZE
         step = BAT_SCAN_BYTES // esz
-        for first in range(0, self.bat_entries, step):
-            n = min(step, self.bat_entries - first)
-            raw = self.read_file(n * esz, self.bat_region.file_offset + first * esz)
-            if raw[:esz] in _EMPTY_ENTRIES and raw == raw[:esz] * n:
+        end = self.bat_entries if end is None else min(end, self.bat_entries)
+        for lo in range(first, end, step):
+            n = min(step, end - lo)
+            raw = self.read_file(n * esz, self.bat_region.file_offset + lo * esz)
+            head = raw[:esz]
+            if int.from_bytes(head, "little") <= floor and raw == head * n:
                 continue
             for i, entry in enumerate(struct.unpack(f"<{n}Q", raw)):
-                if entry > S.PAYLOAD_BLOCK_UNMAPPED:
-                    yield first + i, entry
+                if entry > floor:
+                    yield lo + i, entry
 
     def allocated_payload_entries(self) -> Iterator[tuple[int, int]]:
         """(block, entry) of every payload BAT entry ``allocated_bat_entries`` yields, in
