@@ -7,7 +7,7 @@ import lzma
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -255,10 +255,13 @@ def any_gen2_vm_folder(tmp_path: Path, disk: Path) -> Path:
 
 
 @contextmanager
-def unwritable_dir(path: Path) -> Iterator[Path]:
+def unwritable_dir(path: Path, holding: Iterable[Path] = ()) -> Iterator[Path]:
     """``path`` made as a directory no new file can be made in, for this user: mode 0555, or
-    for root (whom modes do not stop) the immutable attribute; skip where neither holds."""
+    for root (whom modes do not stop) the immutable attribute; skip where neither holds.
+    The files ``holding`` are copied in first (the files inside stay writable)."""
     path.mkdir()
+    for src in holding:
+        shutil.copyfile(src, path / src.name)
     if os.geteuid() != 0:
         path.chmod(0o555)
     elif (

@@ -99,8 +99,10 @@ def refuse_foreign_format(path: str) -> None:
 
 def check_writable(path: str, *, parent: str | None = None, force: bool = False) -> None:
     """What a writable open would refuse, checked without opening for writing (``--dry-run``):
-    a read-only file, another writer's lock, a VHDX that other disks use as their parent."""
+    a read-only file, another writer's lock, a VHDX that other disks use as their parent, a
+    VHD or raw file whose directory cannot take the undo journal its write begins with."""
     from offline_ic.image.fileio import refuse_readonly_file
+    from offline_ic.image.journal import require_journal_folder
     from offline_ic.image.lock import lock_file
 
     fd = os.open(path, os.O_RDONLY)
@@ -108,10 +110,13 @@ def check_writable(path: str, *, parent: str | None = None, force: bool = False)
         refuse_readonly_file(fd, path)
         if not os.access(path, os.W_OK):
             raise SafetyRefusal(f"{path}: the image file is not writable by this user")
+        fmt = detect_format(path)
+        if fmt != "vhdx":  # written through the undo journal beside it (RawImage, VhdImage)
+            require_journal_folder(path)
         lock_file(fd, path)  # released when fd closes: only a probe
     finally:
         os.close(fd)
-    if detect_format(path) == "vhdx" and not force:
+    if fmt == "vhdx" and not force:
         from offline_ic.image.vhdx import VhdxReader
         from offline_ic.image.vhdx.writer import find_children
 

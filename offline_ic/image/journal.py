@@ -69,6 +69,20 @@ def journal_path(image_path: str) -> str:
     return os.path.realpath(image_path) + SUFFIX
 
 
+def require_journal_folder(image_path: str) -> None:
+    """A journaled write begins by creating its journal beside the file: a directory that
+    takes no new file (no write permission, immutable, a read-only mount) is refused when the
+    file is opened for writing, before anything is written or rolled back, and by a dry run
+    alike (``check_writable``; InputError, exit 2)."""
+    jp = journal_path(image_path)
+    folder = os.path.dirname(jp)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{image_path}: directory {folder} cannot take the undo journal "
+            f"({os.path.basename(jp)}): not writable"
+        )
+
+
 def pending_path(image_path: str) -> str | None:
     """The journal a writable open of ``image_path`` would act on (roll back, or remove as
     never applied), through whatever name the file is given; None when there is none. A

@@ -7,7 +7,7 @@ import os
 from offline_ic.errors import InputError, SafetyRefusal
 from offline_ic.image.base import DiskImage, ImageInfo, WriteSession
 from offline_ic.image.fileio import FileIO, open_image_file, refuse_readonly_file
-from offline_ic.image.journal import journaled_write, open_view, rollback
+from offline_ic.image.journal import journaled_write, open_view, require_journal_folder, rollback
 from offline_ic.image.lock import lock_file
 
 
@@ -30,6 +30,7 @@ class RawImage(DiskImage):
         if writable:
             try:
                 refuse_readonly_file(self._fd, path)
+                require_journal_folder(path)
                 lock_file(self._fd, path)
                 self.session = WriteSession(rolled_back=rollback(self.io, path))
             except BaseException:

@@ -27,7 +27,7 @@ from offline_ic.errors import (
 from offline_ic.image.base import DiskImage, ImageInfo, WriteSession
 from offline_ic.image.detect import detect_format
 from offline_ic.image.fileio import open_image_file, refuse_readonly_file
-from offline_ic.image.journal import open_view
+from offline_ic.image.journal import open_view, require_journal_folder
 from offline_ic.image.vhd.structures import (
     DISK_DIFF,
     DISK_DYNAMIC,
@@ -114,6 +114,7 @@ class VhdReader(DiskImage):
         try:
             if writable:
                 refuse_readonly_file(self.io.fd, path)
+                require_journal_folder(path)
                 self.session = self._begin_session()
             else:
                 self.io = open_view(self.io, path)
