@@ -12,9 +12,13 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
   target's first partition holds it);
 * ``ntfs-hive.raw.xz``: a 3 MiB NTFS volume made by mkntfs holding
   ``Windows/System32/config/SYSTEM`` (the real 256 KiB regipy SAM hive, MIT, see
-  testdata/hives/PROVENANCE.md) copied in through ntfs-3g (needs root and FUSE).
+  testdata/hives/PROVENANCE.md) copied in through ntfs-3g (needs root and FUSE);
+* ``esp-bcd.fat.xz``: a 256 KiB FAT12 EFI system partition made by mkfs.fat (one sector
+  per cluster, so the folders and the FATs are in its first 4.5 KiB) holding the real BCD
+  store ``windeploy_BCD-efi`` (MIT) at ``EFI/Microsoft/Boot/BCD``, copied in by mtools.
 
     scripts/build_fuzz_seeds.py            # rebuild into tests/fuzz/seeds
+    scripts/build_fuzz_seeds.py --only esp # one seed (the others keep their bytes)
 """
 
 from __future__ import annotations
@@ -89,16 +93,35 @@ def build_ntfs_hive(out: Path, work: Path) -> Path:
     return dest
 
 
+def build_esp(out: Path, work: Path) -> Path:
+    """A small FAT12 ESP holding the real BCD store where Windows puts it."""
+    bcd = unxz(REAL_HIVES / "windeploy_BCD-efi.xz", work / "BCD")
+    esp = work / "esp-bcd.fat"
+    fat12 = ["-F", "12", "-S", "512", "-s", "1", "-r", "16", "-n", "ESP"]
+    run("mkfs.fat", "--invariant", *fat12, "-C", esp, "256", stdout=subprocess.DEVNULL)
+    for folder in ("::/EFI", "::/EFI/Microsoft", "::/EFI/Microsoft/Boot"):
+        run("mmd", "-i", esp, folder)
+    run("mcopy", "-m", "-i", esp, bcd, "::/EFI/Microsoft/Boot/BCD")
+    run("xz", "-9e", "-f", esp)
+    dest = out / "esp-bcd.fat.xz"
+    dest.write_bytes(esp.with_suffix(".fat.xz").read_bytes())
+    return dest
+
+
+BUILDS = {"gpt": build_gpt, "bsd": build_bsd_label, "ntfs": build_ntfs_hive, "esp": build_esp}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--out", type=Path, default=SEEDS)
+    ap.add_argument("--only", choices=sorted(BUILDS), action="append", help="these seeds only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="offline-ic-seeds-") as tmp:
-        for build in (build_gpt, build_bsd_label, build_ntfs_hive):
-            made = build(args.out, Path(tmp))
+        for name in args.only or list(BUILDS):
+            made = BUILDS[name](args.out, Path(tmp))
             print(f"{made.stat().st_size:>10}  {made}")
     return 0
 

@@ -485,6 +485,46 @@ def run_vmcx(data: bytes, workdir: Path) -> None:
     read_vmcx(_write(workdir, "fuzz.vmcx", data))
 
 
+# --- Windows boot configuration: the BCD store and the ESP it lies on --------------------
+
+
+def run_bcd(data: bytes, workdir: Path) -> None:
+    """The golden profile's reading of a store: the default entry decoded as bcdedit shows
+    it, and the boot manager's own device (a GPT partition in the real store: the
+    partition-device layout the default entry's devices are judged by)."""
+    from offline_ic.guest.windows.bcd import BOOTMGR, parse_device, read_store
+    from offline_ic.registry import Hive
+
+    store = read_store(data, "fuzz")
+    store.default.bcdedit()
+    key = Hive.open(data, name="fuzz").find_key(f"Objects\\{BOOTMGR}\\Elements\\11000001")
+    value = key.value("Element") if key is not None else None
+    if value is not None:
+        str(parse_device(value.raw))
+
+
+def _esp_volume() -> bytes:
+    """A 256 KiB FAT12 ESP (mkfs.fat, mtools) holding the real BCD store at its place
+    (scripts/build_fuzz_seeds.py): boot sector, FATs, root folder and the three folders
+    down to the store are its first 4.5 KiB, the hot range."""
+    return lzma.decompress((SEEDS / "esp-bcd.fat.xz").read_bytes())
+
+
+def run_esp(data: bytes, workdir: Path) -> None:
+    """The store's bytes read off the ESP as ``find_store`` does (a bounded FAT reading); what
+    the store holds is the bcd target's."""
+    from offline_ic.fs.fat import read_fat_file
+    from offline_ic.guest.windows.bcd import BCD_LIMIT, ESP_PATH
+
+    read_fat_file(io.BytesIO(data), "/".join(ESP_PATH), where="fuzz ESP", limit=BCD_LIMIT)
+
+
+def _bcd_error() -> tuple[type[BaseException], ...]:
+    from offline_ic.guest.windows.bcd import BcdError
+
+    return (BcdError, OfflineICError)
+
+
 def _initramfs_error() -> tuple[type[BaseException], ...]:
     from offline_ic.guest.linux.cpio import InitramfsError
 
@@ -546,6 +586,22 @@ def targets() -> dict[str, Target]:
         "policy": Target("policy", lambda: _POLICY_SEED, run_policy, [(0, 256)]),
         "fromlist": Target("fromlist", lambda: _FROM_SEED, run_fromlist, [(0, 64)]),
         "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
+        "bcd": Target(
+            "bcd",
+            _cached("bcd", lambda: _unpacked("hives/windeploy_BCD-efi.xz")),
+            run_bcd,
+            [(0, 12 * KiB)],
+            _bcd_error(),
+            seal=seal_base_block,
+        ),
+        "esp": Target(
+            "esp",
+            _cached("esp", _esp_volume),
+            run_esp,
+            [(0, 4608)],
+            _bcd_error(),
+            splice=True,
+        ),
     }
 
 

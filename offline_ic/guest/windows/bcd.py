@@ -18,7 +18,7 @@ from typing import BinaryIO
 from offline_ic.errors import PARSER_ERRORS, OfflineICError
 from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
 from offline_ic.image.base import DiskImage
-from offline_ic.registry import Hive
+from offline_ic.registry import Hive, Key
 from offline_ic.volumes import Volume, list_volumes
 
 BOOTMGR = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}"
@@ -134,12 +134,13 @@ def read_store(data: bytes, where: str) -> BcdStore:
     """The default entry of the BCD hive ``data``; BcdError when it cannot be read."""
     try:
         hive = Hive.open(data, name=where)
-        target = _string(_element(hive, BOOTMGR, DEFAULT_OBJECT))
+        target = _string(_element(_elements(hive, BOOTMGR), DEFAULT_OBJECT))
         if target is None:
             raise BcdError(f"{where}: the boot manager has no default entry (element 23000003)")
         entry = BcdEntry(target.lower())
+        elements = _elements(hive, target)  # found once: each element is one of its subkeys
         for etype, name in ELEMENTS.items():
-            raw = _element(hive, target, etype)
+            raw = _element(elements, etype)
             if raw is not None:
                 entry.elements[name] = _decode(etype, raw)
     except OfflineICError as exc:
@@ -149,8 +150,12 @@ def read_store(data: bytes, where: str) -> BcdStore:
     return BcdStore(where, entry)
 
 
-def _element(hive: Hive, guid: str, etype: int) -> bytes | None:
-    key = hive.find_key(f"Objects\\{guid}\\Elements\\{etype:08x}")
+def _elements(hive: Hive, guid: str) -> Key | None:
+    return hive.find_key(f"Objects\\{guid}\\Elements")
+
+
+def _element(elements: Key | None, etype: int) -> bytes | None:
+    key = elements.subkey(f"{etype:08x}") if elements is not None else None
     value = key.value("Element") if key is not None else None
     return value.raw if value is not None else None
 
@@ -280,24 +285,16 @@ def find_store(image: DiskImage, windows: Volume | None) -> tuple[bytes, str]:
 
 
 def _fat_file(stream: BinaryIO, parts: tuple[str, ...]) -> bytes:
-    from dissect.fat import FATFS
+    from offline_ic.fs.fat import read_fat_file
 
     shown = "\\" + "\\".join(parts)
     try:
-        fs = FATFS(stream)
-        entry = fs.get("/".join(parts))
-        if entry.is_directory():
-            raise BcdError(f"{shown} is a directory")
-        if entry.size > BCD_LIMIT:
-            raise BcdError(f"{shown} is larger than {BCD_LIMIT} bytes")
-        return entry.open().read(BCD_LIMIT)
-    except BcdError:
-        raise
-    except Exception as exc:  # dissect.fat's own errors (no such file, bad FAT) and parser errors
-        name = type(exc).__name__
-        if "NotFound" in name:
-            raise BcdError(f"no {shown} on it") from None
-        raise BcdError(f"FAT unreadable ({name}: {exc})") from None
+        data = read_fat_file(stream, "/".join(parts), where=shown, limit=BCD_LIMIT)
+    except OfflineICError as exc:
+        raise BcdError(str(exc)) from None
+    if data is None:
+        raise BcdError(f"no {shown} on it")
+    return data
 
 
 def guest_store(

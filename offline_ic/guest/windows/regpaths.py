@@ -207,24 +207,29 @@ def _other_bcd_volumes(guest: WindowsGuest):
 
 
 def _read_volume_file(vol, path: str) -> bytes | None:
-    """A file of a FAT or NTFS volume, or None when it has no such file."""
-    from offline_ic.errors import parsing
+    """A file of a FAT or NTFS volume (at most a BCD store's limit), or None when it has no
+    such file."""
+    from offline_ic.guest.windows.bcd import BCD_LIMIT
 
     if vol.filesystem == "fat":
-        from dissect.fat.fat import FATFS
+        from offline_ic.fs.fat import read_fat_file
 
-        with parsing(f"volume {vol.number} (FAT)"):
-            fs = FATFS(vol.stream())
-            try:
-                entry = fs.get(path)
-            except Exception:  # dissect.fat's not-found errors have no common base
-                return None
-            return entry.open().read()
+        return read_fat_file(
+            vol.stream(), path, where=f"volume {vol.number} (FAT)", limit=BCD_LIMIT
+        )
     if vol.filesystem == "ntfs":
         from offline_ic.fs.ntfs import NtfsVolume
 
         ntfs = NtfsVolume(vol.stream(), name=f"volume {vol.number}")
-        return ntfs.open(path).read() if ntfs.exists(path) else None
+        if not ntfs.exists(path):
+            return None
+        with ntfs.open(path) as fh:
+            data: bytes = fh.read(BCD_LIMIT + 1)
+        if len(data) > BCD_LIMIT:
+            raise InputError(
+                f"volume {vol.number}: {path} is larger than {BCD_LIMIT} bytes; not read"
+            )
+        return data
     return None
 
 
