@@ -15,7 +15,11 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
   testdata/hives/PROVENANCE.md) copied in through ntfs-3g (needs root and FUSE);
 * ``esp-bcd.fat.xz``: a 256 KiB FAT12 EFI system partition made by mkfs.fat (one sector
   per cluster, so the folders and the FATs are in its first 4.5 KiB) holding the real BCD
-  store ``windeploy_BCD-efi`` (MIT) at ``EFI/Microsoft/Boot/BCD``, copied in by mtools.
+  store ``windeploy_BCD-efi`` (MIT) at ``EFI/Microsoft/Boot/BCD``, copied in by mtools;
+* ``ext4-guest.img.xz``: a 256 KiB ext4 (1 KiB blocks, 32 inodes, no journal) made by
+  ``mke2fs -d`` from a tiny Linux tree (os-release and its symlink, a modprobe.d file, a
+  module under /usr/lib/modules): everything the Linux checks look up is in its first
+  43 KiB (superblock, group descriptors, bitmaps, directories, files, inode table).
 
     scripts/build_fuzz_seeds.py            # rebuild into tests/fuzz/seeds
     scripts/build_fuzz_seeds.py --only esp # one seed (the others keep their bytes)
@@ -24,6 +28,7 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -108,7 +113,39 @@ def build_esp(out: Path, work: Path) -> Path:
     return dest
 
 
-BUILDS = {"gpt": build_gpt, "bsd": build_bsd_label, "ntfs": build_ntfs_hive, "esp": build_esp}
+def build_ext4(out: Path, work: Path) -> Path:
+    """A tiny ext4 guest tree, its metadata packed at the start of the volume."""
+    root = work / "ext4-root"
+    modules = root / "usr/lib/modules/6.1.0/kernel/drivers/hv"
+    modules.mkdir(parents=True)
+    (root / "etc/modprobe.d").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "etc/modprobe.d/hyperv.conf").write_text("blacklist hv_utils\n")
+    (root / "etc/modules").write_text("hv_vmbus\n")
+    (modules / "hv_vmbus.ko").write_bytes(bytes(range(256)) * 12)
+    image = work / "ext4-guest.img"
+    run(
+        "mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-N", "32",
+        "-O", "^has_journal,^resize_inode",
+        "-U", "6f1c6d2a-5e43-4b7a-9c1e-2b3d4f5a6b7d",
+        "-E", "root_owner=0:0,hash_seed=6f1c6d2a-5e43-4b7a-9c1e-2b3d4f5a6b7c",
+        "-d", root, image, "256K",
+        env={**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000"},
+    )  # fmt: skip
+    run("xz", "-9e", "-f", image)
+    dest = out / "ext4-guest.img.xz"
+    dest.write_bytes(image.with_suffix(".img.xz").read_bytes())
+    return dest
+
+
+BUILDS = {
+    "gpt": build_gpt,
+    "bsd": build_bsd_label,
+    "ntfs": build_ntfs_hive,
+    "esp": build_esp,
+    "ext4": build_ext4,
+}
 
 
 def main() -> int:

@@ -474,6 +474,36 @@ def run_cpio(data: bytes, workdir: Path) -> None:
         pass
 
 
+def _ext4_volume() -> bytes:
+    """A 256 KiB ext4 made by mke2fs -d from a tiny Linux tree (scripts/build_fuzz_seeds.py):
+    superblock, group descriptors, bitmaps, directories, files and inode table are its first
+    43 KiB, the hot range."""
+    return lzma.decompress((SEEDS / "ext4-guest.img.xz").read_bytes())
+
+
+EXT4_HOT = [(1024, 43 * KiB)]
+
+
+def run_ext4(data: bytes, workdir: Path) -> None:
+    """What the Linux checks do with a guest file system: dissect opens it (a file system it
+    cannot open is no candidate), our path walk reads the files and lists the folders."""
+    from dissect.target.filesystem import open as open_filesystem
+
+    from offline_ic.guest.linux.fs import GuestFS
+
+    try:
+        fs = open_filesystem(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - open_linux_guest skips such a volume the same way
+        return
+    guest = GuestFS(fs, "fuzz ext4")
+    guest.try_text("/etc/os-release")
+    guest.try_text("/etc/modules")
+    for name in guest.listdir("/etc/modprobe.d"):
+        guest.try_text(f"/etc/modprobe.d/{name}")
+    for path in guest.walk_files("/usr/lib/modules"):
+        guest.size(path)
+
+
 def _vmcx_seed() -> bytes:
     path = REPO.parent / "shared" / "testdata-real" / "vmcx" / "test.vmcx"
     return path.read_bytes() if path.exists() else b""
@@ -517,6 +547,12 @@ def run_esp(data: bytes, workdir: Path) -> None:
     from offline_ic.guest.windows.bcd import BCD_LIMIT, ESP_PATH
 
     read_fat_file(io.BytesIO(data), "/".join(ESP_PATH), where="fuzz ESP", limit=BCD_LIMIT)
+
+
+def _guest_path_error() -> type[BaseException]:
+    from offline_ic.guest.linux.fs import GuestPathError
+
+    return GuestPathError
 
 
 def _bcd_error() -> tuple[type[BaseException], ...]:
@@ -586,6 +622,14 @@ def targets() -> dict[str, Target]:
         "policy": Target("policy", lambda: _POLICY_SEED, run_policy, [(0, 256)]),
         "fromlist": Target("fromlist", lambda: _FROM_SEED, run_fromlist, [(0, 64)]),
         "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
+        "ext4": Target(
+            "ext4",
+            _cached("ext4", _ext4_volume),
+            run_ext4,
+            EXT4_HOT,
+            (_guest_path_error(), OfflineICError),
+            splice=True,
+        ),
         "bcd": Target(
             "bcd",
             _cached("bcd", lambda: _unpacked("hives/windeploy_BCD-efi.xz")),
