@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Protocol
 
-from offline_ic.errors import InputError, NotFoundError, SafetyRefusal, parsing
+from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal, parsing
 from offline_ic.fs.tree import DIR, FILE, STREAM, SYMLINK, FileStat, NtfsTree, stat_of_entry
 from offline_ic.image import DiskImage
 from offline_ic.volumes import Volume, list_volumes
@@ -74,11 +74,17 @@ class PosixTree:
         return self._lookup(path, follow_last=True)[0]
 
     def listdir(self, path: str) -> list[FileStat]:
+        from offline_ic.guest.linux.fs import GuestPathError
+
         canon, entry = self._lookup(path, follow_last=True)
         if not self.gfs.is_dir(canon):
             raise NotFoundError(f"{self.name}: {path}: not a directory")
+        try:
+            names = self.gfs.read_dir(canon)
+        except GuestPathError as exc:
+            raise CorruptImageError(f"{self.name}: {exc}") from None
         out = []
-        for name in self.gfs.listdir(canon):
+        for name in names:
             if not _plain_name(name):  # cannot be looked up by path: shown, never used
                 out.append(FileStat(name, UNUSABLE, 0, 0, 0, 0))
                 continue

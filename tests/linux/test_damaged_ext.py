@@ -1,0 +1,94 @@
+"""A damaged or hostile ext2/3/4 file system: work follows what the inodes hold, and dissect's
+own diagnostics never reach the terminal.
+
+dissect maps every block an inode claims before the first byte is read; an ext2-style
+(block-mapped) directory claiming 1 TiB kept `ls`, `cat` and `inspect` busy for minutes (the
+fuzz campaign's ext4 target found a 16 s one). The images are made by mke2fs -d and changed by
+debugfs (e2fsprogs: `sif` sets an inode field), not by our code."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from offline_ic.guest.linux.fs import MAX_DIR_BYTES, GuestFS, GuestPathError
+from tests.helpers import run_bytes
+
+TIB = 1 << 40
+
+
+def _ext2(tmp_path: Path, name: str, inode_sizes: dict[str, int]) -> Path:
+    """A 1 MiB ext2 (block-mapped, as the slow inodes were) of a small Linux tree, with the
+    sizes of the given paths set by debugfs."""
+    for tool in ("mke2fs", "debugfs"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (e2fsprogs)")
+    root = tmp_path / f"{name}-root"
+    (root / "etc/modprobe.d").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text("ID=debian\n")
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "etc/modprobe.d/hyperv.conf").write_text("blacklist hv_utils\n")
+    image = tmp_path / f"{name}.img"
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-d", root, image, "1M"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    for path, size in inode_sizes.items():
+        subprocess.run(
+            ["debugfs", "-w", "-R", f"sif {path} size {size}", image],
+            check=True,
+            capture_output=True,
+        )
+    return image
+
+
+def _guest(image: Path) -> GuestFS:
+    from dissect.target.filesystem import open as open_filesystem
+
+    return GuestFS(open_filesystem(open(image, "rb")), "test ext2")  # noqa: SIM115
+
+
+def test_a_directory_claiming_a_tebibyte_is_not_read(tmp_path):
+    image = _ext2(tmp_path, "huge-dir", {"/etc/modprobe.d": TIB})
+    guest = _guest(image)
+    started = time.monotonic()
+    assert guest.listdir("/etc/modprobe.d") == []  # the checks: an empty, unreadable folder
+    with pytest.raises(GuestPathError, match=f"claims {TIB} bytes, more than {MAX_DIR_BYTES}"):
+        guest.read_dir("/etc/modprobe.d")
+    assert guest.try_text("/etc/modprobe.d/hyperv.conf") is None  # a lookup through it
+    assert guest.read_text("/etc/os-release") == "ID=debian\n"  # the rest reads as before
+    assert time.monotonic() - started < 5  # it took minutes
+
+    code, out, err = run_bytes("ls", image, "/etc/modprobe.d")
+    assert (code, out) == (2, b""), err
+    assert err.count(b"\n") == 1 and b"the directory claims 1099511627776 bytes" in err, err
+    code, out, err = run_bytes("cat", image, "/etc/modprobe.d/hyperv.conf")
+    assert (code, out) == (2, b"") and b"damaged, not read" in err, err
+    code, out, err = run_bytes("ls", image, "/etc")
+    assert (code, out, err) == (0, b"modprobe.d\nos-release\n", b"")
+
+
+def test_a_file_claiming_a_tebibyte_is_not_read(tmp_path):
+    image = _ext2(tmp_path, "huge-file", {"/usr/lib/os-release": TIB})
+    guest = _guest(image)
+    started = time.monotonic()
+    with pytest.raises(GuestPathError, match="the file claims"):
+        guest.read_bytes("/etc/os-release")
+    assert time.monotonic() - started < 5
+    code, out, err = run_bytes("cat", image, "/etc/os-release")
+    assert (code, out) == (2, b"") and b"the file claims 1099511627776 bytes" in err, err
+
+
+def test_dissect_diagnostics_stay_off_stderr(tmp_path):
+    """A directory whose size says two blocks where one is allocated: dissect logs
+    "Zero-length directory entry in <inode 13>" while listing it. The listing is what the
+    directory holds, and stderr stays empty (it printed dissect's line before)."""
+    image = _ext2(tmp_path, "short-dir", {"/etc/modprobe.d": 2048})
+    code, out, err = run_bytes("ls", image, "/etc/modprobe.d")
+    assert (code, out, err) == (0, b"hyperv.conf\n", b"")
