@@ -5,8 +5,9 @@ dissect.fat follows a cluster chain until its end-of-chain mark and lists the wh
 before the first byte is read. A chain that loops (a damaged or hostile FAT: the last
 cluster of a file or folder pointing back into it) never ends, and the list grows until
 memory runs out: on a looped ``\\EFI\\Microsoft\\Boot\\BCD`` chain, ``check --profile golden``
-held 1 GiB after 20 s and never finished. Here every chain is cut after the clusters that
-``limit`` bytes need, so a loop is one error, found in time proportional to ``limit``.
+held 1 GiB after 20 s and never finished. Here chains are followed by our own walk of
+dissect's FAT entries, cut after the clusters that ``limit`` bytes need, so a loop is one
+error, found in time proportional to ``limit``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def read_fat_file(stream: BinaryIO, path: str, *, where: str, limit: int) -> byt
 
     try:
         fs = FATFS(stream)
-        fs.fat.chain = _bounded(fs.fat.chain, limit // fs.cluster_size + 1, where)
+        fs.fat.chain = _bounded_chain(fs.fat, limit // fs.cluster_size + 1, where)
         try:
             entry = fs.get(path)
         except (FileNotFoundError, NotADirectoryError):  # dissect.fat's are subclasses
@@ -44,18 +45,46 @@ def read_fat_file(stream: BinaryIO, path: str, *, where: str, limit: int) -> byt
         raise CorruptImageError(f"{where}: FAT unreadable ({type(exc).__name__}: {exc})") from None
 
 
-def _bounded(
-    chain: Callable[[int], Iterator[int]], most: int, where: str
-) -> Callable[[int], Iterator[Any]]:
-    """``chain`` (dissect's FAT.chain) cut after ``most`` clusters, with an error."""
+def _bounded_chain(fat: Any, most: int, where: str) -> Callable[[int], Iterator[int]]:
+    """A replacement for dissect's ``FAT.chain`` (same entry values, same end marks) that
+    takes at most ``most`` steps. Counting what dissect yields is not enough: an entry that
+    is neither data, end, bad nor free (1, or a reserved value) sends dissect's loop to that
+    cluster without yielding, and an entry of 1 at cluster 1 spins there for ever (the esp
+    fuzz target's finding)."""
+    from dissect.fat.c_fat import (
+        DATA_CLUSTER_MAX,
+        DATA_CLUSTER_MIN,
+        END_OF_CLUSTER_MAX,
+        END_OF_CLUSTER_MIN,
+        FAT12_EOC,
+    )
 
-    def bounded(cluster: int) -> Iterator[int]:
-        for count, next_cluster in enumerate(chain(cluster), 1):
-            if count > most:
-                raise CorruptImageError(
-                    f"{where}: the FAT cluster chain starting at cluster {cluster} is longer "
-                    f"than {most} clusters (it loops, or the file is too large); not read"
-                )
-            yield next_cluster
+    bits = fat.bits_per_entry
+    top = (1 << bits) - 1
+    data_max, end_min, end_max = (
+        DATA_CLUSTER_MAX & top,
+        END_OF_CLUSTER_MIN & top,
+        END_OF_CLUSTER_MAX & top,
+    )
 
-    return bounded
+    def chain(cluster: int) -> Iterator[int]:
+        start = cluster
+        for _ in range(most):
+            value = fat.get(cluster)
+            if DATA_CLUSTER_MIN <= value <= data_max:
+                yield cluster
+                cluster = value
+                continue
+            if end_min <= value <= end_max or (bits == 12 and value == FAT12_EOC):
+                yield cluster
+                return
+            raise CorruptImageError(
+                f"{where}: the FAT entry of cluster {cluster} is {value:#x} (free, bad or "
+                f"reserved) in the chain starting at cluster {start}; not read"
+            )
+        raise CorruptImageError(
+            f"{where}: the FAT cluster chain starting at cluster {start} is longer than "
+            f"{most} clusters (it loops, or the file is too large); not read"
+        )
+
+    return chain

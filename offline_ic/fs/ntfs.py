@@ -29,6 +29,7 @@ FILE_ATTRIBUTE_ENCRYPTED = 0x4000
 ATTR_FLAG_COMPRESSED = 0x0001
 ATTR_FLAG_ENCRYPTED = 0x4000
 ATTR_FLAG_SPARSE = 0x8000
+COMPRESSION_UNIT_CLUSTERS = 16  # a compressed stream is mapped in units of 16 clusters
 
 HIBERNATION_SIGNATURES = (b"hibr", b"HIBR", b"wake", b"WAKE", b"RSTR", b"rstr")
 
@@ -110,8 +111,24 @@ class NtfsVolume:
                     f"{self.name}: {path} claims {size} bytes, more than the volume holds "
                     f"({self.size}): damaged MFT record"
                 )
+            mapped = self._run_bytes(record)
+            if mapped > self.size + COMPRESSION_UNIT_CLUSTERS * self.cluster_size:
+                raise CorruptImageError(
+                    f"{self.name}: {path}: its data runs map {mapped} bytes, more than the "
+                    f"volume holds ({self.size}): damaged MFT record"
+                )
             inner = record.open()
         return cast(BinaryIO, GuardedStream(inner, what, (NtfsError,)))
+
+    def _run_bytes(self, record: Any) -> int:
+        """The bytes the unnamed $DATA's runs map, sparse runs included. dissect walks a
+        compressed stream's runs 16 clusters at a time when it opens it: runs claiming 2^40
+        clusters held the open for ever (the ntfs_hive fuzz target's finding)."""
+        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+
+        attrs = record.attributes[ATTRIBUTE_TYPE_CODE.DATA]
+        runs = [n for a in attrs if not a.name and not a.resident for _lcn, n in a.dataruns()]
+        return sum(runs) * self.cluster_size
 
     def read_head(self, path: str, length: int) -> bytes:
         """The first ``length`` bytes of a file (fewer if it is shorter)."""

@@ -213,10 +213,10 @@ class Browser:
 
 
 def _open_dissect(vol: Volume, label: str) -> Any:
-    from dissect.target.filesystem import open as open_filesystem
+    from offline_ic.fs.dissect_open import open_dissect_filesystem
 
     with parsing(f"{label}: not a readable {vol.filesystem} file system"):
-        return open_filesystem(vol.stream())
+        return open_dissect_filesystem(vol.stream(), label)
 
 
 def _posix(path: str) -> str:

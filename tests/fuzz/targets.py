@@ -487,12 +487,11 @@ EXT4_HOT = [(1024, 43 * KiB)]
 def run_ext4(data: bytes, workdir: Path) -> None:
     """What the Linux checks do with a guest file system: dissect opens it (a file system it
     cannot open is no candidate), our path walk reads the files and lists the folders."""
-    from dissect.target.filesystem import open as open_filesystem
-
+    from offline_ic.fs.dissect_open import open_dissect_filesystem
     from offline_ic.guest.linux.fs import GuestFS
 
     try:
-        fs = open_filesystem(io.BytesIO(data))
+        fs = open_dissect_filesystem(io.BytesIO(data), "fuzz ext4")
     except Exception:  # noqa: BLE001 - open_linux_guest skips such a volume the same way
         return
     guest = GuestFS(fs, "fuzz ext4")

@@ -8,9 +8,13 @@ debugfs (e2fsprogs: `sif` sets an inode field), not by our code."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,24 @@ def _ext2(tmp_path: Path, name: str, inode_sizes: dict[str, int]) -> Path:
             capture_output=True,
         )
     return image
+
+
+class _TookTooLong(BaseException):
+    """Not an Exception: GuestFS's own ``except Exception`` must not swallow it."""
+
+
+@contextlib.contextmanager
+def _within(seconds: int) -> Iterator[None]:
+    def stop(_sig: int, _frame: object) -> None:
+        raise _TookTooLong(f"not done within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _guest(image: Path) -> GuestFS:
@@ -92,3 +114,56 @@ def test_dissect_diagnostics_stay_off_stderr(tmp_path):
     image = _ext2(tmp_path, "short-dir", {"/etc/modprobe.d": 2048})
     code, out, err = run_bytes("ls", image, "/etc/modprobe.d")
     assert (code, out, err) == (0, b"hyperv.conf\n", b"")
+
+
+def test_a_directory_cycle_is_walked_once(tmp_path):
+    """/var/log/apt/again is a second name of /var/log (debugfs `link`): the golden checks
+    walk /var/log, and walking the cycle re-resolved ever longer paths (over 100 s; the ext4
+    fuzz target's finding). Each directory is now entered once."""
+    root = tmp_path / "cycle-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "var/log/apt").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text("ID=debian\n")
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "var/log/apt/history.log").write_text("Start-Date: 2026-01-01\n")
+    image = tmp_path / "cycle.img"
+    for tool in ("mke2fs", "debugfs"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (e2fsprogs)")
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-d", root, image, "4M"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["debugfs", "-w", "-R", "link /var/log /var/log/apt/again", image],
+        check=True,
+        capture_output=True,
+    )
+    guest = _guest(image)
+    assert guest.listdir("/var/log/apt") == ["again", "history.log"]
+    with _within(20):  # the cycle made this walk run for hours
+        assert list(guest.walk_files("/var/log")) == ["/var/log/apt/history.log"]
+    started = time.monotonic()
+    code, out, err = run_bytes("check", "--profile", "golden", "--json", image)
+    assert code in (0, 1) and err == b"", err
+    assert time.monotonic() - started < 60
+    checks = {c["id"]: c for c in json.loads(out)["checks"]}
+    assert checks["golden.linux.logfiles"]["detail"] == "no file in /var/log over 10 MiB"
+
+
+def test_an_ext_superblock_no_file_system_has_is_refused(tmp_path):
+    """s_log_block_size of 31: dissect computed a 2^31-bit block size (1.7 GB, 10 s per
+    open); it is refused before dissect sees it."""
+    from offline_ic.errors import CorruptImageError
+    from offline_ic.fs.dissect_open import open_dissect_filesystem
+
+    image = _ext2(tmp_path, "bad-sb", {})
+    with open(image, "r+b") as fh:
+        fh.seek(1024 + 0x18)
+        fh.write((31).to_bytes(4, "little"))
+    with open(image, "rb") as fh, pytest.raises(CorruptImageError, match="1024 << 31"):
+        open_dissect_filesystem(fh, "bad-sb")
+    code, out, err = run_bytes("ls", image, "1:/")
+    assert (code, out) == (2, b"") and b"no real ext file system has it" in err, err

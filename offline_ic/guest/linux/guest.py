@@ -100,9 +100,9 @@ def family_of(os_release: dict[str, str]) -> str:
 
 
 def _open_fs(volume: Volume) -> Any:
-    from dissect.target.filesystem import open as open_filesystem
+    from offline_ic.fs.dissect_open import open_dissect_filesystem
 
-    return open_filesystem(volume.stream())
+    return open_dissect_filesystem(volume.stream(), f"volume {volume.number}")
 
 
 def _fs_ids(fs: Any) -> tuple[str | None, str | None]:
