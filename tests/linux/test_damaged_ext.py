@@ -167,3 +167,20 @@ def test_an_ext_superblock_no_file_system_has_is_refused(tmp_path):
         open_dissect_filesystem(fh, "bad-sb")
     code, out, err = run_bytes("ls", image, "1:/")
     assert (code, out) == (2, b"") and b"no real ext file system has it" in err, err
+
+
+def test_a_symbolic_link_claiming_a_tebibyte_is_not_followed(tmp_path):
+    """A slow symlink (its target in a data block: longer than 60 bytes) whose inode claims
+    1 TiB: dissect mapped every claimed block to read the target (the ext4 fuzz target's
+    finding, through os-release's symlink). It reads as a link that cannot be followed."""
+    long_target = "../usr/lib/" + "x" * 70 + "/../os-release"
+    image = _ext2(tmp_path, "huge-link", {})
+    for command in (f"symlink /etc/long {long_target}", f"sif /etc/long size {TIB}"):
+        subprocess.run(["debugfs", "-w", "-R", command, image], check=True, capture_output=True)
+    guest = _guest(image)
+    with _within(20):
+        assert guest.is_symlink("/etc/long")
+        with pytest.raises(GuestPathError, match="empty symbolic link"):
+            guest.resolve("/etc/long")
+    code, out, err = run_bytes("cat", image, "/etc/long")
+    assert (code, out) == (2, b"") and err.count(b"\n") == 1, err

@@ -24,6 +24,7 @@ MAX_CACHED = 1 << 16  # entries remembered by path lookups (each holds its parse
 # byte was read). A real directory is a few MiB at most; an initramfs is under 1 GiB.
 MAX_DIR_BYTES = 256 << 20
 MAX_FILE_BYTES = 1 << 30
+MAX_LINK_BYTES = 4096  # PATH_MAX: no symbolic link's target is longer
 MAX_WALK_DEPTH = 64  # directories below a walk's start (real module trees are under 10 deep)
 
 
@@ -346,7 +347,10 @@ def _is_symlink(entry: Any) -> bool:
 
 
 def _readlink(entry: Any) -> str:
+    """The link's target, or "" when it cannot be read (a target longer than PATH_MAX is
+    not asked of dissect, which would map every block the inode claims first)."""
     try:
+        _require_plausible(entry, "", MAX_LINK_BYTES, "symbolic link")
         target = entry.readlink()
     except Exception:
         return ""
