@@ -292,7 +292,7 @@ class GuestFS:
         """(mount point, inode number) of ``path``, or its canonical path without one."""
         try:
             canon, entry = self._entry(path, follow_last=False)
-            ino = int(entry.lstat().st_ino) if hasattr(entry, "lstat") else int(entry.stat().st_ino)
+            ino = int(_lstat(entry).st_ino)
         except Exception:  # noqa: BLE001 - no inode number: the path stands for the directory
             return path
         return (self._fs_for(canon)[2], ino)
@@ -317,11 +317,15 @@ def _child(parent: Any, name: str) -> Any:
     return parent.get(name)
 
 
+def _lstat(entry: Any) -> Any:
+    """The entry's own stat, a final link not followed (a host entry's stat is lstat)."""
+    return entry.lstat() if hasattr(entry, "lstat") else entry.stat()
+
+
 def _require_plausible(entry: Any, path: str, most: int, what: str) -> None:
     """Refuse an entry whose inode claims more than ``most`` bytes, before dissect maps it."""
     try:
-        st = entry.lstat() if hasattr(entry, "lstat") else entry.stat()
-        size = int(st.st_size)
+        size = int(_lstat(entry).st_size)
     except Exception:  # noqa: BLE001 - no size to judge: dissect's own reading decides
         return
     if size > most:
