@@ -216,7 +216,7 @@ def _open_dissect(vol: Volume, label: str) -> Any:
     from offline_ic.fs.dissect_open import open_dissect_filesystem
 
     with parsing(f"{label}: not a readable {vol.filesystem} file system"):
-        return open_dissect_filesystem(vol.stream(), label)
+        return open_dissect_filesystem(vol.stream(), vol.filesystem, label)
 
 
 def _posix(path: str) -> str:

@@ -489,9 +489,15 @@ def run_ext4(data: bytes, workdir: Path) -> None:
     cannot open is no candidate), our path walk reads the files and lists the folders."""
     from offline_ic.fs.dissect_open import open_dissect_filesystem
     from offline_ic.guest.linux.fs import GuestFS
+    from offline_ic.guest.linux.guest import LINUX_FILESYSTEMS
+    from offline_ic.volumes import sniff_stream
 
+    stream = io.BytesIO(data)
+    kind = sniff_stream(stream, len(data))
+    if kind not in LINUX_FILESYSTEMS:
+        return
     try:
-        fs = open_dissect_filesystem(io.BytesIO(data), "fuzz ext4")
+        fs = open_dissect_filesystem(stream, kind, "fuzz ext4")
     except Exception:  # noqa: BLE001 - open_linux_guest skips such a volume the same way
         return
     guest = GuestFS(fs, "fuzz ext4")

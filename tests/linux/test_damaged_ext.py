@@ -164,7 +164,7 @@ def test_an_ext_superblock_no_file_system_has_is_refused(tmp_path):
         fh.seek(1024 + 0x18)
         fh.write((31).to_bytes(4, "little"))
     with open(image, "rb") as fh, pytest.raises(CorruptImageError, match="1024 << 31"):
-        open_dissect_filesystem(fh, "bad-sb")
+        open_dissect_filesystem(fh, "ext", "bad-sb")
     code, out, err = run_bytes("ls", image, "1:/")
     assert (code, out) == (2, b"") and b"no real ext file system has it" in err, err
 

@@ -102,7 +102,7 @@ def family_of(os_release: dict[str, str]) -> str:
 def _open_fs(volume: Volume) -> Any:
     from offline_ic.fs.dissect_open import open_dissect_filesystem
 
-    return open_dissect_filesystem(volume.stream(), f"volume {volume.number}")
+    return open_dissect_filesystem(volume.stream(), volume.filesystem, f"volume {volume.number}")
 
 
 def _fs_ids(fs: Any) -> tuple[str | None, str | None]:
