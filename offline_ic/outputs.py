@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterable, Iterator
 
 from offline_ic.errors import InputError, SafetyRefusal
-from offline_ic.image.fileio import fsync_dir
+from offline_ic.image.fileio import fsync_dir, require_new_file_room
 from offline_ic.inputs import kind_of, seen_inputs
 
 TMP_TAG = ".offline-ic-tmp"
@@ -75,7 +75,7 @@ def check_output(
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):  # else the error names the temporary file
             raise InputError(f"{path}: directory {folder} does not exist") from None
-        _require_writable_folder(path)
+        require_new_file_room(path, path)
         return
     if stat.S_ISLNK(lst.st_mode) and not force:
         raise SafetyRefusal(
@@ -85,22 +85,14 @@ def check_output(
     try:
         st = os.stat(path)
     except FileNotFoundError:  # a dangling link, replaced under --force
-        _require_writable_folder(path)
+        require_new_file_room(path, path)
         return
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else kind_of(st.st_mode)
         raise InputError(f"{path}: {kind}, not a file an output can replace")
     if not force and not stat.S_ISLNK(lst.st_mode):
         raise SafetyRefusal(f"{path}: already exists; not replaced{hint}")
-    _require_writable_folder(path)
-
-
-def _require_writable_folder(path: str) -> None:
-    """The output is built beside ``path`` and renamed over it: its directory must take a new
-    file (an immutable directory refuses even root; ``os.access`` knows)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: directory {folder} is not writable")
+    require_new_file_room(path, path)
 
 
 def temp_name(path: str) -> str:

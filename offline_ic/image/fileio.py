@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from offline_ic.errors import NotFoundError, SafetyRefusal
+from offline_ic.errors import InputError, NotFoundError, SafetyRefusal
 from offline_ic.inputs import open_fd, require_regular
 
 
@@ -24,6 +24,15 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def require_new_file_room(path: str, what: str) -> None:
+    """InputError unless ``path``'s directory takes a new file: a journal or an output is
+    created there before anything else is written (no write permission, an immutable
+    directory, a read-only mount: ``os.access`` knows each, even for root)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: directory {folder} is not writable")
 
 
 def refuse_readonly_file(fd: int, path: str) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 from offline_ic.errors import InputError, SafetyRefusal, WriteFailure
 from offline_ic.image.crc32c import crc32c
-from offline_ic.image.fileio import FileIO, fsync_dir
+from offline_ic.image.fileio import FileIO, fsync_dir, require_new_file_room
 from offline_ic.layout import Layout
 
 MAGIC_PREFIX = b"OICJRNL"
@@ -75,12 +75,7 @@ def require_journal_folder(image_path: str) -> None:
     file is opened for writing, before anything is written or rolled back, and by a dry run
     alike (``check_writable``; InputError, exit 2)."""
     jp = journal_path(image_path)
-    folder = os.path.dirname(jp)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(
-            f"{image_path}: directory {folder} cannot take the undo journal "
-            f"({os.path.basename(jp)}): not writable"
-        )
+    require_new_file_room(jp, f"{image_path}: the undo journal {os.path.basename(jp)}")
 
 
 def pending_path(image_path: str) -> str | None:

@@ -39,7 +39,7 @@ def test_a_directory_that_cannot_take_the_journal_is_refused_first(
             code, out, err = cli(*[a.format(image=image) for a in argv], *mode)
             assert (code, out) == (2, ""), (mode, err)
             assert err.count("\n") == 1, err
-            assert f"directory {locked} cannot take the undo journal" in err, err
+            assert "the undo journal" in err and f"directory {locked} is not writable" in err, err
             lines.add(err.rstrip("\n").split("; ")[0])
         assert len(lines) == 1, lines  # the same refusal, whatever the mode
         assert sorted(p.name for p in locked.iterdir()) == [source.name]
