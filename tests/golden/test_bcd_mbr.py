@@ -23,7 +23,9 @@ DEFAULT = "{1b67bffd-e290-11eb-8ffa-f459a0d9b879}"  # the real BIOS store's defa
 MEMTEST = "{b2721d73-1db4-4c62-bf78-c548a880142d}"  # its element is an MBR partition device
 
 
-def _mbr_disk(tmp_path: Path, unpacked, offset_delta: int = 0) -> tuple[Path, int, int]:
+def _mbr_disk(
+    tmp_path: Path, unpacked, offset_delta: int = 0, pad_to: int = 0
+) -> tuple[Path, int, int]:
     require_fuse()
     for tool in ("qemu-img", "sfdisk", "hivexregedit", "hivexget", "ntfs-3g"):
         if shutil.which(tool) is None:
@@ -46,6 +48,9 @@ def _mbr_disk(tmp_path: Path, unpacked, offset_delta: int = 0) -> tuple[Path, in
     reg = element_reg(DEFAULT, "11000001", "hex(3)", bytes(device))
     reg += element_reg(DEFAULT, "21000001", "hex(3)", bytes(device))
     hivex_merge(bcd, reg, BCD_ROOT)
+    if pad_to:
+        with open(bcd, "r+b") as fh:
+            fh.truncate(pad_to)
     volume = tmp_path / "vol.ntfs"
     with open(raw, "rb") as fin, open(volume, "wb") as fout:
         fin.seek(start)
@@ -88,3 +93,17 @@ def test_an_mbr_device_at_another_offset_fails(cli, tmp_path, unpacked):
     assert device["status"] == "fail"
     assert f"partition at byte {start + (1 << 20)}" in device["detail"]
     assert "device and osdevice not the Windows volume 1" in device["detail"]
+
+
+def test_a_boot_bcd_over_the_store_limit_is_not_read(cli, tmp_path, unpacked):
+    """The golden checks read \\Boot\\BCD through the one capped store read
+    (bcd.read_store_file, shared with `reg get` of a store on another volume): 16 MiB and
+    one byte, never the whole file, and they say so."""
+    from offline_ic.guest.windows.bcd import BCD_LIMIT
+
+    raw, _, _ = _mbr_disk(tmp_path, unpacked, pad_to=BCD_LIMIT + 4096)
+    store = _golden(cli, raw)["golden.windows.bcd.store"]
+    assert store["status"] != "pass", store
+    assert f"(NTFS): \\Boot\\BCD is larger than {BCD_LIMIT} bytes; not read" in store["detail"], (
+        store
+    )

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from offline_ic.errors import PARSER_ERRORS, OfflineICError
+from offline_ic.errors import PARSER_ERRORS, InputError, OfflineICError
 from offline_ic.guest.windows.guest import NtfsWindowsGuest, WindowsGuest
 from offline_ic.image.base import DiskImage
 from offline_ic.registry import Hive, Key
@@ -247,7 +247,6 @@ def find_store(image: DiskImage, windows: Volume | None) -> tuple[bytes, str]:
     """(bytes, where) of the BCD store of ``image``: the EFI system partition's, else
     ``Boot\\BCD`` on an NTFS volume (the system partition of an MBR disk, which may be the
     Windows volume itself). BcdError says why there is none."""
-    from offline_ic.fs.ntfs import NtfsVolume
 
     volumes = list_volumes(image)
     problems = []
@@ -270,18 +269,38 @@ def find_store(image: DiskImage, windows: Volume | None) -> tuple[bytes, str]:
         if vol.filesystem != "ntfs":
             continue
         try:
-            ntfs = NtfsVolume(vol.stream(), f"volume {vol.number}")
-            if ntfs.exists(SYSTEM_PATH):
-                with ntfs.open(SYSTEM_PATH) as fh:
-                    data = fh.read(BCD_LIMIT + 1)
-                if len(data) > BCD_LIMIT:
-                    raise BcdError(f"Boot\\BCD larger than {BCD_LIMIT} bytes")
+            data = read_store_file(vol, SYSTEM_PATH)
+            if data is not None:
                 return data, f"volume {vol.number} (NTFS) \\Boot\\BCD"
         except _READ_ERRORS as exc:
             problems.append(f"volume {vol.number}: {exc}")
     if problems:
         raise BcdError("; ".join(problems))
     raise BcdError("no EFI system partition and no \\Boot\\BCD on an NTFS volume")
+
+
+def read_store_file(vol: Volume, path: str) -> bytes | None:
+    """The file ``path`` ("/" separated) of a FAT or NTFS volume, read as a store is: at
+    most BCD_LIMIT bytes (InputError beyond), before a byte past the limit is read; None
+    when the volume has no such file or another file system."""
+    where = f"volume {vol.number} ({(vol.filesystem or '').upper()})"
+    if vol.filesystem == "fat":
+        from offline_ic.fs.fat import read_fat_file
+
+        return read_fat_file(vol.stream(), path, where=where, limit=BCD_LIMIT)
+    if vol.filesystem != "ntfs":
+        return None
+    from offline_ic.fs.ntfs import NtfsVolume
+
+    ntfs = NtfsVolume(vol.stream(), f"volume {vol.number}")
+    if not ntfs.exists(path):
+        return None
+    with ntfs.open(path) as fh:
+        data: bytes = fh.read(BCD_LIMIT + 1)
+    if len(data) > BCD_LIMIT:
+        shown = "\\" + path.replace("/", "\\")
+        raise InputError(f"{where}: {shown} is larger than {BCD_LIMIT} bytes; not read")
+    return data
 
 
 def _fat_file(stream: BinaryIO, parts: tuple[str, ...]) -> bytes:

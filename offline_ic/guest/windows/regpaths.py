@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from offline_ic.errors import InputError, NotFoundError, OfflineICError
+from offline_ic.guest.windows.bcd import read_store_file
 from offline_ic.guest.windows.guest import CONFIG_DIR, WindowsGuest
 from offline_ic.registry import Hive
 
@@ -200,37 +201,10 @@ def _other_bcd_volumes(guest: WindowsGuest):
             continue
         for path in BCD_PATHS:
             try:
-                if _read_volume_file(vol, path) is not None:
+                if read_store_file(vol, path) is not None:
                     yield vol, path
             except OfflineICError:
                 continue
-
-
-def _read_volume_file(vol, path: str) -> bytes | None:
-    """A file of a FAT or NTFS volume (at most a BCD store's limit), or None when it has no
-    such file."""
-    from offline_ic.guest.windows.bcd import BCD_LIMIT
-
-    if vol.filesystem == "fat":
-        from offline_ic.fs.fat import read_fat_file
-
-        return read_fat_file(
-            vol.stream(), path, where=f"volume {vol.number} (FAT)", limit=BCD_LIMIT
-        )
-    if vol.filesystem == "ntfs":
-        from offline_ic.fs.ntfs import NtfsVolume
-
-        ntfs = NtfsVolume(vol.stream(), name=f"volume {vol.number}")
-        if not ntfs.exists(path):
-            return None
-        with ntfs.open(path) as fh:
-            data: bytes = fh.read(BCD_LIMIT + 1)
-        if len(data) > BCD_LIMIT:
-            raise InputError(
-                f"volume {vol.number}: {path} is larger than {BCD_LIMIT} bytes; not read"
-            )
-        return data
-    return None
 
 
 def read_hive_bytes(guest: WindowsGuest, where: RegPath) -> tuple[bytes, list[bytes | None]]:
@@ -238,9 +212,9 @@ def read_hive_bytes(guest: WindowsGuest, where: RegPath) -> tuple[bytes, list[by
     if not where.writable:  # a BCD on another volume
         for vol, path in _other_bcd_volumes(guest):
             if path == where.hive_path:
-                data = _read_volume_file(vol, path)
+                data = read_store_file(vol, path)
                 assert data is not None
-                logs = [_read_volume_file(vol, f"{path}.{ext}") for ext in ("LOG1", "LOG2")]
+                logs = [read_store_file(vol, f"{path}.{ext}") for ext in ("LOG1", "LOG2")]
                 return data, logs
     if not guest.exists(where.hive_path):
         raise NotFoundError(f"{guest.description}: no {where.root} hive ({where.hive_path})")
