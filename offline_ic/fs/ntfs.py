@@ -124,10 +124,7 @@ class NtfsVolume:
         """The bytes the unnamed $DATA's runs map, sparse runs included. dissect walks a
         compressed stream's runs 16 clusters at a time when it opens it: runs claiming 2^40
         clusters held the open for ever (the ntfs_hive fuzz target's finding)."""
-        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
-
-        attrs = record.attributes[ATTRIBUTE_TYPE_CODE.DATA]
-        runs = [n for a in attrs if not a.name and not a.resident for _lcn, n in a.dataruns()]
+        runs = [n for a in _unnamed_data(record) if not a.resident for _lcn, n in a.dataruns()]
         return sum(runs) * self.cluster_size
 
     def read_head(self, path: str, length: int) -> bytes:
@@ -144,9 +141,7 @@ class NtfsVolume:
             return self._file_info(path, record)
 
     def _file_info(self, path: str, record: Any) -> NtfsFileInfo:
-        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
-
-        data_attrs = [a for a in record.attributes[ATTRIBUTE_TYPE_CODE.DATA] if not a.name]
+        data_attrs = _unnamed_data(record)
         if not data_attrs:
             raise NotFoundError(f"{self.name}: {path} has no data stream")
         first = data_attrs[0]
@@ -191,6 +186,14 @@ class NtfsVolume:
         except NotFoundError:
             return None
         return head.decode("ascii") if head in HIBERNATION_SIGNATURES else None
+
+
+def _unnamed_data(record: Any) -> list[Any]:
+    """The attributes of a record's unnamed $DATA (the file's bytes; named ones are
+    alternate data streams), in the order their runs follow one another."""
+    from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+
+    return [a for a in record.attributes[ATTRIBUTE_TYPE_CODE.DATA] if not a.name]
 
 
 def _link_target(record: Any) -> str:
