@@ -20,6 +20,9 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
   ``mke2fs -d`` from a tiny Linux tree (os-release and its symlink, a modprobe.d file, a
   module under /usr/lib/modules): everything the Linux checks look up is in its first
   43 KiB (superblock, group descriptors, bitmaps, directories, files, inode table).
+* ``xfs-guest.img.xz``: the same tree on a one-AG v5 xfs (1 KiB blocks) made by
+  ``mkfs.xfs -p``, cut after its last used block (3.5 MiB): the superblock and AG headers
+  in the first 8 KiB, inodes, directories and files after the log.
 
     scripts/build_fuzz_seeds.py            # rebuild into tests/fuzz/seeds
     scripts/build_fuzz_seeds.py --only esp # one seed (the others keep their bytes)
@@ -113,17 +116,23 @@ def build_esp(out: Path, work: Path) -> Path:
     return dest
 
 
-def build_ext4(out: Path, work: Path) -> Path:
-    """A tiny ext4 guest tree, its metadata packed at the start of the volume."""
-    root = work / "ext4-root"
+def _tiny_linux_tree(root: Path, os_release: str) -> Path:
+    """What the Linux checks look up, and nothing else: os-release through its symlink, a
+    modprobe.d file, /etc/modules, one module under /usr/lib/modules."""
     modules = root / "usr/lib/modules/6.1.0/kernel/drivers/hv"
     modules.mkdir(parents=True)
     (root / "etc/modprobe.d").mkdir(parents=True)
-    (root / "usr/lib/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    (root / "usr/lib/os-release").write_text(os_release)
     (root / "etc/os-release").symlink_to("../usr/lib/os-release")
     (root / "etc/modprobe.d/hyperv.conf").write_text("blacklist hv_utils\n")
     (root / "etc/modules").write_text("hv_vmbus\n")
     (modules / "hv_vmbus.ko").write_bytes(bytes(range(256)) * 12)
+    return root
+
+
+def build_ext4(out: Path, work: Path) -> Path:
+    """A tiny ext4 guest tree, its metadata packed at the start of the volume."""
+    root = _tiny_linux_tree(work / "ext4-root", 'ID=debian\nVERSION_ID="12"\n')
     image = work / "ext4-guest.img"
     run(
         "mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-N", "32",
@@ -139,12 +148,42 @@ def build_ext4(out: Path, work: Path) -> Path:
     return dest
 
 
+XFS_SEED_BYTES = 0x380000  # the inode chunk, directories and files end here (after the log)
+
+
+def build_xfs(out: Path, work: Path) -> Path:
+    """The same tree on a one-AG xfs (v5, CRCs on, 1 KiB blocks) from ``mkfs.xfs -p``; the
+    16 MiB volume is cut after its last used block (the data past it is never read)."""
+    from build_linux_testdata import _protofile
+
+    root = _tiny_linux_tree(work / "xfs-root", 'ID="rhel"\nVERSION_ID="9.4"\n')
+    proto = work / "xfs.proto"
+    proto.write_text(_protofile(root))
+    image = work / "xfs-guest.img"
+    with open(image, "wb") as fh:
+        fh.truncate(16 * MiB)
+    run(
+        "mkfs.xfs", "-q", "-f", "-b", "size=1024", "-i", "size=512", "-d", "agcount=1",
+        "-m", "uuid=6f1c6d2a-5e43-4b7a-9c1e-2b3d4f5a6b7e", "-p", proto, image,
+        env={**os.environ, "TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"},
+    )  # fmt: skip
+    data = image.read_bytes()
+    if any(data[XFS_SEED_BYTES:]):
+        raise SystemExit(f"xfs seed: mkfs.xfs used blocks past {XFS_SEED_BYTES:#x}")
+    image.write_bytes(data[:XFS_SEED_BYTES])
+    run("xz", "-9e", "-f", image)
+    dest = out / "xfs-guest.img.xz"
+    dest.write_bytes(image.with_suffix(".img.xz").read_bytes())
+    return dest
+
+
 BUILDS = {
     "gpt": build_gpt,
     "bsd": build_bsd_label,
     "ntfs": build_ntfs_hive,
     "esp": build_esp,
     "ext4": build_ext4,
+    "xfs": build_xfs,
 }
 
 

@@ -484,9 +484,21 @@ def _ext4_volume() -> bytes:
 EXT4_HOT = [(1024, 43 * KiB)]
 
 
-def run_ext4(data: bytes, workdir: Path) -> None:
-    """What the Linux checks do with a guest file system: dissect opens it (a file system it
-    cannot open is no candidate), our path walk reads the files and lists the folders."""
+def _xfs_volume() -> bytes:
+    """The same tree on a one-AG v5 xfs made by mkfs.xfs -p, cut after its last used block
+    (scripts/build_fuzz_seeds.py)."""
+    return lzma.decompress((SEEDS / "xfs-guest.img.xz").read_bytes())
+
+
+# superblock, AGF, AGI, AGFL and the free-space and inode btree roots; then (after the
+# internal log) directory and file blocks, and the root's 64-inode chunk
+XFS_HOT = [(0, 8 * KiB), (0x374800, 0x376000), (0x378000, 0x380000)]
+
+
+def run_linux_volume(data: bytes, workdir: Path) -> None:
+    """What the Linux checks do with a guest file system: sniffed by our magic scan, opened
+    by dissect as that file system (one it cannot open is no candidate), then our path walk
+    reads the files and lists the folders."""
     from offline_ic.fs.dissect_open import open_dissect_filesystem
     from offline_ic.guest.linux.fs import GuestFS
     from offline_ic.guest.linux.guest import LINUX_FILESYSTEMS
@@ -497,16 +509,30 @@ def run_ext4(data: bytes, workdir: Path) -> None:
     if kind not in LINUX_FILESYSTEMS:
         return
     try:
-        fs = open_dissect_filesystem(stream, kind, "fuzz ext4")
+        fs = open_dissect_filesystem(stream, kind, f"fuzz {kind}")
     except Exception:  # noqa: BLE001 - open_linux_guest skips such a volume the same way
         return
-    guest = GuestFS(fs, "fuzz ext4")
+    guest = GuestFS(fs, f"fuzz {kind}")
     guest.try_text("/etc/os-release")
     guest.try_text("/etc/modules")
     for name in guest.listdir("/etc/modprobe.d"):
         guest.try_text(f"/etc/modprobe.d/{name}")
     for path in guest.walk_files("/usr/lib/modules"):
         guest.size(path)
+
+
+def _linux_volume_target(
+    name: str, seed: Callable[[], bytes], hot: list[tuple[int, int]]
+) -> Target:
+    """A Linux guest file system, fuzzed through its metadata spliced into a real volume."""
+    return Target(
+        name,
+        _cached(name, seed),
+        run_linux_volume,
+        hot,
+        (_guest_path_error(), OfflineICError),
+        splice=True,
+    )
 
 
 def _vmcx_seed() -> bytes:
@@ -627,14 +653,8 @@ def targets() -> dict[str, Target]:
         "policy": Target("policy", lambda: _POLICY_SEED, run_policy, [(0, 256)]),
         "fromlist": Target("fromlist", lambda: _FROM_SEED, run_fromlist, [(0, 64)]),
         "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
-        "ext4": Target(
-            "ext4",
-            _cached("ext4", _ext4_volume),
-            run_ext4,
-            EXT4_HOT,
-            (_guest_path_error(), OfflineICError),
-            splice=True,
-        ),
+        "ext4": _linux_volume_target("ext4", _ext4_volume, EXT4_HOT),
+        "xfs": _linux_volume_target("xfs", _xfs_volume, XFS_HOT),
         "bcd": Target(
             "bcd",
             _cached("bcd", lambda: _unpacked("hives/windeploy_BCD-efi.xz")),

@@ -150,3 +150,29 @@ def test_sealing_gets_mutations_past_the_checksums(tmp_path):
     assert data[-1] % 2 == 0
     assert len(parse_log(bytes(data), "LOG1").entries) == 0  # the hash check stops it
     assert len(parse_log(log.build(bytes(data)), "LOG1").entries) == 2
+
+
+@pytest.mark.parametrize("name", ["ext4", "xfs"])
+def test_linux_volume_seeds_reach_every_file_the_target_reads(name):
+    """A seed that stops short (a tree the walk never enters) fuzzes only the superblock:
+    the ext4 and xfs seeds hold the whole tiny tree, and the hot ranges cover every block
+    the file system uses (the rest of the seed is zeros)."""
+    import io
+
+    from offline_ic.fs.dissect_open import open_dissect_filesystem
+    from offline_ic.guest.linux.fs import GuestFS
+    from offline_ic.volumes import sniff_stream
+
+    target = TARGETS[name]
+    seed = target.seed()
+    stream = io.BytesIO(seed)
+    guest = GuestFS(open_dissect_filesystem(stream, sniff_stream(stream, len(seed)), name))
+    assert "VERSION_ID" in (guest.try_text("/etc/os-release") or "")
+    assert guest.listdir("/etc/modprobe.d") == ["hyperv.conf"]
+    modules = list(guest.walk_files("/usr/lib/modules"))
+    assert [guest.size(p) for p in modules] == [3072]
+    cold = bytearray(seed)
+    for a, b in target.hot:
+        cold[a:b] = bytes(b - a)
+    assert not any(cold[:1024]) or name == "ext4"  # ext's first KiB is its boot block
+    assert not any(cold[1024:]), f"{name}: used bytes outside the hot ranges"
