@@ -23,6 +23,8 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
 * ``xfs-guest.img.xz``: the same tree on a one-AG v5 xfs (1 KiB blocks) made by
   ``mkfs.xfs -p``, cut after its last used block (3.5 MiB): the superblock and AG headers
   in the first 8 KiB, inodes, directories and files after the log.
+* ``btrfs-guest.img.xz``: the same tree on a 16 MiB mixed-block-group btrfs made by
+  ``mkfs.btrfs --rootdir``, cut after its last used block (5.1 MiB).
 
     scripts/build_fuzz_seeds.py            # rebuild into tests/fuzz/seeds
     scripts/build_fuzz_seeds.py --only esp # one seed (the others keep their bytes)
@@ -177,6 +179,32 @@ def build_xfs(out: Path, work: Path) -> Path:
     return dest
 
 
+BTRFS_SEED_BYTES = 0x510000  # the mixed data+metadata chunk ends here
+
+
+def build_btrfs(out: Path, work: Path) -> Path:
+    """The same tree on a 16 MiB mixed-block-group btrfs (4 KiB nodes, single profile) from
+    ``mkfs.btrfs --rootdir``, cut after its last used block: the superblock at 64 KiB, the
+    system chunk's trees at 1 MiB and the root, extent and file-system trees at 5 MiB."""
+    root = _tiny_linux_tree(work / "btrfs-root", 'ID=opensuse-tumbleweed\nVERSION_ID="20261201"\n')
+    image = work / "btrfs-guest.img"
+    with open(image, "wb") as fh:
+        fh.truncate(16 * MiB)
+    run(
+        "mkfs.btrfs", "-q", "-f", "-M", "-m", "single", "-d", "single", "-n", "4096",
+        "-s", "4096", "-U", "6f1c6d2a-5e43-4b7a-9c1e-2b3d4f5a6b80", "--rootdir", root, image,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    data = image.read_bytes()
+    if any(data[BTRFS_SEED_BYTES:]):
+        raise SystemExit(f"btrfs seed: mkfs.btrfs used blocks past {BTRFS_SEED_BYTES:#x}")
+    image.write_bytes(data[:BTRFS_SEED_BYTES])
+    run("xz", "-9e", "-f", image)
+    dest = out / "btrfs-guest.img.xz"
+    dest.write_bytes(image.with_suffix(".img.xz").read_bytes())
+    return dest
+
+
 BUILDS = {
     "gpt": build_gpt,
     "bsd": build_bsd_label,
@@ -184,6 +212,7 @@ BUILDS = {
     "esp": build_esp,
     "ext4": build_ext4,
     "xfs": build_xfs,
+    "btrfs": build_btrfs,
 }
 
 

@@ -495,6 +495,18 @@ def _xfs_volume() -> bytes:
 XFS_HOT = [(0, 8 * KiB), (0x374800, 0x376000), (0x378000, 0x380000)]
 
 
+def _btrfs_volume() -> bytes:
+    """The same tree on a mixed-block-group btrfs made by mkfs.btrfs --rootdir, cut after
+    its last used block (scripts/build_fuzz_seeds.py)."""
+    return lzma.decompress((SEEDS / "btrfs-guest.img.xz").read_bytes())
+
+
+# the superblock (its chunk array maps the system chunk); the chunk and device trees at
+# 1 MiB; the root, extent, file-system and checksum trees and the file data at 5 MiB
+# (dissect.btrfs does not verify tree block checksums: nothing to seal)
+BTRFS_HOT = [(0x10000, 0x11000), (0x100000, 0x10B000), (0x500000, 0x50F000)]
+
+
 def run_linux_volume(data: bytes, workdir: Path) -> None:
     """What the Linux checks do with a guest file system: sniffed by our magic scan, opened
     by dissect as that file system (one it cannot open is no candidate), then our path walk
@@ -655,6 +667,7 @@ def targets() -> dict[str, Target]:
         "xmlconfig": Target("xmlconfig", _xml_seed, run_xmlconfig, [(0, 4 * KiB)]),
         "ext4": _linux_volume_target("ext4", _ext4_volume, EXT4_HOT),
         "xfs": _linux_volume_target("xfs", _xfs_volume, XFS_HOT),
+        "btrfs": _linux_volume_target("btrfs", _btrfs_volume, BTRFS_HOT),
         "bcd": Target(
             "bcd",
             _cached("bcd", lambda: _unpacked("hives/windeploy_BCD-efi.xz")),
