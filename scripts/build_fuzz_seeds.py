@@ -150,6 +150,19 @@ def build_ext4(out: Path, work: Path) -> Path:
     return dest
 
 
+def _cut_and_pack(image: Path, keep: int, out: Path) -> Path:
+    """``image`` cut to its first ``keep`` bytes (refused if anything past them is used),
+    xz-compressed into ``out``."""
+    data = image.read_bytes()
+    if any(data[keep:]):
+        raise SystemExit(f"{image.name}: the file system used blocks past {keep:#x}")
+    image.write_bytes(data[:keep])
+    run("xz", "-9e", "-f", image)
+    dest = out / f"{image.name}.xz"
+    dest.write_bytes(image.with_suffix(".img.xz").read_bytes())
+    return dest
+
+
 XFS_SEED_BYTES = 0x380000  # the inode chunk, directories and files end here (after the log)
 
 
@@ -169,14 +182,7 @@ def build_xfs(out: Path, work: Path) -> Path:
         "-m", "uuid=6f1c6d2a-5e43-4b7a-9c1e-2b3d4f5a6b7e", "-p", proto, image,
         env={**os.environ, "TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"},
     )  # fmt: skip
-    data = image.read_bytes()
-    if any(data[XFS_SEED_BYTES:]):
-        raise SystemExit(f"xfs seed: mkfs.xfs used blocks past {XFS_SEED_BYTES:#x}")
-    image.write_bytes(data[:XFS_SEED_BYTES])
-    run("xz", "-9e", "-f", image)
-    dest = out / "xfs-guest.img.xz"
-    dest.write_bytes(image.with_suffix(".img.xz").read_bytes())
-    return dest
+    return _cut_and_pack(image, XFS_SEED_BYTES, out)
 
 
 BTRFS_SEED_BYTES = 0x510000  # the mixed data+metadata chunk ends here
@@ -195,14 +201,7 @@ def build_btrfs(out: Path, work: Path) -> Path:
         "-s", "4096", "-U", "6f1c6d2a-5e43-4b7a-9c1e-2b3d4f5a6b80", "--rootdir", root, image,
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    data = image.read_bytes()
-    if any(data[BTRFS_SEED_BYTES:]):
-        raise SystemExit(f"btrfs seed: mkfs.btrfs used blocks past {BTRFS_SEED_BYTES:#x}")
-    image.write_bytes(data[:BTRFS_SEED_BYTES])
-    run("xz", "-9e", "-f", image)
-    dest = out / "btrfs-guest.img.xz"
-    dest.write_bytes(image.with_suffix(".img.xz").read_bytes())
-    return dest
+    return _cut_and_pack(image, BTRFS_SEED_BYTES, out)
 
 
 BUILDS = {
