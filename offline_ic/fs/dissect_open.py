@@ -45,6 +45,10 @@ def open_dissect_filesystem(stream: BinaryIO, kind: str | None, name: str) -> An
         raise CorruptImageError(f"{name}: {kind or 'no known'} file system: not readable here")
     if kind == "ext":
         _refuse_impossible_ext(stream, name)
+    if kind == "btrfs":
+        from offline_ic.fs.btrfs_guard import guard_btrfs_cursor
+
+        guard_btrfs_cursor()
     module, cls = DISSECT_CLASSES[kind]
     stream.seek(0)
     return getattr(importlib.import_module(module), cls)(stream)

@@ -25,18 +25,23 @@ from tests.helpers import run_bytes
 TIB = 1 << 40
 
 
+def small_linux_tree(root: Path, os_id: str) -> Path:
+    """os-release through its usual symlink and one modprobe.d file: what a lookup needs."""
+    (root / "etc/modprobe.d").mkdir(parents=True)
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text(f"ID={os_id}\n")
+    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "etc/modprobe.d/hyperv.conf").write_text("blacklist hv_utils\n")
+    return root
+
+
 def _ext2(tmp_path: Path, name: str, inode_sizes: dict[str, int]) -> Path:
     """A 1 MiB ext2 (block-mapped, as the slow inodes were) of a small Linux tree, with the
     sizes of the given paths set by debugfs."""
     for tool in ("mke2fs", "debugfs"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs {tool} (e2fsprogs)")
-    root = tmp_path / f"{name}-root"
-    (root / "etc/modprobe.d").mkdir(parents=True)
-    (root / "usr/lib").mkdir(parents=True)
-    (root / "usr/lib/os-release").write_text("ID=debian\n")
-    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
-    (root / "etc/modprobe.d/hyperv.conf").write_text("blacklist hv_utils\n")
+    root = small_linux_tree(tmp_path / f"{name}-root", "debian")
     image = tmp_path / f"{name}.img"
     subprocess.run(
         ["mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-d", root, image, "1M"],
@@ -120,12 +125,8 @@ def test_a_directory_cycle_is_walked_once(tmp_path):
     """/var/log/apt/again is a second name of /var/log (debugfs `link`): the golden checks
     walk /var/log, and walking the cycle re-resolved ever longer paths (over 100 s; the ext4
     fuzz target's finding). Each directory is now entered once."""
-    root = tmp_path / "cycle-root"
-    (root / "etc").mkdir(parents=True)
-    (root / "usr/lib").mkdir(parents=True)
+    root = small_linux_tree(tmp_path / "cycle-root", "debian")
     (root / "var/log/apt").mkdir(parents=True)
-    (root / "usr/lib/os-release").write_text("ID=debian\n")
-    (root / "etc/os-release").symlink_to("../usr/lib/os-release")
     (root / "var/log/apt/history.log").write_text("Start-Date: 2026-01-01\n")
     image = tmp_path / "cycle.img"
     for tool in ("mke2fs", "debugfs"):

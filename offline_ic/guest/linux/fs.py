@@ -16,6 +16,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from offline_ic.errors import OfflineICError
+
 MAX_SYMLINKS = 40  # Linux's own limit for one path lookup
 DEFAULT_READ_LIMIT = 4 << 20
 MAX_CACHED = 1 << 16  # entries remembered by path lookups (each holds its parsed inode)
@@ -116,6 +118,8 @@ class GuestFS:
                 entry = self._lentry(canon)
             except GuestPathError:
                 raise
+            except OfflineICError as exc:  # our refusal of a damaged structure says why
+                raise GuestPathError(path, f"{canon}: {exc}") from exc
             except Exception as exc:  # dissect raises its own FileNotFoundError & co.
                 raise GuestPathError(path, f"{canon} does not exist") from exc
             if _is_symlink(entry) and (todo or follow_last):
@@ -139,6 +143,8 @@ class GuestFS:
         canon = self.resolve(path, follow_last=follow_last)
         try:
             return canon, self._lentry(canon)
+        except OfflineICError as exc:
+            raise GuestPathError(path, str(exc)) from exc
         except Exception as exc:
             raise GuestPathError(path, "does not exist") from exc
 
