@@ -51,7 +51,12 @@ def open_dissect_filesystem(stream: BinaryIO, kind: str | None, name: str) -> An
         guard_btrfs_cursor()
     module, cls = DISSECT_CLASSES[kind]
     stream.seek(0)
-    return getattr(importlib.import_module(module), cls)(stream)
+    fs = getattr(importlib.import_module(module), cls)(stream)
+    if kind == "fat":
+        from offline_ic.fs.fat import bound_chains
+
+        bound_chains(fs.fatfs, name)
+    return fs
 
 
 def _refuse_impossible_ext(stream: BinaryIO, name: str) -> None:

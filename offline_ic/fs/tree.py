@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
-from offline_ic.errors import NotFoundError, parsing
+from offline_ic.errors import NotFoundError, OfflineICError, parsing
 
 # Kinds of entry (``FileStat.kind``).
 FILE, DIR, SYMLINK, REPARSE, STREAM = "file", "dir", "symlink", "reparse", "stream"
@@ -124,6 +124,8 @@ def stat_of_entry(entry: Any, name: str, posix: bool = True) -> FileStat:
     ``posix=False`` (FAT): the modes and owners dissect makes up are not shown as recorded."""
     try:
         st = entry.lstat()
+    except OfflineICError:  # our refusal of a damaged structure (a looped chain) stands
+        raise
     except Exception:  # dissect.btrfs's lstat follows a symlink (to count blocks) and fails
         st = _inode_stat(entry)  # on an absolute one: the inode's own fields instead
     mode = int(st.st_mode)

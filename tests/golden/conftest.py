@@ -69,7 +69,7 @@ class BcdDisk:
         _run("qemu-img", "convert", "-O", "raw", vhdx, self.base)
         table = json.loads(_run("sfdisk", "--json", self.base).stdout)["partitiontable"]
         self.disk_guid = table["id"].lower()
-        parts = table["partitions"]
+        self.partitions = parts = table["partitions"]
         self.esp = next(p for p in parts if p["type"].upper().startswith("C12A7328"))
         self.windows = parts[-1]
         self.windows_guid = self.windows["uuid"].lower()

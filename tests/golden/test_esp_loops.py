@@ -108,6 +108,27 @@ def test_a_looped_chain_on_the_esp_is_not_checkable_and_the_rest_runs(
     assert err.startswith("offline-ic: error: ") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize(
+    ("path", "onto_itself"),
+    [(BCD, False), (BCD, True), ("::/EFI/Microsoft/Boot", True)],
+    ids=["bcd-chain-back-to-its-start", "bcd-cluster-onto-itself", "boot-folder-onto-itself"],
+)
+def test_browsing_a_looped_chain_is_one_error(bcd_disks, tmp_path, path, onto_itself):
+    """`cat` and `ls` read the ESP through dissect.target's FAT file system, not the store
+    reader: a looped chain grew `cat` to 7.5 GB in 60 s before every chain was bounded by
+    the entries the FAT holds (fs/fat.bound_chains, applied where volumes are opened)."""
+    disk = _looped_disk(bcd_disks, tmp_path, path, onto_itself=onto_itself)
+    esp = 1 + bcd_disks.partitions.index(bcd_disks.esp)
+    code, out, err = _run("cat", disk, f"{esp}:/EFI/Microsoft/Boot/BCD")
+    assert (code, out) == (2, ""), err
+    assert err.count("\n") == 1 and "is longer than" in err and "it loops" in err, err
+    code, out, err = _run("ls", disk, f"{esp}:/EFI/Microsoft/Boot")
+    if path == BCD:  # the folder's own chain ends: it lists (the size is the entry's)
+        assert (code, out, err) == (0, "BCD\n", "")
+    else:
+        assert (code, out) == (2, "") and "it loops" in err and err.count("\n") == 1, err
+
+
 def test_the_bounded_reader_reads_what_mtools_wrote(bcd_disks, tmp_path):
     """The BCD bytes mcopy put on the ESP, read back whole; a smaller limit or a missing
     file or a folder is said as such."""
