@@ -25,6 +25,8 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
   in the first 8 KiB, inodes, directories and files after the log.
 * ``btrfs-guest.img.xz``: the same tree on a 16 MiB mixed-block-group btrfs made by
   ``mkfs.btrfs --rootdir``, cut after its last used block (5.1 MiB).
+* ``lvm-guest.img.xz``: a whole-disk LVM2 physical volume written by lvm2's own pvcreate,
+  vgcreate and lvcreate (root needs a loop device), the ext4 seed in its root LV.
 
     scripts/build_fuzz_seeds.py            # rebuild into tests/fuzz/seeds
     scripts/build_fuzz_seeds.py --only esp # one seed (the others keep their bytes)
@@ -204,6 +206,39 @@ def build_btrfs(out: Path, work: Path) -> Path:
     return _cut_and_pack(image, BTRFS_SEED_BYTES, out)
 
 
+LVM_DATA_START = 0x100000  # pe_start of a PV with 64 KiB of metadata: 1 MiB
+
+
+def build_lvm(out: Path, work: Path) -> Path:
+    """A whole-disk LVM2 physical volume written by lvm2 itself (pvcreate, vgcreate, lvcreate
+    through a loop device; ``--driverloaded n``: no device-mapper needed, nothing activated,
+    no backup left in /etc/lvm): VG rhel with LVs root (4 MiB) and swap (2 MiB), and the
+    ext4 seed's bytes in root's first extent, so the guest is found through the LV."""
+    image = work / "lvm-guest.img"
+    with open(image, "wb") as fh:
+        fh.truncate(16 * MiB)
+    env = {**os.environ, "LVM_SUPPRESS_FD_WARNINGS": "1"}
+    loop = run("losetup", "-f", "--show", image, capture_output=True, text=True).stdout.strip()
+    try:
+        run(
+            "pvcreate", "-q", "--uuid", "6f1c6d2a5e434b7a9c1e2b3d4f5a6b7d", "--norestorefile",
+            "--metadatasize", "64k", loop, env=env,
+        )  # fmt: skip
+        run("vgcreate", "-q", "-An", "-s", "1M", "rhel", loop, env=env)
+        for name, size in (("root", "4M"), ("swap", "2M")):
+            run(
+                "lvcreate", "-q", "-An", "--driverloaded", "n", "-an", "-Zn", "-L", size,
+                "-n", name, "rhel", env=env,
+            )  # fmt: skip
+    finally:
+        run("losetup", "-d", loop)
+    ext4 = unxz(SEEDS / "ext4-guest.img.xz", work / "ext4-for-lvm.img").read_bytes()
+    with open(image, "r+b") as fh:
+        fh.seek(LVM_DATA_START)
+        fh.write(ext4)
+    return _cut_and_pack(image, LVM_DATA_START + len(ext4), out)
+
+
 BUILDS = {
     "gpt": build_gpt,
     "bsd": build_bsd_label,
@@ -212,6 +247,7 @@ BUILDS = {
     "ext4": build_ext4,
     "xfs": build_xfs,
     "btrfs": build_btrfs,
+    "lvm": build_lvm,
 }
 
 

@@ -507,6 +507,35 @@ def _btrfs_volume() -> bytes:
 BTRFS_HOT = [(0x10000, 0x11000), (0x100000, 0x10B000), (0x500000, 0x50F000)]
 
 
+def _lvm_disk() -> bytes:
+    """A whole-disk LVM2 PV written by lvm2's own tools, the ext4 seed in its root LV, cut
+    after that (scripts/build_fuzz_seeds.py)."""
+    return lzma.decompress((SEEDS / "lvm-guest.img.xz").read_bytes())
+
+
+# the PV label, then the metadata area: its header and the circular buffer of metadata
+# texts lvm2 wrote (one per change: the newest is the one the header points at)
+LVM_HOT = [(0x200, 0x400), (0x1000, 0x2400)]
+LVM_DISK_SIZE = 16 * MiB  # what pvcreate saw: the volume group's extents end inside it
+
+
+def _read_lvm_guest(path: str) -> None:
+    """What every Linux check does first: find the root through the volume group."""
+    from offline_ic.guest.linux.guest import open_linux_guest
+    from offline_ic.image import open_image
+
+    with open_image(path) as img:
+        guest = open_linux_guest(img)
+        if guest is not None:
+            guest.distro  # noqa: B018 - reads os-release through the LV
+
+
+def run_lvm(data: bytes, workdir: Path) -> None:
+    path = _write(workdir, "fuzz-lvm.raw", data)
+    os.truncate(path, max(len(data), LVM_DISK_SIZE))
+    _read_lvm_guest(path)
+
+
 def run_linux_volume(data: bytes, workdir: Path) -> None:
     """What the Linux checks do with a guest file system: sniffed by our magic scan, opened
     by dissect as that file system (one it cannot open is no candidate), then our path walk
@@ -668,6 +697,15 @@ def targets() -> dict[str, Target]:
         "ext4": _linux_volume_target("ext4", _ext4_volume, EXT4_HOT),
         "xfs": _linux_volume_target("xfs", _xfs_volume, XFS_HOT),
         "btrfs": _linux_volume_target("btrfs", _btrfs_volume, BTRFS_HOT),
+        "lvm": Target(
+            "lvm",
+            _cached("lvm", _lvm_disk),
+            run_lvm,
+            LVM_HOT,
+            (_guest_path_error(), OfflineICError),
+            splice=True,
+            on_file=("fuzz-lvm.raw", _read_lvm_guest, LVM_DISK_SIZE),
+        ),
         "bcd": Target(
             "bcd",
             _cached("bcd", lambda: _unpacked("hives/windeploy_BCD-efi.xz")),

@@ -175,3 +175,24 @@ def test_linux_volume_seeds_reach_every_file_the_target_reads(name):
     for a, b in target.hot:
         cold[a:b] = bytes(b - a)
     assert not any(cold[1024:]), f"{name}: used bytes outside the hot ranges"
+
+
+def test_the_lvm_seed_finds_the_guest_through_its_root_lv(tmp_path):
+    """lvm2 wrote the label and metadata the hot ranges cover (nothing of them lies outside)
+    and the guest is found on rhel/root, as open_linux_guest finds a RHEL root."""
+    from offline_ic.guest.linux.guest import open_linux_guest
+    from offline_ic.image import open_image
+    from offline_ic.volumes import list_volumes
+
+    target = TARGETS["lvm"]
+    seed = target.seed()
+    metadata = bytearray(seed[:0x100000])  # before the first extent
+    for a, b in target.hot:
+        metadata[a:b] = bytes(b - a)
+    assert not any(metadata), "lvm metadata outside the hot ranges"
+    target.run(seed, tmp_path)
+    with open_image(str(tmp_path / "fuzz-lvm.raw")) as image:
+        names = [(v.name, v.filesystem) for v in list_volumes(image)]
+        assert names == [(None, "lvm2"), ("rhel/root", "ext"), ("rhel/swap", None)]
+        guest = open_linux_guest(image)
+        assert guest is not None and guest.os_release["ID"] == "debian"
