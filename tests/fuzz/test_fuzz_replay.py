@@ -70,3 +70,17 @@ def test_replay_names_an_input_that_raises_or_hangs(tmp_path, monkeypatch, capsy
     assert lines[0].split()[:5] == ["fromlist", "3", "inputs", "2", "failures"]
     assert any(ln.endswith("corpus/bad: ValueError: not an expected error") for ln in lines)
     assert any("artifacts/oom-x: _ReplayTimeout: no result within 1 s" in ln for ln in lines)
+
+
+def test_lanes_add_up_to_the_target_count(tmp_path):
+    """Several campaign processes on one target (``--lane``, one a core) each count in their
+    own stats file; status and the supervisor's goal read the sum (a damaged shard counts 0)."""
+    fuzz = _script()
+    folder = tmp_path / "ext4"
+    folder.mkdir()
+    (folder / "stats.json").write_text('{"execs": 1000, "findings": 1}')
+    (folder / fuzz.lane_file("stats", ".json", "a")).write_text('{"execs": 250, "findings": 0}')
+    (folder / fuzz.lane_file("stats", ".json", "b")).write_text('{"execs": 5, "findings": 2}')
+    (folder / "stats-c.json").write_text("{not json")
+    assert fuzz.counts(tmp_path, "ext4") == {"execs": 1255, "findings": 3}
+    assert fuzz.lane_file("log", "", None) == "log" and fuzz.lane_file("log", "", "b") == "log-b"
