@@ -55,6 +55,8 @@ def _finish(proc: subprocess.Popen[bytes], seconds: float) -> tuple[int, list[di
         out, err = proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
         proc.kill()
+        if os.getpgid(proc.pid) == proc.pid:  # a session of its own: its workers too, or
+            os.killpg(proc.pid, signal.SIGKILL)  # they hold the pipes open for ever
         out, err = proc.communicate()
         pytest.fail(f"the run did not end within {seconds} s; stderr: {err[-2000:]!r}")
     return proc.returncode, [json.loads(line) for line in out.splitlines()], err.decode()
@@ -149,6 +151,9 @@ def test_ctrl_c_ends_a_pool_run_quietly_and_leaves_no_worker(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and an
+        # ignored signal stays ignored in every child: the run would never see the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     workers = _child_waiting_in(proc.pid, "nanosleep", 60), *_children(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)
