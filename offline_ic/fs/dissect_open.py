@@ -11,9 +11,13 @@ directly, not found by ``dissect.target.filesystem.open``'s probe of every class
 * a volume is read as what ``list_volumes`` reports, never as whichever of dissect's
   twenty formats (zip, tar, cpio, ...) happens to match its first bytes.
 
-Constructors trust the superblock: ext's block size is ``1024 << s_log_block_size``, so a
-superblock saying 2^31 builds a 256 MiB integer (1.7 GB and 10 s for one open, found by
-the ext4 fuzz target). Values no real file system has are refused before dissect sees them.
+What dissect trusts is checked here, before or as it is used:
+
+* ext: the superblock. The block size is ``1024 << s_log_block_size``, so a superblock
+  saying 2^31 built a 256 MiB integer (1.7 GB and 10 s for one open, found by the ext4
+  fuzz target); values no real file system has are refused before dissect sees them;
+* btrfs: every tree node the cursor enters (``fs/btrfs_guard.py``);
+* FAT: every cluster chain, cut at the entries the FAT holds (``fs/fat.bound_chains``).
 """
 
 from __future__ import annotations
