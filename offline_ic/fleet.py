@@ -267,12 +267,38 @@ def run_local(tasks: Iterable[Task], limit: float = 0.0) -> Iterator[Outcome]:
         yield run_task(task, limit)
 
 
+def _interrupted_once(signum: int, frame: Any) -> None:
+    """A worker's SIGINT handler: the first one ends the worker, later ones (the terminal's
+    Ctrl-C and the supervisor's own, see ``_Supervisor.close``) must not interrupt its exit,
+    which would print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile. A process forked meanwhile inherits the
+    block: a SIGINT sent to it before it runs our code stays pending, where Python would
+    otherwise drop it (a signal caught before the child's after-fork reset) or raise it in
+    ``multiprocessing``'s bootstrap (a traceback, and a worker that missed its stop)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _worker_main(conn: Any, limit: float) -> None:
     """A pool worker: take a batch, send each outcome as soon as it is done, until told to
     stop (None) or the supervisor is gone. Ctrl-C (SIGINT, from the terminal or from the
     supervisor when the run is interrupted) ends it quietly, after a write in progress has
-    put its original bytes back (``workflows/service.py`` settles on any exception)."""
+    put its original bytes back (``workflows/service.py`` settles on any exception).
+
+    SIGINT comes in blocked (``_PoolWorker`` starts it so): one sent while the process was
+    still starting waits, and is taken here, where it ends the worker like any other."""
+    signal.signal(signal.SIGINT, _interrupted_once)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         while True:
             try:
                 batch = conn.recv()
@@ -293,7 +319,8 @@ class _PoolWorker:
     def __init__(self, context: Any, limit: float):
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, limit), daemon=True)
-        self.process.start()
+        with _sigint_held():
+            self.process.start()
         child.close()
         self.batch: deque[tuple[int, Task]] = deque()
         self.since = time.monotonic()

@@ -164,6 +164,35 @@ def test_ctrl_c_ends_a_pool_run_quietly_and_leaves_no_worker(tmp_path):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
 
+STARTING_WORKERS = """
+import multiprocessing, os, signal
+from offline_ic.fleet import _PoolWorker
+for _ in range(20):
+    worker = _PoolWorker(multiprocessing.get_context(), 0.0)
+    os.kill(worker.process.pid, signal.SIGINT)
+    worker.process.join(3)
+    print(worker.process.exitcode)
+    worker.kill()
+"""
+
+
+def test_a_ctrl_c_that_reaches_a_worker_still_starting_ends_it_quietly():
+    """The race behind a CI failure: the Ctrl-C reached a worker forked an instant before,
+    still in multiprocessing's bootstrap. Python dropped it (before its after-fork reset)
+    or raised it there (a traceback); now it waits, blocked, for the worker's own code."""
+    proc = subprocess.run(
+        [sys.executable, "-c", STARTING_WORKERS],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdout.split() == ["0"] * 20  # None: a worker that missed its SIGINT
+    assert proc.stderr == ""
+
+
 def test_junit_has_a_suite_for_every_target_after_a_worker_kill(fleet_list, tmp_path):
     listing, names = fleet_list
     junit = tmp_path / "r.xml"
