@@ -60,11 +60,13 @@ NOT_A_TARGET = "not a disk image or VM configuration"
 
 
 class GuestNotFound(NotFoundError):
-    """Neither a Linux nor a Windows guest; keeps the Windows side's reason for callers."""
+    """Neither a Linux nor a Windows guest; keeps each side's reason for callers (the Linux
+    one is empty unless a Linux volume could not be searched)."""
 
-    def __init__(self, message: str, windows_reason: str):
+    def __init__(self, message: str, windows_reason: str, linux_reason: str = ""):
         super().__init__(message)
         self.windows_reason = windows_reason
+        self.linux_reason = linux_reason
 
 
 def is_hive_file(path: str) -> bool:
@@ -286,16 +288,20 @@ def guest_in_image(image: DiskImage, *, volume: int | None = None) -> WindowsGue
     GuestNotFound when there is neither; InputError for a volume number that is not there
     or several Windows volumes without ``volume``.
     """
-    from offline_ic.guest.linux.guest import open_linux_guest
+    from offline_ic.guest.linux.guest import find_linux_root
 
-    linux = open_linux_guest(image, volume=volume)
-    if linux is not None:
-        return linux
+    linux = find_linux_root(image, volume=volume)
+    if linux.guest is not None:
+        return linux.guest
     try:
         return windows_guest_in_image(image, volume=volume)
     except NotFoundError as windows_missing:
+        linux_reason = "; ".join(linux.unreadable)
+        unread = f" ({linux_reason})" if linux_reason else ""
         raise GuestNotFound(
-            f"{windows_missing}; no Linux root (/etc/os-release) either", str(windows_missing)
+            f"{windows_missing}; no Linux root (/etc/os-release) either{unread}",
+            str(windows_missing),
+            linux_reason,
         ) from None
 
 

@@ -181,9 +181,10 @@ def _image_report(image: DiskImage, volume: int | None, name: str) -> Report:
 
 
 def _no_guest_report(name: str, image: DiskImage, exc: GuestNotFound) -> Report:
+    unread = f"; {exc.linux_reason}" if exc.linux_reason else ""
     detail = (
         "no Linux root (no /etc/os-release on an ext4/xfs/btrfs volume) and no Windows "
-        f"volume: {_volume_summary(image)} ({exc.windows_reason})"
+        f"volume: {_volume_summary(image)} ({exc.windows_reason}{unread})"
     )
     return Report(name, None, None, None, [CheckResult("os.detect", "fail", detail)])
 

@@ -85,6 +85,11 @@ def test_a_damaged_file_system_tree_ends_the_lookup(tmp_path, change):
     with _within(60):
         code, out, err = run_bytes("ls", image, "1:/")
     assert (code, out) == (2, b"") and why in err, err
+    with _within(60):  # the checks find no root, and say the volume is damaged, and where
+        code, out, err = run_bytes("check", image)
+    assert code == 2 and b"FAIL  os.detect  no Linux root" in out, out
+    assert b"volume 1 (btrfs) is damaged: /etc/os-release: /etc: btrfs: tree node" in out
+    assert why in out, out
 
 
 def test_the_undamaged_file_system_reads(tmp_path):

@@ -168,6 +168,11 @@ def test_an_ext_superblock_no_file_system_has_is_refused(tmp_path):
         open_dissect_filesystem(fh, "ext", "bad-sb")
     code, out, err = run_bytes("ls", image, "1:/")
     assert (code, out) == (2, b"") and b"no real ext file system has it" in err, err
+    code, out, err = run_bytes("check", "--json", image)  # "no Linux root" says why
+    (detect,) = json.loads(out)["checks"]
+    assert code == 2 and detect["id"] == "os.detect", out
+    assert "volume 1 (ext) does not open: " in detect["detail"], detect
+    assert "no real ext file system has it" in detect["detail"], detect
 
 
 def test_a_symbolic_link_claiming_a_tebibyte_is_not_followed(tmp_path):

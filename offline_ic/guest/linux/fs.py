@@ -31,12 +31,16 @@ MAX_WALK_DEPTH = 64  # directories below a walk's start (real module trees are u
 
 
 class GuestPathError(Exception):
-    """A path that cannot be resolved inside the guest: missing, a loop, not a directory."""
+    """A path that cannot be resolved inside the guest: missing, a loop, not a directory.
 
-    def __init__(self, path: str, reason: str):
+    ``damaged``: the lookup met a structure it refused (the path may well be there), which a
+    caller looking for a file must not read as its absence."""
+
+    def __init__(self, path: str, reason: str, *, damaged: bool = False):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.damaged = damaged
 
 
 class GuestFS:
@@ -119,7 +123,7 @@ class GuestFS:
             except GuestPathError:
                 raise
             except OfflineICError as exc:  # our refusal of a damaged structure says why
-                raise GuestPathError(path, f"{canon}: {exc}") from exc
+                raise GuestPathError(path, f"{canon}: {exc}", damaged=True) from exc
             except Exception as exc:  # dissect raises its own FileNotFoundError & co.
                 raise GuestPathError(path, f"{canon} does not exist") from exc
             if _is_symlink(entry) and (todo or follow_last):
@@ -144,7 +148,7 @@ class GuestFS:
         try:
             return canon, self._lentry(canon)
         except OfflineICError as exc:
-            raise GuestPathError(path, str(exc)) from exc
+            raise GuestPathError(path, str(exc), damaged=True) from exc
         except Exception as exc:
             raise GuestPathError(path, "does not exist") from exc
 
@@ -217,7 +221,9 @@ class GuestFS:
                 if name not in (".", ".."):
                     names.add(name)
         except Exception as exc:  # dissect's errors for a damaged directory
-            raise GuestPathError(path, f"the directory cannot be read ({exc})") from exc
+            raise GuestPathError(
+                path, f"the directory cannot be read ({exc})", damaged=True
+            ) from exc
         prefix = canon.rstrip("/") + "/"
         for mp in self._mounts:  # mount points show up in their parent directory
             if mp != "/" and mp.startswith(prefix) and "/" not in mp[len(prefix) :]:
@@ -336,7 +342,9 @@ def _require_plausible(entry: Any, path: str, most: int, what: str) -> None:
         return
     if size > most:
         raise GuestPathError(
-            path, f"the {what} claims {size} bytes, more than {most}: damaged, not read"
+            path,
+            f"the {what} claims {size} bytes, more than {most}: damaged, not read",
+            damaged=True,
         )
 
 

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from offline_ic.errors import NotFoundError
+from offline_ic.errors import NotFoundError, OfflineICError
 from offline_ic.guest.linux.fs import GuestFS, GuestPathError, HostDirectoryFS
 from offline_ic.image.base import DiskImage
 from offline_ic.volumes import Volume, list_volumes
@@ -128,48 +128,91 @@ def parse_fstab(text: str) -> list[tuple[str, str, str, int]]:
     return out
 
 
+@dataclass
+class LinuxRootSearch:
+    """What the search for a Linux root found: the guest, or None; and each Linux volume it
+    could not judge (a file system that does not open, a tree damaged on the way to
+    os-release), so that "no Linux root" can say which volume might have held it."""
+
+    guest: LinuxGuest | None
+    unreadable: list[str] = field(default_factory=list)
+
+
 def open_linux_guest(image: DiskImage, volume: int | None = None) -> LinuxGuest | None:
     """The Linux guest on ``image`` (root on volume ``volume`` if given), or None if there is none.
 
     Raises NotFoundError when ``volume`` does not exist.
     """
+    return find_linux_root(image, volume).guest
+
+
+def find_linux_root(image: DiskImage, volume: int | None = None) -> LinuxRootSearch:
+    """``open_linux_guest``, with the Linux volumes that could not be searched and why."""
     volumes = list_volumes(image)
     if volume is not None and not any(v.number == volume for v in volumes):
         raise NotFoundError(
             f"{image.path}: no volume {volume} (volumes: {', '.join(str(v.number) for v in volumes)})"
         )
+    search = LinuxRootSearch(None)
     opened: list[tuple[Volume, Any]] = []
     for vol in volumes:
         if vol.filesystem not in LINUX_FILESYSTEMS:
             continue
         try:
             opened.append((vol, _open_fs(vol)))
-        except Exception:  # unreadable filesystem: not a candidate (reported if nothing else)
-            continue
-    found: LinuxGuest | None = None
+        except Exception as exc:  # unreadable file system: no candidate, but said why
+            if volume is None or vol.number == volume:
+                search.unreadable.append(f"{_describe(vol)} does not open: {_why(exc)}")
     candidates = [(vol, fs, _describe(vol)) for vol, fs in opened]
     for vol, fs, label in candidates:
         if volume is not None and vol.number != volume:
             continue
         gfs = GuestFS(fs, label)
-        if not (gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release")):
+        if not _holds_os_release(gfs, label, search.unreadable):
             continue
-        if found is not None:
-            found.notes.append(
+        if search.guest is not None:
+            search.guest.notes.append(
                 f"/etc/os-release also on {label}: another Linux root "
                 f"(check it with --volume {vol.number})"
             )
             continue
-        found = _assemble(image, vol, gfs, opened)
-    if found is not None:
-        return found
+        search.guest = _assemble(image, vol, gfs, opened)
+    if search.guest is not None:
+        search.unreadable.clear()  # a root was found: the others are what fstab says of them
+        return search
     for vol, fs, label in _subvolumes(opened):
         if volume is not None and vol.number != volume:
             continue
         gfs = GuestFS(fs, label)
-        if gfs.lexists("/etc/os-release") or gfs.exists("/usr/lib/os-release"):
-            return _assemble(image, vol, gfs, opened)  # the first: snapshots come later
-    return None
+        if _holds_os_release(gfs, label, search.unreadable):
+            search.guest = _assemble(image, vol, gfs, opened)  # the first: snapshots come later
+            search.unreadable.clear()
+            return search
+    return search
+
+
+def _holds_os_release(gfs: GuestFS, label: str, unreadable: list[str]) -> bool:
+    """/etc/os-release (even a dangling link) or /usr/lib/os-release is there. A lookup that
+    met damage on the way is noted in ``unreadable``: not there as far as we can read."""
+    damage: GuestPathError | None = None
+    for path, follow in (("/etc/os-release", False), ("/usr/lib/os-release", True)):
+        try:
+            gfs.lookup(path, follow_last=follow)
+            return True
+        except GuestPathError as exc:
+            damage = damage or (exc if exc.damaged else None)
+    if damage is not None:
+        unreadable.append(f"{label} is damaged: {damage}")
+    return False
+
+
+def _why(exc: Exception) -> str:
+    """An exception as one short phrase (dissect's messages can be long or empty)."""
+    if isinstance(exc, OfflineICError):  # our own refusal: its message says it all
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text if len(text) <= 200 else text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _subvolumes(opened: list[tuple[Volume, Any]]):  # noqa: ANN202 - generator of tuples
