@@ -13,12 +13,14 @@ Windows NT\\CurrentVersion\\ProfileList\\<SID>\\ProfileImagePath``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from offline_ic.errors import InputError, NotFoundError, OfflineICError
 from offline_ic.guest.windows.bcd import read_store_file
 from offline_ic.guest.windows.guest import CONFIG_DIR, WindowsGuest
 from offline_ic.registry import Hive
+from offline_ic.volumes import Volume
 
 ROOTS = {
     "hklm": "HKLM",
@@ -180,7 +182,7 @@ def find_bcd(guest: WindowsGuest) -> tuple[str, bool]:
     for path in BCD_PATHS:
         if guest.exists(path):
             return path, True
-    for _volume, path in _other_bcd_volumes(guest):
+    for _volume, path, _data in _other_bcd_volumes(guest):
         return path, False
     raise NotFoundError(
         f"{guest.description}: no BCD store found (looked for {', '.join(BCD_PATHS)} on every "
@@ -188,8 +190,9 @@ def find_bcd(guest: WindowsGuest) -> tuple[str, bool]:
     )
 
 
-def _other_bcd_volumes(guest: WindowsGuest):
-    """(volume, path) of BCD stores on the other volumes of the guest's disk."""
+def _other_bcd_volumes(guest: WindowsGuest) -> Iterator[tuple[Volume, str, bytes]]:
+    """(volume, path, bytes) of the BCD stores on the other volumes of the guest's disk (the
+    bytes are read to know the store is there: kept, not read again)."""
     image = getattr(guest, "image", None)
     own = getattr(guest, "volume", None)
     if image is None:
@@ -201,19 +204,18 @@ def _other_bcd_volumes(guest: WindowsGuest):
             continue
         for path in BCD_PATHS:
             try:
-                if read_store_file(vol, path) is not None:
-                    yield vol, path
+                data = read_store_file(vol, path)
             except OfflineICError:
                 continue
+            if data is not None:
+                yield vol, path, data
 
 
 def read_hive_bytes(guest: WindowsGuest, where: RegPath) -> tuple[bytes, list[bytes | None]]:
     """The hive file's bytes and its .LOG1/.LOG2 (None when absent)."""
     if not where.writable:  # a BCD on another volume
-        for vol, path in _other_bcd_volumes(guest):
+        for vol, path, data in _other_bcd_volumes(guest):
             if path == where.hive_path:
-                data = read_store_file(vol, path)
-                assert data is not None
                 logs = [read_store_file(vol, f"{path}.{ext}") for ext in ("LOG1", "LOG2")]
                 return data, logs
     if not guest.exists(where.hive_path):
