@@ -34,12 +34,14 @@ _GPT_TYPE_NAMES = {
 }
 
 
-def _partition_geometry(part: Any, sector_size: int) -> tuple[int, int]:
+def _partition_geometry(part: Any, sector_size: int, disk: object) -> tuple[int, int]:
     """(offset, size) in bytes; GPT sizes are recomputed because the last LBA is inclusive;
     a BSD label's offsets count from its slice (dissect reads the label through a stream
-    of the slice), so the slice's offset is added."""
+    of the slice), so the slice's offset is added; a label on the whole disk ``disk`` (one
+    with no MBR or GPT: dissect tries it last) has no slice, and its offsets are the disk's."""
     if type(part.disk).__name__ == "BSD":
-        return part.disk.fh.offset + part.offset, part.size
+        slice_at = 0 if part.disk.fh is disk else part.disk.fh.offset
+        return slice_at + part.offset, part.size
     raw = getattr(part, "raw", None)
     first = getattr(raw, "first_lba", None)
     last = getattr(raw, "last_lba", None)
@@ -322,8 +324,9 @@ def list_volumes(image: DiskImage) -> list[Volume]:
     mbr_entries = _check_ebr_tree(image, sector_size)
     bsd_starts = [off for off, kind in mbr_entries if kind in _BSD_MBR_TYPES]
     _check_bsd_claims(image, sector_size, bsd_starts + _gpt_bsd_offsets(image, sector_size))
+    whole = image.stream()
     try:
-        disk = Disk(image.stream(), sector_size=sector_size)
+        disk = Disk(whole, sector_size=sector_size)
         partitions = list(disk.partitions)
     except Exception:  # no (recognisable) partition table: dissect raises its own errors here
         partitions = []
@@ -334,7 +337,7 @@ def list_volumes(image: DiskImage) -> list[Volume]:
         ptype = part.type
         if scheme != "bsd" and isinstance(ptype, int) and ptype in _MBR_SKIP_TYPES:
             continue
-        offset, size = _partition_geometry(part, sector_size)
+        offset, size = _partition_geometry(part, sector_size, whole)
         if size <= 0 or offset >= image.size:  # an entry wholly outside: not this disk's
             continue
         if offset + size > image.size:  # starts inside, ends outside: the image was cut

@@ -368,6 +368,16 @@ def test_a_bsd_partition_is_read_where_its_slice_puts_it(tmp_path):
     """fdisk's label with a 4.2BSD partition at sector 2112 of the disk (64 sectors into the
     slice) holding an ext4 made by mke2fs: dissect counts its offset from the slice, and it
     was listed at byte 0 of the disk (the MBR), as "0x07 (NTFS)", with no file system."""
+    _listed_at_sector_2112(tmp_path / "bsd.raw", _fdisk_bsd_disk(tmp_path, PARTITION_A_AT_2112))
+
+
+# fdisk's BSD-menu commands; n: new partition a from sector 2112, 8 MiB; t: its type 7 (4.2BSD)
+PARTITION_A_AT_2112 = b"n\na\n2112\n+8M\nt\na\n7\n"
+
+
+def _listed_at_sector_2112(path: Path, head: bytes | bytearray) -> None:
+    """``head`` as the start of a 64 MiB disk with an ext4 (mke2fs) at sector 2112, where
+    its BSD label's partition a is: list_volumes finds that one volume, there."""
     import shutil
     import subprocess
 
@@ -375,9 +385,6 @@ def test_a_bsd_partition_is_read_where_its_slice_puts_it(tmp_path):
 
     if shutil.which("mke2fs") is None:
         pytest.skip("needs mke2fs")
-    # n: new partition a from sector 2112, 8 MiB; t: its type 7 (4.2BSD)
-    head = _fdisk_bsd_disk(tmp_path, b"n\na\n2112\n+8M\nt\na\n7\n")
-    path = tmp_path / "bsd.raw"
     path.write_bytes(head)
     os.truncate(path, 64 << 20)
     subprocess.run(
@@ -390,6 +397,27 @@ def test_a_bsd_partition_is_read_where_its_slice_puts_it(tmp_path):
         stream = vol.stream()
         stream.seek(1024 + 56)
         assert stream.read(2) == b"\x53\xef"  # the ext superblock's magic
+
+
+def test_a_bsd_label_on_the_whole_disk_puts_its_partitions_on_the_disk(tmp_path):
+    """fdisk's label moved to sector 1 of a disk without MBR or GPT (dissect tries a label
+    there last), its raw partition made the whole disk as a standalone label's is: the
+    4.2BSD partition at sector 2112 is listed there. It was an AttributeError traceback
+    (the lvm fuzz target's finding: a disklabel64 spliced over an LVM label)."""
+    import shutil
+    import struct
+    import subprocess
+
+    label = _fdisk_bsd_disk(tmp_path, PARTITION_A_AT_2112)[1049088 : 1049088 + 512]
+    raw_partition = 148 + 2 * 16  # d_partitions[2], 'c': its p_offset, the label's base
+    struct.pack_into("<I", label, raw_partition + 4, 0)
+    path = tmp_path / "bsd-whole.raw"
+    _listed_at_sector_2112(path, bytes(512) + label)
+    if shutil.which("partx"):  # libblkid reads the label on the whole disk the same way
+        shown = subprocess.run(
+            ["partx", "-s", "-g", "-o", "START", str(path)], capture_output=True, text=True
+        )
+        assert shown.stdout.split() == ["2112"], shown
 
 
 def test_bsd_disklabel_claiming_65535_partitions_is_refused(tmp_path):
