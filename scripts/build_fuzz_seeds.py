@@ -16,6 +16,9 @@ input). Made by the same tools as testdata/windows (scripts/build_windows_testda
 * ``esp-bcd.fat.xz``: a 256 KiB FAT12 EFI system partition made by mkfs.fat (one sector
   per cluster, so the folders and the FATs are in its first 4.5 KiB) holding the real BCD
   store ``windeploy_BCD-efi`` (MIT) at ``EFI/Microsoft/Boot/BCD``, copied in by mtools;
+* ``fat-tree.fat.xz``: a 256 KiB FAT12 volume made by mkfs.fat holding a tree to browse
+  (nested folders, long names, an empty file, files of one and several clusters) copied in
+  by mtools: the FATs and every folder are in its first 8 KiB;
 * ``ext4-guest.img.xz``: a 256 KiB ext4 (1 KiB blocks, 32 inodes, no journal) made by
   ``mke2fs -d`` from a tiny Linux tree (os-release and its symlink, a modprobe.d file, a
   module under /usr/lib/modules): everything the Linux checks look up is in its first
@@ -117,6 +120,39 @@ def build_esp(out: Path, work: Path) -> Path:
     run("xz", "-9e", "-f", esp)
     dest = out / "esp-bcd.fat.xz"
     dest.write_bytes(esp.with_suffix(".fat.xz").read_bytes())
+    return dest
+
+
+# What `ls -R`, `cat` and `cp` meet on an ESP or /boot/efi: nested folders, long names
+# (VFAT entries, one needing several), an empty file, files of one and of several clusters.
+FAT_TREE = {
+    "EFI/BOOT/BOOTX64.EFI": b"MZ" + bytes(1022),
+    "EFI/debian/grub.cfg": b"search.fs_uuid 1234-ABCD root\nconfigfile $prefix/grub.cfg\n",
+    "EFI/Microsoft/Boot/bootmgfw.efi": bytes(range(256)) * 12,
+    "A long file name, with spaces and more than 26 letters.txt": b"long\n",
+    "deep/er/and deeper/empty": b"",
+}
+
+
+def build_fat_tree(out: Path, work: Path) -> Path:
+    """A small FAT12 volume with a tree to browse (FAT_TREE), made by mkfs.fat and mtools:
+    the folders are made first, so they and the FATs are in its first 8 KiB."""
+    fat = work / "fat-tree.fat"
+    fat12 = ["-F", "12", "-S", "512", "-s", "1", "-r", "16", "-n", "EFI-TREE"]
+    run("mkfs.fat", "--invariant", *fat12, "-C", fat, "256", stdout=subprocess.DEVNULL)
+    when = 1_700_000_000  # every time stamp, so that a rebuild gives the same bytes
+    fixed = {**os.environ, "SOURCE_DATE_EPOCH": str(when)}  # mtools' folder times
+    folders = {str(parent) for name in FAT_TREE for parent in Path(name).parents} - {"."}
+    for folder in sorted(folders, key=lambda f: (f.count("/"), f)):
+        run("mmd", "-i", fat, f"::/{folder}", env=fixed)
+    for name, data in FAT_TREE.items():
+        source = work / "file"
+        source.write_bytes(data)
+        os.utime(source, (when, when))
+        run("mcopy", "-m", "-i", fat, source, f"::/{name}", env=fixed)
+    run("xz", "-9e", "-f", fat)
+    dest = out / "fat-tree.fat.xz"
+    dest.write_bytes(fat.with_suffix(".fat.xz").read_bytes())
     return dest
 
 
@@ -244,6 +280,7 @@ BUILDS = {
     "bsd": build_bsd_label,
     "ntfs": build_ntfs_hive,
     "esp": build_esp,
+    "fat": build_fat_tree,
     "ext4": build_ext4,
     "xfs": build_xfs,
     "btrfs": build_btrfs,

@@ -17,7 +17,8 @@ What dissect trusts is checked here, before or as it is used:
   saying 2^31 built a 256 MiB integer (1.7 GB and 10 s for one open, found by the ext4
   fuzz target); values no real file system has are refused before dissect sees them;
 * btrfs: every tree node the cursor enters (``fs/btrfs_guard.py``);
-* FAT: every cluster chain, cut at the entries the FAT holds (``fs/fat.bound_chains``).
+* FAT: every cluster chain, cut at the entries the FAT holds (``fs/fat.bound_chains``);
+* all: whatever dissect raises as it opens a volume is one CorruptImageError.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import importlib
 import struct
 from typing import Any, BinaryIO
 
-from offline_ic.errors import CorruptImageError
+from offline_ic.errors import CorruptImageError, OfflineICError
 
 # sniffed name -> (dissect.target module, class)
 DISSECT_CLASSES = {
@@ -43,8 +44,10 @@ MAX_EXT_LOG_BLOCK = 6  # s_log_block_size: 1024 << 6 = 64 KiB, the largest ext4 
 
 def open_dissect_filesystem(stream: BinaryIO, kind: str | None, name: str) -> Any:
     """dissect.target's ``kind`` file system (a name ``sniff_filesystem`` gives) on
-    ``stream``; CorruptImageError for a kind we do not read this way or a superblock no
-    real file system has (dissect's own errors pass through for the caller to judge)."""
+    ``stream``; CorruptImageError for a kind we do not read this way, a superblock no
+    real file system has, or one dissect refuses (each dissect package raises its own
+    errors, with no common base: a FAT boot sector our sniffer took and dissect.fat did
+    not was a traceback from `ls`, found by the fat fuzz target)."""
     if kind not in DISSECT_CLASSES:
         raise CorruptImageError(f"{name}: {kind or 'no known'} file system: not readable here")
     if kind == "ext":
@@ -55,7 +58,17 @@ def open_dissect_filesystem(stream: BinaryIO, kind: str | None, name: str) -> An
         guard_btrfs_cursor()
     module, cls = DISSECT_CLASSES[kind]
     stream.seek(0)
-    fs = getattr(importlib.import_module(module), cls)(stream)
+    opener = getattr(importlib.import_module(module), cls)
+    try:
+        fs = opener(stream)
+    except (OfflineICError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - dissect's own, and the parser errors it lets out
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise CorruptImageError(
+            f"{name}: not a readable {kind} file system "
+            f"({type(exc).__name__}{': ' + detail if detail else ''})"
+        ) from None
     if kind == "fat":
         from offline_ic.fs.fat import bound_chains
 

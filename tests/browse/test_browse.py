@@ -423,3 +423,18 @@ def test_fat_has_no_modes_or_owners(cli, tmp_path):
     assert code == 0, err
     copied = (tmp_path / "copy.txt").stat()
     assert copied.st_mtime_ns == when * 10**9 and not copied.st_mode & 0o111
+
+
+def test_a_fat_boot_sector_dissect_refuses_is_one_error_line(cli, tmp_path):
+    """mkfs.fat's volume with its boot jump instruction zeroed: our sniffer still names it
+    FAT, dissect.fat refuses it with its own exception (no common base with the parser
+    errors), which was a traceback from `ls` and `cat` (the fat fuzz target's finding)."""
+    need("mkfs.fat")
+    image = tmp_path / "fat.img"
+    subprocess.run(["mkfs.fat", "-C", str(image), "8192"], capture_output=True, check=True)
+    with open(image, "r+b") as fh:
+        fh.write(b"\0")
+    for command in (["ls", image, "1:/"], ["cat", image, "1:/x"]):
+        code, out, err = cli(*command)
+        assert (code, out) == (2, ""), err
+        assert err.count("\n") == 1 and "not a readable fat file system (InvalidBPB" in err, err

@@ -621,6 +621,43 @@ def run_esp(data: bytes, workdir: Path) -> None:
     read_fat_file(io.BytesIO(data), "/".join(ESP_PATH), where="fuzz ESP", limit=BCD_LIMIT)
 
 
+def _fat_tree_volume() -> bytes:
+    """A 256 KiB FAT12 volume with a tree to browse: nested folders, long names, an empty
+    file (scripts/build_fuzz_seeds.py); the FATs and every folder are its first 7 KiB."""
+    return lzma.decompress((SEEDS / "fat-tree.fat.xz").read_bytes())
+
+
+MAX_BROWSED = 512  # entries a fat input may list: a damaged tree can be wide or cyclic
+
+
+def run_fat_browse(data: bytes, workdir: Path) -> None:
+    """What `ls -R`, `cat` and `cp` do with a FAT volume (an ESP, /boot/efi): sniffed, opened
+    through dissect.target with our bounded chains (``Browser.tree``), every folder listed
+    with each entry's stat and every file read, through the browse tree."""
+    from offline_ic.fs.dissect_open import open_dissect_filesystem
+    from offline_ic.fs.tree import DIR, FILE
+    from offline_ic.guest.linux.fs import GuestFS
+    from offline_ic.volumes import sniff_stream
+    from offline_ic.workflows.browse import PosixTree
+
+    stream = io.BytesIO(data)
+    if sniff_stream(stream, len(data)) != "fat":
+        return
+    fs = open_dissect_filesystem(stream, "fat", "fuzz FAT")
+    tree = PosixTree(GuestFS(fs, "fuzz FAT"), "fuzz FAT", posix=False)
+    folders, seen = ["/"], 0
+    while folders and seen < MAX_BROWSED:
+        folder = folders.pop()
+        for st in tree.listdir(folder):
+            seen += 1
+            path = folder.rstrip("/") + "/" + st.name
+            if st.kind == DIR and path.count("/") < 16:
+                folders.append(path)
+            elif st.kind == FILE:
+                with tree.open(path) as fh:
+                    fh.read(1 << 20)
+
+
 def _guest_path_error() -> type[BaseException]:
     from offline_ic.guest.linux.fs import GuestPathError
 
@@ -721,6 +758,9 @@ def targets() -> dict[str, Target]:
             [(0, 4608)],
             _bcd_error(),
             splice=True,
+        ),
+        "fat": Target(
+            "fat", _cached("fat", _fat_tree_volume), run_fat_browse, [(0, 7 * KiB)], splice=True
         ),
     }
 
