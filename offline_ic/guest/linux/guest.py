@@ -102,7 +102,7 @@ def family_of(os_release: dict[str, str]) -> str:
 def _open_fs(volume: Volume) -> Any:
     from offline_ic.fs.dissect_open import open_dissect_filesystem
 
-    return open_dissect_filesystem(volume.stream(), volume.filesystem, f"volume {volume.number}")
+    return open_dissect_filesystem(volume.stream(), volume.filesystem, _describe(volume))
 
 
 def _fs_ids(fs: Any) -> tuple[str | None, str | None]:
@@ -162,7 +162,7 @@ def find_linux_root(image: DiskImage, volume: int | None = None) -> LinuxRootSea
             opened.append((vol, _open_fs(vol)))
         except Exception as exc:  # unreadable file system: no candidate, but said why
             if volume is None or vol.number == volume:
-                search.unreadable.append(f"{_describe(vol)} does not open: {_why(exc)}")
+                search.unreadable.append(_why(exc, _describe(vol)))
     candidates = [(vol, fs, _describe(vol)) for vol, fs in opened]
     for vol, fs, label in candidates:
         if volume is not None and vol.number != volume:
@@ -206,13 +206,13 @@ def _holds_os_release(gfs: GuestFS, label: str, unreadable: list[str]) -> bool:
     return False
 
 
-def _why(exc: Exception) -> str:
-    """An exception as one short phrase (dissect's messages can be long or empty)."""
-    if isinstance(exc, OfflineICError):  # our own refusal: its message says it all
+def _why(exc: Exception, label: str) -> str:
+    """Why the volume ``label`` does not open, in one short phrase."""
+    if isinstance(exc, OfflineICError):  # open_dissect_filesystem's: it names the volume
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = text if len(text) <= 200 else text[:200] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{label} does not open ({type(exc).__name__}{': ' + text if text else ''})"
 
 
 def _subvolumes(opened: list[tuple[Volume, Any]]):  # noqa: ANN202 - generator of tuples
