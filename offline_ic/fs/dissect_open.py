@@ -16,7 +16,8 @@ What dissect trusts is checked here, before or as it is used:
 * ext: the superblock. The block size is ``1024 << s_log_block_size``, so a superblock
   saying 2^31 built a 256 MiB integer (1.7 GB and 10 s for one open, found by the ext4
   fuzz target); values no real file system has are refused before dissect sees them;
-* btrfs: every tree node the cursor enters (``fs/btrfs_guard.py``);
+* btrfs: the superblock's sizes, every chunk and every tree node the cursor enters
+  (``fs/btrfs_guard.py``);
 * FAT: every cluster chain, cut at the entries the FAT holds (``fs/fat.bound_chains``);
 * all: whatever dissect raises as it opens a volume is one CorruptImageError.
 """
@@ -53,9 +54,10 @@ def open_dissect_filesystem(stream: BinaryIO, kind: str | None, name: str) -> An
     if kind == "ext":
         _refuse_impossible_ext(stream, name)
     if kind == "btrfs":
-        from offline_ic.fs.btrfs_guard import guard_btrfs_cursor
+        from offline_ic.fs.btrfs_guard import check_btrfs_superblock, guard_btrfs
 
-        guard_btrfs_cursor()
+        check_btrfs_superblock(stream, name)
+        guard_btrfs()
     module, cls = DISSECT_CLASSES[kind]
     stream.seek(0)
     opener = getattr(importlib.import_module(module), cls)

@@ -92,6 +92,45 @@ def test_a_damaged_file_system_tree_ends_the_lookup(tmp_path, change):
     assert why in out, out
 
 
+SUPERBLOCK = 0x10000
+SYS_CHUNK_ARRAY = SUPERBLOCK + 811  # its first entry: a key (17 bytes), then the chunk item
+
+
+@pytest.mark.parametrize(
+    "field, at, value, why, progs_says",
+    [  # a kernel rule each, made on a real image (the campaign's inputs: corpus/btrfs/)
+        ("node size", SUPERBLOCK + 148, 0xFFFFF000, b"node size 4294963200", "invalid members"),
+        ("stripe length", SYS_CHUNK_ARRAY + 33, 512, b"a stripe length of 512", "stripe length"),
+    ],
+)
+def test_sizes_no_btrfs_has_are_refused_before_they_are_used(
+    tmp_path, field, at, value, why, progs_says
+):
+    """A superblock's node size of 4 GiB (every node read at that size: the fuzz target's
+    finding, 8 GB of memory) and a chunk's stripe length of 512 bytes (every read cut into
+    512-byte pieces) are refused as btrfs-progs refuses them, the superblock's checksum made
+    right again so that it judges the value itself; the undamaged image reads (below)."""
+    from offline_ic.image.crc32c import crc32c
+
+    image = _btrfs(tmp_path)
+    data = bytearray(image.read_bytes())
+    struct.pack_into("<I" if field == "node size" else "<Q", data, at, value)
+    sb = SUPERBLOCK
+    struct.pack_into("<I", data, sb, crc32c(bytes(data[sb + 0x20 : sb + 0x1000])))
+    image.write_bytes(data)
+    if shutil.which("btrfs"):
+        done = subprocess.run(
+            ["btrfs", "check", "--readonly", image], capture_output=True, text=True
+        )
+        assert done.returncode != 0 and progs_says in done.stderr, done.stderr
+    with _within(30):
+        code, out, err = run_bytes("ls", image, "1:/")
+    assert (code, out) == (2, b"") and err.count(b"\n") == 1 and why in err, err
+    with _within(30):
+        code, out, err = run_bytes("check", image)
+    assert code == 2 and b"no Linux root" in out and why in out, out
+
+
 def test_the_undamaged_file_system_reads(tmp_path):
     """The same image before the change: the checks are no stricter than btrfs itself."""
     image = _btrfs(tmp_path)
