@@ -58,6 +58,10 @@ def open_dissect_filesystem(stream: BinaryIO, kind: str | None, name: str) -> An
 
         check_btrfs_superblock(stream, name)
         guard_btrfs()
+    if kind == "fat":
+        from offline_ic.fs.fat import read_directories_as_vfat
+
+        read_directories_as_vfat()
     module, cls = DISSECT_CLASSES[kind]
     stream.seek(0)
     opener = getattr(importlib.import_module(module), cls)

@@ -25,6 +25,7 @@ def read_fat_file(stream: BinaryIO, path: str, *, where: str, limit: int) -> byt
     ``limit`` bytes need (it loops)."""
     from dissect.fat.fat import FATFS
 
+    read_directories_as_vfat()
     try:
         fs = FATFS(stream)
         bound_chains(fs, where, limit // fs.cluster_size + 1)
@@ -97,3 +98,38 @@ def _bounded_chain(fat: Any, most: int, where: str) -> Callable[[int], Iterator[
         )
 
     return chain
+
+
+_LISTED: dict[str, Any] = {}  # dissect.fat's own directory reader, once replaced
+NT_LOWER_BASE, NT_LOWER_EXT = 0x08, 0x10  # DIR_NTRes: the short name's case, as Windows wrote it
+
+
+def read_directories_as_vfat() -> None:
+    """Make dissect.fat read directories as Windows and Linux's vfat do (installed once, on
+    dissect's module: its directories and lookups read their entries through it):
+
+    * the volume label entry is skipped: dissect listed it as an empty file (``ls`` of an
+      ESP showed its label, ``cp -r`` made a file of it). vfat skips every entry with the
+      volume bit that is not part of a long name, and dissect has joined those already;
+    * a short name without a long one is shown in the case its NT flags record: Windows
+      and mtools write ``grub.cfg`` or ``deep`` as a short name and these flags, and
+      dissect showed ``GRUB.CFG`` and ``DEEP``. Lookups stay case-blind, as on FAT."""
+    from dissect.fat import fat
+
+    if "entries" in _LISTED:
+        return
+    unfiltered = _LISTED["entries"] = fat._iter_dirent  # noqa: SLF001 - dissect has no hook
+
+    def entries(fs: Any, fh: BinaryIO, parent: Any = None) -> Iterator[Any]:
+        for entry in unfiltered(fs, fh, parent):
+            if entry.is_volume_id():
+                continue
+            flags = entry.dirent.DIR_NTRes
+            if not entry.ldirents and flags & (NT_LOWER_BASE | NT_LOWER_EXT):
+                base, dot, ext = entry.name.partition(".")
+                base = base.lower() if flags & NT_LOWER_BASE else base
+                ext = ext.lower() if flags & NT_LOWER_EXT else ext
+                entry.name = entry.short_name = base + dot + ext
+            yield entry
+
+    fat._iter_dirent = entries  # noqa: SLF001

@@ -438,3 +438,28 @@ def test_a_fat_boot_sector_dissect_refuses_is_one_error_line(cli, tmp_path):
         code, out, err = cli(*command)
         assert (code, out) == (2, ""), err
         assert err.count("\n") == 1 and "not a readable fat file system (InvalidBPB" in err, err
+
+
+def test_fat_lists_the_names_mtools_lists(cli, tmp_path):
+    """A labelled FAT volume made by mkfs.fat and mtools: `ls -R` lists the paths mtools'
+    mdir lists. dissect listed the volume label as an empty file, and short names that
+    mtools (as Windows) writes in lower case with the NT case flags (grub.cfg, boot) in
+    upper case."""
+    need("mkfs.fat", "mmd", "mcopy", "mdir")
+    image, src = tmp_path / "esp.img", tmp_path / "file"
+    subprocess.run(["mkfs.fat", "-n", "MYLABEL", "-C", str(image), "8192"], check=True)
+    src.write_bytes(b"x\n")
+    for folder in ("::/EFI", "::/EFI/debian", "::/EFI/boot"):
+        subprocess.run(["mmd", "-i", str(image), folder], check=True)
+    for name in ("::/EFI/debian/grub.cfg", "::/EFI/boot/BOOTX64.EFI", "::/Long name here.txt"):
+        subprocess.run(["mcopy", "-i", str(image), str(src), name], check=True)
+    mdir = subprocess.run(
+        ["mdir", "-/", "-b", "-i", str(image), "::"], capture_output=True, text=True, check=True
+    )
+    theirs = sorted(line.removeprefix("::").rstrip("/") for line in mdir.stdout.splitlines())
+    code, out, err = cli("ls", "-R", image, "1:/")
+    assert code == 0, err
+    assert sorted(line.removeprefix("1:") for line in out.splitlines()) == theirs
+    assert "/EFI/debian/grub.cfg" in theirs and "/EFI/boot" in theirs  # the case flags' names
+    code, out, err = cli("cat", image, "1:/EFI/DEBIAN/GRUB.CFG")  # lookups stay case-blind
+    assert (code, out) == (0, "x\n"), err
