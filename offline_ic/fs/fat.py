@@ -79,6 +79,11 @@ def _bounded_chain(fat: Any, most: int, where: str) -> Callable[[int], Iterator[
 
     def chain(cluster: int) -> Iterator[int]:
         start = cluster
+        if cluster < DATA_CLUSTER_MIN:  # 0 is an empty file's (dissect reads none), 1 none's
+            raise CorruptImageError(
+                f"{where}: a cluster chain starts at cluster {cluster}, before the first data "
+                f"cluster ({DATA_CLUSTER_MIN}); not read"
+            )
         for _ in range(most):
             value = fat.get(cluster)
             if DATA_CLUSTER_MIN <= value <= data_max:

@@ -18,6 +18,7 @@ from offline_ic.errors import (
     SafetyRefusal,
     parsing,
 )
+from offline_ic.fs.guarded import GuardedStream
 
 # $VOLUME_INFORMATION flags (the volume's "dirty" bit makes chkdsk run at next boot).
 VOLUME_IS_DIRTY = 0x0001
@@ -205,43 +206,6 @@ def _link_target(record: Any) -> str:
         return f"to {attr.print_name or attr.substitute_name}"
     except Exception:  # a damaged reparse buffer has no names
         return f"reparse tag 0x{int(attr.tag):08x}"
-
-
-class GuardedStream(io.RawIOBase):
-    """A parser's file object whose reads and seeks raise our CorruptImageError, not the
-    parser's IndexError/struct.error: a file's data runs are read lazily, long after open."""
-
-    def __init__(self, inner: Any, what: str, extra: tuple[type[BaseException], ...] = ()):
-        self._inner = inner
-        self._what = what
-        self._extra = extra
-        self.size = getattr(inner, "size", None)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, n: int | None = -1) -> bytes:
-        with parsing(self._what, extra=self._extra):
-            return self._inner.read(-1 if n is None else n)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        with parsing(self._what, extra=self._extra):
-            return self._inner.seek(pos, whence)
-
-    def tell(self) -> int:
-        with parsing(self._what, extra=self._extra):
-            return self._inner.tell()
 
 
 def map_file_writes(

@@ -283,7 +283,7 @@ class NtfsTree:
 
     def open(self, path: str) -> BinaryIO:
         """The bytes of a file (or of ``file:stream``); a directory or reparse point is refused."""
-        from offline_ic.fs.ntfs import GuardedStream
+        from offline_ic.fs.guarded import GuardedStream
 
         parts, stream = self._split(path)
         record = self._record(parts, path)

@@ -109,7 +109,26 @@ class DiskImage(ABC):
         self.close()
 
 
-class ImageStream(io.RawIOBase):
+class SeekableReader(io.RawIOBase):
+    """A seekable read-only raw file object made by its ``read``: ``readinto`` and
+    ``readall`` come from it (``io.RawIOBase`` makes ``read`` from ``readinto`` instead)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class ImageStream(SeekableReader):
     """Seekable read-only file object over a ``DiskImage`` (what dissect parsers are handed)."""
 
     def __init__(self, image: DiskImage, offset: int = 0, size: int | None = None):
@@ -121,12 +140,6 @@ class ImageStream(io.RawIOBase):
     @property
     def size(self) -> int:
         return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def tell(self) -> int:
         return self._pos
@@ -154,11 +167,3 @@ class ImageStream(io.RawIOBase):
         data = self._image.read(self._base + self._pos, n)
         self._pos += len(data)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)

@@ -22,7 +22,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from offline_ic.errors import CorruptImageError, InputError, NotFoundError, SafetyRefusal, parsing
 from offline_ic.fs.tree import DIR, FILE, STREAM, SYMLINK, FileStat, NtfsTree, stat_of_entry
@@ -100,12 +100,16 @@ class PosixTree:
         return self._open(canon)
 
     def _open(self, canon: str) -> BinaryIO:
+        """The file's bytes; dissect reads a damaged file's extents or clusters only as they
+        are read, so its errors then are ours too (``GuardedStream``)."""
+        from offline_ic.fs.guarded import GuardedStream
         from offline_ic.guest.linux.fs import GuestPathError
 
         try:
-            return self.gfs.open(canon)
+            inner = self.gfs.open(canon)
         except GuestPathError as exc:
             raise NotFoundError(f"{self.name}: {exc}") from None
+        return cast(BinaryIO, GuardedStream(inner, f"{self.name}: cannot read {canon}"))
 
 
 UNUSABLE = "unusable"  # a directory entry whose name is no path component (hostile, damaged)

@@ -463,3 +463,30 @@ def test_fat_lists_the_names_mtools_lists(cli, tmp_path):
     assert "/EFI/debian/grub.cfg" in theirs and "/EFI/boot" in theirs  # the case flags' names
     code, out, err = cli("cat", image, "1:/EFI/DEBIAN/GRUB.CFG")  # lookups stay case-blind
     assert (code, out) == (0, "x\n"), err
+
+
+def test_a_fat_file_whose_clusters_cannot_be_read_is_one_error_line(cli, tmp_path):
+    """mkfs.fat's volume, its file's first cluster set to 1 (reserved: dissect computed a
+    negative offset and its ValueError came out of the read in the copy loop, a traceback
+    from `cat` and `cp`; the fat fuzz target's finding). `cp` leaves no partial file."""
+    import struct
+
+    need("mkfs.fat", "mcopy")
+    image, src = tmp_path / "fat.img", tmp_path / "hello.txt"
+    subprocess.run(["mkfs.fat", "-C", str(image), "8192"], capture_output=True, check=True)
+    src.write_bytes(b"hello fat\n")
+    subprocess.run(["mcopy", "-i", str(image), str(src), "::HELLO.TXT"], check=True)
+    data = bytearray(image.read_bytes())
+    sector, reserved, fats, entries, _total, _media, fat_sectors = struct.unpack_from(
+        "<HxHBHHBH", data, 11
+    )
+    root = (reserved + fats * fat_sectors) * sector  # FAT12/16: the root folder's entries
+    at = next(a for a in range(root, root + 32 * entries, 32) if data[a : a + 11] == b"HELLO   TXT")
+    struct.pack_into("<H", data, at + 26, 1)  # DIR_FstClusLO
+    image.write_bytes(data)
+    code, out, err = cli("cat", image, "1:/HELLO.TXT")
+    assert (code, out) == (2, ""), err
+    assert err.count("\n") == 1 and "starts at cluster 1, before the first data cluster" in err
+    code, out, err = cli("cp", image, "1:/HELLO.TXT", tmp_path / "copy.txt")
+    assert code == 2 and "starts at cluster 1" in err, err
+    assert not (tmp_path / "copy.txt").exists()
