@@ -2,8 +2,9 @@
 
 Why: dissect opens a file at once but reads its data runs, clusters or extents only when
 the bytes are asked for, so a damaged file fails in ``read``, in the caller's copy loop
-(``cat``, ``cp``, a FUSE read), far from any error boundary: a FAT file whose first cluster
-is 1 was a ValueError traceback from ``cat`` (the fat fuzz target's finding).
+(``cat``, ``cp``, a FUSE read), far from any error boundary: a 5-byte FAT file with a
+two-cluster chain made dissect seek before the data area, a ValueError traceback from
+``cat`` (the fat fuzz target's finding).
 """
 
 from __future__ import annotations
